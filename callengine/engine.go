@@ -1,0 +1,561 @@
+package callengine
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Resident is someone the intercom rings, with the direct room it rings
+// them in.
+type Resident struct {
+	User UserID
+	Room RoomID
+}
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	Machine Config
+	// OwnUser is the intercom's Matrix user; its own events echoed back by
+	// sync are dropped.
+	OwnUser UserID
+	// PoolSize is how many peers with a ready offer are kept so that a
+	// press sends its invites at once (typically the number of residents).
+	PoolSize int
+	// SendTimeout bounds the delivery of one event, retries included.
+	SendTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Engine runs the call Machine on one goroutine (Run) and executes its
+// effects: it sends signalling through the Transport, drives peers from the
+// PeerFactory and keeps timers. Every other method only enqueues work or
+// reads a snapshot, so it is safe to call from any goroutine, including
+// library callbacks.
+type Engine struct {
+	cfg       EngineConfig
+	transport Transport
+	peers     PeerFactory
+	log       *slog.Logger
+
+	inbox inbox
+
+	statusMu sync.Mutex
+	status   Status
+	subs     map[chan Status]struct{}
+
+	stopped chan struct{}
+}
+
+// NewEngine returns an engine; nothing runs until Run.
+func NewEngine(cfg EngineConfig, t Transport, pf PeerFactory) *Engine {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 15 * time.Second
+	}
+	if cfg.PoolSize < 0 {
+		cfg.PoolSize = 0
+	}
+	return &Engine{
+		cfg: cfg, transport: t, peers: pf, log: cfg.Logger,
+		inbox:   newInbox(),
+		status:  Status{Phase: PhaseIdle, Calls: []CallStatus{}},
+		subs:    map[chan Status]struct{}{},
+		stopped: make(chan struct{}),
+	}
+}
+
+// Work items of the engine's inbox besides machine Events.
+type (
+	ringRequest struct {
+		residents []Resident
+		reply     chan error
+	}
+	peerEvent struct {
+		slot int64
+		ev   PeerEvent
+	}
+	poolReady struct {
+		slot *slot
+		err  error
+	}
+	statusRequest struct{ reply chan Status }
+)
+
+// slot is one peer the engine owns, pooled or attached to a call.
+type slot struct {
+	id     int64
+	peer   Peer
+	callID CallID
+	early  []Candidate // gathered before the slot joined a call
+}
+
+// Ring rings every resident at once. It returns when the invites have been
+// handed to the transport queue, ErrBusy if a ring or call is active.
+func (e *Engine) Ring(ctx context.Context, residents []Resident) error {
+	if len(residents) == 0 {
+		return ErrNoResidents
+	}
+	reply := make(chan error, 1)
+	e.inbox.push(ringRequest{residents: residents, reply: reply})
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.stopped:
+		return ErrStopped
+	}
+}
+
+// Hangup ends every active call with reason user_hangup.
+func (e *Engine) Hangup() { e.inbox.push(HangupRequested{Reason: ReasonUserHangup}) }
+
+// HandleRoomEvent takes a call event from the homeserver. Malformed or
+// foreign events are logged and dropped here, before they reach the
+// machine. It never blocks.
+func (e *Engine) HandleRoomEvent(ev RoomEvent) {
+	if ev.Sender == e.cfg.OwnUser {
+		return
+	}
+	content, err := Decode(ev.Type, ev.Content)
+	if err != nil {
+		level := slog.LevelWarn
+		if errors.Is(err, ErrUnknownType) {
+			level = slog.LevelDebug
+		}
+		e.log.Log(context.Background(), level, "ignoring call event", "event_id", ev.ID, "room_id", ev.Room, "sender", ev.Sender, "type", ev.Type, "err", err)
+		return
+	}
+	if inv, ok := content.(*Invite); ok && inv.Invitee != "" && inv.Invitee != e.cfg.OwnUser {
+		e.log.Debug("ignoring invite for someone else", "room_id", ev.Room, "call_id", inv.CallID, "invitee", inv.Invitee)
+		return
+	}
+	e.inbox.push(SignalReceived{Room: ev.Room, Sender: ev.Sender, Age: ev.Age, Content: content})
+}
+
+// Status returns the latest snapshot of the calls.
+func (e *Engine) Status() Status {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	return e.status
+}
+
+// Subscribe returns a channel that receives the latest status after every
+// change (older snapshots are dropped if the reader is slow) and a function
+// that ends the subscription.
+func (e *Engine) Subscribe() (<-chan Status, func()) {
+	ch := make(chan Status, 1)
+	e.statusMu.Lock()
+	e.subs[ch] = struct{}{}
+	e.statusMu.Unlock()
+	return ch, func() {
+		e.statusMu.Lock()
+		delete(e.subs, ch)
+		e.statusMu.Unlock()
+	}
+}
+
+func (e *Engine) publish(s Status) {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	e.status = s
+	for ch := range e.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- s
+	}
+}
+
+// runner is the state owned by Run's goroutine.
+type runner struct {
+	e        *Engine
+	m        *Machine
+	slots    map[int64]*slot
+	calls    map[CallID]*slot
+	pool     []*slot
+	filling  int
+	nextSlot int64
+	timers   map[TimerID]*time.Timer
+	out      map[CallID]*outbox
+	bg       sync.WaitGroup // peer creation, peer closing and outboxes
+	ctx      context.Context
+}
+
+// Run owns the machine until ctx is cancelled. On the way out it hangs up
+// every active call (best effort, bounded by SendTimeout) and closes every
+// peer; it returns once all its goroutines have ended.
+func (e *Engine) Run(ctx context.Context) error {
+	defer close(e.stopped)
+	r := &runner{
+		e: e, m: NewMachine(e.cfg.Machine),
+		slots: map[int64]*slot{}, calls: map[CallID]*slot{},
+		timers: map[TimerID]*time.Timer{}, out: map[CallID]*outbox{},
+		ctx: ctx,
+	}
+	r.fillPool()
+	for {
+		select {
+		case <-ctx.Done():
+			r.shutdown()
+			return nil
+		case <-e.inbox.notify:
+		}
+		for _, item := range e.inbox.drain() {
+			r.handle(item)
+		}
+	}
+}
+
+func (r *runner) shutdown() {
+	// Calls still up get a hangup; the sends use a fresh context since
+	// ctx is already done.
+	r.ctx = context.WithoutCancel(r.ctx)
+	r.step(HangupRequested{Reason: ReasonUserHangup})
+	for _, t := range r.timers {
+		t.Stop()
+	}
+	for _, s := range r.pool {
+		r.closePeer(s)
+	}
+	for _, s := range r.slots {
+		r.closePeer(s)
+	}
+	r.bg.Wait()
+	// Peers created while shutting down arrived in the inbox.
+	for _, item := range r.e.inbox.drain() {
+		if p, ok := item.(poolReady); ok && p.slot != nil {
+			_ = p.slot.peer.Close()
+		}
+		if rr, ok := item.(ringRequest); ok {
+			rr.reply <- ErrStopped
+		}
+	}
+}
+
+func (r *runner) handle(item any) {
+	switch it := item.(type) {
+	case ringRequest:
+		it.reply <- r.ring(it.residents)
+	case poolReady:
+		r.filling--
+		if it.err != nil {
+			r.e.log.Error("prepare peer", "err", it.err)
+			// Retry later rather than spin: the next ring creates one
+			// synchronously anyway.
+			break
+		}
+		r.pool = append(r.pool, it.slot)
+	case peerEvent:
+		r.peerEvent(it)
+	case Event:
+		r.step(it)
+	default:
+		r.e.log.Error("callengine: unexpected inbox item", "type", fmt.Sprintf("%T", item))
+	}
+}
+
+func (r *runner) newSlot() *slot {
+	r.nextSlot++
+	s := &slot{id: r.nextSlot}
+	r.slots[s.id] = s
+	return s
+}
+
+func (r *runner) sink(id int64) func(PeerEvent) {
+	return func(ev PeerEvent) { r.e.inbox.push(peerEvent{slot: id, ev: ev}) }
+}
+
+// fillPool prepares peers in the background until the pool is full.
+func (r *runner) fillPool() {
+	for len(r.pool)+r.filling < r.e.cfg.PoolSize {
+		r.filling++
+		s := r.newSlot()
+		ctx := r.ctx
+		r.bg.Add(1)
+		go func() {
+			defer r.bg.Done()
+			p, err := r.e.peers.NewPeer(ctx, r.sink(s.id))
+			if err != nil {
+				r.e.inbox.push(poolReady{err: err})
+				return
+			}
+			s.peer = p
+			r.e.inbox.push(poolReady{slot: s})
+		}()
+	}
+}
+
+func (r *runner) takePeer() (*slot, error) {
+	for len(r.pool) > 0 {
+		s := r.pool[0]
+		r.pool = r.pool[1:]
+		if _, alive := r.slots[s.id]; alive {
+			return s, nil
+		}
+	}
+	s := r.newSlot()
+	p, err := r.e.peers.NewPeer(r.ctx, r.sink(s.id))
+	if err != nil {
+		delete(r.slots, s.id)
+		return nil, fmt.Errorf("prepare peer: %w", err)
+	}
+	s.peer = p
+	return s, nil
+}
+
+func (r *runner) ring(residents []Resident) error {
+	if r.m.Phase() != PhaseIdle {
+		return ErrBusy
+	}
+	r.pruneOutboxes()
+	var legs []LegSpec
+	var taken []*slot
+	for _, res := range residents {
+		s, err := r.takePeer()
+		if err != nil {
+			for _, t := range taken {
+				r.closePeer(t)
+			}
+			return err
+		}
+		s.callID = NewCallID()
+		r.calls[s.callID] = s
+		taken = append(taken, s)
+		legs = append(legs, LegSpec{CallID: s.callID, Room: res.Room, Invitee: res.User, OfferSDP: s.peer.Offer(), StreamID: s.peer.StreamID()})
+	}
+	r.step(RingRequested{Legs: legs})
+	for _, s := range taken {
+		for _, c := range s.early {
+			r.step(LocalCandidate{CallID: s.callID, Candidate: c})
+		}
+		s.early = nil
+	}
+	r.fillPool()
+	return nil
+}
+
+func (r *runner) peerEvent(pe peerEvent) {
+	s, ok := r.slots[pe.slot]
+	if !ok {
+		return
+	}
+	if s.callID == "" {
+		// A pooled peer: keep candidates for when it joins a call, and
+		// drop it from the pool if it died.
+		if c := pe.ev.Candidate; c != nil {
+			s.early = append(s.early, *c)
+		}
+		if st := pe.ev.State; st != nil && (*st == PeerFailed || *st == PeerClosed) {
+			r.closePeer(s)
+			r.fillPool()
+		}
+		return
+	}
+	if c := pe.ev.Candidate; c != nil {
+		r.step(LocalCandidate{CallID: s.callID, Candidate: *c})
+	}
+	if st := pe.ev.State; st != nil {
+		r.step(PeerChanged{CallID: s.callID, State: *st})
+	}
+}
+
+// step feeds one event to the machine and executes its effects. Effects
+// that report back synchronously (ApplyAnswer) feed their outcome in
+// before step returns.
+func (r *runner) step(ev Event) {
+	effects := r.m.Step(time.Now(), ev)
+	for _, eff := range effects {
+		r.execute(eff)
+	}
+	r.e.publish(r.m.Status())
+}
+
+func (r *runner) execute(eff Effect) {
+	log := r.e.log
+	switch x := eff.(type) {
+	case Send:
+		r.outbox(x.CallID).push(r.ctx, x)
+	case ApplyAnswer:
+		var err error
+		if s, ok := r.calls[x.CallID]; ok {
+			err = s.peer.SetAnswer(x.SDP)
+		} else {
+			err = errors.New("no peer for call")
+		}
+		if err != nil {
+			log.Warn("resident's answer refused", "call_id", x.CallID, "err", err)
+		}
+		r.step(AnswerApplied{CallID: x.CallID, Err: err})
+	case ApplyCandidates:
+		if s, ok := r.calls[x.CallID]; ok {
+			if err := s.peer.AddCandidates(x.Candidates); err != nil {
+				log.Warn("remote candidates refused", "call_id", x.CallID, "err", err)
+			}
+		}
+	case ClosePeer:
+		if s, ok := r.calls[x.CallID]; ok {
+			delete(r.calls, x.CallID)
+			r.closePeer(s)
+		}
+		// Anything still queued for the call keeps its order in the
+		// outbox's goroutine; nothing new is sent for an ended call.
+		delete(r.out, x.CallID)
+	case StartTimer:
+		if t, ok := r.timers[x.Timer]; ok {
+			t.Stop()
+		}
+		id := x.Timer
+		r.timers[id] = time.AfterFunc(x.After, func() { r.e.inbox.push(TimerFired{Timer: id}) })
+	case StopTimer:
+		if t, ok := r.timers[x.Timer]; ok {
+			t.Stop()
+			delete(r.timers, x.Timer)
+		}
+	case Ignored:
+		log.Info("ignoring call event", "room_id", x.Room, "sender", x.Sender, "call_id", x.CallID, "reason", x.Reason)
+	case CallEnded:
+		log.Info("call ended", "call_id", x.CallID, "resident", x.Invitee, "reason", x.Reason, "by_resident", x.Remote)
+	}
+}
+
+func (r *runner) closePeer(s *slot) {
+	delete(r.slots, s.id)
+	if s.peer == nil {
+		return
+	}
+	p := s.peer
+	s.peer = nil
+	// pion's Close waits for its goroutines; keep the loop responsive.
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		if err := p.Close(); err != nil {
+			r.e.log.Debug("close peer", "err", err)
+		}
+	}()
+}
+
+// pruneOutboxes forgets idle outboxes of calls that were never ours
+// (rejected inbound invites), so the map does not grow without bound.
+func (r *runner) pruneOutboxes() {
+	for id, o := range r.out {
+		o.mu.Lock()
+		idle := !o.running
+		o.mu.Unlock()
+		if idle {
+			delete(r.out, id)
+		}
+	}
+}
+
+func (r *runner) outbox(id CallID) *outbox {
+	o, ok := r.out[id]
+	if !ok {
+		o = &outbox{r: r}
+		r.out[id] = o
+	}
+	return o
+}
+
+// outbox delivers the events of one call in order on its own goroutine,
+// so a slow homeserver delays that call only, never the engine loop.
+type outbox struct {
+	r       *runner
+	mu      sync.Mutex
+	queue   []queuedSend
+	running bool
+}
+
+// queuedSend carries the context current when the send was queued: during
+// shutdown the final hangups use a context that outlives Run's.
+type queuedSend struct {
+	ctx context.Context
+	Send
+}
+
+func (o *outbox) push(ctx context.Context, s Send) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.queue = append(o.queue, queuedSend{ctx: ctx, Send: s})
+	if o.running {
+		return
+	}
+	o.running = true
+	o.r.bg.Add(1)
+	go o.run()
+}
+
+func (o *outbox) run() {
+	defer o.r.bg.Done()
+	for {
+		o.mu.Lock()
+		if len(o.queue) == 0 {
+			o.running = false
+			o.mu.Unlock()
+			return
+		}
+		s := o.queue[0]
+		o.queue = o.queue[1:]
+		o.mu.Unlock()
+		sctx, cancel := context.WithTimeout(s.ctx, o.r.e.cfg.SendTimeout)
+		err := o.r.e.transport.SendRoomEvent(sctx, s.Room, s.Type, s.Content)
+		cancel()
+		if err != nil {
+			o.r.e.log.Warn("send call event", "call_id", s.CallID, "room_id", s.Room, "type", s.Type, "err", err)
+			o.r.e.inbox.push(SendFailed{CallID: s.CallID, Type: s.Type, Err: err})
+		}
+	}
+}
+
+// inbox is an unbounded FIFO feeding the engine loop. Producers (library
+// callbacks, timers, the sync loop) never block on it.
+type inbox struct {
+	mu     sync.Mutex
+	items  []any
+	notify chan struct{}
+}
+
+func newInbox() inbox { return inbox{notify: make(chan struct{}, 1)} }
+
+func (q *inbox) push(item any) {
+	q.mu.Lock()
+	q.items = append(q.items, item)
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *inbox) drain() []any {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	items := q.items
+	q.items = nil
+	return items
+}
+
+const callIDAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+// NewCallID returns a call ID in the form js-sdk and famedly's SDK use: the
+// time in milliseconds then 16 random characters, so that glare resolution
+// (compare call IDs as strings, smaller wins) favours the older call.
+func NewCallID() CallID {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	out := make([]byte, 16)
+	for i, v := range b {
+		out[i] = callIDAlphabet[int(v)%len(callIDAlphabet)]
+	}
+	return CallID(strconv.FormatInt(time.Now().UnixMilli(), 10) + string(out))
+}

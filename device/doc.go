@@ -1,0 +1,4 @@
+// Package device is the intercom itself: it ties the doorbell button, the
+// call engine, the ringer and the relay together, and serves the local HTTP
+// API (health, status, events, simulated button).
+package device

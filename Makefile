@@ -1,0 +1,45 @@
+# The two commands of the README:
+#   make demo   run the intercom in simulation against a local homeserver,
+#               with a resident page in the browser
+#   make test   every test, with real parts (Dendrite, Chromium, alsa-lib)
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build deps test test-unit vet fmt demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/intercom ./cmd/intercom
+
+deps:
+	scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+# Unit tests only: no homeserver, no browser.
+test-unit:
+	$(GO) test -race -short ./...
+
+test: deps vet
+	$(GO) test -race -timeout 20m ./...
+
+# Short fuzz runs of every untrusted-input decoder.
+fuzz:
+	$(GO) test -run=^$$ -fuzz=FuzzDecode -fuzztime=30s ./callengine
+	$(GO) test -run=^$$ -fuzz=FuzzMachine -fuzztime=30s ./callengine
+	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=30s ./provisioning
+
+# Benchmarks whose medians the issues ask for.
+bench: deps
+	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
+	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom
+
+demo: deps build
+	$(GO) run ./internal/demo -intercom bin/intercom
+
+clean:
+	rm -rf bin demo-state

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# deps.sh installs what building and testing the intercom needs on a fresh
+# Debian 12 machine that has Go, gcc, Node and git: Debian packages (cgo
+# libraries, Chromium for the browser resident), the resident's npm
+# packages, and the pinned Dendrite homeserver (built from the Go module
+# proxy, cached under ~/.cache). Every step is skipped when already done, so
+# `make test` and `make demo` can call it each time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(pkg-config libvpx-dev libopus-dev libasound2-dev chromium)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	sudo=""
+	[[ $(id -u) == 0 ]] || sudo="sudo"
+	echo "deps: installing ${missing[*]}" >&2
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+internal/resident/setup.sh
+internal/dendrite/build.sh >/dev/null

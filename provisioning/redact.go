@@ -1,0 +1,92 @@
+package provisioning
+
+import (
+	"fmt"
+	"log/slog"
+)
+
+// Secrets must not reach logs, crash reports or a check-config printout, so
+// every type holding one formats itself with the secret replaced. Value
+// receivers make this hold for values, pointers and fields of other structs
+// alike, for fmt (%v, %+v, %s, %#v) and for slog.
+
+const redacted = "[REDACTED]"
+
+// redact shows whether a secret is set without showing it.
+func redact(s string) string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// String formats c with its secrets redacted.
+func (c Config) String() string {
+	return fmt.Sprintf("{Path:%s Matrix:%v StateDir:%s Residents:%v Ring:%+v Hardware:%+v API:%+v Video:%+v Log:%+v}",
+		c.Path, c.Matrix, c.StateDir, c.Residents, c.Ring, c.Hardware, c.API, c.Video, c.Log)
+}
+
+// GoString is String, so that %#v does not print the secrets either.
+func (c Config) GoString() string { return "provisioning.Config" + c.String() }
+
+// LogValue implements slog.LogValuer.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("path", c.Path),
+		slog.Attr{Key: "matrix", Value: c.Matrix.LogValue()},
+		slog.String("state_dir", c.StateDir),
+		slog.Any("residents", c.Residents),
+		slog.Group("ring", slog.Duration("timeout", c.Ring.Timeout)),
+		slog.Group("hardware", slog.String("gpio", c.Hardware.GPIO), slog.String("camera", c.Hardware.Camera), slog.String("audio", c.Hardware.Audio)),
+		slog.Group("api", slog.String("listen", c.API.Listen)),
+		slog.Group("video", slog.Int("width", c.Video.Width), slog.Int("height", c.Video.Height), slog.Int("fps", c.Video.FPS)),
+		slog.Group("log", slog.String("level", c.Log.Level)),
+	)
+}
+
+// plainMatrix has Matrix's fields without its methods, for formatting.
+type plainMatrix Matrix
+
+// String formats m with its secrets redacted.
+func (m Matrix) String() string {
+	m.Password, m.AccessToken = redact(m.Password), redact(m.AccessToken)
+	return fmt.Sprintf("%+v", plainMatrix(m))
+}
+
+// GoString is String, so that %#v does not print the secrets either.
+func (m Matrix) GoString() string { return "provisioning.Matrix" + m.String() }
+
+// LogValue implements slog.LogValuer.
+func (m Matrix) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("homeserver", m.Homeserver),
+		slog.String("user_id", m.UserID),
+		slog.String("device_name", m.DeviceName),
+		slog.String("password_file", m.PasswordFile),
+		slog.String("access_token_file", m.AccessTokenFile),
+		slog.String("password", redact(m.Password)),
+		slog.String("access_token", redact(m.AccessToken)),
+	)
+}
+
+// plainCredentials has Credentials' fields without its methods.
+type plainCredentials Credentials
+
+// String formats c with the access token redacted.
+func (c Credentials) String() string {
+	c.AccessToken = redact(c.AccessToken)
+	return fmt.Sprintf("%+v", plainCredentials(c))
+}
+
+// GoString is String, so that %#v does not print the token either.
+func (c Credentials) GoString() string { return "provisioning.Credentials" + c.String() }
+
+// LogValue implements slog.LogValuer.
+func (c Credentials) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("homeserver", c.Homeserver),
+		slog.String("user_id", c.UserID),
+		slog.String("device_id", c.DeviceID),
+		slog.String("access_token", redact(c.AccessToken)),
+	)
+}

@@ -1,0 +1,75 @@
+package provisioning
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+const (
+	testPassword = "hunter2-do-not-print"
+	testToken    = "syt_do_not_print"
+)
+
+func TestSecretsAreNeverPrinted(t *testing.T) {
+	c, err := Parse("f.yaml", []byte(minimal), "/etc/intercom")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Matrix.Password, c.Matrix.AccessToken = testPassword, testToken
+	creds := Credentials{Homeserver: "https://h", UserID: "@i:h", DeviceID: "DEV", AccessToken: testToken}
+
+	var outputs []string
+	for _, v := range []any{c, *c, c.Matrix, &c.Matrix, creds, &creds,
+		struct{ M Matrix }{c.Matrix}, struct{ C Credentials }{creds}} {
+		for _, verb := range []string{"%v", "%+v", "%s", "%#v"} {
+			outputs = append(outputs, fmt.Sprintf(verb, v))
+		}
+	}
+	for _, h := range []func(*bytes.Buffer) slog.Handler{
+		func(b *bytes.Buffer) slog.Handler { return slog.NewTextHandler(b, nil) },
+		func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
+	} {
+		var b bytes.Buffer
+		slog.New(h(&b)).Info("loaded", "config", c, "matrix", c.Matrix, "creds", creds)
+		outputs = append(outputs, b.String())
+	}
+	js, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs = append(outputs, string(js))
+
+	for _, out := range outputs {
+		if strings.Contains(out, testPassword) || strings.Contains(out, testToken) {
+			t.Errorf("secret printed: %s", out)
+		}
+	}
+	// Redacted, not dropped: whether a secret is set is worth seeing.
+	if s := c.String(); !strings.Contains(s, "Password:"+redacted) || !strings.Contains(s, "@intercom:example.org") {
+		t.Errorf("String() = %s", s)
+	}
+	if s := outputs[len(outputs)-2]; !strings.Contains(s, `"password":"[REDACTED]"`) || !strings.Contains(s, `"user_id":"@intercom:example.org"`) {
+		t.Errorf("slog JSON = %s", s)
+	}
+}
+
+// TestStringShowsEveryField keeps String in step with Config when fields
+// are added.
+func TestStringShowsEveryField(t *testing.T) {
+	s := Config{}.String()
+	typ := reflect.TypeFor[Config]()
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if !f.IsExported() || f.Name == "Warnings" {
+			continue
+		}
+		if !strings.Contains(s, f.Name+":") {
+			t.Errorf("Config.String() lacks %s: %s", f.Name, s)
+		}
+	}
+}

@@ -1,0 +1,12 @@
+package media
+
+import "errors"
+
+var (
+	// ErrClosed is returned by a Stream that has been closed.
+	ErrClosed = errors.New("media: stream closed")
+	// ErrNoEncoder is returned when a codec has no encoder configured.
+	ErrNoEncoder = errors.New("media: no encoder for codec")
+	// ErrBadFormat is returned for an unusable video or audio format.
+	ErrBadFormat = errors.New("media: unsupported format")
+)

@@ -1,0 +1,136 @@
+package media
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/pion/opus"
+)
+
+// SilenceDBov is the level reported for digital silence, the floor of the
+// RFC 6464 audio level scale (0 to -127 dBov).
+const SilenceDBov = -127
+
+// ReceivedAudio is a snapshot of the audio received from residents.
+type ReceivedAudio struct {
+	Packets, Bytes uint64
+	DecodeErrors   uint64
+	// Level is the recent signal power in dBov (RFC 6464 §3: 0 dBov is a
+	// full-scale square wave; a full-scale sine is -3 dBov), smoothed over
+	// about 300 ms. SilenceDBov means silence or nothing received.
+	Level      float64
+	LastPacket time.Time // zero if nothing was received
+}
+
+// PCMSink receives decoded audio: 48 kHz mono, one packet's worth per call
+// (usually 20 ms). WritePCM must not block; the slice is reused after it
+// returns. The ALSA speaker implements it.
+type PCMSink interface {
+	WritePCM(pcm []int16)
+}
+
+// AudioMeter accumulates what every OpusReceiver decodes. It is safe for
+// concurrent use.
+type AudioMeter struct {
+	mu     sync.Mutex
+	snap   ReceivedAudio
+	power  float64 // smoothed mean square, full scale = 1
+	lastAt time.Time
+}
+
+// NewAudioMeter returns an empty meter.
+func NewAudioMeter() *AudioMeter {
+	return &AudioMeter{snap: ReceivedAudio{Level: SilenceDBov}}
+}
+
+// Snapshot returns the counters and level so far.
+func (m *AudioMeter) Snapshot() ReceivedAudio {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.snap
+}
+
+const levelTau = 300 * time.Millisecond
+
+func (m *AudioMeter) add(bytes int, pcm []int16, decodeErr bool, now time.Time) {
+	var sum float64
+	for _, v := range pcm {
+		f := float64(v) / 32768
+		sum += f * f
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snap.Packets++
+	m.snap.Bytes += uint64(bytes)
+	m.snap.LastPacket = now
+	if decodeErr {
+		m.snap.DecodeErrors++
+		return
+	}
+	if len(pcm) == 0 {
+		return
+	}
+	ms := sum / float64(len(pcm))
+	// Exponential smoothing weighted by the packet's duration, so packet
+	// size does not change the time constant.
+	d := time.Duration(len(pcm)) * time.Second / SampleRate
+	a := 1 - math.Exp(-float64(d)/float64(levelTau))
+	if m.lastAt.IsZero() || now.Sub(m.lastAt) > time.Second {
+		m.power = ms
+	} else {
+		m.power += a * (ms - m.power)
+	}
+	m.lastAt = now
+	m.snap.Level = dBov(m.power)
+}
+
+// dBov converts a mean square (full-scale square wave = 1) to dBov,
+// clamped to the RFC 6464 range.
+func dBov(ms float64) float64 {
+	if ms <= 0 {
+		return SilenceDBov
+	}
+	return math.Max(SilenceDBov, math.Min(0, 10*math.Log10(ms)))
+}
+
+// OpusReceiver decodes one remote Opus stream (one SSRC) with the pure-Go
+// decoder of github.com/pion/opus, which handles the SILK, hybrid and CELT
+// modes browsers send, feeds the meter and passes the PCM on. It is used by
+// one goroutine (the track's reader).
+type OpusReceiver struct {
+	meter *AudioMeter
+	sink  PCMSink
+	dec   opus.Decoder
+	pcm   []int16
+}
+
+// NewOpusReceiver returns a receiver decoding to 48 kHz mono. sink may be
+// nil.
+func NewOpusReceiver(meter *AudioMeter, sink PCMSink) (*OpusReceiver, error) {
+	dec, err := opus.NewDecoderWithOutput(SampleRate, 1)
+	if err != nil {
+		return nil, fmt.Errorf("new opus decoder: %w", err)
+	}
+	// 120 ms is the longest Opus packet (RFC 6716 §3.2.5).
+	return &OpusReceiver{meter: meter, sink: sink, dec: dec, pcm: make([]int16, SampleRate*120/1000)}, nil
+}
+
+// WriteOpus handles one RTP payload received at now.
+func (r *OpusReceiver) WriteOpus(payload []byte, now time.Time) error {
+	if len(payload) == 0 {
+		return nil
+	}
+	n, err := r.dec.DecodeToInt16(payload, r.pcm)
+	if err != nil {
+		r.meter.add(len(payload), nil, true, now)
+		return fmt.Errorf("decode opus: %w", err)
+	}
+	pcm := r.pcm[:n]
+	r.meter.add(len(payload), pcm, false, now)
+	if r.sink != nil {
+		r.sink.WritePCM(pcm)
+	}
+	return nil
+}

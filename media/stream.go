@@ -1,0 +1,441 @@
+package media
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+	pionmedia "github.com/pion/webrtc/v4/pkg/media"
+)
+
+// StreamConfig configures a Stream. Zero fields take the defaults noted.
+type StreamConfig struct {
+	// ID is the MediaStream ID shared by the audio and video tracks, the
+	// first token of a=msid and the sdp_stream_metadata key (MSC3077).
+	// Default "doorcam"; track IDs are ID+"-video" and ID+"-audio".
+	ID string
+	// Video format; default 640x480 at 15 frames per second.
+	Width, Height, FPS int
+	// VideoBitrate and AudioBitrate are encoder targets in bits per second;
+	// defaults 600 kb/s and 32 kb/s.
+	VideoBitrate, AudioBitrate int
+	// KeyFrameInterval is the periodic keyframe distance; default 3 s.
+	KeyFrameInterval time.Duration
+	// MinKeyFrameGap rate-limits forced keyframes per codec: requests that
+	// come sooner are merged and served when the gap has passed. Default
+	// 500 ms.
+	MinKeyFrameGap time.Duration
+	// OpenVideo opens the raw video source when the first video encoder
+	// starts; it is closed when the last one stops. Default: NewTestPattern.
+	OpenVideo func(VideoFormat) (VideoSource, error)
+	// OpenAudio likewise for audio. Default: a 440 Hz tone at -12 dBFS.
+	OpenAudio func() (AudioSource, error)
+	// Encoders builds the encoders (media/codec.Encoders()). Codecs without
+	// a constructor are not offered.
+	Encoders Encoders
+	Logger   *slog.Logger
+}
+
+func (c *StreamConfig) setDefaults() {
+	if c.ID == "" {
+		c.ID = "doorcam"
+	}
+	if c.Width == 0 && c.Height == 0 {
+		c.Width, c.Height = 640, 480
+	}
+	if c.FPS == 0 {
+		c.FPS = 15
+	}
+	if c.VideoBitrate == 0 {
+		c.VideoBitrate = 600_000
+	}
+	if c.AudioBitrate == 0 {
+		c.AudioBitrate = 32_000
+	}
+	if c.KeyFrameInterval == 0 {
+		c.KeyFrameInterval = 3 * time.Second
+	}
+	if c.MinKeyFrameGap == 0 {
+		c.MinKeyFrameGap = 500 * time.Millisecond
+	}
+	if c.OpenVideo == nil {
+		c.OpenVideo = func(f VideoFormat) (VideoSource, error) { return NewTestPattern(f) }
+	}
+	if c.OpenAudio == nil {
+		c.OpenAudio = func() (AudioSource, error) { return NewTone(440, 0.25), nil }
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// EncoderStats describes one codec's encoder for the status API.
+type EncoderStats struct {
+	Codec            Codec
+	Users            int           // peers using the codec now
+	Running          bool          // an encoder instance exists
+	Starts           uint64        // encoder instances created so far
+	Frames           uint64        // encoded frames written to the track
+	KeyFrames        uint64        // of which keyframes
+	KeyFrameRequests uint64        // requests (new peer, PLI, FIR)
+	ForcedKeyFrames  uint64        // keyframes forced by requests
+	Bytes            uint64        // encoded bytes
+	EncodeTime       time.Duration // total time spent in Encode
+	Errors           uint64        // encode or write errors
+	LastError        string
+}
+
+// Stream encodes the door's audio and video once per codec and writes the
+// samples to one shared track per codec, which every peer connection adds.
+// An encoder runs only while at least one user holds its codec (Acquire).
+// All methods are safe for concurrent use and never block on media.
+type Stream struct {
+	cfg    StreamConfig
+	format VideoFormat
+	log    *slog.Logger
+
+	codecs map[Codec]*codecState
+	video  *pipeline
+	audio  *pipeline
+
+	mu     sync.Mutex // guards closed and every codecState's stats
+	closed bool
+}
+
+// codecState is one codec: its shared track and its encoder's bookkeeping.
+type codecState struct {
+	codec  Codec
+	track  *webrtc.TrackLocalStaticSample
+	keyReq chan struct{} // capacity 1: a pending keyframe request
+	stats  EncoderStats  // guarded by Stream.mu
+}
+
+// NewStream prepares a stream. No source is opened and no encoder runs
+// until a codec is acquired.
+func NewStream(cfg StreamConfig) (*Stream, error) {
+	cfg.setDefaults()
+	format := VideoFormat{Width: cfg.Width, Height: cfg.Height, FPS: cfg.FPS}
+	if !format.valid() {
+		return nil, fmt.Errorf("new stream %dx%d@%d: %w", cfg.Width, cfg.Height, cfg.FPS, ErrBadFormat)
+	}
+	s := &Stream{cfg: cfg, format: format, log: cfg.Logger, codecs: map[Codec]*codecState{}}
+	add := func(c Codec, capab webrtc.RTPCodecCapability, trackID string) error {
+		t, err := webrtc.NewTrackLocalStaticSample(capab, trackID, cfg.ID)
+		if err != nil {
+			return fmt.Errorf("create %s track: %w", c, err)
+		}
+		s.codecs[c] = &codecState{codec: c, track: t, keyReq: make(chan struct{}, 1), stats: EncoderStats{Codec: c}}
+		return nil
+	}
+	if cfg.Encoders.H264 != nil {
+		if err := add(H264, webrtc.RTPCodecCapability{MimeType: string(H264), ClockRate: 90000, SDPFmtpLine: H264FMTP}, cfg.ID+"-video"); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Encoders.VP8 != nil {
+		if err := add(VP8, webrtc.RTPCodecCapability{MimeType: string(VP8), ClockRate: 90000}, cfg.ID+"-video"); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Encoders.Opus != nil {
+		if err := add(Opus, webrtc.RTPCodecCapability{MimeType: string(Opus), ClockRate: 48000, Channels: 2, SDPFmtpLine: OpusFMTP}, cfg.ID+"-audio"); err != nil {
+			return nil, err
+		}
+	}
+	onErr := func(err error) { s.log.Error("media pipeline stopped", "err", err) }
+	s.video = newPipeline(s.runVideo, cfg.VideoBitrate, onErr)
+	s.audio = newPipeline(s.runAudio, cfg.AudioBitrate, onErr)
+	return s, nil
+}
+
+// ID returns the MediaStream ID of the stream's tracks.
+func (s *Stream) ID() string { return s.cfg.ID }
+
+// Format returns the raw video format.
+func (s *Stream) Format() VideoFormat { return s.format }
+
+// Has reports whether the stream can send codec c.
+func (s *Stream) Has(c Codec) bool { return s.codecs[c] != nil }
+
+// Track returns the shared track for codec c, or nil if the stream has no
+// encoder for it. Add it to every peer connection that sends c.
+func (s *Stream) Track(c Codec) *webrtc.TrackLocalStaticSample {
+	if st := s.codecs[c]; st != nil {
+		return st.track
+	}
+	return nil
+}
+
+// Acquire marks one more user of codec c, starting its encoder (and the
+// source) if it was idle, and asks for a keyframe so the new user can start
+// decoding. The returned release is idempotent; the encoder stops when the
+// last user releases. Starting is asynchronous and cheap: the first frame
+// follows within one frame interval plus the encoder's set-up.
+func (s *Stream) Acquire(c Codec) (release func(), err error) {
+	st := s.codecs[c]
+	if st == nil {
+		return nil, fmt.Errorf("acquire %s: %w", c, ErrNoEncoder)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	st.stats.Users++
+	s.mu.Unlock()
+	p := s.pipelineFor(c)
+	p.acquire(c)
+	s.RequestKeyFrame(c)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			st.stats.Users--
+			s.mu.Unlock()
+			p.release(c)
+		})
+	}, nil
+}
+
+// RequestKeyFrame asks codec c's encoder for a keyframe, e.g. for a new
+// viewer or on a Picture Loss Indication (RFC 4585 §6.3.1) or Full Intra
+// Request (RFC 5104 §3.5.1). It never blocks; requests are merged and
+// rate-limited by MinKeyFrameGap.
+func (s *Stream) RequestKeyFrame(c Codec) {
+	st := s.codecs[c]
+	if st == nil || !c.IsVideo() {
+		return
+	}
+	s.mu.Lock()
+	st.stats.KeyFrameRequests++
+	s.mu.Unlock()
+	select {
+	case st.keyReq <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns a snapshot of every codec's encoder.
+func (s *Stream) Stats() []EncoderStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]EncoderStats, 0, len(s.codecs))
+	for _, c := range []Codec{H264, VP8, Opus} {
+		if st := s.codecs[c]; st != nil {
+			out = append(out, st.stats)
+		}
+	}
+	return out
+}
+
+// SetVideoBitrate changes the target of the running video encoders and of
+// those started later.
+func (s *Stream) SetVideoBitrate(bps int) {
+	s.video.setBitrate(bps)
+}
+
+// Close stops every encoder and source and waits for them. Acquire fails
+// afterwards; releases of earlier acquisitions stay harmless.
+func (s *Stream) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.video.close()
+	s.audio.close()
+	return nil
+}
+
+func (s *Stream) pipelineFor(c Codec) *pipeline {
+	if c.IsVideo() {
+		return s.video
+	}
+	return s.audio
+}
+
+func (s *Stream) record(st *codecState, f func(*EncoderStats)) {
+	s.mu.Lock()
+	f(&st.stats)
+	s.mu.Unlock()
+}
+
+func (s *Stream) recordError(st *codecState, err error) {
+	s.record(st, func(e *EncoderStats) {
+		e.Errors++
+		e.LastError = err.Error()
+	})
+}
+
+// runVideo owns the video source and the video encoders while any video
+// codec has users. Each frame is encoded once per codec in use.
+func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
+	src, err := s.cfg.OpenVideo(s.format)
+	if err != nil {
+		return fmt.Errorf("open video source: %w", err)
+	}
+	defer src.Close()
+
+	type running struct {
+		st        *codecState
+		enc       VideoEncoder
+		bitrate   int
+		lastForce time.Time
+		lastWrite time.Time
+	}
+	encs := map[Codec]*running{}
+	stop := func(c Codec) {
+		r := encs[c]
+		if err := r.enc.Close(); err != nil {
+			s.recordError(r.st, fmt.Errorf("close encoder: %w", err))
+		}
+		delete(encs, c)
+		s.record(r.st, func(e *EncoderStats) { e.Running = false })
+		s.log.Debug("encoder stopped", "codec", c)
+	}
+	defer func() {
+		for c := range encs {
+			stop(c)
+		}
+	}()
+
+	for {
+		frame, err := src.ReadFrame(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read video frame: %w", err)
+		}
+		wanted, bitrate := p.wanted()
+		for c := range encs {
+			if !wanted[c] {
+				stop(c)
+			}
+		}
+		for _, c := range []Codec{H264, VP8} {
+			if !wanted[c] || encs[c] != nil {
+				continue
+			}
+			st := s.codecs[c]
+			newEnc := s.cfg.Encoders.H264
+			if c == VP8 {
+				newEnc = s.cfg.Encoders.VP8
+			}
+			t0 := time.Now()
+			enc, err := newEnc(VideoEncoderConfig{VideoFormat: s.format, Bitrate: bitrate, KeyFrameInterval: s.cfg.KeyFrameInterval})
+			if err != nil {
+				s.recordError(st, fmt.Errorf("start encoder: %w", err))
+				continue
+			}
+			// A fresh encoder starts with a keyframe: pending requests are met.
+			select {
+			case <-st.keyReq:
+			default:
+			}
+			encs[c] = &running{st: st, enc: enc, bitrate: bitrate, lastForce: frame.Time}
+			s.record(st, func(e *EncoderStats) { e.Running = true; e.Starts++ })
+			s.log.Debug("encoder started", "codec", c, "took", time.Since(t0))
+		}
+		for c, r := range encs {
+			if r.bitrate != bitrate {
+				if bs, ok := r.enc.(BitrateSetter); ok {
+					if err := bs.SetBitrate(bitrate); err != nil {
+						s.recordError(r.st, err)
+					}
+				}
+				r.bitrate = bitrate
+			}
+			force := false
+			if frame.Time.Sub(r.lastForce) >= s.cfg.MinKeyFrameGap {
+				select {
+				case <-r.st.keyReq:
+					force = true
+					r.lastForce = frame.Time
+				default:
+				}
+			}
+			t0 := time.Now()
+			data, err := r.enc.Encode(frame.Image, force)
+			took := time.Since(t0)
+			if err != nil {
+				s.recordError(r.st, fmt.Errorf("encode %s: %w", c, err))
+				continue
+			}
+			if len(data) == 0 { // skipped by rate control
+				s.record(r.st, func(e *EncoderStats) { e.EncodeTime += took })
+				continue
+			}
+			dur := s.format.Interval()
+			if !r.lastWrite.IsZero() {
+				dur = frame.Time.Sub(r.lastWrite)
+			}
+			r.lastWrite = frame.Time
+			key := IsKeyFrame(c, data)
+			werr := r.st.track.WriteSample(pionmedia.Sample{Data: data, Duration: dur, Timestamp: frame.Time})
+			s.record(r.st, func(e *EncoderStats) {
+				e.EncodeTime += took
+				e.Frames++
+				e.Bytes += uint64(len(data))
+				if key {
+					e.KeyFrames++
+				}
+				if force {
+					e.ForcedKeyFrames++
+				}
+				if werr != nil {
+					e.Errors++
+					e.LastError = werr.Error()
+				}
+			})
+		}
+	}
+}
+
+// runAudio owns the audio source and the Opus encoder while Opus has users.
+func (s *Stream) runAudio(ctx context.Context, p *pipeline) error {
+	st := s.codecs[Opus]
+	src, err := s.cfg.OpenAudio()
+	if err != nil {
+		return fmt.Errorf("open audio source: %w", err)
+	}
+	defer src.Close()
+	enc, err := s.cfg.Encoders.Opus(AudioEncoderConfig{Bitrate: s.cfg.AudioBitrate})
+	if err != nil {
+		return fmt.Errorf("start opus encoder: %w", err)
+	}
+	s.record(st, func(e *EncoderStats) { e.Running = true; e.Starts++ })
+	defer func() {
+		if err := enc.Close(); err != nil {
+			s.recordError(st, err)
+		}
+		s.record(st, func(e *EncoderStats) { e.Running = false })
+	}()
+	for {
+		pcm, err := src.ReadAudio(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read audio: %w", err)
+		}
+		t0 := time.Now()
+		data, err := enc.Encode(pcm)
+		took := time.Since(t0)
+		if err != nil {
+			s.recordError(st, fmt.Errorf("encode opus: %w", err))
+			continue
+		}
+		werr := st.track.WriteSample(pionmedia.Sample{Data: data, Duration: AudioFrame})
+		s.record(st, func(e *EncoderStats) {
+			e.EncodeTime += took
+			e.Frames++
+			e.Bytes += uint64(len(data))
+			if werr != nil {
+				e.Errors++
+				e.LastError = werr.Error()
+			}
+		})
+	}
+}

@@ -1,0 +1,321 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"image"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeVideo is a hand-written VideoEncoder: a keyframe (H.264 IDR NAL) when
+// asked or first, else a non-IDR slice.
+type fakeVideo struct {
+	codec  Codec
+	frames int
+	live   *atomic.Int64
+	forced *atomic.Int64
+	closed bool
+}
+
+func (f *fakeVideo) Encode(img *image.YCbCr, key bool) ([]byte, error) {
+	if img == nil {
+		return nil, errors.New("nil frame")
+	}
+	first := f.frames == 0
+	f.frames++
+	if key {
+		f.forced.Add(1)
+	}
+	if f.codec == VP8 {
+		if key || first {
+			return []byte{0x10, 1, 2}, nil
+		}
+		return []byte{0x11, 1, 2}, nil
+	}
+	if key || first {
+		return []byte{0, 0, 0, 1, 0x65, 1, 2}, nil
+	}
+	return []byte{0, 0, 0, 1, 0x41, 1, 2}, nil
+}
+
+func (f *fakeVideo) Close() error {
+	if !f.closed {
+		f.closed = true
+		f.live.Add(-1)
+	}
+	return nil
+}
+
+type fakeAudio struct{ live *atomic.Int64 }
+
+func (f *fakeAudio) Encode(pcm []int16) ([]byte, error) { return []byte{1, 2, 3}, nil }
+func (f *fakeAudio) Close() error                       { f.live.Add(-1); return nil }
+
+type fakes struct {
+	live   map[Codec]*atomic.Int64
+	forced atomic.Int64
+}
+
+func newFakes() *fakes {
+	return &fakes{live: map[Codec]*atomic.Int64{H264: {}, VP8: {}, Opus: {}}}
+}
+
+func (fk *fakes) encoders() Encoders {
+	video := func(c Codec) func(VideoEncoderConfig) (VideoEncoder, error) {
+		return func(cfg VideoEncoderConfig) (VideoEncoder, error) {
+			if cfg.Bitrate <= 0 || cfg.Width != 64 {
+				return nil, errors.New("bad config")
+			}
+			fk.live[c].Add(1)
+			return &fakeVideo{codec: c, live: fk.live[c], forced: &fk.forced}, nil
+		}
+	}
+	return Encoders{
+		H264: video(H264),
+		VP8:  video(VP8),
+		Opus: func(AudioEncoderConfig) (AudioEncoder, error) {
+			fk.live[Opus].Add(1)
+			return &fakeAudio{live: fk.live[Opus]}, nil
+		},
+	}
+}
+
+func newTestStream(t *testing.T, fk *fakes) *Stream {
+	t.Helper()
+	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 50, Encoders: fk.encoders(), MinKeyFrameGap: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func stats(s *Stream, c Codec) EncoderStats {
+	for _, e := range s.Stats() {
+		if e.Codec == c {
+			return e
+		}
+	}
+	return EncoderStats{}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestStreamTracks(t *testing.T) {
+	s := newTestStream(t, newFakes())
+	for _, c := range []Codec{H264, VP8, Opus} {
+		tr := s.Track(c)
+		if tr == nil {
+			t.Fatalf("no %s track", c)
+		}
+		if tr.StreamID() != "doorcam" {
+			t.Errorf("%s stream ID %q", c, tr.StreamID())
+		}
+	}
+	if s.Track(H264).ID() != "doorcam-video" || s.Track(VP8).ID() != "doorcam-video" || s.Track(Opus).ID() != "doorcam-audio" {
+		t.Error("unexpected track IDs")
+	}
+	if s.Track("video/AV1") != nil {
+		t.Error("track for unknown codec")
+	}
+}
+
+func TestStreamIdleRunsNothing(t *testing.T) {
+	fk := newFakes()
+	s := newTestStream(t, fk)
+	time.Sleep(50 * time.Millisecond)
+	for _, e := range s.Stats() {
+		if e.Running || e.Frames != 0 || e.Starts != 0 {
+			t.Errorf("%s active while idle: %+v", e.Codec, e)
+		}
+	}
+}
+
+func TestStreamOneEncoderPerCodec(t *testing.T) {
+	fk := newFakes()
+	s := newTestStream(t, fk)
+	var releases []func()
+	for i := 0; i < 4; i++ {
+		for _, c := range []Codec{H264, Opus} {
+			r, err := s.Acquire(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			releases = append(releases, r)
+		}
+	}
+	waitFor(t, "frames", func() bool { return stats(s, H264).Frames >= 5 && stats(s, Opus).Frames >= 3 })
+	for _, c := range []Codec{H264, Opus} {
+		if n := fk.live[c].Load(); n != 1 {
+			t.Errorf("%s: %d encoders, want 1", c, n)
+		}
+		if st := stats(s, c); st.Users != 4 || st.Starts != 1 || !st.Running {
+			t.Errorf("%s: %+v", c, st)
+		}
+	}
+	if n := fk.live[VP8].Load(); n != 0 {
+		t.Errorf("VP8 running without users")
+	}
+	for _, r := range releases[:len(releases)-2] {
+		r()
+		r() // idempotent
+	}
+	if !stats(s, H264).Running {
+		t.Error("H264 stopped while a user remains")
+	}
+	for _, r := range releases[len(releases)-2:] {
+		r()
+	}
+	// The last release waits for the runner: nothing runs afterwards.
+	for _, c := range []Codec{H264, VP8, Opus} {
+		if n := fk.live[c].Load(); n != 0 {
+			t.Errorf("%s: %d encoders after last release", c, n)
+		}
+		if st := stats(s, c); st.Running || st.Users != 0 {
+			t.Errorf("%s after release: %+v", c, st)
+		}
+	}
+	// And it starts again.
+	r, err := s.Acquire(H264)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "restart", func() bool { return stats(s, H264).Starts == 2 && stats(s, H264).Frames > 6 })
+	r()
+}
+
+func TestStreamTwoVideoCodecs(t *testing.T) {
+	fk := newFakes()
+	s := newTestStream(t, fk)
+	rh, _ := s.Acquire(H264)
+	rv, _ := s.Acquire(VP8)
+	waitFor(t, "both", func() bool { return stats(s, H264).Frames > 2 && stats(s, VP8).Frames > 2 })
+	rh()
+	waitFor(t, "H264 to stop", func() bool { return fk.live[H264].Load() == 0 })
+	n := stats(s, VP8).Frames
+	waitFor(t, "VP8 to go on", func() bool { return stats(s, VP8).Frames > n+2 })
+	rv()
+	if fk.live[VP8].Load() != 0 {
+		t.Error("VP8 still running")
+	}
+}
+
+func TestStreamKeyFrameRequestsAreRateLimited(t *testing.T) {
+	fk := newFakes()
+	s := newTestStream(t, fk)
+	r, _ := s.Acquire(H264)
+	defer r()
+	waitFor(t, "start", func() bool { return stats(s, H264).Frames >= 10 })
+	base := stats(s, H264)
+	if base.KeyFrames != 1 || base.ForcedKeyFrames != 0 {
+		t.Fatalf("start: %+v (the acquire's request is met by the first frame)", base)
+	}
+	// A burst of requests (PLIs from four viewers) is one keyframe.
+	for i := 0; i < 4; i++ {
+		s.RequestKeyFrame(H264)
+	}
+	waitFor(t, "keyframe", func() bool { return stats(s, H264).ForcedKeyFrames == 1 })
+	// A request inside the gap is deferred, not dropped.
+	s.RequestKeyFrame(H264)
+	t0 := time.Now()
+	waitFor(t, "deferred keyframe", func() bool { return stats(s, H264).ForcedKeyFrames == 2 })
+	if el := time.Since(t0); el < 50*time.Millisecond {
+		t.Errorf("second keyframe after %v, want the 100ms gap", el)
+	}
+	st := stats(s, H264)
+	if st.KeyFrames != 3 || st.KeyFrameRequests != base.KeyFrameRequests+5 {
+		t.Errorf("%+v", st)
+	}
+	if fk.forced.Load() != 2 {
+		t.Errorf("encoder forced %d times", fk.forced.Load())
+	}
+}
+
+func TestStreamClose(t *testing.T) {
+	before := runtime.NumGoroutine()
+	fk := newFakes()
+	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 50, Encoders: fk.encoders()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := s.Acquire(VP8)
+	r2, _ := s.Acquire(Opus)
+	waitFor(t, "frames", func() bool { return stats(s, VP8).Frames > 0 })
+	s.Close()
+	if _, err := s.Acquire(H264); !errors.Is(err, ErrClosed) {
+		t.Errorf("acquire after close: %v", err)
+	}
+	r()
+	r2()
+	for c, n := range fk.live {
+		if n.Load() != 0 {
+			t.Errorf("%s: %d encoders after close", c, n.Load())
+		}
+	}
+	waitFor(t, "goroutines", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+func TestStreamSourceFailure(t *testing.T) {
+	fk := newFakes()
+	var opens atomic.Int64
+	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 50, Encoders: fk.encoders(),
+		OpenVideo: func(VideoFormat) (VideoSource, error) {
+			opens.Add(1)
+			return nil, errors.New("no camera")
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, _ := s.Acquire(H264)
+	waitFor(t, "open attempt", func() bool { return opens.Load() == 1 })
+	r()
+	r, _ = s.Acquire(H264)
+	waitFor(t, "retry", func() bool { return opens.Load() == 2 })
+	r()
+}
+
+func TestPipelineConcurrentAcquireRelease(t *testing.T) {
+	fk := newFakes()
+	s := newTestStream(t, fk)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 20; j++ {
+				c := []Codec{H264, VP8, Opus}[(i+j)%3]
+				r, err := s.Acquire(c)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				s.RequestKeyFrame(c)
+				r()
+			}
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if fk.live[H264].Load()+fk.live[VP8].Load()+fk.live[Opus].Load() == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Error("encoders left running")
+}

@@ -1,0 +1,145 @@
+// Package webrtc adapts pion/webrtc to the call engine: its PeerFactory
+// builds peer connections that send a media.Stream's shared tracks and
+// meter the resident's audio. It implements callengine.PeerFactory.
+package webrtc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/media"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+)
+
+// ICEServer is a STUN or TURN server (W3C WebRTC RTCIceServer), as the
+// homeserver's /voip/turnServer hands them out.
+type ICEServer struct {
+	URLs       []string
+	Username   string
+	Credential string
+}
+
+// Config configures a PeerFactory.
+type Config struct {
+	// ICEServers are used by peers created afterwards; SetICEServers
+	// replaces them (TURN credentials expire).
+	ICEServers []ICEServer
+	// LoopbackOnly gathers host candidates on 127.0.0.1 only, with mDNS
+	// off: for tests, which must keep traffic on the loopback interface.
+	LoopbackOnly bool
+	// Meter receives the resident's audio level and counters; NewPeerFactory
+	// creates one when nil.
+	Meter *media.AudioMeter
+	// Speaker receives the decoded audio of every remote track; may be nil.
+	// With several peers sending audio at once their PCM interleaves: a
+	// mixer is left to the speaker.
+	Speaker media.PCMSink
+	Logger  *slog.Logger
+}
+
+// PeerFactory creates peer connections that all send the same Stream.
+type PeerFactory struct {
+	stream *media.Stream
+	api    *webrtc.API
+	meter  *media.AudioMeter
+	sink   media.PCMSink
+	log    *slog.Logger
+	video  []media.Codec // offered video codecs, preferred first
+
+	mu         sync.Mutex
+	iceServers []webrtc.ICEServer
+}
+
+var _ callengine.PeerFactory = (*PeerFactory)(nil)
+
+// NewPeerFactory prepares the pion API: a MediaEngine with Opus
+// (48000/2, useinbandfec=1), H.264 constrained baseline 42e01f in
+// packetization-mode 1 and VP8, each only if the stream can send it; RTCP
+// feedback nack, nack pli, ccm fir, goog-remb and transport-cc on video;
+// pion's default interceptors (NACK responder and generator, RTCP reports,
+// stats, TWCC feedback).
+func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Meter == nil {
+		cfg.Meter = media.NewAudioMeter()
+	}
+	if !stream.Has(media.Opus) {
+		return nil, fmt.Errorf("new peer factory: opus: %w", media.ErrNoEncoder)
+	}
+	f := &PeerFactory{stream: stream, meter: cfg.Meter, sink: cfg.Speaker, log: cfg.Logger}
+	me := &webrtc.MediaEngine{}
+	videoFB := []webrtc.RTCPFeedback{
+		{Type: webrtc.TypeRTCPFBGoogREMB},
+		{Type: webrtc.TypeRTCPFBCCM, Parameter: "fir"},
+	}
+	// Payload types follow Chrome's habits; any free dynamic type would do.
+	codecs := []struct {
+		c    media.Codec
+		p    webrtc.RTPCodecParameters
+		kind webrtc.RTPCodecType
+	}{
+		{media.Opus, webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: media.OpusFMTP}}, webrtc.RTPCodecTypeAudio},
+		{media.H264, webrtc.RTPCodecParameters{PayloadType: 102, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: media.H264FMTP, RTCPFeedback: videoFB}}, webrtc.RTPCodecTypeVideo},
+		{media.VP8, webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFB}}, webrtc.RTPCodecTypeVideo},
+	}
+	for _, c := range codecs {
+		if !stream.Has(c.c) {
+			continue
+		}
+		if err := me.RegisterCodec(c.p, c.kind); err != nil {
+			return nil, fmt.Errorf("register %s: %w", c.c, err)
+		}
+		if c.kind == webrtc.RTPCodecTypeVideo {
+			f.video = append(f.video, c.c)
+		}
+	}
+	if len(f.video) == 0 {
+		return nil, fmt.Errorf("new peer factory: video: %w", media.ErrNoEncoder)
+	}
+	lf := LoggerFactory{Logger: cfg.Logger}
+	ir := &interceptor.Registry{}
+	// Adds nack and nack pli to video, transport-cc to both kinds.
+	if err := webrtc.RegisterDefaultInterceptorsWithOptions(me, ir, webrtc.WithInterceptorLoggerFactory(lf)); err != nil {
+		return nil, fmt.Errorf("register interceptors: %w", err)
+	}
+	se := webrtc.SettingEngine{LoggerFactory: lf}
+	if cfg.LoopbackOnly {
+		se.SetIncludeLoopbackCandidate(true)
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	}
+	f.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	f.SetICEServers(cfg.ICEServers)
+	return f, nil
+}
+
+// SetICEServers replaces the ICE servers for peers created from now on.
+func (f *PeerFactory) SetICEServers(servers []ICEServer) {
+	list := make([]webrtc.ICEServer, 0, len(servers))
+	for _, s := range servers {
+		list = append(list, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	f.mu.Lock()
+	f.iceServers = list
+	f.mu.Unlock()
+}
+
+// ReceivedAudio returns the meter's snapshot of the residents' audio.
+func (f *PeerFactory) ReceivedAudio() media.ReceivedAudio { return f.meter.Snapshot() }
+
+// NewPeer implements callengine.PeerFactory: see newPeer.
+func (f *PeerFactory) NewPeer(ctx context.Context, sink func(callengine.PeerEvent)) (callengine.Peer, error) {
+	return f.newPeer(ctx, sink)
+}

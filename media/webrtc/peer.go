@@ -1,0 +1,321 @@
+package webrtc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/media"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+)
+
+// Peer is one peer connection sending the door's stream. Its offer is set
+// when NewPeer returns, so a pool of them makes the invite immediate. It
+// uses no encoder until the answer is applied.
+type Peer struct {
+	f     *PeerFactory
+	pc    *webrtc.PeerConnection
+	video *webrtc.RTPSender
+	sink  func(callengine.PeerEvent)
+
+	// videoCodec is the codec chosen from the answer; pion callbacks read
+	// it, so it is atomic rather than under a lock they might wait for.
+	videoCodec atomic.Value // media.Codec
+
+	// opMu serialises signalling (SetAnswer, AddCandidates) with Close.
+	opMu     sync.Mutex
+	answered bool
+	pending  []callengine.Candidate
+	releases []func()
+	closed   bool
+
+	// mu guards goroutine starts against Close's wait. Callbacks take it
+	// only for an instant.
+	mu        sync.Mutex
+	stopping  bool
+	wg        sync.WaitGroup // our goroutines: RTCP and track readers
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ callengine.Peer = (*Peer)(nil)
+
+// newPeer builds the connection: an audio transceiver (sendrecv, the
+// shared Opus track) and a video transceiver (sendonly, the shared H.264
+// track, swapped for VP8 if the answer lacks H.264), both tracks in the
+// stream's MediaStream so pion writes a=msid:<stream> <track> (MSC2746).
+// Then it creates and sets the offer. Candidates and state changes go to
+// sink.
+func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEvent)) (*Peer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	servers := f.iceServers
+	f.mu.Unlock()
+	pc, err := f.api.NewPeerConnection(webrtc.Configuration{
+		ICEServers:   servers,
+		BundlePolicy: webrtc.BundlePolicyMaxBundle,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("new peer connection: %w", err)
+	}
+	p := &Peer{f: f, pc: pc, sink: sink}
+	fail := func(what string, err error) (*Peer, error) {
+		p.Close()
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	audioTr, err := pc.AddTransceiverFromTrack(f.stream.Track(media.Opus),
+		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+	if err != nil {
+		return fail("add audio transceiver", err)
+	}
+	videoTr, err := pc.AddTransceiverFromTrack(f.stream.Track(f.video[0]),
+		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		return fail("add video transceiver", err)
+	}
+	p.video = videoTr.Sender()
+
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		var cand callengine.Candidate // nil: gathering complete, the end marker
+		if c != nil {
+			j := c.ToJSON()
+			cand = callengine.Candidate{Candidate: j.Candidate, SDPMid: j.SDPMid, SDPMLineIndex: j.SDPMLineIndex}
+		}
+		sink(callengine.PeerEvent{Candidate: &cand})
+	})
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		st := peerState(s)
+		if st == callengine.PeerConnected {
+			// SRTP has just started: anything sent before was dropped, so
+			// the viewer needs a fresh keyframe.
+			if c := p.VideoCodec(); c != "" {
+				f.stream.RequestKeyFrame(c)
+			}
+		}
+		f.log.Debug("peer state", "state", st.String())
+		sink(callengine.PeerEvent{State: &st})
+	})
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		if t.Kind() != webrtc.RTPCodecTypeAudio {
+			return
+		}
+		p.goRun(func() { p.readAudio(t) })
+	})
+	p.goRun(func() { p.readRTCP(audioTr.Sender(), false) })
+	p.goRun(func() { p.readRTCP(p.video, true) })
+
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fail("create offer", err)
+	}
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fail("set local offer", err)
+	}
+	return p, nil
+}
+
+// goRun starts a goroutine that Close waits for, unless closing began.
+func (p *Peer) goRun(fn func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopping {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		fn()
+	}()
+}
+
+// Offer returns the local offer. It is the current local description, so
+// a peer that waited in a pool already carries its gathered candidates
+// (which were also delivered to the sink).
+func (p *Peer) Offer() string {
+	if d := p.pc.LocalDescription(); d != nil {
+		return d.SDP
+	}
+	return ""
+}
+
+// StreamID returns the MediaStream ID of the sent tracks.
+func (p *Peer) StreamID() string { return p.f.stream.ID() }
+
+// SetAnswer applies the answer. Before pion binds the tracks it picks the
+// video codec the answer accepted (H.264, else VP8) and swaps the video
+// sender's track to match; then it starts using the stream's encoders for
+// the accepted codecs. Candidates that came before the answer are applied
+// after it.
+func (p *Peer) SetAnswer(sdp string) error {
+	ans, err := parseAnswer(sdp, p.f.stream.Has)
+	if err != nil {
+		return err
+	}
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if p.answered {
+		return ErrAnswered
+	}
+	if ans.video != "" && ans.video != p.f.video[0] {
+		// The sender has not started: ReplaceTrack only swaps the track,
+		// and SetRemoteDescription binds the new one.
+		if err := p.video.ReplaceTrack(p.f.stream.Track(ans.video)); err != nil {
+			return fmt.Errorf("switch video to %s: %w", ans.video, err)
+		}
+	}
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		return fmt.Errorf("set remote answer: %w", err)
+	}
+	p.answered = true
+	p.videoCodec.Store(ans.video)
+	for _, c := range []media.Codec{media.Opus, ans.video} {
+		if c == "" || (c == media.Opus && !ans.audio) {
+			continue
+		}
+		release, err := p.f.stream.Acquire(c)
+		if err != nil {
+			return fmt.Errorf("start %s: %w", c, err)
+		}
+		p.releases = append(p.releases, release)
+	}
+	p.f.log.Debug("answer applied", "video", string(ans.video), "audio", ans.audio)
+	pending := p.pending
+	p.pending = nil
+	return p.addLocked(pending)
+}
+
+// AddCandidates applies remote candidates, holding them until the answer
+// if it has not come yet (the homeserver may deliver them first).
+func (p *Peer) AddCandidates(cands []callengine.Candidate) error {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	if p.closed {
+		return ErrClosed
+	}
+	if !p.answered {
+		p.pending = append(p.pending, cands...)
+		return nil
+	}
+	return p.addLocked(cands)
+}
+
+func (p *Peer) addLocked(cands []callengine.Candidate) error {
+	var errs []error
+	for _, c := range cands {
+		// pion treats an empty candidate as end-of-candidates.
+		init := webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex}
+		if err := p.pc.AddICECandidate(init); err != nil {
+			errs = append(errs, fmt.Errorf("add candidate %q: %w", c.Candidate, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close tears the connection down, waits for its goroutines and releases
+// its encoders. It is idempotent.
+func (p *Peer) Close() error {
+	p.closeOnce.Do(func() {
+		p.opMu.Lock()
+		p.closed = true
+		releases := p.releases
+		p.releases = nil
+		p.opMu.Unlock()
+		p.mu.Lock()
+		p.stopping = true
+		p.mu.Unlock()
+		p.closeErr = p.pc.GracefulClose()
+		p.wg.Wait()
+		for _, r := range releases {
+			r()
+		}
+	})
+	return p.closeErr
+}
+
+// VideoCodec returns the video codec chosen from the answer, "" before it.
+func (p *Peer) VideoCodec() media.Codec {
+	c, _ := p.videoCodec.Load().(media.Codec)
+	return c
+}
+
+// readRTCP drains a sender's RTCP, which also feeds the interceptors (NACK
+// responder, reports), and turns picture-loss and full-intra requests into
+// keyframe requests for the codec in use. It ends when the sender stops.
+func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := s.Read(buf)
+		if err != nil {
+			return
+		}
+		if !video {
+			continue
+		}
+		pkts, err := rtcp.Unmarshal(buf[:n])
+		if err != nil {
+			continue
+		}
+		for _, pkt := range pkts {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				if c := p.VideoCodec(); c != "" {
+					p.f.stream.RequestKeyFrame(c)
+				}
+			}
+		}
+	}
+}
+
+// readAudio meters and decodes the resident's Opus track until it ends.
+func (p *Peer) readAudio(t *webrtc.TrackRemote) {
+	if t.Codec().MimeType != webrtc.MimeTypeOpus {
+		p.f.log.Warn("remote audio not opus", "codec", t.Codec().MimeType)
+		return
+	}
+	rx, err := media.NewOpusReceiver(p.f.meter, p.f.sink)
+	if err != nil {
+		p.f.log.Error("remote audio", "err", err)
+		return
+	}
+	var loggedErr bool
+	for {
+		pkt, _, err := t.ReadRTP()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !loggedErr {
+				p.f.log.Debug("remote audio ended", "err", err)
+			}
+			return
+		}
+		if err := rx.WriteOpus(pkt.Payload, time.Now()); err != nil && !loggedErr {
+			loggedErr = true // one line per track: a broken stream repeats
+			p.f.log.Warn("remote audio", "err", err)
+		}
+	}
+}
+
+func peerState(s webrtc.PeerConnectionState) callengine.PeerState {
+	switch s {
+	case webrtc.PeerConnectionStateConnecting:
+		return callengine.PeerConnecting
+	case webrtc.PeerConnectionStateConnected:
+		return callengine.PeerConnected
+	case webrtc.PeerConnectionStateDisconnected:
+		return callengine.PeerDisconnected
+	case webrtc.PeerConnectionStateFailed:
+		return callengine.PeerFailed
+	case webrtc.PeerConnectionStateClosed:
+		return callengine.PeerClosed
+	}
+	return callengine.PeerNew
+}

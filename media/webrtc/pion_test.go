@@ -1,0 +1,456 @@
+package webrtc
+
+import (
+	"context"
+	"net"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/media"
+	"github.com/doorbell/intercom/media/codec"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+)
+
+// loopbackAPI is a plain pion stack for the test's answerers, limited to
+// 127.0.0.1 like the factory under test.
+func loopbackAPI(t testing.TB, video []media.Codec) *webrtc.API {
+	t.Helper()
+	me := &webrtc.MediaEngine{}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: media.OpusFMTP}}, webrtc.RTPCodecTypeAudio))
+	fb := []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+	for _, c := range video {
+		switch c {
+		case media.H264:
+			must(me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 102, RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: media.H264FMTP, RTCPFeedback: fb}}, webrtc.RTPCodecTypeVideo))
+		case media.VP8:
+			must(me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: fb}}, webrtc.RTPCodecTypeVideo))
+		}
+	}
+	ir := &interceptor.Registry{}
+	must(webrtc.RegisterDefaultInterceptors(me, ir))
+	se := webrtc.SettingEngine{LoggerFactory: LoggerFactory{}}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+}
+
+// resident is the far end: a pion answerer that receives the door's media
+// and sends a tone back.
+type resident struct {
+	pc          *webrtc.PeerConnection
+	videoMime   atomic.Value
+	videoRTP    atomic.Int64
+	keyFrames   atomic.Int64
+	audioRTP    atomic.Int64
+	videoSSRC   atomic.Uint32
+	msid        string
+	wg          sync.WaitGroup
+	releaseTone func()
+}
+
+type env struct {
+	stream  *media.Stream
+	factory *PeerFactory
+	tone    *media.Stream // the residents' shared Opus tone
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	stream, err := media.NewStream(media.StreamConfig{Encoders: codec.Encoders()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stream.Close() })
+	f, err := NewPeerFactory(stream, Config{LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tone, err := media.NewStream(media.StreamConfig{ID: "resident", Encoders: media.Encoders{Opus: codec.NewOpus}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tone.Close() })
+	return &env{stream: stream, factory: f, tone: tone}
+}
+
+var candidateLine = regexp.MustCompile(`(?m)^a=(candidate|end-of-candidates).*\r\n`)
+
+// call connects a new door peer to a new resident accepting video codecs,
+// trickling candidates both ways (neither SDP carries any).
+func (e *env) call(t testing.TB, video []media.Codec) (*Peer, *resident) {
+	t.Helper()
+	events := make(chan callengine.PeerEvent, 256)
+	sink := func(ev callengine.PeerEvent) {
+		select {
+		case events <- ev:
+		default:
+			t.Error("sink would block")
+		}
+	}
+	cp, err := e.factory.NewPeer(context.Background(), sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cp.(*Peer)
+	offer := candidateLine.ReplaceAllString(p.Offer(), "")
+
+	r := &resident{}
+	r.pc, err = loopbackAPI(t, video).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.read(tr)
+		}()
+	})
+	r.pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		var cand callengine.Candidate
+		if c != nil {
+			j := c.ToJSON()
+			cand = callengine.Candidate{Candidate: j.Candidate, SDPMid: j.SDPMid, SDPMLineIndex: j.SDPMLineIndex}
+		}
+		if err := p.AddCandidates([]callengine.Candidate{cand}); err != nil {
+			t.Errorf("door AddCandidates: %v", err)
+		}
+	})
+	if err := r.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		t.Fatalf("resident SetRemoteDescription: %v\n%s", err, offer)
+	}
+	if _, err := r.pc.AddTrack(e.tone.Track(media.Opus)); err != nil {
+		t.Fatal(err)
+	}
+	r.releaseTone, err = e.tone.Acquire(media.Opus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.wg.Add(1)
+	done := make(chan struct{})
+	go func() {
+		defer r.wg.Done()
+		for {
+			select {
+			case ev := <-events:
+				if ev.Candidate != nil {
+					c := ev.Candidate
+					if err := r.pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex}); err != nil {
+						t.Errorf("resident AddICECandidate %q: %v", c.Candidate, err)
+					}
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	answer, err := r.pc.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.pc.SetLocalDescription(answer); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetAnswer(answer.SDP); err != nil {
+		t.Fatalf("SetAnswer: %v\n%s", err, answer.SDP)
+	}
+	t.Cleanup(func() {
+		p.Close()
+		r.pc.GracefulClose()
+		close(done)
+		r.wg.Wait()
+		r.releaseTone()
+	})
+	return p, r
+}
+
+// read counts RTP and, for video, depacketises and recognises keyframes.
+func (r *resident) read(tr *webrtc.TrackRemote) {
+	mime := tr.Codec().MimeType
+	if tr.Kind() == webrtc.RTPCodecTypeVideo {
+		r.videoMime.Store(mime)
+		r.videoSSRC.Store(uint32(tr.SSRC()))
+	}
+	var h264 codecs.H264Packet
+	var vp8 codecs.VP8Packet
+	for {
+		pkt, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		switch {
+		case strings.EqualFold(mime, webrtc.MimeTypeOpus):
+			r.audioRTP.Add(1)
+		case strings.EqualFold(mime, webrtc.MimeTypeH264):
+			r.videoRTP.Add(1)
+			if au, err := h264.Unmarshal(pkt.Payload); err == nil && media.IsKeyFrame(media.H264, au) {
+				r.keyFrames.Add(1)
+			}
+		case strings.EqualFold(mime, webrtc.MimeTypeVP8):
+			r.videoRTP.Add(1)
+			if f, err := vp8.Unmarshal(pkt.Payload); err == nil && vp8.S == 1 && vp8.PID == 0 && media.IsKeyFrame(media.VP8, f) {
+				r.keyFrames.Add(1)
+			}
+		}
+	}
+}
+
+func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func encStats(s *media.Stream, c media.Codec) media.EncoderStats {
+	for _, e := range s.Stats() {
+		if e.Codec == c {
+			return e
+		}
+	}
+	return media.EncoderStats{}
+}
+
+// settleGoroutines fails if the goroutine count does not return to base.
+func settleGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines: %d, want <= %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestOfferSDP(t *testing.T) {
+	e := newEnv(t)
+	p, err := e.factory.NewPeer(context.Background(), func(callengine.PeerEvent) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	sdp := p.Offer()
+	for _, want := range []string{
+		"a=msid:doorcam doorcam-audio",
+		"a=msid:doorcam doorcam-video",
+		"a=rtpmap:111 opus/48000/2",
+		"a=fmtp:111 minptime=10;useinbandfec=1",
+		"a=rtpmap:102 H264/90000",
+		"a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+		"a=rtpmap:96 VP8/90000",
+		"a=rtcp-fb:102 nack pli",
+		"a=rtcp-fb:96 ccm fir",
+		"a=rtcp-fb:96 goog-remb",
+		"a=rtcp-fb:102 transport-cc",
+		"a=sendrecv",
+		"a=sendonly",
+	} {
+		if !strings.Contains(sdp, want) {
+			t.Errorf("offer lacks %q", want)
+		}
+	}
+	if !strings.Contains(sdp, "m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\n") {
+		t.Errorf("video m-line: want exactly H.264 then VP8\n%s", sdp)
+	}
+	for _, bad := range []string{"VP9", "AV1", "H265", "42001f", "640032"} {
+		if strings.Contains(sdp, bad) {
+			t.Errorf("offer contains %s", bad)
+		}
+	}
+	if p.StreamID() != "doorcam" {
+		t.Errorf("StreamID %q", p.StreamID())
+	}
+	// A pooled peer uses no encoder.
+	for _, s := range e.stream.Stats() {
+		if s.Running {
+			t.Errorf("%s running before the answer", s.Codec)
+		}
+	}
+}
+
+func TestCallPionToPion(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		accept []media.Codec
+		want   media.Codec
+	}{
+		{"h264+vp8", []media.Codec{media.H264, media.VP8}, media.H264},
+		{"vp8+h264", []media.Codec{media.VP8, media.H264}, media.H264},
+		{"vp8 only", []media.Codec{media.VP8}, media.VP8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := runtime.NumGoroutine()
+			// Registered first, so it runs after every other cleanup.
+			t.Cleanup(func() { settleGoroutines(t, base) })
+			func() {
+				e := newEnv(t)
+				p, r := e.call(t, tc.accept)
+				if got := p.VideoCodec(); got != tc.want {
+					t.Fatalf("VideoCodec = %s, want %s", got, tc.want)
+				}
+				waitFor(t, "keyframe at the resident", 10*time.Second, func() bool { return r.keyFrames.Load() > 0 })
+				if got, _ := r.videoMime.Load().(string); !strings.EqualFold(got, string(tc.want)) {
+					t.Errorf("resident got %s", got)
+				}
+				waitFor(t, "opus at the resident", 5*time.Second, func() bool { return r.audioRTP.Load() > 10 })
+				waitFor(t, "tone at the door", 5*time.Second, func() bool {
+					a := e.factory.ReceivedAudio()
+					return a.Packets > 20 && a.Level > -40
+				})
+				a := e.factory.ReceivedAudio()
+				t.Logf("received audio: %+v", a)
+				if a.DecodeErrors != 0 || a.Bytes == 0 || time.Since(a.LastPacket) > time.Second {
+					t.Errorf("received audio: %+v", a)
+				}
+				// The tone is -15 dBov; Opus at 32 kb/s keeps it within a dB or two.
+				if a.Level < -20 || a.Level > -10 {
+					t.Errorf("level %.1f dBov, want about -15", a.Level)
+				}
+				if other := map[media.Codec]media.Codec{media.H264: media.VP8, media.VP8: media.H264}[tc.want]; encStats(e.stream, other).Running {
+					t.Errorf("%s encoder running without a user", other)
+				}
+
+				// Keyframe on PLI: past the rate limit, one PLI gives one
+				// forced keyframe, and the resident sees it.
+				time.Sleep(600 * time.Millisecond)
+				forced, keys := encStats(e.stream, tc.want).ForcedKeyFrames, r.keyFrames.Load()
+				err := r.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: r.videoSSRC.Load()}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "forced keyframe", 2*time.Second, func() bool {
+					return encStats(e.stream, tc.want).ForcedKeyFrames > forced && r.keyFrames.Load() > keys
+				})
+
+				// The encoders stop with the last peer.
+				if err := p.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+				if err := p.Close(); err != nil {
+					t.Errorf("second Close: %v", err)
+				}
+				for _, s := range e.stream.Stats() {
+					if s.Running || s.Users != 0 {
+						t.Errorf("after close: %+v", s)
+					}
+				}
+				if n := codec.Live(tc.want); n != 0 {
+					t.Errorf("%d %s encoders alive", n, tc.want)
+				}
+				if err := p.SetAnswer("v=0"); err == nil {
+					t.Error("SetAnswer after Close succeeded")
+				}
+			}()
+		})
+	}
+}
+
+func TestOneEncoderForManyPeers(t *testing.T) {
+	e := newEnv(t)
+	var residents []*resident
+	var peers []*Peer
+	for n := 1; n <= 4; n++ {
+		p, r := e.call(t, []media.Codec{media.H264, media.VP8})
+		peers, residents = append(peers, p), append(residents, r)
+		for _, r := range residents {
+			waitFor(t, "video at every resident", 10*time.Second, func() bool { return r.keyFrames.Load() > 0 && r.videoRTP.Load() > 30 })
+		}
+		// The residents' shared tone is the second Opus encoder.
+		for c, want := range map[media.Codec]int{media.H264: 1, media.Opus: 2} {
+			if got := codec.Live(c); got != want {
+				t.Errorf("%d peers: %d %s encoders, want %d", n, got, c, want)
+			}
+			if s := encStats(e.stream, c); s.Users != n || s.Starts != 1 {
+				t.Errorf("%d peers: %+v", n, s)
+			}
+		}
+		if got := codec.Live(media.VP8); got != 0 {
+			t.Errorf("%d VP8 encoders", got)
+		}
+	}
+	// Frames are encoded at the source's rate, not once per peer.
+	s0 := encStats(e.stream, media.H264)
+	time.Sleep(time.Second)
+	s1 := encStats(e.stream, media.H264)
+	if fps := s1.Frames - s0.Frames; fps < 12 || fps > 17 {
+		t.Errorf("%d frames encoded in one second with 4 peers, want about 15", fps)
+	}
+	for i, p := range peers {
+		p.Close()
+		want := i < len(peers)-1
+		if got := encStats(e.stream, media.H264).Running; got != want {
+			t.Errorf("after closing %d of %d peers: running %v", i+1, len(peers), got)
+		}
+	}
+}
+
+func TestCandidatesBeforeAnswerAreHeld(t *testing.T) {
+	e := newEnv(t)
+	p, err := e.factory.NewPeer(context.Background(), func(callengine.PeerEvent) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.AddCandidates([]callengine.Candidate{{Candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host"}}); err != nil {
+		t.Errorf("early candidate: %v", err)
+	}
+	if n := len(p.(*Peer).pending); n != 1 {
+		t.Errorf("%d pending", n)
+	}
+}
+
+func TestParseAnswer(t *testing.T) {
+	have := func(media.Codec) bool { return true }
+	for _, tc := range []struct {
+		name, video string
+		want        media.Codec
+	}{
+		{"h264", "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n", media.H264},
+		{"h264 lower level", "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=42e01e;packetization-mode=1\r\n", media.H264},
+		{"h264 mode 0 only", "m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=0;profile-level-id=42e01f\r\na=rtpmap:96 VP8/90000\r\n", media.VP8},
+		{"h264 high only", "m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=640032\r\n", ""},
+		{"vp8 first", "m=video 9 UDP/TLS/RTP/SAVPF 96 102\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n", media.H264},
+		{"rejected", "m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sdp := "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n" + tc.video
+			got, err := parseAnswer(sdp, have)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.video != tc.want || !got.audio {
+				t.Errorf("got %+v, want video %q", got, tc.want)
+			}
+		})
+	}
+	if _, err := parseAnswer("garbage", have); err == nil {
+		t.Error("garbage parsed")
+	}
+}

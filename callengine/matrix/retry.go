@@ -1,0 +1,158 @@
+package matrix
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix"
+)
+
+const (
+	// Backoff of the sync loop and of start-up requests (Login,
+	// EnsureDirectRooms): exponential from loopBackoffBase, capped at
+	// loopBackoffMax, with equal jitter, reset on success.
+	loopBackoffBase = 500 * time.Millisecond
+	loopBackoffMax  = 30 * time.Second
+
+	// Sending a call event is bounded: the call engine has its own timers
+	// (invite lifetime, candidate flushes), so a send gives up after a few
+	// seconds rather than keep an invite queued for minutes.
+	sendAttempts       = 5
+	sendBackoffBase    = 250 * time.Millisecond
+	sendBackoffMax     = 2 * time.Second
+	sendMaxRetryAfter  = 10 * time.Second
+	createRoomAttempts = 3
+)
+
+// backoff returns the wait before retry number attempt (1-based):
+// base·2^(attempt-1) capped at max, with "equal jitter" (half fixed, half
+// random) so that many intercoms restarted by one homeserver outage do not
+// come back in lockstep, while never retrying in a tight loop.
+func backoff(attempt int, base, max time.Duration, jitter func(int64) int64) time.Duration {
+	d := max
+	if attempt < 1 {
+		attempt = 1
+	}
+	if attempt <= 32 {
+		if b := base << (attempt - 1); b > 0 && b < max {
+			d = b
+		}
+	}
+	half := d / 2
+	return half + time.Duration(jitter(int64(half)+1))
+}
+
+// transient classifies err from a mautrix request. It reports whether the
+// request may succeed if repeated (connection errors, timeouts of one
+// attempt, 429, 5xx) and, for 429, the wait the server asked for.
+func transient(err error) (retry bool, after time.Duration) {
+	var perm permanent
+	if errors.As(err, &perm) {
+		return false, 0
+	}
+	var herr mautrix.HTTPError
+	if !errors.As(err, &herr) {
+		return false, 0
+	}
+	if herr.Response == nil {
+		// No response at all: connection refused or reset, DNS, or the
+		// attempt's own deadline. Cancellation of the caller's context is
+		// checked by the callers before they retry.
+		return herr.WrappedError != nil && !errors.Is(herr.WrappedError, context.Canceled), 0
+	}
+	code := herr.Response.StatusCode
+	switch {
+	case code == http.StatusTooManyRequests:
+		return true, retryAfter(herr)
+	case code >= 500:
+		return true, 0
+	}
+	return false, 0
+}
+
+// permanent marks an error that must not be retried whatever its kind.
+type permanent struct{ err error }
+
+func (p permanent) Error() string { return p.err.Error() }
+func (p permanent) Unwrap() error { return p.err }
+
+// statusCode is the HTTP status of a failed mautrix request, 0 if none.
+func statusCode(err error) int {
+	var herr mautrix.HTTPError
+	if errors.As(err, &herr) && herr.Response != nil {
+		return herr.Response.StatusCode
+	}
+	return 0
+}
+
+// retryAfter reads the wait of a 429 answer: retry_after_ms in the body
+// (Matrix spec, "Rate limiting") or the Retry-After header in seconds
+// (spec v1.10 and later); 0 if neither is given.
+func retryAfter(herr mautrix.HTTPError) time.Duration {
+	if herr.RespError != nil {
+		if ms, ok := herr.RespError.ExtraData["retry_after_ms"].(float64); ok && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	if h := strings.TrimSpace(herr.Response.Header.Get("Retry-After")); h != "" {
+		if secs, err := strconv.Atoi(h); err == nil && secs > 0 {
+			return time.Duration(secs) * time.Second
+		}
+	}
+	return 0
+}
+
+// isUnknownToken reports whether err says the access token is no longer
+// valid (Matrix spec, "Soft logout" / M_UNKNOWN_TOKEN).
+func isUnknownToken(err error) bool { return errors.Is(err, mautrix.MUnknownToken) }
+
+// retryPolicy tells do how to wait between attempts.
+type retryPolicy struct {
+	attempts      int // 0: until ctx ends
+	base, max     time.Duration
+	maxRetryAfter time.Duration // a longer 429 wait ends the retries; 0: no limit but max
+}
+
+var (
+	loopPolicy = retryPolicy{base: loopBackoffBase, max: loopBackoffMax}
+	sendPolicy = retryPolicy{attempts: sendAttempts, base: sendBackoffBase, max: sendBackoffMax, maxRetryAfter: sendMaxRetryAfter}
+)
+
+// do runs op with a per-attempt deadline and retries transient failures
+// according to p. It returns op's last error, or the context's cause if ctx
+// ended while waiting.
+func (s *Session) do(ctx context.Context, what string, p retryPolicy, op func(ctx context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, requestTimeout)
+		err := op(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return errors.Join(err, context.Cause(ctx))
+		}
+		retry, after := transient(err)
+		if !retry || (p.attempts > 0 && attempt >= p.attempts) {
+			return err
+		}
+		wait := backoff(attempt, p.base, p.max, s.jitter)
+		if after > 0 {
+			if p.maxRetryAfter > 0 && after > p.maxRetryAfter {
+				return err
+			}
+			wait = after
+			if p.maxRetryAfter == 0 && wait > p.max {
+				wait = p.max
+			}
+		}
+		s.log.Warn("matrix request failed, retrying", "op", what, "attempt", attempt, "delay", wait, "err", err)
+		if serr := s.sleep(ctx, wait); serr != nil {
+			return errors.Join(err, serr)
+		}
+	}
+}

@@ -1,0 +1,230 @@
+package matrix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+const (
+	// pollTimeout is the /sync long-poll timeout. Healthy allows two of
+	// these (plus slack) between successful syncs.
+	pollTimeout = 30 * time.Second
+	// requestTimeout bounds one non-sync request attempt.
+	requestTimeout = 30 * time.Second
+	// healthWindow is how recent the last successful sync must be for
+	// Healthy to report true: two poll intervals and some slack for the
+	// request itself.
+	healthWindow = 2*pollTimeout + 10*time.Second
+)
+
+// Options configure a Session.
+type Options struct {
+	// Homeserver is the base URL of the client-server API, e.g.
+	// "https://matrix.example.org".
+	Homeserver string
+	// UserID is the intercom's Matrix user. It is required for password
+	// login and otherwise used to check stored credentials and tokens.
+	UserID callengine.UserID
+	// Password logs in when there are no usable stored credentials. It is
+	// never stored.
+	Password string
+	// AccessToken is used when there are no stored credentials and no
+	// password.
+	AccessToken string
+	// DeviceName is the device display name at login and the name of the
+	// direct rooms the intercom creates. Default "Intercom".
+	DeviceName string
+	// Residents are the users who get a direct room, and the only users
+	// whose room invites the intercom accepts.
+	Residents []callengine.UserID
+	// Store keeps credentials, the sync token, the filter ID and the direct
+	// rooms. Required.
+	Store Store
+	// Logger receives the adapter's and mautrix's logs. Default: discard.
+	Logger *slog.Logger
+	// HTTPClient is used for all requests. Default: a client without an
+	// overall timeout (each request has its own deadline).
+	HTTPClient *http.Client
+}
+
+// Status describes the sync loop for the status API.
+type Status struct {
+	Healthy             bool
+	LastSync            time.Time // last successful /sync; zero if none yet
+	ConsecutiveFailures int
+	LastError           string // of the last failed /sync; "" after a success
+}
+
+// Session is the intercom's Matrix session. Its methods may be called from
+// several goroutines; Run must be running (once) for inbound events.
+type Session struct {
+	opts      Options
+	hsURL     *url.URL
+	log       *slog.Logger
+	store     Store
+	residents map[id.UserID]bool
+	http      *http.Client
+	ownHTTP   bool // http was made here, so Close may close its connections
+
+	// cli is replaced as a whole when the session logs in again, so that
+	// concurrent senders never see half-updated credentials.
+	cli atomic.Pointer[mautrix.Client]
+
+	running atomic.Bool // a Run is active
+	mu      sync.Mutex
+	status  Status
+
+	txnPrefix string
+	txnSeq    atomic.Uint64
+
+	// Test seams: sleeping, jitter and the clock.
+	sleep  func(ctx context.Context, d time.Duration) error
+	jitter func(n int64) int64
+	now    func() time.Time
+}
+
+// New checks opts and returns a Session that is not logged in yet.
+func New(opts Options) (*Session, error) {
+	if opts.Store == nil {
+		return nil, errors.New("matrix: Options.Store is required")
+	}
+	if opts.Homeserver == "" {
+		return nil, errors.New("matrix: Options.Homeserver is required")
+	}
+	hsURL, err := mautrix.ParseAndNormalizeBaseURL(opts.Homeserver)
+	if err != nil {
+		return nil, fmt.Errorf("matrix: parse homeserver URL %q: %w", opts.Homeserver, err)
+	}
+	if opts.UserID != "" {
+		if _, _, err := id.UserID(opts.UserID).Parse(); err != nil {
+			return nil, fmt.Errorf("matrix: parse user ID %q: %w", opts.UserID, err)
+		}
+	}
+	if opts.Password != "" && opts.UserID == "" {
+		return nil, errors.New("matrix: password login needs Options.UserID")
+	}
+	if opts.DeviceName == "" {
+		opts.DeviceName = "Intercom"
+	}
+	s := &Session{
+		opts:      opts,
+		hsURL:     hsURL,
+		log:       opts.Logger,
+		store:     opts.Store,
+		residents: make(map[id.UserID]bool, len(opts.Residents)),
+		http:      opts.HTTPClient,
+		txnPrefix: fmt.Sprintf("intercom.%x", rand.Uint64()),
+		sleep:     sleepCtx,
+		jitter:    rand.Int64N,
+		now:       time.Now,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.http == nil {
+		s.http, s.ownHTTP = &http.Client{}, true
+	}
+	for _, r := range opts.Residents {
+		if _, _, err := id.UserID(r).Parse(); err != nil {
+			return nil, fmt.Errorf("matrix: parse resident %q: %w", r, err)
+		}
+		s.residents[id.UserID(r)] = true
+	}
+	return s, nil
+}
+
+// newClient returns a mautrix client for the given credentials. mautrix's
+// own retries stay off: this package retries with its own policy. No
+// Syncer or SyncStore: the sync loop is this package's own (sync.go).
+func (s *Session) newClient(userID id.UserID, deviceID id.DeviceID, token string) *mautrix.Client {
+	return &mautrix.Client{
+		HomeserverURL:   s.hsURL,
+		UserID:          userID,
+		DeviceID:        deviceID,
+		AccessToken:     token,
+		UserAgent:       "doorbell-intercom " + mautrix.DefaultUserAgent,
+		Client:          s.http,
+		Log:             newZerolog(s.log),
+		IgnoreRateLimit: true,
+	}
+}
+
+func (s *Session) client() (*mautrix.Client, error) {
+	c := s.cli.Load()
+	if c == nil {
+		return nil, ErrNotLoggedIn
+	}
+	return c, nil
+}
+
+// UserID is the logged-in user, or "" before Login.
+func (s *Session) UserID() callengine.UserID {
+	if c := s.cli.Load(); c != nil {
+		return callengine.UserID(c.UserID)
+	}
+	return ""
+}
+
+// DeviceID is the logged-in device, or "" before Login. It is the
+// intercom's party_id in call events.
+func (s *Session) DeviceID() string {
+	if c := s.cli.Load(); c != nil {
+		return string(c.DeviceID)
+	}
+	return ""
+}
+
+// Status reports the state of the sync loop.
+func (s *Session) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Healthy = !st.LastSync.IsZero() && s.now().Sub(st.LastSync) < healthWindow
+	return st
+}
+
+// Healthy reports whether a /sync succeeded within about two poll
+// intervals.
+func (s *Session) Healthy() bool { return s.Status().Healthy }
+
+// Close releases the idle connections of the HTTP client it made. Run
+// must have returned; the Session must not be used after.
+func (s *Session) Close() error {
+	if s.ownHTTP {
+		s.http.CloseIdleConnections()
+	}
+	return nil
+}
+
+func (s *Session) isResident(u id.UserID) bool { return s.residents[u] }
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// isCallEventType reports whether t is a 1:1 VoIP event type (Matrix spec,
+// VoIP module) or one of its unstable "org.matrix.call." variants.
+func isCallEventType(t string) bool {
+	return strings.HasPrefix(t, "m.call.") || strings.HasPrefix(t, "org.matrix.call.")
+}

@@ -1,0 +1,461 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// callEventTypes are the 1:1 VoIP event types the sync filter asks for by
+// name (Matrix spec, VoIP module; MSC2746, MSC2747, MSC3077, MSC3086; the
+// unstable names js-sdk still sends). The wildcards after them cover
+// future types on homeservers that support wildcards (Synapse, Dendrite on
+// PostgreSQL); Dendrite on SQLite matches filter types exactly and would
+// return nothing for the wildcards alone.
+var callEventTypes = []string{
+	"m.call.invite", "m.call.candidates", "m.call.answer", "m.call.select_answer",
+	"m.call.reject", "m.call.negotiate", "m.call.hangup",
+	"m.call.sdp_stream_metadata_changed", "m.call.asserted_identity", "m.call.replaces",
+	"org.matrix.call.sdp_stream_metadata_changed", "org.matrix.call.asserted_identity",
+	"m.call.*", "org.matrix.call.*",
+}
+
+// syncFilter keeps /sync down to what the intercom needs: call events in
+// the timeline of joined rooms and the membership events that carry
+// invites. Presence, receipts, typing and account data are dropped where
+// the homeserver understands the "*" wildcard.
+func syncFilter() *mautrix.Filter {
+	none := &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}}
+	types := make([]event.Type, len(callEventTypes))
+	for i, t := range callEventTypes {
+		types[i] = event.Type{Type: t}
+	}
+	return &mautrix.Filter{
+		AccountData: none,
+		Presence:    none,
+		Room: &mautrix.RoomFilter{
+			AccountData: none,
+			Ephemeral:   none,
+			State:       &mautrix.FilterPart{Types: []event.Type{event.StateMember}, LazyLoadMembers: true},
+			Timeline:    &mautrix.FilterPart{Types: types, Limit: 50},
+		},
+	}
+}
+
+// syncResponse is the part of a /sync response the intercom reads. Events
+// stay raw and are decoded one by one, so one odd event cannot make the
+// whole response undecodable (and the sync loop stuck on it).
+type syncResponse struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join map[id.RoomID]struct {
+			Timeline struct {
+				Events []json.RawMessage `json:"events"`
+			} `json:"timeline"`
+		} `json:"join"`
+		Invite map[id.RoomID]struct {
+			InviteState struct {
+				Events []json.RawMessage `json:"events"`
+			} `json:"invite_state"`
+		} `json:"invite"`
+		Leave map[id.RoomID]json.RawMessage `json:"leave"`
+	} `json:"rooms"`
+}
+
+// syncEvent is one client-format event with its content left raw.
+type syncEvent struct {
+	ID             string          `json:"event_id"`
+	Type           string          `json:"type"`
+	Sender         string          `json:"sender"`
+	StateKey       *string         `json:"state_key"`
+	Content        json.RawMessage `json:"content"`
+	OriginServerTS json.RawMessage `json:"origin_server_ts"`
+	Unsigned       json.RawMessage `json:"unsigned"`
+}
+
+// jsonMillis reads a JSON number of milliseconds; anything else, negative
+// or beyond float64's exact integers gives 0.
+func jsonMillis(raw json.RawMessage) int64 {
+	var f float64
+	if len(raw) == 0 || json.Unmarshal(raw, &f) != nil || f < 0 || f > 1<<53 || math.IsNaN(f) {
+		return 0
+	}
+	return int64(f)
+}
+
+func (e *syncEvent) roomEvent(room id.RoomID) callengine.RoomEvent {
+	ev := callengine.RoomEvent{
+		ID:      e.ID,
+		Room:    callengine.RoomID(room),
+		Sender:  callengine.UserID(e.Sender),
+		Type:    e.Type,
+		Content: e.Content,
+	}
+	if ms := jsonMillis(e.OriginServerTS); ms > 0 {
+		ev.Timestamp = time.UnixMilli(ms)
+	}
+	var unsigned struct {
+		Age json.RawMessage `json:"age"`
+	}
+	if json.Unmarshal(e.Unsigned, &unsigned) == nil {
+		ev.Age = time.Duration(jsonMillis(unsigned.Age)) * time.Millisecond
+	}
+	return ev
+}
+
+// Run is the sync loop. It delivers call events (types "m.call.*" and
+// "org.matrix.call.*") from the timelines of joined rooms to handler,
+// except those sent by the intercom's own user, and joins rooms that a
+// configured resident invites the intercom to. It returns only when ctx is
+// done, with ctx's cause.
+//
+// handler runs on the sync goroutine and must not block: the engine
+// enqueues. Event content is passed raw and unchecked.
+//
+// The first sync without a stored sync token is backlog (js-sdk and
+// dart-sdk also ignore call events in their initial sync,
+// shared/matrix-voip.md §1.8): its events are not delivered, only its
+// invites are handled. The sync token is stored after each sync, once its
+// events have been handed over.
+//
+// Failures of /sync are retried forever with exponential backoff (0.5 s
+// doubling to 30 s, jittered, reset on success), so the loop outlives the
+// homeserver going away. A rejected access token is replaced by a new
+// password login if a password is configured. Only one Run may be active
+// at a time (ErrRunning).
+func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) error {
+	if _, err := s.client(); err != nil {
+		return err
+	}
+	if !s.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer s.running.Store(false)
+	since, err := s.store.NextBatch()
+	if err != nil {
+		s.log.Error("read stored sync token, starting without it", "err", err)
+		since = ""
+	}
+	l := &syncLoop{s: s, handler: handler, since: since, saved: since, pending: map[id.RoomID]id.UserID{}}
+	failures := 0
+	for first := true; ; first = false {
+		err := l.once(ctx, first)
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if err == nil {
+			if failures > 0 {
+				s.log.Info("matrix sync recovered", "failures", failures)
+			}
+			failures = 0
+			s.setStatus(func(st *Status) {
+				st.LastSync, st.ConsecutiveFailures, st.LastError = s.now(), 0, ""
+			})
+			continue
+		}
+		failures++
+		s.setStatus(func(st *Status) { st.ConsecutiveFailures, st.LastError = failures, err.Error() })
+		if isUnknownToken(err) {
+			s.log.Error("matrix access token rejected", "err", err)
+			if rerr := s.relogin(ctx); rerr != nil && ctx.Err() == nil {
+				s.log.Error("log in again", "err", rerr)
+			}
+		} else if failures == 1 {
+			// Later failures of the same outage are logged at debug
+			// level; the recovery is logged at info.
+			s.log.Warn("matrix sync failed, backing off", "err", err)
+		} else {
+			s.log.Debug("matrix sync failed, backing off", "failures", failures, "err", err)
+		}
+		if s.sleep(ctx, backoff(failures, loopBackoffBase, loopBackoffMax, s.jitter)) != nil {
+			return context.Cause(ctx)
+		}
+	}
+}
+
+func (s *Session) setStatus(f func(*Status)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.status)
+}
+
+// syncLoop is the state of one Run.
+type syncLoop struct {
+	s        *Session
+	handler  func(callengine.RoomEvent)
+	filterID string
+	since    string // token of the next request
+	saved    string // token last written to the store
+	// pending holds invites from residents not joined yet: an invite shows
+	// up in one incremental sync only, so a failed join is retried on the
+	// next iterations instead of being lost.
+	pending map[id.RoomID]id.UserID
+	// rejected counts consecutive 400/404 answers to /sync.
+	rejected int
+	// filterRejected makes the next filter a new one, not the stored one.
+	filterRejected bool
+}
+
+// once runs one /sync and handles its response.
+func (l *syncLoop) once(ctx context.Context, first bool) error {
+	c, err := l.s.client()
+	if err != nil {
+		return err
+	}
+	if l.filterID == "" {
+		if l.filterID, err = l.s.ensureFilter(ctx, c, !l.filterRejected); err != nil {
+			return err
+		}
+		l.filterRejected = false
+	}
+	timeout := pollTimeout
+	if first || l.since == "" {
+		// Answer at once at start-up so that Healthy turns true quickly.
+		timeout = 0
+	}
+	query := map[string]string{
+		"timeout": strconv.FormatInt(timeout.Milliseconds(), 10),
+		"filter":  l.filterID,
+	}
+	if l.since != "" {
+		query["since"] = l.since
+	}
+	var resp syncResponse
+	rctx, cancel := context.WithTimeout(ctx, timeout+requestTimeout)
+	_, err = c.MakeFullRequest(rctx, mautrix.FullRequest{
+		Method:       http.MethodGet,
+		URL:          c.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, query),
+		ResponseJSON: &resp,
+		MaxAttempts:  1,
+	})
+	cancel()
+	if code := statusCode(err); code == http.StatusBadRequest || code == http.StatusNotFound {
+		// The homeserver no longer knows the stored filter or sync
+		// token (e.g. its database was reset). Drop the filter first,
+		// then the token: that costs the backlog, but a loop stuck on a
+		// bad token would cost every future event.
+		l.rejected++
+		if l.rejected == 1 {
+			l.s.log.Warn("sync rejected, recreating the filter", "err", err)
+			l.filterID, l.filterRejected = "", true
+		} else if l.since != "" {
+			l.s.log.Warn("sync rejected, dropping the sync token", "err", err)
+			l.since = ""
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	l.rejected = 0
+	l.handle(ctx, c, &resp, l.since == "")
+	if resp.NextBatch != "" {
+		l.since = resp.NextBatch
+	}
+	if l.since != l.saved {
+		if err := l.s.store.SaveNextBatch(l.since); err != nil {
+			l.s.log.Error("save sync token", "err", err)
+		} else {
+			l.saved = l.since
+		}
+	}
+	return nil
+}
+
+// handle processes invites and delivers call events of one response.
+func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResponse, initial bool) {
+	self := c.UserID
+	for _, room := range slices.Sorted(maps.Keys(resp.Rooms.Invite)) {
+		inv := resp.Rooms.Invite[room]
+		inviter := inviterOf(inv.InviteState.Events, self)
+		switch {
+		case inviter == "":
+			l.s.log.Debug("invite without a membership event for us", "room_id", room)
+		case l.s.isResident(inviter):
+			l.pending[room] = inviter
+		default:
+			// Left alone rather than rejected: rejecting tells a
+			// stranger that the intercom exists and is online, and a
+			// room that is never joined delivers nothing.
+			l.s.log.Info("ignoring room invite from a non-resident", "room_id", room, "user_id", inviter)
+		}
+	}
+	for room := range resp.Rooms.Join {
+		delete(l.pending, room)
+	}
+	for room := range resp.Rooms.Leave {
+		delete(l.pending, room) // invite withdrawn
+	}
+	l.joinPending(ctx, c)
+
+	if initial {
+		n := 0
+		for _, j := range resp.Rooms.Join {
+			n += len(j.Timeline.Events)
+		}
+		if n > 0 {
+			l.s.log.Info("skipped call events of the initial sync (backlog)", "events", n)
+		}
+		return
+	}
+	for _, room := range slices.Sorted(maps.Keys(resp.Rooms.Join)) {
+		for _, raw := range resp.Rooms.Join[room].Timeline.Events {
+			var e syncEvent
+			if err := json.Unmarshal(raw, &e); err != nil {
+				l.s.log.Warn("undecodable timeline event skipped", "room_id", room, "err", err)
+				continue
+			}
+			if !isCallEventType(e.Type) || e.StateKey != nil || id.UserID(e.Sender) == self {
+				continue
+			}
+			l.handler(e.roomEvent(room))
+		}
+	}
+}
+
+// joinPending tries once to join each invited room.
+func (l *syncLoop) joinPending(ctx context.Context, c *mautrix.Client) {
+	for _, room := range slices.Sorted(maps.Keys(l.pending)) {
+		inviter := l.pending[room]
+		jctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		_, err := c.JoinRoomByID(jctx, room)
+		cancel()
+		if err == nil {
+			l.s.log.Info("joined room on a resident's invite", "room_id", room, "user_id", inviter)
+			delete(l.pending, room)
+			continue
+		}
+		if retry, _ := transient(err); retry && ctx.Err() == nil {
+			l.s.log.Warn("join room failed, will retry", "room_id", room, "err", err)
+			continue
+		}
+		l.s.log.Error("join room failed", "room_id", room, "user_id", inviter, "err", err)
+		delete(l.pending, room)
+	}
+}
+
+// inviterOf finds the sender of the invite membership event for self in a
+// room's stripped invite state.
+func inviterOf(events []json.RawMessage, self id.UserID) id.UserID {
+	for _, raw := range events {
+		var e struct {
+			Type     string  `json:"type"`
+			Sender   string  `json:"sender"`
+			StateKey *string `json:"state_key"`
+			Content  struct {
+				Membership string `json:"membership"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(raw, &e) != nil || e.StateKey == nil {
+			continue
+		}
+		if e.Type == event.StateMember.Type && id.UserID(*e.StateKey) == self && e.Content.Membership == string(event.MembershipInvite) {
+			return id.UserID(e.Sender)
+		}
+	}
+	return ""
+}
+
+// ensureFilter returns the ID of a filter equal to syncFilter: the stored
+// one if reuse is set and the homeserver still has it unchanged, else a
+// newly created one, which is then stored. Checking it costs one request
+// per Run and keeps a firmware update that changes the filter from using a
+// stale one.
+func (s *Session) ensureFilter(ctx context.Context, c *mautrix.Client, reuse bool) (string, error) {
+	want := syncFilter()
+	stored, err := s.store.FilterID()
+	if err != nil {
+		s.log.Error("read stored filter ID", "err", err)
+		stored = ""
+	}
+	if !reuse {
+		stored = ""
+	}
+	if stored != "" {
+		rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+		got, err := c.MakeRequest(rctx, http.MethodGet, c.BuildClientURL("v3", "user", c.UserID, "filter", stored), nil, nil)
+		cancel()
+		switch {
+		case err == nil && sameFilter(got, want):
+			return stored, nil
+		case err == nil:
+			s.log.Info("stored sync filter differs, creating a new one", "filter_id", stored)
+		case statusCode(err) == http.StatusNotFound || statusCode(err) == http.StatusBadRequest || statusCode(err) == http.StatusForbidden:
+			s.log.Info("stored sync filter unknown, creating a new one", "filter_id", stored, "err", err)
+		default:
+			return "", fmt.Errorf("get filter %s: %w", stored, err)
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	resp, err := c.CreateFilter(rctx, want)
+	cancel()
+	if err != nil {
+		return "", fmt.Errorf("create filter: %w", err)
+	}
+	if resp == nil || resp.FilterID == "" {
+		return "", errors.New("create filter: response without filter_id")
+	}
+	if err := s.store.SaveFilterID(resp.FilterID); err != nil {
+		s.log.Error("save filter ID", "err", err)
+	}
+	return resp.FilterID, nil
+}
+
+// sameFilter reports whether the homeserver's copy got of a filter says
+// what want says: every field of want is in got with the same value.
+// Fields only got has are ignored, because homeservers fill in defaults
+// (Dendrite adds "event_format" and a "limit" to every part).
+func sameFilter(got json.RawMessage, want *mautrix.Filter) bool {
+	w, err := json.Marshal(want)
+	if err != nil {
+		return false
+	}
+	var g, wv any
+	if json.Unmarshal(got, &g) != nil || json.Unmarshal(w, &wv) != nil {
+		return false
+	}
+	return jsonSubset(wv, g)
+}
+
+// jsonSubset reports whether decoded JSON value a is contained in b:
+// objects by key, recursively; everything else by equality.
+func jsonSubset(a, b any) bool {
+	switch av := a.(type) {
+	case map[string]any:
+		bv, ok := b.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k, x := range av {
+			if y, ok := bv[k]; !ok || !jsonSubset(x, y) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		bv, ok := b.([]any)
+		if !ok || len(av) != len(bv) {
+			return false
+		}
+		for i := range av {
+			if !jsonSubset(av[i], bv[i]) {
+				return false
+			}
+		}
+		return true
+	default:
+		return a == b
+	}
+}

@@ -1,0 +1,87 @@
+package resident
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Event names the page emits (page/resident.js). Every event carries "ts",
+// the page's Date.now(); call events also carry "callId" and "roomId".
+const (
+	EventReady      = "ready"       // first sync done, listening for calls: userId, deviceId
+	EventIncoming   = "incoming"    // an invite rings: callId, roomId, sender, video, inviteTs (origin_server_ts), syncedTs
+	EventAnswered   = "answered"    // answer() was called (before the SDK answers): callId, roomId
+	EventPlacing    = "placing"     // placeCall started a call: callId, roomId
+	EventState      = "state"       // every js-sdk CallState change: callId, roomId, state, oldState
+	EventConnected  = "connected"   // the call reached CallState.Connected: callId, roomId
+	EventFirstFrame = "first_frame" // first remote video frame decoded: callId, roomId, width, height, via
+	EventStats      = "stats"       // every ~250 ms during a call: callId, roomId and the Stats fields
+	EventHangup     = "hangup"      // the call ended: callId, roomId, reason, party ("local" or "remote")
+	EventLocalMedia = "local_media" // the camera and microphone are open for a call: callId, roomId, audio, video, width, height
+	EventJoined     = "joined"      // autojoin joined a room: roomId
+	EventError      = "error"       // message, and callId/roomId/code when about a call
+)
+
+// Event is one event from the page.
+type Event struct {
+	Name   string
+	TS     time.Time      // the page's Date.now() when it emitted the event
+	Fields map[string]any // every other field of the JSON object, as encoding/json decodes it
+	Raw    json.RawMessage
+}
+
+// Str returns a string field, or "" if it is absent or not a string.
+func (e Event) Str(key string) string {
+	s, _ := e.Fields[key].(string)
+	return s
+}
+
+// Num returns a numeric field, or 0 if it is absent or not a number.
+func (e Event) Num(key string) float64 {
+	f, _ := e.Fields[key].(float64)
+	return f
+}
+
+// CallID returns the event's call ID, if it is about a call.
+func (e Event) CallID() string { return e.Str("callId") }
+
+// Decode unmarshals the whole event object into v.
+func (e Event) Decode(v any) error { return json.Unmarshal(e.Raw, v) }
+
+func (e Event) String() string { return fmt.Sprintf("%s %s", e.Name, e.Raw) }
+
+// Stats is what the resident receives in a call, from the W3C webrtc-stats
+// of its peer connection (inbound-rtp, codec, selected candidate pair).
+type Stats struct {
+	TS                   time.Time `json:"-"`
+	CallID               string    `json:"callId"`
+	FramesDecoded        int       `json:"framesDecoded"`
+	FrameWidth           int       `json:"frameWidth"`
+	FrameHeight          int       `json:"frameHeight"`
+	FramesPerSecond      float64   `json:"framesPerSecond"`
+	VideoCodec           string    `json:"videoCodec"` // mimeType[;fmtp], e.g. "video/VP8"
+	VideoPacketsReceived int       `json:"videoPacketsReceived"`
+	AudioCodec           string    `json:"audioCodec"` // e.g. "audio/opus"
+	TotalAudioEnergy     float64   `json:"totalAudioEnergy"`
+	AudioPacketsReceived int       `json:"audioPacketsReceived"`
+	LocalAddress         string    `json:"localAddress"`  // selected pair, "addr:port/proto/type"
+	RemoteAddress        string    `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
+	ConnectionState      string    `json:"connectionState"`
+}
+
+// parseEvent decodes one line of the driver's stdout.
+func parseEvent(line []byte) (Event, error) {
+	var fields map[string]any
+	if err := json.Unmarshal(line, &fields); err != nil {
+		return Event{}, fmt.Errorf("decode event %q: %w", line, err)
+	}
+	name, _ := fields["event"].(string)
+	if name == "" {
+		return Event{}, fmt.Errorf("decode event %q: no event name", line)
+	}
+	ts, _ := fields["ts"].(float64)
+	delete(fields, "event")
+	delete(fields, "ts")
+	return Event{Name: name, TS: time.UnixMilli(int64(ts)), Fields: fields, Raw: append(json.RawMessage(nil), line...)}, nil
+}

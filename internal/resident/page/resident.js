@@ -1,0 +1,434 @@
+// The resident: a Matrix user who answers the intercom's classic 1:1 VoIP
+// calls (Matrix spec, VoIP module, version "1") with matrix-js-sdk, as Element
+// Web would. A person uses it in the demo; the end-to-end tests drive it
+// through window.resident and receive its events through window.residentEmit,
+// which the driver (driver.mjs) exposes with Playwright's page.exposeFunction.
+//
+// Parameters come from the query string or the fragment (the driver uses the
+// fragment so that credentials never reach a server log):
+//   hs          homeserver base URL, e.g. http://127.0.0.1:8008
+//   user        user ID (@bob:localhost) or localpart, for a password login
+//   password    password for that login
+//   token       access token (instead of user and password)
+//   autoanswer  1: answer every incoming call at once
+//   autojoin    1: join every room this user is invited to
+//   loopback    1: use only loopback ICE candidates (see loopback.js)
+
+import { ClientEvent, createClient, createNewMatrixCall, CallEvent, RoomMemberEvent } from "matrix-js-sdk";
+import { CallErrorCode, CallState } from "matrix-js-sdk/lib/webrtc/call.js";
+import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
+import { installLoopbackOnly } from "./loopback.js";
+
+const STATS_INTERVAL_MS = 250;
+// Before the first remote frame the page samples getStats more often, so that
+// first_frame is timed closely even where requestVideoFrameCallback does not fire.
+const FIRST_FRAME_POLL_MS = 20;
+
+const params = readParams();
+const $ = (id) => document.getElementById(id);
+
+// emit sends one structured event to the driver (if any) and to the console.
+function emit(name, fields = {}) {
+  const ev = { event: name, ts: Date.now(), ...fields };
+  if (typeof window.residentEmit === "function") {
+    window.residentEmit(JSON.stringify(ev)).catch(() => {});
+  } else if (name !== "stats") {
+    console.debug("resident event", JSON.stringify(ev));
+  }
+  return ev;
+}
+
+function readParams() {
+  const p = new URLSearchParams(location.search);
+  const h = new URLSearchParams(location.hash.replace(/^#/, ""));
+  for (const [k, v] of h) p.set(k, v);
+  return p;
+}
+
+function flag(name) {
+  const v = params.get(name);
+  return v === "1" || v === "true";
+}
+
+// ---------------------------------------------------------------- UI
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+function showCallControls(state) {
+  const ringing = state === CallState.Ringing;
+  const live = current && state !== CallState.Ended;
+  $("answer").hidden = !ringing;
+  $("reject").hidden = !ringing;
+  $("hangup").hidden = !live || ringing;
+}
+
+// ---------------------------------------------------------------- calls
+
+let client = null;
+// callId -> {serverTs, syncedTs} of each m.call.invite seen in sync, to time ringing.
+const invites = new Map();
+let current = null; // the MatrixCall shown and driven by answer/reject/hangup
+const calls = new Map(); // callId -> MatrixCall, every call seen
+
+function describe(call) {
+  return {
+    callId: call.callId,
+    roomId: call.roomId,
+  };
+}
+
+function watchCall(call) {
+  calls.set(call.callId, call);
+  current = call;
+  let connectedSent = false;
+
+  call.on(CallEvent.State, (state, oldState) => {
+    emit("state", { ...describe(call), state, oldState });
+    if (call === current) {
+      setStatus(state === CallState.Ringing ? `${opponent(call)} is calling…` : `call ${state}`);
+      showCallControls(state);
+    }
+    if (state === CallState.Connected && !connectedSent) {
+      connectedSent = true;
+      emit("connected", describe(call));
+    }
+  });
+  let localMediaSent = false;
+  call.on(CallEvent.FeedsChanged, () => {
+    attachFeeds(call);
+    const local = call.localUsermediaStream;
+    if (local && !localMediaSent) {
+      localMediaSent = true;
+      const v = local.getVideoTracks()[0];
+      const set = v ? v.getSettings() : {};
+      emit("local_media", {
+        ...describe(call),
+        audio: local.getAudioTracks().length > 0,
+        video: !!v,
+        width: set.width || 0,
+        height: set.height || 0,
+      });
+    }
+  });
+  call.on(CallEvent.Error, (err) => {
+    emit("error", { ...describe(call), message: String(err && err.message ? err.message : err), code: err && err.code });
+  });
+  call.on(CallEvent.Hangup, () => {
+    emit("hangup", {
+      ...describe(call),
+      reason: call.hangupReason || "",
+      party: call.hangupParty || "",
+    });
+    if (call === current) {
+      setStatus(`call ended (${call.hangupReason || "hangup"}, by ${call.hangupParty || "?"})`);
+      showCallControls(CallState.Ended);
+      $("remote").srcObject = null;
+      $("local").srcObject = null;
+    }
+  });
+  call.on(CallEvent.PeerConnectionCreated, (pc) => watchMedia(call, pc));
+  if (call.peerConn) watchMedia(call, call.peerConn);
+  attachFeeds(call);
+}
+
+function opponent(call) {
+  const m = call.getOpponentMember();
+  return m ? m.name || m.userId : "someone";
+}
+
+// attachFeeds puts the remote user-media stream into the <video> element and
+// plays it: Chromium only decodes remote audio (and only then does
+// totalAudioEnergy grow) when the stream plays in a media element.
+function attachFeeds(call) {
+  if (call !== current) return;
+  const remote = call.remoteUsermediaStream;
+  const v = $("remote");
+  if (remote && v.srcObject !== remote) {
+    v.srcObject = remote;
+    v.play().catch((err) => {
+      // An AbortError only means the element got a new source (the call
+      // ended, or another call took over) before playback started.
+      if (err.name !== "AbortError") emit("error", { ...describe(call), message: `play remote: ${err.message}` });
+    });
+  }
+  const local = call.localUsermediaStream;
+  const l = $("local");
+  if (local && l.srcObject !== local) {
+    l.srcObject = local;
+    l.play().catch(() => {});
+  }
+}
+
+// watchMedia reports first_frame (once per call) and stats (every 250 ms)
+// for a call's peer connection until the call ends.
+function watchMedia(call, pc) {
+  if (call._residentWatched) return;
+  call._residentWatched = true;
+  let firstFrame = false;
+  let lastStats = 0;
+
+  const sendFirstFrame = (width, height, via) => {
+    if (firstFrame) return;
+    firstFrame = true;
+    emit("first_frame", { ...describe(call), width, height, via });
+  };
+
+  const v = $("remote");
+  const onFrame = (_now, meta) => {
+    if (call.state === CallState.Ended || call !== current) return;
+    if (meta && meta.width > 0) sendFirstFrame(meta.width, meta.height, "requestVideoFrameCallback");
+    else v.requestVideoFrameCallback(onFrame);
+  };
+  if (typeof v.requestVideoFrameCallback === "function") v.requestVideoFrameCallback(onFrame);
+
+  const tick = async () => {
+    if (call.state === CallState.Ended) {
+      return;
+    }
+    // Nothing flows before the answer: sample slowly and report nothing.
+    const live = call.state === CallState.Connecting || call.state === CallState.Connected;
+    if (!live) {
+      setTimeout(tick, STATS_INTERVAL_MS);
+      return;
+    }
+    try {
+      const s = await collectStats(pc);
+      // frameWidth can lag framesDecoded by one stats sample; the <video>
+      // element may already know the size.
+      if (!firstFrame && s.framesDecoded > 0) {
+        if (s.frameWidth > 0) sendFirstFrame(s.frameWidth, s.frameHeight, "getStats");
+        else if (v.videoWidth > 0 && call === current) sendFirstFrame(v.videoWidth, v.videoHeight, "getStats+video");
+      }
+      const now = Date.now();
+      if (now - lastStats >= STATS_INTERVAL_MS) {
+        lastStats = now;
+        emit("stats", { ...describe(call), ...s });
+      }
+    } catch (err) {
+      console.warn("getStats failed", err);
+    }
+    setTimeout(tick, firstFrame ? STATS_INTERVAL_MS : FIRST_FRAME_POLL_MS);
+  };
+  tick();
+}
+
+// collectStats summarises what this side receives (W3C webrtc-stats:
+// RTCInboundRtpStreamStats, RTCCodecStats, the selected candidate pair).
+async function collectStats(pc) {
+  const report = await pc.getStats();
+  const s = {
+    framesDecoded: 0,
+    frameWidth: 0,
+    frameHeight: 0,
+    framesPerSecond: 0,
+    videoCodec: "",
+    videoPacketsReceived: 0,
+    audioCodec: "",
+    totalAudioEnergy: 0,
+    audioPacketsReceived: 0,
+    localAddress: "",
+    remoteAddress: "",
+    connectionState: pc.connectionState,
+  };
+  let pairId = "";
+  report.forEach((r) => {
+    if (r.type === "inbound-rtp" && r.kind === "video") {
+      s.framesDecoded = r.framesDecoded || 0;
+      s.frameWidth = r.frameWidth || 0;
+      s.frameHeight = r.frameHeight || 0;
+      s.framesPerSecond = r.framesPerSecond || 0;
+      s.videoPacketsReceived = r.packetsReceived || 0;
+      const c = r.codecId && report.get(r.codecId);
+      if (c) s.videoCodec = c.mimeType + (c.sdpFmtpLine ? ";" + c.sdpFmtpLine : "");
+    } else if (r.type === "inbound-rtp" && r.kind === "audio") {
+      s.totalAudioEnergy = r.totalAudioEnergy || 0;
+      s.audioPacketsReceived = r.packetsReceived || 0;
+      const c = r.codecId && report.get(r.codecId);
+      if (c) s.audioCodec = c.mimeType;
+    } else if (r.type === "transport" && r.selectedCandidatePairId) {
+      pairId = r.selectedCandidatePairId;
+    }
+  });
+  const pair = pairId && report.get(pairId);
+  if (pair) {
+    const l = report.get(pair.localCandidateId);
+    const r = report.get(pair.remoteCandidateId);
+    if (l) s.localAddress = `${l.address}:${l.port}/${l.protocol}/${l.candidateType}`;
+    if (r) s.remoteAddress = `${r.address}:${r.port}/${r.protocol}/${r.candidateType}`;
+  }
+  return s;
+}
+
+function callFor(callId) {
+  const call = callId ? calls.get(callId) : current;
+  if (!call) throw new Error(callId ? `no call ${callId}` : "no call");
+  return call;
+}
+
+// ---------------------------------------------------------------- API
+
+const api = {
+  async answer(callId) {
+    const call = callFor(callId);
+    if (call.state !== CallState.Ringing) throw new Error(`call ${call.callId} is ${call.state}, not ringing`);
+    emit("answered", describe(call));
+    await call.answer();
+  },
+  async reject(callId) {
+    const call = callFor(callId);
+    if (call.state !== CallState.Ringing) throw new Error(`call ${call.callId} is ${call.state}, not ringing`);
+    call.reject();
+  },
+  async hangup(callId) {
+    const call = callFor(callId);
+    if (call.state === CallState.Ended) throw new Error(`call ${call.callId} has already ended`);
+    call.hangup(CallErrorCode.UserHangup, false);
+  },
+  // placeCall starts a video call into roomId and resolves with its call ID.
+  // The room must be joined; the page waits up to 10 s for it to appear in sync.
+  async placeCall(roomId) {
+    const deadline = Date.now() + 10000;
+    while (!client.getRoom(roomId) || client.getRoom(roomId).getMyMembership() !== "join") {
+      if (Date.now() > deadline) throw new Error(`room ${roomId} is not joined`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const call = createNewMatrixCall(client, roomId);
+    if (!call) throw new Error("this browser cannot make Matrix calls");
+    watchCall(call);
+    emit("placing", describe(call));
+    await call.placeVideoCall();
+    return call.callId;
+  },
+  // videoCapabilities lists the video codecs this browser can receive over WebRTC.
+  videoCapabilities() {
+    const caps = RTCRtpReceiver.getCapabilities("video");
+    return caps ? caps.codecs.map((c) => c.mimeType + (c.sdpFmtpLine ? ";" + c.sdpFmtpLine : "")) : [];
+  },
+  ringDoorbell,
+};
+window.resident = api;
+
+async function ringDoorbell() {
+  // The demo serves this page under /resident/ next to the intercom's API.
+  const res = await fetch("/api/ring", { method: "POST" });
+  if (!res.ok) throw new Error(`ring: HTTP ${res.status}`);
+}
+
+// ---------------------------------------------------------------- start
+
+async function login() {
+  const baseUrl = params.get("hs").replace(/\/+$/, "");
+  const token = params.get("token");
+  if (token) {
+    const probe = createClient({ baseUrl, accessToken: token });
+    const me = await probe.whoami();
+    return { baseUrl, accessToken: token, userId: me.user_id, deviceId: me.device_id };
+  }
+  const user = params.get("user");
+  const anon = createClient({ baseUrl });
+  const res = await anon.loginRequest({
+    type: "m.login.password",
+    identifier: { type: "m.id.user", user },
+    password: params.get("password"),
+    initial_device_display_name: "intercom resident",
+  });
+  return { baseUrl, accessToken: res.access_token, userId: res.user_id, deviceId: res.device_id };
+}
+
+async function start() {
+  if (flag("loopback")) installLoopbackOnly(window);
+  setStatus("logging in…");
+  const creds = await login();
+  client = createClient({
+    ...creds,
+    // Never reach for turn.matrix.org: tests and the demo stay local.
+    fallbackICEServerAllowed: false,
+  });
+
+  // The call event handler starts after the first sync and ignores invites
+  // that were already in it (client.ts startCallEventHandler), so this
+  // listener is in place before anything can ring.
+  client.on(CallEventHandlerEvent.Incoming, (call) => {
+    watchCall(call);
+    const caller = call.getOpponentMember();
+    const seen = invites.get(call.callId) || {};
+    emit("incoming", {
+      ...describe(call),
+      sender: caller ? caller.userId : "",
+      video: call.type === "video",
+      // origin_server_ts of the m.call.invite (the homeserver's clock) and
+      // when this page's sync delivered it (the page's clock).
+      inviteTs: seen.serverTs || 0,
+      syncedTs: seen.syncedTs || 0,
+    });
+    $("caller").textContent = opponent(call);
+    if (flag("autoanswer")) {
+      api.answer(call.callId).catch((err) => emit("error", { ...describe(call), message: err.message }));
+    }
+  });
+
+  client.on(ClientEvent.Event, (ev) => {
+    if (ev.getType() !== "m.call.invite") return;
+    const callId = ev.getContent().call_id;
+    if (callId && !invites.has(callId)) invites.set(callId, { serverTs: ev.getTs(), syncedTs: Date.now() });
+  });
+
+  if (flag("autojoin")) {
+    client.on(RoomMemberEvent.Membership, (_ev, member) => {
+      if (member.userId !== client.getUserId() || member.membership !== "invite") return;
+      client
+        .joinRoom(member.roomId)
+        .then(() => emit("joined", { roomId: member.roomId }))
+        .catch((err) => emit("error", { roomId: member.roomId, message: `join: ${err.message}` }));
+    });
+  }
+
+  client.on(ClientEvent.Sync, (state, _prev, data) => {
+    if (state === "PREPARED") {
+      setStatus(`ready as ${client.getUserId()}`);
+      emit("ready", { userId: client.getUserId(), deviceId: client.getDeviceId() });
+    } else if (state === "ERROR") {
+      emit("error", { message: `sync: ${data && data.error ? data.error.message : "failed"}` });
+    }
+  });
+  await client.startClient({ initialSyncLimit: 1 });
+}
+
+function wireUI() {
+  $("answer").onclick = () => api.answer().catch((e) => setStatus(e.message));
+  $("reject").onclick = () => api.reject().catch((e) => setStatus(e.message));
+  $("hangup").onclick = () => api.hangup().catch((e) => setStatus(e.message));
+  $("ring").onclick = () =>
+    ringDoorbell()
+      .then(() => setStatus("ding dong…"))
+      .catch((e) => setStatus(e.message));
+  $("login").onsubmit = (e) => {
+    e.preventDefault();
+    const f = new FormData($("login"));
+    const p = new URLSearchParams();
+    for (const [k, v] of f) if (v) p.set(k, v);
+    location.hash = p.toString();
+    location.reload();
+  };
+  showCallControls(null);
+}
+
+window.addEventListener("error", (e) => emit("error", { message: `page: ${e.message}` }));
+window.addEventListener("unhandledrejection", (e) =>
+  emit("error", { message: `page: ${e.reason && e.reason.message ? e.reason.message : e.reason}` }),
+);
+
+wireUI();
+if (params.get("hs") && (params.get("token") || (params.get("user") && params.get("password")))) {
+  $("login").hidden = true;
+  start().catch((err) => {
+    setStatus(`failed: ${err.message}`);
+    emit("error", { message: `start: ${err.message}` });
+  });
+} else {
+  $("login").hidden = false;
+  $("login").elements.hs.value = params.get("hs") || "";
+  setStatus("log in to answer the door");
+}

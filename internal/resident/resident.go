@@ -1,0 +1,506 @@
+// Package resident runs the reference Matrix VoIP client that stands in for a
+// resident in the end-to-end tests and the demo: matrix-js-sdk (the SDK of
+// Element Web) in headless Chromium, driven by Playwright from driver.mjs.
+// It answers the intercom's classic 1:1 calls (Matrix spec, VoIP module,
+// version "1") with Chromium's fake camera and microphone and reports what it
+// receives as events with the page's timestamps.
+//
+// It needs node, npm and Chromium (/usr/bin/chromium, or $CHROMIUM). Setup
+// installs the pinned npm packages and bundles the page on first use.
+package resident
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Options configure one resident.
+type Options struct {
+	Homeserver string // base URL, e.g. "http://127.0.0.1:8008"
+	UserID     string // for a password login: "@bob:localhost" or "bob"
+	Password   string
+	// AccessToken logs in as an existing device instead of UserID and
+	// Password (which create a new device). matrix-js-sdk uses the device
+	// ID as its VoIP party_id and ignores call events that carry its own
+	// party_id, so the two ends of a call must not share a device ID; the
+	// tokens of shared-secret registration all have the device
+	// "shared_secret_registration".
+	AccessToken string
+	AutoAnswer  bool // answer as soon as a call rings
+	AutoJoin    bool // join every room the user is invited to
+	// AnyInterface keeps ICE candidates of every interface; by default the
+	// page uses (and accepts) only loopback candidates, so that tests stay
+	// on 127.0.0.1 and ::1.
+	AnyInterface bool
+	// Log receives the driver's diagnostics, the page's console and every
+	// event but stats. Nil discards them.
+	Log io.Writer
+}
+
+// Timeouts.
+const (
+	// startTimeout bounds Start when its context has no deadline: setup,
+	// Chromium's start, login and the first sync.
+	startTimeout = 2 * time.Minute
+	// commandTimeout bounds Answer, Reject, Hangup and PlaceCall.
+	commandTimeout = 30 * time.Second
+	// closeGrace is how long Close waits after closing stdin before it
+	// sends SIGTERM, and again before SIGKILL.
+	closeGrace = 10 * time.Second
+)
+
+// Resident is one running resident: a node process (driver.mjs) with its
+// Chromium. Its methods are safe for concurrent use.
+type Resident struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	log    io.Writer
+	stderr *tailBuffer
+
+	writeMu sync.Mutex // serialises commands on stdin
+
+	mu      sync.Mutex
+	events  []Event        // every event but replies, in arrival order
+	cursor  map[string]int // per event name: where the next WaitFor looks from
+	changed chan struct{}  // closed and replaced whenever events or exited change
+	replies map[int]chan Event
+	nextID  int
+	stats   Stats
+	ready   Event
+
+	exited  chan struct{} // closed when the driver has exited and been reaped
+	exitErr error         // set before exited is closed
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start sets up the package (see Setup), spawns `node driver.mjs`, and
+// returns once the page has logged in, finished its first sync and listens
+// for calls (event "ready"). ctx bounds only the start; the resident runs
+// until Close.
+func Start(ctx context.Context, opts Options) (*Resident, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	if opts.Homeserver == "" || (opts.AccessToken == "" && (opts.UserID == "" || opts.Password == "")) {
+		return nil, errors.New("resident: need Homeserver and AccessToken, or UserID and Password")
+	}
+	dir, err := Setup(ctx)
+	if err != nil {
+		return nil, err
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		return nil, fmt.Errorf("start resident: %w", err)
+	}
+	args := []string{filepath.Join(dir, "driver.mjs")}
+	if opts.AutoAnswer {
+		args = append(args, "--autoanswer")
+	}
+	if opts.AutoJoin {
+		args = append(args, "--autojoin")
+	}
+	if opts.AnyInterface {
+		args = append(args, "--no-loopback")
+	}
+	log := opts.Log
+	if log == nil {
+		log = io.Discard
+	}
+	r := &Resident{
+		log:     &syncWriter{w: log},
+		stderr:  &tailBuffer{max: 8 << 10},
+		cursor:  make(map[string]int),
+		changed: make(chan struct{}),
+		replies: make(map[int]chan Event),
+		exited:  make(chan struct{}),
+	}
+	r.cmd = exec.Command(node, args...)
+	r.cmd.Dir = dir
+	// Credentials go through the environment, not argv, so they do not show
+	// in a process list.
+	r.cmd.Env = append(os.Environ(),
+		"RESIDENT_HOMESERVER="+opts.Homeserver,
+		"RESIDENT_USER="+opts.UserID,
+		"RESIDENT_PASSWORD="+opts.Password,
+		"RESIDENT_ACCESS_TOKEN="+opts.AccessToken,
+	)
+	r.cmd.Stderr = io.MultiWriter(r.log, r.stderr)
+	// Its own process group: a terminal's Ctrl-C reaches the test binary
+	// only, which then closes the driver's stdin; the driver closes Chromium.
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if r.stdin, err = r.cmd.StdinPipe(); err != nil {
+		return nil, fmt.Errorf("start resident: %w", err)
+	}
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("start resident: %w", err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start resident: %w", err)
+	}
+	go r.read(stdout)
+
+	if err := r.waitReady(ctx); err != nil {
+		_ = r.Close()
+		return nil, fmt.Errorf("start resident %s: %w\n%s", opts.UserID, err, r.stderr.String())
+	}
+	return r, nil
+}
+
+// StartT starts a resident for a test and stops it in t.Cleanup. Without
+// opts.Log, the resident logs to t.Log.
+func StartT(t testing.TB, opts Options) *Resident {
+	t.Helper()
+	if opts.Log == nil {
+		opts.Log = &testWriter{t: t}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
+	defer cancel()
+	r, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("close resident: %v", err)
+		}
+	})
+	return r
+}
+
+// waitReady waits for "ready", failing early on an "error" event (a failed
+// login, say) or the driver's exit.
+func (r *Resident) waitReady(ctx context.Context) error {
+	for {
+		r.mu.Lock()
+		for _, ev := range r.events {
+			switch ev.Name {
+			case EventReady:
+				r.ready = ev
+				r.mu.Unlock()
+				return nil
+			case EventError:
+				r.mu.Unlock()
+				return errors.New(ev.Str("message"))
+			}
+		}
+		changed := r.changed
+		exited := r.isExitedLocked()
+		r.mu.Unlock()
+		if exited {
+			return r.exitError()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for ready: %w", context.Cause(ctx))
+		case <-changed:
+		}
+	}
+}
+
+// read owns the driver's stdout: it records events, hands replies to the
+// commands waiting for them, and reaps the process at EOF.
+func (r *Resident) read(stdout io.Reader) {
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		ev, err := parseEvent(sc.Bytes())
+		if err != nil {
+			fmt.Fprintf(r.log, "resident: %v\n", err)
+			continue
+		}
+		if ev.Name != EventStats && ev.Name != "reply" {
+			fmt.Fprintf(r.log, "resident event: %s\n", ev.Raw)
+		}
+		r.mu.Lock()
+		if ev.Name == "reply" {
+			if ch, ok := r.replies[int(ev.Num("id"))]; ok {
+				ch <- ev // buffered, one reply per id
+				delete(r.replies, int(ev.Num("id")))
+			}
+			r.mu.Unlock()
+			continue
+		}
+		if ev.Name == EventStats {
+			var s Stats
+			if err := ev.Decode(&s); err == nil {
+				s.TS = ev.TS
+				r.stats = s
+			}
+		}
+		r.events = append(r.events, ev)
+		r.broadcastLocked()
+		r.mu.Unlock()
+	}
+	// Drain whatever is left so the driver never blocks on a full pipe.
+	_, _ = io.Copy(io.Discard, stdout)
+	err := r.cmd.Wait()
+	r.mu.Lock()
+	r.exitErr = err
+	close(r.exited)
+	r.broadcastLocked()
+	r.mu.Unlock()
+}
+
+func (r *Resident) broadcastLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+func (r *Resident) isExitedLocked() bool {
+	select {
+	case <-r.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *Resident) exitError() error {
+	<-r.exited
+	if r.exitErr != nil {
+		return fmt.Errorf("%w: %v", ErrExited, r.exitErr)
+	}
+	return ErrExited
+}
+
+// WaitFor returns the next event called name: the first one after the event
+// of that name WaitFor returned last, whether it already came or is still
+// to come. Events of other names do not affect it.
+func (r *Resident) WaitFor(ctx context.Context, name string) (Event, error) {
+	for {
+		r.mu.Lock()
+		for i := r.cursor[name]; i < len(r.events); i++ {
+			if r.events[i].Name == name {
+				r.cursor[name] = i + 1
+				ev := r.events[i]
+				r.mu.Unlock()
+				return ev, nil
+			}
+		}
+		r.cursor[name] = len(r.events)
+		changed := r.changed
+		exited := r.isExitedLocked()
+		r.mu.Unlock()
+		if exited {
+			return Event{}, fmt.Errorf("wait for %s: %w", name, r.exitError())
+		}
+		select {
+		case <-ctx.Done():
+			return Event{}, fmt.Errorf("wait for %s: %w", name, context.Cause(ctx))
+		case <-changed:
+		}
+	}
+}
+
+// Events returns a copy of every event so far (not command replies).
+func (r *Resident) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
+// LastStats returns the latest stats event (zero before the first call).
+func (r *Resident) LastStats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stats
+}
+
+// UserID is the logged-in user, as the "ready" event reported it.
+func (r *Resident) UserID() string { return r.ready.Str("userId") }
+
+// DeviceID is the device the page logged in as; matrix-js-sdk uses it as its
+// party_id (Matrix spec, VoIP: party identifiers).
+func (r *Resident) DeviceID() string { return r.ready.Str("deviceId") }
+
+// Answer answers the current call, which must be ringing.
+func (r *Resident) Answer() error { return r.simple("answer", nil) }
+
+// Reject rejects the ringing call (m.call.reject).
+func (r *Resident) Reject() error { return r.simple("reject", nil) }
+
+// Hangup ends the current call (m.call.hangup, reason user_hangup).
+func (r *Resident) Hangup() error { return r.simple("hangup", nil) }
+
+// PlaceCall places a video call into a joined room; the "placing" event
+// carries its call ID.
+func (r *Resident) PlaceCall(roomID string) error {
+	return r.simple("placeCall", map[string]any{"roomId": roomID})
+}
+
+// VideoCapabilities lists the video codecs Chromium can receive over WebRTC
+// (RTCRtpReceiver.getCapabilities("video")), as "mimeType;fmtp".
+func (r *Resident) VideoCapabilities(ctx context.Context) ([]string, error) {
+	ev, err := r.Do(ctx, "videoCapabilities", nil)
+	if err != nil {
+		return nil, err
+	}
+	list, _ := ev.Fields["result"].([]any)
+	caps := make([]string, 0, len(list))
+	for _, c := range list {
+		if s, ok := c.(string); ok {
+			caps = append(caps, s)
+		}
+	}
+	return caps, nil
+}
+
+func (r *Resident) simple(cmd string, args map[string]any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	_, err := r.Do(ctx, cmd, args)
+	return err
+}
+
+// Do sends one command to the page (a method of window.resident: answer,
+// reject, hangup, placeCall, videoCapabilities; args may carry "callId" or
+// "roomId") and waits for its reply, whose "result" field holds the value
+// the method returned.
+func (r *Resident) Do(ctx context.Context, cmd string, args map[string]any) (Event, error) {
+	msg := map[string]any{}
+	for k, v := range args {
+		msg[k] = v
+	}
+	ch := make(chan Event, 1)
+	r.mu.Lock()
+	r.nextID++
+	id := r.nextID
+	r.replies[id] = ch
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.replies, id)
+		r.mu.Unlock()
+	}()
+	msg["cmd"], msg["id"] = cmd, id
+	line, err := json.Marshal(msg)
+	if err != nil {
+		return Event{}, fmt.Errorf("resident %s: %w", cmd, err)
+	}
+	r.writeMu.Lock()
+	_, err = r.stdin.Write(append(line, '\n'))
+	r.writeMu.Unlock()
+	if err != nil {
+		return Event{}, fmt.Errorf("resident %s: %w", cmd, err)
+	}
+	select {
+	case ev := <-ch:
+		if msg := ev.Str("error"); msg != "" {
+			return ev, fmt.Errorf("resident %s: %s", cmd, msg)
+		}
+		return ev, nil
+	case <-r.exited:
+		return Event{}, fmt.Errorf("resident %s: %w", cmd, r.exitError())
+	case <-ctx.Done():
+		return Event{}, fmt.Errorf("resident %s: %w", cmd, context.Cause(ctx))
+	}
+}
+
+// Close stops the resident: it closes the driver's stdin (the driver then
+// closes Chromium and exits), sends SIGTERM to the driver's PID if it has not
+// exited after a grace period, and SIGKILL after another. It returns the
+// driver's exit error, if any.
+func (r *Resident) Close() error {
+	r.closeOnce.Do(func() {
+		r.writeMu.Lock()
+		_ = r.stdin.Close()
+		r.writeMu.Unlock()
+		pid := r.cmd.Process.Pid
+		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+			if r.waitExit(closeGrace) {
+				break
+			}
+			fmt.Fprintf(r.log, "resident: driver %d still running, sending %v\n", pid, sig)
+			_ = syscall.Kill(pid, sig)
+		}
+		<-r.exited
+		r.closeErr = r.exitErr
+	})
+	return r.closeErr
+}
+
+// waitExit reports whether the driver exits within d.
+func (r *Resident) waitExit(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.exited:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// syncWriter serialises writes from the stderr copier and the event reader.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// tailBuffer keeps the last max bytes written, for error messages.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - b.max; over > 0 {
+		b.buf = append(b.buf[:0], b.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(bytes.TrimSpace(b.buf))
+}
+
+// testWriter sends whole lines to t.Log.
+type testWriter struct {
+	mu  sync.Mutex
+	t   testing.TB
+	buf []byte
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.t.Log(string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+	return len(p), nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -110,7 +111,9 @@ type codecState struct {
 	codec  Codec
 	track  *webrtc.TrackLocalStaticSample
 	keyReq chan struct{} // capacity 1: a pending keyframe request
-	stats  EncoderStats  // guarded by Stream.mu
+	// keyNow marks the pending request as exempt from MinKeyFrameGap.
+	keyNow atomic.Bool
+	stats  EncoderStats // guarded by Stream.mu
 }
 
 // NewStream prepares a stream. No source is opened and no encoder runs
@@ -216,6 +219,18 @@ func (s *Stream) RequestKeyFrame(c Codec) {
 	case st.keyReq <- struct{}{}:
 	default:
 	}
+}
+
+// RequestKeyFrameNow is RequestKeyFrame for a viewer whose media has just
+// started flowing (its connection reached "connected"): it is served on the
+// next frame whatever MinKeyFrameGap says. Without it the keyframe the
+// encoder made when the call was answered, which was lost because SRTP was
+// not up yet, would hold the viewer's first picture back by up to the gap.
+func (s *Stream) RequestKeyFrameNow(c Codec) {
+	if st := s.codecs[c]; st != nil && c.IsVideo() {
+		st.keyNow.Store(true)
+	}
+	s.RequestKeyFrame(c)
 }
 
 // Stats returns a snapshot of every codec's encoder.
@@ -348,11 +363,12 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 				r.bitrate = bitrate
 			}
 			force := false
-			if frame.Time.Sub(r.lastForce) >= s.cfg.MinKeyFrameGap {
+			if r.st.keyNow.Load() || frame.Time.Sub(r.lastForce) >= s.cfg.MinKeyFrameGap {
 				select {
 				case <-r.st.keyReq:
 					force = true
 					r.lastForce = frame.Time
+					r.st.keyNow.Store(false)
 				default:
 				}
 			}

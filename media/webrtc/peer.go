@@ -97,7 +97,7 @@ func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEven
 			// SRTP has just started: anything sent before was dropped, so
 			// the viewer needs a fresh keyframe.
 			if c := p.VideoCodec(); c != "" {
-				f.stream.RequestKeyFrame(c)
+				f.stream.RequestKeyFrameNow(c)
 			}
 		}
 		f.log.Debug("peer state", "state", st.String())

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/gpio"
+	"github.com/doorbell/intercom/media"
+	"github.com/doorbell/intercom/media/codec"
+	mwebrtc "github.com/doorbell/intercom/media/webrtc"
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// runDaemon wires the configured parts together and runs them until ctx is
+// done. Every part is checked before anything starts, so a broken setup
+// never leaves a half-running intercom.
+func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
+	log.Info("starting intercom", "version", version, "config", cfg)
+	for _, w := range cfg.Warnings {
+		log.Warn("config", "problem", w.String())
+	}
+	if cfg.Hardware.GPIO != "sim" || cfg.Hardware.Camera != "testpattern" || cfg.Hardware.Audio != "tone" {
+		return fmt.Errorf("hardware %s/%s/%s: this build drives only the simulated hardware (gpio: sim, camera: testpattern, audio: tone)",
+			cfg.Hardware.GPIO, cfg.Hardware.Camera, cfg.Hardware.Audio)
+	}
+
+	// Bind the API first: a port clash is a configuration error and must
+	// stop start-up before anything talks to the homeserver.
+	ln, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api listen: %w", err)
+	}
+	defer ln.Close()
+
+	state, err := provisioning.OpenState(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	residents := make([]callengine.UserID, len(cfg.Residents))
+	for i, r := range cfg.Residents {
+		residents[i] = callengine.UserID(r)
+	}
+	session, err := matrix.New(matrix.Options{
+		Homeserver: cfg.Matrix.Homeserver, UserID: callengine.UserID(cfg.Matrix.UserID),
+		Password: cfg.Matrix.Password, AccessToken: cfg.Matrix.AccessToken,
+		DeviceName: cfg.Matrix.DeviceName, Residents: residents,
+		Store: stateStore{state}, Logger: log.With("component", "matrix"),
+	})
+	if err != nil {
+		return err
+	}
+	defer session.Close()
+
+	stream, err := media.NewStream(media.StreamConfig{
+		Width: cfg.Video.Width, Height: cfg.Video.Height, FPS: cfg.Video.FPS,
+		Encoders: codec.Encoders(), Logger: log.With("component", "media"),
+	})
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	peers, err := mwebrtc.NewPeerFactory(stream, mwebrtc.Config{LoopbackOnly: loopbackOnly(), Logger: log.With("component", "webrtc")})
+	if err != nil {
+		return err
+	}
+
+	ringer, err := gpio.NewRinger(gpio.SimPin("SIM_RINGER"), gpio.ActiveHigh, gpio.DefaultCadence, log.With("component", "ringer"))
+	if err != nil {
+		return err
+	}
+	relay, err := gpio.NewRelay(gpio.SimPin("SIM_RELAY"), gpio.ActiveHigh)
+	if err != nil {
+		return err
+	}
+	defer relay.Halt()
+
+	// Log in and make sure every resident has a room before answering
+	// presses. Login itself waits out an unreachable homeserver (a board
+	// often boots before its network is up) and fails only on what waiting
+	// cannot fix, such as a wrong password.
+	if err := session.Login(ctx); err != nil {
+		return fmt.Errorf("log in: %w", err)
+	}
+	dir := &directory{}
+	if err := retry(ctx, log, "direct rooms", func() error {
+		rooms, err := session.EnsureDirectRooms(ctx)
+		if err == nil {
+			dir.set(rooms)
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+
+	engine := callengine.NewEngine(callengine.EngineConfig{
+		Machine: callengine.Config{
+			PartyID:        callengine.PartyID(session.DeviceID()),
+			RingTimeout:    cfg.Ring.Timeout,
+			CandidateDelay: 100 * time.Millisecond,
+			ConnectTimeout: 30 * time.Second,
+		},
+		OwnUser:  session.UserID(),
+		PoolSize: len(residents),
+		Logger:   log.With("component", "calls"),
+	}, session, peers)
+
+	intercom := device.New(device.Config{
+		Caller: engine, Ringer: ringer, Relay: relay, Residents: dir.get,
+		Sync:   syncReporter{session},
+		Media:  mediaReporter{stream: stream, peers: peers},
+		Logger: log.With("component", "device"),
+	})
+	srv := &http.Server{Handler: intercom.Handler(), ReadHeaderTimeout: 5 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return engine.Run(gctx) })
+	g.Go(func() error { return session.Run(gctx, engine.HandleRoomEvent) })
+	g.Go(func() error { return ringer.Run(gctx) })
+	g.Go(func() error { return intercom.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("api: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	log.Info("intercom ready", "api", ln.Addr().String(), "residents", len(residents), "user_id", session.UserID(), "device_id", session.DeviceID())
+	err = g.Wait()
+	log.Info("intercom stopped", "err", err)
+	return err
+}
+
+// retry runs op until it succeeds or ctx ends, backing off up to 30 s.
+func retry(ctx context.Context, log *slog.Logger, what string, op func() error) error {
+	delay := time.Second
+	for {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn(what+" failed; retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// directory is the resident → room map, read at every press.
+type directory struct {
+	mu    sync.Mutex
+	rooms map[callengine.UserID]callengine.RoomID
+}
+
+func (d *directory) set(rooms map[callengine.UserID]callengine.RoomID) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rooms = rooms
+}
+
+func (d *directory) get() []callengine.Resident {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]callengine.Resident, 0, len(d.rooms))
+	for u, r := range d.rooms {
+		out = append(out, callengine.Resident{User: u, Room: r})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].User < out[j].User })
+	return out
+}
+
+type syncReporter struct{ s *matrix.Session }
+
+func (r syncReporter) Healthy() bool { return r.s.Healthy() }
+func (r syncReporter) Report() any {
+	st := r.s.Status()
+	return map[string]any{
+		"syncing": st.Healthy, "last_sync": st.LastSync, "failures": st.ConsecutiveFailures,
+		"last_error": st.LastError, "user_id": r.s.UserID(), "device_id": r.s.DeviceID(),
+	}
+}
+
+type mediaReporter struct {
+	stream *media.Stream
+	peers  *mwebrtc.PeerFactory
+}
+
+func (r mediaReporter) Healthy() bool { return true }
+func (r mediaReporter) Report() any {
+	return map[string]any{"encoders": r.stream.Stats(), "received_audio": r.peers.ReceivedAudio()}
+}
+
+// loopbackOnly keeps ICE on 127.0.0.1 when INTERCOM_ICE_LOOPBACK=1: the
+// demo and the end-to-end tests must not send media over the machine's
+// other interfaces.
+func loopbackOnly() bool { return os.Getenv("INTERCOM_ICE_LOOPBACK") == "1" }

@@ -1,0 +1,399 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/resident"
+)
+
+// e2e is one running system: a real Dendrite, the intercom binary as a
+// process, and residents in headless Chromium.
+type e2e struct {
+	t         testing.TB
+	hs        *dendrite.Server
+	api       string
+	cmd       *exec.Cmd
+	log       *lockedBuffer
+	residents []*resident.Resident
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// buildIntercom builds the daemon once per test binary.
+var buildIntercom = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "intercom-e2e-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "intercom")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startSystem starts Dendrite, registers the intercom and the residents,
+// starts the residents (listening before any invite) and the intercom, and
+// waits until every resident has joined their direct room.
+func startSystem(t testing.TB, residents ...string) *e2e {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: needs Dendrite and Chromium")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	bin, err := buildIntercom()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := dendrite.StartT(t)
+	dir := t.TempDir()
+	const password = "intercom-password"
+	bot, err := hs.Register(ctx, "intercom", password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "password"), []byte(password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{t: t, hs: hs, api: freeAddr(t), log: &lockedBuffer{}}
+	var ids []string
+	for _, name := range residents {
+		pw := name + "-password"
+		u, err := hs.Register(ctx, name, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, strconv.Quote(u.UserID))
+		// Password login gives each resident its own device: js-sdk uses
+		// the device ID as party_id and drops events from its own party.
+		r := resident.StartT(t, resident.Options{Homeserver: hs.BaseURL, UserID: u.UserID, Password: pw, AutoJoin: true})
+		e.residents = append(e.residents, r)
+	}
+	cfg := fmt.Sprintf(`matrix:
+  homeserver: %s
+  user_id: %q
+  password_file: ./password
+  device_name: Front door
+state_dir: ./state
+residents: [%s]
+ring:
+  timeout: 30s
+api:
+  listen: %s
+log:
+  level: debug
+`, hs.BaseURL, bot.UserID, strings.Join(ids, ", "), e.api)
+	cfgPath := filepath.Join(dir, "intercom.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd = exec.Command(bin, "run", "--config", cfgPath)
+	e.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
+	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() {
+			t.Logf("intercom log:\n%s", e.log.String())
+		}
+	})
+	e.waitStatus(ctx, "healthy", func(s status) bool { return s.Healthy })
+	for _, r := range e.residents {
+		if _, err := r.WaitFor(ctx, "joined"); err != nil {
+			t.Fatalf("%s never joined the direct room: %v", r.UserID(), err)
+		}
+	}
+	return e
+}
+
+// stop ends the intercom with SIGTERM, as systemd does, and waits.
+func (e *e2e) stop() {
+	if e.cmd == nil || e.cmd.Process == nil || e.cmd.ProcessState != nil {
+		return
+	}
+	_ = e.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = e.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		e.t.Errorf("intercom did not stop within 10 s of SIGTERM")
+		_ = e.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// status is the part of /api/status the tests read.
+type status struct {
+	State   string       `json:"state"`
+	Healthy bool         `json:"healthy"`
+	Calls   []callStatus `json:"calls"`
+	Ringer  struct {
+		Ringing bool `json:"ringing"`
+	} `json:"ringer"`
+	Media struct {
+		Encoders      []encoderStatus `json:"encoders"`
+		ReceivedAudio struct {
+			Packets uint64  `json:"Packets"`
+			Bytes   uint64  `json:"Bytes"`
+			Level   float64 `json:"Level"`
+		} `json:"received_audio"`
+	} `json:"media"`
+}
+
+type callStatus struct {
+	Resident string `json:"resident"`
+	State    string `json:"state"`
+	Reason   string `json:"reason"`
+}
+
+type encoderStatus struct {
+	Codec   string `json:"Codec"`
+	Running bool   `json:"Running"`
+	Starts  int    `json:"Starts"`
+}
+
+func (e *e2e) status() (status, error) {
+	var s status
+	resp, err := http.Get("http://" + e.api + "/api/status")
+	if err != nil {
+		return s, err
+	}
+	defer resp.Body.Close()
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+func (e *e2e) waitStatus(ctx context.Context, what string, cond func(status) bool) status {
+	e.t.Helper()
+	var last status
+	for {
+		s, err := e.status()
+		if err == nil && cond(s) {
+			return s
+		}
+		if err == nil {
+			last = s
+		}
+		if e.cmd.ProcessState != nil {
+			e.t.Fatalf("intercom exited while waiting for %s", what)
+		}
+		select {
+		case <-ctx.Done():
+			e.t.Fatalf("waiting for %s: %v; last status %+v", what, ctx.Err(), last)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (e *e2e) press() time.Time {
+	e.t.Helper()
+	t0 := time.Now()
+	resp, err := http.Post("http://"+e.api+"/api/ring", "", nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		e.t.Fatalf("ring: HTTP %d", resp.StatusCode)
+	}
+	return t0
+}
+
+// TestEndToEnd: a press rings alice and bob; alice answers and sees the
+// test pattern and hears the tone; the intercom hears alice; bob stops
+// ringing; alice hangs up and everything is idle again.
+func TestEndToEnd(t *testing.T) {
+	e := startSystem(t, "alice", "bob")
+	alice, bob := e.residents[0], e.residents[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	pressed := e.press()
+	inA, err := alice.WaitFor(ctx, "incoming")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inB, err := bob.WaitFor(ctx, "incoming")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("press → incoming: alice %v, bob %v", inA.TS.Sub(pressed), inB.TS.Sub(pressed))
+	if inA.Fields["video"] != true {
+		t.Errorf("alice's call is not a video call: %v", inA.Fields)
+	}
+	s := e.waitStatus(ctx, "ringing", func(s status) bool { return s.State == "ringing" && s.Ringer.Ringing })
+	if len(s.Calls) != 2 {
+		t.Fatalf("calls %+v", s.Calls)
+	}
+
+	if err := alice.Answer(); err != nil {
+		t.Fatal(err)
+	}
+	answered, err := alice.WaitFor(ctx, "answered")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame, err := alice.WaitFor(ctx, "first_frame")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("answer → first frame: %v (%vx%v via %v)", frame.TS.Sub(answered.TS), frame.Fields["width"], frame.Fields["height"], frame.Fields["via"])
+	if frame.Num("width") != 640 || frame.Num("height") != 480 {
+		t.Errorf("first frame %vx%v, want the test pattern's 640x480", frame.Fields["width"], frame.Fields["height"])
+	}
+	// The second resident stops ringing as soon as the first answers.
+	hb, err := bob.WaitFor(ctx, "hangup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bob's ringing ended %v after alice answered (reason %v)", hb.TS.Sub(answered.TS), hb.Fields["reason"])
+
+	s = e.waitStatus(ctx, "in call, hearing alice", func(s status) bool {
+		return s.State == "in_call" && !s.Ringer.Ringing && s.Media.ReceivedAudio.Packets > 50 && s.Media.ReceivedAudio.Level > -100
+	})
+	t.Logf("intercom heard alice: %d packets, %d bytes, level %.1f dBov", s.Media.ReceivedAudio.Packets, s.Media.ReceivedAudio.Bytes, s.Media.ReceivedAudio.Level)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		st := alice.LastStats()
+		if st.TotalAudioEnergy > 1e-4 && st.FramesDecoded > 15 {
+			t.Logf("alice: %d frames decoded (%s), audio energy %.3g", st.FramesDecoded, st.VideoCodec, st.TotalAudioEnergy)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice never decoded video and audio: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	running := 0
+	for _, enc := range s.Media.Encoders {
+		if enc.Running {
+			running++
+		}
+	}
+	if running != 2 {
+		t.Errorf("running encoders %+v, want one video and one audio", s.Media.Encoders)
+	}
+
+	if err := alice.Hangup(); err != nil {
+		t.Fatal(err)
+	}
+	s = e.waitStatus(ctx, "idle after hangup", func(s status) bool { return s.State == "idle" })
+	for _, c := range s.Calls {
+		if c.State != "ended" {
+			t.Errorf("call %+v not ended", c)
+		}
+	}
+	e.waitStatus(ctx, "encoders stopped", func(s status) bool {
+		return !slices.ContainsFunc(s.Media.Encoders, func(enc encoderStatus) bool { return enc.Running })
+	})
+	if rss, err := rssOf(e.cmd.Process.Pid); err == nil {
+		t.Logf("idle RSS after a call: %.1f MB", float64(rss)/1e6)
+	}
+}
+
+// TestRejectTimeoutAndShutdown: one resident rejects, the other lets it
+// ring out; the intercom goes idle, and a press then SIGTERM hangs up.
+func TestRejectTimeoutAndShutdown(t *testing.T) {
+	e := startSystem(t, "carol", "dave")
+	carol, dave := e.residents[0], e.residents[1]
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	e.press()
+	for _, r := range e.residents {
+		if _, err := r.WaitFor(ctx, "incoming"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := carol.Reject(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(ctx, "carol's call ended", func(s status) bool {
+		return s.State == "ringing" && slices.ContainsFunc(s.Calls, func(c callStatus) bool {
+			return c.Resident == carol.UserID() && c.State == "ended"
+		})
+	})
+	// dave lets it ring out: 30 s ring timeout, invite_timeout.
+	h, err := dave.WaitFor(ctx, "hangup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dave's ringing ended: %v", h.Fields)
+	s := e.waitStatus(ctx, "idle after timeout", func(s status) bool { return s.State == "idle" })
+	for _, c := range s.Calls {
+		if c.Resident == dave.UserID() && c.Reason != "invite_timeout" {
+			t.Errorf("dave's call ended with %q", c.Reason)
+		}
+	}
+
+	e.press()
+	if _, err := carol.WaitFor(ctx, "incoming"); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	if h, err := carol.WaitFor(ctx, "hangup"); err != nil {
+		t.Fatalf("stopping the intercom left carol ringing: %v", err)
+	} else {
+		t.Logf("carol's ringing ended on shutdown: %v", h.Fields)
+	}
+}
+
+func rssOf(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, io.EOF
+}

@@ -1,0 +1,124 @@
+// Command intercom is the Matrix video-intercom daemon and its installer
+// tools.
+//
+//	intercom run --config FILE           run the intercom
+//	intercom check-config --config FILE  validate a config file; exit 1 on any problem
+//	intercom version                     print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// version is set at link time: -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: intercom <command> [flags]
+
+commands:
+  run --config FILE            run the intercom
+  check-config --config FILE   check a config file and list every problem
+  version                      print the version
+`)
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "intercom", version)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	case "check-config":
+		path, ok := configFlag(cmd, args, stderr)
+		if !ok {
+			return 2
+		}
+		return checkConfig(path, stdout, stderr)
+	case "run":
+		path, ok := configFlag(cmd, args, stderr)
+		if !ok {
+			return 2
+		}
+		cfg, code := loadConfig(path, stderr)
+		if cfg == nil {
+			return code
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := runDaemon(ctx, cfg, stderr); err != nil {
+			fmt.Fprintln(stderr, "intercom:", err)
+			return 1
+		}
+		return 0
+	default:
+		fmt.Fprintf(stderr, "intercom: unknown command %q\n", cmd)
+		usage(stderr)
+		return 2
+	}
+}
+
+func configFlag(cmd string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/intercom/intercom.yaml", "config file")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "intercom %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return "", false
+	}
+	return *path, true
+}
+
+// loadConfig loads and validates the config; on any problem it prints them
+// all and returns a nil config, so the daemon never starts half-way.
+func loadConfig(path string, stderr io.Writer) (*provisioning.Config, int) {
+	cfg, err := provisioning.Load(path)
+	if err != nil {
+		var ps provisioning.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				fmt.Fprintln(stderr, p)
+			}
+			fmt.Fprintf(stderr, "%s: %d problem(s)\n", path, len(ps))
+		} else {
+			fmt.Fprintln(stderr, "intercom:", err)
+		}
+		return nil, 1
+	}
+	return cfg, 0
+}
+
+func checkConfig(path string, stdout, stderr io.Writer) int {
+	cfg, code := loadConfig(path, stderr)
+	if cfg == nil {
+		return code
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	fmt.Fprintf(stdout, "%s: ok\n%s\n", path, cfg)
+	return 0
+}

@@ -166,6 +166,7 @@ type Status struct {
 	Presses   uint64                  `json:"presses"`
 	LastPress *time.Time              `json:"last_press,omitempty"`
 	Started   time.Time               `json:"started"`
+	Process   ProcessStatus           `json:"process"`
 }
 
 // RingerStatus is the ringer part of Status.
@@ -182,7 +183,7 @@ type RelayStatus struct {
 // Status returns the current status document.
 func (d *Intercom) Status() Status {
 	cs := d.cfg.Caller.Status()
-	s := Status{State: cs.Phase, Since: cs.Since, Calls: cs.Calls, Healthy: d.Healthy(), Started: d.started}
+	s := Status{State: cs.Phase, Since: cs.Since, Calls: cs.Calls, Healthy: d.Healthy(), Started: d.started, Process: processStatus()}
 	if s.Calls == nil {
 		s.Calls = []callengine.CallStatus{}
 	}

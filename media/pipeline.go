@@ -82,6 +82,13 @@ func (p *pipeline) release(c Codec) {
 	<-done
 }
 
+// running reports whether the pipeline's runner is active.
+func (p *pipeline) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cancel != nil
+}
+
 // wanted returns the codecs with users and the bitrate override.
 func (p *pipeline) wanted() (map[Codec]bool, int) {
 	p.mu.Lock()

@@ -87,4 +87,7 @@ type Encoders struct {
 	H264 func(VideoEncoderConfig) (VideoEncoder, error)
 	VP8  func(VideoEncoderConfig) (VideoEncoder, error)
 	Opus func(AudioEncoderConfig) (AudioEncoder, error)
+	// Idle, if set, is called once every encoder has stopped, so the codec
+	// libraries can hand their memory back to the system between calls.
+	Idle func()
 }

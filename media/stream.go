@@ -199,6 +199,9 @@ func (s *Stream) Acquire(c Codec) (release func(), err error) {
 			st.stats.Users--
 			s.mu.Unlock()
 			p.release(c)
+			if s.cfg.Encoders.Idle != nil && !s.video.running() && !s.audio.running() {
+				s.cfg.Encoders.Idle()
+			}
 		})
 	}, nil
 }

@@ -139,7 +139,7 @@ log:
 	}
 	t.Cleanup(func() {
 		e.stop()
-		if t.Failed() {
+		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
 			t.Logf("intercom log:\n%s", e.log.String())
 		}
 	})
@@ -177,6 +177,12 @@ type status struct {
 	Ringer  struct {
 		Ringing bool `json:"ringing"`
 	} `json:"ringer"`
+	Process struct {
+		RSS          int64  `json:"rss_bytes"`
+		HeapInUse    uint64 `json:"heap_in_use"`
+		HeapReleased uint64 `json:"heap_released"`
+		Goroutines   int    `json:"goroutines"`
+	} `json:"process"`
 	Media struct {
 		Encoders      []encoderStatus `json:"encoders"`
 		ReceivedAudio struct {

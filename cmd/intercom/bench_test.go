@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+)
+
+// BenchmarkEndToEnd measures what a resident feels, over b.N rings of two
+// residents on loopback (run with -benchtime=10x): press → the resident's
+// client fires its incoming-call event, and answer → first decoded video
+// frame. It reports medians, plus the intercom's RSS while idle (before the
+// first ring and after the last).
+func BenchmarkEndToEnd(b *testing.B) {
+	e := startSystem(b, "alice", "bob")
+	alice, bob := e.residents[0], e.residents[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	time.Sleep(2 * time.Second) // let start-up settle before sampling idle memory
+	rssBefore, err := rssOf(e.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	before, err := e.status()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ring, bobRing, frame, connect []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		e.waitStatus(ctx, "idle", func(s status) bool { return s.State == "idle" })
+		pressed := e.press()
+		inA, err := alice.WaitFor(ctx, "incoming")
+		if err != nil {
+			b.Fatal(err)
+		}
+		inB, err := bob.WaitFor(ctx, "incoming")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ring = append(ring, inA.TS.Sub(pressed))
+		bobRing = append(bobRing, inB.TS.Sub(pressed))
+		if err := alice.Answer(); err != nil {
+			b.Fatal(err)
+		}
+		ans, err := alice.WaitFor(ctx, "answered")
+		if err != nil {
+			b.Fatal(err)
+		}
+		conn, err := alice.WaitFor(ctx, "connected")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ff, err := alice.WaitFor(ctx, "first_frame")
+		if err != nil {
+			b.Fatal(err)
+		}
+		frame = append(frame, ff.TS.Sub(ans.TS))
+		connect = append(connect, conn.TS.Sub(ans.TS))
+		if _, err := bob.WaitFor(ctx, "hangup"); err != nil {
+			b.Fatal(err)
+		}
+		if err := alice.Hangup(); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := alice.WaitFor(ctx, "hangup"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	e.waitStatus(ctx, "idle", func(s status) bool { return s.State == "idle" })
+	time.Sleep(2 * time.Second)
+	rssAfter, err := rssOf(e.cmd.Process.Pid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	after, err := e.status()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("process before %+v after %+v", before.Process, after.Process)
+	b.ReportMetric(ms(median(ring)), "press-to-ring-ms")
+	b.ReportMetric(ms(median(bobRing)), "press-to-ring2-ms")
+	b.ReportMetric(ms(median(connect)), "answer-to-connected-ms")
+	b.ReportMetric(ms(median(frame)), "answer-to-frame-ms")
+	b.ReportMetric(float64(rssBefore)/1e6, "idle-rss-MB")
+	b.ReportMetric(float64(rssAfter)/1e6, "idle-rss-after-MB")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("rounds %d: press→ring %v; answer→connected %v; answer→first frame %v", b.N, ring, connect, frame)
+}
+
+func median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -48,7 +49,7 @@ func (c *Config) loadSecrets(lookupEnv func(string) (string, bool)) error {
 			probs = append(probs, Problem{File: c.Path, Line: c.line("matrix"), Key: "matrix",
 				Msg: fmt.Sprintf("both a password (%s) and an access token (%s) are configured; use only one", pwFrom, tokFrom)})
 		}
-	case pw == "" && tok == "" && len(probs) == 0 && c.lines["matrix.password_file"] == 0 && c.lines["matrix.access_token_file"] == 0:
+	case pw == "" && tok == "" && len(probs) == 0 && c.lines["matrix.password_file"] == 0 && c.lines["matrix.access_token_file"] == 0 && !c.hasStoredSession():
 		// When a file key is present but broken, that is already reported.
 		probs = append(probs, Problem{File: c.Path, Line: c.line("matrix"), Key: "matrix",
 			Msg: fmt.Sprintf("no credentials: set password_file or access_token_file, or %s or %s in the environment", EnvPassword, EnvAccessToken)})
@@ -80,6 +81,13 @@ func (c *Config) secret(key, file, env string, lookupEnv func(string) (string, b
 			Msg: fmt.Sprintf("%s is set in the environment but ignored, because this file takes precedence", env)})
 	}
 	f, err := os.Open(file)
+	if errors.Is(err, fs.ErrNotExist) && key == "matrix.password_file" && c.hasStoredSession() {
+		// The password is needed only for the first login; an installer may
+		// remove it once the access token is kept in state_dir.
+		c.Warnings = append(c.Warnings, Problem{File: c.Path, Line: c.line(key), Key: key,
+			Msg: fmt.Sprintf("%s does not exist; using the session kept in %s (a new login would need the password again)", file, c.StateDir)})
+		return "", ""
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return bad(fmt.Sprintf("%s does not exist", file))
 	} else if err != nil {
@@ -113,6 +121,16 @@ func (c *Config) secret(key, file, env string, lookupEnv func(string) (string, b
 		return bad(fmt.Sprintf("%s must hold the secret on a single line", file))
 	}
 	return s, file
+}
+
+// hasStoredSession reports whether state_dir holds credentials from an
+// earlier login.
+func (c *Config) hasStoredSession() bool {
+	if c.StateDir == "" {
+		return false
+	}
+	st, err := os.Stat(filepath.Join(c.StateDir, credentialsFile))
+	return err == nil && st.Mode().IsRegular() && st.Size() > 0
 }
 
 // line returns the line key was set on, or the line of its section, or 1.

@@ -221,3 +221,29 @@ func TestLoadMissingFile(t *testing.T) {
 		t.Errorf("Load of a missing file = %v, want a not-exist I/O error", err)
 	}
 }
+
+func TestPasswordFileMayGoAfterFirstLogin(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "intercom.yaml")
+	cfg := "matrix:\n  homeserver: http://127.0.0.1:8008\n  user_id: \"@door:example.org\"\n  password_file: ./password\nstate_dir: ./state\nresidents: [\"@alice:example.org\"]\n"
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(cfgPath); err == nil || !strings.Contains(err.Error(), "password does not exist") {
+		t.Fatalf("before the first login a missing password file must be an error, got %v", err)
+	}
+	st, err := OpenState(filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SaveCredentials(Credentials{Homeserver: "http://127.0.0.1:8008", UserID: "@door:example.org", DeviceID: "D", AccessToken: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(cfgPath)
+	if err != nil {
+		t.Fatalf("with a stored session: %v", err)
+	}
+	if c.Matrix.Password != "" || len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].Msg, "using the session kept in") {
+		t.Fatalf("password %q warnings %v", c.Matrix.Password, c.Warnings)
+	}
+}

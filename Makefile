@@ -38,8 +38,12 @@ bench: deps
 	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom
 
+# The demo is built and run as its own process rather than with `go run`:
+# `go run` dies on SIGTERM without passing it on, which would leave the demo,
+# the intercom and Dendrite running; make passes SIGTERM to its child.
 demo: deps build
-	$(GO) run ./internal/demo -intercom bin/intercom
+	$(GO) build -o bin/demo ./internal/demo
+	bin/demo -intercom bin/intercom
 
 clean:
 	rm -rf bin demo-state

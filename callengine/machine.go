@@ -34,6 +34,7 @@ const (
 	TimerRing    TimerKind = iota + 1 // ring timeout: unanswered legs get invite_timeout
 	TimerFlush                        // send batched local candidates
 	TimerConnect                      // answered but media never connected
+	TimerClosed                       // media closed by the far end; waiting for its hangup
 )
 
 // TimerID names one timer of the machine.
@@ -55,6 +56,10 @@ type Config struct {
 	CandidateDelay time.Duration
 	// ConnectTimeout bounds the time from answer to connected media.
 	ConnectTimeout time.Duration
+	// ClosedGrace is how long a call whose media the resident's side closed
+	// waits for the resident's m.call.hangup, which travels through the
+	// homeserver and usually arrives a little after the connection closes.
+	ClosedGrace time.Duration
 }
 
 // DefaultConfig returns the timings used unless configured otherwise.
@@ -64,6 +69,7 @@ func DefaultConfig(party PartyID) Config {
 		RingTimeout:    60 * time.Second,
 		CandidateDelay: 100 * time.Millisecond,
 		ConnectTimeout: 30 * time.Second,
+		ClosedGrace:    3 * time.Second,
 	}
 }
 
@@ -503,9 +509,14 @@ func (m *Machine) answerApplied(now time.Time, e AnswerApplied) []Effect {
 		return nil
 	}
 	if e.Err != nil {
-		// The resident's answer could not be used (hostile or broken SDP).
-		// End that call; the other residents keep ringing.
-		out := m.endLeg(now, l, ReasonUnknownError, false, true)
+		// The answer could not be used (broken or hostile SDP from one of
+		// the resident's devices). Nothing was selected, so the call keeps
+		// ringing: another device of the resident, or another resident,
+		// can still answer. A hangup now would stop all of them.
+		l.state = LegRinging
+		l.since = now
+		l.remoteParty = ""
+		out := []Effect{Ignored{Room: l.spec.Room, Sender: l.spec.Invitee, CallID: l.spec.CallID, Reason: "answer refused by WebRTC: " + e.Err.Error()}}
 		return append(out, m.nextPending(now)...)
 	}
 	id := l.spec.CallID
@@ -628,7 +639,9 @@ func (m *Machine) peerChanged(now time.Time, e PeerChanged) []Effect {
 		}
 	case PeerClosed:
 		if l.state == LegAnswered || l.state == LegConnected {
-			return append(m.endLeg(now, l, ReasonUnknownError, false, true), m.maybeIdle()...)
+			// Usually the resident hung up and the hangup event is on its
+			// way; give it a moment so the call ends with their reason.
+			return []Effect{StartTimer{Timer: TimerID{Kind: TimerClosed, CallID: e.CallID}, After: m.cfg.ClosedGrace}}
 		}
 	}
 	return nil
@@ -643,8 +656,9 @@ func (m *Machine) sendFailed(now time.Time, e SendFailed) []Effect {
 		// Without the invite the resident never rings; without
 		// select_answer the resident's client never connects. Either way
 		// the call cannot go on; a hangup may still get through.
+		wasAnswering := l.state == LegAnswering
 		out := m.endLeg(now, l, ReasonUnknownError, false, true)
-		if l.state == LegAnswering {
+		if wasAnswering {
 			return append(out, m.nextPending(now)...)
 		}
 		return append(out, m.maybeIdle()...)
@@ -668,6 +682,11 @@ func (m *Machine) timerFired(now time.Time, e TimerFired) []Effect {
 		l, ok := m.legs[e.Timer.CallID]
 		if ok && l.state == LegAnswered {
 			return append(m.endLeg(now, l, ReasonICETimeout, false, true), m.maybeIdle()...)
+		}
+	case TimerClosed:
+		l, ok := m.legs[e.Timer.CallID]
+		if ok && (l.state == LegAnswered || l.state == LegConnected) {
+			return append(m.endLeg(now, l, ReasonUnknownError, false, true), m.maybeIdle()...)
 		}
 	}
 	return nil
@@ -704,6 +723,7 @@ func (m *Machine) endLeg(now time.Time, l *leg, reason string, remote, sendHangu
 		ClosePeer{CallID: id},
 		StopTimer{Timer: TimerID{Kind: TimerFlush, CallID: id}},
 		StopTimer{Timer: TimerID{Kind: TimerConnect, CallID: id}},
+		StopTimer{Timer: TimerID{Kind: TimerClosed, CallID: id}},
 		CallEnded{CallID: id, Invitee: l.spec.Invitee, Reason: reason, Remote: remote},
 	)
 	return out

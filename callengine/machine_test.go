@@ -200,13 +200,13 @@ func TestAnswersWhileApplyingQueue(t *testing.T) {
 	h.ringBoth()
 	h.step(from(roomA, alice, answerFrom(callA, aliceDev)))
 	// Bob answers before alice's answer is applied; alice's turns out to
-	// be unusable: bob gets the call.
+	// be unusable: bob gets the call, alice is not hung up on.
 	if effs := h.step(from(roomB, bob, answerFrom(callB, bobDev))); len(effs) != 0 {
 		t.Fatalf("bob's answer should wait, got %#v", effs)
 	}
 	effs := h.step(AnswerApplied{CallID: callA, Err: errors.New("bad sdp")})
-	if hang := sendOf(t, effs, callA, TypeHangup).Content.(*Hangup); hang.Reason != ReasonUnknownError {
-		t.Errorf("alice hangup reason %q", hang.Reason)
+	if len(sends(effs)) != 0 || ignoredReason(effs) == "" {
+		t.Errorf("refused answer: %#v", effs)
 	}
 	if !slices.Contains(effs, Effect(ApplyAnswer{CallID: callB, SDP: testSDP})) {
 		t.Fatalf("bob's queued answer not applied: %#v", effs)
@@ -215,6 +215,56 @@ func TestAnswersWhileApplyingQueue(t *testing.T) {
 	sendOf(t, effs, callB, TypeSelectAnswer)
 	if h.m.Phase() != PhaseInCall {
 		t.Fatalf("phase %s", h.m.Phase())
+	}
+}
+
+func TestRefusedAnswerKeepsRinging(t *testing.T) {
+	h := newHarness(t)
+	h.ringBoth()
+	h.step(from(roomA, alice, answerFrom(callA, aliceDev2)))
+	effs := h.step(AnswerApplied{CallID: callA, Err: errors.New("no common codec")})
+	if len(sends(effs)) != 0 {
+		t.Fatalf("refused answer sent %#v", effs)
+	}
+	if st := h.m.Status(); st.Phase != PhaseRinging || st.Calls[0].State != LegRinging {
+		t.Fatalf("status %+v", st)
+	}
+	// Alice's phone then answers properly and wins.
+	effs = h.answerAndApply(roomA, alice, callA, aliceDev)
+	if sel := sendOf(t, effs, callA, TypeSelectAnswer).Content.(*SelectAnswer); sel.SelectedPartyID != aliceDev {
+		t.Fatalf("selected %s", sel.SelectedPartyID)
+	}
+}
+
+func TestMediaClosedWaitsForHangup(t *testing.T) {
+	h := newHarness(t)
+	h.ringBoth()
+	h.answerAndApply(roomA, alice, callA, aliceDev)
+	h.step(PeerChanged{CallID: callA, State: PeerConnected})
+	effs := h.step(PeerChanged{CallID: callA, State: PeerClosed})
+	if len(sends(effs)) != 0 || h.m.Phase() != PhaseInCall {
+		t.Fatalf("closed media ended the call at once: %#v", effs)
+	}
+	effs = h.step(from(roomA, alice, &Hangup{Common: Common{CallID: callA, PartyID: aliceDev}, Reason: ReasonUserHangup}))
+	if hasSend(effs, callA, TypeHangup) || h.m.Phase() != PhaseIdle {
+		t.Fatalf("effects %#v phase %s", effs, h.m.Phase())
+	}
+	if !slices.Contains(effs, Effect(StopTimer{Timer: TimerID{Kind: TimerClosed, CallID: callA}})) {
+		t.Error("grace timer left running")
+	}
+	if r := h.m.Status().Calls[0].Reason; r != ReasonUserHangup {
+		t.Errorf("reason %q", r)
+	}
+
+	// Without a hangup, the grace ends the call.
+	h = newHarness(t)
+	h.ringBoth()
+	h.answerAndApply(roomA, alice, callA, aliceDev)
+	h.step(PeerChanged{CallID: callA, State: PeerConnected})
+	h.step(PeerChanged{CallID: callA, State: PeerClosed})
+	effs = h.step(TimerFired{Timer: TimerID{Kind: TimerClosed, CallID: callA}})
+	if !hasSend(effs, callA, TypeHangup) || h.m.Phase() != PhaseIdle {
+		t.Fatalf("effects %#v", effs)
 	}
 }
 
@@ -434,7 +484,7 @@ func FuzzMachine(f *testing.F) {
 			case 7:
 				ev = PeerChanged{CallID: id, State: PeerState(pick(6))}
 			case 8:
-				ev = TimerFired{Timer: TimerID{Kind: TimerKind(1 + pick(3)), CallID: id}}
+				ev = TimerFired{Timer: TimerID{Kind: TimerKind(1 + pick(4)), CallID: id}}
 			case 9:
 				ev = LocalCandidate{CallID: id, Candidate: Candidate{Candidate: fmt.Sprint("candidate:", i)}}
 			case 10:

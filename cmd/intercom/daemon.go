@@ -107,13 +107,10 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		return err
 	}
 
+	calls := callengine.DefaultConfig(callengine.PartyID(session.DeviceID()))
+	calls.RingTimeout = cfg.Ring.Timeout
 	engine := callengine.NewEngine(callengine.EngineConfig{
-		Machine: callengine.Config{
-			PartyID:        callengine.PartyID(session.DeviceID()),
-			RingTimeout:    cfg.Ring.Timeout,
-			CandidateDelay: 100 * time.Millisecond,
-			ConnectTimeout: 30 * time.Second,
-		},
+		Machine:  calls,
 		OwnUser:  session.UserID(),
 		PoolSize: len(residents),
 		Logger:   log.With("component", "calls"),
@@ -146,7 +143,13 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 	})
 	log.Info("intercom ready", "api", ln.Addr().String(), "residents", len(residents), "user_id", session.UserID(), "device_id", session.DeviceID())
 	err = g.Wait()
-	log.Info("intercom stopped", "err", err)
+	if ctx.Err() != nil {
+		// Asked to stop (SIGTERM from systemd, Ctrl-C): the parts return
+		// the cancellation as their error, which is not a failure.
+		log.Info("intercom stopped", "cause", context.Cause(ctx))
+		return nil
+	}
+	log.Error("intercom stopped", "err", err)
 	return err
 }
 

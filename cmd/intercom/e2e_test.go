@@ -194,6 +194,8 @@ type status struct {
 }
 
 type callStatus struct {
+	CallID   string `json:"call_id"`
+	Room     string `json:"room"`
 	Resident string `json:"resident"`
 	State    string `json:"state"`
 	Reason   string `json:"reason"`
@@ -278,7 +280,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("calls %+v", s.Calls)
 	}
 
-	if err := alice.Answer(); err != nil {
+	// Answer with the page's own button, as a person would.
+	if err := alice.Click("#answer"); err != nil {
 		t.Fatal(err)
 	}
 	answered, err := alice.WaitFor(ctx, "answered")

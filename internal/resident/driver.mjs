@@ -8,7 +8,8 @@
 //           for each command that carried an "id".
 //   stdin:  one JSON command per line: {"cmd":"answer"}, {"cmd":"reject"},
 //           {"cmd":"hangup"}, {"cmd":"placeCall","roomId":"!r:hs"},
-//           {"cmd":"videoCapabilities"}; optional "callId" and "id".
+//           {"cmd":"videoCapabilities"}, {"cmd":"click","selector":"#answer"};
+//           optional "callId" and "id".
 //   stderr: the driver's own diagnostics, the page's console and page errors.
 //
 // Credentials come from the environment so that they never show in a process
@@ -176,7 +177,7 @@ async function main() {
   await page.goto(base + "#" + hash.toString());
 }
 
-const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities"]);
+const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click"]);
 
 async function command(page, line) {
   let msg;
@@ -189,6 +190,17 @@ async function command(page, line) {
   const reply = (fields) => msg.id !== undefined && out({ event: "reply", ts: Date.now(), id: msg.id, cmd: msg.cmd, ...fields });
   if (!COMMANDS.has(msg.cmd)) {
     reply({ error: `unknown command ${JSON.stringify(msg.cmd)}` });
+    return;
+  }
+  if (msg.cmd === "click") {
+    // A person's click: the element must be visible and enabled, so this
+    // proves the page's own buttons work, not just window.resident.
+    try {
+      await page.click(msg.selector, { timeout: 5000 });
+      reply({ result: null });
+    } catch (err) {
+      reply({ error: String(err.message || err) });
+    }
     return;
   }
   const arg = msg.cmd === "placeCall" ? msg.roomId : msg.callId;

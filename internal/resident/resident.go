@@ -333,6 +333,12 @@ func (r *Resident) DeviceID() string { return r.ready.Str("deviceId") }
 // Answer answers the current call, which must be ringing.
 func (r *Resident) Answer() error { return r.simple("answer", nil) }
 
+// Click clicks the page element matching the CSS selector as a person
+// would (it must be visible), e.g. "#answer" or "#ring".
+func (r *Resident) Click(selector string) error {
+	return r.simple("click", map[string]any{"selector": selector})
+}
+
 // Reject rejects the ringing call (m.call.reject).
 func (r *Resident) Reject() error { return r.simple("reject", nil) }
 

@@ -131,6 +131,12 @@ function watchCall(call) {
   call.on(CallEvent.PeerConnectionCreated, (pc) => watchMedia(call, pc));
   if (call.peerConn) watchMedia(call, call.peerConn);
   attachFeeds(call);
+  // An incoming call is already ringing when js-sdk announces it, so no
+  // state change will show the Answer button: show it now.
+  if (call === current) {
+    showCallControls(call.state);
+    if (call.state === CallState.Ringing) setStatus(`${opponent(call)} is calling…`);
+  }
 }
 
 function opponent(call) {

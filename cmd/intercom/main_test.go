@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestVersion(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"version"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "intercom ") {
+		t.Fatalf("code %d out %q", code, out.String())
+	}
+}
+
+// A broken config lists every problem with FILE:LINE and exits 1, for
+// check-config and for run alike: the daemon never starts half-way.
+func TestBrokenConfigStopsEverything(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "intercom.yaml")
+	cfg := `matrix:
+  homeserver: ftp://nowhere
+  user_id: intercom
+state_dir: ./state
+residnets: ["@alice:example.org"]
+ring:
+  timeout: soon
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"check-config", "run"} {
+		t.Run(cmd, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run([]string{cmd, "--config", path}, &out, &errOut)
+			if code != 1 {
+				t.Fatalf("exit %d, want 1; stderr:\n%s", code, errOut.String())
+			}
+			msg := errOut.String()
+			for _, want := range []string{
+				"intercom.yaml:2: matrix.homeserver",
+				"intercom.yaml:3: matrix.user_id",
+				"intercom.yaml:5: residnets",
+				`did you mean "residents"`,
+				"intercom.yaml:7: ring.timeout",
+			} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("missing %q in:\n%s", want, msg)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
+				t.Error("state directory created for a broken config")
+			}
+		})
+	}
+}
+
+func TestCheckConfigOKHidesSecrets(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "password"), []byte("hunter2-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "intercom.yaml")
+	cfg := "matrix:\n  homeserver: http://127.0.0.1:8008\n  user_id: \"@door:example.org\"\n  password_file: ./password\nstate_dir: ./state\nresidents: [\"@alice:example.org\"]\n"
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"check-config", "--config", path}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if strings.Contains(out.String()+errOut.String(), "hunter2") {
+		t.Fatal("check-config printed the password")
+	}
+}

@@ -19,10 +19,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 	defer cancel()
 
 	time.Sleep(2 * time.Second) // let start-up settle before sampling idle memory
-	rssBefore, err := rssOf(e.cmd.Process.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
 	before, err := e.status()
 	if err != nil {
 		b.Fatal(err)
@@ -72,10 +68,6 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.StopTimer()
 	e.waitStatus(ctx, "idle", func(s status) bool { return s.State == "idle" })
 	time.Sleep(2 * time.Second)
-	rssAfter, err := rssOf(e.cmd.Process.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
 	after, err := e.status()
 	if err != nil {
 		b.Fatal(err)
@@ -85,8 +77,8 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(ms(median(bobRing)), "press-to-ring2-ms")
 	b.ReportMetric(ms(median(connect)), "answer-to-connected-ms")
 	b.ReportMetric(ms(median(frame)), "answer-to-frame-ms")
-	b.ReportMetric(float64(rssBefore)/1e6, "idle-rss-MB")
-	b.ReportMetric(float64(rssAfter)/1e6, "idle-rss-after-MB")
+	b.ReportMetric(float64(before.Process.RSS)/1e6, "idle-rss-MB")
+	b.ReportMetric(float64(after.Process.RSS)/1e6, "idle-rss-after-MB")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("rounds %d: press→ring %v; answer→connected %v; answer→first frame %v", b.N, ring, connect, frame)
 }

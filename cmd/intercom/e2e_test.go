@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -337,12 +335,10 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("call %+v not ended", c)
 		}
 	}
-	e.waitStatus(ctx, "encoders stopped", func(s status) bool {
+	s = e.waitStatus(ctx, "encoders stopped", func(s status) bool {
 		return !slices.ContainsFunc(s.Media.Encoders, func(enc encoderStatus) bool { return enc.Running })
 	})
-	if rss, err := rssOf(e.cmd.Process.Pid); err == nil {
-		t.Logf("idle RSS after a call: %.1f MB", float64(rss)/1e6)
-	}
+	t.Logf("idle RSS after a call: %.1f MB", float64(s.Process.RSS)/1e6)
 }
 
 // TestRejectTimeoutAndShutdown: one resident rejects, the other lets it
@@ -389,20 +385,4 @@ func TestRejectTimeoutAndShutdown(t *testing.T) {
 	} else {
 		t.Logf("carol's ringing ended on shutdown: %v", h.Fields)
 	}
-}
-
-func rssOf(pid int) (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024, err
-		}
-	}
-	return 0, io.EOF
 }

@@ -171,6 +171,8 @@ type Reject struct {
 // the live-call logic.
 type Negotiate struct {
 	Common
-	Lifetime    int64              `json:"lifetime"`
-	Description SessionDescription `json:"description"`
+	Lifetime         int64              `json:"lifetime"`
+	Description      SessionDescription `json:"description"`
+	Metadata         StreamMetadata     `json:"sdp_stream_metadata,omitempty"`
+	MetadataUnstable StreamMetadata     `json:"org.matrix.msc3077.sdp_stream_metadata,omitempty"`
 }

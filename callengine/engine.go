@@ -402,6 +402,41 @@ func (r *runner) execute(eff Effect) {
 				log.Warn("remote candidates refused", "call_id", x.CallID, "err", err)
 			}
 		}
+	case AcceptCall:
+		s := r.newSlot()
+		s.callID = x.CallID
+		p, answer, err := r.e.peers.AcceptOffer(r.ctx, x.OfferSDP, r.sink(s.id))
+		stream := ""
+		if err != nil {
+			delete(r.slots, s.id)
+			log.Warn("cannot answer the resident's call", "call_id", x.CallID, "err", err)
+		} else {
+			s.peer = p
+			r.calls[x.CallID] = s
+			stream = p.StreamID()
+		}
+		r.step(CallAccepted{CallID: x.CallID, AnswerSDP: answer, StreamID: stream, Err: err})
+	case AnswerOffer:
+		var sdp string
+		err := errors.New("no peer for call")
+		if s, ok := r.calls[x.CallID]; ok {
+			sdp, err = s.peer.AnswerOffer(x.SDP)
+		}
+		r.step(NegotiationAnswered{CallID: x.CallID, SDP: sdp, Err: err})
+	case RestartICE:
+		var sdp string
+		err := errors.New("no peer for call")
+		if s, ok := r.calls[x.CallID]; ok {
+			sdp, err = s.peer.RestartICE()
+		}
+		log.Info("restarting ICE", "call_id", x.CallID, "err", err)
+		r.step(OfferCreated{CallID: x.CallID, SDP: sdp, Err: err})
+	case ApplyRenegotiatedAnswer:
+		if s, ok := r.calls[x.CallID]; ok {
+			if err := s.peer.SetAnswer(x.SDP); err != nil {
+				log.Warn("renegotiated answer refused", "call_id", x.CallID, "err", err)
+			}
+		}
 	case ClosePeer:
 		if s, ok := r.calls[x.CallID]; ok {
 			delete(r.calls, x.CallID)

@@ -72,6 +72,8 @@ func (p *fakePeer) AddCandidates(c []Candidate) error {
 	p.cands = append(p.cands, c...)
 	return nil
 }
+func (p *fakePeer) AnswerOffer(string) (string, error) { return testSDP, nil }
+func (p *fakePeer) RestartICE() (string, error)        { return testSDP, nil }
 func (p *fakePeer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -92,6 +94,11 @@ func (f *fakeFactory) NewPeer(_ context.Context, sink func(PeerEvent)) (Peer, er
 	// A candidate gathered after the offer was read.
 	go sink(PeerEvent{Candidate: &Candidate{Candidate: "candidate:9 1 udp 1 127.0.0.1 7000 typ host"}})
 	return p, nil
+}
+
+func (f *fakeFactory) AcceptOffer(ctx context.Context, _ string, sink func(PeerEvent)) (Peer, string, error) {
+	p, err := f.NewPeer(ctx, sink)
+	return p, testSDP, err
 }
 
 func (f *fakeFactory) closedCount() int {

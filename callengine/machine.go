@@ -21,6 +21,7 @@ type LegState string
 const (
 	LegRinging   LegState = "ringing"   // invite sent, waiting for an answer
 	LegAnswering LegState = "answering" // first answer received, being applied to the peer
+	LegAccepting LegState = "accepting" // inbound call (live view) being answered by the intercom
 	LegAnswered  LegState = "answered"  // answer applied and selected; ICE/DTLS connecting
 	LegConnected LegState = "connected" // media flowing
 	LegEnded     LegState = "ended"
@@ -31,10 +32,12 @@ const (
 type TimerKind int
 
 const (
-	TimerRing    TimerKind = iota + 1 // ring timeout: unanswered legs get invite_timeout
-	TimerFlush                        // send batched local candidates
-	TimerConnect                      // answered but media never connected
-	TimerClosed                       // media closed by the far end; waiting for its hangup
+	TimerRing         TimerKind = iota + 1 // ring timeout: unanswered legs get invite_timeout
+	TimerFlush                             // send batched local candidates
+	TimerConnect                           // answered but media never connected
+	TimerClosed                            // media closed by the far end; waiting for its hangup
+	TimerDisconnected                      // media disconnected; restart ICE if it does not come back
+	TimerRestart                           // an ICE restart that must succeed in time
 )
 
 // TimerID names one timer of the machine.
@@ -60,6 +63,14 @@ type Config struct {
 	// waits for the resident's m.call.hangup, which travels through the
 	// homeserver and usually arrives a little after the connection closes.
 	ClosedGrace time.Duration
+	// LiveView lists who may call the intercom to watch the door; the
+	// intercom answers their calls by itself. Anyone else is rejected.
+	LiveView map[UserID]bool
+	// DisconnectedGrace is how long media may stay disconnected before the
+	// intercom restarts ICE (js-sdk waits 2 s too).
+	DisconnectedGrace time.Duration
+	// RestartTimeout bounds an ICE restart; then the call ends ice_failed.
+	RestartTimeout time.Duration
 }
 
 // DefaultConfig returns the timings used unless configured otherwise.
@@ -70,6 +81,9 @@ func DefaultConfig(party PartyID) Config {
 		CandidateDelay: 100 * time.Millisecond,
 		ConnectTimeout: 30 * time.Second,
 		ClosedGrace:    3 * time.Second,
+
+		DisconnectedGrace: 2 * time.Second,
+		RestartTimeout:    15 * time.Second,
 	}
 }
 
@@ -131,14 +145,40 @@ type TimerFired struct{ Timer TimerID }
 // HangupRequested ends every active call locally (API request, shutdown).
 type HangupRequested struct{ Reason string }
 
-func (RingRequested) event()   {}
-func (SignalReceived) event()  {}
-func (LocalCandidate) event()  {}
-func (PeerChanged) event()     {}
-func (AnswerApplied) event()   {}
-func (SendFailed) event()      {}
-func (TimerFired) event()      {}
-func (HangupRequested) event() {}
+// CallAccepted reports the outcome of an AcceptCall effect: the answer to
+// the resident's offer, or why there is none.
+type CallAccepted struct {
+	CallID    CallID
+	AnswerSDP string
+	StreamID  string
+	Err       error
+}
+
+// OfferCreated reports the outcome of a RestartICE effect.
+type OfferCreated struct {
+	CallID CallID
+	SDP    string
+	Err    error
+}
+
+// NegotiationAnswered reports the outcome of an AnswerOffer effect.
+type NegotiationAnswered struct {
+	CallID CallID
+	SDP    string
+	Err    error
+}
+
+func (RingRequested) event()       {}
+func (SignalReceived) event()      {}
+func (LocalCandidate) event()      {}
+func (PeerChanged) event()         {}
+func (AnswerApplied) event()       {}
+func (SendFailed) event()          {}
+func (TimerFired) event()          {}
+func (HangupRequested) event()     {}
+func (CallAccepted) event()        {}
+func (OfferCreated) event()        {}
+func (NegotiationAnswered) event() {}
 
 // --- Effects: outputs of Machine.Step, executed by the Engine ---
 
@@ -165,6 +205,31 @@ type ApplyAnswer struct {
 type ApplyCandidates struct {
 	CallID     CallID
 	Candidates []Candidate
+}
+
+// AcceptCall creates a peer for an inbound call from the resident's offer;
+// the engine reports the outcome with CallAccepted.
+type AcceptCall struct {
+	CallID   CallID
+	OfferSDP string
+}
+
+// AnswerOffer hands a renegotiation offer (m.call.negotiate) to the call's
+// peer; the engine reports the outcome with NegotiationAnswered.
+type AnswerOffer struct {
+	CallID CallID
+	SDP    string
+}
+
+// RestartICE asks the call's peer for an ICE-restart offer; the engine
+// reports it with OfferCreated.
+type RestartICE struct{ CallID CallID }
+
+// ApplyRenegotiatedAnswer hands the answer to our renegotiation offer to
+// the call's peer.
+type ApplyRenegotiatedAnswer struct {
+	CallID CallID
+	SDP    string
 }
 
 // ClosePeer releases the call's peer connection.
@@ -196,20 +261,26 @@ type CallEnded struct {
 	Remote  bool // ended by the resident rather than by the intercom
 }
 
-func (Send) effect()            {}
-func (ApplyAnswer) effect()     {}
-func (ApplyCandidates) effect() {}
-func (ClosePeer) effect()       {}
-func (StartTimer) effect()      {}
-func (StopTimer) effect()       {}
-func (Ignored) effect()         {}
-func (CallEnded) effect()       {}
+func (Send) effect()                    {}
+func (ApplyAnswer) effect()             {}
+func (ApplyCandidates) effect()         {}
+func (ClosePeer) effect()               {}
+func (AcceptCall) effect()              {}
+func (AnswerOffer) effect()             {}
+func (RestartICE) effect()              {}
+func (ApplyRenegotiatedAnswer) effect() {}
+func (StartTimer) effect()              {}
+func (StopTimer) effect()               {}
+func (Ignored) effect()                 {}
+func (CallEnded) effect()               {}
 
 // --- The machine ---
 
 // leg is one outgoing call.
 type leg struct {
 	spec        LegSpec
+	inbound     bool // a resident's call to the door (live view)
+	restarting  bool // our ICE-restart offer is out, waiting for the answer
 	state       LegState
 	since       time.Time
 	endReason   string
@@ -273,6 +344,8 @@ type CallStatus struct {
 	State    LegState  `json:"state"`
 	Since    time.Time `json:"since"`
 	Reason   string    `json:"reason,omitempty"`
+	// Direction is "outbound" for a ring, "inbound" for live view.
+	Direction string `json:"direction"`
 }
 
 // Status is a snapshot of the machine for the status API.
@@ -288,9 +361,13 @@ func (m *Machine) Status() Status {
 	s := Status{Phase: m.Phase(), Since: m.since, Calls: make([]CallStatus, 0, len(m.order))}
 	for _, id := range m.order {
 		l := m.legs[id]
+		dir := "outbound"
+		if l.inbound {
+			dir = "inbound"
+		}
 		s.Calls = append(s.Calls, CallStatus{
 			CallID: id, Room: l.spec.Room, Resident: l.spec.Invitee,
-			State: l.state, Since: l.since, Reason: l.endReason,
+			State: l.state, Since: l.since, Reason: l.endReason, Direction: dir,
 		})
 	}
 	return s
@@ -318,6 +395,12 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		out = m.timerFired(now, e)
 	case HangupRequested:
 		out = m.hangupAll(now, e.Reason)
+	case CallAccepted:
+		out = m.callAccepted(now, e)
+	case OfferCreated:
+		out = m.offerCreated(e)
+	case NegotiationAnswered:
+		out = m.negotiationAnswered(e)
 	}
 	if m.Phase() != before {
 		m.since = now
@@ -446,34 +529,218 @@ func (m *Machine) signal(now time.Time, e SignalReceived) []Effect {
 	}
 	switch x := e.Content.(type) {
 	case *Answer:
+		if l.inbound {
+			return ignore("answer on an inbound call")
+		}
 		return m.answer(now, l, x)
 	case *Candidates:
 		return m.remoteCandidates(l, x)
 	case *Hangup:
 		return m.remoteHangup(now, l, x)
 	case *Reject:
+		if l.inbound {
+			return ignore("reject on an inbound call")
+		}
 		return m.remoteReject(now, l, x)
 	case *SelectAnswer:
-		return ignore("select_answer on an outbound call")
+		if !l.inbound {
+			return ignore("select_answer on an outbound call")
+		}
+		return m.selectAnswer(now, l, x)
 	case *Negotiate:
-		return ignore("renegotiation is not supported yet")
+		return m.negotiate(e, l, x)
 	}
 	return nil
 }
 
-func (m *Machine) inboundInvite(_ time.Time, e SignalReceived, x *Invite) []Effect {
+func (m *Machine) inboundInvite(now time.Time, e SignalReceived, x *Invite) []Effect {
+	ignore := func(reason string) []Effect {
+		return []Effect{Ignored{Room: e.Room, Sender: e.Sender, CallID: x.CallID, Reason: reason}}
+	}
 	if _, ours := m.legs[x.CallID]; ours {
-		return []Effect{Ignored{Room: e.Room, Sender: e.Sender, CallID: x.CallID, Reason: "invite reuses one of our call IDs"}}
+		return ignore("invite reuses a known call ID")
 	}
 	if x.Lifetime > 0 && e.Age > time.Duration(x.Lifetime)*time.Millisecond {
-		return []Effect{Ignored{Room: e.Room, Sender: e.Sender, CallID: x.CallID, Reason: "invite expired"}}
+		return ignore("invite expired")
 	}
-	// Residents calling the door (live view) is a later capability; until
-	// then a prompt reject keeps the caller from ringing for a minute.
-	reject := &Reject{Common: m.common(x.CallID)}
+	if x.Version.IsV0() {
+		return ignore("version 0 calls are not supported")
+	}
+	if !m.cfg.LiveView[e.Sender] {
+		// A prompt reject keeps the caller from ringing for a minute.
+		return append(ignore("caller may not watch the door; rejected"),
+			Send{CallID: x.CallID, Room: e.Room, Type: TypeReject, Content: &Reject{Common: m.common(x.CallID)}})
+	}
+	var out []Effect
+	switch m.Phase() {
+	case PhaseInCall:
+		// Busy: one call at a time, and the caller learns it at once. A
+		// callee ends a call it never answered with m.call.reject
+		// (MSC2746): js-sdk, as a caller still waiting for an answer,
+		// ignores hangups from parties it has not chosen.
+		return append(ignore("busy; rejected"),
+			Send{CallID: x.CallID, Room: e.Room, Type: TypeReject, Content: &Reject{Common: m.common(x.CallID)}})
+	case PhaseRinging:
+		// Glare (Matrix spec, VoIP: glare): the resident calls the door
+		// while the door rings them. Of the two calls in that room the one
+		// with the smaller call ID survives.
+		for _, id := range m.order {
+			l := m.legs[id]
+			if l.inbound || l.state != LegRinging || l.spec.Room != e.Room || l.spec.Invitee != e.Sender {
+				continue
+			}
+			if l.spec.CallID < x.CallID {
+				// Rejected rather than hung up, for the reason above.
+				return append(ignore("glare: our call is older and survives"),
+					Send{CallID: x.CallID, Room: e.Room, Type: TypeReject, Content: &Reject{Common: m.common(x.CallID)}})
+			}
+			out = append(out, m.endLeg(now, l, "replaced", false, true)...)
+		}
+		// The resident's call wins the ring: nobody else needs to ring.
+		for _, id := range m.order {
+			if l := m.legs[id]; l.state != LegEnded {
+				out = append(out, m.endLeg(now, l, ReasonUserHangup, false, true)...)
+			}
+		}
+		out = append(out, StopTimer{Timer: TimerID{Kind: TimerRing}})
+	default:
+		m.legs = map[CallID]*leg{}
+		m.order = nil
+		m.pending = nil
+	}
+	l := &leg{
+		spec:    LegSpec{CallID: x.CallID, Room: e.Room, Invitee: e.Sender, OfferSDP: x.Offer.SDP},
+		inbound: true, state: LegAccepting, since: now, remoteParty: x.PartyID,
+		offerCands: map[string]bool{}, remoteQueue: map[PartyID][]Candidate{},
+	}
+	m.legs[x.CallID] = l
+	m.order = append(m.order, x.CallID)
+	m.winner = x.CallID
+	return append(out, AcceptCall{CallID: x.CallID, OfferSDP: x.Offer.SDP})
+}
+
+func (m *Machine) callAccepted(now time.Time, e CallAccepted) []Effect {
+	l, ok := m.legs[e.CallID]
+	if !ok || l.state != LegAccepting {
+		return nil
+	}
+	if e.Err != nil {
+		out := []Effect{Ignored{Room: l.spec.Room, Sender: l.spec.Invitee, CallID: e.CallID, Reason: "cannot answer: " + e.Err.Error()}}
+		out = append(out, m.endLeg(now, l, ReasonMediaFailed, false, true)...)
+		return append(out, m.maybeIdle()...)
+	}
+	l.state = LegAnswered
+	l.since = now
+	l.offerCands = candidateLines(e.AnswerSDP)
+	meta := StreamMetadata{e.StreamID: {Purpose: StreamPurposeUserMedia}}
+	out := []Effect{
+		Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeAnswer, Content: &Answer{
+			Common:       m.common(e.CallID),
+			Answer:       SessionDescription{Type: "answer", SDP: e.AnswerSDP},
+			Capabilities: &Capabilities{},
+			Metadata:     meta, MetadataUnstable: meta,
+		}},
+		StartTimer{Timer: TimerID{Kind: TimerConnect, CallID: e.CallID}, After: m.cfg.ConnectTimeout},
+	}
+	if q := l.remoteQueue[l.remoteParty]; len(q) > 0 {
+		out = append(out, ApplyCandidates{CallID: e.CallID, Candidates: q})
+	}
+	l.remoteQueue = nil
+	return out
+}
+
+// selectAnswer: the caller of an inbound call chose an answer; if it is
+// not ours, another device answered and this one bows out silently
+// (MSC2746; js-sdk and famedly's SDK do the same).
+func (m *Machine) selectAnswer(now time.Time, l *leg, x *SelectAnswer) []Effect {
+	if x.PartyID != l.remoteParty || x.SelectedPartyID == m.cfg.PartyID {
+		return nil
+	}
+	return append(m.endLeg(now, l, "answered_elsewhere", true, false), m.maybeIdle()...)
+}
+
+// negotiate handles m.call.negotiate (Matrix spec, VoIP, v1): the resident
+// renegotiating (hold, ICE restart, adding video) or answering our ICE
+// restart.
+func (m *Machine) negotiate(e SignalReceived, l *leg, x *Negotiate) []Effect {
+	ignore := func(reason string) []Effect {
+		return []Effect{Ignored{Room: e.Room, Sender: e.Sender, CallID: x.CallID, Reason: reason}}
+	}
+	if x.PartyID == m.cfg.PartyID {
+		return nil
+	}
+	if l.state != LegAnswered && l.state != LegConnected {
+		return ignore("negotiate before the call is up")
+	}
+	if x.PartyID != l.remoteParty {
+		return ignore("negotiate from an unselected party")
+	}
+	if x.Lifetime > 0 && e.Age > time.Duration(x.Lifetime)*time.Millisecond {
+		return ignore("negotiate expired")
+	}
+	switch x.Description.Type {
+	case "answer":
+		if !l.restarting {
+			return ignore("negotiate answer without our offer")
+		}
+		l.restarting = false
+		return []Effect{ApplyRenegotiatedAnswer{CallID: x.CallID, SDP: x.Description.SDP}}
+	default: // "offer", checked by Decode
+		if l.restarting && !l.inbound {
+			// Perfect negotiation: the caller is impolite and drops a
+			// colliding offer; the resident (polite) will take ours.
+			return ignore("colliding offer while our ICE restart is out")
+		}
+		l.restarting = false
+		return []Effect{AnswerOffer{CallID: x.CallID, SDP: x.Description.SDP}}
+	}
+}
+
+func (m *Machine) negotiationAnswered(e NegotiationAnswered) []Effect {
+	l, ok := m.legs[e.CallID]
+	if !ok || l.state == LegEnded {
+		return nil
+	}
+	if e.Err != nil {
+		return []Effect{Ignored{Room: l.spec.Room, Sender: l.spec.Invitee, CallID: e.CallID, Reason: "renegotiation offer refused: " + e.Err.Error()}}
+	}
+	return []Effect{Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeNegotiate, Content: &Negotiate{
+		Common:      m.common(e.CallID),
+		Lifetime:    negotiateLifetime.Milliseconds(),
+		Description: SessionDescription{Type: "answer", SDP: e.SDP},
+	}}}
+}
+
+func (m *Machine) offerCreated(e OfferCreated) []Effect {
+	l, ok := m.legs[e.CallID]
+	if !ok || l.state == LegEnded || !l.restarting {
+		return nil
+	}
+	if e.Err != nil {
+		l.restarting = false
+		return []Effect{Ignored{Room: l.spec.Room, CallID: e.CallID, Reason: "ICE restart offer failed: " + e.Err.Error()}}
+	}
+	return []Effect{Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeNegotiate, Content: &Negotiate{
+		Common:      m.common(e.CallID),
+		Lifetime:    negotiateLifetime.Milliseconds(),
+		Description: SessionDescription{Type: "offer", SDP: e.SDP},
+	}}}
+}
+
+// negotiateLifetime is the lifetime the intercom puts on its negotiate
+// events (famedly's SDK uses 10 s, js-sdk 60 s).
+const negotiateLifetime = 30 * time.Second
+
+// restartICE starts an ICE restart unless one is already out.
+func (m *Machine) restartICE(l *leg) []Effect {
+	id := l.spec.CallID
+	if l.restarting {
+		return nil
+	}
+	l.restarting = true
 	return []Effect{
-		Send{CallID: x.CallID, Room: e.Room, Type: TypeReject, Content: reject},
-		Ignored{Room: e.Room, Sender: e.Sender, CallID: x.CallID, Reason: "inbound calls are not accepted; rejected"},
+		RestartICE{CallID: id},
+		StartTimer{Timer: TimerID{Kind: TimerRestart, CallID: id}, After: m.cfg.RestartTimeout},
 	}
 }
 
@@ -560,9 +827,10 @@ func (m *Machine) remoteCandidates(l *leg, x *Candidates) []Effect {
 		return nil // our own, echoed by sync
 	}
 	switch l.state {
-	case LegRinging, LegAnswering:
-		// Before an answer is selected, keep candidates per party: only the
-		// selected party's are used (matrix-voip.md §1.4).
+	case LegRinging, LegAnswering, LegAccepting:
+		// Before an answer is selected (or, for an inbound call, before our
+		// peer exists), keep candidates per party: only the selected
+		// party's are used (matrix-voip.md §1.4).
 		if len(l.remoteQueue[x.PartyID]) < 4*MaxCandidates {
 			l.remoteQueue[x.PartyID] = append(l.remoteQueue[x.PartyID], x.Candidates...)
 		}
@@ -593,6 +861,11 @@ func (m *Machine) remoteHangup(now time.Time, l *leg, x *Hangup) []Effect {
 		}
 		out := m.endLeg(now, l, reason, true, false)
 		return append(out, m.nextPending(now)...)
+	case LegAccepting:
+		if x.PartyID != l.remoteParty {
+			return nil
+		}
+		return append(m.endLeg(now, l, reason, true, false), m.maybeIdle()...)
 	default:
 		if x.PartyID != l.remoteParty {
 			// Past ringing, only the selected party may end the call
@@ -628,13 +901,28 @@ func (m *Machine) peerChanged(now time.Time, e PeerChanged) []Effect {
 	}
 	switch e.State {
 	case PeerConnected:
+		out := []Effect{
+			StopTimer{Timer: TimerID{Kind: TimerDisconnected, CallID: e.CallID}},
+			StopTimer{Timer: TimerID{Kind: TimerRestart, CallID: e.CallID}},
+		}
 		if l.state == LegAnswered {
 			l.state = LegConnected
 			l.since = now
-			return []Effect{StopTimer{Timer: TimerID{Kind: TimerConnect, CallID: e.CallID}}}
+			out = append(out, StopTimer{Timer: TimerID{Kind: TimerConnect, CallID: e.CallID}})
+		}
+		return out
+	case PeerDisconnected:
+		if l.state == LegConnected {
+			// Often transient (Wi-Fi roaming); restart ICE if it lasts.
+			return []Effect{StartTimer{Timer: TimerID{Kind: TimerDisconnected, CallID: e.CallID}, After: m.cfg.DisconnectedGrace}}
 		}
 	case PeerFailed:
-		if l.state == LegAnswered || l.state == LegConnected {
+		switch l.state {
+		case LegConnected:
+			// ICE restart through m.call.negotiate; ice_failed if it does
+			// not recover within RestartTimeout.
+			return m.restartICE(l)
+		case LegAnswered:
 			return append(m.endLeg(now, l, ReasonICEFailed, false, true), m.maybeIdle()...)
 		}
 	case PeerClosed:
@@ -688,6 +976,14 @@ func (m *Machine) timerFired(now time.Time, e TimerFired) []Effect {
 		if ok && (l.state == LegAnswered || l.state == LegConnected) {
 			return append(m.endLeg(now, l, ReasonUnknownError, false, true), m.maybeIdle()...)
 		}
+	case TimerDisconnected:
+		if l, ok := m.legs[e.Timer.CallID]; ok && l.state == LegConnected {
+			return m.restartICE(l)
+		}
+	case TimerRestart:
+		if l, ok := m.legs[e.Timer.CallID]; ok && l.state == LegConnected {
+			return append(m.endLeg(now, l, ReasonICEFailed, false, true), m.maybeIdle()...)
+		}
 	}
 	return nil
 }
@@ -724,6 +1020,8 @@ func (m *Machine) endLeg(now time.Time, l *leg, reason string, remote, sendHangu
 		StopTimer{Timer: TimerID{Kind: TimerFlush, CallID: id}},
 		StopTimer{Timer: TimerID{Kind: TimerConnect, CallID: id}},
 		StopTimer{Timer: TimerID{Kind: TimerClosed, CallID: id}},
+		StopTimer{Timer: TimerID{Kind: TimerDisconnected, CallID: id}},
+		StopTimer{Timer: TimerID{Kind: TimerRestart, CallID: id}},
 		CallEnded{CallID: id, Invitee: l.spec.Invitee, Reason: reason, Remote: remote},
 	)
 	return out

@@ -404,13 +404,50 @@ func TestConnectionFailures(t *testing.T) {
 			t.Fatalf("effects %#v", effs)
 		}
 	})
-	t.Run("ice failed", func(t *testing.T) {
+	t.Run("ice failed, restart does not recover", func(t *testing.T) {
 		h := newHarness(t)
 		h.ringBoth()
 		h.answerAndApply(roomA, alice, callA, aliceDev)
 		h.step(PeerChanged{CallID: callA, State: PeerConnected})
 		effs := h.step(PeerChanged{CallID: callA, State: PeerFailed})
+		if !slices.Contains(effs, Effect(RestartICE{CallID: callA})) || h.m.Phase() != PhaseInCall {
+			t.Fatalf("no ICE restart: %#v", effs)
+		}
+		effs = h.step(OfferCreated{CallID: callA, SDP: testSDP})
+		neg := sendOf(t, effs, callA, TypeNegotiate).Content.(*Negotiate)
+		if neg.Description.Type != "offer" || neg.Lifetime <= 0 {
+			t.Fatalf("negotiate %+v", neg)
+		}
+		// A second failure while the restart is out does not restart again.
+		if effs := h.step(PeerChanged{CallID: callA, State: PeerFailed}); len(effs) != 0 {
+			t.Fatalf("second restart: %#v", effs)
+		}
+		effs = h.step(TimerFired{Timer: TimerID{Kind: TimerRestart, CallID: callA}})
 		if sendOf(t, effs, callA, TypeHangup).Content.(*Hangup).Reason != ReasonICEFailed || h.m.Phase() != PhaseIdle {
+			t.Fatalf("effects %#v", effs)
+		}
+	})
+	t.Run("disconnected, restart recovers", func(t *testing.T) {
+		h := newHarness(t)
+		h.ringBoth()
+		h.answerAndApply(roomA, alice, callA, aliceDev)
+		h.step(PeerChanged{CallID: callA, State: PeerConnected})
+		effs := h.step(PeerChanged{CallID: callA, State: PeerDisconnected})
+		if !slices.Contains(effs, Effect(StartTimer{Timer: TimerID{Kind: TimerDisconnected, CallID: callA}, After: 2 * time.Second})) {
+			t.Fatalf("effects %#v", effs)
+		}
+		effs = h.step(TimerFired{Timer: TimerID{Kind: TimerDisconnected, CallID: callA}})
+		if !slices.Contains(effs, Effect(RestartICE{CallID: callA})) {
+			t.Fatalf("effects %#v", effs)
+		}
+		h.step(OfferCreated{CallID: callA, SDP: testSDP})
+		ans := &Negotiate{Common: Common{CallID: callA, PartyID: aliceDev}, Lifetime: 10000, Description: SessionDescription{Type: "answer", SDP: testSDP}}
+		effs = h.step(from(roomA, alice, ans))
+		if !slices.Contains(effs, Effect(ApplyRenegotiatedAnswer{CallID: callA, SDP: testSDP})) {
+			t.Fatalf("restart answer not applied: %#v", effs)
+		}
+		effs = h.step(PeerChanged{CallID: callA, State: PeerConnected})
+		if !slices.Contains(effs, Effect(StopTimer{Timer: TimerID{Kind: TimerRestart, CallID: callA}})) || h.m.Phase() != PhaseInCall {
 			t.Fatalf("effects %#v", effs)
 		}
 	})
@@ -456,7 +493,7 @@ func FuzzMachine(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte{0, 2, 9, 2, 3, 1, 11, 4, 4, 4})
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		h := newHarness(t)
+		h := liveViewHarness(t)
 		calls := []CallID{callA, callB, "other"}
 		users := []UserID{alice, bob, mallory}
 		rooms := []RoomID{roomA, roomB}
@@ -466,7 +503,7 @@ func FuzzMachine(f *testing.F) {
 			pick := func(n int) int { return int(ops[(i+1)%len(ops)]) % n }
 			id, u, r, p := calls[pick(3)], users[pick(3)], rooms[pick(2)], parties[pick(4)]
 			var ev Event
-			switch op % 13 {
+			switch op % 16 {
 			case 0:
 				ev = RingRequested{Legs: []LegSpec{{CallID: callA, Room: roomA, Invitee: alice, OfferSDP: testSDP}, {CallID: callB, Room: roomB, Invitee: bob, OfferSDP: testSDP}}}
 			case 1:
@@ -492,7 +529,13 @@ func FuzzMachine(f *testing.F) {
 			case 11:
 				ev = HangupRequested{}
 			case 12:
-				ev = from(r, u, &Invite{Common: Common{CallID: id}, Offer: SessionDescription{Type: "offer", SDP: testSDP}})
+				ev = from(r, u, &Invite{Common: Common{CallID: id, PartyID: p}, Offer: SessionDescription{Type: "offer", SDP: testSDP}})
+			case 13:
+				ev = CallAccepted{CallID: id, AnswerSDP: testSDP}
+			case 14:
+				ev = from(r, u, &Negotiate{Common: Common{CallID: id, PartyID: p}, Description: SessionDescription{Type: []string{"offer", "answer"}[pick(2)], SDP: testSDP}})
+			case 15:
+				ev = OfferCreated{CallID: id, SDP: testSDP}
 			}
 			if _, ok := ev.(RingRequested); ok {
 				clear(selects)
@@ -532,4 +575,128 @@ func FuzzMachine(f *testing.F) {
 			}
 		}
 	})
+}
+
+
+func inviteFrom(id CallID, party PartyID) *Invite {
+	return &Invite{Common: Common{CallID: id, PartyID: party, Version: "1"}, Lifetime: 60000, Offer: SessionDescription{Type: "offer", SDP: testSDP}}
+}
+
+func liveViewHarness(t *testing.T) *harness {
+	h := newHarness(t)
+	h.m.cfg.LiveView = map[UserID]bool{alice: true, bob: true}
+	return h
+}
+
+func TestLiveViewAutoAnswer(t *testing.T) {
+	h := liveViewHarness(t)
+	effs := h.step(from(roomA, alice, inviteFrom("2000lv", aliceDev)))
+	if !slices.Contains(effs, Effect(AcceptCall{CallID: "2000lv", OfferSDP: testSDP})) || h.m.Phase() != PhaseInCall {
+		t.Fatalf("effects %#v phase %s", effs, h.m.Phase())
+	}
+	// Trickled while our peer is being made: kept for it.
+	h.step(from(roomA, alice, &Candidates{Common: Common{CallID: "2000lv", PartyID: aliceDev}, Candidates: []Candidate{{Candidate: "candidate:early"}}}))
+	effs = h.step(CallAccepted{CallID: "2000lv", AnswerSDP: testSDP, StreamID: "doorcam"})
+	ans := sendOf(t, effs, "2000lv", TypeAnswer).Content.(*Answer)
+	if ans.Answer.Type != "answer" || ans.Metadata["doorcam"].Purpose != StreamPurposeUserMedia || ans.MetadataUnstable["doorcam"].Purpose != StreamPurposeUserMedia || ans.Version != "1" {
+		t.Fatalf("answer %+v", ans)
+	}
+	if !slices.ContainsFunc(effs, func(e Effect) bool { a, ok := e.(ApplyCandidates); return ok && a.Candidates[0].Candidate == "candidate:early" }) {
+		t.Errorf("early candidates not applied: %#v", effs)
+	}
+	// The caller selects us: nothing to do. A renegotiation offer (hold)
+	// is answered.
+	if effs := h.step(from(roomA, alice, &SelectAnswer{Common: Common{CallID: "2000lv", PartyID: aliceDev}, SelectedPartyID: ourParty})); len(effs) != 0 {
+		t.Fatalf("select_answer: %#v", effs)
+	}
+	h.step(PeerChanged{CallID: "2000lv", State: PeerConnected})
+	effs = h.step(from(roomA, alice, &Negotiate{Common: Common{CallID: "2000lv", PartyID: aliceDev}, Lifetime: 10000, Description: SessionDescription{Type: "offer", SDP: testSDP}}))
+	if !slices.Contains(effs, Effect(AnswerOffer{CallID: "2000lv", SDP: testSDP})) {
+		t.Fatalf("negotiate offer: %#v", effs)
+	}
+	effs = h.step(NegotiationAnswered{CallID: "2000lv", SDP: testSDP})
+	if neg := sendOf(t, effs, "2000lv", TypeNegotiate).Content.(*Negotiate); neg.Description.Type != "answer" {
+		t.Fatalf("negotiate %+v", neg)
+	}
+	// Busy: bob's call is turned away at once.
+	effs = h.step(from(roomB, bob, inviteFrom("2001bob", bobDev)))
+	if !hasSend(effs, "2001bob", TypeReject) {
+		t.Fatalf("busy: %#v", effs)
+	}
+	// And a press while watching is refused by the engine (phase in_call).
+	effs = h.step(from(roomA, alice, &Hangup{Common: Common{CallID: "2000lv", PartyID: aliceDev}}))
+	if h.m.Phase() != PhaseIdle || hasSend(effs, "2000lv", TypeHangup) {
+		t.Fatalf("hangup: %#v", effs)
+	}
+	if st := h.m.Status(); st.Calls[0].Direction != "inbound" {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestLiveViewRefused(t *testing.T) {
+	h := liveViewHarness(t)
+	effs := h.step(from(roomA, mallory, inviteFrom("2000m", "M")))
+	if !hasSend(effs, "2000m", TypeReject) || h.m.Phase() != PhaseIdle {
+		t.Fatalf("stranger: %#v", effs)
+	}
+	effs = h.step(from(roomA, alice, inviteFrom("2000x", aliceDev)))
+	effs = append(effs, h.step(CallAccepted{CallID: "2000x", Err: errors.New("no camera")})...)
+	if sendOf(t, effs, "2000x", TypeHangup).Content.(*Hangup).Reason != ReasonMediaFailed || h.m.Phase() != PhaseIdle {
+		t.Fatalf("failed accept: %#v", effs)
+	}
+	// Answered elsewhere (another intercom device): bow out silently.
+	h.step(from(roomA, alice, inviteFrom("2000y", aliceDev)))
+	h.step(CallAccepted{CallID: "2000y", AnswerSDP: testSDP})
+	effs = h.step(from(roomA, alice, &SelectAnswer{Common: Common{CallID: "2000y", PartyID: aliceDev}, SelectedPartyID: "OTHERDOOR"}))
+	if len(sends(effs)) != 0 || h.m.Phase() != PhaseIdle {
+		t.Fatalf("answered elsewhere: %#v", effs)
+	}
+}
+
+func TestGlare(t *testing.T) {
+	t.Run("resident's call is older: it survives", func(t *testing.T) {
+		h := liveViewHarness(t)
+		h.ringBoth() // our calls are 1000aaaa, 1000bbbb
+		effs := h.step(from(roomA, alice, inviteFrom("0999alice", aliceDev)))
+		if sendOf(t, effs, callA, TypeHangup).Content.(*Hangup).Reason != "replaced" {
+			t.Fatalf("our call not replaced: %#v", effs)
+		}
+		if !hasSend(effs, callB, TypeHangup) {
+			t.Error("bob still rings")
+		}
+		if !slices.Contains(effs, Effect(AcceptCall{CallID: "0999alice", OfferSDP: testSDP})) || h.m.Phase() != PhaseInCall {
+			t.Fatalf("alice's call not accepted: %#v", effs)
+		}
+	})
+	t.Run("our call is older: it survives", func(t *testing.T) {
+		h := liveViewHarness(t)
+		h.ringBoth()
+		effs := h.step(from(roomA, alice, inviteFrom("2000alice", aliceDev)))
+		if !hasSend(effs, "2000alice", TypeReject) || h.m.Phase() != PhaseRinging {
+			t.Fatalf("effects %#v", effs)
+		}
+		if hasSend(effs, callA, TypeHangup) || hasSend(effs, callB, TypeHangup) {
+			t.Fatal("our ring was hung up")
+		}
+		h.answerAndApply(roomA, alice, callA, aliceDev)
+		if h.m.Phase() != PhaseInCall {
+			t.Fatal("ring not answerable after glare")
+		}
+	})
+}
+
+func TestImpoliteCallerDropsCollidingOffer(t *testing.T) {
+	h := newHarness(t)
+	h.ringBoth()
+	h.answerAndApply(roomA, alice, callA, aliceDev)
+	h.step(PeerChanged{CallID: callA, State: PeerConnected})
+	h.step(PeerChanged{CallID: callA, State: PeerFailed})
+	effs := h.step(from(roomA, alice, &Negotiate{Common: Common{CallID: callA, PartyID: aliceDev}, Description: SessionDescription{Type: "offer", SDP: testSDP}}))
+	if ignoredReason(effs) == "" || slices.ContainsFunc(effs, func(e Effect) bool { _, ok := e.(AnswerOffer); return ok }) {
+		t.Fatalf("colliding offer taken: %#v", effs)
+	}
+	stale := h.step(SignalReceived{Room: roomA, Sender: alice, Age: time.Minute, Content: &Negotiate{Common: Common{CallID: callA, PartyID: aliceDev}, Lifetime: 10000, Description: SessionDescription{Type: "answer", SDP: testSDP}}})
+	if ignoredReason(stale) != "negotiate expired" {
+		t.Fatalf("stale negotiate: %#v", stale)
+	}
 }

@@ -60,19 +60,30 @@ type Peer interface {
 	// Offer returns the local offer SDP. It is prepared before the call
 	// starts so that the invite can leave at once (pre-warm).
 	Offer() string
-	// SetAnswer applies the remote answer SDP.
+	// SetAnswer applies the remote answer SDP: the first one of an
+	// outbound call, and the answers to later local offers.
 	SetAnswer(sdp string) error
 	// AddCandidates applies trickled remote candidates.
 	AddCandidates(cands []Candidate) error
 	// StreamID is the MediaStream ID shared by the audio and video tracks
 	// (the first token of a=msid), used as the sdp_stream_metadata key.
 	StreamID() string
+	// AnswerOffer applies a renegotiation offer from the far end (hold, ICE
+	// restart) and returns the local answer.
+	AnswerOffer(sdp string) (string, error)
+	// RestartICE creates and applies a local offer with new ICE
+	// credentials; its answer comes back through SetAnswer.
+	RestartICE() (string, error)
 	// Close tears the connection down; it is idempotent.
 	Close() error
 }
 
-// PeerFactory creates peers with a prepared local offer. Events of the new
-// peer are delivered to sink, which never blocks.
+// PeerFactory creates peers. Events of a new peer are delivered to sink,
+// which never blocks.
 type PeerFactory interface {
+	// NewPeer returns a peer whose local offer is ready (for rings).
 	NewPeer(ctx context.Context, sink func(PeerEvent)) (Peer, error)
+	// AcceptOffer returns a peer answering a resident's offer (live view)
+	// and its answer SDP.
+	AcceptOffer(ctx context.Context, offer string, sink func(PeerEvent)) (Peer, string, error)
 }

@@ -143,3 +143,13 @@ func (f *PeerFactory) ReceivedAudio() media.ReceivedAudio { return f.meter.Snaps
 func (f *PeerFactory) NewPeer(ctx context.Context, sink func(callengine.PeerEvent)) (callengine.Peer, error) {
 	return f.newPeer(ctx, sink)
 }
+
+// AcceptOffer implements callengine.PeerFactory: a peer answering a
+// resident's call to the door (live view), and its answer SDP.
+func (f *PeerFactory) AcceptOffer(ctx context.Context, offer string, sink func(callengine.PeerEvent)) (callengine.Peer, string, error) {
+	p, answer, err := f.acceptOffer(ctx, offer, sink)
+	if err != nil {
+		return nil, "", err
+	}
+	return p, answer, nil
+}

@@ -53,6 +53,115 @@ var _ callengine.Peer = (*Peer)(nil)
 // Then it creates and sets the offer. Candidates and state changes go to
 // sink.
 func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEvent)) (*Peer, error) {
+	p, err := f.basePeer(ctx, sink)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(what string, err error) (*Peer, error) {
+		p.Close()
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	audioTr, err := p.pc.AddTransceiverFromTrack(f.stream.Track(media.Opus),
+		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+	if err != nil {
+		return fail("add audio transceiver", err)
+	}
+	videoTr, err := p.pc.AddTransceiverFromTrack(f.stream.Track(f.video[0]),
+		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		return fail("add video transceiver", err)
+	}
+	p.video = videoTr.Sender()
+	p.goRun(func() { p.readRTCP(audioTr.Sender(), false) })
+	p.goRun(func() { p.readRTCP(p.video, true) })
+
+	offer, err := p.pc.CreateOffer(nil)
+	if err != nil {
+		return fail("create offer", err)
+	}
+	if err := p.pc.SetLocalDescription(offer); err != nil {
+		return fail("set local offer", err)
+	}
+	return p, nil
+}
+
+// acceptOffer builds a connection that answers a resident's offer (live
+// view): the door's audio and video tracks go onto the transceivers the
+// offer created, with the video codec chosen as for an answer (H.264 if
+// the offer has a compatible one, else VP8). The answer waits briefly for
+// host candidates, as js-sdk does, so that it usually carries them.
+func (f *PeerFactory) acceptOffer(ctx context.Context, offer string, sink func(callengine.PeerEvent)) (*Peer, string, error) {
+	offered, err := parseAnswer(offer, f.stream.Has)
+	if err != nil {
+		return nil, "", fmt.Errorf("offer: %w", err)
+	}
+	p, err := f.basePeer(ctx, sink)
+	if err != nil {
+		return nil, "", err
+	}
+	fail := func(what string, err error) (*Peer, string, error) {
+		p.Close()
+		return nil, "", fmt.Errorf("%s: %w", what, err)
+	}
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return fail("set remote offer", err)
+	}
+	codecs := []media.Codec{}
+	if offered.audio {
+		s, err := p.pc.AddTrack(f.stream.Track(media.Opus))
+		if err != nil {
+			return fail("add audio track", err)
+		}
+		p.goRun(func() { p.readRTCP(s, false) })
+		codecs = append(codecs, media.Opus)
+	}
+	if offered.video != "" {
+		s, err := p.pc.AddTrack(f.stream.Track(offered.video))
+		if err != nil {
+			return fail("add video track", err)
+		}
+		p.video = s
+		p.videoCodec.Store(offered.video)
+		p.goRun(func() { p.readRTCP(s, true) })
+		codecs = append(codecs, offered.video)
+	}
+	if len(codecs) == 0 {
+		return fail("answer", errors.New("the offer has no audio or video we can send"))
+	}
+	ans, err := p.pc.CreateAnswer(nil)
+	if err != nil {
+		return fail("create answer", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(p.pc)
+	if err := p.pc.SetLocalDescription(ans); err != nil {
+		return fail("set local answer", err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(answerGatherWait):
+	case <-ctx.Done():
+		return fail("answer", ctx.Err())
+	}
+	p.opMu.Lock()
+	p.answered = true
+	for _, c := range codecs {
+		release, err := f.stream.Acquire(c)
+		if err != nil {
+			p.opMu.Unlock()
+			return fail("start "+string(c), err)
+		}
+		p.releases = append(p.releases, release)
+	}
+	p.opMu.Unlock()
+	return p, p.pc.LocalDescription().SDP, nil
+}
+
+// answerGatherWait bounds how long an answer waits for ICE gathering
+// (js-sdk waits 200 ms too); later candidates are trickled.
+const answerGatherWait = 200 * time.Millisecond
+
+// basePeer makes a peer connection with the callbacks every peer needs.
+func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEvent)) (*Peer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -67,22 +176,6 @@ func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEven
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
 	p := &Peer{f: f, pc: pc, sink: sink}
-	fail := func(what string, err error) (*Peer, error) {
-		p.Close()
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	audioTr, err := pc.AddTransceiverFromTrack(f.stream.Track(media.Opus),
-		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
-	if err != nil {
-		return fail("add audio transceiver", err)
-	}
-	videoTr, err := pc.AddTransceiverFromTrack(f.stream.Track(f.video[0]),
-		webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
-	if err != nil {
-		return fail("add video transceiver", err)
-	}
-	p.video = videoTr.Sender()
-
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		var cand callengine.Candidate // nil: gathering complete, the end marker
 		if c != nil {
@@ -105,21 +198,24 @@ func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEven
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if t.Kind() != webrtc.RTPCodecTypeAudio {
+			// A resident calling the door sends their camera too; read it
+			// so the interceptors keep reporting, and drop it.
+			p.goRun(func() { discard(t) })
 			return
 		}
 		p.goRun(func() { p.readAudio(t) })
 	})
-	p.goRun(func() { p.readRTCP(audioTr.Sender(), false) })
-	p.goRun(func() { p.readRTCP(p.video, true) })
-
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		return fail("create offer", err)
-	}
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return fail("set local offer", err)
-	}
 	return p, nil
+}
+
+// discard reads a remote track until it ends.
+func discard(t *webrtc.TrackRemote) {
+	buf := make([]byte, 1500)
+	for {
+		if _, _, err := t.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 // goRun starts a goroutine that Close waits for, unless closing began.
@@ -165,7 +261,15 @@ func (p *Peer) SetAnswer(sdp string) error {
 		return ErrClosed
 	}
 	if p.answered {
-		return ErrAnswered
+		// The answer to a later local offer (ICE restart): the media stay
+		// as negotiated.
+		if p.pc.SignalingState() != webrtc.SignalingStateHaveLocalOffer {
+			return ErrAnswered
+		}
+		if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+			return fmt.Errorf("set renegotiated answer: %w", err)
+		}
+		return nil
 	}
 	if ans.video != "" && ans.video != p.f.video[0] {
 		// The sender has not started: ReplaceTrack only swaps the track,
@@ -193,6 +297,52 @@ func (p *Peer) SetAnswer(sdp string) error {
 	pending := p.pending
 	p.pending = nil
 	return p.addLocked(pending)
+}
+
+// AnswerOffer applies a renegotiation offer from the far end (hold, ICE
+// restart) and returns the answer. If our own offer is out, the far end's
+// wins (the caller only gets here when it is the polite side): ours is
+// rolled back first.
+func (p *Peer) AnswerOffer(offer string) (string, error) {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	if p.closed {
+		return "", ErrClosed
+	}
+	if p.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+		if err := p.pc.SetLocalDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeRollback}); err != nil {
+			return "", fmt.Errorf("roll back local offer: %w", err)
+		}
+	}
+	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return "", fmt.Errorf("set renegotiation offer: %w", err)
+	}
+	ans, err := p.pc.CreateAnswer(nil)
+	if err != nil {
+		return "", fmt.Errorf("create answer: %w", err)
+	}
+	if err := p.pc.SetLocalDescription(ans); err != nil {
+		return "", fmt.Errorf("set local answer: %w", err)
+	}
+	return p.pc.LocalDescription().SDP, nil
+}
+
+// RestartICE creates and sets an offer with new ICE credentials (RFC 8445
+// §9); the answer comes back through SetAnswer.
+func (p *Peer) RestartICE() (string, error) {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	if p.closed {
+		return "", ErrClosed
+	}
+	offer, err := p.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+	if err != nil {
+		return "", fmt.Errorf("create restart offer: %w", err)
+	}
+	if err := p.pc.SetLocalDescription(offer); err != nil {
+		return "", fmt.Errorf("set restart offer: %w", err)
+	}
+	return p.pc.LocalDescription().SDP, nil
 }
 
 // AddCandidates applies remote candidates, holding them until the answer

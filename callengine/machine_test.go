@@ -577,7 +577,6 @@ func FuzzMachine(f *testing.F) {
 	})
 }
 
-
 func inviteFrom(id CallID, party PartyID) *Invite {
 	return &Invite{Common: Common{CallID: id, PartyID: party, Version: "1"}, Lifetime: 60000, Offer: SessionDescription{Type: "offer", SDP: testSDP}}
 }
@@ -601,7 +600,10 @@ func TestLiveViewAutoAnswer(t *testing.T) {
 	if ans.Answer.Type != "answer" || ans.Metadata["doorcam"].Purpose != StreamPurposeUserMedia || ans.MetadataUnstable["doorcam"].Purpose != StreamPurposeUserMedia || ans.Version != "1" {
 		t.Fatalf("answer %+v", ans)
 	}
-	if !slices.ContainsFunc(effs, func(e Effect) bool { a, ok := e.(ApplyCandidates); return ok && a.Candidates[0].Candidate == "candidate:early" }) {
+	if !slices.ContainsFunc(effs, func(e Effect) bool {
+		a, ok := e.(ApplyCandidates)
+		return ok && a.Candidates[0].Candidate == "candidate:early"
+	}) {
 		t.Errorf("early candidates not applied: %#v", effs)
 	}
 	// The caller selects us: nothing to do. A renegotiation offer (hold)

@@ -6,6 +6,7 @@ replace github.com/pion/transport/v5 => github.com/pion/transport/v5 v5.0.1
 
 require (
 	github.com/blackjack/webcam v0.6.1
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/pion/ice/v4 v4.4.8
 	github.com/pion/interceptor v0.1.51
 	github.com/pion/logging v0.2.4

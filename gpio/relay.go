@@ -14,6 +14,10 @@ import (
 // open.
 const MaxPulse = 30 * time.Second
 
+// watchdogSlack is how long after a pulse's end the watchdog steps in when
+// the pulsing goroutine has not.
+const watchdogSlack = 100 * time.Millisecond
+
 // Relay drives the door strike. It is de-energised when created, by Halt,
 // and at the end of every pulse, including when the pulse's context ends
 // early.
@@ -23,6 +27,7 @@ type Relay struct {
 
 	mu        sync.Mutex
 	energised bool
+	pulses    uint64 // generation: a late watchdog never ends a newer pulse
 }
 
 // NewRelay returns a relay on pin, driven off at once.
@@ -55,16 +60,38 @@ func (r *Relay) Energised() bool {
 }
 
 // Pulse energises the relay for d (capped at MaxPulse) and de-energises it
-// again before returning, also when ctx ends first.
-func (r *Relay) Pulse(ctx context.Context, d time.Duration) error {
+// again before returning, also when ctx ends first and when anything during
+// the pulse panics (the caller's context, the pin driver): the strike is
+// released while the panic unwinds. A watchdog timer armed before the
+// strike is energised releases it at the cap even if the goroutine that
+// called Pulse is never scheduled again.
+func (r *Relay) Pulse(ctx context.Context, d time.Duration) (err error) {
 	if d <= 0 {
 		return fmt.Errorf("relay pulse of %v", d)
 	}
 	d = min(d, MaxPulse)
 	r.mu.Lock()
+	r.pulses++
+	gen := r.pulses
+	r.mu.Unlock()
+	watchdog := time.AfterFunc(d+watchdogSlack, func() {
+		r.mu.Lock()
+		mine := r.pulses == gen
+		r.mu.Unlock()
+		if mine {
+			_ = r.Halt()
+		}
+	})
+	defer func() {
+		watchdog.Stop()
+		if herr := r.Halt(); err == nil {
+			err = herr
+		}
+	}()
+	r.mu.Lock()
 	if err := r.pin.Out(r.polarity.level(true)); err != nil {
 		r.mu.Unlock()
-		return fmt.Errorf("energise relay %s: %w; halt: %v", r.pin, err, r.Halt())
+		return fmt.Errorf("energise relay %s: %w", r.pin, err)
 	}
 	r.energised = true
 	r.mu.Unlock()
@@ -74,5 +101,5 @@ func (r *Relay) Pulse(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	return r.Halt()
+	return nil
 }

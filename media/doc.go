@@ -2,12 +2,15 @@
 // back.
 //
 // Raw media comes from a VideoSource and an AudioSource (the synthetic
-// TestPattern and Tone here; V4L2 and ALSA adapters later). A Stream encodes
+// TestPattern and Tone here; the camera in media/v4l2, the microphone in
+// media/alsa). A camera that encodes H.264 itself delivers Frame.H264,
+// which the Stream passes through without an encoder. A Stream encodes
 // each codec once, whatever the number of viewers, and writes the encoded
 // samples to one shared pion track per codec that every peer connection
 // adds (encode once, fan out). Encoders run only while a peer uses their
 // codec. Remote Opus audio is decoded and metered by an OpusReceiver feeding
-// an AudioMeter and, later, a speaker through PCMSink.
+// an AudioMeter and a speaker through PCMSink (media/alsa's Speaker, behind
+// the bounded Playout buffer).
 //
 // The codec implementations live in media/codec (cgo); the WebRTC peer
 // connections in media/webrtc. Everything in this package builds with

@@ -9,4 +9,7 @@ var (
 	ErrNoEncoder = errors.New("media: no encoder for codec")
 	// ErrBadFormat is returned for an unusable video or audio format.
 	ErrBadFormat = errors.New("media: unsupported format")
+	// ErrNoPicture is returned by Snapshot when the camera passes H.264
+	// through: there is no decoded picture to make a JPEG of.
+	ErrNoPicture = errors.New("media: no decoded picture (camera passes H.264 through)")
 )

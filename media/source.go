@@ -27,11 +27,23 @@ func (f VideoFormat) valid() bool {
 // Interval is the nominal time between frames.
 func (f VideoFormat) Interval() time.Duration { return time.Second / time.Duration(f.FPS) }
 
-// Frame is one raw picture in I420 (planar YCbCr 4:2:0).
+// Frame is one picture: raw in I420 (planar YCbCr 4:2:0), or, from a camera
+// that encodes H.264 itself, one H.264 access unit to pass through.
 type Frame struct {
 	Image *image.YCbCr
-	Time  time.Time // capture time
-	Seq   uint64    // frame counter, from 0
+	// H264, set instead of Image, is an Annex B access unit the camera
+	// encoded (passthrough: no decode, no re-encode). Every IDR access unit
+	// carries its SPS and PPS, so a viewer joining at any keyframe decodes.
+	H264 []byte
+	Time time.Time // capture time
+	Seq  uint64    // frame counter, from 0
+}
+
+// KeyFrameRequester is implemented by sources that pass encoded video
+// through: the keyframe a new viewer or a PLI asks for must come from the
+// camera's encoder.
+type KeyFrameRequester interface {
+	RequestKeyFrame()
 }
 
 // VideoSource delivers raw frames at its own pace. ReadFrame blocks until

@@ -85,6 +85,7 @@ type EncoderStats struct {
 	ForcedKeyFrames  uint64        // keyframes forced by requests
 	Bytes            uint64        // encoded bytes
 	EncodeTime       time.Duration // total time spent in Encode
+	Passthrough      uint64        // frames the camera encoded, sent as they came
 	Errors           uint64        // encode or write errors
 	LastError        string
 }
@@ -104,6 +105,9 @@ type Stream struct {
 
 	mu     sync.Mutex // guards closed and every codecState's stats
 	closed bool
+
+	snapMu      sync.Mutex
+	snapWaiters []chan snapResult // snapshots waiting for the next frame
 }
 
 // codecState is one codec: its shared track and its encoder's bookkeeping.
@@ -287,22 +291,29 @@ func (s *Stream) recordError(st *codecState, err error) {
 }
 
 // runVideo owns the video source and the video encoders while any video
-// codec has users. Each frame is encoded once per codec in use.
+// codec (or a snapshot) has users. Each raw frame is encoded once per codec
+// in use; an H.264 frame from the camera goes to the H.264 track as it is.
 func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 	src, err := s.cfg.OpenVideo(s.format)
 	if err != nil {
-		return fmt.Errorf("open video source: %w", err)
+		err = fmt.Errorf("open video source: %w", err)
+		s.failSnapshots(err)
+		return err
 	}
 	defer src.Close()
+	defer s.failSnapshots(errSourceStopped)
 
 	type running struct {
 		st        *codecState
 		enc       VideoEncoder
 		bitrate   int
 		lastForce time.Time
-		lastWrite time.Time
 	}
 	encs := map[Codec]*running{}
+	// lastWrite is per track, shared by its encoder and by passthrough, so
+	// sample durations stay right across a switch between the two.
+	lastWrite := map[Codec]time.Time{}
+	pt := passthrough{}
 	stop := func(c Codec) {
 		r := encs[c]
 		if err := r.enc.Close(); err != nil {
@@ -317,6 +328,33 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 			stop(c)
 		}
 	}()
+	write := func(st *codecState, frame *Frame, data []byte, took time.Duration, force bool) {
+		dur := s.format.Interval()
+		if lw := lastWrite[st.codec]; !lw.IsZero() && frame.Time.After(lw) {
+			dur = frame.Time.Sub(lw)
+		}
+		lastWrite[st.codec] = frame.Time
+		key := IsKeyFrame(st.codec, data)
+		werr := st.track.WriteSample(pionmedia.Sample{Data: data, Duration: dur, Timestamp: frame.Time})
+		s.record(st, func(e *EncoderStats) {
+			e.EncodeTime += took
+			e.Frames++
+			e.Bytes += uint64(len(data))
+			if key {
+				e.KeyFrames++
+			}
+			if force {
+				e.ForcedKeyFrames++
+			}
+			if frame.H264 != nil {
+				e.Passthrough++
+			}
+			if werr != nil {
+				e.Errors++
+				e.LastError = werr.Error()
+			}
+		})
+	}
 
 	for {
 		frame, err := src.ReadFrame(ctx)
@@ -326,20 +364,37 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		if err != nil {
 			return fmt.Errorf("read video frame: %w", err)
 		}
+		s.serveSnapshots(frame)
 		wanted, bitrate := p.wanted()
 		for c := range encs {
-			if !wanted[c] {
+			if !wanted[c] || (c == H264 && frame.H264 != nil) {
+				// Unused, or the camera's own H.264 is back.
 				stop(c)
 			}
 		}
+		if frame.H264 != nil {
+			if st := s.codecs[H264]; st != nil && wanted[H264] {
+				if data, force := pt.next(s, st, src, frame); data != nil {
+					write(st, frame, data, 0, force)
+				}
+			}
+			// A VP8 viewer would need the camera's H.264 decoded: the
+			// stream is built without VP8 when the camera passes H.264
+			// through (see media/v4l2).
+			continue
+		}
+		pt.synced = false // after raw frames, wait for the camera's next IDR
 		for _, c := range []Codec{H264, VP8} {
-			if !wanted[c] || encs[c] != nil {
+			if !wanted[c] || encs[c] != nil || s.codecs[c] == nil {
 				continue
 			}
 			st := s.codecs[c]
 			newEnc := s.cfg.Encoders.H264
 			if c == VP8 {
 				newEnc = s.cfg.Encoders.VP8
+			}
+			if newEnc == nil {
+				continue
 			}
 			t0 := time.Now()
 			enc, err := newEnc(VideoEncoderConfig{VideoFormat: s.format, Bitrate: bitrate, KeyFrameInterval: s.cfg.KeyFrameInterval})
@@ -386,30 +441,52 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 				s.record(r.st, func(e *EncoderStats) { e.EncodeTime += took })
 				continue
 			}
-			dur := s.format.Interval()
-			if !r.lastWrite.IsZero() {
-				dur = frame.Time.Sub(r.lastWrite)
-			}
-			r.lastWrite = frame.Time
-			key := IsKeyFrame(c, data)
-			werr := r.st.track.WriteSample(pionmedia.Sample{Data: data, Duration: dur, Timestamp: frame.Time})
-			s.record(r.st, func(e *EncoderStats) {
-				e.EncodeTime += took
-				e.Frames++
-				e.Bytes += uint64(len(data))
-				if key {
-					e.KeyFrames++
-				}
-				if force {
-					e.ForcedKeyFrames++
-				}
-				if werr != nil {
-					e.Errors++
-					e.LastError = werr.Error()
-				}
-			})
+			write(r.st, frame, data, took, force)
 		}
 	}
+}
+
+// passthrough is the H.264 track's state while the camera's own access
+// units are sent.
+type passthrough struct {
+	synced    bool      // an IDR has been sent since passthrough (re)started
+	lastForce time.Time // last keyframe asked of the camera
+}
+
+// next returns the access unit to write, or nil to drop it: until the
+// first IDR after a start or a switch from the encoder, inter frames
+// reference pictures the viewers never got. Keyframe requests (new viewer,
+// PLI, FIR) go to the camera, rate-limited like the encoder's.
+func (pt *passthrough) next(s *Stream, st *codecState, src VideoSource, frame *Frame) (data []byte, forced bool) {
+	ask := func() {
+		if kr, ok := src.(KeyFrameRequester); ok {
+			kr.RequestKeyFrame()
+		}
+		pt.lastForce = frame.Time
+		st.keyNow.Store(false)
+	}
+	if st.keyNow.Load() || frame.Time.Sub(pt.lastForce) >= s.cfg.MinKeyFrameGap {
+		select {
+		case <-st.keyReq:
+			ask()
+			forced = true
+		default:
+		}
+	}
+	key := IsKeyFrame(H264, frame.H264)
+	if len(frame.H264) == 0 {
+		return nil, false
+	}
+	if !pt.synced {
+		if !key {
+			if frame.Time.Sub(pt.lastForce) >= s.cfg.MinKeyFrameGap {
+				ask()
+			}
+			return nil, false
+		}
+		pt.synced = true
+	}
+	return frame.H264, forced && key
 }
 
 // runAudio owns the audio source and the Opus encoder while Opus has users.

@@ -30,7 +30,14 @@ type Config struct {
 	StateDir  string   // resolved relative to the config file's directory
 	Residents []string // Matrix user IDs, at least one, no duplicates
 	Ring      Ring
+	Door      Door
+	Notices   Notices
+	TURN      TURN
+	LiveView  LiveView
 	Hardware  Hardware
+	GPIO      GPIOPins // hardware.gpio: periph
+	Camera    Camera   // hardware.camera: v4l2
+	Audio     Audio    // hardware.audio: alsa
 	API       API
 	Video     Video
 	Log       Log
@@ -72,6 +79,52 @@ type Hardware struct {
 	GPIO   string // "sim" or "periph"
 	Camera string // "testpattern" or "v4l2"
 	Audio  string // "tone" or "alsa"
+}
+
+// GPIOPins names the pins of the periph backend and their active levels
+// ("high" or "low"). An empty name means not fitted.
+type GPIOPins struct {
+	Button, ButtonActive string
+	Debounce             time.Duration
+	Ringer, RingerActive string
+	Relay, RelayActive   string
+}
+
+// Camera is the V4L2 camera.
+type Camera struct {
+	Device string // e.g. /dev/video0
+	Format string // "auto", "h264", "mjpeg" or "yuyv"
+}
+
+// Audio is the ALSA microphone and speaker.
+type Audio struct {
+	Capture, Playback             string // ALSA PCM names
+	CaptureGainDB, PlaybackGainDB int
+	Mute                          string // "none", "microphone", "speaker" or "both"
+}
+
+// Door is who may open the door from Matrix, and how.
+type Door struct {
+	Commands          []string      // message bodies that open it, default ["!open"]
+	Reaction          string        // reaction key on a ring notice, default 🔑
+	Pulse             time.Duration // strike on-time, default 3s, at most 30s
+	Authorized        []string      // default: the residents
+	OnlyDuringCall    bool
+	Window            time.Duration // 0: no window after a ring
+	ReplyUnauthorized bool
+}
+
+// Notices are the messages posted into residents' rooms.
+type Notices struct {
+	Ring, Missed, Snapshot bool
+}
+
+// TURN says where the ICE servers come from.
+type TURN struct {
+	FromHomeserver bool
+	URIs           []string // replace the homeserver's when set
+	Username       string
+	PasswordFile   string
 }
 
 // API is the local HTTP API.

@@ -3,6 +3,7 @@ package provisioning
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // Secrets must not reach logs, crash reports or a check-config printout, so
@@ -20,10 +21,16 @@ func redact(s string) string {
 	return redacted
 }
 
-// String formats c with its secrets redacted.
+// plainConfig has Config's fields without its methods, for formatting;
+// the Matrix field still formats itself with its secrets redacted.
+type plainConfig Config
+
+// String formats c with its secrets redacted. Every section appears
+// without listing them here, so a new section cannot be forgotten.
 func (c Config) String() string {
-	return fmt.Sprintf("{Path:%s Matrix:%v StateDir:%s Residents:%v Ring:%+v Hardware:%+v API:%+v Video:%+v Log:%+v}",
-		c.Path, c.Matrix, c.StateDir, c.Residents, c.Ring, c.Hardware, c.API, c.Video, c.Log)
+	c.Warnings, c.lines = nil, nil
+	s := fmt.Sprintf("%+v", plainConfig(c))
+	return strings.Replace(strings.Replace(s, " Warnings:[]", "", 1), " lines:map[]", "", 1)
 }
 
 // GoString is String, so that %#v does not print the secrets either.

@@ -1,7 +1,9 @@
 package provisioning
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,12 +40,86 @@ var schema = []field{
 	optional("ring.timeout", 60*time.Second, func(c *Config) *time.Duration { return &c.Ring.Timeout },
 		duration, between(10*time.Second, 90*time.Second), wholeMillis),
 
+	// Door control (device/doorpolicy.go). The pulse is capped again at
+	// gpio.MaxPulse (30 s) whatever this says.
+	optional("door.commands", []string{"!open"}, func(c *Config) *[]string { return &c.Door.Commands },
+		stringList(1, 16, 64)),
+	optional("door.reaction", "🔑", func(c *Config) *string { return &c.Door.Reaction },
+		str, nonEmpty, maxLen(32)),
+	optional("door.pulse", 3*time.Second, func(c *Config) *time.Duration { return &c.Door.Pulse },
+		duration, between(100*time.Millisecond, 30*time.Second)),
+	optional("door.authorized", []string(nil), func(c *Config) *[]string { return &c.Door.Authorized },
+		userIDList),
+	optional("door.only_during_call", false, func(c *Config) *bool { return &c.Door.OnlyDuringCall },
+		boolean),
+	optional("door.window", time.Duration(0), func(c *Config) *time.Duration { return &c.Door.Window },
+		duration, between(0, time.Hour)),
+	optional("door.reply_unauthorized", true, func(c *Config) *bool { return &c.Door.ReplyUnauthorized },
+		boolean),
+
+	optional("notices.ring", true, func(c *Config) *bool { return &c.Notices.Ring },
+		boolean),
+	optional("notices.missed", true, func(c *Config) *bool { return &c.Notices.Missed },
+		boolean),
+	optional("notices.snapshot", true, func(c *Config) *bool { return &c.Notices.Snapshot },
+		boolean),
+
+	// TURN: by default the homeserver's (GET /voip/turnServer, refreshed
+	// before expiry); turn.uris replaces them.
+	optional("turn.from_homeserver", true, func(c *Config) *bool { return &c.TURN.FromHomeserver },
+		boolean),
+	optional("turn.uris", []string(nil), func(c *Config) *[]string { return &c.TURN.URIs },
+		stringList(1, 8, 256)),
+	optional("turn.username", "", func(c *Config) *string { return &c.TURN.Username },
+		str, maxLen(256)),
+	optional("turn.password_file", "", func(c *Config) *string { return &c.TURN.PasswordFile },
+		path),
+
+	// Who may call the intercom to watch the door (it answers by itself);
+	// empty means every resident.
+	optional("live_view.allowed", []string(nil), func(c *Config) *[]string { return &c.LiveView.Allowed },
+		userIDList),
+
 	optional("hardware.gpio", "sim", func(c *Config) *string { return &c.Hardware.GPIO },
 		oneOf("sim", "periph")),
 	optional("hardware.camera", "testpattern", func(c *Config) *string { return &c.Hardware.Camera },
 		oneOf("testpattern", "v4l2")),
 	optional("hardware.audio", "tone", func(c *Config) *string { return &c.Hardware.Audio },
 		oneOf("tone", "alsa")),
+
+	// Pins of hardware.gpio: periph, by the names the Linux GPIO character
+	// device gives its lines (GPIO17 on a Raspberry Pi). An empty name
+	// means not fitted; the button is required by a cross-check.
+	optional("gpio.button", "", func(c *Config) *string { return &c.GPIO.Button },
+		str, maxLen(64)),
+	optional("gpio.button_active", "low", func(c *Config) *string { return &c.GPIO.ButtonActive },
+		oneOf("low", "high")),
+	optional("gpio.debounce", 50*time.Millisecond, func(c *Config) *time.Duration { return &c.GPIO.Debounce },
+		duration, between(time.Millisecond, time.Second)),
+	optional("gpio.ringer", "", func(c *Config) *string { return &c.GPIO.Ringer },
+		str, maxLen(64)),
+	optional("gpio.ringer_active", "high", func(c *Config) *string { return &c.GPIO.RingerActive },
+		oneOf("high", "low")),
+	optional("gpio.relay", "", func(c *Config) *string { return &c.GPIO.Relay },
+		str, maxLen(64)),
+	optional("gpio.relay_active", "high", func(c *Config) *string { return &c.GPIO.RelayActive },
+		oneOf("high", "low")),
+
+	optional("camera.device", "/dev/video0", func(c *Config) *string { return &c.Camera.Device },
+		path),
+	optional("camera.format", "auto", func(c *Config) *string { return &c.Camera.Format },
+		oneOf("auto", "h264", "mjpeg", "yuyv")),
+
+	optional("audio.capture", "default", func(c *Config) *string { return &c.Audio.Capture },
+		str, nonEmpty, maxLen(256)),
+	optional("audio.playback", "default", func(c *Config) *string { return &c.Audio.Playback },
+		str, nonEmpty, maxLen(256)),
+	optional("audio.capture_gain_db", 0, func(c *Config) *int { return &c.Audio.CaptureGainDB },
+		integer, between(-40, 30)),
+	optional("audio.playback_gain_db", 0, func(c *Config) *int { return &c.Audio.PlaybackGainDB },
+		integer, between(-40, 30)),
+	optional("audio.mute", "none", func(c *Config) *string { return &c.Audio.Mute },
+		oneOf("none", "microphone", "speaker", "both")),
 
 	optional("api.listen", "127.0.0.1:8080", func(c *Config) *string { return &c.API.Listen },
 		str, hostPort),
@@ -66,6 +142,34 @@ var schema = []field{
 var crossChecks = []func(c *Config, at lineOf) []Problem{
 	checkOneSecretFile,
 	checkResidentsExcludeSelf,
+	checkGPIOPins,
+}
+
+// checkGPIOPins asks for the button's pin when the periph backend is chosen
+// (an intercom without a button never rings), and for distinct pins.
+func checkGPIOPins(c *Config, at lineOf) []Problem {
+	if c.Hardware.GPIO != "periph" {
+		return nil
+	}
+	if c.GPIO.Button == "" {
+		return []Problem{{File: c.Path, Line: max(at("hardware.gpio"), 1), Key: "gpio.button",
+			Msg: "must name the button's pin (e.g. GPIO17) when hardware.gpio is periph"}}
+	}
+	seen := map[string]string{}
+	var ps []Problem
+	for _, k := range []struct{ key, name string }{
+		{"gpio.button", c.GPIO.Button}, {"gpio.ringer", c.GPIO.Ringer}, {"gpio.relay", c.GPIO.Relay},
+	} {
+		if k.name == "" {
+			continue
+		}
+		if other, dup := seen[k.name]; dup {
+			ps = append(ps, Problem{File: c.Path, Line: max(at(k.key), 1), Key: k.key,
+				Msg: fmt.Sprintf("%q is already %s", k.name, other)})
+		}
+		seen[k.name] = k.key
+	}
+	return ps
 }
 
 // field is one entry of the schema.
@@ -158,4 +262,57 @@ func Keys() []string {
 		keys[i] = f.key
 	}
 	return keys
+}
+
+// boolean decodes a YAML true or false, nothing else ("yes" and "on" are
+// strings in YAML 1.2 and would be a surprise either way).
+func boolean(n *yaml.Node, _ string) (bool, error) {
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+		return false, errors.New("must be true or false; got " + describe(n))
+	}
+	var b bool
+	if err := n.Decode(&b); err != nil {
+		return false, errors.New("must be true or false; got " + describe(n))
+	}
+	return b, nil
+}
+
+// stringList returns a decoder for a list of lo to hi distinct non-empty
+// strings of at most maxBytes each.
+func stringList(lo, hi, maxBytes int) decoder[[]string] {
+	return func(n *yaml.Node, dir string) ([]string, error) {
+		if n.Kind != yaml.SequenceNode {
+			msg := "must be a list; got " + describe(n)
+			if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+				msg += fmt.Sprintf(" (write [%q])", n.Value)
+			}
+			return nil, errors.New(msg)
+		}
+		if len(n.Content) < lo || len(n.Content) > hi {
+			return nil, fmt.Errorf("must list from %d to %d items; got %d", lo, hi, len(n.Content))
+		}
+		var (
+			out  []string
+			errs []error
+		)
+		for i, e := range n.Content {
+			e = deref(e)
+			s, err := str(e, dir)
+			if err == nil {
+				err = nonEmpty(s)
+			}
+			if err == nil {
+				err = maxLen(maxBytes)(s)
+			}
+			if err == nil && slices.Contains(out, s) {
+				err = fmt.Errorf("%q is listed twice", s)
+			}
+			if err != nil {
+				errs = append(errs, &nodeError{line: e.Line, suffix: fmt.Sprintf("[%d]", i), msg: err.Error()})
+				continue
+			}
+			out = append(out, s)
+		}
+		return out, errors.Join(errs...)
+	}
 }

@@ -1,0 +1,126 @@
+package gpio
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	pgpio "periph.io/x/conn/v3/gpio"
+)
+
+// DefaultDebounce is how long a button's level must hold still before it
+// counts. Mechanical bell pushes bounce for 1–20 ms; 50 ms also rides out
+// the slow edges of a long cable run without making a press feel late.
+const DefaultDebounce = 50 * time.Millisecond
+
+// edgeWait bounds every WaitForEdge call. periph.io host's gpioioctl driver
+// reads 0 as "wait forever" and -1 as "do not wait", the reverse of the
+// gpio.PinIn documentation and of gpiotest, so neither is ever passed: an
+// explicit, finite timeout means the same on every backend, and Run notices
+// a cancelled context within edgeWait even if Halt raced the wait.
+const edgeWait = time.Second
+
+// Button turns the edges of a bell push on an input pin into presses. The
+// level must hold for the debounce time before it counts, so a bounce train
+// is one press, and a button held down is one press, not one per bounce or
+// per second. A button already down when Run starts (a stuck push, a shorted
+// cable) is not a press until it has been released.
+type Button struct {
+	pin      pgpio.PinIn
+	polarity Polarity
+	debounce time.Duration
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	pressed bool // debounced state
+	presses uint64
+}
+
+// NewButton configures pin as an input with edge detection on both edges
+// and the pull resistor that holds it released: pull-up for an active-low
+// button (the push shorts the pin to ground, the usual wiring), pull-down
+// for an active-high one. debounce ≤ 0 takes DefaultDebounce.
+func NewButton(pin pgpio.PinIn, polarity Polarity, debounce time.Duration, log *slog.Logger) (*Button, error) {
+	if debounce <= 0 {
+		debounce = DefaultDebounce
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pull := pgpio.PullDown
+	if polarity == ActiveLow {
+		pull = pgpio.PullUp
+	}
+	if err := pin.In(pull, pgpio.BothEdges); err != nil {
+		return nil, fmt.Errorf("configure button %s: %w", pin, err)
+	}
+	return &Button{pin: pin, polarity: polarity, debounce: debounce, log: log}, nil
+}
+
+// Pressed reports the debounced state.
+func (b *Button) Pressed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pressed
+}
+
+// Presses returns how many presses Run has reported.
+func (b *Button) Presses() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.presses
+}
+
+// Run owns the pin until ctx is done and calls press once for every
+// debounced press, on Run's goroutine; press must not block for long.
+func (b *Button) Run(ctx context.Context, press func()) error {
+	// Halt interrupts a pending WaitForEdge on the character device; the
+	// bounded wait covers backends whose Halt does nothing (gpiotest) and a
+	// Halt that lands between the context check and the next wait.
+	stop := context.AfterFunc(ctx, func() { _ = b.pin.Halt() })
+	defer stop()
+
+	b.mu.Lock()
+	b.pressed = b.polarity.on(b.pin.Read())
+	stuck := b.pressed
+	b.mu.Unlock()
+	if stuck {
+		b.log.Warn("button is down at start; waiting for its release", "pin", b.pin.String())
+	}
+	for ctx.Err() == nil {
+		if !b.pin.WaitForEdge(edgeWait) {
+			continue
+		}
+		// Something moved: wait until the line has been quiet for the
+		// debounce time, restarting the wait on every further edge.
+		if !b.settle(ctx) {
+			return nil
+		}
+		down := b.polarity.on(b.pin.Read())
+		b.mu.Lock()
+		was := b.pressed
+		b.pressed = down
+		if down && !was {
+			b.presses++
+		}
+		b.mu.Unlock()
+		if down && !was {
+			b.log.Debug("button pressed", "pin", b.pin.String())
+			press()
+		}
+	}
+	return nil
+}
+
+// settle returns once no edge has come for the debounce time, or false
+// when ctx ends first.
+func (b *Button) settle(ctx context.Context) bool {
+	for ctx.Err() == nil {
+		if !b.pin.WaitForEdge(b.debounce) {
+			return ctx.Err() == nil
+		}
+	}
+	return false
+}

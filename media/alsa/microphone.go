@@ -1,0 +1,68 @@
+package alsa
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/doorbell/intercom/media"
+)
+
+// CaptureLatency is the capture buffer: long enough to ride out a busy
+// moment of the encoder's goroutine, short enough that what the resident
+// hears is not late.
+const CaptureLatency = 100 * time.Millisecond
+
+// Microphone reads 20 ms frames of 48 kHz mono from an ALSA PCM. It is a
+// media.AudioSource; gain and mute apply to what it delivers.
+type Microphone struct {
+	pcm  *pcm
+	buf  []int16
+	gain atomic.Uint64 // math.Float64bits of the linear gain
+	mute atomic.Bool
+}
+
+// OpenMicrophone opens the capture PCM name (e.g. "default", "hw:1,0",
+// "dsnoop:…") with gain in dB.
+func OpenMicrophone(name string, gainDB float64, mute bool) (*Microphone, error) {
+	p, err := openPCM(name, true, CaptureLatency)
+	if err != nil {
+		return nil, err
+	}
+	m := &Microphone{pcm: p, buf: make([]int16, media.AudioFrameSamples)}
+	m.SetGain(gainDB)
+	m.SetMute(mute)
+	return m, nil
+}
+
+// SetGain sets the gain in dB.
+func (m *Microphone) SetGain(db float64) { m.gain.Store(floatBits(media.DBToGain(db))) }
+
+// SetMute silences (true) or restores the microphone.
+func (m *Microphone) SetMute(on bool) { m.mute.Store(on) }
+
+// ReadAudio implements media.AudioSource: it blocks until 20 ms have been
+// captured. A muted microphone still reads (so the capture buffer never
+// overruns) and delivers silence.
+func (m *Microphone) ReadAudio(ctx context.Context) ([]int16, error) {
+	if err := m.pcm.transfer(ctx, m.buf); err != nil {
+		return nil, fmt.Errorf("read microphone: %w", err)
+	}
+	if m.mute.Load() {
+		clear(m.buf)
+		return m.buf, nil
+	}
+	media.ApplyGain(m.buf, floatFrom(m.gain.Load()))
+	return m.buf, nil
+}
+
+// Xruns counts overruns recovered from (audio was lost).
+func (m *Microphone) Xruns() uint64 {
+	m.pcm.mu.Lock()
+	defer m.pcm.mu.Unlock()
+	return m.pcm.xruns
+}
+
+// Close closes the PCM.
+func (m *Microphone) Close() error { return m.pcm.close() }

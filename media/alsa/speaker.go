@@ -1,0 +1,156 @@
+package alsa
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/doorbell/intercom/media"
+)
+
+// Speaker plays the resident's voice on an ALSA PCM. WritePCM (the
+// media.PCMSink the peers feed) only appends to a bounded media.Playout;
+// Run owns the device and takes one 20 ms period at a time from it, padding
+// with silence when nothing came, so the card runs continuously and the
+// delay stays what the two bounded buffers allow.
+type Speaker struct {
+	name    string
+	playout *media.Playout
+	log     *slog.Logger
+	gain    atomic.Uint64
+	mute    atomic.Bool
+
+	mu  sync.Mutex
+	dev *pcm // while Run has it open
+}
+
+// Playback buffering: the card's buffer (PlaybackLatency) plus the playout
+// buffer, which aims for PlayoutTarget of jitter reserve and drops back to
+// it whenever it exceeds PlayoutBound.
+const (
+	PlaybackLatency = 60 * time.Millisecond
+	PlayoutTarget   = 40 * time.Millisecond
+	PlayoutBound    = 120 * time.Millisecond
+)
+
+// NewSpeaker prepares a speaker on the playback PCM name; the device is
+// opened by Run.
+func NewSpeaker(name string, gainDB float64, mute bool, log *slog.Logger) *Speaker {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Speaker{name: name, playout: media.NewPlayout(PlayoutTarget, PlayoutBound), log: log}
+	s.SetGain(gainDB)
+	s.SetMute(mute)
+	return s
+}
+
+// SetGain sets the gain in dB.
+func (s *Speaker) SetGain(db float64) { s.gain.Store(floatBits(media.DBToGain(db))) }
+
+// SetMute silences (true) or restores the speaker.
+func (s *Speaker) SetMute(on bool) { s.mute.Store(on) }
+
+// WritePCM implements media.PCMSink. It never blocks.
+func (s *Speaker) WritePCM(pcm []int16) { s.playout.WritePCM(pcm) }
+
+// Stats returns the playout buffer's counters.
+func (s *Speaker) Stats() media.PlayoutStats { return s.playout.Stats() }
+
+// Delay is the playback path's delay now: audio waiting in the playout
+// buffer plus what the card still has to play.
+func (s *Speaker) Delay() time.Duration {
+	s.mu.Lock()
+	dev := s.dev
+	s.mu.Unlock()
+	d := s.playout.Level()
+	if dev != nil {
+		d += dev.delay()
+	}
+	return d
+}
+
+// Run opens the device and plays until ctx is done. A device that fails
+// (unplugged USB speaker) is reopened with backoff; audio meanwhile is
+// dropped by the bounded buffer, never queued.
+func (s *Speaker) Run(ctx context.Context) error {
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.play(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("speaker failed; reopening", "device", s.name, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+	return nil
+}
+
+func (s *Speaker) play(ctx context.Context) error {
+	dev, err := openPCM(s.name, false, PlaybackLatency)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.dev = dev
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.dev = nil
+		s.mu.Unlock()
+		_ = dev.close()
+	}()
+	s.playout.Reset()
+	buf := make([]int16, media.AudioFrameSamples)
+	for {
+		s.playout.Read(buf)
+		if s.mute.Load() {
+			clear(buf)
+		} else {
+			media.ApplyGain(buf, floatFrom(s.gain.Load()))
+		}
+		if err := dev.transfer(ctx, buf); err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return err
+			}
+			return fmt.Errorf("play: %w", err)
+		}
+	}
+}
+
+// Playback is a plain blocking writer on an ALSA PCM, for installer tests
+// (hwtest) that play a recording or a tone.
+type Playback struct{ pcm *pcm }
+
+// OpenPlayback opens the playback PCM name.
+func OpenPlayback(name string) (*Playback, error) {
+	p, err := openPCM(name, false, PlaybackLatency)
+	if err != nil {
+		return nil, err
+	}
+	return &Playback{pcm: p}, nil
+}
+
+// Write plays pcm (48 kHz mono), blocking until the card took it.
+func (p *Playback) Write(ctx context.Context, pcm []int16) error {
+	return p.pcm.transfer(ctx, pcm)
+}
+
+// Drain waits until everything written was played, then closes.
+func (p *Playback) Close() error {
+	p.pcm.drain()
+	return p.pcm.close()
+}
+
+func floatBits(f float64) uint64 { return math.Float64bits(f) }
+func floatFrom(u uint64) float64 { return math.Float64frombits(u) }

@@ -1,9 +1,11 @@
 package device
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -14,6 +16,7 @@ import (
 //	GET  /api/status  the status document (JSON)
 //	GET  /api/events  state changes as server-sent events
 //	GET  /healthz     200 while the Matrix sync is healthy, else 503
+//	GET  /api/snapshot.jpg  the camera's picture now, as JPEG
 func (d *Intercom) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/ring", func(w http.ResponseWriter, r *http.Request) {
@@ -41,6 +44,7 @@ func (d *Intercom) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /api/events", d.serveEvents)
+	mux.HandleFunc("GET /api/snapshot.jpg", d.serveSnapshot)
 	return mux
 }
 
@@ -74,4 +78,24 @@ func (d *Intercom) serveEvents(w http.ResponseWriter, r *http.Request) {
 			flusher.Flush()
 		}
 	}
+}
+
+// serveSnapshot answers with the camera's next picture as a JPEG, taken for
+// this request (the camera is opened for it when no call is running).
+func (d *Intercom) serveSnapshot(w http.ResponseWriter, r *http.Request) {
+	if d.cfg.Snapshot == nil {
+		http.Error(w, "no camera", http.StatusNotFound)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	jpg, err := d.cfg.Snapshot.Snapshot(ctx)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "image/jpeg")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", strconv.Itoa(len(jpg)))
+	_, _ = w.Write(jpg)
 }

@@ -53,8 +53,15 @@ type Config struct {
 	// is healthy.
 	Sync Reporter
 	// Media reports media counters (encoders, audio from the resident).
-	Media  Reporter
-	Logger *slog.Logger
+	Media Reporter
+	// Door opens the door on residents' commands (door.go); Notices posts
+	// ring and missed-visitor notices (notices.go). Both may be nil.
+	Door    *Door
+	Notices *Notices
+	Logger  *slog.Logger
+
+	// Snapshot serves GET /api/snapshot.jpg; may be nil (404).
+	Snapshot Snapshotter
 }
 
 // Intercom is the doorbell's state machine around the call engine.
@@ -75,7 +82,9 @@ func New(cfg Config) *Intercom {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), events: newBroadcaster(), started: time.Now()}
+	d := &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), events: newBroadcaster(), started: time.Now()}
+	d.attachDoor()
+	return d
 }
 
 // Press records a doorbell press from source ("gpio", "api"). It never
@@ -108,6 +117,7 @@ func (d *Intercom) Run(ctx context.Context) error {
 			if d.cfg.Ringer != nil {
 				d.cfg.Ringer.Set(st.Phase == callengine.PhaseRinging)
 			}
+			d.follow(st)
 			if st.Phase != last {
 				d.log.Info("intercom state", "state", st.Phase, "was", last)
 				last = st.Phase
@@ -177,7 +187,8 @@ type RingerStatus struct {
 
 // RelayStatus is the relay part of Status.
 type RelayStatus struct {
-	Energised bool `json:"energised"`
+	Energised bool        `json:"energised"`
+	Door      *DoorStatus `json:"door,omitempty"`
 }
 
 // Status returns the current status document.
@@ -192,6 +203,10 @@ func (d *Intercom) Status() Status {
 	}
 	if d.cfg.Relay != nil {
 		s.Relay.Energised = d.cfg.Relay.Energised()
+	}
+	if d.cfg.Door != nil {
+		ds := d.cfg.Door.Status()
+		s.Relay.Door = &ds
 	}
 	if d.cfg.Sync != nil {
 		s.Matrix = d.cfg.Sync.Report()

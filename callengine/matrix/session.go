@@ -59,6 +59,9 @@ type Options struct {
 	// HTTPClient is used for all requests. Default: a client without an
 	// overall timeout (each request has its own deadline).
 	HTTPClient *http.Client
+	// Messages makes Run deliver room messages and reactions (the door
+	// commands, messages.go) besides call events.
+	Messages bool
 }
 
 // Status describes the sync loop for the status API.
@@ -87,6 +90,7 @@ type Session struct {
 	running atomic.Bool // a Run is active
 	mu      sync.Mutex
 	status  Status
+	turn    *TURNServer // held by RunTURN; nil if none
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
@@ -211,6 +215,11 @@ func (s *Session) Close() error {
 }
 
 func (s *Session) isResident(u id.UserID) bool { return s.residents[u] }
+
+// delivers reports whether Run hands events of type t to its handler.
+func (s *Session) delivers(t string) bool {
+	return isCallEventType(t) || (s.opts.Messages && isMessageEventType(t))
+}
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

@@ -37,10 +37,17 @@ var callEventTypes = []string{
 // the timeline of joined rooms and the membership events that carry
 // invites. Presence, receipts, typing and account data are dropped where
 // the homeserver understands the "*" wildcard.
-func syncFilter() *mautrix.Filter {
+//
+// With messages set, the timeline also carries the room messages and
+// reactions residents open the door with (messageEventTypes).
+func syncFilter(messages bool) *mautrix.Filter {
 	none := &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}}
-	types := make([]event.Type, len(callEventTypes))
-	for i, t := range callEventTypes {
+	names := callEventTypes
+	if messages {
+		names = append(slices.Clip(names), messageEventTypes...)
+	}
+	types := make([]event.Type, len(names))
+	for i, t := range names {
 		types[i] = event.Type{Type: t}
 	}
 	return &mautrix.Filter{
@@ -117,8 +124,9 @@ func (e *syncEvent) roomEvent(room id.RoomID) callengine.RoomEvent {
 }
 
 // Run is the sync loop. It delivers call events (types "m.call.*" and
-// "org.matrix.call.*") from the timelines of joined rooms to handler,
-// except those sent by the intercom's own user, and joins rooms that a
+// "org.matrix.call.*"), and with Options.Messages room messages and
+// reactions, from the timelines of joined rooms to handler, except those
+// sent by the intercom's own user, and joins rooms that a
 // configured resident invites the intercom to. It returns only when ctx is
 // done, with ctx's cause.
 //
@@ -128,7 +136,8 @@ func (e *syncEvent) roomEvent(room id.RoomID) callengine.RoomEvent {
 // The first sync without a stored sync token is backlog (js-sdk and
 // dart-sdk also ignore call events in their initial sync,
 // shared/matrix-voip.md §1.8): its events are not delivered, only its
-// invites are handled. The sync token is stored after each sync, once its
+// invites are handled. The same holds for messages: a door command in the
+// backlog is history, never an order. The sync token is stored after each sync, once its
 // events have been handed over.
 //
 // Failures of /sync are retried forever with exponential backoff (0.5 s
@@ -317,7 +326,7 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 				l.s.log.Warn("undecodable timeline event skipped", "room_id", room, "err", err)
 				continue
 			}
-			if !isCallEventType(e.Type) || e.StateKey != nil || id.UserID(e.Sender) == self {
+			if !l.s.delivers(e.Type) || e.StateKey != nil || id.UserID(e.Sender) == self {
 				continue
 			}
 			l.handler(e.roomEvent(room))
@@ -374,7 +383,7 @@ func inviterOf(events []json.RawMessage, self id.UserID) id.UserID {
 // per Run and keeps a firmware update that changes the filter from using a
 // stale one.
 func (s *Session) ensureFilter(ctx context.Context, c *mautrix.Client, reuse bool) (string, error) {
-	want := syncFilter()
+	want := syncFilter(s.opts.Messages)
 	stored, err := s.store.FilterID()
 	if err != nil {
 		s.log.Error("read stored filter ID", "err", err)

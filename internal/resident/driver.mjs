@@ -8,7 +8,9 @@
 //           for each command that carried an "id".
 //   stdin:  one JSON command per line: {"cmd":"answer"}, {"cmd":"reject"},
 //           {"cmd":"hangup"}, {"cmd":"placeCall","roomId":"!r:hs"},
-//           {"cmd":"videoCapabilities"}, {"cmd":"click","selector":"#answer"};
+//           {"cmd":"videoCapabilities"}, {"cmd":"click","selector":"#answer"},
+//           {"cmd":"sendText","args":{"roomId":"!r:hs","body":"!open"}},
+//           {"cmd":"react","args":{"roomId":"!r:hs","eventId":"$e","key":"🔑"}};
 //           optional "callId" and "id".
 //   stderr: the driver's own diagnostics, the page's console and page errors.
 //
@@ -177,7 +179,7 @@ async function main() {
   await page.goto(base + "#" + hash.toString());
 }
 
-const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click"]);
+const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react"]);
 
 async function command(page, line) {
   let msg;
@@ -203,7 +205,8 @@ async function command(page, line) {
     }
     return;
   }
-  const arg = msg.cmd === "placeCall" ? msg.roomId : msg.callId;
+  // Commands with several arguments take them as one object, "args".
+  const arg = msg.cmd === "placeCall" ? msg.roomId : msg.args !== undefined ? msg.args : msg.callId;
   try {
     const result = await page.evaluate(
       async ([cmd, a]) => {

@@ -20,6 +20,7 @@ const (
 	EventHangup     = "hangup"      // the call ended: callId, roomId, reason, party ("local" or "remote")
 	EventLocalMedia = "local_media" // the camera and microphone are open for a call: callId, roomId, audio, video, width, height
 	EventJoined     = "joined"      // autojoin joined a room: roomId
+	EventMessage    = "message"     // an m.room.message from someone else: roomId, eventId, sender, serverTs, msgtype, body, url, mimetype, size
 	EventError      = "error"       // message, and callId/roomId/code when about a call
 )
 

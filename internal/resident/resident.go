@@ -351,6 +351,26 @@ func (r *Resident) PlaceCall(roomID string) error {
 	return r.simple("placeCall", map[string]any{"roomId": roomID})
 }
 
+// SendText posts an m.text message with body into a joined room and
+// returns its event ID.
+func (r *Resident) SendText(ctx context.Context, roomID, body string) (string, error) {
+	ev, err := r.Do(ctx, "sendText", map[string]any{"args": map[string]any{"roomId": roomID, "body": body}})
+	if err != nil {
+		return "", err
+	}
+	return ev.Str("result"), nil
+}
+
+// React annotates eventID in roomID with key (m.reaction) and returns the
+// reaction's event ID.
+func (r *Resident) React(ctx context.Context, roomID, eventID, key string) (string, error) {
+	ev, err := r.Do(ctx, "react", map[string]any{"args": map[string]any{"roomId": roomID, "eventId": eventID, "key": key}})
+	if err != nil {
+		return "", err
+	}
+	return ev.Str("result"), nil
+}
+
 // VideoCapabilities lists the video codecs Chromium can receive over WebRTC
 // (RTCRtpReceiver.getCapabilities("video")), as "mimeType;fmtp".
 func (r *Resident) VideoCapabilities(ctx context.Context) ([]string, error) {

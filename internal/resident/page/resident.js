@@ -312,9 +312,34 @@ const api = {
     const caps = RTCRtpReceiver.getCapabilities("video");
     return caps ? caps.codecs.map((c) => c.mimeType + (c.sdpFmtpLine ? ";" + c.sdpFmtpLine : "")) : [];
   },
+  // sendText posts an m.text message into a joined room and resolves with
+  // its event ID (the door commands of the intercom's rooms).
+  async sendText({ roomId, body }) {
+    await joined(roomId);
+    const res = await client.sendEvent(roomId, "m.room.message", { msgtype: "m.text", body });
+    return res.event_id;
+  },
+  // react annotates eventId with key (an m.reaction, as Element's reaction
+  // picker sends it) and resolves with the reaction's event ID.
+  async react({ roomId, eventId, key }) {
+    await joined(roomId);
+    const res = await client.sendEvent(roomId, "m.reaction", {
+      "m.relates_to": { rel_type: "m.annotation", event_id: eventId, key },
+    });
+    return res.event_id;
+  },
   ringDoorbell,
 };
 window.resident = api;
+
+// joined waits up to 10 s for roomId to be joined in this client's sync.
+async function joined(roomId) {
+  const deadline = Date.now() + 10000;
+  while (!client.getRoom(roomId) || client.getRoom(roomId).getMyMembership() !== "join") {
+    if (Date.now() > deadline) throw new Error(`room ${roomId} is not joined`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 async function ringDoorbell() {
   // The demo serves this page under /resident/ next to the intercom's API.
@@ -373,6 +398,23 @@ async function start() {
     if (flag("autoanswer")) {
       api.answer(call.callId).catch((err) => emit("error", { ...describe(call), message: err.message }));
     }
+  });
+
+  // Messages from others (the intercom's notices) as "message" events.
+  client.on(ClientEvent.Event, (ev) => {
+    if (ev.getType() !== "m.room.message" || ev.getSender() === client.getUserId()) return;
+    const c = ev.getContent();
+    emit("message", {
+      roomId: ev.getRoomId(),
+      eventId: ev.getId(),
+      sender: ev.getSender(),
+      serverTs: ev.getTs(),
+      msgtype: c.msgtype || "",
+      body: c.body || "",
+      url: c.url || "",
+      mimetype: (c.info && c.info.mimetype) || "",
+      size: (c.info && c.info.size) || 0,
+    });
   });
 
   client.on(ClientEvent.Event, (ev) => {

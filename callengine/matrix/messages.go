@@ -1,0 +1,184 @@
+package matrix
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/jpeg"
+	"strings"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// messageEventTypes are the room events Run delivers with Options.Messages:
+// instant messages (Matrix spec, "Instant Messaging": m.room.message) and
+// annotations (spec v1.7 "Event annotations and reactions": m.reaction).
+var messageEventTypes = []string{event.EventMessage.Type, event.EventReaction.Type}
+
+func isMessageEventType(t string) bool {
+	return t == event.EventMessage.Type || t == event.EventReaction.Type
+}
+
+// MessageKind says what a parsed room message is.
+type MessageKind int
+
+const (
+	// KindText is an m.room.message of msgtype m.text that is not an edit.
+	KindText MessageKind = iota + 1
+	// KindReaction is an m.reaction with an m.annotation relation.
+	KindReaction
+)
+
+// Message is the part of an m.room.message or m.reaction the intercom acts
+// on.
+type Message struct {
+	Kind MessageKind
+	// Body is the plain-text body of a KindText message.
+	Body string
+	// Key and Target are a reaction's annotation: the key (usually an
+	// emoji) and the ID of the event it annotates.
+	Key, Target string
+}
+
+// ParseMessage reads a delivered m.room.message or m.reaction. ok is false
+// for everything the intercom does not act on: other types, other
+// msgtypes (m.notice is what bots send, so two bots never talk to each
+// other in a loop), edits (an edit changes an old message, it is not a new
+// one; spec "Event replacements"), redacted or malformed content, and
+// reactions other than annotations.
+func ParseMessage(ev callengine.RoomEvent) (m Message, ok bool) {
+	switch ev.Type {
+	case event.EventMessage.Type:
+		var c struct {
+			MsgType   string `json:"msgtype"`
+			Body      string `json:"body"`
+			RelatesTo *struct {
+				RelType string `json:"rel_type"`
+			} `json:"m.relates_to"`
+			NewContent json.RawMessage `json:"m.new_content"`
+		}
+		if json.Unmarshal(ev.Content, &c) != nil || c.MsgType != string(event.MsgText) {
+			return Message{}, false
+		}
+		if c.NewContent != nil || (c.RelatesTo != nil && c.RelatesTo.RelType == string(event.RelReplace)) {
+			return Message{}, false
+		}
+		return Message{Kind: KindText, Body: c.Body}, true
+	case event.EventReaction.Type:
+		var c struct {
+			RelatesTo struct {
+				RelType string `json:"rel_type"`
+				EventID string `json:"event_id"`
+				Key     string `json:"key"`
+			} `json:"m.relates_to"`
+		}
+		if json.Unmarshal(ev.Content, &c) != nil || c.RelatesTo.RelType != string(event.RelAnnotation) ||
+			c.RelatesTo.EventID == "" || c.RelatesTo.Key == "" {
+			return Message{}, false
+		}
+		return Message{Kind: KindReaction, Key: c.RelatesTo.Key, Target: c.RelatesTo.EventID}, true
+	}
+	return Message{}, false
+}
+
+// SendEvent is SendRoomEvent that also returns the new event's ID.
+func (s *Session) SendEvent(ctx context.Context, room callengine.RoomID, eventType string, content any) (string, error) {
+	body, err := json.Marshal(content)
+	if err != nil {
+		return "", fmt.Errorf("marshal %s content: %w", eventType, err)
+	}
+	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
+	typ := event.Type{Type: eventType, Class: event.MessageEventType}
+	var eventID string
+	err = s.do(ctx, "send "+eventType, sendPolicy, func(ctx context.Context) error {
+		c, err := s.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.SendMessageEvent(ctx, id.RoomID(room), typ, json.RawMessage(body),
+			mautrix.ReqSendEvent{TransactionID: txn})
+		if err == nil && resp != nil {
+			eventID = string(resp.EventID)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("send %s to %s: %w", eventType, room, err)
+	}
+	return eventID, nil
+}
+
+// SendText sends an m.room.message: msgtype m.text when notify is set
+// (residents' push rules notify them), else m.notice (Matrix spec,
+// "m.notice": for automated messages, not notified by default).
+func (s *Session) SendText(ctx context.Context, room callengine.RoomID, text string, notify bool) (string, error) {
+	mt := event.MsgNotice
+	if notify {
+		mt = event.MsgText
+	}
+	return s.SendEvent(ctx, room, event.EventMessage.Type, map[string]any{"msgtype": mt, "body": text})
+}
+
+// maxUpload bounds an image the intercom uploads; a snapshot is a few tens
+// of kilobytes, homeservers commonly refuse more than 50 MB.
+const maxUpload = 8 << 20
+
+// UploadJPEG stores a JPEG image in the homeserver's media repository
+// (Matrix spec, "Content repository": POST /_matrix/media/v3/upload) and
+// returns its mxc:// URI.
+func (s *Session) UploadJPEG(ctx context.Context, name string, data []byte) (string, error) {
+	if len(data) == 0 || len(data) > maxUpload {
+		return "", fmt.Errorf("upload %s: %d bytes", name, len(data))
+	}
+	var uri string
+	err := s.do(ctx, "upload "+name, sendPolicy, func(ctx context.Context) error {
+		c, err := s.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.UploadBytesWithName(ctx, data, "image/jpeg", name)
+		if err == nil && resp != nil {
+			uri = resp.ContentURI.String()
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("upload %s: %w", name, err)
+	}
+	if !strings.HasPrefix(uri, "mxc://") {
+		return "", fmt.Errorf("upload %s: homeserver returned content URI %q", name, uri)
+	}
+	return uri, nil
+}
+
+// SendJPEG uploads a JPEG image and sends it as an m.image message
+// (Matrix spec, "m.image") with its size and dimensions, so clients can
+// lay it out before they download it. body is the text clients without
+// images show.
+func (s *Session) SendJPEG(ctx context.Context, room callengine.RoomID, body, name string, data []byte) (string, error) {
+	cfg, err := jpeg.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return "", fmt.Errorf("send image %s: not a JPEG: %w", name, err)
+	}
+	uri, err := s.UploadJPEG(ctx, name, data)
+	if err != nil {
+		return "", err
+	}
+	return s.SendEvent(ctx, room, event.EventMessage.Type, map[string]any{
+		"msgtype":  event.MsgImage,
+		"body":     body,
+		"filename": name,
+		"url":      uri,
+		"info": map[string]any{
+			"mimetype": "image/jpeg",
+			"size":     len(data),
+			"w":        cfg.Width,
+			"h":        cfg.Height,
+		},
+	})
+}

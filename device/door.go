@@ -1,0 +1,415 @@
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// PulseRelay is the door strike as the Door drives it; gpio.Relay
+// implements it.
+type PulseRelay interface {
+	Pulse(ctx context.Context, d time.Duration) error
+	Halt() error
+	Energised() bool
+}
+
+// Messenger posts notices into residents' rooms; the Matrix session
+// implements it (callengine/matrix: SendText, SendJPEG).
+type Messenger interface {
+	// SendText posts text; notify makes it a message that notifies
+	// (m.text) rather than a quiet notice (m.notice).
+	SendText(ctx context.Context, room callengine.RoomID, text string, notify bool) (eventID string, err error)
+	// SendJPEG uploads a JPEG image and posts it with body as its text.
+	SendJPEG(ctx context.Context, room callengine.RoomID, body, name string, jpeg []byte) (eventID string, err error)
+}
+
+// DoorOptions configure a Door.
+type DoorOptions struct {
+	Policy    DoorConfig
+	Relay     PulseRelay
+	Messenger Messenger // audit notices and replies; nil: none
+	// StateDir keeps door.json (the policy's memory); "" keeps nothing.
+	StateDir string
+	Logger   *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// doorFile is the policy's memory in the state directory.
+const doorFile = "door.json"
+
+// sendTimeout bounds one notice.
+const sendTimeout = 30 * time.Second
+
+// RelayEvent is one relay change, as /api/events reports it ("relay").
+type RelayEvent struct {
+	On      bool              `json:"on"`
+	At      time.Time         `json:"at"`
+	Pulse   time.Duration     `json:"pulse_ns,omitempty"`
+	EventID string            `json:"event_id,omitempty"`
+	Sender  callengine.UserID `json:"sender,omitempty"`
+	Room    callengine.RoomID `json:"room,omitempty"`
+	// Received is when the command reached the intercom's sync;
+	// LatencyMS the time from then to the relay energising.
+	Received  time.Time `json:"received,omitzero"`
+	LatencyMS float64   `json:"latency_ms,omitempty"`
+	Err       string    `json:"error,omitempty"`
+}
+
+// DoorStatus is the door part of the status document.
+type DoorStatus struct {
+	Energised bool        `json:"energised"`
+	Opens     uint64      `json:"opens"`
+	Refused   uint64      `json:"refused"`
+	LastOn    *time.Time  `json:"last_on,omitempty"`
+	LastOff   *time.Time  `json:"last_off,omitempty"`
+	LastOpen  *RelayEvent `json:"last_open,omitempty"`
+}
+
+// doorMsg is one item of the Door's inbox.
+type doorMsg struct {
+	req      *DoorRequest
+	received time.Time
+	notice   string // a ring notice's event ID
+	inCall   *bool
+	rang     bool
+}
+
+// pulseOrder is one pulse for the relay goroutine.
+type pulseOrder struct {
+	d        time.Duration
+	req      DoorRequest
+	received time.Time
+}
+
+// Door opens the door on residents' commands. Its goroutine (Run) owns the
+// policy; the relay goroutine it starts owns the strike. Handle and the
+// notice hooks only enqueue.
+type Door struct {
+	opts   DoorOptions
+	log    *slog.Logger
+	now    func() time.Time
+	policy *DoorPolicy
+	inbox  *queue[doorMsg]
+	pulses chan pulseOrder
+	start  time.Time
+
+	mu      sync.Mutex
+	publish func(kind string, data any)
+	status  DoorStatus
+}
+
+// NewDoor loads the policy's memory from the state directory and returns
+// a Door; nothing runs until Run. The relay is halted at once.
+func NewDoor(opts DoorOptions) (*Door, error) {
+	if opts.Relay == nil {
+		return nil, errors.New("door: no relay")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	d := &Door{
+		opts:    opts,
+		log:     opts.Logger,
+		now:     opts.Now,
+		inbox:   newQueue[doorMsg](),
+		pulses:  make(chan pulseOrder, 1),
+		publish: func(string, any) {},
+	}
+	if err := opts.Relay.Halt(); err != nil {
+		return nil, fmt.Errorf("door: halt relay: %w", err)
+	}
+	mem, err := d.load()
+	if err != nil {
+		// A broken file costs only the clock-behind protection; the start
+		// time rule still holds. Never refuse to start over it.
+		d.log.Error("door memory unreadable, starting without it", "path", d.path(), "err", err)
+	}
+	d.start = d.now()
+	d.policy = NewDoorPolicy(opts.Policy, d.start, mem)
+	return d, nil
+}
+
+// Config returns the effective door configuration.
+func (d *Door) Config() DoorConfig { return d.policy.Config() }
+
+// Handle takes a possible door command that reached the sync at received.
+// It never blocks.
+func (d *Door) Handle(r DoorRequest, received time.Time) {
+	d.inbox.push(doorMsg{req: &r, received: received})
+}
+
+// NoticeSent records a ring notice residents may react to.
+func (d *Door) NoticeSent(eventID string) { d.inbox.push(doorMsg{notice: eventID}) }
+
+// callChanged and rang feed the call window (OnlyDuringCall, Window).
+func (d *Door) callChanged(inCall bool) { d.inbox.push(doorMsg{inCall: &inCall}) }
+func (d *Door) rang()                   { d.inbox.push(doorMsg{rang: true}) }
+
+func (d *Door) setPublisher(f func(kind string, data any)) {
+	d.mu.Lock()
+	d.publish = f
+	d.mu.Unlock()
+}
+
+func (d *Door) emit(kind string, data any) {
+	d.mu.Lock()
+	f := d.publish
+	d.mu.Unlock()
+	f(kind, data)
+}
+
+// Status reports the relay and the door's counters.
+func (d *Door) Status() DoorStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.status
+	s.Energised = d.opts.Relay.Energised()
+	return s
+}
+
+// Run handles commands until ctx is done, and returns with the relay
+// de-energised and the policy's memory saved.
+func (d *Door) Run(ctx context.Context) error {
+	relayDone := make(chan struct{})
+	rctx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		defer close(relayDone)
+		d.runRelay(rctx)
+	}()
+	defer func() {
+		stopRelay()
+		<-relayDone
+		if err := d.opts.Relay.Halt(); err != nil {
+			d.log.Error("relay halt", "err", err)
+		}
+		d.save()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.inbox.ready():
+		}
+		for _, m := range d.inbox.drain() {
+			d.step(ctx, m)
+		}
+	}
+}
+
+func (d *Door) step(ctx context.Context, m doorMsg) {
+	now := d.now()
+	switch {
+	case m.notice != "":
+		d.policy.NoticeSent(m.notice)
+	case m.inCall != nil:
+		d.policy.CallChanged(*m.inCall)
+	case m.rang:
+		d.policy.Rang(now)
+	case m.req != nil:
+		d.decide(ctx, now, *m.req, m.received)
+	}
+}
+
+func (d *Door) decide(ctx context.Context, now time.Time, r DoorRequest, received time.Time) {
+	dec := d.policy.Decide(now, r)
+	if dec.Verdict == VerdictNotCommand {
+		return
+	}
+	if dec.Verdict == VerdictOpen {
+		// The pulse goes out before anything else: the latency that
+		// matters is the resident's, and the memory is saved right after.
+		select {
+		case d.pulses <- pulseOrder{d: dec.Pulse, req: r, received: received}:
+		default:
+			// Cannot happen while the rate limit is at least one pulse;
+			// refusing is the safe side anyway.
+			dec.Verdict, dec.Why, dec.Pulse = VerdictRateLimited, "relay busy", 0
+		}
+	}
+	attrs := []any{"verdict", dec.Verdict, "event_id", r.EventID, "room_id", r.Room, "sender", r.Sender,
+		"sent", r.Timestamp, "age", r.Age, "reaction", r.Reaction}
+	if dec.Why != "" {
+		attrs = append(attrs, "why", dec.Why)
+	}
+	if dec.Verdict == VerdictOpen {
+		d.log.Info("door command obeyed", append(attrs, "pulse", dec.Pulse)...)
+	} else {
+		d.log.Warn("door command refused", attrs...)
+		d.mu.Lock()
+		d.status.Refused++
+		d.mu.Unlock()
+	}
+	d.emit("door", map[string]any{"verdict": dec.Verdict, "why": dec.Why, "event_id": r.EventID,
+		"sender": r.Sender, "room": r.Room, "reaction": r.Reaction})
+	if dec.Changed {
+		d.save()
+	}
+	if dec.Reply != "" {
+		d.notify(ctx, r.Room, dec.Reply)
+	}
+}
+
+// runRelay owns the strike: one pulse at a time, each reported on and off.
+func (d *Door) runRelay(ctx context.Context) {
+	for {
+		var o pulseOrder
+		select {
+		case <-ctx.Done():
+			return
+		case o = <-d.pulses:
+		}
+		on := d.now()
+		ev := RelayEvent{On: true, At: on, Pulse: o.d, EventID: o.req.EventID, Sender: o.req.Sender, Room: o.req.Room, Received: o.received}
+		if !o.received.IsZero() {
+			ev.LatencyMS = float64(on.Sub(o.received).Microseconds()) / 1000
+		}
+		d.mu.Lock()
+		d.status.Opens++
+		d.status.LastOn = &on
+		last := ev
+		d.status.LastOpen = &last
+		d.mu.Unlock()
+		d.emit("relay", ev)
+		err := d.opts.Relay.Pulse(ctx, o.d)
+		off := d.now()
+		d.mu.Lock()
+		d.status.LastOff = &off
+		d.mu.Unlock()
+		offEv := RelayEvent{On: false, At: off, EventID: o.req.EventID}
+		if err != nil {
+			offEv.Err = err.Error()
+			d.log.Error("relay pulse", "event_id", o.req.EventID, "err", err)
+		}
+		d.emit("relay", offEv)
+		d.log.Info("door relay pulse done", "event_id", o.req.EventID, "on", on, "off", off, "held", off.Sub(on))
+		// The audit notice: who opened, when, for how long (issue 4).
+		d.notify(ctx, o.req.Room, fmt.Sprintf("🔓 Door opened by %s at %s for %s.",
+			o.req.Sender, on.Format("15:04:05"), o.d.Round(100*time.Millisecond)))
+	}
+}
+
+// notify posts a quiet notice without holding up the caller.
+func (d *Door) notify(ctx context.Context, room callengine.RoomID, text string) {
+	if d.opts.Messenger == nil || room == "" {
+		return
+	}
+	go func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
+		defer cancel()
+		if _, err := d.opts.Messenger.SendText(sctx, room, text, false); err != nil {
+			d.log.Warn("door notice", "room_id", room, "err", err)
+		}
+	}()
+}
+
+func (d *Door) path() string { return filepath.Join(d.opts.StateDir, doorFile) }
+
+func (d *Door) load() (DoorMemory, error) {
+	var mem DoorMemory
+	if d.opts.StateDir == "" {
+		return mem, nil
+	}
+	data, err := os.ReadFile(d.path())
+	if errors.Is(err, os.ErrNotExist) {
+		return mem, nil
+	}
+	if err != nil {
+		return mem, err
+	}
+	if err := json.Unmarshal(data, &mem); err != nil {
+		return DoorMemory{}, fmt.Errorf("decode %s: %w", d.path(), err)
+	}
+	return mem, nil
+}
+
+func (d *Door) save() {
+	if d.opts.StateDir == "" {
+		return
+	}
+	data, err := json.Marshal(d.policy.Memory(d.now()))
+	if err == nil {
+		err = writeFileAtomic(d.path(), data)
+	}
+	if err != nil {
+		d.log.Error("save door memory", "path", d.path(), "err", err)
+	}
+}
+
+// writeFileAtomic replaces path with data (mode 0600): a temporary file,
+// fsync, rename, fsync of the directory, so a power cut leaves the old or
+// the new content, never a torn file.
+func writeFileAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err = f.Write(data); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return err
+	}
+	if dh, derr := os.Open(dir); derr == nil {
+		_ = dh.Sync()
+		dh.Close()
+	}
+	return nil
+}
+
+// queue is an unbounded FIFO whose producers never block.
+type queue[T any] struct {
+	mu    sync.Mutex
+	items []T
+	sig   chan struct{}
+}
+
+func newQueue[T any]() *queue[T] { return &queue[T]{sig: make(chan struct{}, 1)} }
+
+func (q *queue[T]) push(v T) {
+	q.mu.Lock()
+	q.items = append(q.items, v)
+	q.mu.Unlock()
+	select {
+	case q.sig <- struct{}{}:
+	default:
+	}
+}
+
+func (q *queue[T]) ready() <-chan struct{} { return q.sig }
+
+func (q *queue[T]) drain() []T {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.items
+	q.items = nil
+	return out
+}

@@ -1,0 +1,353 @@
+package device
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/gpio"
+)
+
+// DoorConfig is who may open the door, how, and when.
+type DoorConfig struct {
+	// Commands are the message bodies that open the door, compared after
+	// trimming space and case-insensitively (default "!open").
+	Commands []string
+	// ReactionKey is the annotation key that opens the door when a resident
+	// reacts with it to a ring notice (default 🔑). Emoji variation
+	// selectors are ignored on both sides.
+	ReactionKey string
+	// Pulse is how long the strike is energised (default 3 s, at most
+	// gpio.MaxPulse whatever is configured). It is also the rate limit: at
+	// most one pulse per Pulse.
+	Pulse time.Duration
+	// Authorized are the users whose commands open the door.
+	Authorized []callengine.UserID
+	// OnlyDuringCall and Window restrict when commands are obeyed: with
+	// either set, only while a call is connected (in_call) or, with Window,
+	// within Window after the last ring started.
+	OnlyDuringCall bool
+	Window         time.Duration
+	// ReplyUnauthorized answers a refused sender with a short notice (at
+	// most one per sender and replyInterval).
+	ReplyUnauthorized bool
+	// MaxAge refuses commands older than this, whenever the intercom
+	// started: a phone that was offline for an hour must not open the door
+	// when it reconnects (default 60 s).
+	MaxAge time.Duration
+}
+
+// DefaultPulse, DefaultCommand, DefaultReactionKey and DefaultMaxAge are
+// the DoorConfig defaults.
+const (
+	DefaultPulse       = 3 * time.Second
+	DefaultCommand     = "!open"
+	DefaultReactionKey = "🔑"
+	DefaultMaxAge      = 60 * time.Second
+)
+
+const (
+	// maxSeen bounds the event IDs the policy remembers. When it is full,
+	// the oldest is forgotten and its timestamp becomes the floor: nothing
+	// at or before it is obeyed again.
+	maxSeen = 1024
+	// maxNotices bounds the ring notices a reaction may target.
+	maxNotices = 256
+	// replyInterval is the least time between two refusal replies to one
+	// sender, so the intercom never becomes a chat partner in a loop.
+	replyInterval = time.Minute
+)
+
+func (c DoorConfig) withDefaults() DoorConfig {
+	if len(c.Commands) == 0 {
+		c.Commands = []string{DefaultCommand}
+	}
+	if c.ReactionKey == "" {
+		c.ReactionKey = DefaultReactionKey
+	}
+	if c.Pulse <= 0 {
+		c.Pulse = DefaultPulse
+	}
+	c.Pulse = min(c.Pulse, gpio.MaxPulse)
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	return c
+}
+
+// DoorRequest is a room event that may be a door command.
+type DoorRequest struct {
+	EventID string
+	Room    callengine.RoomID
+	Sender  callengine.UserID
+	// Text is the body of a text message; empty for a reaction.
+	Text string
+	// Reaction is set for an m.reaction: Key is its annotation key, Target
+	// the event it annotates.
+	Reaction    bool
+	Key, Target string
+	// Timestamp is the event's origin_server_ts (the homeserver's clock);
+	// Age its unsigned.age when delivered (0: not given).
+	Timestamp time.Time
+	Age       time.Duration
+}
+
+// Verdict is what the policy made of a request.
+type Verdict string
+
+const (
+	VerdictOpen          Verdict = "open"
+	VerdictNotCommand    Verdict = "not_command"    // not a door command at all
+	VerdictUnknownTarget Verdict = "unknown_target" // the key, but not on a ring notice of this run
+	VerdictDuplicate     Verdict = "duplicate"      // this event ID was handled before
+	VerdictStale         Verdict = "stale"          // older than the intercom's start or MaxAge
+	VerdictUnauthorized  Verdict = "unauthorized"
+	VerdictOutsideWindow Verdict = "outside_window" // OnlyDuringCall / Window
+	VerdictRateLimited   Verdict = "rate_limited"   // the door was opened less than Pulse ago
+)
+
+// Decision is the policy's answer to one request.
+type Decision struct {
+	Verdict Verdict
+	Why     string        // detail for the log
+	Pulse   time.Duration // > 0 only for VerdictOpen
+	Reply   string        // notice to send to the sender's room, "" for none
+	// Changed says the policy's memory changed and should be saved.
+	Changed bool
+}
+
+// DoorMemory is what the policy keeps across restarts (door.json in the
+// state directory).
+type DoorMemory struct {
+	// NotBefore: commands from before it are never obeyed. It is the
+	// intercom's clock when the memory was last taken, so a board that
+	// boots with its clock behind (no RTC, no NTP yet) still refuses the
+	// commands of its previous run.
+	NotBefore time.Time `json:"not_before"`
+	// Floor: every forgotten event ID had a timestamp at or before it.
+	Floor time.Time  `json:"floor"`
+	Seen  []SeenItem `json:"seen"`
+}
+
+// SeenItem is one remembered event ID with its origin_server_ts.
+type SeenItem struct {
+	ID string    `json:"id"`
+	TS time.Time `json:"ts"`
+}
+
+// DoorPolicy decides on door commands. It is pure: no I/O, no clock reads,
+// no goroutines; time comes in as arguments. It is not safe for concurrent
+// use (the Door's goroutine owns it).
+//
+// The rules, in order (shared/DESIGN.md "Safety of the door"; issue 4):
+//  1. only configured command texts, or the configured key on a ring
+//     notice of this run, are commands;
+//  2. each event ID is acted on at most once, across restarts;
+//  3. commands from before the intercom started are never obeyed: by
+//     origin_server_ts against the start (and the previous run's last
+//     clock reading), and by unsigned.age against the time since start,
+//     which needs no agreement between the two clocks; nor are commands
+//     older than MaxAge;
+//  4. only authorised senders;
+//  5. the optional call window;
+//  6. at most one pulse per Pulse.
+type DoorPolicy struct {
+	cfg        DoorConfig
+	commands   []string
+	key        string
+	authorized map[callengine.UserID]bool
+
+	start     time.Time // this run's start, with its monotonic reading if any
+	notBefore time.Time
+	floor     time.Time
+	seen      map[string]time.Time
+	order     []string // seen IDs, oldest first
+	notices   map[string]bool
+	noticeIDs []string
+
+	inCall    bool
+	lastRing  time.Time
+	lastPulse time.Time
+	replied   map[callengine.UserID]time.Time
+}
+
+// NewDoorPolicy returns the policy of a run that started at start,
+// remembering mem from earlier runs.
+func NewDoorPolicy(cfg DoorConfig, start time.Time, mem DoorMemory) *DoorPolicy {
+	cfg = cfg.withDefaults()
+	p := &DoorPolicy{
+		cfg:        cfg,
+		key:        normalizeKey(cfg.ReactionKey),
+		authorized: map[callengine.UserID]bool{},
+		start:      start,
+		notBefore:  start,
+		floor:      mem.Floor,
+		seen:       map[string]time.Time{},
+		notices:    map[string]bool{},
+		replied:    map[callengine.UserID]time.Time{},
+	}
+	for _, c := range cfg.Commands {
+		p.commands = append(p.commands, normalizeCommand(c))
+	}
+	for _, u := range cfg.Authorized {
+		p.authorized[u] = true
+	}
+	if mem.NotBefore.After(p.notBefore) {
+		p.notBefore = mem.NotBefore
+	}
+	for _, s := range mem.Seen {
+		if s.ID != "" {
+			p.remember(s.ID, s.TS)
+		}
+	}
+	return p
+}
+
+// Config returns the effective configuration (defaults filled in).
+func (p *DoorPolicy) Config() DoorConfig { return p.cfg }
+
+// Memory returns what must survive a restart, taken at now.
+func (p *DoorPolicy) Memory(now time.Time) DoorMemory {
+	m := DoorMemory{NotBefore: p.notBefore, Floor: p.floor, Seen: make([]SeenItem, 0, len(p.order))}
+	if w := now.Round(0); w.After(m.NotBefore) {
+		m.NotBefore = w
+	}
+	for _, id := range p.order {
+		m.Seen = append(m.Seen, SeenItem{ID: id, TS: p.seen[id]})
+	}
+	return m
+}
+
+// CallChanged tells the policy whether a call is connected.
+func (p *DoorPolicy) CallChanged(inCall bool) { p.inCall = inCall }
+
+// Rang tells the policy a ring started at now.
+func (p *DoorPolicy) Rang(now time.Time) { p.lastRing = now }
+
+// NoticeSent records a ring notice a resident may react to.
+func (p *DoorPolicy) NoticeSent(eventID string) {
+	if eventID == "" || p.notices[eventID] {
+		return
+	}
+	if len(p.noticeIDs) >= maxNotices {
+		delete(p.notices, p.noticeIDs[0])
+		p.noticeIDs = p.noticeIDs[1:]
+	}
+	p.notices[eventID] = true
+	p.noticeIDs = append(p.noticeIDs, eventID)
+}
+
+// Decide judges one request received at now.
+func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
+	if r.Reaction {
+		if normalizeKey(r.Key) != p.key {
+			return Decision{Verdict: VerdictNotCommand}
+		}
+		if !p.notices[r.Target] {
+			return Decision{Verdict: VerdictUnknownTarget, Why: "reaction to " + r.Target}
+		}
+	} else if !slices.Contains(p.commands, normalizeCommand(r.Text)) {
+		return Decision{Verdict: VerdictNotCommand}
+	}
+	if r.EventID == "" {
+		return Decision{Verdict: VerdictDuplicate, Why: "no event ID"}
+	}
+	if _, ok := p.seen[r.EventID]; ok {
+		return Decision{Verdict: VerdictDuplicate, Why: "event handled before"}
+	}
+	// Remembered before anything else is judged: an event is acted on at
+	// most once, whatever came of its first delivery.
+	p.remember(r.EventID, r.Timestamp)
+	if why := p.stale(now, r); why != "" {
+		return Decision{Verdict: VerdictStale, Why: why, Changed: true}
+	}
+	d := Decision{Changed: true}
+	switch {
+	case !p.authorized[r.Sender]:
+		d.Verdict, d.Why = VerdictUnauthorized, "sender not in door.authorized"
+		if p.cfg.ReplyUnauthorized {
+			d.Reply = p.reply(now, r.Sender, "You are not allowed to open this door.")
+		}
+	case !p.inWindow(now):
+		d.Verdict, d.Why = VerdictOutsideWindow, "no call connected and no recent ring"
+		d.Reply = p.reply(now, r.Sender, "The door opens only during a call or shortly after a ring.")
+	case !p.lastPulse.IsZero() && now.Sub(p.lastPulse) < p.cfg.Pulse:
+		d.Verdict, d.Why = VerdictRateLimited, "door opened less than one pulse ago"
+	default:
+		d.Verdict, d.Pulse = VerdictOpen, p.cfg.Pulse
+		p.lastPulse = now
+	}
+	return d
+}
+
+// stale says why r is too old to obey, or "".
+func (p *DoorPolicy) stale(now time.Time, r DoorRequest) string {
+	switch {
+	case r.Timestamp.IsZero():
+		return "no origin_server_ts"
+	case r.Timestamp.Before(p.notBefore):
+		return "sent before the intercom started"
+	case !p.floor.IsZero() && !r.Timestamp.After(p.floor):
+		return "older than the remembered events"
+	case r.Age < 0:
+		return "negative age"
+	case r.Age > 0 && r.Age > now.Sub(p.start):
+		return "age says it was sent before the intercom started"
+	}
+	age := r.Age
+	if age == 0 {
+		age = now.Round(0).Sub(r.Timestamp)
+	}
+	if age > p.cfg.MaxAge {
+		return "older than the maximum command age"
+	}
+	return ""
+}
+
+func (p *DoorPolicy) inWindow(now time.Time) bool {
+	if !p.cfg.OnlyDuringCall && p.cfg.Window <= 0 {
+		return true
+	}
+	if p.inCall {
+		return true
+	}
+	return p.cfg.Window > 0 && !p.lastRing.IsZero() && now.Sub(p.lastRing) <= p.cfg.Window
+}
+
+func (p *DoorPolicy) reply(now time.Time, to callengine.UserID, text string) string {
+	if last, ok := p.replied[to]; ok && now.Sub(last) < replyInterval {
+		return ""
+	}
+	if len(p.replied) >= maxSeen {
+		clear(p.replied) // only a courtesy; never let strangers grow it
+	}
+	p.replied[to] = now
+	return text
+}
+
+// remember adds an event ID, forgetting the oldest beyond maxSeen and
+// raising the floor to its timestamp.
+func (p *DoorPolicy) remember(id string, ts time.Time) {
+	if _, ok := p.seen[id]; ok {
+		return
+	}
+	if len(p.order) >= maxSeen {
+		old := p.order[0]
+		if t := p.seen[old]; t.After(p.floor) {
+			p.floor = t
+		}
+		delete(p.seen, old)
+		p.order = p.order[1:]
+	}
+	p.seen[id] = ts.Round(0)
+	p.order = append(p.order, id)
+}
+
+func normalizeCommand(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// normalizeKey drops emoji variation selectors (U+FE0E, U+FE0F), which
+// clients add or leave out for the same emoji, and surrounding space.
+func normalizeKey(s string) string {
+	return strings.TrimSpace(strings.NewReplacer("\ufe0f", "", "\ufe0e", "").Replace(s))
+}

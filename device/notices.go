@@ -1,0 +1,209 @@
+package device
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// Snapshotter takes one JPEG picture from the camera. The media package's
+// camera implements it; cmd wires a test-pattern one for the simulation.
+type Snapshotter interface {
+	Snapshot(ctx context.Context) ([]byte, error)
+}
+
+// NoticeOptions configure Notices.
+type NoticeOptions struct {
+	Messenger Messenger
+	// Snapshot, if set, adds a picture to the ring and missed notices.
+	Snapshot Snapshotter
+	// Ring posts a notice into every rung room when a ring starts; Missed
+	// posts one when a ring ends without an answer.
+	Ring, Missed bool
+	// CommandHint is appended to the ring notice, e.g. how to open the
+	// door; "" for none.
+	CommandHint string
+	// Door, if set, learns the ring notices' event IDs (reactions to them
+	// open the door).
+	Door   *Door
+	Logger *slog.Logger
+	// Location formats times in notices; default time.Local.
+	Location *time.Location
+}
+
+// Notices posts ring and missed-visitor notices into residents' rooms. It
+// follows the call engine's status (Follow); every post runs on its own
+// goroutine, so the ring's invites are never delayed by a notice or an
+// upload.
+type Notices struct {
+	opts NoticeOptions
+	log  *slog.Logger
+
+	// Follow's state: it is called from one goroutine (Intercom.Run).
+	ring *ringTrack
+
+	wg sync.WaitGroup
+}
+
+// ringTrack is what Follow knows of the current ring.
+type ringTrack struct {
+	calls    map[callengine.CallID]bool
+	rooms    []callengine.RoomID
+	started  time.Time
+	answered bool
+	ended    bool
+	// snapshot is taken once per ring and shared by every room.
+	snapshot func() []byte
+}
+
+// NewNotices returns Notices; nothing is posted until Follow sees a ring.
+func NewNotices(opts NoticeOptions) *Notices {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Location == nil {
+		opts.Location = time.Local
+	}
+	return &Notices{opts: opts, log: opts.Logger}
+}
+
+// Follow takes a status of the call engine. A ring is told apart by its
+// call IDs: the engine publishes only the latest status to a slow reader,
+// so transitions may be skipped, but every ring brings new call IDs and
+// its calls' end reasons stay in the status until the next ring.
+func (n *Notices) Follow(st callengine.Status) {
+	if len(st.Calls) == 0 {
+		return
+	}
+	if n.ring == nil || !n.ring.calls[st.Calls[0].CallID] {
+		if st.Phase != callengine.PhaseRinging {
+			// A status of calls we never saw ringing: an inbound call
+			// (live view), or a ring that came and went unseen.
+			return
+		}
+		n.startRing(st)
+	}
+	r := n.ring
+	for _, c := range st.Calls {
+		if c.State == callengine.LegAnswering || c.State == callengine.LegAnswered || c.State == callengine.LegConnected {
+			r.answered = true
+		}
+	}
+	if st.Phase == callengine.PhaseInCall {
+		r.answered = true
+	}
+	if r.ended || st.Phase != callengine.PhaseIdle {
+		return
+	}
+	r.ended = true
+	timedOut := slices.ContainsFunc(st.Calls, func(c callengine.CallStatus) bool {
+		return c.Reason == callengine.ReasonInviteTimeout
+	})
+	if r.answered || !timedOut || !n.opts.Missed {
+		return
+	}
+	n.log.Info("missed visitor", "rang_at", r.started, "rooms", len(r.rooms))
+	text := fmt.Sprintf("Missed visitor: someone rang at %s and nobody answered.", r.started.In(n.opts.Location).Format("15:04:05"))
+	for _, room := range r.rooms {
+		n.post(room, text, true, r.snapshot, "missed")
+	}
+}
+
+func (n *Notices) startRing(st callengine.Status) {
+	r := &ringTrack{calls: map[callengine.CallID]bool{}, started: time.Now()}
+	if !st.Since.IsZero() {
+		r.started = st.Since
+	}
+	for _, c := range st.Calls {
+		r.calls[c.CallID] = true
+		if !slices.Contains(r.rooms, c.Room) {
+			r.rooms = append(r.rooms, c.Room)
+		}
+	}
+	r.snapshot = n.snapshotOnce()
+	n.ring = r
+	if n.opts.Door != nil {
+		n.opts.Door.rang()
+	}
+	if !n.opts.Ring {
+		return
+	}
+	text := fmt.Sprintf("🔔 Someone is at the door (%s).", r.started.In(n.opts.Location).Format("15:04:05"))
+	if n.opts.CommandHint != "" {
+		text += " " + n.opts.CommandHint
+	}
+	for _, room := range r.rooms {
+		n.post(room, text, true, r.snapshot, "ring")
+	}
+}
+
+// snapshotOnce starts taking a picture now and returns a function that
+// waits for it (nil bytes if there is no camera or it failed).
+func (n *Notices) snapshotOnce() func() []byte {
+	if n.opts.Snapshot == nil {
+		return func() []byte { return nil }
+	}
+	done := make(chan struct{})
+	var pic []byte
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		p, err := n.opts.Snapshot.Snapshot(ctx)
+		if err != nil {
+			n.log.Warn("snapshot for notices", "err", err)
+			return
+		}
+		n.log.Debug("snapshot taken", "bytes", len(p), "took", time.Since(t0))
+		pic = p
+	}()
+	return func() []byte { <-done; return pic }
+}
+
+// post sends text, then the picture, into room on a goroutine of its own.
+func (n *Notices) post(room callengine.RoomID, text string, notify bool, pic func() []byte, kind string) {
+	if n.opts.Messenger == nil {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
+		defer cancel()
+		t0 := time.Now()
+		id, err := n.opts.Messenger.SendText(ctx, room, text, notify)
+		if err != nil {
+			n.log.Warn("post "+kind+" notice", "room_id", room, "err", err)
+		} else {
+			n.log.Info(kind+" notice posted", "room_id", room, "event_id", id, "took", time.Since(t0))
+			if kind == "ring" && n.opts.Door != nil {
+				n.opts.Door.NoticeSent(id)
+			}
+		}
+		jpeg := pic()
+		if jpeg == nil {
+			return
+		}
+		name := fmt.Sprintf("door-%s.jpg", time.Now().In(n.opts.Location).Format("20060102-150405"))
+		id, err = n.opts.Messenger.SendJPEG(ctx, room, "Snapshot from the door", name, jpeg)
+		if err != nil {
+			n.log.Warn("post "+kind+" snapshot", "room_id", room, "err", err)
+			return
+		}
+		n.log.Info(kind+" snapshot posted", "room_id", room, "event_id", id, "bytes", len(jpeg))
+		if kind == "ring" && n.opts.Door != nil {
+			n.opts.Door.NoticeSent(id)
+		}
+	}()
+}
+
+// Wait waits for the notices in flight (tests, shutdown).
+func (n *Notices) Wait() { n.wg.Wait() }

@@ -1,0 +1,107 @@
+package device
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+type fakeSnapshot struct{ delay time.Duration }
+
+func (f fakeSnapshot) Snapshot(ctx context.Context) ([]byte, error) {
+	time.Sleep(f.delay)
+	return []byte("\xff\xd8jpeg\xff\xd9"), nil
+}
+
+func ringStatus(phase callengine.Phase, state callengine.LegState, reason string, ids ...string) callengine.Status {
+	st := callengine.Status{Phase: phase, Since: t0}
+	for i, id := range ids {
+		st.Calls = append(st.Calls, callengine.CallStatus{
+			CallID: callengine.CallID(id), Room: callengine.RoomID("!r" + string(rune('a'+i)) + ":hs.test"),
+			Resident: callengine.UserID("@u" + string(rune('a'+i)) + ":hs.test"), State: state, Reason: reason,
+		})
+	}
+	return st
+}
+
+func TestNoticesRingThenMissed(t *testing.T) {
+	msg := &fakeMessenger{}
+	n := NewNotices(NoticeOptions{Messenger: msg, Snapshot: fakeSnapshot{delay: 50 * time.Millisecond}, Ring: true, Missed: true,
+		CommandHint: "Send !open to open.", Location: time.UTC})
+	t1 := time.Now()
+	n.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1", "c2"))
+	// The text goes out at once, before the snapshot is ready.
+	waitFor(t, "ring texts", func() bool { texts, _ := msg.snapshot(); return len(texts) == 2 })
+	if d := time.Since(t1); d > 40*time.Millisecond {
+		t.Errorf("ring texts took %v: they waited for the snapshot", d)
+	}
+	n.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1", "c2")) // same ring again
+	n.Follow(ringStatus(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonInviteTimeout, "c1", "c2"))
+	n.Follow(ringStatus(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonInviteTimeout, "c1", "c2"))
+	n.Wait()
+	texts, images := msg.snapshot()
+	if len(texts) != 4 || len(images) != 4 {
+		t.Fatalf("texts %q images %q", texts, images)
+	}
+	for _, s := range texts[:2] {
+		if !strings.Contains(s, "|true|🔔 Someone is at the door (12:00:00). Send !open to open.") {
+			t.Errorf("ring notice %q", s)
+		}
+	}
+	for _, s := range texts[2:] {
+		if !strings.Contains(s, "Missed visitor") {
+			t.Errorf("missed notice %q", s)
+		}
+	}
+}
+
+func TestNoticesNoMissedWhenAnsweredOrRejected(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		seq  []callengine.Status
+	}{
+		{"answered", []callengine.Status{
+			ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1"),
+			ringStatus(callengine.PhaseInCall, callengine.LegConnected, "", "c1"),
+			ringStatus(callengine.PhaseIdle, callengine.LegEnded, "user_hangup", "c1"),
+		}},
+		{"rejected", []callengine.Status{
+			ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1"),
+			ringStatus(callengine.PhaseIdle, callengine.LegEnded, "rejected", "c1"),
+		}},
+		{"never seen ringing", []callengine.Status{
+			ringStatus(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonInviteTimeout, "c1"),
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			msg := &fakeMessenger{}
+			n := NewNotices(NoticeOptions{Messenger: msg, Ring: false, Missed: true})
+			for _, st := range tt.seq {
+				n.Follow(st)
+			}
+			n.Wait()
+			if texts, _ := msg.snapshot(); len(texts) != 0 {
+				t.Errorf("posted %q", texts)
+			}
+		})
+	}
+}
+
+// TestNoticesFeedTheDoor: reactions to the ring notice (text or picture)
+// open the door, and a ring opens the door's window.
+func TestNoticesFeedTheDoor(t *testing.T) {
+	relay := newRecordingRelay(t)
+	cfg := testDoorConfig()
+	cfg.Window = time.Minute
+	door, _ := runDoor(t, DoorOptions{Policy: cfg, Relay: relay})
+	msg := &fakeMessenger{}
+	n := NewNotices(NoticeOptions{Messenger: msg, Snapshot: fakeSnapshot{}, Ring: true, Door: door})
+	n.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1"))
+	n.Wait()
+	now := time.Now()
+	door.Handle(DoorRequest{EventID: "$r", Sender: alice, Reaction: true, Key: "🔑", Target: "$img2", Timestamp: now}, now)
+	waitFor(t, "pulse", func() bool { return relay.count() == 1 })
+}

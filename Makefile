@@ -25,18 +25,21 @@ test-unit:
 	$(GO) test -race -short ./...
 
 test: deps vet
-	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 # Short fuzz runs of every untrusted-input decoder.
 fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzDecode -fuzztime=30s ./callengine
 	$(GO) test -run=^$$ -fuzz=FuzzMachine -fuzztime=30s ./callengine
 	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=30s ./provisioning
+	$(GO) test -run=^$$ -fuzz=FuzzDoorPolicy -fuzztime=30s ./device
+	$(GO) test -run=^$$ -fuzz=FuzzParseMessage -fuzztime=30s ./callengine/matrix
 
 # Benchmarks whose medians the issues ask for.
 bench: deps
 	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom
+	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom
 
 # The demo is built and run as its own process rather than with `go run`:
 # `go run` dies on SIGTERM without passing it on, which would leave the demo,
@@ -46,4 +49,19 @@ demo: deps build
 	bin/demo -intercom bin/intercom
 
 clean:
-	rm -rf bin demo-state
+	rm -rf bin demo-state dist
+
+# Cross-builds for the boards (linux/arm64, linux/arm GOARM=7, cgo, version
+# injected, stripped) into dist/, with their sizes. The cross toolchains
+# are installed by `scripts/deps.sh release`, not by `make test`: they add
+# foreign dpkg architectures to the machine.
+.PHONY: release test-release
+release:
+	scripts/deps.sh release
+	VERSION=$(VERSION) scripts/release.sh
+
+# The release tests: the arm64 binary under qemu-aarch64-static, and its
+# size against the 25 MB budget.
+test-release:
+	scripts/deps.sh release
+	$(GO) test -count=1 -run 'TestRelease' -v ./cmd/intercom

@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pkg-config libvpx-dev libopus-dev libasound2-dev chromium iproute2 util-linux)
+packages=(pkg-config libvpx-dev libopus-dev libasound2-dev chromium iproute2 util-linux systemd)
+# `deps.sh release`: also the cross toolchains (make release, test-release).
+[[ ${1:-} == release ]] && source scripts/deps-release.sh
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -93,3 +93,38 @@ func median(ds []time.Duration) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// BenchmarkLiveView measures a resident calling the door to watch it:
+// placing the call → first decoded frame, median over b.N calls (run with
+// -benchtime=10x).
+func BenchmarkLiveView(b *testing.B) {
+	e := startSystem(b, "judy")
+	judy := e.residents[0]
+	room := roomOf(b, judy)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var frame []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		e.waitStatus(ctx, "idle", func(s status) bool { return s.State == "idle" })
+		id, placed := callStarted(ctx, b, judy, room)
+		ff, err := judy.WaitFor(ctx, "first_frame")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ff.CallID() != id {
+			b.Fatalf("first frame of call %s, want %s", ff.CallID(), id)
+		}
+		frame = append(frame, ff.TS.Sub(placed))
+		if _, err := judy.Do(ctx, "hangup", map[string]any{"callId": id}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := judy.WaitFor(ctx, "hangup"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(ms(median(frame)), "call-to-frame-ms")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("rounds %d: call → first frame %v", b.N, frame)
+}

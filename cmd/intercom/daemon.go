@@ -18,7 +18,6 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/device"
-	"github.com/doorbell/intercom/gpio"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	mwebrtc "github.com/doorbell/intercom/media/webrtc"
@@ -30,14 +29,17 @@ import (
 // never leaves a half-running intercom.
 func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
+	hup, stopHUP := reloadSignals() // reload.go: SIGHUP must not kill a starting daemon
+	defer stopHUP()
 	log.Info("starting intercom", "version", version, "config", cfg)
 	for _, w := range cfg.Warnings {
 		log.Warn("config", "problem", w.String())
 	}
-	if cfg.Hardware.GPIO != "sim" || cfg.Hardware.Camera != "testpattern" || cfg.Hardware.Audio != "tone" {
-		return fmt.Errorf("hardware %s/%s/%s: this build drives only the simulated hardware (gpio: sim, camera: testpattern, audio: tone)",
-			cfg.Hardware.GPIO, cfg.Hardware.Camera, cfg.Hardware.Audio)
+	hw, err := openHardware(cfg, log) // hardware.go: pins, camera, sound card
+	if err != nil {
+		return err
 	}
+	defer hw.Close()
 
 	// Bind the API first: a port clash is a configuration error and must
 	// stop start-up before anything talks to the homeserver.
@@ -60,6 +62,7 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		Password: cfg.Matrix.Password, AccessToken: cfg.Matrix.AccessToken,
 		DeviceName: cfg.Matrix.DeviceName, Residents: residents,
 		Store: stateStore{state}, Logger: log.With("component", "matrix"),
+		Messages: true, // door commands (door.go)
 	})
 	if err != nil {
 		return err
@@ -68,26 +71,24 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 
 	stream, err := media.NewStream(media.StreamConfig{
 		Width: cfg.Video.Width, Height: cfg.Video.Height, FPS: cfg.Video.FPS,
-		Encoders: codec.Encoders(), Logger: log.With("component", "media"),
+		Encoders: hw.encoders(codec.Encoders()), Logger: log.With("component", "media"),
+		OpenVideo: hw.openVideo(), OpenAudio: hw.openAudio(),
 	})
 	if err != nil {
 		return err
 	}
 	defer stream.Close()
-	peers, err := mwebrtc.NewPeerFactory(stream, mwebrtc.Config{LoopbackOnly: loopbackOnly(), Logger: log.With("component", "webrtc")})
+	peers, err := mwebrtc.NewPeerFactory(stream, mwebrtc.Config{LoopbackOnly: loopbackOnly(), Speaker: hw.sink(), Logger: log.With("component", "webrtc")})
 	if err != nil {
 		return err
 	}
 
-	ringer, err := gpio.NewRinger(gpio.SimPin("SIM_RINGER"), gpio.ActiveHigh, gpio.DefaultCadence, log.With("component", "ringer"))
-	if err != nil {
-		return err
-	}
-	relay, err := gpio.NewRelay(gpio.SimPin("SIM_RELAY"), gpio.ActiveHigh)
-	if err != nil {
-		return err
-	}
+	ringer, relay := hw.ringer, hw.relay
 	defer relay.Halt()
+	doors, err := newDoorParts(cfg, session, relay, stream, log)
+	if err != nil {
+		return err
+	}
 
 	// Log in and make sure every resident has a room before answering
 	// presses. Login itself waits out an unreachable homeserver (a board
@@ -109,6 +110,10 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 
 	calls := callengine.DefaultConfig(callengine.PartyID(session.DeviceID()))
 	calls.RingTimeout = cfg.Ring.Timeout
+	calls.LiveView = map[callengine.UserID]bool{}
+	for _, u := range cfg.LiveViewAllowed() {
+		calls.LiveView[callengine.UserID(u)] = true
+	}
 	engine := callengine.NewEngine(callengine.EngineConfig{
 		Machine:  calls,
 		OwnUser:  session.UserID(),
@@ -118,17 +123,24 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 
 	intercom := device.New(device.Config{
 		Caller: engine, Ringer: ringer, Relay: relay, Residents: dir.get,
+		Door: doors.door, Notices: doors.notices, Snapshot: stream,
 		Sync:   syncReporter{session},
-		Media:  mediaReporter{stream: stream, peers: peers},
+		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
 	})
 	srv := &http.Server{Handler: intercom.Handler(), ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return engine.Run(gctx) })
-	g.Go(func() error { return session.Run(gctx, engine.HandleRoomEvent) })
+	g.Go(func() error { return session.Run(gctx, doors.route(engine.HandleRoomEvent)) })
+	g.Go(func() error { return doors.door.Run(gctx) })
+	g.Go(func() error { return runTURN(gctx, cfg, session, peers, log.With("component", "turn")) })
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
+	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
+	// READY=1 and the watchdog (notify.go); SIGHUP reloads (reload.go).
+	g.Go(func() error { return daemonSupervisor(log, session, len(residents), intercom, ringer).Run(gctx) })
+	g.Go(func() error { return newReloader(cfg, state, dir, engine, log).Run(gctx, hup) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("api: %w", err)
@@ -211,11 +223,12 @@ func (r syncReporter) Report() any {
 type mediaReporter struct {
 	stream *media.Stream
 	peers  *mwebrtc.PeerFactory
+	hw     *hardware
 }
 
 func (r mediaReporter) Healthy() bool { return true }
 func (r mediaReporter) Report() any {
-	return map[string]any{"encoders": r.stream.Stats(), "received_audio": r.peers.ReceivedAudio()}
+	return map[string]any{"encoders": r.stream.Stats(), "received_audio": r.peers.ReceivedAudio(), "hardware": r.hw.status()}
 }
 
 // loopbackOnly keeps ICE on 127.0.0.1 when INTERCOM_ICE_LOOPBACK=1: the

@@ -192,11 +192,12 @@ type status struct {
 }
 
 type callStatus struct {
-	CallID   string `json:"call_id"`
-	Room     string `json:"room"`
-	Resident string `json:"resident"`
-	State    string `json:"state"`
-	Reason   string `json:"reason"`
+	Direction string `json:"direction"`
+	CallID    string `json:"call_id"`
+	Room      string `json:"room"`
+	Resident  string `json:"resident"`
+	State     string `json:"state"`
+	Reason    string `json:"reason"`
 }
 
 type encoderStatus struct {

@@ -3,6 +3,9 @@
 //
 //	intercom run --config FILE           run the intercom
 //	intercom check-config --config FILE  validate a config file; exit 1 on any problem
+//	intercom provision --config FILE     first login and the residents' rooms
+//	intercom relay-off --config FILE     drive the door relay off (ExecStopPost)
+//	intercom hwtest --config FILE        walk an installer through the hardware
 //	intercom version                     print the version
 package main
 
@@ -32,6 +35,9 @@ func usage(w io.Writer) {
 commands:
   run --config FILE            run the intercom
   check-config --config FILE   check a config file and list every problem
+  provision --config FILE      log in, create or repair the residents' rooms, print a summary
+  relay-off --config FILE      drive the door relay off (systemd ExecStopPost)
+  hwtest --config FILE [--yes] test camera, microphone, speaker, ringer, relay and button
   version                      print the version
 `)
 }
@@ -55,6 +61,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return checkConfig(path, stdout, stderr)
+	case "provision", "relay-off":
+		path, ok := configFlag(cmd, args, stderr)
+		if !ok {
+			return 2
+		}
+		if cmd == "relay-off" {
+			return relayOff(path, stdout, stderr)
+		}
+		return provision(path, stdout, stderr)
+	case "hwtest": // hwtest.go
+		return hwtestCmd(args, os.Stdin, stdout, stderr)
 	case "run":
 		path, ok := configFlag(cmd, args, stderr)
 		if !ok {

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/jpeg"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/media"
+	mwebrtc "github.com/doorbell/intercom/media/webrtc"
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// doorParts are the door control and the room notices, wired from the
+// configuration.
+type doorParts struct {
+	door    *device.Door
+	notices *device.Notices
+}
+
+// newDoorParts builds the door (policy, relay, audit notices) and the ring
+// and missed-visitor notices. door.authorized defaults to the residents.
+func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, log *slog.Logger) (*doorParts, error) {
+	authorized := cfg.Door.Authorized
+	if len(authorized) == 0 {
+		authorized = cfg.Residents
+	}
+	policy := device.DoorConfig{
+		Commands: cfg.Door.Commands, ReactionKey: cfg.Door.Reaction, Pulse: cfg.Door.Pulse,
+		OnlyDuringCall: cfg.Door.OnlyDuringCall, Window: cfg.Door.Window,
+		ReplyUnauthorized: cfg.Door.ReplyUnauthorized,
+	}
+	for _, u := range authorized {
+		policy.Authorized = append(policy.Authorized, callengine.UserID(u))
+	}
+	door, err := device.NewDoor(device.DoorOptions{
+		Policy: policy, Relay: relay, Messenger: session, StateDir: cfg.StateDir,
+		Logger: log.With("component", "door"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	eff := door.Config()
+	hint := fmt.Sprintf("Send %s or react with %s to open the door.", eff.Commands[0], eff.ReactionKey)
+	if !cfg.Notices.Snapshot {
+		snap = nil
+	}
+	notices := device.NewNotices(device.NoticeOptions{
+		Messenger: session, Snapshot: snap, Ring: cfg.Notices.Ring, Missed: cfg.Notices.Missed,
+		CommandHint: hint, Door: door, Logger: log.With("component", "notices"),
+	})
+	log.Info("door control", "commands", eff.Commands, "reaction", eff.ReactionKey, "pulse", eff.Pulse,
+		"authorized", len(eff.Authorized), "only_during_call", eff.OnlyDuringCall, "window", eff.Window)
+	return &doorParts{door: door, notices: notices}, nil
+}
+
+// route returns the sync handler: call events to the call engine, room
+// messages and reactions to the door. It never blocks.
+func (p *doorParts) route(calls func(callengine.RoomEvent)) func(callengine.RoomEvent) {
+	return func(ev callengine.RoomEvent) {
+		received := time.Now()
+		m, ok := matrix.ParseMessage(ev)
+		if !ok {
+			if strings.HasPrefix(ev.Type, "m.call.") || strings.HasPrefix(ev.Type, "org.matrix.call.") {
+				calls(ev)
+			}
+			return
+		}
+		p.door.Handle(device.DoorRequest{
+			EventID: ev.ID, Room: ev.Room, Sender: ev.Sender,
+			Text: m.Body, Reaction: m.Kind == matrix.KindReaction, Key: m.Key, Target: m.Target,
+			Timestamp: ev.Timestamp, Age: ev.Age,
+		}, received)
+	}
+}
+
+// testPatternSnapshot is the simulated camera's snapshot: one frame of the
+// test pattern as JPEG. The V4L2 camera brings its own.
+type testPatternSnapshot struct {
+	mu      sync.Mutex
+	pattern *media.TestPattern
+}
+
+func newTestPatternSnapshot(w, h int) (*testPatternSnapshot, error) {
+	p, err := media.NewTestPattern(media.VideoFormat{Width: w, Height: h, FPS: 1})
+	if err != nil {
+		return nil, err
+	}
+	return &testPatternSnapshot{pattern: p}, nil
+}
+
+func (s *testPatternSnapshot) Snapshot(ctx context.Context) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.pattern.Render(time.Now())
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, f.Image, &jpeg.Options{Quality: 80}); err != nil {
+		return nil, fmt.Errorf("snapshot: encode JPEG: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// runTURN keeps the peer factory's ICE servers current: the configured
+// turn.uris if any, else the homeserver's TURN credentials, refreshed
+// before they expire. Peers created afterwards use them (the pool's
+// pre-warmed peers keep what they were made with until used).
+func runTURN(ctx context.Context, cfg *provisioning.Config, session *matrix.Session, peers *mwebrtc.PeerFactory, log *slog.Logger) error {
+	if len(cfg.TURN.URIs) > 0 {
+		srv := mwebrtc.ICEServer{URLs: cfg.TURN.URIs, Username: cfg.TURN.Username}
+		if cfg.TURN.PasswordFile != "" {
+			pw, err := os.ReadFile(cfg.TURN.PasswordFile)
+			if err != nil {
+				return fmt.Errorf("turn.password_file: %w", err)
+			}
+			srv.Credential = strings.TrimSpace(string(pw))
+		}
+		peers.SetICEServers([]mwebrtc.ICEServer{srv})
+		log.Info("ICE servers from the configuration", "uris", cfg.TURN.URIs)
+		return nil
+	}
+	if !cfg.TURN.FromHomeserver {
+		return nil
+	}
+	return session.RunTURN(ctx, func(ts []matrix.TURNServer) {
+		list := make([]mwebrtc.ICEServer, 0, len(ts))
+		for _, t := range ts {
+			list = append(list, mwebrtc.ICEServer{URLs: t.URIs, Username: t.Username, Credential: t.Password})
+		}
+		peers.SetICEServers(list)
+	})
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"golang.org/x/sync/errgroup"
+	pgpio "periph.io/x/conn/v3/gpio"
+	"periph.io/x/host/v3"
+
+	"github.com/doorbell/intercom/gpio"
+	"github.com/doorbell/intercom/media"
+	"github.com/doorbell/intercom/media/alsa"
+	"github.com/doorbell/intercom/media/v4l2"
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// hardware is the box's wired parts as the configuration selects them:
+// simulated (gpio: sim, camera: testpattern, audio: tone) or real (periph,
+// v4l2, alsa). The daemon and hwtest build it the same way.
+type hardware struct {
+	cfg *provisioning.Config
+	log *slog.Logger
+
+	ringer *gpio.Ringer
+	relay  *gpio.Relay
+	button *gpio.Button
+	// buttonPin is the button's input pin; with gpio: sim it is a fake
+	// whose edges tests (and hwtest's) drive.
+	buttonPin pgpio.PinIO
+
+	camera      *v4l2.Camera // nil: test pattern
+	passThrough bool         // the camera's H.264 is sent as it is
+
+	speaker *alsa.Speaker // nil: the resident's audio is only metered
+}
+
+// openHardware opens the configured GPIO pins (relay and ringer driven off
+// at once) and prepares the camera and the sound card, which are opened when
+// used. A pin that does not exist fails; a missing camera does not (it
+// shows "camera unavailable" and is retried).
+func openHardware(cfg *provisioning.Config, log *slog.Logger) (*hardware, error) {
+	h := &hardware{cfg: cfg, log: log}
+	if err := h.openGPIO(); err != nil {
+		h.Close()
+		return nil, err
+	}
+	if cfg.Hardware.Camera == "v4l2" {
+		// The stream's codecs are fixed when it is built, so whether the
+		// camera's own H.264 can be passed through is decided now: then
+		// the stream offers H.264 only (VP8 would need the camera's H.264
+		// decoded). A camera absent at start is taken as raw.
+		formats, err := v4l2.Probe(nil, cfg.Camera.Device)
+		if err != nil {
+			log.Warn("camera not available at start; will retry", "device", cfg.Camera.Device, "err", err)
+		}
+		h.passThrough = err == nil && v4l2.PassesThrough(formats, cfg.Camera.Format)
+		h.camera = v4l2.NewCamera(v4l2.Config{
+			Device: cfg.Camera.Device, Format: cfg.Camera.Format, PassThrough: h.passThrough,
+			Logger: log.With("component", "camera"),
+		})
+	}
+	if cfg.Hardware.Audio == "alsa" {
+		h.speaker = alsa.NewSpeaker(cfg.Audio.Playback, float64(cfg.Audio.PlaybackGainDB), h.muted("speaker"),
+			log.With("component", "speaker"))
+	}
+	return h, nil
+}
+
+func (h *hardware) openGPIO() error {
+	c := h.cfg.GPIO
+	var err error
+	pin := func(name, fallback string) (pgpio.PinIO, error) {
+		if h.cfg.Hardware.GPIO == "sim" || name == "" {
+			// Not fitted (or simulated): a fake pin keeps the logic the same.
+			return gpio.SimButtonPin(fallback), nil
+		}
+		return gpio.Lookup(name)
+	}
+	if h.cfg.Hardware.GPIO == "periph" {
+		// Registers the Linux GPIO character device driver (gpioioctl).
+		if _, err := host.Init(); err != nil {
+			return fmt.Errorf("gpio drivers: %w", err)
+		}
+	}
+	relayPol, err := gpio.ParsePolarity(c.RelayActive)
+	if err != nil {
+		return err
+	}
+	relayPin, err := pin(c.Relay, "SIM_RELAY")
+	if err != nil {
+		return fmt.Errorf("relay: %w", err)
+	}
+	if h.relay, err = gpio.NewRelay(relayPin, relayPol); err != nil {
+		return err
+	}
+	ringerPol, err := gpio.ParsePolarity(c.RingerActive)
+	if err != nil {
+		return err
+	}
+	ringerPin, err := pin(c.Ringer, "SIM_RINGER")
+	if err != nil {
+		return fmt.Errorf("ringer: %w", err)
+	}
+	if h.ringer, err = gpio.NewRinger(ringerPin, ringerPol, gpio.DefaultCadence, h.log.With("component", "ringer")); err != nil {
+		return err
+	}
+	buttonPol, err := gpio.ParsePolarity(c.ButtonActive)
+	if err != nil {
+		return err
+	}
+	if h.buttonPin, err = pin(c.Button, "SIM_BUTTON"); err != nil {
+		return fmt.Errorf("button: %w", err)
+	}
+	h.button, err = gpio.NewButton(h.buttonPin, buttonPol, c.Debounce, h.log.With("component", "button"))
+	return err
+}
+
+func (h *hardware) muted(what string) bool {
+	return h.cfg.Audio.Mute == what || h.cfg.Audio.Mute == "both"
+}
+
+// openVideo is media.StreamConfig.OpenVideo: nil keeps the test pattern.
+func (h *hardware) openVideo() func(media.VideoFormat) (media.VideoSource, error) {
+	if h.camera == nil {
+		return nil
+	}
+	return h.camera.OpenVideo
+}
+
+// openAudio is media.StreamConfig.OpenAudio: nil keeps the tone.
+func (h *hardware) openAudio() func() (media.AudioSource, error) {
+	if h.cfg.Hardware.Audio != "alsa" {
+		return nil
+	}
+	return func() (media.AudioSource, error) {
+		return alsa.OpenMicrophone(h.cfg.Audio.Capture, float64(h.cfg.Audio.CaptureGainDB), h.muted("microphone"))
+	}
+}
+
+// encoders drops VP8 when the camera passes H.264 through. The H.264
+// encoder stays: it encodes the "camera unavailable" picture.
+func (h *hardware) encoders(e media.Encoders) media.Encoders {
+	if h.passThrough {
+		e.VP8 = nil
+	}
+	return e
+}
+
+// sink is mwebrtc.Config.Speaker: nil (no interface value) without a
+// speaker.
+func (h *hardware) sink() media.PCMSink {
+	if h.speaker == nil {
+		return nil
+	}
+	return h.speaker
+}
+
+// Run owns the button and the speaker until ctx is done; press is called
+// for every debounced press.
+func (h *hardware) Run(ctx context.Context, press func()) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return h.button.Run(gctx, press) })
+	if h.speaker != nil {
+		g.Go(func() error { return h.speaker.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+// status is the hardware's part of the status document.
+func (h *hardware) status() map[string]any {
+	st := map[string]any{"button_pressed": h.button.Pressed(), "button_presses": h.button.Presses()}
+	if h.camera != nil {
+		st["camera"] = h.camera.Status()
+		st["camera_passthrough"] = h.passThrough
+	}
+	if h.speaker != nil {
+		st["speaker"] = h.speaker.Stats()
+		st["speaker_delay"] = h.speaker.Delay().String()
+	}
+	return st
+}
+
+// Close de-energises the relay (also on every error path of start-up).
+func (h *hardware) Close() error {
+	var errs []error
+	if h.relay != nil {
+		errs = append(errs, h.relay.Halt())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/callengine/matrix"
+)
+
+// notifySocket is a fake systemd: a unixgram socket collecting sd_notify
+// messages, as $NOTIFY_SOCKET names it.
+type notifySocket struct {
+	path string
+	conn *net.UnixConn
+	msgs chan string
+}
+
+func listenNotify(t testing.TB) *notifySocket {
+	t.Helper()
+	// A short directory: unix socket paths are limited to 108 bytes.
+	dir, err := mkShortTemp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &notifySocket{path: path, conn: conn, msgs: make(chan string, 1024)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				close(n.msgs)
+				return
+			}
+			n.msgs <- string(buf[:k])
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); removeAll(dir) })
+	return n
+}
+
+// next returns the next message, or fails after d.
+func (n *notifySocket) next(t testing.TB, d time.Duration) string {
+	t.Helper()
+	select {
+	case m := <-n.msgs:
+		return m
+	case <-time.After(d):
+		t.Fatalf("no sd_notify message within %v", d)
+		return ""
+	}
+}
+
+// collect returns every message received within d.
+func (n *notifySocket) collect(d time.Duration) []string {
+	var out []string
+	deadline := time.After(d)
+	for {
+		select {
+		case m := <-n.msgs:
+			out = append(out, m)
+		case <-deadline:
+			return out
+		}
+	}
+}
+
+func count(msgs []string, prefix string) int {
+	k := 0
+	for _, m := range msgs {
+		if strings.HasPrefix(m, prefix) {
+			k++
+		}
+	}
+	return k
+}
+
+// fakeSync is a Matrix session whose sync health the test sets.
+type fakeSync struct {
+	mu sync.Mutex
+	st matrix.Status
+}
+
+func (f *fakeSync) Healthy() bool { return f.Status().Healthy }
+func (f *fakeSync) Status() matrix.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st
+}
+func (f *fakeSync) set(fn func(*matrix.Status)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(&f.st)
+}
+
+// The notify protocol end to end over a real unixgram socket: nothing
+// before the first sync, READY=1 with a status once it succeeds, WATCHDOG=1
+// at half the interval while the sync is healthy or visibly retrying, no
+// ping while it is stuck, pings again when it recovers, STOPPING=1 on stop.
+func TestSupervisorNotifyProtocol(t *testing.T) {
+	sock := listenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", sock.path)
+	t.Setenv("WATCHDOG_USEC", "200000") // 200 ms: pings every 100 ms
+	t.Setenv("WATCHDOG_PID", "")
+
+	fs := &fakeSync{}
+	log := slog.New(slog.DiscardHandler)
+	s := newSupervisor(log, fs, func() string { return "ringing 2 residents" })
+	if s.watchdog != 200*time.Millisecond {
+		t.Fatalf("watchdog %v, want 200ms from WATCHDOG_USEC", s.watchdog)
+	}
+	const stall = 500 * time.Millisecond
+	s.probes[0].check = (&syncProgress{status: fs.Status, stall: stall}).check
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	if msgs := sock.collect(150 * time.Millisecond); len(msgs) > 0 {
+		t.Fatalf("sent %q before the first sync", msgs)
+	}
+	fs.set(func(st *matrix.Status) { st.Healthy, st.LastSync = true, time.Now() })
+	if m := sock.next(t, time.Second); m != "READY=1\nSTATUS=ringing 2 residents" {
+		t.Fatalf("first message %q, want READY=1 with STATUS", m)
+	}
+	if k := count(sock.collect(600*time.Millisecond), "WATCHDOG=1"); k < 4 {
+		t.Fatalf("%d watchdog pings in 600 ms while healthy, want ≥ 4", k)
+	}
+
+	// The homeserver goes away: the loop fails and backs off, but counts
+	// its failures, so it is alive and the watchdog stays petted.
+	for i := 1; i <= 4; i++ {
+		fs.set(func(st *matrix.Status) { st.Healthy, st.ConsecutiveFailures = false, i })
+		if k := count(sock.collect(200*time.Millisecond), "WATCHDOG=1"); k < 1 {
+			t.Fatalf("no watchdog ping while the sync loop retries (failure %d)", i)
+		}
+	}
+
+	// Stuck: neither a success nor another failure. After the stall
+	// allowance the pings stop, and stay stopped.
+	msgs := sock.collect(stall + 150*time.Millisecond)
+	if !strings.HasPrefix(strings.Join(msgs, "|"), "WATCHDOG=1") {
+		t.Logf("messages while the stall allowance ran: %q", msgs)
+	}
+	msgs = sock.collect(time.Second)
+	if k := count(msgs, "WATCHDOG=1"); k != 0 {
+		t.Fatalf("%d watchdog pings while the sync loop is stuck: %q", k, msgs)
+	}
+
+	// It recovers: pings come back.
+	fs.set(func(st *matrix.Status) { st.Healthy, st.LastSync, st.ConsecutiveFailures = true, time.Now(), 0 })
+	if k := count(sock.collect(400*time.Millisecond), "WATCHDOG=1"); k < 2 {
+		t.Fatalf("%d watchdog pings after recovery, want ≥ 2", k)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	for _, m := range sock.collect(200 * time.Millisecond) {
+		last = m
+	}
+	if last != "STOPPING=1" {
+		t.Fatalf("last message %q, want STOPPING=1", last)
+	}
+}
+
+// A stuck sync loop is logged once with the reason, and STATUS= tells
+// systemctl status why.
+func TestSupervisorStuckStatus(t *testing.T) {
+	sock := listenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", sock.path)
+	t.Setenv("WATCHDOG_USEC", "100000")
+	fs := &fakeSync{st: matrix.Status{Healthy: true, LastSync: time.Now()}}
+	var logs lockedBuffer
+	s := newSupervisor(slog.New(slog.NewTextHandler(&logs, nil)), fs, nil)
+	s.probes[0].check = (&syncProgress{status: fs.Status, stall: 100 * time.Millisecond}).check
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx)
+	if m := sock.next(t, time.Second); m != "READY=1" {
+		t.Fatalf("got %q, want READY=1", m)
+	}
+	fs.set(func(st *matrix.Status) { st.Healthy = false })
+	var stuck string
+	for _, m := range sock.collect(600 * time.Millisecond) {
+		if strings.HasPrefix(m, "STATUS=stuck") {
+			stuck = m
+		}
+	}
+	if !strings.Contains(stuck, "matrix sync: no /sync finished") {
+		t.Fatalf("STATUS %q does not say the sync is stuck", stuck)
+	}
+	if k := strings.Count(logs.String(), "main loop stuck"); k != 1 {
+		t.Fatalf("stuck loop logged %d times, want once:\n%s", k, logs.String())
+	}
+}
+
+// A loop with a heartbeat is watched too.
+func TestHeartbeatProbe(t *testing.T) {
+	now := time.Now()
+	hb := heartbeatFunc(func() time.Time { return now.Add(-10 * time.Second) })
+	p := heartbeatProbe("device loop", hb, 5*time.Second)
+	if len(p) != 1 {
+		t.Fatal("no probe for a loop with a heartbeat")
+	}
+	if err := p[0].check(now); err == nil {
+		t.Fatal("a heartbeat 10 s old passed a 5 s allowance")
+	}
+	if err := p[0].check(now.Add(-6 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if p := heartbeatProbe("no heartbeat", struct{}{}, time.Second); p != nil {
+		t.Fatal("probe for a loop without a heartbeat")
+	}
+}
+
+type heartbeatFunc func() time.Time
+
+func (f heartbeatFunc) Heartbeat() time.Time { return f() }
+
+func mkShortTemp() (string, error) { return os.MkdirTemp("", "ic") }
+func removeAll(dir string)         { _ = os.RemoveAll(dir) }

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// provisionTimeout bounds `intercom provision`: it is run by hand, and an
+// installer waiting on a homeserver that never answers should be told so
+// rather than watch a silent terminal. (The daemon, by contrast, waits
+// forever.)
+const provisionTimeout = 2 * time.Minute
+
+// provision makes the account and rooms match the configuration: the
+// first login (password → access token and device ID in state_dir), then
+// one usable direct room per resident, created or replaced where needed.
+// It prints what it found and what it changed; a second run changes
+// nothing.
+func provision(path string, stdout, stderr io.Writer) int {
+	cfg, code := loadConfig(path, stderr)
+	if cfg == nil {
+		return code
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if msg := stateOwnerProblem(cfg.StateDir); msg != "" {
+		fmt.Fprintln(stderr, "intercom provision:", msg)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeoutCause(ctx, provisionTimeout,
+		fmt.Errorf("homeserver %s did not finish within %v", cfg.Matrix.Homeserver, provisionTimeout))
+	defer cancel()
+	// Warnings and errors only: the summary below says what happened.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(cfg.Log.SlogLevel(), slog.LevelWarn)}))
+	sum, err := provisionAccount(ctx, cfg, log)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = fmt.Errorf("%w (%v)", err, cause)
+		}
+		fmt.Fprintln(stderr, "intercom provision:", err)
+		return 1
+	}
+	sum.print(stdout, cfg)
+	return 0
+}
+
+// provisionSummary is what provision found and changed.
+type provisionSummary struct {
+	UserID, DeviceID string
+	NewLogin         bool // a login happened now (none was kept, or it was refused)
+	Rooms            []roomChange
+}
+
+type roomChange struct {
+	Resident, Room, Was string
+	Change              string // "unchanged", "created", "replaced"
+}
+
+// Changes counts what this run changed.
+func (s provisionSummary) Changes() int {
+	n := 0
+	if s.NewLogin {
+		n++
+	}
+	for _, r := range s.Rooms {
+		if r.Change != "unchanged" {
+			n++
+		}
+	}
+	return n
+}
+
+// provisionAccount logs in (or resumes the kept session) and makes sure
+// every resident has a direct room, through the same Session the daemon
+// uses, so that provision and run can never disagree about what a usable
+// room is.
+func provisionAccount(ctx context.Context, cfg *provisioning.Config, log *slog.Logger) (provisionSummary, error) {
+	var sum provisionSummary
+	state, err := provisioning.OpenState(cfg.StateDir)
+	if err != nil {
+		return sum, err
+	}
+	before, hadLogin, err := state.Credentials()
+	if err != nil {
+		return sum, err
+	}
+	wasRoom := map[string]string{}
+	for _, r := range cfg.Residents {
+		room, ok, err := state.DirectRoom(r)
+		if err != nil {
+			return sum, err
+		}
+		if ok {
+			wasRoom[r] = room
+		}
+	}
+	session, err := newSession(cfg, state, log)
+	if err != nil {
+		return sum, err
+	}
+	defer session.Close()
+	if err := session.Login(ctx); err != nil {
+		return sum, fmt.Errorf("log in: %w", err)
+	}
+	after, _, err := state.Credentials()
+	if err != nil {
+		return sum, err
+	}
+	sum.UserID, sum.DeviceID = string(session.UserID()), session.DeviceID()
+	sum.NewLogin = !hadLogin || before.AccessToken != after.AccessToken || before.DeviceID != after.DeviceID
+	rooms, err := session.EnsureDirectRooms(ctx)
+	if err != nil {
+		return sum, fmt.Errorf("direct rooms: %w", err)
+	}
+	for _, r := range cfg.Residents {
+		room := string(rooms[callengine.UserID(r)])
+		c := roomChange{Resident: r, Room: room, Was: wasRoom[r], Change: "unchanged"}
+		switch {
+		case c.Was == "":
+			c.Change = "created"
+		case c.Was != room:
+			c.Change = "replaced"
+		}
+		sum.Rooms = append(sum.Rooms, c)
+	}
+	return sum, nil
+}
+
+// newSession builds the Matrix session from the configuration, as the
+// daemon does.
+func newSession(cfg *provisioning.Config, state *provisioning.State, log *slog.Logger) (*matrix.Session, error) {
+	residents := make([]callengine.UserID, len(cfg.Residents))
+	for i, r := range cfg.Residents {
+		residents[i] = callengine.UserID(r)
+	}
+	return matrix.New(matrix.Options{
+		Homeserver: cfg.Matrix.Homeserver, UserID: callengine.UserID(cfg.Matrix.UserID),
+		Password: cfg.Matrix.Password, AccessToken: cfg.Matrix.AccessToken,
+		DeviceName: cfg.Matrix.DeviceName, Residents: residents,
+		Store: stateStore{state}, Logger: log.With("component", "matrix"),
+	})
+}
+
+func (s provisionSummary) print(w io.Writer, cfg *provisioning.Config) {
+	fmt.Fprintf(w, "intercom provision: %s\n", cfg.Path)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "  homeserver\t%s\n", cfg.Matrix.Homeserver)
+	login := "kept session (no new login)"
+	if s.NewLogin {
+		login = "logged in now; access token and device ID kept in " + cfg.StateDir
+	}
+	fmt.Fprintf(tw, "  account\t%s, device %s\t%s\n", s.UserID, s.DeviceID, login)
+	for _, r := range s.Rooms {
+		change := r.Change
+		if r.Change == "replaced" {
+			change += " (" + r.Was + " was no longer a usable direct room)"
+		}
+		if r.Change != "unchanged" {
+			change += "; " + r.Resident + " is invited"
+		}
+		fmt.Fprintf(tw, "  resident %s\troom %s\t%s\n", r.Resident, r.Room, change)
+	}
+	tw.Flush()
+	if n := s.Changes(); n == 0 {
+		fmt.Fprintln(w, "nothing changed: the account and rooms already match the configuration")
+	} else {
+		fmt.Fprintf(w, "%d change(s)\n", n)
+	}
+	if cfg.Matrix.PasswordFile != "" && cfg.Matrix.Password != "" {
+		fmt.Fprintf(w, "The session is kept in %s: %s is no longer needed and may be removed.\n", cfg.StateDir, cfg.Matrix.PasswordFile)
+	}
+}
+
+// stateOwnerProblem refuses to provision as root into a state directory
+// that belongs to another user (the service's): the files written would be
+// root's, and the service could then not read its own session.
+func stateOwnerProblem(dir string) string {
+	if os.Geteuid() != 0 {
+		return ""
+	}
+	st, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) || err != nil {
+		return ""
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+		return fmt.Sprintf("%s belongs to user %d, not root; run provision as that user, e.g. runuser -u intercom -- intercom provision --config FILE", dir, sys.Uid)
+	}
+	return ""
+}

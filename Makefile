@@ -34,6 +34,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=30s ./provisioning
 	$(GO) test -run=^$$ -fuzz=FuzzDoorPolicy -fuzztime=30s ./device
 	$(GO) test -run=^$$ -fuzz=FuzzParseMessage -fuzztime=30s ./callengine/matrix
+	$(GO) test -run=^$$ -fuzz=FuzzDecodeToDevice -fuzztime=30s ./callengine/group
 
 # Benchmarks whose medians the issues ask for.
 bench: deps

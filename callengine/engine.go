@@ -86,7 +86,10 @@ type (
 		slot *slot
 		err  error
 	}
-	statusRequest struct{ reply chan Status }
+	// ringTimeoutChange is SetRingTimeout's request.
+	ringTimeoutChange struct{ d time.Duration }
+	// refreshPool is RefreshPool's request.
+	refreshPool struct{}
 )
 
 // slot is one peer the engine owns, pooled or attached to a call.
@@ -114,6 +117,23 @@ func (e *Engine) Ring(ctx context.Context, residents []Resident) error {
 		return ErrStopped
 	}
 }
+
+// SetRingTimeout changes how long later rings last, and so the lifetime
+// of their invites (Matrix spec, VoIP: m.call.invite "lifetime"). It goes
+// through the inbox like any other input, so it takes effect between two
+// events: a ring already under way keeps the timeout its invites announced,
+// and the next ring uses d. d ≤ 0 is ignored. It never blocks.
+func (e *Engine) SetRingTimeout(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	e.inbox.push(ringTimeoutChange{d: d})
+}
+
+// RefreshPool replaces the pre-warmed peers, e.g. after the ICE servers
+// changed (new TURN credentials): pooled peers keep the servers they were
+// made with. Peers already in a call are not touched.
+func (e *Engine) RefreshPool() { e.inbox.push(refreshPool{}) }
 
 // Hangup ends every active call with reason user_hangup.
 func (e *Engine) Hangup() { e.inbox.push(HangupRequested{Reason: ReasonUserHangup}) }
@@ -257,6 +277,17 @@ func (r *runner) handle(item any) {
 		r.pool = append(r.pool, it.slot)
 	case peerEvent:
 		r.peerEvent(it)
+	case refreshPool:
+		for _, s := range r.pool {
+			r.closePeer(s)
+		}
+		r.pool = nil
+		r.fillPool()
+	case ringTimeoutChange:
+		// Only ring() reads RingTimeout (the invite lifetime and the ring
+		// timer), so a ring in progress is unaffected.
+		r.m.cfg.RingTimeout = it.d
+		r.e.log.Info("ring timeout changed", "ring_timeout", it.d)
 	case Event:
 		r.step(it)
 	default:

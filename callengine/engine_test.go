@@ -220,3 +220,26 @@ func TestEngineTimeoutAndShutdown(t *testing.T) {
 		}
 	})
 }
+
+func TestEngineRefreshPool(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		e, _, pf, done := startEngine(t, ctx)
+		synctest.Wait()
+		pf.mu.Lock()
+		if len(pf.peers) != 2 {
+			t.Fatalf("%d pooled peers, want 2", len(pf.peers))
+		}
+		pf.mu.Unlock()
+		e.RefreshPool() // e.g. new TURN credentials
+		synctest.Wait()
+		pf.mu.Lock()
+		n := len(pf.peers)
+		pf.mu.Unlock()
+		if n != 4 || pf.closedCount() != 2 {
+			t.Fatalf("after refresh: %d peers made, %d closed; want 4 and 2", n, pf.closedCount())
+		}
+		cancel()
+		<-done
+	})
+}

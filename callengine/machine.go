@@ -632,6 +632,7 @@ func (m *Machine) callAccepted(now time.Time, e CallAccepted) []Effect {
 	l.state = LegAnswered
 	l.since = now
 	l.offerCands = candidateLines(e.AnswerSDP)
+	l.spec.StreamID = e.StreamID
 	meta := StreamMetadata{e.StreamID: {Purpose: StreamPurposeUserMedia}}
 	out := []Effect{
 		Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeAnswer, Content: &Answer{
@@ -704,11 +705,7 @@ func (m *Machine) negotiationAnswered(e NegotiationAnswered) []Effect {
 	if e.Err != nil {
 		return []Effect{Ignored{Room: l.spec.Room, Sender: l.spec.Invitee, CallID: e.CallID, Reason: "renegotiation offer refused: " + e.Err.Error()}}
 	}
-	return []Effect{Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeNegotiate, Content: &Negotiate{
-		Common:      m.common(e.CallID),
-		Lifetime:    negotiateLifetime.Milliseconds(),
-		Description: SessionDescription{Type: "answer", SDP: e.SDP},
-	}}}
+	return []Effect{Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeNegotiate, Content: m.negotiateContent(l, "answer", e.SDP)}}
 }
 
 func (m *Machine) offerCreated(e OfferCreated) []Effect {
@@ -720,11 +717,23 @@ func (m *Machine) offerCreated(e OfferCreated) []Effect {
 		l.restarting = false
 		return []Effect{Ignored{Room: l.spec.Room, CallID: e.CallID, Reason: "ICE restart offer failed: " + e.Err.Error()}}
 	}
-	return []Effect{Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeNegotiate, Content: &Negotiate{
-		Common:      m.common(e.CallID),
+	return []Effect{Send{CallID: e.CallID, Room: l.spec.Room, Type: TypeNegotiate, Content: m.negotiateContent(l, "offer", e.SDP)}}
+}
+
+// negotiateContent builds an m.call.negotiate with the stream metadata
+// under both keys, as invites and answers carry it (js-sdk warns about
+// negotiates without it; famedly's SDK reads only the unstable key).
+func (m *Machine) negotiateContent(l *leg, typ, sdp string) *Negotiate {
+	n := &Negotiate{
+		Common:      m.common(l.spec.CallID),
 		Lifetime:    negotiateLifetime.Milliseconds(),
-		Description: SessionDescription{Type: "offer", SDP: e.SDP},
-	}}}
+		Description: SessionDescription{Type: typ, SDP: sdp},
+	}
+	if l.spec.StreamID != "" {
+		meta := StreamMetadata{l.spec.StreamID: {Purpose: StreamPurposeUserMedia}}
+		n.Metadata, n.MetadataUnstable = meta, meta
+	}
+	return n
 }
 
 // negotiateLifetime is the lifetime the intercom puts on its negotiate

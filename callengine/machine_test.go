@@ -617,7 +617,7 @@ func TestLiveViewAutoAnswer(t *testing.T) {
 		t.Fatalf("negotiate offer: %#v", effs)
 	}
 	effs = h.step(NegotiationAnswered{CallID: "2000lv", SDP: testSDP})
-	if neg := sendOf(t, effs, "2000lv", TypeNegotiate).Content.(*Negotiate); neg.Description.Type != "answer" {
+	if neg := sendOf(t, effs, "2000lv", TypeNegotiate).Content.(*Negotiate); neg.Description.Type != "answer" || neg.Metadata["doorcam"].Purpose != StreamPurposeUserMedia || neg.MetadataUnstable["doorcam"].Purpose != StreamPurposeUserMedia {
 		t.Fatalf("negotiate %+v", neg)
 	}
 	// Busy: bob's call is turned away at once.

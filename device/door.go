@@ -42,6 +42,9 @@ type DoorOptions struct {
 	Logger   *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Heartbeat is how often Run reports that it is alive while idle
+	// (default DefaultHeartbeat); see Door.Heartbeat.
+	Heartbeat time.Duration
 }
 
 // doorFile is the policy's memory in the state directory.
@@ -82,6 +85,7 @@ type doorMsg struct {
 	notice   string // a ring notice's event ID
 	inCall   *bool
 	rang     bool
+	config   *DoorConfig // SetConfig
 }
 
 // pulseOrder is one pulse for the relay goroutine.
@@ -102,10 +106,12 @@ type Door struct {
 	inbox  *queue[doorMsg]
 	pulses chan pulseOrder
 	start  time.Time
+	beat   heartbeat
 
 	mu      sync.Mutex
 	publish func(kind string, data any)
 	status  DoorStatus
+	cfg     DoorConfig // the policy's, for Config; the policy itself is Run's
 }
 
 // NewDoor loads the policy's memory from the state directory and returns
@@ -119,6 +125,9 @@ func NewDoor(opts DoorOptions) (*Door, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
 	}
 	d := &Door{
 		opts:    opts,
@@ -139,11 +148,30 @@ func NewDoor(opts DoorOptions) (*Door, error) {
 	}
 	d.start = d.now()
 	d.policy = NewDoorPolicy(opts.Policy, d.start, mem)
+	d.cfg = d.policy.Config()
+	d.beat.beat()
 	return d, nil
 }
 
-// Config returns the effective door configuration.
-func (d *Door) Config() DoorConfig { return d.policy.Config() }
+// Heartbeat is when Run last went round its loop: at least every
+// DoorOptions.Heartbeat while it runs, unless it is stuck.
+func (d *Door) Heartbeat() time.Time { return d.beat.last() }
+
+// Config returns the effective door configuration: the latest one applied
+// by SetConfig, defaults filled in.
+func (d *Door) Config() DoorConfig {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg
+}
+
+// SetConfig replaces the policy's configuration (authorised users, pulse
+// length, …) on a reload. It only enqueues: Run applies it between two
+// requests, so each request is judged wholly under the old or wholly under
+// the new configuration, and the policy's memory (event IDs seen, the last
+// pulse) carries over (DoorPolicy.Reconfigure). A pulse already under way
+// keeps its length. It never blocks.
+func (d *Door) SetConfig(c DoorConfig) { d.inbox.push(doorMsg{config: &c}) }
 
 // Handle takes a possible door command that reached the sync at received.
 // It never blocks.
@@ -197,10 +225,15 @@ func (d *Door) Run(ctx context.Context) error {
 		}
 		d.save()
 	}()
+	tick := time.NewTicker(d.opts.Heartbeat)
+	defer tick.Stop()
 	for {
+		d.beat.beat()
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			continue
 		case <-d.inbox.ready():
 		}
 		for _, m := range d.inbox.drain() {
@@ -218,6 +251,14 @@ func (d *Door) step(ctx context.Context, m doorMsg) {
 		d.policy.CallChanged(*m.inCall)
 	case m.rang:
 		d.policy.Rang(now)
+	case m.config != nil:
+		d.policy.Reconfigure(*m.config)
+		eff := d.policy.Config()
+		d.mu.Lock()
+		d.cfg = eff
+		d.mu.Unlock()
+		d.log.Info("door configuration changed", "pulse", eff.Pulse, "authorized", len(eff.Authorized),
+			"only_during_call", eff.OnlyDuringCall, "window", eff.Window)
 	case m.req != nil:
 		d.decide(ctx, now, *m.req, m.received)
 	}

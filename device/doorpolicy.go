@@ -175,24 +175,15 @@ type DoorPolicy struct {
 // NewDoorPolicy returns the policy of a run that started at start,
 // remembering mem from earlier runs.
 func NewDoorPolicy(cfg DoorConfig, start time.Time, mem DoorMemory) *DoorPolicy {
-	cfg = cfg.withDefaults()
 	p := &DoorPolicy{
-		cfg:        cfg,
-		key:        normalizeKey(cfg.ReactionKey),
-		authorized: map[callengine.UserID]bool{},
-		start:      start,
-		notBefore:  start,
-		floor:      mem.Floor,
-		seen:       map[string]time.Time{},
-		notices:    map[string]bool{},
-		replied:    map[callengine.UserID]time.Time{},
+		start:     start,
+		notBefore: start,
+		floor:     mem.Floor,
+		seen:      map[string]time.Time{},
+		notices:   map[string]bool{},
+		replied:   map[callengine.UserID]time.Time{},
 	}
-	for _, c := range cfg.Commands {
-		p.commands = append(p.commands, normalizeCommand(c))
-	}
-	for _, u := range cfg.Authorized {
-		p.authorized[u] = true
-	}
+	p.Reconfigure(cfg)
 	if mem.NotBefore.After(p.notBefore) {
 		p.notBefore = mem.NotBefore
 	}
@@ -202,6 +193,26 @@ func NewDoorPolicy(cfg DoorConfig, start time.Time, mem DoorMemory) *DoorPolicy 
 		}
 	}
 	return p
+}
+
+// Reconfigure replaces the configuration (a reload: new authorised users,
+// a new pulse length) and keeps everything the policy remembers: the event
+// IDs already acted on, the "not before" time, this run's ring notices, the
+// call window and the last pulse. So a reload can neither make a command
+// already handled count again nor open the rate limit early: the limit is
+// the new pulse, counted from the last pulse.
+func (p *DoorPolicy) Reconfigure(cfg DoorConfig) {
+	cfg = cfg.withDefaults()
+	p.cfg = cfg
+	p.key = normalizeKey(cfg.ReactionKey)
+	p.commands = make([]string, 0, len(cfg.Commands))
+	for _, c := range cfg.Commands {
+		p.commands = append(p.commands, normalizeCommand(c))
+	}
+	p.authorized = make(map[callengine.UserID]bool, len(cfg.Authorized))
+	for _, u := range cfg.Authorized {
+		p.authorized[u] = true
+	}
 }
 
 // Config returns the effective configuration (defaults filled in).

@@ -62,6 +62,10 @@ type Config struct {
 
 	// Snapshot serves GET /api/snapshot.jpg; may be nil (404).
 	Snapshot Snapshotter
+
+	// Heartbeat is how often Run reports that it is alive while idle
+	// (default DefaultHeartbeat); see Heartbeat.
+	Heartbeat time.Duration
 }
 
 // Intercom is the doorbell's state machine around the call engine.
@@ -70,6 +74,7 @@ type Intercom struct {
 	log     *slog.Logger
 	presses chan string
 	events  *broadcaster
+	beat    heartbeat
 
 	mu        sync.Mutex
 	pressN    uint64
@@ -82,10 +87,19 @@ func New(cfg Config) *Intercom {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
 	d := &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), events: newBroadcaster(), started: time.Now()}
+	d.beat.beat()
 	d.attachDoor()
 	return d
 }
+
+// Heartbeat is when Run last went round its loop: at least every
+// Config.Heartbeat while it runs, unless it is stuck (in a press the call
+// engine never answers, for one).
+func (d *Intercom) Heartbeat() time.Time { return d.beat.last() }
 
 // Press records a doorbell press from source ("gpio", "api"). It never
 // blocks: presses beyond a small backlog are dropped, which is what a
@@ -107,10 +121,14 @@ func (d *Intercom) Run(ctx context.Context) error {
 	defer unsubscribe()
 	defer d.safeState()
 	last := d.cfg.Caller.Status().Phase
+	tick := time.NewTicker(d.cfg.Heartbeat)
+	defer tick.Stop()
 	for {
+		d.beat.beat()
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
 		case src := <-d.presses:
 			d.press(ctx, src)
 		case st := <-updates:

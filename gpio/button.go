@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pgpio "periph.io/x/conn/v3/gpio"
@@ -36,6 +37,9 @@ type Button struct {
 	mu      sync.Mutex
 	pressed bool // debounced state
 	presses uint64
+
+	// beat is when Run last came back from the pin (Heartbeat).
+	beat atomic.Pointer[time.Time]
 }
 
 // NewButton configures pin as an input with edge detection on both edges
@@ -56,7 +60,9 @@ func NewButton(pin pgpio.PinIn, polarity Polarity, debounce time.Duration, log *
 	if err := pin.In(pull, pgpio.BothEdges); err != nil {
 		return nil, fmt.Errorf("configure button %s: %w", pin, err)
 	}
-	return &Button{pin: pin, polarity: polarity, debounce: debounce, log: log}, nil
+	btn := &Button{pin: pin, polarity: polarity, debounce: debounce, log: log}
+	btn.alive()
+	return btn, nil
 }
 
 // Pressed reports the debounced state.
@@ -71,6 +77,22 @@ func (b *Button) Presses() uint64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.presses
+}
+
+// Heartbeat is when Run last came back from waiting on the pin: at least
+// every second while it runs (edgeWait, the debounce time while settling),
+// unless it is stuck, in a press callback that does not return or in a
+// driver whose wait never ends. The systemd watchdog reads it.
+func (b *Button) Heartbeat() time.Time {
+	if t := b.beat.Load(); t != nil {
+		return *t
+	}
+	return time.Time{}
+}
+
+func (b *Button) alive() {
+	now := time.Now() // with its monotonic reading: a stepped clock is no stall
+	b.beat.Store(&now)
 }
 
 // Run owns the pin until ctx is done and calls press once for every
@@ -90,6 +112,7 @@ func (b *Button) Run(ctx context.Context, press func()) error {
 		b.log.Warn("button is down at start; waiting for its release", "pin", b.pin.String())
 	}
 	for ctx.Err() == nil {
+		b.alive()
 		if !b.pin.WaitForEdge(edgeWait) {
 			continue
 		}
@@ -118,6 +141,7 @@ func (b *Button) Run(ctx context.Context, press func()) error {
 // when ctx ends first.
 func (b *Button) settle(ctx context.Context) bool {
 	for ctx.Err() == nil {
+		b.alive()
 		if !b.pin.WaitForEdge(b.debounce) {
 			return ctx.Err() == nil
 		}

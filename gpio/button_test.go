@@ -176,3 +176,48 @@ func TestRelayOffAfterPanicInCaller(t *testing.T) {
 		}
 	})
 }
+
+// The heartbeat advances at least every edgeWait while the button is idle,
+// and stops while a press callback is stuck, so the watchdog can tell.
+func TestButtonHeartbeat(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := SimButtonPin("BUTTON")
+		b, err := NewButton(p, ActiveLow, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+		go func() { done <- b.Run(ctx, func() { <-release }) }()
+		synctest.Wait()
+		start := b.Heartbeat()
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if idle := time.Since(b.Heartbeat()); idle > edgeWait {
+			t.Fatalf("idle button's heartbeat %v old", idle)
+		}
+		if !b.Heartbeat().After(start) {
+			t.Fatal("heartbeat did not advance while idle")
+		}
+		// A press whose callback never returns: the heartbeat goes stale.
+		p.EdgesChan <- pgpio.Low
+		time.Sleep(time.Second)
+		synctest.Wait()
+		stuck := b.Heartbeat()
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if !b.Heartbeat().Equal(stuck) {
+			t.Fatal("heartbeat advanced while the press callback was stuck")
+		}
+		close(release)
+		synctest.Wait()
+		if time.Since(b.Heartbeat()) > 0 {
+			t.Fatal("heartbeat not renewed once the callback returned")
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -10,6 +10,6 @@ var (
 	// ErrBadFormat is returned for an unusable video or audio format.
 	ErrBadFormat = errors.New("media: unsupported format")
 	// ErrNoPicture is returned by Snapshot when the camera passes H.264
-	// through: there is no decoded picture to make a JPEG of.
+	// through and the stream has no H.264 decoder (Encoders.DecodeH264).
 	ErrNoPicture = errors.New("media: no decoded picture (camera passes H.264 through)")
 )

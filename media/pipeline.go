@@ -14,7 +14,8 @@ type pipeline struct {
 
 	mu      sync.Mutex
 	users   map[Codec]int
-	bitrate int // video target
+	bitrate int           // video target of every codec without its own
+	rates   map[Codec]int // per-codec video targets (rate control)
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when the current runner has returned
 	closed  bool
@@ -22,7 +23,7 @@ type pipeline struct {
 }
 
 func newPipeline(run func(context.Context, *pipeline) error, bitrate int, onErr func(error)) *pipeline {
-	return &pipeline{run: run, onErr: onErr, bitrate: bitrate, users: map[Codec]int{}}
+	return &pipeline{run: run, onErr: onErr, bitrate: bitrate, users: map[Codec]int{}, rates: map[Codec]int{}}
 }
 
 func (p *pipeline) acquire(c Codec) {
@@ -89,20 +90,38 @@ func (p *pipeline) running() bool {
 	return p.cancel != nil
 }
 
-// wanted returns the codecs with users and the bitrate override.
-func (p *pipeline) wanted() (map[Codec]bool, int) {
+// wanted returns the codecs with users and each one's bitrate target.
+func (p *pipeline) wanted() (map[Codec]bool, func(Codec) int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w := make(map[Codec]bool, len(p.users))
 	for c := range p.users {
 		w[c] = true
 	}
-	return w, p.bitrate
+	base, rates := p.bitrate, make(map[Codec]int, len(p.rates))
+	for c, r := range p.rates {
+		rates[c] = r
+	}
+	return w, func(c Codec) int {
+		if r, ok := rates[c]; ok {
+			return r
+		}
+		return base
+	}
 }
 
+// setBitrate sets every codec's target, replacing per-codec ones.
 func (p *pipeline) setBitrate(bps int) {
 	p.mu.Lock()
 	p.bitrate = bps
+	clear(p.rates)
+	p.mu.Unlock()
+}
+
+// setCodecBitrate sets codec c's target.
+func (p *pipeline) setCodecBitrate(c Codec, bps int) {
+	p.mu.Lock()
+	p.rates[c] = bps
 	p.mu.Unlock()
 }
 

@@ -99,6 +99,10 @@ type Encoders struct {
 	H264 func(VideoEncoderConfig) (VideoEncoder, error)
 	VP8  func(VideoEncoderConfig) (VideoEncoder, error)
 	Opus func(AudioEncoderConfig) (AudioEncoder, error)
+	// DecodeH264, if set, decodes an H.264 access unit holding SPS, PPS
+	// and an IDR into a picture: snapshots of a camera whose H.264 is
+	// passed through. Without it such snapshots fail with ErrNoPicture.
+	DecodeH264 func(au []byte) (*image.YCbCr, error)
 	// Idle, if set, is called once every encoder has stopped, so the codec
 	// libraries can hand their memory back to the system between calls.
 	Idle func()

@@ -21,8 +21,11 @@ type StreamConfig struct {
 	// Video format; default 640x480 at 15 frames per second.
 	Width, Height, FPS int
 	// VideoBitrate and AudioBitrate are encoder targets in bits per second;
-	// defaults 600 kb/s and 32 kb/s.
-	VideoBitrate, AudioBitrate int
+	// defaults 600 kb/s and 32 kb/s. VideoBitrate is where a call starts:
+	// receivers' estimates (ReportBandwidth) then move the target within
+	// [MinVideoBitrate, MaxVideoBitrate], default 150 kb/s to 1.5 Mb/s.
+	VideoBitrate, AudioBitrate       int
+	MinVideoBitrate, MaxVideoBitrate int
 	// KeyFrameInterval is the periodic keyframe distance; default 3 s.
 	KeyFrameInterval time.Duration
 	// MinKeyFrameGap rate-limits forced keyframes per codec: requests that
@@ -52,6 +55,12 @@ func (c *StreamConfig) setDefaults() {
 	}
 	if c.VideoBitrate == 0 {
 		c.VideoBitrate = 600_000
+	}
+	if c.MinVideoBitrate == 0 {
+		c.MinVideoBitrate = 150_000
+	}
+	if c.MaxVideoBitrate == 0 {
+		c.MaxVideoBitrate = 1_500_000
 	}
 	if c.AudioBitrate == 0 {
 		c.AudioBitrate = 32_000
@@ -88,6 +97,12 @@ type EncoderStats struct {
 	Passthrough      uint64        // frames the camera encoded, sent as they came
 	Errors           uint64        // encode or write errors
 	LastError        string
+	// Video rate control: the encoder's target now, how many receivers
+	// report an estimate, and how many reports came. In H.264 passthrough
+	// the target applies to the placeholder picture only.
+	TargetBitrate     int
+	EstimateReceivers int
+	EstimateReports   uint64
 }
 
 // Stream encodes the door's audio and video once per codec and writes the
@@ -108,6 +123,9 @@ type Stream struct {
 
 	snapMu      sync.Mutex
 	snapWaiters []chan snapResult // snapshots waiting for the next frame
+	snapSince   time.Time         // when the oldest waiter came
+	snapKeyAsk  bool              // a keyframe was asked of the camera for them
+	lastIDR     []byte            // the camera's last IDR access unit in this run, immutable
 }
 
 // codecState is one codec: its shared track and its encoder's bookkeeping.
@@ -117,6 +135,10 @@ type codecState struct {
 	keyReq chan struct{} // capacity 1: a pending keyframe request
 	// keyNow marks the pending request as exempt from MinKeyFrameGap.
 	keyNow atomic.Bool
+	rate   *rateControl // video codecs only
+	// rateMu keeps a target and its hand-over to the encoder together, so
+	// two peers' reports cannot apply their targets out of order.
+	rateMu sync.Mutex
 	stats  EncoderStats // guarded by Stream.mu
 }
 
@@ -128,13 +150,21 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 	if !format.valid() {
 		return nil, fmt.Errorf("new stream %dx%d@%d: %w", cfg.Width, cfg.Height, cfg.FPS, ErrBadFormat)
 	}
+	if cfg.MinVideoBitrate <= 0 || cfg.MinVideoBitrate > cfg.MaxVideoBitrate {
+		return nil, fmt.Errorf("new stream: video bitrate bounds %d..%d: %w", cfg.MinVideoBitrate, cfg.MaxVideoBitrate, ErrBadFormat)
+	}
+	cfg.VideoBitrate = clampRate(cfg.VideoBitrate, cfg.MinVideoBitrate, cfg.MaxVideoBitrate)
 	s := &Stream{cfg: cfg, format: format, log: cfg.Logger, codecs: map[Codec]*codecState{}}
 	add := func(c Codec, capab webrtc.RTPCodecCapability, trackID string) error {
 		t, err := webrtc.NewTrackLocalStaticSample(capab, trackID, cfg.ID)
 		if err != nil {
 			return fmt.Errorf("create %s track: %w", c, err)
 		}
-		s.codecs[c] = &codecState{codec: c, track: t, keyReq: make(chan struct{}, 1), stats: EncoderStats{Codec: c}}
+		st := &codecState{codec: c, track: t, keyReq: make(chan struct{}, 1), stats: EncoderStats{Codec: c}}
+		if c.IsVideo() {
+			st.rate = newRateControl(cfg.MinVideoBitrate, cfg.MaxVideoBitrate, cfg.VideoBitrate, cfg.AudioBitrate)
+		}
+		s.codecs[c] = st
 		return nil
 	}
 	if cfg.Encoders.H264 != nil {
@@ -247,16 +277,53 @@ func (s *Stream) Stats() []EncoderStats {
 	out := make([]EncoderStats, 0, len(s.codecs))
 	for _, c := range []Codec{H264, VP8, Opus} {
 		if st := s.codecs[c]; st != nil {
-			out = append(out, st.stats)
+			e := st.stats
+			if st.rate != nil {
+				e.TargetBitrate, e.EstimateReceivers, e.EstimateReports = st.rate.state()
+			}
+			out = append(out, e)
 		}
 	}
 	return out
 }
 
 // SetVideoBitrate changes the target of the running video encoders and of
-// those started later.
+// those started later, until the next change rate control makes.
 func (s *Stream) SetVideoBitrate(bps int) {
 	s.video.setBitrate(bps)
+}
+
+// ReportBandwidth records receiver from's estimate of the bitrate its path
+// carries (bits per second, e.g. from REMB) for codec c's track, and moves
+// that encoder's target if the estimates now ask for it (see bitrate.go).
+// from is any comparable key unique to the receiver, e.g. its peer. It
+// never blocks on media. In H.264 passthrough the camera's own rate
+// control decides; the target then applies to the placeholder picture.
+func (s *Stream) ReportBandwidth(c Codec, from any, bps int) {
+	st := s.codecs[c]
+	if st == nil || st.rate == nil || bps <= 0 {
+		return
+	}
+	st.rateMu.Lock()
+	defer st.rateMu.Unlock()
+	if target, changed := st.rate.report(from, bps, time.Now()); changed {
+		s.log.Debug("video bitrate", "codec", c, "target", target, "estimate", bps)
+		s.video.setCodecBitrate(c, target)
+	}
+}
+
+// ForgetBandwidth drops receiver from's estimate (it left the call).
+func (s *Stream) ForgetBandwidth(c Codec, from any) {
+	st := s.codecs[c]
+	if st == nil || st.rate == nil {
+		return
+	}
+	st.rateMu.Lock()
+	defer st.rateMu.Unlock()
+	if target, changed := st.rate.forget(from, time.Now()); changed {
+		s.log.Debug("video bitrate", "codec", c, "target", target)
+		s.video.setCodecBitrate(c, target)
+	}
 }
 
 // Close stops every encoder and source and waits for them. Acquire fails
@@ -302,6 +369,8 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 	}
 	defer src.Close()
 	defer s.failSnapshots(errSourceStopped)
+	s.forgetIDR()
+	defer s.forgetIDR()
 
 	type running struct {
 		st        *codecState
@@ -364,8 +433,8 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		if err != nil {
 			return fmt.Errorf("read video frame: %w", err)
 		}
-		s.serveSnapshots(frame)
-		wanted, bitrate := p.wanted()
+		s.serveSnapshots(frame, src)
+		wanted, bitrateOf := p.wanted()
 		for c := range encs {
 			if !wanted[c] || (c == H264 && frame.H264 != nil) {
 				// Unused, or the camera's own H.264 is back.
@@ -397,6 +466,7 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 				continue
 			}
 			t0 := time.Now()
+			bitrate := bitrateOf(c)
 			enc, err := newEnc(VideoEncoderConfig{VideoFormat: s.format, Bitrate: bitrate, KeyFrameInterval: s.cfg.KeyFrameInterval})
 			if err != nil {
 				s.recordError(st, fmt.Errorf("start encoder: %w", err))
@@ -412,7 +482,7 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 			s.log.Debug("encoder started", "codec", c, "took", time.Since(t0))
 		}
 		for c, r := range encs {
-			if r.bitrate != bitrate {
+			if bitrate := bitrateOf(c); r.bitrate != bitrate {
 				if bs, ok := r.enc.(BitrateSetter); ok {
 					if err := bs.SetBitrate(bitrate); err != nil {
 						s.recordError(r.st, err)

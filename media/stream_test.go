@@ -18,7 +18,13 @@ type fakeVideo struct {
 	frames int
 	live   *atomic.Int64
 	forced *atomic.Int64
+	rate   *atomic.Int64 // the target, as set at start and by SetBitrate
 	closed bool
+}
+
+func (f *fakeVideo) SetBitrate(bps int) error {
+	f.rate.Store(int64(bps))
+	return nil
 }
 
 func (f *fakeVideo) Encode(img *image.YCbCr, key bool) ([]byte, error) {
@@ -57,11 +63,12 @@ func (f *fakeAudio) Close() error                       { f.live.Add(-1); return
 
 type fakes struct {
 	live   map[Codec]*atomic.Int64
+	rate   map[Codec]*atomic.Int64 // the video encoders' targets
 	forced atomic.Int64
 }
 
 func newFakes() *fakes {
-	return &fakes{live: map[Codec]*atomic.Int64{H264: {}, VP8: {}, Opus: {}}}
+	return &fakes{live: map[Codec]*atomic.Int64{H264: {}, VP8: {}, Opus: {}}, rate: map[Codec]*atomic.Int64{H264: {}, VP8: {}}}
 }
 
 func (fk *fakes) encoders() Encoders {
@@ -71,7 +78,8 @@ func (fk *fakes) encoders() Encoders {
 				return nil, errors.New("bad config")
 			}
 			fk.live[c].Add(1)
-			return &fakeVideo{codec: c, live: fk.live[c], forced: &fk.forced}, nil
+			fk.rate[c].Store(int64(cfg.Bitrate))
+			return &fakeVideo{codec: c, live: fk.live[c], forced: &fk.forced, rate: fk.rate[c]}, nil
 		}
 	}
 	return Encoders{

@@ -34,6 +34,7 @@ type Config struct {
 	Notices   Notices
 	TURN      TURN
 	LiveView  LiveView
+	Household Household // household.go
 	Hardware  Hardware
 	GPIO      GPIOPins // hardware.gpio: periph
 	Camera    Camera   // hardware.camera: v4l2
@@ -58,7 +59,8 @@ type Matrix struct {
 	UserID          string // "@local:server", required
 	PasswordFile    string // path, resolved relative to config dir
 	AccessTokenFile string // path, resolved relative to config dir
-	DeviceName      string // default "Intercom"
+	DeviceName      string // default "Intercom"; also the direct rooms' name
+	RoomAvatar      string // PNG or JPEG for the direct rooms; "" leaves avatars alone
 
 	// The secrets themselves are never in the file, only where to find them,
 	// so that the configuration can be shown, logged and version-controlled.
@@ -125,6 +127,10 @@ type TURN struct {
 	URIs           []string // replace the homeserver's when set
 	Username       string
 	PasswordFile   string
+	// RelayOnly gathers relay candidates only (W3C WebRTC
+	// iceTransportPolicy "relay"): media always go through the TURN
+	// server, so no address of the door's network reaches the residents.
+	RelayOnly bool
 }
 
 // API is the local HTTP API.
@@ -135,6 +141,9 @@ type API struct {
 // Video is what the camera is asked for and what is sent to residents.
 type Video struct {
 	Width, Height, FPS int
+	// Encoder targets in bits per second: the start of every call, and
+	// the bounds within which the viewers' estimates move it.
+	Bitrate, MinBitrate, MaxBitrate int
 }
 
 // Log configures logging.

@@ -40,12 +40,13 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 		Door:      Door{Commands: []string{"!open"}, Reaction: "🔑", Pulse: 3 * time.Second, ReplyUnauthorized: true},
 		Notices:   Notices{Ring: true, Missed: true, Snapshot: true},
 		TURN:      TURN{FromHomeserver: true},
+		Household: Household{GroupCall: "off"},
 		Hardware:  Hardware{GPIO: "sim", Camera: "testpattern", Audio: "tone"},
 		GPIO:      GPIOPins{ButtonActive: "low", Debounce: 50 * time.Millisecond, RingerActive: "high", RelayActive: "high"},
 		Camera:    Camera{Device: "/dev/video0", Format: "auto"},
 		Audio:     Audio{Capture: "default", Playback: "default", Mute: "none"},
 		API:       API{Listen: "127.0.0.1:8080"},
-		Video:     Video{Width: 640, Height: 480, FPS: 15},
+		Video:     Video{Width: 640, Height: 480, FPS: 15, Bitrate: 600_000, MinBitrate: 150_000, MaxBitrate: 1_500_000},
 		Log:       Log{Level: "info"},
 	}
 	c.lines = nil // bookkeeping, not part of the result
@@ -193,6 +194,12 @@ func TestParseProblems(t *testing.T) {
 		}},
 		{"video out of range", minimal + "video: {width: 99999999999}\n", []string{
 			`f.yaml:7: video.width: 99999999999 is out of range`,
+		}},
+		{"video bitrate bounds crossed", minimal + "video: {min_bitrate: 900000, max_bitrate: 800000}\n", []string{
+			`f.yaml:7: video.min_bitrate: 900000 is above video.max_bitrate (800000)`,
+		}},
+		{"video bitrate outside its bounds", minimal + "video: {bitrate: 100000}\n", []string{
+			`f.yaml:7: video.bitrate: 100000 is outside video.min_bitrate..video.max_bitrate (150000..1500000)`,
 		}},
 		{"listen without port", minimal + "api: {listen: localhost}\n", []string{
 			`f.yaml:7: api.listen: "localhost" must be host:port, such as "127.0.0.1:8080"`,

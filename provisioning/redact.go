@@ -69,6 +69,7 @@ func (m Matrix) LogValue() slog.Value {
 		slog.String("homeserver", m.Homeserver),
 		slog.String("user_id", m.UserID),
 		slog.String("device_name", m.DeviceName),
+		slog.String("room_avatar", m.RoomAvatar),
 		slog.String("password_file", m.PasswordFile),
 		slog.String("access_token_file", m.AccessTokenFile),
 		slog.String("password", redact(m.Password)),

@@ -27,6 +27,10 @@ var schema = []field{
 		path),
 	optional("matrix.device_name", "Intercom", func(c *Config) *string { return &c.Matrix.DeviceName },
 		str, nonEmpty, maxLen(100)),
+	// The image itself is checked where it is used (provision, start-up),
+	// not here: Parse must not read files (relay-off uses it).
+	optional("matrix.room_avatar", "", func(c *Config) *string { return &c.Matrix.RoomAvatar },
+		path),
 
 	required("state_dir", func(c *Config) *string { return &c.StateDir },
 		path),
@@ -74,11 +78,19 @@ var schema = []field{
 		str, maxLen(256)),
 	optional("turn.password_file", "", func(c *Config) *string { return &c.TURN.PasswordFile },
 		path),
+	optional("turn.relay_only", false, func(c *Config) *bool { return &c.TURN.RelayOnly },
+		boolean),
 
 	// Who may call the intercom to watch the door (it answers by itself);
 	// empty means every resident.
 	optional("live_view.allowed", []string(nil), func(c *Config) *[]string { return &c.LiveView.Allowed },
 		userIDList),
+
+	// The household room's group call (household.go); off by default.
+	optional("household.room", "", func(c *Config) *string { return &c.Household.Room },
+		str, roomIDOrAlias),
+	optional("household.group_call", "off", func(c *Config) *string { return &c.Household.GroupCall },
+		oneOf("off", "mesh")),
 
 	optional("hardware.gpio", "sim", func(c *Config) *string { return &c.Hardware.GPIO },
 		oneOf("sim", "periph")),
@@ -132,6 +144,15 @@ var schema = []field{
 		integer, between(120, 1080), even),
 	optional("video.fps", 15, func(c *Config) *int { return &c.Video.FPS },
 		integer, between(1, 30)),
+	// Bits per second. The encoder starts at video.bitrate and follows the
+	// viewers' bandwidth estimates (REMB) between the bounds; with H.264
+	// passthrough the camera's own rate control decides instead.
+	optional("video.bitrate", 600_000, func(c *Config) *int { return &c.Video.Bitrate },
+		integer, between(50_000, 8_000_000)),
+	optional("video.min_bitrate", 150_000, func(c *Config) *int { return &c.Video.MinBitrate },
+		integer, between(50_000, 8_000_000)),
+	optional("video.max_bitrate", 1_500_000, func(c *Config) *int { return &c.Video.MaxBitrate },
+		integer, between(50_000, 8_000_000)),
 
 	optional("log.level", "info", func(c *Config) *string { return &c.Log.Level },
 		oneOf("debug", "info", "warn", "error")),
@@ -143,6 +164,22 @@ var crossChecks = []func(c *Config, at lineOf) []Problem{
 	checkOneSecretFile,
 	checkResidentsExcludeSelf,
 	checkGPIOPins,
+	checkVideoBitrates,
+}
+
+// checkVideoBitrates asks for video.min_bitrate <= video.bitrate <=
+// video.max_bitrate.
+func checkVideoBitrates(c *Config, at lineOf) []Problem {
+	v := c.Video
+	switch {
+	case v.MinBitrate > v.MaxBitrate:
+		return []Problem{{File: c.Path, Line: max(at("video.min_bitrate"), 1), Key: "video.min_bitrate",
+			Msg: fmt.Sprintf("%d is above video.max_bitrate (%d)", v.MinBitrate, v.MaxBitrate)}}
+	case v.Bitrate < v.MinBitrate || v.Bitrate > v.MaxBitrate:
+		return []Problem{{File: c.Path, Line: max(at("video.bitrate"), 1), Key: "video.bitrate",
+			Msg: fmt.Sprintf("%d is outside video.min_bitrate..video.max_bitrate (%d..%d)", v.Bitrate, v.MinBitrate, v.MaxBitrate)}}
+	}
+	return nil
 }
 
 // checkGPIOPins asks for the button's pin when the periph backend is chosen

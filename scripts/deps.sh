@@ -8,7 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pkg-config libvpx-dev libopus-dev libasound2-dev chromium iproute2 util-linux systemd)
+# coturn: the TURN server of the relay-only call tests (cmd/intercom), which
+# start their own `turnserver` on 127.0.0.1.
+packages=(pkg-config libvpx-dev libopus-dev libasound2-dev chromium iproute2 util-linux systemd coturn)
 # `deps.sh release`: also the cross toolchains (make release, test-release).
 [[ ${1:-} == release ]] && source scripts/deps-release.sh
 missing=()
@@ -21,6 +23,12 @@ if ((${#missing[@]})); then
 	echo "deps: installing ${missing[*]}" >&2
 	$sudo apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+	# Debian enables coturn's system service on install; the tests need
+	# only the binary, so a TURN server we just installed is not left
+	# listening on the machine's addresses.
+	if [[ " ${missing[*]} " == *" coturn "* ]] && [[ -d /run/systemd/system ]]; then
+		$sudo systemctl disable --now coturn.service >&2 || true
+	fi
 fi
 
 internal/resident/setup.sh

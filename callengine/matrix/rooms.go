@@ -42,8 +42,9 @@ func (s *Session) EnsureDirectRooms(ctx context.Context) (map[callengine.UserID]
 		return nil, fmt.Errorf("list joined rooms: %w", err)
 	}
 	d := &directRooms{s: s, c: c, joined: joined.JoinedRooms}
-	out := make(map[callengine.UserID]callengine.RoomID, len(s.opts.Residents))
-	for _, r := range s.opts.Residents {
+	residents := s.Residents()
+	out := make(map[callengine.UserID]callengine.RoomID, len(residents))
+	for _, r := range residents {
 		room, err := d.ensure(ctx, id.UserID(r))
 		if err != nil {
 			return nil, fmt.Errorf("direct room for %s: %w", r, err)

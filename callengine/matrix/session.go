@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,13 +76,12 @@ type Status struct {
 // Session is the intercom's Matrix session. Its methods may be called from
 // several goroutines; Run must be running (once) for inbound events.
 type Session struct {
-	opts      Options
-	hsURL     *url.URL
-	log       *slog.Logger
-	store     Store
-	residents map[id.UserID]bool
-	http      *http.Client
-	ownHTTP   bool // http was made here, so Close may close its connections
+	opts    Options
+	hsURL   *url.URL
+	log     *slog.Logger
+	store   Store
+	http    *http.Client
+	ownHTTP bool // http was made here, so Close may close its connections
 
 	// cli is replaced as a whole when the session logs in again, so that
 	// concurrent senders never see half-updated credentials.
@@ -90,7 +90,17 @@ type Session struct {
 	running atomic.Bool // a Run is active
 	mu      sync.Mutex
 	status  Status
-	turn    *TURNServer // held by RunTURN; nil if none
+	turn    *TURNServer       // held by RunTURN; nil if none
+	avatars map[string]string // SHA-256 → mxc URI of avatars uploaded (roomlook.go)
+
+	// resMu guards the residents (SetResidents replaces them while Run
+	// reads them) and the invites left alone because their sender was not
+	// a resident, so that a reload that adds the sender can still take
+	// them up (an invite shows up in one incremental sync only).
+	resMu        sync.Mutex
+	residentList []callengine.UserID
+	residents    map[id.UserID]bool
+	ignored      map[id.RoomID]id.UserID
 
 	txnPrefix string
 	txnSeq    atomic.Uint64
@@ -129,7 +139,6 @@ func New(opts Options) (*Session, error) {
 		hsURL:     hsURL,
 		log:       opts.Logger,
 		store:     opts.Store,
-		residents: make(map[id.UserID]bool, len(opts.Residents)),
 		http:      opts.HTTPClient,
 		txnPrefix: fmt.Sprintf("intercom.%x", rand.Uint64()),
 		sleep:     sleepCtx,
@@ -142,13 +151,37 @@ func New(opts Options) (*Session, error) {
 	if s.http == nil {
 		s.http, s.ownHTTP = &http.Client{}, true
 	}
-	for _, r := range opts.Residents {
-		if _, _, err := id.UserID(r).Parse(); err != nil {
-			return nil, fmt.Errorf("matrix: parse resident %q: %w", r, err)
-		}
-		s.residents[id.UserID(r)] = true
+	if err := s.SetResidents(opts.Residents); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// SetResidents replaces the residents (a configuration reload): from now
+// on EnsureDirectRooms makes rooms for these users, and only their room
+// invites are joined. An invite from a new resident that the sync loop
+// left alone before is joined at the loop's next iteration (within one
+// long poll). On error (a malformed user ID) nothing changes.
+func (s *Session) SetResidents(residents []callengine.UserID) error {
+	set := make(map[id.UserID]bool, len(residents))
+	for _, r := range residents {
+		if _, _, err := id.UserID(r).Parse(); err != nil {
+			return fmt.Errorf("matrix: parse resident %q: %w", r, err)
+		}
+		set[id.UserID(r)] = true
+	}
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	s.residentList = slices.Clone(residents)
+	s.residents = set
+	return nil
+}
+
+// Residents returns the current residents, in configuration order.
+func (s *Session) Residents() []callengine.UserID {
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	return slices.Clone(s.residentList)
 }
 
 // newClient returns a mautrix client for the given credentials. mautrix's
@@ -214,7 +247,52 @@ func (s *Session) Close() error {
 	return nil
 }
 
-func (s *Session) isResident(u id.UserID) bool { return s.residents[u] }
+func (s *Session) isResident(u id.UserID) bool {
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	return s.residents[u]
+}
+
+// maxIgnoredInvites bounds the remembered invites from non-residents, so
+// that strangers inviting the intercom cannot grow its memory.
+const maxIgnoredInvites = 256
+
+// ignoreInvite remembers an invite left alone because inviter is not a
+// resident; forgetInvite drops it (joined, or the invite withdrawn).
+func (s *Session) ignoreInvite(room id.RoomID, inviter id.UserID) {
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	if s.ignored == nil {
+		s.ignored = map[id.RoomID]id.UserID{}
+	}
+	if _, ok := s.ignored[room]; ok || len(s.ignored) < maxIgnoredInvites {
+		s.ignored[room] = inviter
+	}
+}
+
+func (s *Session) forgetInvite(room id.RoomID) {
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	delete(s.ignored, room)
+}
+
+// residentInvites takes the remembered invites whose sender has become a
+// resident since they arrived.
+func (s *Session) residentInvites() map[id.RoomID]id.UserID {
+	s.resMu.Lock()
+	defer s.resMu.Unlock()
+	var out map[id.RoomID]id.UserID
+	for room, inviter := range s.ignored {
+		if s.residents[inviter] {
+			if out == nil {
+				out = map[id.RoomID]id.UserID{}
+			}
+			out[room] = inviter
+			delete(s.ignored, room)
+		}
+	}
+	return out
+}
 
 // delivers reports whether Run hands events of type t to its handler.
 func (s *Session) delivers(t string) bool {

@@ -244,7 +244,7 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 	}
 	var resp syncResponse
 	rctx, cancel := context.WithTimeout(ctx, timeout+requestTimeout)
-	_, err = c.MakeFullRequest(rctx, mautrix.FullRequest{
+	body, err := c.MakeFullRequest(rctx, mautrix.FullRequest{
 		Method:       http.MethodGet,
 		URL:          c.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, query),
 		ResponseJSON: &resp,
@@ -270,6 +270,7 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 	}
 	l.rejected = 0
 	l.handle(ctx, c, &resp, l.since == "")
+	l.s.handleHousehold(body, l.since == "") // household.go: group-call state and to-device events
 	if resp.NextBatch != "" {
 		l.since = resp.NextBatch
 	}
@@ -286,6 +287,8 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 // handle processes invites and delivers call events of one response.
 func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResponse, initial bool) {
 	self := c.UserID
+	// Invites left alone earlier whose sender a reload made a resident.
+	maps.Copy(l.pending, l.s.residentInvites())
 	for _, room := range slices.Sorted(maps.Keys(resp.Rooms.Invite)) {
 		inv := resp.Rooms.Invite[room]
 		inviter := inviterOf(inv.InviteState.Events, self)
@@ -294,18 +297,22 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 			l.s.log.Debug("invite without a membership event for us", "room_id", room)
 		case l.s.isResident(inviter):
 			l.pending[room] = inviter
+			l.s.forgetInvite(room)
 		default:
 			// Left alone rather than rejected: rejecting tells a
 			// stranger that the intercom exists and is online, and a
 			// room that is never joined delivers nothing.
 			l.s.log.Info("ignoring room invite from a non-resident", "room_id", room, "user_id", inviter)
+			l.s.ignoreInvite(room, inviter)
 		}
 	}
 	for room := range resp.Rooms.Join {
 		delete(l.pending, room)
+		l.s.forgetInvite(room)
 	}
 	for room := range resp.Rooms.Leave {
 		delete(l.pending, room) // invite withdrawn
+		l.s.forgetInvite(room)
 	}
 	l.joinPending(ctx, c)
 
@@ -383,7 +390,7 @@ func inviterOf(events []json.RawMessage, self id.UserID) id.UserID {
 // per Run and keeps a firmware update that changes the filter from using a
 // stale one.
 func (s *Session) ensureFilter(ctx context.Context, c *mautrix.Client, reuse bool) (string, error) {
-	want := syncFilter(s.opts.Messages)
+	want := s.householdFilter(syncFilter(s.opts.Messages))
 	stored, err := s.store.FilterID()
 	if err != nil {
 		s.log.Error("read stored filter ID", "err", err)

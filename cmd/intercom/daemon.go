@@ -71,6 +71,7 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 
 	stream, err := media.NewStream(media.StreamConfig{
 		Width: cfg.Video.Width, Height: cfg.Video.Height, FPS: cfg.Video.FPS,
+		VideoBitrate: cfg.Video.Bitrate, MinVideoBitrate: cfg.Video.MinBitrate, MaxVideoBitrate: cfg.Video.MaxBitrate,
 		Encoders: hw.encoders(codec.Encoders()), Logger: log.With("component", "media"),
 		OpenVideo: hw.openVideo(), OpenAudio: hw.openAudio(),
 	})
@@ -78,7 +79,13 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		return err
 	}
 	defer stream.Close()
-	peers, err := mwebrtc.NewPeerFactory(stream, mwebrtc.Config{LoopbackOnly: loopbackOnly(), Speaker: hw.sink(), Logger: log.With("component", "webrtc")})
+	// turn.relay_only: peers cannot be made until runTURN has set a TURN
+	// server, so the engine's pool stays empty until then and the first
+	// ring after that makes its peers on the spot.
+	peers, err := mwebrtc.NewPeerFactory(stream, mwebrtc.Config{
+		LoopbackOnly: loopbackOnly(), RelayOnly: cfg.TURN.RelayOnly,
+		Speaker: hw.sink(), Logger: log.With("component", "webrtc"),
+	})
 	if err != nil {
 		return err
 	}
@@ -98,9 +105,10 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		return fmt.Errorf("log in: %w", err)
 	}
 	dir := &directory{}
+	var rooms map[callengine.UserID]callengine.RoomID
 	if err := retry(ctx, log, "direct rooms", func() error {
-		rooms, err := session.EnsureDirectRooms(ctx)
-		if err == nil {
+		var err error
+		if rooms, err = session.EnsureDirectRooms(ctx); err == nil {
 			dir.set(rooms)
 		}
 		return err
@@ -121,10 +129,11 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		Logger:   log.With("component", "calls"),
 	}, session, peers)
 
+	hh := newHousehold(cfg, session, peers, log) // household.go: nil unless household.group_call is mesh
 	intercom := device.New(device.Config{
-		Caller: engine, Ringer: ringer, Relay: relay, Residents: dir.get,
+		Caller: hh.caller(engine), Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
-		Sync:   syncReporter{session},
+		Sync:   hh.reporter(syncReporter{session}),
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
 	})
@@ -134,13 +143,24 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 	g.Go(func() error { return engine.Run(gctx) })
 	g.Go(func() error { return session.Run(gctx, doors.route(engine.HandleRoomEvent)) })
 	g.Go(func() error { return doors.door.Run(gctx) })
-	g.Go(func() error { return runTURN(gctx, cfg, session, peers, log.With("component", "turn")) })
+	g.Go(func() error {
+		return runTURN(gctx, cfg, session, peers, engine.RefreshPool, log.With("component", "turn"))
+	})
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
+	g.Go(func() error { return hh.Run(gctx) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
 	// READY=1 and the watchdog (notify.go); SIGHUP reloads (reload.go).
-	g.Go(func() error { return daemonSupervisor(log, session, len(residents), intercom, ringer).Run(gctx) })
-	g.Go(func() error { return newReloader(cfg, state, dir, engine, log).Run(gctx, hup) })
+	g.Go(func() error {
+		return daemonSupervisor(log, session, len(residents),
+			loop{"device loop", intercom}, loop{"door loop", doors.door},
+			loop{"gpio button loop", hw.button}, loop{"ringer loop", ringer}).Run(gctx)
+	})
+	reload := daemonTargets(cfg, session, dir, engine, doors.door, log)
+	g.Go(func() error { return newReloader(cfg, reload, log).Run(gctx, hup) })
+	// The rooms' name and avatar (provision.go), best effort and off the
+	// path to READY=1.
+	g.Go(func() error { applyRoomLook(gctx, cfg, session, rooms, log.With("component", "rooms")); return nil })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("api: %w", err)

@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"image/jpeg"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/device"
-	"github.com/doorbell/intercom/media"
 	mwebrtc "github.com/doorbell/intercom/media/webrtc"
 	"github.com/doorbell/intercom/provisioning"
 )
@@ -82,37 +78,12 @@ func (p *doorParts) route(calls func(callengine.RoomEvent)) func(callengine.Room
 	}
 }
 
-// testPatternSnapshot is the simulated camera's snapshot: one frame of the
-// test pattern as JPEG. The V4L2 camera brings its own.
-type testPatternSnapshot struct {
-	mu      sync.Mutex
-	pattern *media.TestPattern
-}
-
-func newTestPatternSnapshot(w, h int) (*testPatternSnapshot, error) {
-	p, err := media.NewTestPattern(media.VideoFormat{Width: w, Height: h, FPS: 1})
-	if err != nil {
-		return nil, err
-	}
-	return &testPatternSnapshot{pattern: p}, nil
-}
-
-func (s *testPatternSnapshot) Snapshot(ctx context.Context) ([]byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f := s.pattern.Render(time.Now())
-	var buf bytes.Buffer
-	if err := jpeg.Encode(&buf, f.Image, &jpeg.Options{Quality: 80}); err != nil {
-		return nil, fmt.Errorf("snapshot: encode JPEG: %w", err)
-	}
-	return buf.Bytes(), nil
-}
-
 // runTURN keeps the peer factory's ICE servers current: the configured
 // turn.uris if any, else the homeserver's TURN credentials, refreshed
-// before they expire. Peers created afterwards use them (the pool's
-// pre-warmed peers keep what they were made with until used).
-func runTURN(ctx context.Context, cfg *provisioning.Config, session *matrix.Session, peers *mwebrtc.PeerFactory, log *slog.Logger) error {
+// before they expire. Peers created afterwards use them; changed() then
+// has the engine re-prepare its pooled peers, which were made with the old
+// servers.
+func runTURN(ctx context.Context, cfg *provisioning.Config, session *matrix.Session, peers *mwebrtc.PeerFactory, changed func(), log *slog.Logger) error {
 	if len(cfg.TURN.URIs) > 0 {
 		srv := mwebrtc.ICEServer{URLs: cfg.TURN.URIs, Username: cfg.TURN.Username}
 		if cfg.TURN.PasswordFile != "" {
@@ -123,10 +94,14 @@ func runTURN(ctx context.Context, cfg *provisioning.Config, session *matrix.Sess
 			srv.Credential = strings.TrimSpace(string(pw))
 		}
 		peers.SetICEServers([]mwebrtc.ICEServer{srv})
+		changed()
 		log.Info("ICE servers from the configuration", "uris", cfg.TURN.URIs)
 		return nil
 	}
 	if !cfg.TURN.FromHomeserver {
+		if cfg.TURN.RelayOnly {
+			log.Warn("turn.relay_only with neither turn.uris nor turn.from_homeserver: no call can connect")
+		}
 		return nil
 	}
 	return session.RunTURN(ctx, func(ts []matrix.TURNServer) {
@@ -135,5 +110,6 @@ func runTURN(ctx context.Context, cfg *provisioning.Config, session *matrix.Sess
 			list = append(list, mwebrtc.ICEServer{URLs: t.URIs, Username: t.Username, Credential: t.Password})
 		}
 		peers.SetICEServers(list)
+		changed()
 	})
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -75,79 +74,12 @@ func freeAddr(t testing.TB) string {
 
 // startSystem starts Dendrite, registers the intercom and the residents,
 // starts the residents (listening before any invite) and the intercom, and
-// waits until every resident has joined their direct room.
+// waits until every resident has joined their direct room. Residents log
+// in with a password so each has its own device: js-sdk uses the device ID
+// as party_id and drops events from its own party.
 func startSystem(t testing.TB, residents ...string) *e2e {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test: needs Dendrite and Chromium")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	bin, err := buildIntercom()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := dendrite.StartT(t)
-	dir := t.TempDir()
-	const password = "intercom-password"
-	bot, err := hs.Register(ctx, "intercom", password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "password"), []byte(password), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := &e2e{t: t, hs: hs, api: freeAddr(t), log: &lockedBuffer{}}
-	var ids []string
-	for _, name := range residents {
-		pw := name + "-password"
-		u, err := hs.Register(ctx, name, pw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, strconv.Quote(u.UserID))
-		// Password login gives each resident its own device: js-sdk uses
-		// the device ID as party_id and drops events from its own party.
-		r := resident.StartT(t, resident.Options{Homeserver: hs.BaseURL, UserID: u.UserID, Password: pw, AutoJoin: true})
-		e.residents = append(e.residents, r)
-	}
-	cfg := fmt.Sprintf(`matrix:
-  homeserver: %s
-  user_id: %q
-  password_file: ./password
-  device_name: Front door
-state_dir: ./state
-residents: [%s]
-ring:
-  timeout: 30s
-api:
-  listen: %s
-log:
-  level: debug
-`, hs.BaseURL, bot.UserID, strings.Join(ids, ", "), e.api)
-	cfgPath := filepath.Join(dir, "intercom.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.cmd = exec.Command(bin, "run", "--config", cfgPath)
-	e.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
-			t.Logf("intercom log:\n%s", e.log.String())
-		}
-	})
-	e.waitStatus(ctx, "healthy", func(s status) bool { return s.Healthy })
-	for _, r := range e.residents {
-		if _, err := r.WaitFor(ctx, "joined"); err != nil {
-			t.Fatalf("%s never joined the direct room: %v", r.UserID(), err)
-		}
-	}
-	return e
+	return startSystemWith(t, systemOptions{}, residents...)
 }
 
 // stop ends the intercom with SIGTERM, as systemd does, and waits.

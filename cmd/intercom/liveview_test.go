@@ -89,8 +89,24 @@ func TestGlare(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
-	theirs, _ := callStarted(ctx, t, heidi, roomOf(t, heidi))
+	// Heidi's call exists (its ID is taken) before the press, but its
+	// invite leaves only once the door is ringing her: glare, with her
+	// call the older one.
+	placed := make(chan error, 1)
+	go func() {
+		_, err := heidi.Do(ctx, "placeCall", map[string]any{"roomId": roomOf(t, heidi), "delayMs": 1500})
+		placed <- err
+	}()
+	pl, err := heidi.WaitFor(ctx, "placing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := pl.CallID()
 	e.press()
+	e.waitStatus(ctx, "ringing", func(s status) bool { return s.State == "ringing" })
+	if err := <-placed; err != nil {
+		t.Fatal(err)
+	}
 	defer func() {
 		if t.Failed() {
 			for _, ev := range heidi.Events() {

@@ -228,16 +228,26 @@ func heartbeatProbe(name string, loop any, within time.Duration) []probe {
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 // loopHeartbeatWithin is how stale a loop's heartbeat may be. Loops that
-// report one are expected to go round at least every few seconds even when
-// idle.
+// report one go round at least every second even when idle (a ticker case
+// in their select, or a bounded wait on the pin), so 30 s is far beyond any
+// legitimate pause yet well inside a typical WatchdogSec of a minute or
+// more: a loop stuck for this long is not coming back.
 const loopHeartbeatWithin = 30 * time.Second
 
+// loop is a main loop the supervisor watches if it reports a heartbeat.
+type loop struct {
+	name string
+	loop any
+}
+
 // daemonSupervisor is the supervisor runDaemon runs: it watches the Matrix
-// sync, and the device and GPIO loops where they report a heartbeat.
-func daemonSupervisor(log *slog.Logger, session syncSource, residents int, device, ringer any) *supervisor {
-	var loops []probe
-	loops = append(loops, heartbeatProbe("device loop", device, loopHeartbeatWithin)...)
-	loops = append(loops, heartbeatProbe("ringer loop", ringer, loopHeartbeatWithin)...)
+// sync, and every loop that reports a heartbeat (the press loop, the door
+// runner, the GPIO button).
+func daemonSupervisor(log *slog.Logger, session syncSource, residents int, loops ...loop) *supervisor {
+	var probes []probe
+	for _, l := range loops {
+		probes = append(probes, heartbeatProbe(l.name, l.loop, loopHeartbeatWithin)...)
+	}
 	return newSupervisor(log.With("component", "systemd"), session,
-		func() string { return fmt.Sprintf("ready; %d resident(s)", residents) }, loops...)
+		func() string { return fmt.Sprintf("ready; %d resident(s)", residents) }, probes...)
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -68,17 +69,22 @@ type provisionSummary struct {
 
 type roomChange struct {
 	Resident, Room, Was string
-	Change              string // "unchanged", "created", "replaced"
+	Change              string   // "unchanged", "created", "replaced"
+	Look                []string // what of the room's look was set: "name", "avatar"
 }
 
-// Changes counts what this run changed.
+// changed reports whether provision changed anything about the room.
+func (r roomChange) changed() bool { return r.Change != "unchanged" || len(r.Look) > 0 }
+
+// Changes counts what this run changed: the login, and each room that was
+// created, replaced or repaired.
 func (s provisionSummary) Changes() int {
 	n := 0
 	if s.NewLogin {
 		n++
 	}
 	for _, r := range s.Rooms {
-		if r.Change != "unchanged" {
+		if r.changed() {
 			n++
 		}
 	}
@@ -123,6 +129,10 @@ func provisionAccount(ctx context.Context, cfg *provisioning.Config, log *slog.L
 	}
 	sum.UserID, sum.DeviceID = string(session.UserID()), session.DeviceID()
 	sum.NewLogin = !hadLogin || before.AccessToken != after.AccessToken || before.DeviceID != after.DeviceID
+	look, err := roomLook(cfg)
+	if err != nil {
+		return sum, err
+	}
 	rooms, err := session.EnsureDirectRooms(ctx)
 	if err != nil {
 		return sum, fmt.Errorf("direct rooms: %w", err)
@@ -136,9 +146,67 @@ func provisionAccount(ctx context.Context, cfg *provisioning.Config, log *slog.L
 		case c.Was != room:
 			c.Change = "replaced"
 		}
+		if c.Look, err = session.EnsureRoomLook(ctx, callengine.RoomID(room), look); err != nil {
+			return sum, fmt.Errorf("name and avatar of %s's room: %w", r, err)
+		}
 		sum.Rooms = append(sum.Rooms, c)
 	}
 	return sum, nil
+}
+
+// roomLook is how the configuration wants the direct rooms to look: named
+// after the device, with matrix.room_avatar as avatar if set. Without
+// room_avatar the avatar is left alone rather than set to a built-in
+// picture: clients already draw the name's initial, what a room shows is
+// the installer's choice, and a built-in image would be uploaded again by
+// the first provision after any release that changed it.
+func roomLook(cfg *provisioning.Config) (matrix.RoomLook, error) {
+	look := matrix.RoomLook{Name: cfg.Matrix.DeviceName}
+	if cfg.Matrix.RoomAvatar == "" {
+		return look, nil
+	}
+	f, err := os.Open(cfg.Matrix.RoomAvatar)
+	if err != nil {
+		return look, fmt.Errorf("matrix.room_avatar: %w", err)
+	}
+	defer f.Close()
+	// One byte over the limit, so CheckAvatar sees a file that is too big.
+	data, err := io.ReadAll(io.LimitReader(f, maxAvatarFile+1))
+	if err != nil {
+		return look, fmt.Errorf("matrix.room_avatar: %w", err)
+	}
+	if _, _, _, err := matrix.CheckAvatar(data); err != nil {
+		return look, fmt.Errorf("matrix.room_avatar %s: %w", cfg.Matrix.RoomAvatar, err)
+	}
+	look.Avatar = data
+	return look, nil
+}
+
+// maxAvatarFile is how much of matrix.room_avatar is read; CheckAvatar
+// refuses anything over 1 MiB.
+const maxAvatarFile = 1 << 20
+
+// roomLookTimeout bounds the daemon's best-effort naming of its rooms.
+const roomLookTimeout = time.Minute
+
+// applyRoomLook names the rooms and sets their avatar, as provision does,
+// for the daemon at start and after a residents reload. It is best effort:
+// a room without its name or avatar still rings, so problems are logged
+// and never stop the daemon.
+func applyRoomLook(ctx context.Context, cfg *provisioning.Config, s interface {
+	EnsureRoomLook(context.Context, callengine.RoomID, matrix.RoomLook) ([]string, error)
+}, rooms map[callengine.UserID]callengine.RoomID, log *slog.Logger) {
+	look, err := roomLook(cfg)
+	if err != nil {
+		log.Error("room avatar not set", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, roomLookTimeout)
+	defer cancel()
+	for user, room := range rooms {
+		if _, err := s.EnsureRoomLook(ctx, room, look); err != nil {
+			log.Warn("room name and avatar not set", "room_id", room, "user_id", user, "err", err)
+		}
+	}
 }
 
 // newSession builds the Matrix session from the configuration, as the
@@ -172,6 +240,12 @@ func (s provisionSummary) print(w io.Writer, cfg *provisioning.Config) {
 		}
 		if r.Change != "unchanged" {
 			change += "; " + r.Resident + " is invited"
+		}
+		if len(r.Look) > 0 {
+			if r.Change == "unchanged" {
+				change = "repaired"
+			}
+			change += "; set " + strings.Join(r.Look, " and ")
 		}
 		fmt.Fprintf(tw, "  resident %s\troom %s\t%s\n", r.Resident, r.Room, change)
 	}

@@ -12,15 +12,21 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/provisioning"
 )
 
 // SIGHUP (systemctl reload) re-reads the configuration file and applies
 // what can change without a restart: the residents (rooms for new ones are
-// made first; removed ones stop ringing at once) and, where the call engine
-// allows it, the ring timeout. The file is validated first; a file with
-// problems changes nothing, and the running configuration stays. Changes
-// to anything else are logged as needing a restart.
+// made first; removed ones stop ringing at once, and only the new set's
+// room invites are joined), the door policy (authorised users, pulse
+// length, call window, replies; not the command texts and the reaction
+// key, which the ring notices announce) and the ring timeout (from the
+// next ring). The file is validated first; a file with problems changes
+// nothing, and the running configuration stays. Changes to anything else
+// are logged as needing a restart.
 
 // reloadSignals starts catching SIGHUP. It is called first thing in the
 // daemon: SIGHUP's default action ends the process, and a reload sent
@@ -39,6 +45,68 @@ type reloadTargets struct {
 	Residents func(ctx context.Context, residents []string) error
 	// RingTimeout changes how long later rings last.
 	RingTimeout func(time.Duration)
+	// Door replaces the door policy's configuration; its memory stays.
+	Door func(device.DoorConfig)
+}
+
+// residentSession is what a residents reload needs of the Matrix session.
+type residentSession interface {
+	Residents() []callengine.UserID
+	SetResidents([]callengine.UserID) error
+	EnsureDirectRooms(ctx context.Context) (map[callengine.UserID]callengine.RoomID, error)
+	EnsureRoomLook(ctx context.Context, room callengine.RoomID, look matrix.RoomLook) ([]string, error)
+}
+
+// daemonTargets wires a reload to the daemon's running parts: the residents
+// go to the running Matrix session (which then makes their rooms and
+// accepts their invites) and into the press directory, the ring timeout to
+// the engine, the door policy to the door runner.
+func daemonTargets(cfg *provisioning.Config, session residentSession, dir *directory, engine interface{ SetRingTimeout(time.Duration) }, door interface{ SetConfig(device.DoorConfig) }, log *slog.Logger) reloadTargets {
+	log = log.With("component", "reload")
+	return reloadTargets{
+		Residents: func(ctx context.Context, residents []string) error {
+			old := session.Residents()
+			if err := session.SetResidents(userIDs(residents)); err != nil {
+				return err
+			}
+			rooms, err := session.EnsureDirectRooms(ctx)
+			if err != nil {
+				// Back to the old set, so invites are judged as before.
+				if rerr := session.SetResidents(old); rerr != nil {
+					log.Error("reload: restore residents", "err", rerr)
+				}
+				return err
+			}
+			dir.set(rooms)
+			// New rooms are named at creation; the avatar is best effort.
+			applyRoomLook(ctx, cfg, session, rooms, log)
+			return nil
+		},
+		RingTimeout: engine.SetRingTimeout,
+		Door:        door.SetConfig,
+	}
+}
+
+func userIDs(us []string) []callengine.UserID {
+	out := make([]callengine.UserID, len(us))
+	for i, u := range us {
+		out[i] = callengine.UserID(u)
+	}
+	return out
+}
+
+// doorPolicy is the door policy a configuration describes: door.authorized
+// defaults to the residents.
+func doorPolicy(cfg *provisioning.Config) device.DoorConfig {
+	authorized := cfg.Door.Authorized
+	if len(authorized) == 0 {
+		authorized = cfg.Residents
+	}
+	return device.DoorConfig{
+		Commands: cfg.Door.Commands, ReactionKey: cfg.Door.Reaction, Pulse: cfg.Door.Pulse,
+		Authorized: userIDs(authorized), OnlyDuringCall: cfg.Door.OnlyDuringCall, Window: cfg.Door.Window,
+		ReplyUnauthorized: cfg.Door.ReplyUnauthorized,
+	}
 }
 
 // reloader applies SIGHUPs one at a time on its own goroutine.
@@ -49,36 +117,9 @@ type reloader struct {
 	load    func(path string) (*provisioning.Config, error)
 }
 
-// newReloader wires a reload to the daemon's parts: the residents go
-// through a short-lived Matrix session that makes their rooms (the same
-// EnsureDirectRooms as at start) and then into the press directory; the
-// ring timeout goes to the engine if it has a setter.
-func newReloader(cfg *provisioning.Config, state *provisioning.State, dir *directory, engine any, log *slog.Logger) *reloader {
-	log = log.With("component", "reload")
-	t := reloadTargets{
-		Residents: func(ctx context.Context, residents []string) error {
-			c := *cfg
-			c.Residents = residents
-			s, err := newSession(&c, state, log)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if err := s.Login(ctx); err != nil {
-				return fmt.Errorf("log in: %w", err)
-			}
-			rooms, err := s.EnsureDirectRooms(ctx)
-			if err != nil {
-				return err
-			}
-			dir.set(rooms)
-			return nil
-		},
-	}
-	if e, ok := engine.(interface{ SetRingTimeout(time.Duration) }); ok {
-		t.RingTimeout = e.SetRingTimeout
-	}
-	return &reloader{cfg: cfg, targets: t, log: log, load: provisioning.Load}
+// newReloader returns a reloader for the running configuration cfg.
+func newReloader(cfg *provisioning.Config, t reloadTargets, log *slog.Logger) *reloader {
+	return &reloader{cfg: cfg, targets: t, log: log.With("component", "reload"), load: provisioning.Load}
 }
 
 // Run applies a reload for every signal on sig until ctx ends.
@@ -116,8 +157,17 @@ func (r *reloader) reload(ctx context.Context) (applied []string) {
 	for _, w := range next.Warnings {
 		r.log.Warn("reload: config", "problem", w.String())
 	}
-	if keys := restartOnly(old, next); len(keys) > 0 {
-		r.log.Warn("reload: changes that take effect only after a restart", "sections", keys)
+	restart := restartOnly(old, next)
+	// The command texts and the reaction key are announced in every ring
+	// notice, whose text is composed at start.
+	if !slices.Equal(old.Door.Commands, next.Door.Commands) {
+		restart = append(restart, "door.commands")
+	}
+	if old.Door.Reaction != next.Door.Reaction {
+		restart = append(restart, "door.reaction")
+	}
+	if len(restart) > 0 {
+		r.log.Warn("reload: changes that take effect only after a restart", "sections", restart)
 	}
 	merged := *old
 	var failed []string
@@ -131,6 +181,22 @@ func (r *reloader) reload(ctx context.Context) (applied []string) {
 		} else {
 			merged.Residents = next.Residents
 			applied = append(applied, "residents")
+		}
+	}
+	// The door follows the residents actually in force (door.authorized
+	// defaults to them), so a failed residents change leaves it too.
+	door := old.Door
+	door.Pulse, door.Authorized = next.Door.Pulse, next.Door.Authorized
+	door.OnlyDuringCall, door.Window, door.ReplyUnauthorized = next.Door.OnlyDuringCall, next.Door.Window, next.Door.ReplyUnauthorized
+	nextDoor := merged
+	nextDoor.Door = door
+	if !reflect.DeepEqual(doorPolicy(old), doorPolicy(&nextDoor)) {
+		if r.targets.Door == nil {
+			r.log.Warn("reload: door settings take effect only after a restart")
+		} else {
+			r.targets.Door(doorPolicy(&nextDoor))
+			merged.Door = door
+			applied = append(applied, "door")
 		}
 	}
 	if old.Ring.Timeout != next.Ring.Timeout {
@@ -150,7 +216,8 @@ func (r *reloader) reload(ctx context.Context) (applied []string) {
 	case len(applied) == 0:
 		r.log.Info("reload: nothing to change", "config", old.Path)
 	default:
-		r.log.Info("reloaded", "config", old.Path, "applied", applied, "residents", merged.Residents, "ring_timeout", merged.Ring.Timeout)
+		r.log.Info("reloaded", "config", old.Path, "applied", applied, "residents", merged.Residents,
+			"ring_timeout", merged.Ring.Timeout, "door_pulse", merged.Door.Pulse, "door_authorized", doorPolicy(&merged).Authorized)
 	}
 	return applied
 }
@@ -159,7 +226,9 @@ func (r *reloader) reload(ctx context.Context) (applied []string) {
 // that a reload does not apply. It looks at every exported field, so keys
 // added later are covered without touching this function.
 func restartOnly(old, next *provisioning.Config) []string {
-	reloadable := map[string]bool{"Path": true, "Warnings": true, "Residents": true, "Ring": true}
+	// Door is compared key by key in reload (commands and reaction are
+	// restart-only).
+	reloadable := map[string]bool{"Path": true, "Warnings": true, "Residents": true, "Ring": true, "Door": true}
 	a, b := reflect.ValueOf(*old), reflect.ValueOf(*next)
 	var changed []string
 	for i := range a.NumField() {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/provisioning"
 )
 
@@ -32,6 +34,7 @@ type reloadFixture struct {
 	logs      *lockedBuffer
 	residents [][]string
 	timeouts  []time.Duration
+	doors     []device.DoorConfig
 	fail      error
 }
 
@@ -56,6 +59,7 @@ func newReloadFixture(t *testing.T, withTimeoutSetter bool) *reloadFixture {
 	}}
 	if withTimeoutSetter {
 		targets.RingTimeout = func(d time.Duration) { f.timeouts = append(f.timeouts, d) }
+		targets.Door = func(c device.DoorConfig) { f.doors = append(f.doors, c) }
 	}
 	f.r = &reloader{cfg: cfg, targets: targets, log: slog.New(slog.NewTextHandler(f.logs, nil)), load: provisioning.Load}
 	return f
@@ -74,8 +78,12 @@ func TestReloadAppliesResidentsAndTimeout(t *testing.T) {
 		`["@alice:example.org"]`, `["@alice:example.org", "@bob:example.org"]`, 1),
 		"timeout: 30s", "timeout: 45s", 1))
 	applied := f.r.reload(t.Context())
-	if !slices.Equal(applied, []string{"residents", "ring.timeout"}) {
+	// door.authorized defaults to the residents, so the door follows.
+	if !slices.Equal(applied, []string{"residents", "door", "ring.timeout"}) {
 		t.Fatalf("applied %v\n%s", applied, f.logs.String())
+	}
+	if len(f.doors) != 1 || !slices.Equal(f.doors[0].Authorized, []callengine.UserID{"@alice:example.org", "@bob:example.org"}) {
+		t.Fatalf("door target got %+v", f.doors)
 	}
 	if len(f.residents) != 1 || !slices.Equal(f.residents[0], []string{"@alice:example.org", "@bob:example.org"}) {
 		t.Fatalf("residents target got %v", f.residents)
@@ -103,7 +111,7 @@ func TestReloadKeepsConfigOnError(t *testing.T) {
 	if applied := f.r.reload(t.Context()); applied != nil {
 		t.Fatalf("applied %v from a broken file", applied)
 	}
-	if f.r.cfg != before || len(f.residents) != 0 || len(f.timeouts) != 0 {
+	if f.r.cfg != before || len(f.residents) != 0 || len(f.timeouts) != 0 || len(f.doors) != 0 {
 		t.Fatal("a broken file changed the running configuration")
 	}
 	logs := f.logs.String()

@@ -10,7 +10,8 @@
 //           {"cmd":"hangup"}, {"cmd":"placeCall","roomId":"!r:hs"},
 //           {"cmd":"videoCapabilities"}, {"cmd":"click","selector":"#answer"},
 //           {"cmd":"sendText","args":{"roomId":"!r:hs","body":"!open"}},
-//           {"cmd":"react","args":{"roomId":"!r:hs","eventId":"$e","key":"🔑"}};
+//           {"cmd":"react","args":{"roomId":"!r:hs","eventId":"$e","key":"🔑"}},
+//           {"cmd":"hold","args":{"onHold":true}}, {"cmd":"restartIce"};
 //           optional "callId" and "id".
 //   stderr: the driver's own diagnostics, the page's console and page errors.
 //
@@ -22,6 +23,9 @@
 //   --autoanswer      answer every incoming call at once
 //   --autojoin        join every room the user is invited to
 //   --no-loopback     keep non-loopback ICE candidates (default: loopback only)
+//   --force-turn      relay candidates only (js-sdk forceTURN); "ready" waits
+//                     for the homeserver's TURN servers
+//   --no-ice-restart  never restart ICE by itself, only when told to
 //   --chromium PATH   browser binary (default: $CHROMIUM or /usr/bin/chromium)
 //
 // The driver exits, closing Chromium, on stdin EOF, SIGTERM or SIGINT.
@@ -44,6 +48,8 @@ const { values: flags } = parseArgs({
     autoanswer: { type: "boolean", default: false },
     autojoin: { type: "boolean", default: false },
     "no-loopback": { type: "boolean", default: false },
+    "force-turn": { type: "boolean", default: false },
+    "no-ice-restart": { type: "boolean", default: false },
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
   },
 });
@@ -141,6 +147,8 @@ async function main() {
   if (flags.autoanswer) hash.set("autoanswer", "1");
   if (flags.autojoin) hash.set("autojoin", "1");
   if (!flags["no-loopback"]) hash.set("loopback", "1");
+  if (flags["force-turn"]) hash.set("forceturn", "1");
+  if (flags["no-ice-restart"]) hash.set("noicerestart", "1");
 
   profile = await mkdtemp(join(tmpdir(), "resident-chromium-"));
   context = await chromium.launchPersistentContext(profile, {
@@ -179,7 +187,7 @@ async function main() {
   await page.goto(base + "#" + hash.toString());
 }
 
-const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react"]);
+const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react", "hold", "restartIce"]);
 
 async function command(page, line) {
   let msg;
@@ -207,13 +215,14 @@ async function command(page, line) {
   }
   // Commands with several arguments take them as one object, "args".
   const arg = msg.cmd === "placeCall" ? msg.roomId : msg.args !== undefined ? msg.args : msg.callId;
+  const arg2 = msg.cmd === "placeCall" ? msg.delayMs || 0 : undefined;
   try {
     const result = await page.evaluate(
-      async ([cmd, a]) => {
+      async ([cmd, a, b]) => {
         if (!window.resident) throw new Error("page not loaded");
-        return await window.resident[cmd](a);
+        return await window.resident[cmd](a, b);
       },
-      [msg.cmd, arg],
+      [msg.cmd, arg, arg2],
     );
     reply({ result: result === undefined ? null : result });
   } catch (err) {

@@ -9,7 +9,7 @@ import (
 // Event names the page emits (page/resident.js). Every event carries "ts",
 // the page's Date.now(); call events also carry "callId" and "roomId".
 const (
-	EventReady      = "ready"       // first sync done, listening for calls: userId, deviceId
+	EventReady      = "ready"       // first sync done, listening for calls: userId, deviceId, turnServers
 	EventIncoming   = "incoming"    // an invite rings: callId, roomId, sender, video, inviteTs (origin_server_ts), syncedTs
 	EventAnswered   = "answered"    // answer() was called (before the SDK answers): callId, roomId
 	EventPlacing    = "placing"     // placeCall started a call: callId, roomId
@@ -22,6 +22,9 @@ const (
 	EventJoined     = "joined"      // autojoin joined a room: roomId
 	EventMessage    = "message"     // an m.room.message from someone else: roomId, eventId, sender, serverTs, msgtype, body, url, mimetype, size
 	EventError      = "error"       // message, and callId/roomId/code when about a call
+	EventNegotiate  = "negotiate"   // an m.call.negotiate from someone else: callId, roomId, sender, partyId, type ("offer"/"answer"), ufrag, directions, serverTs
+	EventHold       = "hold"        // js-sdk's hold state changed: callId, roomId, side ("local": we are held, "remote": we hold them), onHold
+	EventICE        = "ice"         // the ICE connection state changed: callId, roomId, state, localUfrag, remoteUfrag
 )
 
 // Event is one event from the page.
@@ -68,7 +71,10 @@ type Stats struct {
 	AudioPacketsReceived int       `json:"audioPacketsReceived"`
 	LocalAddress         string    `json:"localAddress"`  // selected pair, "addr:port/proto/type"
 	RemoteAddress        string    `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
+	LocalUfrag           string    `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
+	RemoteUfrag          string    `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
 	ConnectionState      string    `json:"connectionState"`
+	ICEConnectionState   string    `json:"iceConnectionState"`
 }
 
 // parseEvent decodes one line of the driver's stdout.

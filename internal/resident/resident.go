@@ -44,6 +44,15 @@ type Options struct {
 	// page uses (and accepts) only loopback candidates, so that tests stay
 	// on 127.0.0.1 and ::1.
 	AnyInterface bool
+	// ForceTURN makes the page gather and use relay candidates only
+	// (matrix-js-sdk's createClient forceTURN: iceTransportPolicy
+	// "relay"), with the homeserver's TURN servers; Start then also waits
+	// until the page has them.
+	ForceTURN bool
+	// NoICERestart keeps js-sdk from restarting ICE by itself (it does on
+	// "failed" and after 2 s "disconnected"), so that a test sees the far
+	// end drive the restart. RestartICE still works.
+	NoICERestart bool
 	// Log receives the driver's diagnostics, the page's console and every
 	// event but stats. Nil discards them.
 	Log io.Writer
@@ -117,6 +126,12 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 	}
 	if opts.AnyInterface {
 		args = append(args, "--no-loopback")
+	}
+	if opts.ForceTURN {
+		args = append(args, "--force-turn")
+	}
+	if opts.NoICERestart {
+		args = append(args, "--no-ice-restart")
 	}
 	log := opts.Log
 	if log == nil {
@@ -386,6 +401,46 @@ func (r *Resident) VideoCapabilities(ctx context.Context) ([]string, error) {
 		}
 	}
 	return caps, nil
+}
+
+// ICEUfrags are the ICE username fragments (RFC 8839 a=ice-ufrag) of the
+// page's local and remote descriptions.
+type ICEUfrags struct {
+	Local  string `json:"localUfrag"`
+	Remote string `json:"remoteUfrag"`
+}
+
+// Hold puts the intercom on hold (onHold true) or takes it off again with
+// js-sdk's call.setRemoteOnHold: every transceiver becomes sendonly (or
+// sendrecv again), and js-sdk sends an m.call.negotiate offer. The answer
+// comes as an EventNegotiate. It returns the ufrags in use when it asked.
+func (r *Resident) Hold(ctx context.Context, onHold bool) (ICEUfrags, error) {
+	ev, err := r.Do(ctx, "hold", map[string]any{"args": map[string]any{"onHold": onHold}})
+	if err != nil {
+		return ICEUfrags{}, err
+	}
+	return ufragsOf(ev)
+}
+
+// RestartICE restarts ICE from the page (RTCPeerConnection.restartIce);
+// js-sdk then sends an m.call.negotiate offer with new ICE credentials
+// from its negotiationneeded handler. It returns the ufrags in use before.
+func (r *Resident) RestartICE(ctx context.Context) (ICEUfrags, error) {
+	ev, err := r.Do(ctx, "restartIce", nil)
+	if err != nil {
+		return ICEUfrags{}, err
+	}
+	return ufragsOf(ev)
+}
+
+func ufragsOf(reply Event) (ICEUfrags, error) {
+	var u struct {
+		Result ICEUfrags `json:"result"`
+	}
+	if err := reply.Decode(&u); err != nil {
+		return ICEUfrags{}, fmt.Errorf("decode ufrags: %w", err)
+	}
+	return u.Result, nil
 }
 
 func (r *Resident) simple(cmd string, args map[string]any) error {

@@ -7,4 +7,7 @@ var (
 	ErrClosed = errors.New("webrtc: peer closed")
 	// ErrAnswered is returned when a second answer is applied.
 	ErrAnswered = errors.New("webrtc: answer already applied")
+	// ErrNoRelay is returned for a new peer when ICE is relay-only and
+	// no TURN server is known (yet): it could gather no candidate.
+	ErrNoRelay = errors.New("webrtc: relay-only ICE and no TURN server")
 )

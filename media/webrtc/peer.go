@@ -165,13 +165,11 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f.mu.Lock()
-	servers := f.iceServers
-	f.mu.Unlock()
-	pc, err := f.api.NewPeerConnection(webrtc.Configuration{
-		ICEServers:   servers,
-		BundlePolicy: webrtc.BundlePolicyMaxBundle,
-	})
+	conf, err := f.configuration()
+	if err != nil {
+		return nil, err
+	}
+	pc, err := f.api.NewPeerConnection(conf)
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
@@ -324,7 +322,10 @@ func (p *Peer) AnswerOffer(offer string) (string, error) {
 	if err := p.pc.SetLocalDescription(ans); err != nil {
 		return "", fmt.Errorf("set local answer: %w", err)
 	}
-	return p.pc.LocalDescription().SDP, nil
+	// A hold offer (sendonly) must get recvonly or inactive back, which
+	// pion does not write by itself and refuses as a local description:
+	// the far end gets the conforming copy (see conformAnswer).
+	return conformAnswer(offer, p.pc.LocalDescription().SDP)
 }
 
 // RestartICE creates and sets an offer with new ICE credentials (RFC 8445
@@ -386,6 +387,9 @@ func (p *Peer) Close() error {
 		p.mu.Unlock()
 		p.closeErr = p.pc.GracefulClose()
 		p.wg.Wait()
+		if c := p.VideoCodec(); c != "" {
+			p.f.stream.ForgetBandwidth(c, p)
+		}
 		for _, r := range releases {
 			r()
 		}
@@ -400,8 +404,16 @@ func (p *Peer) VideoCodec() media.Codec {
 }
 
 // readRTCP drains a sender's RTCP, which also feeds the interceptors (NACK
-// responder, reports), and turns picture-loss and full-intra requests into
-// keyframe requests for the codec in use. It ends when the sender stops.
+// responder, reports), turns picture-loss and full-intra requests into
+// keyframe requests for the codec in use, and hands the receiver's
+// bandwidth estimate (REMB) to the stream's rate control. It ends when the
+// sender stops.
+//
+// REMB (draft-alvestrand-rmcat-remb) is what browsers send us: we offer
+// goog-remb, and our packets carry no transport-wide sequence numbers
+// (draft-holmer-rmcat-transport-wide-cc-extensions-01), so libwebrtc
+// (Chrome, Safari, Firefox) runs its receive-side estimator for them and
+// reports it in REMB. See docs/ARCHITECTURE.md, "Bitrate".
 func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 	buf := make([]byte, 1500)
 	for {
@@ -417,10 +429,14 @@ func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 			continue
 		}
 		for _, pkt := range pkts {
-			switch pkt.(type) {
+			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				if c := p.VideoCodec(); c != "" {
 					p.f.stream.RequestKeyFrame(c)
+				}
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				if c := p.VideoCodec(); c != "" {
+					p.f.stream.ReportBandwidth(c, p, int(min(pkt.Bitrate, 1<<30)))
 				}
 			}
 		}

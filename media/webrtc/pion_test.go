@@ -2,6 +2,8 @@ package webrtc
 
 import (
 	"context"
+	"image"
+	"math/rand/v2"
 	"net"
 	"regexp"
 	"runtime"
@@ -25,34 +27,44 @@ import (
 // 127.0.0.1 like the factory under test.
 func loopbackAPI(t testing.TB, video []media.Codec) *webrtc.API {
 	t.Helper()
-	me := &webrtc.MediaEngine{}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
+	api, err := newLoopbackAPI(video)
+	if err != nil {
+		t.Fatal(err)
 	}
-	must(me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
-		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: media.OpusFMTP}}, webrtc.RTPCodecTypeAudio))
+	return api
+}
+
+func newLoopbackAPI(video []media.Codec) (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: media.OpusFMTP}}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
 	fb := []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
 	for _, c := range video {
+		var err error
 		switch c {
 		case media.H264:
-			must(me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 102, RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: media.H264FMTP, RTCPFeedback: fb}}, webrtc.RTPCodecTypeVideo))
+			err = me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 102, RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: media.H264FMTP, RTCPFeedback: fb}}, webrtc.RTPCodecTypeVideo)
 		case media.VP8:
-			must(me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: fb}}, webrtc.RTPCodecTypeVideo))
+			err = me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 96, RTPCodecCapability: webrtc.RTPCodecCapability{
+				MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: fb}}, webrtc.RTPCodecTypeVideo)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 	ir := &interceptor.Registry{}
-	must(webrtc.RegisterDefaultInterceptors(me, ir))
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
 	se := webrtc.SettingEngine{LoggerFactory: LoggerFactory{}}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
 // resident is the far end: a pion answerer that receives the door's media
@@ -77,7 +89,15 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	stream, err := media.NewStream(media.StreamConfig{Encoders: codec.Encoders()})
+	return newEnvWith(t, media.StreamConfig{})
+}
+
+// newEnvWith is newEnv with the door's stream configured by cfg (its
+// encoders are always media/codec's).
+func newEnvWith(t testing.TB, cfg media.StreamConfig) *env {
+	t.Helper()
+	cfg.Encoders = codec.Encoders()
+	stream, err := media.NewStream(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,3 +474,86 @@ func TestParseAnswer(t *testing.T) {
 		t.Error("garbage parsed")
 	}
 }
+
+// TestBitrateFollowsREMB: the resident's receiver estimate (REMB) lowers
+// the shared H.264 encoder's target, and what the door sends drops with it;
+// when the estimate recovers the target climbs again after the hold.
+func TestBitrateFollowsREMB(t *testing.T) {
+	// Noise: the test pattern codes in far less than any target.
+	e := newEnvWith(t, media.StreamConfig{Width: 320, Height: 240, OpenVideo: func(f media.VideoFormat) (media.VideoSource, error) { return newNoise(f), nil }})
+	_, r := e.call(t, []media.Codec{media.H264})
+	waitFor(t, "video", 10*time.Second, func() bool { return r.keyFrames.Load() > 0 })
+	// rate is the H.264 bytes/s the encoder wrote over d.
+	rate := func(d time.Duration) float64 {
+		s0 := encStats(e.stream, media.H264)
+		time.Sleep(d)
+		s1 := encStats(e.stream, media.H264)
+		return float64(s1.Bytes-s0.Bytes) * 8 / d.Seconds()
+	}
+	remb := func(bps float32) {
+		t.Helper()
+		err := r.pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: bps, SSRCs: []uint32{r.videoSSRC.Load()}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // past the first keyframe's burst
+	before := rate(2 * time.Second)
+	remb(250_000)
+	waitFor(t, "lower target", 5*time.Second, func() bool {
+		s := encStats(e.stream, media.H264)
+		return s.TargetBitrate < 250_000 && s.EstimateReceivers == 1
+	})
+	time.Sleep(time.Second) // openh264's rate control settles
+	after := rate(3 * time.Second)
+	t.Logf("sent %.0f b/s at the start target, %.0f b/s after a 250 kb/s REMB", before, after)
+	target := float64(encStats(e.stream, media.H264).TargetBitrate)
+	if after > 0.5*before || after > 1.3*target {
+		t.Errorf("bitrate %.0f b/s after the REMB (target %.0f), %.0f before: want it to follow the estimate down", after, target, before)
+	}
+	// The test pattern is easy to code: the start target is a ceiling, not
+	// a rate the encoder must reach, so only the direction is checked.
+	remb(1_200_000)
+	waitFor(t, "higher target", 5*time.Second, func() bool {
+		return encStats(e.stream, media.H264).TargetBitrate > 250_000
+	})
+}
+
+// noise is a video source of random pictures, which no encoder can code
+// under its target: what it sends is what rate control allows.
+type noise struct {
+	f     media.VideoFormat
+	frame media.Frame
+	rng   *rand.ChaCha8
+	next  time.Time
+}
+
+func newNoise(f media.VideoFormat) *noise {
+	img := image.NewYCbCr(image.Rect(0, 0, f.Width, f.Height), image.YCbCrSubsampleRatio420)
+	for i := range img.Cb {
+		img.Cb[i], img.Cr[i] = 128, 128
+	}
+	return &noise{f: f, frame: media.Frame{Image: img}, rng: rand.NewChaCha8([32]byte{1})}
+}
+
+func (n *noise) ReadFrame(ctx context.Context) (*media.Frame, error) {
+	if n.next.IsZero() {
+		n.next = time.Now()
+	}
+	select {
+	case <-time.After(time.Until(n.next)):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// Faint noise over mid grey: costly, yet within reach of the targets.
+	n.rng.Read(n.frame.Image.Y)
+	for i, v := range n.frame.Image.Y {
+		n.frame.Image.Y[i] = 120 + v&15
+	}
+	n.frame.Time = n.next
+	n.frame.Seq++
+	n.next = n.next.Add(n.f.Interval())
+	return &n.frame, nil
+}
+
+func (n *noise) Close() error { return nil }

@@ -13,6 +13,11 @@
 //   autoanswer  1: answer every incoming call at once
 //   autojoin    1: join every room this user is invited to
 //   loopback    1: use only loopback ICE candidates (see loopback.js)
+//   forceturn   1: relay candidates only (createClient's forceTURN, which gives
+//               iceTransportPolicy "relay"); "ready" waits for the
+//               homeserver's TURN servers
+//   noicerestart 1: never restart ICE by itself (js-sdk does on "failed" and
+//               after 2 s "disconnected"), so that only the far end restarts
 
 import { ClientEvent, createClient, createNewMatrixCall, CallEvent, RoomMemberEvent } from "matrix-js-sdk";
 import { CallErrorCode, CallState } from "matrix-js-sdk/lib/webrtc/call.js";
@@ -20,6 +25,8 @@ import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler
 import { installLoopbackOnly } from "./loopback.js";
 
 const STATS_INTERVAL_MS = 250;
+// How long "ready" waits for TURN servers with forceturn=1.
+const TURN_WAIT_MS = 15000;
 // Before the first remote frame the page samples getStats more often, so that
 // first_frame is timed closely even where requestVideoFrameCallback does not fire.
 const FIRST_FRAME_POLL_MS = 20;
@@ -128,6 +135,8 @@ function watchCall(call) {
       $("local").srcObject = null;
     }
   });
+  call.on(CallEvent.LocalHoldUnhold, (onHold) => emit("hold", { ...describe(call), side: "local", onHold }));
+  call.on(CallEvent.RemoteHoldUnhold, (onHold) => emit("hold", { ...describe(call), side: "remote", onHold }));
   call.on(CallEvent.PeerConnectionCreated, (pc) => watchMedia(call, pc));
   if (call.peerConn) watchMedia(call, call.peerConn);
   attachFeeds(call);
@@ -189,6 +198,18 @@ function watchMedia(call, pc) {
   };
   if (typeof v.requestVideoFrameCallback === "function") v.requestVideoFrameCallback(onFrame);
 
+  // Every ICE connection state change, with the ICE username fragments in
+  // use, so that tests see an ICE restart (RFC 8445 section 9) happen.
+  pc.addEventListener("iceconnectionstatechange", () => {
+    emit("ice", { ...describe(call), state: pc.iceConnectionState, ...ufrags(pc) });
+  });
+  if (flag("noicerestart")) {
+    // js-sdk restarts ICE on "failed" and after 2 s "disconnected" through
+    // pc.restartIce(); a test that wants the far end to drive the restart
+    // turns that off. restartIce() from the API still works.
+    pc.restartIce = () => console.info("resident: own ICE restart suppressed (noicerestart)");
+  }
+
   const tick = async () => {
     if (call.state === CallState.Ended) {
       return;
@@ -236,7 +257,10 @@ async function collectStats(pc) {
     audioPacketsReceived: 0,
     localAddress: "",
     remoteAddress: "",
+    localUfrag: "",
+    remoteUfrag: "",
     connectionState: pc.connectionState,
+    iceConnectionState: pc.iceConnectionState,
   };
   let pairId = "";
   report.forEach((r) => {
@@ -263,6 +287,9 @@ async function collectStats(pc) {
     const r = report.get(pair.remoteCandidateId);
     if (l) s.localAddress = `${l.address}:${l.port}/${l.protocol}/${l.candidateType}`;
     if (r) s.remoteAddress = `${r.address}:${r.port}/${r.protocol}/${r.candidateType}`;
+    // The ICE generation of the pair in use: it changes with an ICE restart.
+    if (l) s.localUfrag = l.usernameFragment || "";
+    if (r) s.remoteUfrag = r.usernameFragment || "";
   }
   return s;
 }
@@ -292,9 +319,11 @@ const api = {
     if (call.state === CallState.Ended) throw new Error(`call ${call.callId} has already ended`);
     call.hangup(CallErrorCode.UserHangup, false);
   },
-  // placeCall starts a video call into roomId and resolves with its call ID.
   // The room must be joined; the page waits up to 10 s for it to appear in sync.
-  async placeCall(roomId) {
+  // placeCall starts a video call into roomId. With delayMs the call (and
+  // its call ID) exists at once but its invite waits, so a test can make
+  // glare happen deterministically.
+  async placeCall(roomId, delayMs = 0) {
     const deadline = Date.now() + 10000;
     while (!client.getRoom(roomId) || client.getRoom(roomId).getMyMembership() !== "join") {
       if (Date.now() > deadline) throw new Error(`room ${roomId} is not joined`);
@@ -304,6 +333,7 @@ const api = {
     if (!call) throw new Error("this browser cannot make Matrix calls");
     watchCall(call);
     emit("placing", describe(call));
+    if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
     await call.placeVideoCall();
     return call.callId;
   },
@@ -328,9 +358,53 @@ const api = {
     });
     return res.event_id;
   },
+  // hold puts the far end on hold or takes it off (js-sdk setRemoteOnHold:
+  // every transceiver sendonly, or sendrecv again), which js-sdk signals with
+  // an m.call.negotiate offer. Resolves with the ICE ufrags in use.
+  async hold({ callId, onHold }) {
+    const call = callFor(callId);
+    if (call.state !== CallState.Connected) throw new Error(`call ${call.callId} is ${call.state}, not connected`);
+    call.setRemoteOnHold(!!onHold);
+    return ufrags(call.peerConn);
+  },
+  // restartIce asks the browser for an ICE restart (RTCPeerConnection
+  // restartIce, through the native method even with noicerestart): the
+  // negotiationneeded event that follows makes js-sdk send an
+  // m.call.negotiate offer with new ICE credentials. Resolves with the
+  // ufrags in use before the restart.
+  async restartIce(callId) {
+    const call = callFor(callId);
+    if (!call.peerConn) throw new Error(`call ${call.callId} has no peer connection`);
+    const before = ufrags(call.peerConn);
+    Object.getPrototypeOf(call.peerConn).restartIce.call(call.peerConn);
+    return before;
+  },
   ringDoorbell,
 };
 window.resident = api;
+
+// ufrag returns the first a=ice-ufrag of an SDP (one BUNDLE transport).
+function ufrag(sdp) {
+  const m = /^a=ice-ufrag:(\S+)/m.exec(sdp || "");
+  return m ? m[1] : "";
+}
+
+function ufrags(pc) {
+  return {
+    localUfrag: ufrag(pc && pc.localDescription && pc.localDescription.sdp),
+    remoteUfrag: ufrag(pc && pc.remoteDescription && pc.remoteDescription.sdp),
+  };
+}
+
+// directions lists the a=sendrecv/sendonly/recvonly/inactive of each m= section.
+function directions(sdp) {
+  const out = [];
+  for (const section of (sdp || "").split(/\r?\nm=/).slice(1)) {
+    const m = /^a=(sendrecv|sendonly|recvonly|inactive)$/m.exec(section);
+    out.push(`${section.split(" ")[0]}:${m ? m[1] : "sendrecv"}`);
+  }
+  return out;
+}
 
 // joined waits up to 10 s for roomId to be joined in this client's sync.
 async function joined(roomId) {
@@ -376,6 +450,7 @@ async function start() {
     ...creds,
     // Never reach for turn.matrix.org: tests and the demo stay local.
     fallbackICEServerAllowed: false,
+    forceTURN: flag("forceturn"),
   });
 
   // The call event handler starts after the first sync and ignores invites
@@ -417,6 +492,24 @@ async function start() {
     });
   });
 
+  // The far end's m.call.negotiate (Matrix spec, VoIP: renegotiation):
+  // its answers to our hold and ICE restart offers, and its own offers.
+  client.on(ClientEvent.Event, (ev) => {
+    if (ev.getType() !== "m.call.negotiate" || ev.getSender() === client.getUserId()) return;
+    const c = ev.getContent();
+    const d = c.description || {};
+    emit("negotiate", {
+      callId: c.call_id || "",
+      roomId: ev.getRoomId(),
+      sender: ev.getSender(),
+      partyId: c.party_id || "",
+      type: d.type || "",
+      ufrag: ufrag(d.sdp),
+      directions: directions(d.sdp),
+      serverTs: ev.getTs(),
+    });
+  });
+
   client.on(ClientEvent.Event, (ev) => {
     if (ev.getType() !== "m.call.invite") return;
     const callId = ev.getContent().call_id;
@@ -436,12 +529,28 @@ async function start() {
   client.on(ClientEvent.Sync, (state, _prev, data) => {
     if (state === "PREPARED") {
       setStatus(`ready as ${client.getUserId()}`);
-      emit("ready", { userId: client.getUserId(), deviceId: client.getDeviceId() });
+      announceReady().catch((err) => emit("error", { message: `ready: ${err.message}` }));
     } else if (state === "ERROR") {
       emit("error", { message: `sync: ${data && data.error ? data.error.message : "failed"}` });
     }
   });
   await client.startClient({ initialSyncLimit: 1 });
+}
+
+// announceReady emits "ready"; with forceturn it first waits for the
+// homeserver's TURN servers (js-sdk fetches them at start without waiting),
+// since a relay-only call without them gathers no candidate at all.
+async function announceReady() {
+  let turn = client.getTurnServers().length;
+  if (flag("forceturn")) {
+    const deadline = Date.now() + TURN_WAIT_MS;
+    while (turn === 0) {
+      if (Date.now() > deadline) throw new Error("forceturn: the homeserver handed out no TURN server");
+      await new Promise((r) => setTimeout(r, 50));
+      turn = client.getTurnServers().length;
+    }
+  }
+  emit("ready", { userId: client.getUserId(), deviceId: client.getDeviceId(), turnServers: turn });
 }
 
 function wireUI() {

@@ -1,0 +1,1006 @@
+package group
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// Device is one household device: a user and one of its devices.
+type Device struct {
+	User     callengine.UserID
+	DeviceID string
+}
+
+// String is "user:device", the string both SDKs compare.
+func (d Device) String() string { return string(d.User) + ":" + d.DeviceID }
+
+// PlacesCall reports whether local places the mesh call to remote: dart-sdk
+// (mesh_backend setupP2PCallWithNewMember) calls only when local
+// "user:device" sorts before the remote's. The intercom follows dart-sdk's
+// single string comparison, since its mesh peers are dart-sdk clients
+// (js-sdk's two-step rule can differ when one user ID prefixes another,
+// matrix-voip.md §4.5).
+func PlacesCall(local, remote Device) bool { return local.String() < remote.String() }
+
+// Phase is the household call's phase.
+type Phase string
+
+const (
+	PhaseIdle    Phase = "idle"
+	PhaseRinging Phase = "ringing" // joined and rung; nobody connected yet
+	PhaseInCall  Phase = "in_call" // at least one device connected
+)
+
+// Config is what the machine knows about the intercom.
+type Config struct {
+	Self Device
+	// SessionID is the intercom's membershipID and sender_session_id,
+	// made once per process start (dart-sdk VoIP.currentSessionId).
+	SessionID string
+	// Room is the household room; its ID is also the call_id of the
+	// membership and the conf_id of to-device events.
+	Room callengine.RoomID
+	// RingTimeout: if no device connects within it, the intercom leaves.
+	// It is also the lifetime of the ring notification.
+	RingTimeout time.Duration
+	// InviteLifetime is the lifetime of invites (dart-sdk
+	// callInviteLifetime, 60 s).
+	InviteLifetime time.Duration
+	// ConnectTimeout bounds a call from setup to connected media.
+	ConnectTimeout time.Duration
+	// Family is the to-device family of calls the intercom places.
+	Family Family
+}
+
+// DefaultConfig returns the timings used unless configured otherwise.
+func DefaultConfig(self Device, session string, room callengine.RoomID) Config {
+	return Config{Self: self, SessionID: session, Room: room, RingTimeout: 60 * time.Second,
+		InviteLifetime: 60 * time.Second, ConnectTimeout: 30 * time.Second, Family: FamilyFamedly}
+}
+
+// --- Events ---
+
+// Event is an input to Machine.Step.
+type Event interface{ event() }
+
+// RingRequested: the bell was pressed. The intercom joins the group call
+// if not in it and rings the household.
+type RingRequested struct{}
+
+// LeaveRequested ends the household call (hang up every device, clear the
+// membership).
+type LeaveRequested struct{}
+
+// MemberChanged is a membership state event of the household room, of
+// TypeMember or TypeElementCallMember.
+type MemberChanged struct{ Event MemberEvent }
+
+// RoomMemberChanged is an m.room.member change of the household room.
+// Memberships of users who are not joined do not count.
+type RoomMemberChanged struct {
+	User       callengine.UserID
+	Membership string // join, leave, ban, invite, knock
+}
+
+// ToDeviceReceived is a to-device event, raw and untrusted.
+type ToDeviceReceived struct {
+	Sender  callengine.UserID
+	Type    string
+	Content json.RawMessage
+}
+
+// MembershipPublished is the outcome of PublishMembership.
+type MembershipPublished struct {
+	EventID string
+	Err     error
+}
+
+// OfferCreated is the outcome of CreateOffer: a peer with its offer.
+type OfferCreated struct {
+	CallID   callengine.CallID
+	SDP      string
+	StreamID string
+	Err      error
+}
+
+// OfferAccepted is the outcome of AcceptOffer: the local answer.
+type OfferAccepted struct {
+	CallID   callengine.CallID
+	SDP      string
+	StreamID string
+	Err      error
+}
+
+// AnswerApplied is the outcome of ApplyAnswer.
+type AnswerApplied struct {
+	CallID callengine.CallID
+	Err    error
+}
+
+// NegotiationAnswered is the outcome of AnswerNegotiation.
+type NegotiationAnswered struct {
+	CallID callengine.CallID
+	SDP    string
+	Err    error
+}
+
+// LocalCandidates are candidates the local peer of a call gathered.
+type LocalCandidates struct {
+	CallID     callengine.CallID
+	Candidates []callengine.Candidate
+}
+
+// PeerChanged is a connection state change of a call's peer.
+type PeerChanged struct {
+	CallID callengine.CallID
+	State  callengine.PeerState
+}
+
+// TimerFired is a timer started by StartTimer running out.
+type TimerFired struct{ ID TimerID }
+
+func (RingRequested) event()       {}
+func (LeaveRequested) event()      {}
+func (MemberChanged) event()       {}
+func (RoomMemberChanged) event()   {}
+func (ToDeviceReceived) event()    {}
+func (MembershipPublished) event() {}
+func (OfferCreated) event()        {}
+func (OfferAccepted) event()       {}
+func (AnswerApplied) event()       {}
+func (NegotiationAnswered) event() {}
+func (LocalCandidates) event()     {}
+func (PeerChanged) event()         {}
+func (TimerFired) event()          {}
+
+// --- Effects ---
+
+// Effect is an output of Machine.Step for the runner to execute.
+type Effect interface{ effect() }
+
+// PublishMembership puts the own membership state event. Its outcome comes
+// back as MembershipPublished. Content with no memberships is a leave.
+type PublishMembership struct {
+	StateKey string
+	Content  MemberContent
+}
+
+// SendNotification sends the ring into the household room.
+type SendNotification struct{ Content Notification }
+
+// SendToDevice sends one to-device message.
+type SendToDevice struct {
+	To      Device
+	Type    string
+	Content json.RawMessage
+	CallID  callengine.CallID
+}
+
+// CreateOffer makes a peer with a ready offer (PeerFactory.NewPeer); the
+// outcome comes back as OfferCreated.
+type CreateOffer struct{ CallID callengine.CallID }
+
+// AcceptOffer makes a peer answering SDP (PeerFactory.AcceptOffer); the
+// outcome comes back as OfferAccepted.
+type AcceptOffer struct {
+	CallID callengine.CallID
+	SDP    string
+}
+
+// ApplyAnswer applies the remote answer; outcome AnswerApplied.
+type ApplyAnswer struct {
+	CallID callengine.CallID
+	SDP    string
+}
+
+// AnswerNegotiation answers a renegotiation offer (ICE restart, hold);
+// outcome NegotiationAnswered.
+type AnswerNegotiation struct {
+	CallID callengine.CallID
+	SDP    string
+}
+
+// ApplyCandidates hands remote candidates to a call's peer.
+type ApplyCandidates struct {
+	CallID     callengine.CallID
+	Candidates []callengine.Candidate
+}
+
+// ClosePeer closes a call's peer.
+type ClosePeer struct{ CallID callengine.CallID }
+
+// StartTimer (re)starts a timer.
+type StartTimer struct {
+	ID    TimerID
+	After time.Duration
+}
+
+// StopTimer cancels a timer.
+type StopTimer struct{ ID TimerID }
+
+// Ignored reports untrusted input the machine dropped, for the log.
+type Ignored struct {
+	Sender callengine.UserID
+	Type   string
+	Reason string
+}
+
+// PhaseChanged reports a new phase.
+type PhaseChanged struct{ Phase Phase }
+
+func (PublishMembership) effect() {}
+func (SendNotification) effect()  {}
+func (SendToDevice) effect()      {}
+func (CreateOffer) effect()       {}
+func (AcceptOffer) effect()       {}
+func (ApplyAnswer) effect()       {}
+func (AnswerNegotiation) effect() {}
+func (ApplyCandidates) effect()   {}
+func (ClosePeer) effect()         {}
+func (StartTimer) effect()        {}
+func (StopTimer) effect()         {}
+func (Ignored) effect()           {}
+func (PhaseChanged) effect()      {}
+
+// TimerKind names a timer.
+type TimerKind int
+
+const (
+	TimerRing    TimerKind = iota + 1 // nobody connected in time: leave
+	TimerRefresh                      // re-send the own membership
+	TimerExpiry                       // a member's membership expires
+	TimerConnect                      // one call never connected
+	TimerReorder                      // a seq gap waited long enough
+)
+
+// TimerID identifies a timer: its kind and, for per-call timers, the call.
+type TimerID struct {
+	Kind TimerKind
+	Key  string
+}
+
+// --- Machine ---
+
+type legState string
+
+const (
+	legCreating   legState = "creating"   // making the peer and offer
+	legInviting   legState = "inviting"   // invite sent
+	legAnswering  legState = "answering"  // answer being applied
+	legAccepting  legState = "accepting"  // answering their invite
+	legConnecting legState = "connecting" // signalling done, ICE/DTLS going
+	legConnected  legState = "connected"
+)
+
+// maxPendingCandidates bounds candidates held for a call whose peer is not
+// ready.
+const maxPendingCandidates = 128
+
+type leg struct {
+	id       callengine.CallID
+	peer     Device
+	session  string // the remote's membershipID when the call began
+	outbound bool
+	family   Family
+	state    legState
+	seqOut   int64
+	party    callengine.PartyID
+	streamID string
+	// remote candidates before the peer can take them; local candidates
+	// before the invite or answer went out.
+	pendingRemote []callengine.Candidate
+	pendingLocal  []callengine.Candidate
+}
+
+func (l *leg) peerReady() bool { return l.state == legConnecting || l.state == legConnected }
+
+type memberState struct {
+	user callengine.UserID
+	list []Membership
+}
+
+// Machine is the household call. Zero value is not usable; use New.
+type Machine struct {
+	cfg   Config
+	phase Phase
+
+	joined        bool
+	membershipEv  string // event ID of the last own membership
+	ringPending   bool   // a notification waits for MembershipPublished
+	ringExpired   bool
+	hadConnected  bool
+	rewaiting     bool // connected devices are gone, members remain: ring timeout runs
+	nextCall      int
+	members       map[string]memberState // by state key
+	left          map[callengine.UserID]bool
+	elementCall   map[string]ElementCallMember // by state key
+	legs          map[callengine.CallID]*leg
+	reorder       map[string]*Reorder // by sender + call ID
+	expiryPlanned time.Time
+}
+
+// New returns an idle machine.
+func New(cfg Config) *Machine {
+	return &Machine{cfg: cfg, phase: PhaseIdle, members: map[string]memberState{},
+		left: map[callengine.UserID]bool{}, elementCall: map[string]ElementCallMember{},
+		legs: map[callengine.CallID]*leg{}, reorder: map[string]*Reorder{}}
+}
+
+// ConfID is the group call's ID: the household room's ID.
+func (m *Machine) ConfID() string { return string(m.cfg.Room) }
+
+// Phase returns the current phase.
+func (m *Machine) Phase() Phase { return m.phase }
+
+// Joined reports whether the own membership is published.
+func (m *Machine) Joined() bool { return m.joined }
+
+// Step advances the machine by one event. It never blocks and never reads
+// the clock: now is the time of the event.
+func (m *Machine) Step(now time.Time, ev Event) []Effect {
+	var out []Effect
+	emit := func(e ...Effect) { out = append(out, e...) }
+	switch e := ev.(type) {
+	case RingRequested:
+		m.ring(now, emit)
+	case LeaveRequested:
+		m.leave(emit, callengine.ReasonUserHangup)
+	case MembershipPublished:
+		m.published(now, e, emit)
+	case MemberChanged:
+		m.memberChanged(now, e.Event, emit)
+	case RoomMemberChanged:
+		if e.Membership == "join" {
+			delete(m.left, e.User)
+		} else if e.Membership != "" {
+			m.left[e.User] = true
+		}
+		m.reconcile(now, emit)
+	case ToDeviceReceived:
+		m.toDevice(now, e, emit)
+	case OfferCreated:
+		m.offerCreated(now, e, emit)
+	case OfferAccepted:
+		m.offerAccepted(e, emit)
+	case AnswerApplied:
+		m.answerApplied(e, emit)
+	case NegotiationAnswered:
+		l := m.legs[e.CallID]
+		if l == nil {
+			return out
+		}
+		if e.Err != nil {
+			m.endLeg(l, true, callengine.ReasonICEFailed, emit)
+			break
+		}
+		m.send(l, callengine.TypeNegotiate, &callengine.Negotiate{
+			Common:      m.common(l),
+			Lifetime:    m.cfg.InviteLifetime.Milliseconds(),
+			Description: callengine.SessionDescription{Type: "answer", SDP: e.SDP},
+		}, emit)
+	case LocalCandidates:
+		l := m.legs[e.CallID]
+		if l == nil {
+			return out
+		}
+		if l.state == legCreating || l.state == legAccepting {
+			if len(l.pendingLocal) < maxPendingCandidates {
+				l.pendingLocal = append(l.pendingLocal, e.Candidates...)
+			}
+			return out
+		}
+		m.sendCandidates(l, e.Candidates, emit)
+	case PeerChanged:
+		m.peerChanged(e, emit)
+	case TimerFired:
+		m.timer(now, e.ID, emit)
+	}
+	m.checkIdle(now, emit)
+	return out
+}
+
+func (m *Machine) setPhase(p Phase, emit func(...Effect)) {
+	if m.phase != p {
+		m.phase = p
+		emit(PhaseChanged{Phase: p})
+	}
+}
+
+func (m *Machine) ownContent(now time.Time) MemberContent {
+	return MemberContent{Memberships: []Membership{NewOwnMembership(m.cfg.Room, m.cfg.Self.DeviceID, m.cfg.SessionID, now)}}
+}
+
+func (m *Machine) ring(now time.Time, emit func(...Effect)) {
+	m.ringExpired = false
+	if m.phase == PhaseIdle {
+		m.setPhase(PhaseRinging, emit)
+	}
+	emit(StartTimer{ID: TimerID{Kind: TimerRing}, After: m.cfg.RingTimeout})
+	if m.joined {
+		emit(SendNotification{Content: NewRing(m.membershipEv, now, m.cfg.RingTimeout)})
+		return
+	}
+	m.joined, m.ringPending = true, true
+	emit(PublishMembership{StateKey: OwnStateKey(m.cfg.Self.User), Content: m.ownContent(now)},
+		StartTimer{ID: TimerID{Kind: TimerRefresh}, After: RefreshInterval})
+}
+
+// published: the membership is in the room. The ring follows it (MSC4075:
+// the notification is sent after the own membership and relates to it),
+// and only then are calls placed, so that peers know the intercom's
+// session before its invites reach them.
+func (m *Machine) published(now time.Time, e MembershipPublished, emit func(...Effect)) {
+	if !m.joined {
+		return
+	}
+	if e.Err == nil && e.EventID != "" {
+		m.membershipEv = e.EventID
+	}
+	if m.ringPending {
+		m.ringPending = false
+		emit(SendNotification{Content: NewRing(m.membershipEv, now, m.cfg.RingTimeout)})
+	}
+	m.connectAll(now, emit)
+}
+
+func (m *Machine) leave(emit func(...Effect), reason string) {
+	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
+		m.endLeg(m.legs[id], true, reason, emit)
+	}
+	clear(m.reorder)
+	if m.joined {
+		m.joined, m.ringPending = false, false
+		emit(PublishMembership{StateKey: OwnStateKey(m.cfg.Self.User), Content: MemberContent{Memberships: []Membership{}}})
+	}
+	emit(StopTimer{ID: TimerID{Kind: TimerRing}}, StopTimer{ID: TimerID{Kind: TimerRefresh}})
+	m.hadConnected, m.ringExpired, m.rewaiting = false, false, false
+	m.setPhase(PhaseIdle, emit)
+}
+
+// checkIdle leaves when the ring ran out and nobody is connected, or when
+// the last device has gone after one connected. A device that is still a
+// member but lost its call (its app restarted with a new session) gets the
+// ring timeout to come back.
+func (m *Machine) checkIdle(now time.Time, emit func(...Effect)) {
+	if m.phase == PhaseIdle || !m.joined {
+		return
+	}
+	for _, l := range m.legs {
+		if l.state == legConnected {
+			return
+		}
+	}
+	if m.ringExpired {
+		m.leave(emit, callengine.ReasonUserHangup)
+		return
+	}
+	if !m.hadConnected || len(m.legs) > 0 {
+		return
+	}
+	if len(m.validDevices(now)) == 0 {
+		m.leave(emit, callengine.ReasonUserHangup)
+		return
+	}
+	if !m.rewaiting {
+		m.rewaiting = true
+		m.setPhase(PhaseRinging, emit)
+		emit(StartTimer{ID: TimerID{Kind: TimerRing}, After: m.cfg.RingTimeout})
+	}
+}
+
+// valid returns d's membership of this call, if it counts at now.
+func (m *Machine) valid(now time.Time, user callengine.UserID) []Membership {
+	if m.left[user] {
+		return nil
+	}
+	var out []Membership
+	for _, k := range slices.Sorted(maps.Keys(m.members)) {
+		ms := m.members[k]
+		if ms.user != user {
+			continue
+		}
+		for _, mb := range ms.list {
+			if mb.Application == ApplicationCall && mb.CallID == m.ConfID() && mb.Mesh() && !mb.Expired(now) {
+				out = append(out, mb)
+			}
+		}
+	}
+	return out
+}
+
+// validDevices lists every member device of the call except the intercom.
+func (m *Machine) validDevices(now time.Time) map[Device]Membership {
+	out := map[Device]Membership{}
+	for _, ms := range m.members {
+		for _, mb := range m.valid(now, ms.user) {
+			d := Device{User: ms.user, DeviceID: mb.DeviceID}
+			if d != m.cfg.Self {
+				out[d] = mb
+			}
+		}
+	}
+	return out
+}
+
+func (m *Machine) memberChanged(now time.Time, ev MemberEvent, emit func(...Effect)) {
+	switch ev.Type {
+	case TypeElementCallMember:
+		ec, left, err := DecodeElementCallMember(ev)
+		switch {
+		case err != nil:
+			emit(Ignored{Sender: ev.Sender, Type: ev.Type, Reason: err.Error()})
+		case left:
+			delete(m.elementCall, ev.StateKey)
+		default:
+			m.elementCall[ev.StateKey] = ec
+		}
+		return
+	case TypeMember:
+	default:
+		return
+	}
+	list, err := DecodeMember(ev.StateKey, ev.Sender, ev.Content)
+	if err != nil {
+		emit(Ignored{Sender: ev.Sender, Type: ev.Type, Reason: err.Error()})
+		return
+	}
+	if len(list) == 0 {
+		delete(m.members, ev.StateKey)
+	} else {
+		m.members[ev.StateKey] = memberState{user: ev.Sender, list: list}
+	}
+	m.reconcile(now, emit)
+}
+
+// reconcile ends calls of devices that left, expired or changed session,
+// plans the next expiry check, and connects new members.
+func (m *Machine) reconcile(now time.Time, emit func(...Effect)) {
+	devs := m.validDevices(now)
+	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
+		l := m.legs[id]
+		mb, ok := devs[l.peer]
+		if !ok || mb.MembershipID != l.session {
+			// dart-sdk ends calls whose session no longer matches the
+			// member's membershipID (README, §4.4).
+			m.endLeg(l, true, callengine.ReasonUserHangup, emit)
+		}
+	}
+	var next time.Time
+	for _, mb := range devs {
+		at := mb.Expires().Add(ExpiryGrace)
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	if !next.Equal(m.expiryPlanned) {
+		m.expiryPlanned = next
+		if next.IsZero() {
+			emit(StopTimer{ID: TimerID{Kind: TimerExpiry}})
+		} else {
+			emit(StartTimer{ID: TimerID{Kind: TimerExpiry}, After: max(next.Sub(now), 0) + time.Millisecond})
+		}
+	}
+	if m.joined && !m.ringPending {
+		m.connectAll(now, emit)
+	}
+}
+
+// connectAll places a call to every member device the intercom should
+// call and has no call with.
+func (m *Machine) connectAll(now time.Time, emit func(...Effect)) {
+	devs := m.validDevices(now)
+	busy := map[Device]bool{}
+	for _, l := range m.legs {
+		busy[l.peer] = true
+	}
+	for _, d := range slices.SortedFunc(maps.Keys(devs), func(a, b Device) int {
+		return compareStrings(a.String(), b.String())
+	}) {
+		if busy[d] || !PlacesCall(m.cfg.Self, d) {
+			continue
+		}
+		m.nextCall++
+		id := callengine.CallID(fmt.Sprintf("%s.%d", m.cfg.SessionID, m.nextCall))
+		m.legs[id] = &leg{id: id, peer: d, session: devs[d].MembershipID, outbound: true, family: m.cfg.Family, state: legCreating}
+		emit(CreateOffer{CallID: id}, StartTimer{ID: TimerID{Kind: TimerConnect, Key: string(id)}, After: m.cfg.ConnectTimeout})
+	}
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (m *Machine) common(l *leg) callengine.Common {
+	return callengine.Common{CallID: l.id, PartyID: callengine.PartyID(m.cfg.Self.DeviceID), Version: callengine.ProtocolVersion}
+}
+
+func (m *Machine) envelope(l *leg) Envelope {
+	seq := l.seqOut
+	l.seqOut++
+	return Envelope{RoomID: m.cfg.Room, ConfID: m.ConfID(), DeviceID: m.cfg.Self.DeviceID,
+		SenderSessionID: m.cfg.SessionID, DestSessionID: l.session, Seq: &seq}
+}
+
+func (m *Machine) send(l *leg, callType string, content any, emit func(...Effect)) {
+	body, err := EncodeToDevice(m.envelope(l), content)
+	if err != nil {
+		emit(Ignored{Type: callType, Reason: "encode: " + err.Error()})
+		return
+	}
+	emit(SendToDevice{To: l.peer, Type: ToDeviceType(l.family, callType), Content: body, CallID: l.id})
+}
+
+func (m *Machine) sendCandidates(l *leg, cands []callengine.Candidate, emit func(...Effect)) {
+	for len(cands) > 0 {
+		n := min(len(cands), callengine.MaxCandidates)
+		m.send(l, callengine.TypeCandidates, &callengine.Candidates{Common: m.common(l), Candidates: cands[:n]}, emit)
+		cands = cands[n:]
+	}
+}
+
+func metadata(streamID string) callengine.StreamMetadata {
+	if streamID == "" {
+		return nil
+	}
+	return callengine.StreamMetadata{streamID: {Purpose: callengine.StreamPurposeUserMedia}}
+}
+
+// endLeg closes a call; with notify, the remote gets a hangup.
+func (m *Machine) endLeg(l *leg, notify bool, reason string, emit func(...Effect)) {
+	if notify && l.state != legCreating {
+		m.send(l, callengine.TypeHangup, &callengine.Hangup{Common: m.common(l), Reason: reason}, emit)
+	}
+	delete(m.legs, l.id)
+	emit(ClosePeer{CallID: l.id}, StopTimer{ID: TimerID{Kind: TimerConnect, Key: string(l.id)}})
+}
+
+func (m *Machine) offerCreated(now time.Time, e OfferCreated, emit func(...Effect)) {
+	l := m.legs[e.CallID]
+	if l == nil || l.state != legCreating {
+		if e.Err == nil {
+			emit(ClosePeer{CallID: e.CallID})
+		}
+		return
+	}
+	if e.Err != nil {
+		m.endLeg(l, false, "", emit)
+		return
+	}
+	l.state, l.streamID = legInviting, e.StreamID
+	md := metadata(e.StreamID)
+	m.send(l, callengine.TypeInvite, &callengine.Invite{
+		Common:           m.common(l),
+		Lifetime:         m.cfg.InviteLifetime.Milliseconds(),
+		Offer:            callengine.SessionDescription{Type: "offer", SDP: e.SDP},
+		Metadata:         md,
+		MetadataUnstable: md,
+	}, emit)
+	if len(l.pendingLocal) > 0 {
+		m.sendCandidates(l, l.pendingLocal, emit)
+		l.pendingLocal = nil
+	}
+}
+
+func (m *Machine) offerAccepted(e OfferAccepted, emit func(...Effect)) {
+	l := m.legs[e.CallID]
+	if l == nil || l.state != legAccepting {
+		if e.Err == nil {
+			emit(ClosePeer{CallID: e.CallID})
+		}
+		return
+	}
+	if e.Err != nil {
+		m.send(l, callengine.TypeReject, &callengine.Reject{Common: m.common(l)}, emit)
+		m.endLeg(l, false, "", emit)
+		return
+	}
+	l.state, l.streamID = legConnecting, e.StreamID
+	md := metadata(e.StreamID)
+	m.send(l, callengine.TypeAnswer, &callengine.Answer{
+		Common:           m.common(l),
+		Answer:           callengine.SessionDescription{Type: "answer", SDP: e.SDP},
+		Metadata:         md,
+		MetadataUnstable: md,
+	}, emit)
+	m.flushCandidates(l, emit)
+}
+
+func (m *Machine) flushCandidates(l *leg, emit func(...Effect)) {
+	if len(l.pendingLocal) > 0 {
+		m.sendCandidates(l, l.pendingLocal, emit)
+		l.pendingLocal = nil
+	}
+	if len(l.pendingRemote) > 0 {
+		emit(ApplyCandidates{CallID: l.id, Candidates: l.pendingRemote})
+		l.pendingRemote = nil
+	}
+}
+
+func (m *Machine) answerApplied(e AnswerApplied, emit func(...Effect)) {
+	l := m.legs[e.CallID]
+	if l == nil || l.state != legAnswering {
+		return
+	}
+	if e.Err != nil {
+		m.endLeg(l, true, callengine.ReasonUnknownError, emit)
+		return
+	}
+	l.state = legConnecting
+	m.send(l, callengine.TypeSelectAnswer, &callengine.SelectAnswer{Common: m.common(l), SelectedPartyID: l.party}, emit)
+	m.flushCandidates(l, emit)
+}
+
+func (m *Machine) peerChanged(e PeerChanged, emit func(...Effect)) {
+	l := m.legs[e.CallID]
+	if l == nil {
+		return
+	}
+	switch e.State {
+	case callengine.PeerConnected:
+		if l.state == legConnecting {
+			l.state = legConnected
+			m.hadConnected, m.rewaiting = true, false
+			emit(StopTimer{ID: TimerID{Kind: TimerConnect, Key: string(l.id)}})
+			m.setPhase(PhaseInCall, emit)
+		}
+	case callengine.PeerFailed:
+		m.endLeg(l, true, callengine.ReasonICEFailed, emit)
+	case callengine.PeerClosed:
+		m.endLeg(l, true, callengine.ReasonUserHangup, emit)
+	}
+}
+
+func (m *Machine) timer(now time.Time, id TimerID, emit func(...Effect)) {
+	switch id.Kind {
+	case TimerRing:
+		m.ringExpired = true
+		if m.phase == PhaseInCall {
+			m.ringExpired = false // someone is connected: stay
+		}
+		for _, cid := range slices.Sorted(maps.Keys(m.legs)) {
+			if l := m.legs[cid]; m.phase != PhaseInCall && l.state != legConnected {
+				m.endLeg(l, true, callengine.ReasonInviteTimeout, emit)
+			}
+		}
+	case TimerRefresh:
+		if m.joined {
+			emit(PublishMembership{StateKey: OwnStateKey(m.cfg.Self.User), Content: m.ownContent(now)},
+				StartTimer{ID: TimerID{Kind: TimerRefresh}, After: RefreshInterval})
+		}
+	case TimerExpiry:
+		m.expiryPlanned = time.Time{}
+		m.reconcile(now, emit)
+	case TimerConnect:
+		if l := m.legs[callengine.CallID(id.Key)]; l != nil && l.state != legConnected {
+			reason := callengine.ReasonICETimeout
+			if l.state == legInviting {
+				reason = callengine.ReasonInviteTimeout
+			}
+			m.endLeg(l, true, reason, emit)
+		}
+	case TimerReorder:
+		r := m.reorder[id.Key]
+		if r == nil || r.Deadline().IsZero() {
+			return
+		}
+		if now.Before(r.Deadline()) {
+			emit(StartTimer{ID: id, After: r.Deadline().Sub(now)})
+			return
+		}
+		sender := callengine.UserID(senderOfKey(id.Key))
+		for _, td := range r.Flush() {
+			m.dispatch(now, sender, td, emit)
+		}
+	}
+}
+
+func reorderKey(sender callengine.UserID, call callengine.CallID) string {
+	return string(sender) + "\x00" + string(call)
+}
+
+func senderOfKey(k string) string {
+	for i := 0; i < len(k); i++ {
+		if k[i] == 0 {
+			return k[:i]
+		}
+	}
+	return k
+}
+
+// maxReorderCalls bounds the reorder buffers kept, one per sender and call.
+const maxReorderCalls = 256
+
+// toDevice validates a to-device call event against the group call:
+// room_id and conf_id must be this call's, dest_session_id the
+// intercom's session (dart-sdk voip.dart; js-sdk callEventHandler), and
+// the sender a current member whose membershipID is the event's
+// sender_session_id. Then it goes through the seq reordering.
+func (m *Machine) toDevice(now time.Time, e ToDeviceReceived, emit func(...Effect)) {
+	ignore := func(reason string) { emit(Ignored{Sender: e.Sender, Type: e.Type, Reason: reason}) }
+	td, err := DecodeToDevice(e.Type, e.Content)
+	switch {
+	case err != nil:
+		ignore(err.Error())
+		return
+	case td.RoomID != m.cfg.Room:
+		ignore("room_id is not the household room")
+		return
+	case td.ConfID != m.ConfID():
+		ignore("conf_id is not the household call")
+		return
+	case td.DestSessionID != m.cfg.SessionID:
+		ignore("dest_session_id is not this intercom's session")
+		return
+	case !m.joined:
+		ignore("not in the group call")
+		return
+	}
+	ms := m.valid(now, e.Sender)
+	if len(ms) == 0 {
+		ignore("sender is not a member of the group call")
+		return
+	}
+	found := false
+	for _, mb := range ms {
+		if mb.MembershipID == td.SenderSessionID && (td.DeviceID == "" || td.DeviceID == mb.DeviceID) {
+			found = true
+			if td.DeviceID == "" {
+				td.DeviceID = mb.DeviceID
+			}
+			break
+		}
+	}
+	if !found {
+		ignore("sender_session_id does not match the member's membershipID (stale session)")
+		return
+	}
+	key := reorderKey(e.Sender, td.CallID())
+	r := m.reorder[key]
+	if r == nil {
+		if len(m.reorder) >= maxReorderCalls {
+			ignore("too many calls")
+			return
+		}
+		r = &Reorder{}
+		m.reorder[key] = r
+	}
+	had := !r.Deadline().IsZero()
+	for _, ready := range r.Push(now, td) {
+		m.dispatch(now, e.Sender, ready, emit)
+	}
+	if !had && !r.Deadline().IsZero() {
+		emit(StartTimer{ID: TimerID{Kind: TimerReorder, Key: key}, After: ReorderWait})
+	}
+}
+
+// dispatch handles one validated to-device call event in seq order.
+func (m *Machine) dispatch(now time.Time, sender callengine.UserID, td ToDevice, emit func(...Effect)) {
+	from := Device{User: sender, DeviceID: td.DeviceID}
+	callID := td.CallID()
+	l := m.legs[callID]
+	if l != nil && l.peer != from {
+		emit(Ignored{Sender: sender, Type: td.CallType, Reason: "call belongs to another device"})
+		return
+	}
+	switch c := td.Call.(type) {
+	case *callengine.Invite:
+		if l != nil {
+			return // a repeated invite
+		}
+		// A new call from a device that already has one replaces it
+		// (the device restarted its side).
+		for _, id := range slices.Sorted(maps.Keys(m.legs)) {
+			if old := m.legs[id]; old.peer == from {
+				m.endLeg(old, true, callengine.ReasonUserHangup, emit)
+			}
+		}
+		l = &leg{id: callID, peer: from, session: td.SenderSessionID, family: td.Family, state: legAccepting, party: c.PartyID}
+		m.legs[callID] = l
+		emit(AcceptOffer{CallID: callID, SDP: c.Offer.SDP},
+			StartTimer{ID: TimerID{Kind: TimerConnect, Key: string(callID)}, After: m.cfg.ConnectTimeout})
+	case *callengine.Answer:
+		if l == nil || l.state != legInviting {
+			return
+		}
+		l.state, l.party, l.family = legAnswering, c.PartyID, td.Family
+		emit(ApplyAnswer{CallID: callID, SDP: c.Answer.SDP})
+	case *callengine.Candidates:
+		if l == nil {
+			return
+		}
+		if l.peerReady() {
+			emit(ApplyCandidates{CallID: callID, Candidates: c.Candidates})
+		} else if len(l.pendingRemote)+len(c.Candidates) <= maxPendingCandidates {
+			l.pendingRemote = append(l.pendingRemote, c.Candidates...)
+		}
+	case *callengine.Hangup, *callengine.Reject:
+		if l != nil {
+			m.endLeg(l, false, "", emit)
+			delete(m.reorder, reorderKey(sender, callID))
+		}
+	case *callengine.Negotiate:
+		if l == nil || !l.peerReady() {
+			return
+		}
+		if c.Description.Type == "offer" {
+			emit(AnswerNegotiation{CallID: callID, SDP: c.Description.SDP})
+		} else {
+			emit(Ignored{Sender: sender, Type: td.CallType, Reason: "negotiate answer without an offer of ours"})
+		}
+	case *callengine.SelectAnswer:
+		// The intercom answered; the caller confirming it changes nothing.
+	}
+}
+
+// MemberStatus describes one member device for the status document.
+type MemberStatus struct {
+	User     callengine.UserID `json:"user_id"`
+	DeviceID string            `json:"device_id"`
+	Expires  time.Time         `json:"expires"`
+	Valid    bool              `json:"valid"`
+	Call     string            `json:"call,omitempty"` // call state, "" if none
+}
+
+// CallStatus describes one mesh call.
+type CallStatus struct {
+	CallID   callengine.CallID `json:"call_id"`
+	User     callengine.UserID `json:"user_id"`
+	DeviceID string            `json:"device_id"`
+	Outbound bool              `json:"outbound"`
+	Family   string            `json:"family"`
+	State    string            `json:"state"`
+}
+
+// Status is the household call for the status document.
+type Status struct {
+	Room    callengine.RoomID `json:"room"`
+	Session string            `json:"session_id"`
+	Phase   Phase             `json:"phase"`
+	Joined  bool              `json:"joined"`
+	Members []MemberStatus    `json:"members"`
+	Calls   []CallStatus      `json:"calls"`
+	// ElementCall lists Element Call (LiveKit) members: read, reported,
+	// not connected (their media path is LiveKit).
+	ElementCall []ElementCallMember `json:"element_call"`
+}
+
+// Status reports the machine at now.
+func (m *Machine) Status(now time.Time) Status {
+	st := Status{Room: m.cfg.Room, Session: m.cfg.SessionID, Phase: m.phase, Joined: m.joined,
+		Members: []MemberStatus{}, Calls: []CallStatus{}, ElementCall: []ElementCallMember{}}
+	valid := m.validDevices(now)
+	calls := map[Device]string{}
+	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
+		l := m.legs[id]
+		calls[l.peer] = string(l.state)
+		st.Calls = append(st.Calls, CallStatus{CallID: l.id, User: l.peer.User, DeviceID: l.peer.DeviceID,
+			Outbound: l.outbound, Family: l.family.String(), State: string(l.state)})
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.members)) {
+		ms := m.members[k]
+		for _, mb := range ms.list {
+			d := Device{User: ms.user, DeviceID: mb.DeviceID}
+			if d == m.cfg.Self {
+				continue
+			}
+			_, ok := valid[d]
+			st.Members = append(st.Members, MemberStatus{User: ms.user, DeviceID: mb.DeviceID,
+				Expires: mb.Expires(), Valid: ok, Call: calls[d]})
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(m.elementCall)) {
+		st.ElementCall = append(st.ElementCall, m.elementCall[k])
+	}
+	return st
+}

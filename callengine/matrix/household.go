@@ -1,0 +1,271 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// StateEvent is a state event of a watched room as sync delivered it:
+// content raw and untrusted.
+type StateEvent struct {
+	Room      callengine.RoomID
+	ID        string
+	Type      string
+	StateKey  string
+	Sender    callengine.UserID
+	Content   json.RawMessage
+	Timestamp time.Time
+}
+
+// ToDeviceEvent is a to-device event as sync delivered it (Matrix spec,
+// "Send-to-Device messaging"): content raw and untrusted.
+type ToDeviceEvent struct {
+	Sender  callengine.UserID
+	Type    string
+	Content json.RawMessage
+}
+
+// HouseholdHooks receive what the group call needs from the sync loop.
+// Both run on the sync goroutine and must not block.
+type HouseholdHooks struct {
+	// Room is the watched room; StateTypes the state event types wanted
+	// from it (m.room.member is always delivered).
+	Room       callengine.RoomID
+	StateTypes []string
+	// State gets the room's state events: those of the state section of
+	// each sync (including the first, which is current state, not
+	// backlog) and the state events of the timeline.
+	State func(StateEvent)
+	// ToDevice gets every to-device event, except in the first sync
+	// without a stored token (backlog, like call events).
+	ToDevice func(ToDeviceEvent)
+}
+
+// hooks is kept beside the Session rather than in it: the household
+// plumbing is added to the adapter without touching its core files.
+var hooks sync.Map // *Session → *HouseholdHooks
+
+// SetHouseholdHooks registers h; it must be called before Run, since the
+// sync filter is built when Run starts. A nil h removes them.
+func (s *Session) SetHouseholdHooks(h *HouseholdHooks) {
+	if h == nil {
+		hooks.Delete(s)
+		return
+	}
+	hooks.Store(s, h)
+}
+
+func (s *Session) householdHooks() *HouseholdHooks {
+	if v, ok := hooks.Load(s); ok {
+		return v.(*HouseholdHooks)
+	}
+	return nil
+}
+
+// householdFilter adds the watched state types to the state and timeline
+// parts of f, and m.room.member to the timeline so that a member leaving
+// is seen (Dendrite on SQLite matches types exactly, so they are listed by
+// name).
+func (s *Session) householdFilter(f *mautrix.Filter) *mautrix.Filter {
+	h := s.householdHooks()
+	if h == nil || f.Room == nil {
+		return f
+	}
+	add := func(p *mautrix.FilterPart, names ...string) {
+		if p == nil {
+			return
+		}
+		for _, n := range names {
+			if !slices.ContainsFunc(p.Types, func(t event.Type) bool { return t.Type == n }) {
+				p.Types = append(p.Types, event.Type{Type: n})
+			}
+		}
+	}
+	add(f.Room.State, h.StateTypes...)
+	add(f.Room.Timeline, append([]string{event.StateMember.Type}, h.StateTypes...)...)
+	return f
+}
+
+// householdSync is the part of a /sync response the hooks read.
+type householdSync struct {
+	ToDevice struct {
+		Events []json.RawMessage `json:"events"`
+	} `json:"to_device"`
+	Rooms struct {
+		Join map[id.RoomID]struct {
+			State struct {
+				Events []json.RawMessage `json:"events"`
+			} `json:"state"`
+			Timeline struct {
+				Events []json.RawMessage `json:"events"`
+			} `json:"timeline"`
+		} `json:"join"`
+	} `json:"rooms"`
+}
+
+// handleHousehold hands one sync response's state and to-device events to
+// the hooks. raw is the whole response body.
+func (s *Session) handleHousehold(raw json.RawMessage, initial bool) {
+	h := s.householdHooks()
+	if h == nil || len(raw) == 0 {
+		return
+	}
+	var resp householdSync
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		s.log.Warn("household: undecodable sync response", "err", err)
+		return
+	}
+	if j, ok := resp.Rooms.Join[id.RoomID(h.Room)]; ok && h.State != nil {
+		for _, list := range [][]json.RawMessage{j.State.Events, j.Timeline.Events} {
+			for _, r := range list {
+				var e syncEvent
+				if json.Unmarshal(r, &e) != nil || e.StateKey == nil {
+					continue
+				}
+				if e.Type != event.StateMember.Type && !slices.Contains(h.StateTypes, e.Type) {
+					continue
+				}
+				ev := StateEvent{Room: h.Room, ID: e.ID, Type: e.Type, StateKey: *e.StateKey,
+					Sender: callengine.UserID(e.Sender), Content: e.Content}
+				if ms := jsonMillis(e.OriginServerTS); ms > 0 {
+					ev.Timestamp = time.UnixMilli(ms)
+				}
+				h.State(ev)
+			}
+		}
+	}
+	if initial || h.ToDevice == nil {
+		return
+	}
+	for _, r := range resp.ToDevice.Events {
+		var e struct {
+			Sender  string          `json:"sender"`
+			Type    string          `json:"type"`
+			Content json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(r, &e) != nil || e.Type == "" {
+			continue
+		}
+		h.ToDevice(ToDeviceEvent{Sender: callengine.UserID(e.Sender), Type: e.Type, Content: e.Content})
+	}
+}
+
+// SendToDevice sends content as a to-device event of eventType to one
+// device (PUT /sendToDevice/{eventType}/{txnId}, Matrix spec
+// "Send-to-Device messaging"), unencrypted. Retries reuse the
+// transaction ID, so a retry after a lost response cannot deliver twice.
+func (s *Session) SendToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error {
+	body, err := json.Marshal(content)
+	if err != nil {
+		return fmt.Errorf("marshal %s content: %w", eventType, err)
+	}
+	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
+	req := map[string]map[string]map[string]json.RawMessage{
+		"messages": {string(user): {device: json.RawMessage(body)}},
+	}
+	err = s.do(ctx, "send to-device "+eventType, sendPolicy, func(ctx context.Context) error {
+		c, err := s.client()
+		if err != nil {
+			return err
+		}
+		_, err = c.MakeRequest(ctx, http.MethodPut, c.BuildClientURL("v3", "sendToDevice", eventType, txn), req, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("send %s to %s/%s: %w", eventType, user, device, err)
+	}
+	return nil
+}
+
+// PutState sets a state event and returns its event ID.
+func (s *Session) PutState(ctx context.Context, room callengine.RoomID, eventType, stateKey string, content any) (string, error) {
+	body, err := json.Marshal(content)
+	if err != nil {
+		return "", fmt.Errorf("marshal %s content: %w", eventType, err)
+	}
+	var eventID string
+	err = s.do(ctx, "put "+eventType, sendPolicy, func(ctx context.Context) error {
+		c, err := s.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.SendStateEvent(ctx, id.RoomID(room), event.Type{Type: eventType, Class: event.StateEventType}, stateKey, json.RawMessage(body))
+		if err == nil && resp != nil {
+			eventID = string(resp.EventID)
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("set %s %q of %s: %w", eventType, stateKey, room, err)
+	}
+	return eventID, nil
+}
+
+// RoomStateEvents reads the current state of room, keeping the given
+// types and m.room.member (GET /rooms/{roomId}/state).
+func (s *Session) RoomStateEvents(ctx context.Context, room callengine.RoomID, types ...string) ([]StateEvent, error) {
+	var raw []json.RawMessage
+	err := s.do(ctx, "get room state", loopPolicy, func(ctx context.Context) error {
+		c, err := s.client()
+		if err != nil {
+			return err
+		}
+		_, err = c.MakeRequest(ctx, http.MethodGet, c.BuildClientURL("v3", "rooms", room, "state"), nil, &raw)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read state of %s: %w", room, err)
+	}
+	var out []StateEvent
+	for _, r := range raw {
+		var e syncEvent
+		if json.Unmarshal(r, &e) != nil || e.StateKey == nil {
+			continue
+		}
+		if e.Type != event.StateMember.Type && !slices.Contains(types, e.Type) {
+			continue
+		}
+		ev := StateEvent{Room: room, ID: e.ID, Type: e.Type, StateKey: *e.StateKey, Sender: callengine.UserID(e.Sender), Content: e.Content}
+		if ms := jsonMillis(e.OriginServerTS); ms > 0 {
+			ev.Timestamp = time.UnixMilli(ms)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// JoinHouseholdRoom resolves a room ID or alias and joins it (a no-op
+// when already joined); it returns the room ID.
+func (s *Session) JoinHouseholdRoom(ctx context.Context, roomOrAlias string) (callengine.RoomID, error) {
+	var room id.RoomID
+	err := s.do(ctx, "join household room", loopPolicy, func(ctx context.Context) error {
+		c, err := s.client()
+		if err != nil {
+			return err
+		}
+		resp, err := c.JoinRoom(ctx, roomOrAlias, nil)
+		if err == nil {
+			room = resp.RoomID
+		}
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("join %s: %w", roomOrAlias, err)
+	}
+	if !strings.HasPrefix(string(room), "!") {
+		return "", fmt.Errorf("join %s: no room ID in the answer", roomOrAlias)
+	}
+	return callengine.RoomID(room), nil
+}

@@ -1,0 +1,394 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/group"
+	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// household runs the household room's group call (household.group_call:
+// mesh): the pure callengine/group machine on one goroutine, its Matrix
+// and WebRTC effects executed here. Every peer comes from the daemon's
+// PeerFactory, so all household devices share the stream's one encoder.
+// A nil *household (group calls off) does nothing.
+type household struct {
+	cfg     *provisioning.Config
+	session *matrix.Session
+	peers   callengine.PeerFactory
+	log     *slog.Logger
+
+	inbox  chan struct{} // signalled when items grows
+	mu     sync.Mutex
+	items  []hhItem
+	status group.Status
+
+	sendMu  sync.Mutex
+	sends   []func(context.Context)
+	sendSig chan struct{}
+}
+
+// hhItem is one input of the machine; peer is set for OfferCreated and
+// OfferAccepted, whose peers the loop takes over.
+type hhItem struct {
+	ev   group.Event
+	peer callengine.Peer
+}
+
+// newHousehold registers the sync hooks (before the sync loop starts) and
+// returns the household call, or nil when group calls are off.
+func newHousehold(cfg *provisioning.Config, session *matrix.Session, peers callengine.PeerFactory, log *slog.Logger) *household {
+	if cfg.Household.GroupCall != "mesh" {
+		return nil
+	}
+	h := &household{cfg: cfg, session: session, peers: peers, log: log.With("component", "household"),
+		inbox: make(chan struct{}, 1), sendSig: make(chan struct{}, 1)}
+	room := ""
+	if strings.HasPrefix(cfg.Household.Room, "!") {
+		room = cfg.Household.Room
+	}
+	h.setHooks(callengine.RoomID(room))
+	return h
+}
+
+func (h *household) setHooks(room callengine.RoomID) {
+	h.session.SetHouseholdHooks(&matrix.HouseholdHooks{
+		Room:       room,
+		StateTypes: []string{group.TypeMember, group.TypeElementCallMember},
+		State:      func(e matrix.StateEvent) { h.push(hhItem{ev: stateEvent(e)}) },
+		ToDevice: func(e matrix.ToDeviceEvent) {
+			h.push(hhItem{ev: group.ToDeviceReceived{Sender: e.Sender, Type: e.Type, Content: e.Content}})
+		},
+	})
+}
+
+func stateEvent(e matrix.StateEvent) group.Event {
+	if e.Type == "m.room.member" {
+		var c struct {
+			Membership string `json:"membership"`
+		}
+		_ = json.Unmarshal(e.Content, &c)
+		return group.RoomMemberChanged{User: callengine.UserID(e.StateKey), Membership: c.Membership}
+	}
+	return group.MemberChanged{Event: group.MemberEvent{Type: e.Type, StateKey: e.StateKey, Sender: e.Sender,
+		Content: e.Content, Timestamp: e.Timestamp, EventID: e.ID}}
+}
+
+func (h *household) push(it hhItem) {
+	h.mu.Lock()
+	h.items = append(h.items, it)
+	h.mu.Unlock()
+	select {
+	case h.inbox <- struct{}{}:
+	default:
+	}
+}
+
+func (h *household) take() []hhItem {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.items
+	h.items = nil
+	return out
+}
+
+// caller wraps the 1:1 engine: a ring also rings the household call, a
+// hangup also leaves it.
+func (h *household) caller(inner device.Caller) device.Caller {
+	if h == nil {
+		return inner
+	}
+	return householdCaller{Caller: inner, h: h}
+}
+
+type householdCaller struct {
+	device.Caller
+	h *household
+}
+
+func (c householdCaller) Ring(ctx context.Context, residents []callengine.Resident) error {
+	c.h.push(hhItem{ev: group.RingRequested{}})
+	if len(residents) == 0 {
+		return nil
+	}
+	return c.Caller.Ring(ctx, residents)
+}
+
+func (c householdCaller) Hangup() {
+	c.h.push(hhItem{ev: group.LeaveRequested{}})
+	c.Caller.Hangup()
+}
+
+// reporter adds the household call to the matrix section of the status.
+func (h *household) reporter(inner device.Reporter) device.Reporter {
+	if h == nil {
+		return inner
+	}
+	return householdReporter{Reporter: inner, h: h}
+}
+
+type householdReporter struct {
+	device.Reporter
+	h *household
+}
+
+func (r householdReporter) Report() any {
+	r.h.mu.Lock()
+	st := r.h.status
+	r.h.mu.Unlock()
+	return map[string]any{"session": r.Reporter.Report(), "household": st}
+}
+
+// newSessionID is the intercom's membershipID for this run: 16 random
+// bytes, unpadded URL-safe base64 (dart-sdk also uses a random base64
+// session ID per app start).
+func newSessionID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Run joins the household room, reads its memberships and runs the
+// machine until ctx ends. On the way out it leaves the call.
+func (h *household) Run(ctx context.Context) error {
+	if h == nil {
+		return nil
+	}
+	var room callengine.RoomID
+	if err := retry(ctx, h.log, "join household room", func() (err error) {
+		room, err = h.session.JoinHouseholdRoom(ctx, h.cfg.Household.Room)
+		return err
+	}); err != nil {
+		return nil // ctx ended
+	}
+	h.setHooks(room)
+	self := group.Device{User: h.session.UserID(), DeviceID: h.session.DeviceID()}
+	mcfg := group.DefaultConfig(self, newSessionID(), room)
+	mcfg.RingTimeout = h.cfg.Ring.Timeout
+	m := group.New(mcfg)
+	h.log.Info("household group call ready", "room_id", room, "session_id", mcfg.SessionID, "device_id", self.DeviceID)
+	var state []matrix.StateEvent
+	if err := retry(ctx, h.log, "read household room state", func() (err error) {
+		state, err = h.session.RoomStateEvents(ctx, room, group.TypeMember, group.TypeElementCallMember)
+		return err
+	}); err != nil {
+		return nil
+	}
+	r := &hhRunner{h: h, m: m, peers: map[callengine.CallID]callengine.Peer{}, timers: map[group.TimerID]*time.Timer{}}
+	go h.sender(ctx)
+	for _, e := range state {
+		r.step(ctx, hhItem{ev: stateEvent(e)})
+	}
+	defer func() {
+		// Leave the call and clear the membership on the way out.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		r.step(lctx, hhItem{ev: group.LeaveRequested{}})
+		h.flushSends(lctx)
+		for _, t := range r.timers {
+			t.Stop()
+		}
+		for _, p := range r.peers {
+			_ = p.Close()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-h.inbox:
+		}
+		for _, it := range h.take() {
+			r.step(ctx, it)
+		}
+	}
+}
+
+// queueSend appends a request to the one send queue: membership, ring and
+// to-device events leave in the order the machine produced them (dart-sdk
+// does not reorder by seq).
+func (h *household) queueSend(f func(context.Context)) {
+	h.sendMu.Lock()
+	h.sends = append(h.sends, f)
+	h.sendMu.Unlock()
+	select {
+	case h.sendSig <- struct{}{}:
+	default:
+	}
+}
+
+func (h *household) nextSends() []func(context.Context) {
+	h.sendMu.Lock()
+	defer h.sendMu.Unlock()
+	out := h.sends
+	h.sends = nil
+	return out
+}
+
+func (h *household) sender(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.sendSig:
+		}
+		for _, f := range h.nextSends() {
+			f(ctx)
+		}
+	}
+}
+
+// flushSends runs what is still queued (the leave at shutdown).
+func (h *household) flushSends(ctx context.Context) {
+	for _, f := range h.nextSends() {
+		f(ctx)
+	}
+}
+
+// hhRunner executes the machine's effects; it is owned by Run's goroutine.
+type hhRunner struct {
+	h      *household
+	m      *group.Machine
+	peers  map[callengine.CallID]callengine.Peer
+	timers map[group.TimerID]*time.Timer
+}
+
+func (r *hhRunner) step(ctx context.Context, it hhItem) {
+	h := r.h
+	queue := []hhItem{it}
+	for len(queue) > 0 {
+		it := queue[0]
+		queue = queue[1:]
+		switch e := it.ev.(type) {
+		case group.OfferCreated:
+			if it.peer != nil {
+				r.peers[e.CallID] = it.peer
+			}
+		case group.OfferAccepted:
+			if it.peer != nil {
+				r.peers[e.CallID] = it.peer
+			}
+		}
+		now := time.Now()
+		for _, eff := range r.m.Step(now, it.ev) {
+			if next := r.execute(ctx, eff); next != nil {
+				queue = append(queue, hhItem{ev: next})
+			}
+		}
+		h.mu.Lock()
+		h.status = r.m.Status(now)
+		h.mu.Unlock()
+	}
+}
+
+// execute runs one effect. Quick peer operations run here and return
+// their outcome; slow ones (making peers) and requests run elsewhere and
+// report through the inbox.
+func (r *hhRunner) execute(ctx context.Context, eff group.Effect) group.Event {
+	h := r.h
+	switch e := eff.(type) {
+	case group.PublishMembership:
+		h.queueSend(func(ctx context.Context) {
+			id, err := h.session.PutState(ctx, h.roomOf(r), group.TypeMember, e.StateKey, e.Content)
+			if err != nil {
+				h.log.Error("publish household membership", "err", err)
+			}
+			h.push(hhItem{ev: group.MembershipPublished{EventID: id, Err: err}})
+		})
+	case group.SendNotification:
+		h.queueSend(func(ctx context.Context) {
+			if _, err := h.session.SendEvent(ctx, h.roomOf(r), group.TypeRTCNotification, e.Content); err != nil {
+				h.log.Error("send ring notification", "err", err)
+			}
+		})
+	case group.SendToDevice:
+		h.queueSend(func(ctx context.Context) {
+			if err := h.session.SendToDevice(ctx, e.Type, e.To.User, e.To.DeviceID, e.Content); err != nil {
+				h.log.Warn("send to-device call event", "call_id", e.CallID, "type", e.Type, "err", err)
+			}
+		})
+	case group.CreateOffer:
+		go func() {
+			p, err := h.peers.NewPeer(ctx, r.sink(e.CallID))
+			ev := group.OfferCreated{CallID: e.CallID, Err: err}
+			if err == nil {
+				ev.SDP, ev.StreamID = p.Offer(), p.StreamID()
+			}
+			h.push(hhItem{ev: ev, peer: p})
+		}()
+	case group.AcceptOffer:
+		go func() {
+			p, answer, err := h.peers.AcceptOffer(ctx, e.SDP, r.sink(e.CallID))
+			ev := group.OfferAccepted{CallID: e.CallID, SDP: answer, Err: err}
+			if err == nil {
+				ev.StreamID = p.StreamID()
+			}
+			h.push(hhItem{ev: ev, peer: p})
+		}()
+	case group.ApplyAnswer:
+		var err error = errNoPeer
+		if p := r.peers[e.CallID]; p != nil {
+			err = p.SetAnswer(e.SDP)
+		}
+		return group.AnswerApplied{CallID: e.CallID, Err: err}
+	case group.AnswerNegotiation:
+		if p := r.peers[e.CallID]; p != nil {
+			sdp, err := p.AnswerOffer(e.SDP)
+			return group.NegotiationAnswered{CallID: e.CallID, SDP: sdp, Err: err}
+		}
+	case group.ApplyCandidates:
+		if p := r.peers[e.CallID]; p != nil {
+			if err := p.AddCandidates(e.Candidates); err != nil {
+				h.log.Debug("add household candidates", "call_id", e.CallID, "err", err)
+			}
+		}
+	case group.ClosePeer:
+		if p := r.peers[e.CallID]; p != nil {
+			delete(r.peers, e.CallID)
+			go p.Close()
+		}
+	case group.StartTimer:
+		if t := r.timers[e.ID]; t != nil {
+			t.Stop()
+		}
+		id := e.ID
+		r.timers[id] = time.AfterFunc(e.After, func() { h.push(hhItem{ev: group.TimerFired{ID: id}}) })
+	case group.StopTimer:
+		if t := r.timers[e.ID]; t != nil {
+			t.Stop()
+			delete(r.timers, e.ID)
+		}
+	case group.Ignored:
+		h.log.Info("household event ignored", "user_id", e.Sender, "type", e.Type, "reason", e.Reason)
+	case group.PhaseChanged:
+		h.log.Info("household call", "state", e.Phase)
+	}
+	return nil
+}
+
+func (h *household) roomOf(r *hhRunner) callengine.RoomID { return callengine.RoomID(r.m.ConfID()) }
+
+// sink turns a peer's events into machine events.
+func (r *hhRunner) sink(id callengine.CallID) func(callengine.PeerEvent) {
+	return func(pe callengine.PeerEvent) {
+		switch {
+		case pe.Candidate != nil:
+			r.h.push(hhItem{ev: group.LocalCandidates{CallID: id, Candidates: []callengine.Candidate{*pe.Candidate}}})
+		case pe.State != nil:
+			r.h.push(hhItem{ev: group.PeerChanged{CallID: id, State: *pe.State}})
+		}
+	}
+}
+
+var errNoPeer = errors.New("household: no peer for this call")

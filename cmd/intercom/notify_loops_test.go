@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	pgpio "periph.io/x/conn/v3/gpio"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/gpio"
+)
+
+// stuckCaller is a call engine whose Ring blocks until released, as a
+// deadlocked engine would.
+type stuckCaller struct{ release chan struct{} }
+
+func (c *stuckCaller) Ring(ctx context.Context, _ []callengine.Resident) error {
+	select {
+	case <-c.release:
+	case <-ctx.Done():
+	}
+	return nil
+}
+func (c *stuckCaller) Hangup() {}
+func (c *stuckCaller) Status() callengine.Status {
+	return callengine.Status{Phase: callengine.PhaseIdle}
+}
+func (c *stuckCaller) Subscribe() (<-chan callengine.Status, func()) {
+	return make(chan callengine.Status), func() {}
+}
+
+// The watchdog covers the main loops, not only the sync: over a fake
+// NOTIFY_SOCKET, a press loop stuck in a press, then a GPIO button loop
+// stuck in its callback, each stop the WATCHDOG=1 pings while the sync is
+// perfectly healthy, and the pings come back once the loop moves again.
+func TestSupervisorStuckLoopsStopWatchdog(t *testing.T) {
+	sock := listenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", sock.path)
+	t.Setenv("WATCHDOG_USEC", "200000") // pings every 100 ms
+	t.Setenv("WATCHDOG_PID", "")
+	fs := &fakeSync{st: matrix.Status{Healthy: true, LastSync: time.Now()}}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	caller := &stuckCaller{release: make(chan struct{})}
+	ic := device.New(device.Config{Caller: caller, Residents: func() []callengine.Resident {
+		return []callengine.Resident{{User: "@alice:hs.test", Room: "!a:hs.test"}}
+	}, Heartbeat: 20 * time.Millisecond})
+	go ic.Run(ctx)
+
+	pin := gpio.SimButtonPin("BUTTON")
+	button, err := gpio.NewButton(pin, gpio.ActiveLow, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buttonStuck := make(chan struct{})
+	go button.Run(ctx, func() { <-buttonStuck })
+
+	var logs lockedBuffer
+	// The button waits on its pin for up to 1 s when idle, so its
+	// allowance here is 2.5 s; the press loop beats every 20 ms.
+	probes := append(heartbeatProbe("device loop", ic, 300*time.Millisecond),
+		heartbeatProbe("gpio button loop", button, 2500*time.Millisecond)...)
+	s := newSupervisor(slog.New(slog.NewTextHandler(&logs, nil)), fs, nil, probes...)
+	s.probes[0].check = func(time.Time) error { return nil } // the sync is fine throughout
+	go s.Run(ctx)
+	if m := sock.next(t, time.Second); m != "READY=1" {
+		t.Fatalf("first message %q, want READY=1", m)
+	}
+	if k := count(sock.collect(500*time.Millisecond), "WATCHDOG=1"); k < 3 {
+		t.Fatalf("%d pings in 500 ms while every loop is alive", k)
+	}
+
+	// The press loop gets stuck in a ring that never returns.
+	ic.Press("api")
+	sock.collect(500 * time.Millisecond) // the allowance runs out
+	if msgs := sock.collect(time.Second); count(msgs, "WATCHDOG=1") != 0 {
+		t.Fatalf("pings while the press loop is stuck: %q", msgs)
+	}
+	if !strings.Contains(logs.String(), "device loop: no heartbeat") {
+		t.Fatalf("stuck press loop not logged:\n%s", logs.String())
+	}
+	close(caller.release)
+	if k := count(sock.collect(500*time.Millisecond), "WATCHDOG=1"); k < 2 {
+		t.Fatalf("%d pings after the press loop recovered", k)
+	}
+
+	// The button loop gets stuck in its press callback.
+	pin.EdgesChan <- pgpio.Low
+	sock.collect(3 * time.Second)
+	if msgs := sock.collect(time.Second); count(msgs, "WATCHDOG=1") != 0 {
+		t.Fatalf("pings while the button loop is stuck: %q", msgs)
+	}
+	if !strings.Contains(logs.String(), "gpio button loop: no heartbeat") {
+		t.Fatalf("stuck button loop not logged:\n%s", logs.String())
+	}
+	close(buttonStuck)
+	if k := count(sock.collect(500*time.Millisecond), "WATCHDOG=1"); k < 2 {
+		t.Fatalf("%d pings after the button loop recovered", k)
+	}
+}
+
+// daemonSupervisor watches every loop that has a heartbeat.
+func TestDaemonSupervisorLoops(t *testing.T) {
+	ic := device.New(device.Config{Caller: &stuckCaller{}})
+	button, err := gpio.NewButton(gpio.SimButtonPin("B"), gpio.ActiveLow, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := daemonSupervisor(slog.New(slog.DiscardHandler), &fakeSync{}, 1,
+		loop{"device loop", ic}, loop{"gpio button loop", button}, loop{"no heartbeat", struct{}{}})
+	var names []string
+	for _, p := range s.probes {
+		names = append(names, p.name)
+	}
+	if got := strings.Join(names, ","); got != "matrix sync,device loop,gpio button loop" {
+		t.Fatalf("probes %s", got)
+	}
+}

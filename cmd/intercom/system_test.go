@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/resident"
+)
+
+// systemOptions vary what startSystemWith starts. The zero value is
+// startSystem's system.
+type systemOptions struct {
+	// Homeserver configures Dendrite, e.g. its TURN section.
+	Homeserver dendrite.Options
+	// Config is YAML appended to the intercom's configuration, e.g.
+	// "turn:\n  relay_only: true\n".
+	Config string
+	// Resident is the template of every resident's options (ForceTURN,
+	// NoICERestart); the homeserver, the credentials and AutoJoin are set
+	// by startSystemWith.
+	Resident resident.Options
+	// RingTimeout is ring.timeout; default 30 s.
+	RingTimeout time.Duration
+}
+
+// startSystemWith is startSystem with options: Dendrite, the residents
+// (listening before any invite), the intercom, and every resident joined
+// to their direct room.
+func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: needs Dendrite and Chromium")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	bin, err := buildIntercom()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := dendrite.StartTWith(t, opts.Homeserver)
+	dir := t.TempDir()
+	const password = "intercom-password"
+	bot, err := hs.Register(ctx, "intercom", password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "password"), []byte(password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{t: t, hs: hs, api: freeAddr(t), log: &lockedBuffer{}}
+	var ids []string
+	for _, name := range residents {
+		pw := name + "-password"
+		u, err := hs.Register(ctx, name, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, strconv.Quote(u.UserID))
+		ro := opts.Resident
+		ro.Homeserver, ro.UserID, ro.Password, ro.AutoJoin = hs.BaseURL, u.UserID, pw, true
+		e.residents = append(e.residents, resident.StartT(t, ro))
+	}
+	ring := opts.RingTimeout
+	if ring == 0 {
+		ring = 30 * time.Second
+	}
+	cfg := fmt.Sprintf(`matrix:
+  homeserver: %s
+  user_id: %q
+  password_file: ./password
+  device_name: Front door
+state_dir: ./state
+residents: [%s]
+ring:
+  timeout: %s
+api:
+  listen: %s
+log:
+  level: debug
+%s`, hs.BaseURL, bot.UserID, strings.Join(ids, ", "), ring, e.api, opts.Config)
+	cfgPath := filepath.Join(dir, "intercom.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd = exec.Command(bin, "run", "--config", cfgPath)
+	e.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
+	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
+			t.Logf("intercom log:\n%s", e.log.String())
+		}
+	})
+	e.waitStatus(ctx, "healthy", func(s status) bool { return s.Healthy })
+	for _, r := range e.residents {
+		if _, err := r.WaitFor(ctx, "joined"); err != nil {
+			t.Fatalf("%s never joined the direct room: %v", r.UserID(), err)
+		}
+	}
+	return e
+}
+
+// answerCall presses the button, has r answer and waits for its first
+// decoded frame. It returns the press → first frame and answer → first
+// frame times.
+func (e *e2e) answerCall(ctx context.Context, r *resident.Resident) (fromPress, fromAnswer time.Duration) {
+	e.t.Helper()
+	pressed := e.press()
+	if _, err := r.WaitFor(ctx, resident.EventIncoming); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := r.Answer(); err != nil {
+		e.t.Fatal(err)
+	}
+	answered, err := r.WaitFor(ctx, resident.EventAnswered)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ff, err := r.WaitFor(ctx, resident.EventFirstFrame)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ff.TS.Sub(pressed), ff.TS.Sub(answered.TS)
+}
+
+// waitFrames waits until r has decoded more than n frames in all, and
+// returns its stats then.
+func waitFrames(ctx context.Context, t testing.TB, r *resident.Resident, n int) resident.Stats {
+	t.Helper()
+	for {
+		st := r.LastStats()
+		if st.FramesDecoded > n {
+			return st
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: frames stuck at %d, want more than %d: %+v", r.UserID(), st.FramesDecoded, n, st)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// candidateType is the ICE candidate type of a resident.Stats address
+// ("addr:port/proto/type").
+func candidateType(addr string) string {
+	if i := strings.LastIndexByte(addr, '/'); i >= 0 {
+		return addr[i+1:]
+	}
+	return ""
+}

@@ -1,0 +1,528 @@
+// Package householdpeer is a household device for tests: a Matrix client
+// written from famedly's documented group-call behaviour
+// (../shared/matrix-voip.md §4.4, §4.5, §6), with a pion peer connection.
+// It publishes a com.famedly.call.member membership (state key = user ID,
+// mesh focus, its own session), places the mesh call to members whose
+// "user:device" sorts after its own and answers invites from the others,
+// over com.famedly.call.member.* to-device events, and counts the video
+// frames it receives. It deliberately shares no code with
+// callengine/group, so that the two check each other.
+package householdpeer
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp/codecs"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
+)
+
+// Options configure a device.
+type Options struct {
+	Homeserver  string // base URL
+	UserID      string
+	AccessToken string
+	DeviceID    string
+	Room        string // household room ID
+	Logf        func(format string, args ...any)
+}
+
+// Device is a running household device.
+type Device struct {
+	o       Options
+	session string
+	http    *http.Client
+
+	mu        sync.Mutex
+	members   map[string]member // "user:device" → member
+	calls     map[string]*call  // by call_id
+	txn       atomic.Int64
+	joinedAt  time.Time // own membership published
+	firstAt   time.Time // first complete video frame
+	frames    atomic.Int64
+	rings     atomic.Int64
+	keyframes atomic.Int64
+}
+
+type member struct {
+	user, device, session string
+}
+
+type call struct {
+	id        string
+	remote    member
+	pc        *webrtc.PeerConnection
+	seq       int64
+	pending   []webrtc.ICECandidateInit
+	remoteSet bool
+}
+
+// Start joins the room, publishes the membership and runs the device
+// until ctx ends.
+func Start(ctx context.Context, o Options) (*Device, error) {
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	d := &Device{o: o, session: base64.StdEncoding.EncodeToString(b), http: &http.Client{},
+		members: map[string]member{}, calls: map[string]*call{}}
+	if err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(o.Room), map[string]any{}, nil); err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	var first struct {
+		NextBatch string `json:"next_batch"`
+	}
+	if err := d.do(ctx, http.MethodGet, "/_matrix/client/v3/sync?timeout=0", nil, &first); err != nil {
+		return nil, fmt.Errorf("first sync: %w", err)
+	}
+	// Current memberships from the room state.
+	var state []json.RawMessage
+	if err := d.do(ctx, http.MethodGet, "/_matrix/client/v3/rooms/"+url.PathEscape(o.Room)+"/state", nil, &state); err != nil {
+		return nil, err
+	}
+	for _, raw := range state {
+		d.stateEvent(ctx, raw)
+	}
+	if err := d.publish(ctx, true); err != nil {
+		return nil, err
+	}
+	go d.loop(ctx, first.NextBatch)
+	return d, nil
+}
+
+// Frames is the number of complete video frames received.
+func (d *Device) Frames() int64 { return d.frames.Load() }
+
+// Rings counts ring notifications seen.
+func (d *Device) Rings() int64 { return d.rings.Load() }
+
+// Keyframes counts received keyframes.
+func (d *Device) Keyframes() int64 { return d.keyframes.Load() }
+
+// MembershipToFirstFrame is the time from publishing the membership to the
+// first complete frame; 0 before one.
+func (d *Device) MembershipToFirstFrame() time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.firstAt.IsZero() {
+		return 0
+	}
+	return d.firstAt.Sub(d.joinedAt)
+}
+
+// Leave clears the membership and hangs up, as dart-sdk's leave does.
+func (d *Device) Leave(ctx context.Context) error {
+	d.mu.Lock()
+	calls := d.calls
+	d.calls = map[string]*call{}
+	d.mu.Unlock()
+	for _, c := range calls {
+		d.send(ctx, c, "hangup", map[string]any{"reason": "userHangup"})
+		_ = c.pc.Close()
+	}
+	return d.publish(ctx, false)
+}
+
+func (d *Device) self() string { return d.o.UserID + ":" + d.o.DeviceID }
+
+func (d *Device) publish(ctx context.Context, join bool) error {
+	list := []any{}
+	if join {
+		list = append(list, map[string]any{
+			"call_id": d.o.Room, "application": "m.call", "scope": "m.room",
+			"foci_active": []any{map[string]any{"type": "mesh"}},
+			"device_id":   d.o.DeviceID, "expires_ts": time.Now().Add(6 * time.Minute).UnixMilli(),
+			"membershipID": d.session, "feeds": []any{map[string]any{"purpose": "m.usermedia"}},
+		})
+	}
+	d.mu.Lock()
+	d.joinedAt = time.Now()
+	d.mu.Unlock()
+	return d.do(ctx, http.MethodPut, "/_matrix/client/v3/rooms/"+url.PathEscape(d.o.Room)+"/state/com.famedly.call.member/"+url.PathEscape(d.o.UserID),
+		map[string]any{"memberships": list}, nil)
+}
+
+func (d *Device) loop(ctx context.Context, since string) {
+	for ctx.Err() == nil {
+		var resp struct {
+			NextBatch string `json:"next_batch"`
+			ToDevice  struct {
+				Events []json.RawMessage `json:"events"`
+			} `json:"to_device"`
+			Rooms struct {
+				Join map[string]struct {
+					State    struct{ Events []json.RawMessage } `json:"state"`
+					Timeline struct{ Events []json.RawMessage } `json:"timeline"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		if err := d.do(ctx, http.MethodGet, "/_matrix/client/v3/sync?timeout=5000&since="+url.QueryEscape(since), nil, &resp); err != nil {
+			if ctx.Err() == nil {
+				d.o.Logf("sync: %v", err)
+				time.Sleep(200 * time.Millisecond)
+			}
+			continue
+		}
+		since = resp.NextBatch
+		// State first: an invite may come in the same response as the
+		// membership of its sender.
+		if j, ok := resp.Rooms.Join[d.o.Room]; ok {
+			for _, raw := range append(j.State.Events, j.Timeline.Events...) {
+				d.stateEvent(ctx, raw)
+			}
+		}
+		for _, raw := range resp.ToDevice.Events {
+			d.toDevice(ctx, raw)
+		}
+	}
+}
+
+func (d *Device) stateEvent(ctx context.Context, raw json.RawMessage) {
+	var e struct {
+		Type     string          `json:"type"`
+		Sender   string          `json:"sender"`
+		StateKey *string         `json:"state_key"`
+		Content  json.RawMessage `json:"content"`
+	}
+	if json.Unmarshal(raw, &e) != nil {
+		return
+	}
+	if e.Type == "org.matrix.msc4075.rtc.notification" {
+		d.rings.Add(1)
+		return
+	}
+	if e.Type != "com.famedly.call.member" || e.StateKey == nil || *e.StateKey != e.Sender || e.Sender == d.o.UserID {
+		return
+	}
+	var c struct {
+		Memberships []struct {
+			CallID       string `json:"call_id"`
+			DeviceID     string `json:"device_id"`
+			ExpiresTS    int64  `json:"expires_ts"`
+			MembershipID string `json:"membershipID"`
+			Foci         []struct {
+				Type string `json:"type"`
+			} `json:"foci_active"`
+		} `json:"memberships"`
+	}
+	if json.Unmarshal(e.Content, &c) != nil {
+		return
+	}
+	d.mu.Lock()
+	for k, m := range d.members {
+		if m.user == e.Sender {
+			delete(d.members, k)
+		}
+	}
+	var fresh []member
+	for _, m := range c.Memberships {
+		if m.CallID != d.o.Room || len(m.Foci) == 0 || m.Foci[0].Type != "mesh" || m.ExpiresTS < time.Now().Add(-6*time.Minute).UnixMilli() {
+			continue
+		}
+		mb := member{user: e.Sender, device: m.DeviceID, session: m.MembershipID}
+		d.members[mb.user+":"+mb.device] = mb
+		fresh = append(fresh, mb)
+	}
+	d.mu.Unlock()
+	for _, mb := range fresh {
+		// dart-sdk setupP2PCallWithNewMember: the lower "user:device" calls.
+		if d.self() < mb.user+":"+mb.device && !d.hasCallWith(mb) {
+			go d.placeCall(ctx, mb)
+		}
+	}
+}
+
+func (d *Device) hasCallWith(m member) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.calls {
+		if c.remote == m {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Device) newPC(c *call) (*webrtc.PeerConnection, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		if t.Kind() != webrtc.RTPCodecTypeVideo {
+			go func() {
+				for {
+					if _, _, err := t.ReadRTP(); err != nil {
+						return
+					}
+				}
+			}()
+			return
+		}
+		go d.readVideo(t)
+	})
+	return pc, nil
+}
+
+// readVideo assembles RTP into frames and counts them.
+func (d *Device) readVideo(t *webrtc.TrackRemote) {
+	var sb *samplebuilder.SampleBuilder
+	h264 := false
+	switch t.Codec().MimeType {
+	case webrtc.MimeTypeH264:
+		sb, h264 = samplebuilder.New(128, &codecs.H264Packet{}, 90000), true
+	default:
+		sb = samplebuilder.New(128, &codecs.VP8Packet{}, 90000)
+	}
+	for {
+		p, _, err := t.ReadRTP()
+		if err != nil {
+			return
+		}
+		sb.Push(p)
+		for s := sb.Pop(); s != nil; s = sb.Pop() {
+			if len(s.Data) == 0 {
+				continue
+			}
+			key := false
+			if h264 {
+				key = bytes.Contains(s.Data, []byte{0, 0, 1, 0x65}) || bytes.Contains(s.Data, []byte{0, 0, 1, 0x67})
+			} else {
+				key = s.Data[0]&1 == 0
+			}
+			if key {
+				d.keyframes.Add(1)
+			}
+			// Count frames from the first keyframe on: what a decoder
+			// could show.
+			if d.keyframes.Load() == 0 {
+				continue
+			}
+			if d.frames.Add(1) == 1 {
+				d.mu.Lock()
+				d.firstAt = time.Now()
+				d.mu.Unlock()
+			}
+		}
+	}
+}
+
+func (d *Device) placeCall(ctx context.Context, m member) {
+	id := fmt.Sprintf("%d%s", time.Now().UnixMilli(), d.o.DeviceID)
+	c := &call{id: id, remote: m}
+	pc, err := d.newPC(c)
+	if err != nil {
+		d.o.Logf("peer connection: %v", err)
+		return
+	}
+	c.pc = pc
+	_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+	_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return
+	}
+	done := webrtc.GatheringCompletePromise(pc)
+	_ = pc.SetLocalDescription(offer)
+	<-done
+	d.mu.Lock()
+	d.calls[id] = c
+	d.mu.Unlock()
+	d.send(ctx, c, "invite", map[string]any{
+		"lifetime": 60000, "offer": map[string]any{"type": "offer", "sdp": pc.LocalDescription().SDP},
+		"org.matrix.msc3077.sdp_stream_metadata": map[string]any{},
+	})
+}
+
+func (d *Device) send(ctx context.Context, c *call, name string, content map[string]any) {
+	d.mu.Lock()
+	seq := c.seq
+	c.seq++
+	d.mu.Unlock()
+	content["call_id"], content["party_id"], content["version"] = c.id, d.o.DeviceID, "1"
+	content["room_id"], content["conf_id"] = d.o.Room, d.o.Room
+	content["sender_session_id"], content["dest_session_id"], content["seq"] = d.session, c.remote.session, seq
+	if name == "invite" {
+		content["device_id"] = d.o.DeviceID // dart-sdk: on the invite only
+	}
+	body := map[string]any{"messages": map[string]any{c.remote.user: map[string]any{c.remote.device: content}}}
+	path := fmt.Sprintf("/_matrix/client/v3/sendToDevice/com.famedly.call.member.%s/hp%d", name, d.txn.Add(1))
+	if err := d.do(ctx, http.MethodPut, path, body, nil); err != nil {
+		d.o.Logf("send %s: %v", name, err)
+	}
+}
+
+func (d *Device) toDevice(ctx context.Context, raw json.RawMessage) {
+	var e struct {
+		Type    string `json:"type"`
+		Sender  string `json:"sender"`
+		Content struct {
+			CallID          string                     `json:"call_id"`
+			RoomID          string                     `json:"room_id"`
+			ConfID          string                     `json:"conf_id"`
+			DeviceID        string                     `json:"device_id"`
+			SenderSessionID string                     `json:"sender_session_id"`
+			DestSessionID   string                     `json:"dest_session_id"`
+			Offer           *webrtc.SessionDescription `json:"offer"`
+			Answer          *webrtc.SessionDescription `json:"answer"`
+			Candidates      []struct {
+				Candidate     string  `json:"candidate"`
+				SDPMid        *string `json:"sdpMid"`
+				SDPMLineIndex *uint16 `json:"sdpMLineIndex"`
+			} `json:"candidates"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(raw, &e) != nil {
+		return
+	}
+	c := e.Content
+	// dart-sdk voip.dart: room_id and conf_id required, dest_session_id
+	// must be the current session.
+	if c.RoomID != d.o.Room || c.ConfID == "" || c.DestSessionID != d.session {
+		d.o.Logf("dropped %s: room %q conf %q dest %q", e.Type, c.RoomID, c.ConfID, c.DestSessionID)
+		return
+	}
+	d.mu.Lock()
+	cl := d.calls[c.CallID]
+	d.mu.Unlock()
+	switch e.Type {
+	case "com.famedly.call.member.invite":
+		d.mu.Lock()
+		m, ok := d.members[e.Sender+":"+c.DeviceID]
+		d.mu.Unlock()
+		if !ok || m.session != c.SenderSessionID || c.Offer == nil {
+			d.o.Logf("invite from a non-member or stale session %s %s", e.Sender, c.DeviceID)
+			return
+		}
+		cl = &call{id: c.CallID, remote: m}
+		pc, err := d.newPC(cl)
+		if err != nil {
+			return
+		}
+		cl.pc = pc
+		d.mu.Lock()
+		d.calls[c.CallID] = cl
+		d.mu.Unlock()
+		if err := pc.SetRemoteDescription(*c.Offer); err != nil {
+			d.o.Logf("offer: %v", err)
+			return
+		}
+		d.applyPending(cl)
+		ans, err := pc.CreateAnswer(nil)
+		if err != nil {
+			return
+		}
+		done := webrtc.GatheringCompletePromise(pc)
+		_ = pc.SetLocalDescription(ans)
+		<-done
+		d.send(ctx, cl, "answer", map[string]any{"answer": map[string]any{"type": "answer", "sdp": pc.LocalDescription().SDP}})
+	case "com.famedly.call.member.answer":
+		if cl == nil || c.Answer == nil {
+			return
+		}
+		if err := cl.pc.SetRemoteDescription(*c.Answer); err != nil {
+			d.o.Logf("answer: %v", err)
+			return
+		}
+		d.applyPending(cl)
+		d.send(ctx, cl, "select_answer", map[string]any{"selected_party_id": c.DeviceID})
+	case "com.famedly.call.member.candidates":
+		if cl == nil {
+			return
+		}
+		for _, x := range c.Candidates {
+			if x.Candidate == "" {
+				continue
+			}
+			ci := webrtc.ICECandidateInit{Candidate: x.Candidate, SDPMid: x.SDPMid, SDPMLineIndex: x.SDPMLineIndex}
+			d.mu.Lock()
+			if cl.pc.RemoteDescription() == nil {
+				cl.pending = append(cl.pending, ci)
+				d.mu.Unlock()
+				continue
+			}
+			d.mu.Unlock()
+			_ = cl.pc.AddICECandidate(ci)
+		}
+	case "com.famedly.call.member.hangup":
+		if cl != nil {
+			_ = cl.pc.Close()
+			d.mu.Lock()
+			delete(d.calls, c.CallID)
+			d.mu.Unlock()
+		}
+	}
+}
+
+func (d *Device) applyPending(c *call) {
+	d.mu.Lock()
+	p := c.pending
+	c.pending = nil
+	d.mu.Unlock()
+	for _, ci := range p {
+		_ = c.pc.AddICECandidate(ci)
+	}
+}
+
+// Close closes every peer connection.
+func (d *Device) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.calls {
+		_ = c.pc.Close()
+	}
+}
+
+func (d *Device) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, d.o.Homeserver+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.o.AccessToken)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}

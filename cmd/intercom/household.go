@@ -166,8 +166,10 @@ func (h *household) Run(ctx context.Context) error {
 		return nil
 	}
 	var room callengine.RoomID
-	if err := retry(ctx, h.log, "join household room", func() (err error) {
-		room, err = h.session.JoinHouseholdRoom(ctx, h.cfg.Household.Room)
+	if err := retry(ctx, h.log, "household room", func() error {
+		// Created if missing and residents invited, as provision does.
+		hr, err := h.session.EnsureHouseholdRoom(ctx, h.cfg.Household.Room, householdRoomName(h.cfg))
+		room = hr.Room
 		return err
 	}); err != nil {
 		return nil // ctx ended

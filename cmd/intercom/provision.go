@@ -65,6 +65,8 @@ type provisionSummary struct {
 	UserID, DeviceID string
 	NewLogin         bool // a login happened now (none was kept, or it was refused)
 	Rooms            []roomChange
+	// Household is the household room, when household.room is set.
+	Household *matrix.HouseholdRoom
 }
 
 type roomChange struct {
@@ -86,6 +88,13 @@ func (s provisionSummary) Changes() int {
 	for _, r := range s.Rooms {
 		if r.changed() {
 			n++
+		}
+	}
+	if h := s.Household; h != nil {
+		if h.Created {
+			n++
+		} else {
+			n += len(h.Invited)
 		}
 	}
 	return n
@@ -151,7 +160,19 @@ func provisionAccount(ctx context.Context, cfg *provisioning.Config, log *slog.L
 		}
 		sum.Rooms = append(sum.Rooms, c)
 	}
+	if cfg.Household.Room != "" {
+		h, err := session.EnsureHouseholdRoom(ctx, cfg.Household.Room, householdRoomName(cfg))
+		if err != nil {
+			return sum, fmt.Errorf("household room: %w", err)
+		}
+		sum.Household = &h
+	}
 	return sum, nil
+}
+
+// householdRoomName names a household room the intercom creates.
+func householdRoomName(cfg *provisioning.Config) string {
+	return cfg.Matrix.DeviceName + " (household)"
 }
 
 // roomLook is how the configuration wants the direct rooms to look: named
@@ -248,6 +269,16 @@ func (s provisionSummary) print(w io.Writer, cfg *provisioning.Config) {
 			change += "; set " + strings.Join(r.Look, " and ")
 		}
 		fmt.Fprintf(tw, "  resident %s\troom %s\t%s\n", r.Resident, r.Room, change)
+	}
+	if h := s.Household; h != nil {
+		change := "unchanged"
+		switch {
+		case h.Created:
+			change = "created; every resident is invited"
+		case len(h.Invited) > 0:
+			change = fmt.Sprintf("invited %d resident(s)", len(h.Invited))
+		}
+		fmt.Fprintf(tw, "  household\troom %s\t%s\n", h.Room, change)
 	}
 	tw.Flush()
 	if n := s.Changes(); n == 0 {

@@ -19,6 +19,7 @@ import (
 type fakeMessenger struct {
 	mu     sync.Mutex
 	texts  []string // "room|notify|text"
+	ids    []string // event IDs of texts
 	images []string // "room|body|bytes"
 	n      int
 }
@@ -28,7 +29,8 @@ func (m *fakeMessenger) SendText(_ context.Context, room callengine.RoomID, text
 	defer m.mu.Unlock()
 	m.n++
 	m.texts = append(m.texts, fmt.Sprintf("%s|%v|%s", room, notify, text))
-	return fmt.Sprintf("$text%d", m.n), nil
+	m.ids = append(m.ids, fmt.Sprintf("$text%d", m.n))
+	return m.ids[len(m.ids)-1], nil
 }
 
 func (m *fakeMessenger) SendJPEG(_ context.Context, room callengine.RoomID, body, name string, jpeg []byte) (string, error) {

@@ -30,10 +30,25 @@ type NoticeOptions struct {
 	CommandHint string
 	// Door, if set, learns the ring notices' event IDs (reactions to them
 	// open the door).
-	Door   *Door
-	Logger *slog.Logger
+	Door *Door
+	// Household, if set, adds the household room to the rooms of every
+	// ring and missed-visitor notice, and counts a household device
+	// connected to the door as an answer. May be nil.
+	Household Household
+	Logger    *slog.Logger
 	// Location formats times in notices; default time.Local.
 	Location *time.Location
+}
+
+// Household is the household group call as the notices see it;
+// cmd/intercom's household implements it.
+type Household interface {
+	// Rooms are the rooms notices also go to (the household room once
+	// it is joined).
+	Rooms() []callengine.RoomID
+	// AnsweredSince reports whether a household device has been connected
+	// to the door at or after t.
+	AnsweredSince(t time.Time) bool
 }
 
 // Notices posts ring and missed-visitor notices into residents' rooms. It
@@ -101,6 +116,9 @@ func (n *Notices) Follow(st callengine.Status) {
 		return
 	}
 	r.ended = true
+	if !r.answered && n.opts.Household != nil && n.opts.Household.AnsweredSince(r.started) {
+		r.answered = true // a household device took the ring
+	}
 	timedOut := slices.ContainsFunc(st.Calls, func(c callengine.CallStatus) bool {
 		return c.Reason == callengine.ReasonInviteTimeout
 	})
@@ -123,6 +141,13 @@ func (n *Notices) startRing(st callengine.Status) {
 		r.calls[c.CallID] = true
 		if !slices.Contains(r.rooms, c.Room) {
 			r.rooms = append(r.rooms, c.Room)
+		}
+	}
+	if n.opts.Household != nil {
+		for _, room := range n.opts.Household.Rooms() {
+			if room != "" && !slices.Contains(r.rooms, room) {
+				r.rooms = append(r.rooms, room)
+			}
 		}
 	}
 	r.snapshot = n.snapshotOnce()

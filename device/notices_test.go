@@ -105,3 +105,66 @@ func TestNoticesFeedTheDoor(t *testing.T) {
 	door.Handle(DoorRequest{EventID: "$r", Sender: alice, Reaction: true, Key: "🔑", Target: "$img2", Timestamp: now}, now)
 	waitFor(t, "pulse", func() bool { return relay.count() == 1 })
 }
+
+// fakeHousehold is the household group call as the notices see it.
+type fakeHousehold struct {
+	rooms    []callengine.RoomID
+	answered bool
+}
+
+func (f *fakeHousehold) Rooms() []callengine.RoomID   { return f.rooms }
+func (f *fakeHousehold) AnsweredSince(time.Time) bool { return f.answered }
+
+// TestNoticesHouseholdRoom: the ring notice (with its snapshot) and the
+// missed-visitor notice also go to the household room; a reaction to the
+// household room's ring notice opens the door; a ring a household device
+// took is no missed visitor.
+func TestNoticesHouseholdRoom(t *testing.T) {
+	const home = callengine.RoomID("!home:hs.test")
+	relay := newRecordingRelay(t)
+	door, _ := runDoor(t, DoorOptions{Policy: testDoorConfig(), Relay: relay})
+	msg := &fakeMessenger{}
+	hh := &fakeHousehold{rooms: []callengine.RoomID{home}}
+	n := NewNotices(NoticeOptions{Messenger: msg, Snapshot: fakeSnapshot{}, Ring: true, Missed: true, Door: door, Household: hh})
+	n.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1"))
+	n.Follow(ringStatus(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonInviteTimeout, "c1"))
+	n.Wait()
+	texts, images := msg.snapshot()
+	count := func(list []string, prefix, substr string) int {
+		k := 0
+		for _, s := range list {
+			if strings.HasPrefix(s, prefix) && strings.Contains(s, substr) {
+				k++
+			}
+		}
+		return k
+	}
+	for _, room := range []string{"!ra:hs.test|", string(home) + "|"} {
+		if count(texts, room, "Someone is at the door") != 1 || count(texts, room, "Missed visitor") != 1 || count(images, room, "Snapshot") != 2 {
+			t.Errorf("room %s: texts %q images %q", room, texts, images)
+		}
+	}
+	// The household room's ring notice is the first text posted there.
+	var target string
+	msg.mu.Lock()
+	for i, s := range msg.texts {
+		if strings.HasPrefix(s, string(home)+"|") && strings.Contains(s, "Someone is at the door") {
+			target = msg.ids[i]
+		}
+	}
+	msg.mu.Unlock()
+	now := time.Now()
+	door.Handle(DoorRequest{EventID: "$hr", Room: home, Sender: alice, Reaction: true, Key: "🔑", Target: target, Timestamp: now}, now)
+	waitFor(t, "pulse from the household room's notice", func() bool { return relay.count() == 1 })
+
+	// A household device took the next ring: no missed notice.
+	msg2 := &fakeMessenger{}
+	hh.answered = true
+	n2 := NewNotices(NoticeOptions{Messenger: msg2, Ring: false, Missed: true, Household: hh})
+	n2.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c2"))
+	n2.Follow(ringStatus(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonInviteTimeout, "c2"))
+	n2.Wait()
+	if texts, _ := msg2.snapshot(); len(texts) != 0 {
+		t.Errorf("missed notice although a household device answered: %q", texts)
+	}
+}

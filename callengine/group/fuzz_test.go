@@ -45,6 +45,25 @@ func FuzzDecodeToDevice(f *testing.F) {
 			}
 		}
 		_ = m.Status(now)
-		_ = callengine.CallID("")
+
+		// A live view (no ring): never a ring notification, never a call
+		// answered while out of the call.
+		cfg := DefaultConfig(Device{User: fxIntercom, DeviceID: fxDevice}, fxSession, fxRoom)
+		cfg.LiveView = map[callengine.UserID]bool{fxTablet: true}
+		lv := New(cfg)
+		var effs []Effect
+		effs = append(effs, lv.Step(now, MemberChanged{Event: MemberEvent{Type: TypeMember, StateKey: stateKey, Sender: fxTablet, Content: content}})...)
+		effs = append(effs, lv.Step(now, MembershipPublished{EventID: "$m"})...)
+		for _, e := range lv.Step(now, ToDeviceReceived{Sender: fxTablet, Type: typ, Content: content}) {
+			if _, ok := e.(AcceptOffer); ok && !lv.Joined() {
+				t.Fatal("live view accepted a call while not joined")
+			}
+			effs = append(effs, e)
+		}
+		for _, e := range effs {
+			if _, ok := e.(SendNotification); ok {
+				t.Fatal("live view rang")
+			}
+		}
 	})
 }

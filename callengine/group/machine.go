@@ -33,7 +33,10 @@ type Phase string
 const (
 	PhaseIdle    Phase = "idle"
 	PhaseRinging Phase = "ringing" // joined and rung; nobody connected yet
-	PhaseInCall  Phase = "in_call" // at least one device connected
+	// PhaseLiveView: joined without a ring because a device allowed to
+	// watch joined the call; nobody connected yet.
+	PhaseLiveView Phase = "live_view"
+	PhaseInCall   Phase = "in_call" // at least one device connected
 )
 
 // Config is what the machine knows about the intercom.
@@ -55,6 +58,12 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// Family is the to-device family of calls the intercom places.
 	Family Family
+	// LiveView lists the users allowed to watch the door without a ring
+	// (live_view.allowed, default the residents). A device of theirs that
+	// joins the call while the intercom is out of it makes the intercom
+	// join, without ringing, and connect to the allowed users' devices
+	// only, as a 1:1 live-view call does. Nil: nobody.
+	LiveView map[callengine.UserID]bool
 }
 
 // DefaultConfig returns the timings used unless configured otherwise.
@@ -275,6 +284,9 @@ const (
 	legAccepting  legState = "accepting"  // answering their invite
 	legConnecting legState = "connecting" // signalling done, ICE/DTLS going
 	legConnected  legState = "connected"
+	// legHeld: an invite from a device not allowed to watch, during a live
+	// view; it is answered if the bell rings within its lifetime.
+	legHeld legState = "held"
 )
 
 // maxPendingCandidates bounds candidates held for a call whose peer is not
@@ -295,6 +307,7 @@ type leg struct {
 	// before the invite or answer went out.
 	pendingRemote []callengine.Candidate
 	pendingLocal  []callengine.Candidate
+	offer         string // a held invite's SDP
 }
 
 func (l *leg) peerReady() bool { return l.state == legConnecting || l.state == legConnected }
@@ -311,7 +324,9 @@ type Machine struct {
 
 	joined        bool
 	membershipEv  string // event ID of the last own membership
+	publishing    bool   // the joining membership is not confirmed yet
 	ringPending   bool   // a notification waits for MembershipPublished
+	liveOnly      bool   // joined for a live view: no ring, allowed users only
 	ringExpired   bool
 	hadConnected  bool
 	rewaiting     bool // connected devices are gone, members remain: ring timeout runs
@@ -322,13 +337,17 @@ type Machine struct {
 	legs          map[callengine.CallID]*leg
 	reorder       map[string]*Reorder // by sender + call ID
 	expiryPlanned time.Time
+	// seen holds the session of every valid device at the last reconcile:
+	// a device missing from it (it joined, rejoined or restarted) may start
+	// a live view; a refresh of its membership does not.
+	seen map[Device]string
 }
 
 // New returns an idle machine.
 func New(cfg Config) *Machine {
 	return &Machine{cfg: cfg, phase: PhaseIdle, members: map[string]memberState{},
 		left: map[callengine.UserID]bool{}, elementCall: map[string]ElementCallMember{},
-		legs: map[callengine.CallID]*leg{}, reorder: map[string]*Reorder{}}
+		legs: map[callengine.CallID]*leg{}, reorder: map[string]*Reorder{}, seen: map[Device]string{}}
 }
 
 // ConfID is the group call's ID: the household room's ID.
@@ -417,17 +436,62 @@ func (m *Machine) ownContent(now time.Time) MemberContent {
 
 func (m *Machine) ring(now time.Time, emit func(...Effect)) {
 	m.ringExpired = false
-	if m.phase == PhaseIdle {
+	wasLive := m.liveOnly
+	m.liveOnly = false
+	if m.phase == PhaseIdle || m.phase == PhaseLiveView {
 		m.setPhase(PhaseRinging, emit)
 	}
 	emit(StartTimer{ID: TimerID{Kind: TimerRing}, After: m.cfg.RingTimeout})
-	if m.joined {
+	switch {
+	case m.joined && m.publishing:
+		m.ringPending = true // sent once the membership is in (published)
+	case m.joined:
 		emit(SendNotification{Content: NewRing(m.membershipEv, now, m.cfg.RingTimeout)})
-		return
+		if wasLive {
+			// The live view connected only the devices allowed to watch;
+			// the ring is for every member.
+			m.acceptHeld(emit)
+			m.connectAll(now, emit)
+		}
+	default:
+		m.ringPending = true
+		m.join(now, emit)
 	}
-	m.joined, m.ringPending = true, true
+}
+
+// join publishes the own membership; calls wait for MembershipPublished.
+func (m *Machine) join(now time.Time, emit func(...Effect)) {
+	m.joined, m.publishing = true, true
 	emit(PublishMembership{StateKey: OwnStateKey(m.cfg.Self.User), Content: m.ownContent(now)},
 		StartTimer{ID: TimerID{Kind: TimerRefresh}, After: RefreshInterval})
+}
+
+// watch joins the call without a ring for a live view: a device allowed
+// to watch joined while the intercom was out. The devices place their
+// calls once they see the membership (the lower "user:device" calls), the
+// intercom places the others. Nobody connected within the ring timeout →
+// leave, as after a ring.
+func (m *Machine) watch(now time.Time, emit func(...Effect)) {
+	m.liveOnly, m.ringExpired = true, false
+	m.setPhase(PhaseLiveView, emit)
+	emit(StartTimer{ID: TimerID{Kind: TimerRing}, After: m.cfg.RingTimeout})
+	m.join(now, emit)
+}
+
+// mayConnect reports whether the intercom connects to d now: any member
+// after a ring, only users allowed to watch during a live view.
+func (m *Machine) mayConnect(d Device) bool { return !m.liveOnly || m.cfg.LiveView[d.User] }
+
+// acceptHeld answers the invites held during a live view.
+func (m *Machine) acceptHeld(emit func(...Effect)) {
+	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
+		if l := m.legs[id]; l.state == legHeld {
+			l.state = legAccepting
+			emit(AcceptOffer{CallID: id, SDP: l.offer},
+				StartTimer{ID: TimerID{Kind: TimerConnect, Key: string(id)}, After: m.cfg.ConnectTimeout})
+			l.offer = ""
+		}
+	}
 }
 
 // published: the membership is in the room. The ring follows it (MSC4075:
@@ -441,9 +505,13 @@ func (m *Machine) published(now time.Time, e MembershipPublished, emit func(...E
 	if e.Err == nil && e.EventID != "" {
 		m.membershipEv = e.EventID
 	}
+	m.publishing = false
 	if m.ringPending {
 		m.ringPending = false
 		emit(SendNotification{Content: NewRing(m.membershipEv, now, m.cfg.RingTimeout)})
+	}
+	if !m.liveOnly {
+		m.acceptHeld(emit)
 	}
 	m.connectAll(now, emit)
 }
@@ -454,41 +522,55 @@ func (m *Machine) leave(emit func(...Effect), reason string) {
 	}
 	clear(m.reorder)
 	if m.joined {
-		m.joined, m.ringPending = false, false
+		m.joined, m.ringPending, m.publishing = false, false, false
 		emit(PublishMembership{StateKey: OwnStateKey(m.cfg.Self.User), Content: MemberContent{Memberships: []Membership{}}})
 	}
 	emit(StopTimer{ID: TimerID{Kind: TimerRing}}, StopTimer{ID: TimerID{Kind: TimerRefresh}})
-	m.hadConnected, m.ringExpired, m.rewaiting = false, false, false
+	m.hadConnected, m.ringExpired, m.rewaiting, m.liveOnly = false, false, false, false
 	m.setPhase(PhaseIdle, emit)
 }
 
 // checkIdle leaves when the ring ran out and nobody is connected, or when
 // the last device has gone after one connected. A device that is still a
 // member but lost its call (its app restarted with a new session) gets the
-// ring timeout to come back.
+// ring timeout to come back. A live view ends as soon as no device allowed
+// to watch is a member any more.
 func (m *Machine) checkIdle(now time.Time, emit func(...Effect)) {
 	if m.phase == PhaseIdle || !m.joined {
 		return
 	}
+	active := 0
 	for _, l := range m.legs {
 		if l.state == legConnected {
 			return
 		}
+		if l.state != legHeld {
+			active++
+		}
+	}
+	devs := m.validDevices(now)
+	if m.liveOnly && !slices.ContainsFunc(slices.Collect(maps.Keys(devs)), m.mayConnect) {
+		m.leave(emit, callengine.ReasonUserHangup)
+		return
 	}
 	if m.ringExpired {
 		m.leave(emit, callengine.ReasonUserHangup)
 		return
 	}
-	if !m.hadConnected || len(m.legs) > 0 {
+	if !m.hadConnected || active > 0 {
 		return
 	}
-	if len(m.validDevices(now)) == 0 {
+	if len(devs) == 0 {
 		m.leave(emit, callengine.ReasonUserHangup)
 		return
 	}
 	if !m.rewaiting {
 		m.rewaiting = true
-		m.setPhase(PhaseRinging, emit)
+		if m.liveOnly {
+			m.setPhase(PhaseLiveView, emit)
+		} else {
+			m.setPhase(PhaseRinging, emit)
+		}
 		emit(StartTimer{ID: TimerID{Kind: TimerRing}, After: m.cfg.RingTimeout})
 	}
 }
@@ -561,6 +643,16 @@ func (m *Machine) memberChanged(now time.Time, ev MemberEvent, emit func(...Effe
 // plans the next expiry check, and connects new members.
 func (m *Machine) reconcile(now time.Time, emit func(...Effect)) {
 	devs := m.validDevices(now)
+	fresh := false // a device allowed to watch joined the call
+	for d, mb := range devs {
+		if s, ok := m.seen[d]; (!ok || s != mb.MembershipID) && m.cfg.LiveView[d.User] {
+			fresh = true
+		}
+	}
+	clear(m.seen)
+	for d, mb := range devs {
+		m.seen[d] = mb.MembershipID
+	}
 	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
 		l := m.legs[id]
 		mb, ok := devs[l.peer]
@@ -585,7 +677,10 @@ func (m *Machine) reconcile(now time.Time, emit func(...Effect)) {
 			emit(StartTimer{ID: TimerID{Kind: TimerExpiry}, After: max(next.Sub(now), 0) + time.Millisecond})
 		}
 	}
-	if m.joined && !m.ringPending {
+	switch {
+	case !m.joined && fresh:
+		m.watch(now, emit)
+	case m.joined && !m.publishing:
 		m.connectAll(now, emit)
 	}
 }
@@ -601,7 +696,7 @@ func (m *Machine) connectAll(now time.Time, emit func(...Effect)) {
 	for _, d := range slices.SortedFunc(maps.Keys(devs), func(a, b Device) int {
 		return compareStrings(a.String(), b.String())
 	}) {
-		if busy[d] || !PlacesCall(m.cfg.Self, d) {
+		if busy[d] || !PlacesCall(m.cfg.Self, d) || !m.mayConnect(d) {
 			continue
 		}
 		m.nextCall++
@@ -658,6 +753,11 @@ func metadata(streamID string) callengine.StreamMetadata {
 
 // endLeg closes a call; with notify, the remote gets a hangup.
 func (m *Machine) endLeg(l *leg, notify bool, reason string, emit func(...Effect)) {
+	if notify && l.state == legHeld {
+		// Never answered: the spec's reply to an unwanted invite.
+		m.send(l, callengine.TypeReject, &callengine.Reject{Common: m.common(l)}, emit)
+		notify = false
+	}
 	if notify && l.state != legCreating {
 		m.send(l, callengine.TypeHangup, &callengine.Hangup{Common: m.common(l), Reason: reason}, emit)
 	}
@@ -907,6 +1007,14 @@ func (m *Machine) dispatch(now time.Time, sender callengine.UserID, td ToDevice,
 		}
 		l = &leg{id: callID, peer: from, session: td.SenderSessionID, family: td.Family, state: legAccepting, party: c.PartyID}
 		m.legs[callID] = l
+		if !m.mayConnect(from) {
+			// A live view is for users allowed to watch. The invite is
+			// held, not refused: a ring within its lifetime answers it.
+			l.state, l.offer = legHeld, c.Offer.SDP
+			emit(Ignored{Sender: sender, Type: td.CallType, Reason: "not allowed to watch (live_view.allowed): invite held until a ring"},
+				StartTimer{ID: TimerID{Kind: TimerConnect, Key: string(callID)}, After: m.cfg.InviteLifetime})
+			return
+		}
 		emit(AcceptOffer{CallID: callID, SDP: c.Offer.SDP},
 			StartTimer{ID: TimerID{Kind: TimerConnect, Key: string(callID)}, After: m.cfg.ConnectTimeout})
 	case *callengine.Answer:
@@ -968,8 +1076,11 @@ type Status struct {
 	Session string            `json:"session_id"`
 	Phase   Phase             `json:"phase"`
 	Joined  bool              `json:"joined"`
-	Members []MemberStatus    `json:"members"`
-	Calls   []CallStatus      `json:"calls"`
+	// LiveView: joined for a live view (no ring); only users allowed to
+	// watch are connected.
+	LiveView bool           `json:"live_view"`
+	Members  []MemberStatus `json:"members"`
+	Calls    []CallStatus   `json:"calls"`
 	// ElementCall lists Element Call (LiveKit) members: read, reported,
 	// not connected (their media path is LiveKit).
 	ElementCall []ElementCallMember `json:"element_call"`
@@ -977,7 +1088,7 @@ type Status struct {
 
 // Status reports the machine at now.
 func (m *Machine) Status(now time.Time) Status {
-	st := Status{Room: m.cfg.Room, Session: m.cfg.SessionID, Phase: m.phase, Joined: m.joined,
+	st := Status{Room: m.cfg.Room, Session: m.cfg.SessionID, Phase: m.phase, Joined: m.joined, LiveView: m.liveOnly,
 		Members: []MemberStatus{}, Calls: []CallStatus{}, ElementCall: []ElementCallMember{}}
 	valid := m.validDevices(now)
 	calls := map[Device]string{}

@@ -252,6 +252,21 @@ func TestDendriteDirectRooms(t *testing.T) {
 	if _, err := alice.LeaveRoom(ctx, id.RoomID(room)); err != nil {
 		t.Fatal(err)
 	}
+	// Dendrite applies the leave to its member list asynchronously; wait
+	// until the intercom's view shows it, as a later sync would.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		members, err := door.JoinedMembers(ctx, id.RoomID(room))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, still := members.Joined[id.UserID(e.alice.UserID)]; !still {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the leave never reached the member list")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	again, err = s.EnsureDirectRooms(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -92,7 +92,12 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 
 	ringer, relay := hw.ringer, hw.relay
 	defer relay.Halt()
-	doors, err := newDoorParts(cfg, session, relay, stream, log)
+	hh := newHousehold(cfg, session, peers, log) // household.go: nil unless household.group_call is mesh
+	var hhNotices device.Household
+	if hh != nil {
+		hhNotices = hh // ring and missed notices also go to the household room
+	}
+	doors, err := newDoorParts(cfg, session, relay, stream, hhNotices, log)
 	if err != nil {
 		return err
 	}
@@ -129,7 +134,6 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		Logger:   log.With("component", "calls"),
 	}, session, peers)
 
-	hh := newHousehold(cfg, session, peers, log) // household.go: nil unless household.group_call is mesh
 	intercom := device.New(device.Config{
 		Caller: hh.caller(engine), Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,

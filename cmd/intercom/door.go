@@ -24,7 +24,8 @@ type doorParts struct {
 
 // newDoorParts builds the door (policy, relay, audit notices) and the ring
 // and missed-visitor notices. door.authorized defaults to the residents.
-func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, log *slog.Logger) (*doorParts, error) {
+// household, if not nil, adds the household room to the notices' rooms.
+func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, household device.Household, log *slog.Logger) (*doorParts, error) {
 	authorized := cfg.Door.Authorized
 	if len(authorized) == 0 {
 		authorized = cfg.Residents
@@ -51,7 +52,7 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 	}
 	notices := device.NewNotices(device.NoticeOptions{
 		Messenger: session, Snapshot: snap, Ring: cfg.Notices.Ring, Missed: cfg.Notices.Missed,
-		CommandHint: hint, Door: door, Logger: log.With("component", "notices"),
+		CommandHint: hint, Door: door, Household: household, Logger: log.With("component", "notices"),
 	})
 	log.Info("door control", "commands", eff.Commands, "reaction", eff.ReactionKey, "pulse", eff.Pulse,
 		"authorized", len(eff.Authorized), "only_during_call", eff.OnlyDuringCall, "window", eff.Window)
@@ -60,6 +61,15 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 
 // route returns the sync handler: call events to the call engine, room
 // messages and reactions to the door. It never blocks.
+//
+// Door commands count from every room the intercom is in, by design: the
+// residents' direct rooms and the household room alike (issue 6: door
+// control works the same from the household room). The room is no
+// credential; the door policy judges the sender (door.authorized), the
+// event ID (once only) and its age, whatever the room, and the audit
+// notice and any reply go back to the room the command came from. A 🔑
+// reaction must target a ring notice of this run, which the notices post
+// into the household room too.
 func (p *doorParts) route(calls func(callengine.RoomEvent)) func(callengine.RoomEvent) {
 	return func(ev callengine.RoomEvent) {
 		received := time.Now()

@@ -33,6 +33,9 @@ type household struct {
 	mu     sync.Mutex
 	items  []hhItem
 	status group.Status
+	// lastConnected is when a household device was last seen connected
+	// (the notices ask whether a ring was answered there).
+	lastConnected time.Time
 
 	sendMu  sync.Mutex
 	sends   []func(context.Context)
@@ -150,6 +153,32 @@ func (r householdReporter) Report() any {
 	return map[string]any{"session": r.Reporter.Report(), "household": st}
 }
 
+// Rooms is the household room once it is joined, for the ring and
+// missed-visitor notices; none before, or with group calls off.
+func (h *household) Rooms() []callengine.RoomID {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.status.Room == "" {
+		return nil
+	}
+	return []callengine.RoomID{h.status.Room}
+}
+
+// AnsweredSince reports whether a household device has been connected to
+// the door at or after t: a ring a household device took is not a missed
+// visitor, even if no resident answered the 1:1 call.
+func (h *household) AnsweredSince(t time.Time) bool {
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.status.Phase == group.PhaseInCall || (!h.lastConnected.IsZero() && !h.lastConnected.Before(t))
+}
+
 // newSessionID is the intercom's membershipID for this run: 16 random
 // bytes, unpadded URL-safe base64 (dart-sdk also uses a random base64
 // session ID per app start).
@@ -178,7 +207,17 @@ func (h *household) Run(ctx context.Context) error {
 	self := group.Device{User: h.session.UserID(), DeviceID: h.session.DeviceID()}
 	mcfg := group.DefaultConfig(self, newSessionID(), room)
 	mcfg.RingTimeout = h.cfg.Ring.Timeout
+	// Live view from the household: devices of these users joining the
+	// call make the intercom join without a ring (live_view.allowed,
+	// default the residents), as their 1:1 calls are answered.
+	mcfg.LiveView = map[callengine.UserID]bool{}
+	for _, u := range h.cfg.LiveViewAllowed() {
+		mcfg.LiveView[callengine.UserID(u)] = true
+	}
 	m := group.New(mcfg)
+	h.mu.Lock()
+	h.status = m.Status(time.Now()) // the room, for Rooms, before any event
+	h.mu.Unlock()
 	h.log.Info("household group call ready", "room_id", room, "session_id", mcfg.SessionID, "device_id", self.DeviceID)
 	var state []matrix.StateEvent
 	if err := retry(ctx, h.log, "read household room state", func() (err error) {
@@ -288,8 +327,12 @@ func (r *hhRunner) step(ctx context.Context, it hhItem) {
 				queue = append(queue, hhItem{ev: next})
 			}
 		}
+		st := r.m.Status(now)
 		h.mu.Lock()
-		h.status = r.m.Status(now)
+		h.status = st
+		if st.Phase == group.PhaseInCall {
+			h.lastConnected = now
+		}
 		h.mu.Unlock()
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,10 +24,11 @@ import (
 type householdStatus struct {
 	Matrix struct {
 		Household struct {
-			Room    string `json:"room"`
-			Phase   string `json:"phase"`
-			Joined  bool   `json:"joined"`
-			Members []struct {
+			Room     string `json:"room"`
+			Phase    string `json:"phase"`
+			Joined   bool   `json:"joined"`
+			LiveView bool   `json:"live_view"`
+			Members  []struct {
 				User  string `json:"user_id"`
 				Valid bool   `json:"valid"`
 				Call  string `json:"call"`
@@ -105,21 +108,28 @@ func matrixDo(ctx context.Context, hs *dendrite.Server, token, method, path stri
 	return nil
 }
 
-// TestHouseholdMesh: household devices (the pion test peer, behaving as
-// famedly's SDK documents) publish memberships in the household room of a
-// real Dendrite; a press makes the intercom join the group call and ring;
-// every device is connected (alice places her call, since
-// "@alice…" < "@intercom…"; the intercom places the call to zoe, yan
-// and zed) and receives video, while the intercom runs one video encoder.
-// It logs the intercom's CPU with 1, 2 and 4 devices and the time from a
-// device's membership to its first frame. When the devices leave, the
-// intercom leaves too.
-func TestHouseholdMesh(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test: needs Dendrite")
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
+// householdSystem is the intercom and household devices on a real
+// Dendrite, in a household room made by alice (see startHousehold).
+type householdSystem struct {
+	t     *testing.T
+	ctx   context.Context
+	hs    *dendrite.Server
+	e     *e2e
+	room  string
+	users map[string]dendrite.User
+	bot   dendrite.User
+}
+
+// startHousehold registers the intercom and names (the first makes the
+// household room and invites the others and the intercom: everyone may
+// publish call memberships and send the ring, as famedly's
+// enableGroupCalls sets the power levels), writes a configuration with
+// the resident IDs residents (names of users, or "carol", a resident
+// without a client) and extra YAML ("{name}" stands for that user's ID),
+// starts the intercom and waits until it
+// is in the household room.
+func startHousehold(ctx context.Context, t *testing.T, names, residents []string, extra string) *householdSystem {
+	t.Helper()
 	bin, err := buildIntercom()
 	if err != nil {
 		t.Fatal(err)
@@ -134,20 +144,12 @@ func TestHouseholdMesh(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "password"), []byte(password), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	carol, err := hs.Register(ctx, "carol", "carol-password") // a resident without a client
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := []string{"alice", "zoe", "yan", "zed"}
 	users := map[string]dendrite.User{}
-	for _, n := range names {
+	for _, n := range append(slices.Clone(names), "carol") {
 		if users[n], err = hs.Register(ctx, n, n+"-password"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The household room, made by alice: everyone may publish call
-	// memberships and send the ring (famedly's enableGroupCalls lowers the
-	// same power levels).
 	invite := []string{bot.UserID}
 	for _, n := range names[1:] {
 		invite = append(invite, users[n].UserID)
@@ -155,22 +157,27 @@ func TestHouseholdMesh(t *testing.T) {
 	var created struct {
 		RoomID string `json:"room_id"`
 	}
-	if err := matrixDo(ctx, hs, users["alice"].AccessToken, http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{
+	if err := matrixDo(ctx, hs, users[names[0]].AccessToken, http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{
 		"preset": "private_chat", "name": "Home", "invite": invite,
 		"power_level_content_override": map[string]any{"events": map[string]int{
 			"com.famedly.call.member": 0, "org.matrix.msc3401.call.member": 0, "org.matrix.msc4075.rtc.notification": 0}},
 	}, &created); err != nil {
 		t.Fatal(err)
 	}
-	room := created.RoomID
-
+	var rs []string
+	for _, n := range residents {
+		rs = append(rs, strconv.Quote(users[n].UserID))
+	}
+	for n, u := range users {
+		extra = strings.ReplaceAll(extra, "{"+n+"}", u.UserID)
+	}
 	e := &e2e{t: t, hs: hs, api: freeAddr(t), log: &lockedBuffer{}}
 	cfg := fmt.Sprintf(`matrix:
   homeserver: %s
   user_id: %q
   password_file: ./password
 state_dir: ./state
-residents: [%q]
+residents: [%s]
 ring:
   timeout: 30s
 api:
@@ -180,7 +187,7 @@ household:
   group_call: mesh
 log:
   level: debug
-`, hs.BaseURL, bot.UserID, carol.UserID, e.api, room)
+`, hs.BaseURL, bot.UserID, strings.Join(rs, ", "), e.api, created.RoomID) + extra
 	cfgPath := filepath.Join(dir, "intercom.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -197,29 +204,54 @@ log:
 			t.Logf("intercom log:\n%s", e.log.String())
 		}
 	})
-	e.householdStatus(ctx, "household room joined", func(s householdStatus) bool { return s.Matrix.Household.Room == room })
+	e.householdStatus(ctx, "household room joined", func(s householdStatus) bool { return s.Matrix.Household.Room == created.RoomID })
+	return &householdSystem{t: t, ctx: ctx, hs: hs, e: e, room: created.RoomID, users: users, bot: bot}
+}
 
-	start := func(name string) *householdpeer.Device {
-		u := users[name]
-		d, err := householdpeer.Start(ctx, householdpeer.Options{Homeserver: hs.BaseURL, UserID: u.UserID,
-			AccessToken: u.AccessToken, DeviceID: u.DeviceID, Room: room, Logf: func(f string, a ...any) { t.Logf(name+": "+f, a...) }})
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		t.Cleanup(d.Close)
-		return d
+// device starts the household device of name.
+func (s *householdSystem) device(name string) *householdpeer.Device {
+	s.t.Helper()
+	u := s.users[name]
+	d, err := householdpeer.Start(s.ctx, householdpeer.Options{Homeserver: s.hs.BaseURL, UserID: u.UserID,
+		AccessToken: u.AccessToken, DeviceID: u.DeviceID, Room: s.room, Logf: func(f string, a ...any) { s.t.Logf(name+": "+f, a...) }})
+	if err != nil {
+		s.t.Fatalf("%s: %v", name, err)
 	}
-	waitFrames := func(name string, d *householdpeer.Device, n int64) {
-		t.Helper()
-		for d.Frames() < n {
-			select {
-			case <-ctx.Done():
-				t.Fatalf("%s received %d frames, want %d", name, d.Frames(), n)
-			case <-time.After(20 * time.Millisecond):
-			}
+	s.t.Cleanup(d.Close)
+	return d
+}
+
+// waitFrames waits until d has received n video frames.
+func (s *householdSystem) waitFrames(name string, d *householdpeer.Device, n int64) {
+	s.t.Helper()
+	for d.Frames() < n {
+		select {
+		case <-s.ctx.Done():
+			s.t.Fatalf("%s received %d frames, want %d", name, d.Frames(), n)
+		case <-time.After(20 * time.Millisecond):
 		}
-		t.Logf("%s: membership → first frame %v", name, d.MembershipToFirstFrame())
 	}
+	s.t.Logf("%s: membership → first frame %v", name, d.MembershipToFirstFrame())
+}
+
+// TestHouseholdMesh: household devices (the pion test peer, behaving as
+// famedly's SDK documents) publish memberships in the household room of a
+// real Dendrite; a press makes the intercom join the group call and ring;
+// every device is connected (alice places her call, since
+// "@alice…" < "@intercom…"; the intercom places the call to zoe, yan
+// and zed) and receives video, while the intercom runs one video encoder.
+// It logs the intercom's CPU with 1, 2 and 4 devices and the time from a
+// device's membership to its first frame. When the devices leave, the
+// intercom leaves too. carol, the only resident, has no client, so no
+// device may watch without a press.
+func TestHouseholdMesh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test: needs Dendrite")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	sys := startHousehold(ctx, t, []string{"alice", "zoe", "yan", "zed"}, []string{"carol"}, "")
+	e, start, waitFrames := sys.e, sys.device, sys.waitFrames
 	measure := func(n int) float64 {
 		time.Sleep(time.Second) // let the new call settle
 		pid := e.cmd.Process.Pid
@@ -290,4 +322,120 @@ log:
 	e.householdStatus(ctx, "intercom left", func(s householdStatus) bool {
 		return s.Matrix.Household.Phase == "idle" && !s.Matrix.Household.Joined
 	})
+}
+
+// roomMessages returns the m.room.message events the intercom (bot) sent
+// into the household room, newest first, as "msgtype|body".
+func (s *householdSystem) roomMessages(as string) []string {
+	s.t.Helper()
+	var resp struct {
+		Chunk []struct {
+			Type    string `json:"type"`
+			Sender  string `json:"sender"`
+			Content struct {
+				MsgType string `json:"msgtype"`
+				Body    string `json:"body"`
+			} `json:"content"`
+		} `json:"chunk"`
+	}
+	if err := matrixDo(s.ctx, s.hs, s.users[as].AccessToken, http.MethodGet,
+		"/_matrix/client/v3/rooms/"+url.PathEscape(s.room)+"/messages?dir=b&limit=100", nil, &resp); err != nil {
+		s.t.Fatal(err)
+	}
+	var out []string
+	for _, e := range resp.Chunk {
+		if e.Type == "m.room.message" && e.Sender == s.bot.UserID {
+			out = append(out, e.Content.MsgType+"|"+e.Content.Body)
+		}
+	}
+	return out
+}
+
+// TestHouseholdLiveView: with nobody at the door, household devices of
+// users allowed to watch join the group call and see the door: alice's
+// device ("@alice…" sorts before "@intercom…") calls the intercom, which
+// joins without ringing; the intercom calls zed's. yan, who is not in
+// live_view.allowed, is not connected until the bell rings. alice opens
+// the door with "!open" in the household room (audit notice there); the
+// press then rings the household room (notification, ring notice and
+// snapshot in the room) and connects yan too. When every device has left,
+// the intercom leaves.
+func TestHouseholdLiveView(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test: needs Dendrite")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	sys := startHousehold(ctx, t, []string{"alice", "zed", "yan"}, []string{"alice"}, `live_view:
+  allowed: ["{alice}", "{zed}"]
+door:
+  pulse: 500ms
+`)
+	e := sys.e
+	relay := watchRelay(t, e.api)
+
+	alice := sys.device("alice")
+	sys.waitFrames("alice", alice, 10)
+	s := e.householdStatus(ctx, "live view in call", func(s householdStatus) bool {
+		return s.Matrix.Household.Phase == "in_call" && s.Matrix.Household.LiveView
+	})
+	if len(s.Matrix.Household.Calls) != 1 {
+		t.Errorf("calls %+v", s.Matrix.Household.Calls)
+	}
+	zed := sys.device("zed")
+	sys.waitFrames("zed", zed, 10)
+	yan := sys.device("yan")
+	e.householdStatus(ctx, "yan's membership read", func(s householdStatus) bool { return len(s.Matrix.Household.Members) == 3 })
+	time.Sleep(2 * time.Second) // room for a wrong call to yan
+	if yan.Frames() != 0 {
+		t.Errorf("yan, not allowed to watch, received %d frames of a live view", yan.Frames())
+	}
+	if alice.Rings()+zed.Rings() != 0 {
+		t.Errorf("a live view rang the household")
+	}
+
+	// Door control from the household room.
+	txn := strconv.FormatInt(time.Now().UnixNano(), 10)
+	if err := matrixDo(ctx, sys.hs, sys.users["alice"].AccessToken, http.MethodPut,
+		"/_matrix/client/v3/rooms/"+url.PathEscape(sys.room)+"/send/m.room.message/"+txn,
+		map[string]string{"msgtype": "m.text", "body": "!open"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := relay.waitFor(ctx, t, "relay on and off", func(evs []relayEvent, _ []string) bool { return len(evs) >= 2 })
+	if !evs[0].On || evs[0].Sender != sys.users["alice"].UserID || evs[1].On {
+		t.Fatalf("relay events %+v", evs)
+	}
+	waitCond(ctx, t, "audit notice in the household room", func() bool {
+		return slices.ContainsFunc(sys.roomMessages("alice"), func(m string) bool { return strings.Contains(m, "Door opened by") })
+	})
+
+	// The bell: the household is rung and yan connected as well.
+	e.press()
+	sys.waitFrames("yan", yan, 10)
+	waitCond(ctx, t, "ring notice and snapshot in the household room", func() bool {
+		ms := sys.roomMessages("alice")
+		return slices.ContainsFunc(ms, func(m string) bool { return strings.Contains(m, "Someone is at the door") }) &&
+			slices.ContainsFunc(ms, func(m string) bool { return strings.HasPrefix(m, "m.image|") })
+	})
+	waitCond(ctx, t, "MSC4075 ring seen by a device", func() bool { return alice.Rings() > 0 })
+
+	for _, d := range []*householdpeer.Device{alice, zed, yan} {
+		if err := d.Leave(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.householdStatus(ctx, "intercom left", func(s householdStatus) bool {
+		return s.Matrix.Household.Phase == "idle" && !s.Matrix.Household.Joined
+	})
+}
+
+func waitCond(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -94,7 +94,7 @@ func TestDoorPolicyMatchesStart(t *testing.T) {
 	}
 	cfg := *f.r.cfg
 	cfg.StateDir = ""
-	parts, err := newDoorParts(&cfg, session, relay, nil, slog.New(slog.DiscardHandler))
+	parts, err := newDoorParts(&cfg, session, relay, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/gpio"
+)
+
+// routeMessenger records texts posted by the door.
+type routeMessenger struct {
+	mu    sync.Mutex
+	texts []string // "room|text"
+}
+
+func (m *routeMessenger) SendText(_ context.Context, room callengine.RoomID, text string, _ bool) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.texts = append(m.texts, fmt.Sprintf("%s|%s", room, text))
+	return fmt.Sprintf("$t%d", len(m.texts)), nil
+}
+
+func (m *routeMessenger) SendJPEG(context.Context, callengine.RoomID, string, string, []byte) (string, error) {
+	return "$img", nil
+}
+
+func (m *routeMessenger) snapshot() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.texts)
+}
+
+// TestRouteDoorCommandsFromHouseholdRoom: the sync handler hands "!open"
+// from the household room to the door like one from a direct room; an
+// authorised sender opens (audit notice in the household room), a sender
+// who is not authorised does not, a redelivered command does not open
+// twice, and call events still go to the call engine.
+func TestRouteDoorCommandsFromHouseholdRoom(t *testing.T) {
+	const (
+		home    = callengine.RoomID("!home:example.org")
+		alice   = callengine.UserID("@alice:example.org")
+		mallory = callengine.UserID("@mallory:example.org")
+	)
+	relay, err := gpio.NewRelay(gpio.SimPin("RELAY"), gpio.ActiveHigh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &routeMessenger{}
+	door, err := device.NewDoor(device.DoorOptions{Policy: device.DoorConfig{
+		Authorized: []callengine.UserID{alice}, Pulse: 100 * time.Millisecond, ReplyUnauthorized: true,
+	}, Relay: relay, Messenger: msg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- door.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	var calls []string
+	route := (&doorParts{door: door}).route(func(ev callengine.RoomEvent) { calls = append(calls, ev.Type) })
+	text := func(id string, sender callengine.UserID, body string) callengine.RoomEvent {
+		c, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
+		return callengine.RoomEvent{ID: id, Room: home, Sender: sender, Type: "m.room.message", Content: c, Timestamp: time.Now()}
+	}
+	route(text("$m1", mallory, "!open"))
+	route(text("$a1", alice, "!open"))
+	route(text("$a1", alice, "!open")) // the sync delivering it twice
+	route(callengine.RoomEvent{ID: "$c", Room: home, Sender: alice, Type: "m.call.invite", Content: []byte(`{}`)})
+
+	waitUntil(t, "audit notice in the household room", func() bool {
+		return slices.ContainsFunc(msg.snapshot(), func(s string) bool {
+			return strings.HasPrefix(s, string(home)+"|") && strings.Contains(s, "Door opened by "+string(alice))
+		})
+	})
+	waitUntil(t, "door status", func() bool { st := door.Status(); return st.Opens == 1 && st.Refused >= 1 && !st.Energised })
+	time.Sleep(200 * time.Millisecond) // room for a wrong second pulse
+	if st := door.Status(); st.Opens != 1 {
+		t.Errorf("opens %d, want 1 (mallory refused, the repeat ignored)", st.Opens)
+	}
+	if st := door.Status(); st.LastOpen == nil || st.LastOpen.Room != home || st.LastOpen.Sender != alice {
+		t.Errorf("last open %+v, want alice from the household room", st.LastOpen)
+	}
+	for _, s := range msg.snapshot() {
+		if !strings.HasPrefix(s, string(home)+"|") {
+			t.Errorf("door posted outside the room the command came from: %q", s)
+		}
+	}
+	if !slices.Equal(calls, []string{"m.call.invite"}) {
+		t.Errorf("call engine got %v", calls)
+	}
+}

@@ -133,9 +133,11 @@ type callStatus struct {
 }
 
 type encoderStatus struct {
-	Codec   string `json:"Codec"`
-	Running bool   `json:"Running"`
-	Starts  int    `json:"Starts"`
+	Codec           string `json:"Codec"`
+	Running         bool   `json:"Running"`
+	Starts          int    `json:"Starts"`
+	TargetBitrate   int    `json:"TargetBitrate"`
+	EstimateReports uint64 `json:"EstimateReports"`
 }
 
 func (e *e2e) status() (status, error) {
@@ -253,6 +255,17 @@ func TestEndToEnd(t *testing.T) {
 	for _, enc := range s.Media.Encoders {
 		if enc.Running {
 			running++
+		}
+	}
+	// Chromium's bandwidth estimate reaches the shared encoder (REMB).
+	s = e.waitStatus(ctx, "a bandwidth estimate from the resident", func(s status) bool {
+		return slices.ContainsFunc(s.Media.Encoders, func(enc encoderStatus) bool {
+			return enc.Codec == "video/H264" && enc.EstimateReports > 0
+		})
+	})
+	for _, enc := range s.Media.Encoders {
+		if enc.Codec == "video/H264" {
+			t.Logf("bandwidth estimates from alice: %d, encoder target %d b/s", enc.EstimateReports, enc.TargetBitrate)
 		}
 	}
 	if running != 2 {

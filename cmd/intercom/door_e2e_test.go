@@ -4,113 +4,42 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
 	"github.com/doorbell/intercom/internal/resident"
 )
 
 // doorSystem is a running system for the door tests: startSystem's parts,
-// plus what a restart of the intercom needs and a reader of its
-// /api/events.
+// the residents' rooms and a reader of the intercom's /api/events.
 type doorSystem struct {
 	*e2e
-	bin     string
-	cfgPath string
-	rooms   map[string]string // resident user ID -> direct room
-	relay   *relayLog
+	rooms map[string]string // resident user ID -> direct room
+	relay *relayLog
 }
 
 // startDoorSystem is startSystem with extra configuration (extra is YAML
-// appended to the file) and the residents' rooms found.
+// appended to the file), a 10 s ring and the residents' rooms found.
 func startDoorSystem(t testing.TB, extra string, residents ...string) *doorSystem {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("end-to-end test: needs Dendrite and Chromium")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	bin, err := buildIntercom()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := dendrite.StartT(t)
-	dir := t.TempDir()
-	const password = "intercom-password"
-	bot, err := hs.Register(ctx, "intercom", password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "password"), []byte(password), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	s := &doorSystem{e2e: &e2e{t: t, hs: hs, api: freeAddr(t), log: &lockedBuffer{}}, bin: bin, rooms: map[string]string{}}
-	var ids []string
-	for _, name := range residents {
-		pw := name + "-password"
-		u, err := hs.Register(ctx, name, pw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, strconv.Quote(u.UserID))
-		r := resident.StartT(t, resident.Options{Homeserver: hs.BaseURL, UserID: u.UserID, Password: pw, AutoJoin: true})
-		s.residents = append(s.residents, r)
-	}
-	cfg := fmt.Sprintf(`matrix:
-  homeserver: %s
-  user_id: %q
-  password_file: ./password
-  device_name: Front door
-state_dir: ./state
-residents: [%s]
-ring:
-  timeout: 10s
-api:
-  listen: %s
-log:
-  level: debug
-%s`, hs.BaseURL, bot.UserID, strings.Join(ids, ", "), s.api, extra)
-	s.cfgPath = filepath.Join(dir, "intercom.yaml")
-	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.stop()
-		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
-			t.Logf("intercom log:\n%s", s.log.String())
-		}
-	})
-	s.launch(ctx)
+	e := startSystemWith(t, systemOptions{Config: extra, RingTimeout: 10 * time.Second}, residents...)
+	s := &doorSystem{e2e: e, rooms: map[string]string{}, relay: watchRelay(t, e.api)}
 	for _, r := range s.residents {
-		ev, err := r.WaitFor(ctx, "joined")
-		if err != nil {
-			t.Fatalf("%s never joined the direct room: %v", r.UserID(), err)
-		}
-		s.rooms[r.UserID()] = ev.Str("roomId")
+		s.rooms[r.UserID()] = roomOf(t, r)
 	}
 	return s
 }
 
-// launch starts the intercom binary and waits until its sync is healthy
-// and its event stream is read.
+// launch starts the intercom again (after stop) and reads its new event
+// stream.
 func (s *doorSystem) launch(ctx context.Context) {
 	s.t.Helper()
-	s.cmd = exec.Command(s.bin, "run", "--config", s.cfgPath)
-	s.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	s.waitStatus(ctx, "healthy", func(st status) bool { return st.Healthy })
+	s.e2e.launch(ctx)
 	s.relay = watchRelay(s.t, s.api)
 }
 

@@ -25,6 +25,10 @@ import (
 type e2e struct {
 	t         testing.TB
 	hs        *dendrite.Server
+	bot       dendrite.User // the intercom's account
+	bin       string        // the intercom binary
+	dir       string        // config, password file and state directory
+	cfgPath   string
 	api       string
 	cmd       *exec.Cmd
 	log       *lockedBuffer

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -130,20 +128,10 @@ type householdSystem struct {
 // is in the household room.
 func startHousehold(ctx context.Context, t *testing.T, names, residents []string, extra string) *householdSystem {
 	t.Helper()
-	bin, err := buildIntercom()
-	if err != nil {
-		t.Fatal(err)
-	}
 	hs := dendrite.StartT(t)
-	dir := t.TempDir()
-	const password = "intercom-password"
-	bot, err := hs.Register(ctx, "intercom", password)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "password"), []byte(password), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e := newE2E(ctx, t, hs)
+	bot := e.bot
+	var err error
 	users := map[string]dendrite.User{}
 	for _, n := range append(slices.Clone(names), "carol") {
 		if users[n], err = hs.Register(ctx, n, n+"-password"); err != nil {
@@ -166,44 +154,13 @@ func startHousehold(ctx context.Context, t *testing.T, names, residents []string
 	}
 	var rs []string
 	for _, n := range residents {
-		rs = append(rs, strconv.Quote(users[n].UserID))
+		rs = append(rs, users[n].UserID)
 	}
 	for n, u := range users {
 		extra = strings.ReplaceAll(extra, "{"+n+"}", u.UserID)
 	}
-	e := &e2e{t: t, hs: hs, api: freeAddr(t), log: &lockedBuffer{}}
-	cfg := fmt.Sprintf(`matrix:
-  homeserver: %s
-  user_id: %q
-  password_file: ./password
-state_dir: ./state
-residents: [%s]
-ring:
-  timeout: 30s
-api:
-  listen: %s
-household:
-  room: %q
-  group_call: mesh
-log:
-  level: debug
-`, hs.BaseURL, bot.UserID, strings.Join(rs, ", "), e.api, created.RoomID) + extra
-	cfgPath := filepath.Join(dir, "intercom.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.cmd = exec.Command(bin, "run", "--config", cfgPath)
-	e.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
-	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
-			t.Logf("intercom log:\n%s", e.log.String())
-		}
-	})
+	e.writeConfig(rs, 30*time.Second, fmt.Sprintf("household:\n  room: %q\n  group_call: mesh\n", created.RoomID)+extra)
+	e.launch(ctx)
 	e.householdStatus(ctx, "household room joined", func(s householdStatus) bool { return s.Matrix.Household.Room == created.RoomID })
 	return &householdSystem{t: t, ctx: ctx, hs: hs, e: e, room: created.RoomID, users: users, bot: bot}
 }

@@ -41,36 +41,66 @@ func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
+	e := newE2E(ctx, t, dendrite.StartTWith(t, opts.Homeserver))
+	var ids []string
+	for _, name := range residents {
+		pw := name + "-password"
+		u, err := e.hs.Register(ctx, name, pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, u.UserID)
+		ro := opts.Resident
+		ro.Homeserver, ro.UserID, ro.Password, ro.AutoJoin = e.hs.BaseURL, u.UserID, pw, true
+		e.residents = append(e.residents, resident.StartT(t, ro))
+	}
+	e.writeConfig(ids, opts.RingTimeout, opts.Config)
+	e.launch(ctx)
+	for _, r := range e.residents {
+		if _, err := r.WaitFor(ctx, "joined"); err != nil {
+			t.Fatalf("%s never joined the direct room: %v", r.UserID(), err)
+		}
+	}
+	return e
+}
+
+// newE2E builds the intercom binary (once per test binary), registers the
+// intercom's account on hs and writes its password file; the intercom is
+// stopped, and its log shown on failure, when the test ends.
+func newE2E(ctx context.Context, t testing.TB, hs *dendrite.Server) *e2e {
+	t.Helper()
 	bin, err := buildIntercom()
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := dendrite.StartTWith(t, opts.Homeserver)
-	dir := t.TempDir()
 	const password = "intercom-password"
 	bot, err := hs.Register(ctx, "intercom", password)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "password"), []byte(password), 0o600); err != nil {
+	e := &e2e{t: t, hs: hs, bot: bot, bin: bin, dir: t.TempDir(), api: freeAddr(t), log: &lockedBuffer{}}
+	if err := os.WriteFile(filepath.Join(e.dir, "password"), []byte(password), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := &e2e{t: t, hs: hs, api: freeAddr(t), log: &lockedBuffer{}}
-	var ids []string
-	for _, name := range residents {
-		pw := name + "-password"
-		u, err := hs.Register(ctx, name, pw)
-		if err != nil {
-			t.Fatal(err)
+	t.Cleanup(func() {
+		e.stop()
+		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
+			t.Logf("intercom log:\n%s", e.log.String())
 		}
-		ids = append(ids, strconv.Quote(u.UserID))
-		ro := opts.Resident
-		ro.Homeserver, ro.UserID, ro.Password, ro.AutoJoin = hs.BaseURL, u.UserID, pw, true
-		e.residents = append(e.residents, resident.StartT(t, ro))
-	}
-	ring := opts.RingTimeout
+	})
+	return e
+}
+
+// writeConfig writes the intercom's configuration: the residents, the ring
+// timeout (default 30 s) and extra YAML appended.
+func (e *e2e) writeConfig(residents []string, ring time.Duration, extra string) {
+	e.t.Helper()
 	if ring == 0 {
 		ring = 30 * time.Second
+	}
+	ids := make([]string, len(residents))
+	for i, r := range residents {
+		ids[i] = strconv.Quote(r)
 	}
 	cfg := fmt.Sprintf(`matrix:
   homeserver: %s
@@ -85,30 +115,25 @@ api:
   listen: %s
 log:
   level: debug
-%s`, hs.BaseURL, bot.UserID, strings.Join(ids, ", "), ring, e.api, opts.Config)
-	cfgPath := filepath.Join(dir, "intercom.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+%s`, e.hs.BaseURL, e.bot.UserID, strings.Join(ids, ", "), ring, e.api, extra)
+	e.cfgPath = filepath.Join(e.dir, "intercom.yaml")
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
+		e.t.Fatal(err)
 	}
-	e.cmd = exec.Command(bin, "run", "--config", cfgPath)
+}
+
+// launch starts the intercom binary on its configuration (ICE kept on
+// loopback) and waits until its Matrix sync is healthy. After stop it
+// starts it again on the same configuration and state.
+func (e *e2e) launch(ctx context.Context) {
+	e.t.Helper()
+	e.cmd = exec.Command(e.bin, "run", "--config", e.cfgPath)
 	e.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		e.stop()
-		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
-			t.Logf("intercom log:\n%s", e.log.String())
-		}
-	})
 	e.waitStatus(ctx, "healthy", func(s status) bool { return s.Healthy })
-	for _, r := range e.residents {
-		if _, err := r.WaitFor(ctx, "joined"); err != nil {
-			t.Fatalf("%s never joined the direct room: %v", r.UserID(), err)
-		}
-	}
-	return e
 }
 
 // answerCall presses the button, has r answer and waits for its first

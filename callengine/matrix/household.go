@@ -83,18 +83,8 @@ func (s *Session) householdFilter(f *mautrix.Filter) *mautrix.Filter {
 	if h == nil || f.Room == nil {
 		return f
 	}
-	add := func(p *mautrix.FilterPart, names ...string) {
-		if p == nil {
-			return
-		}
-		for _, n := range names {
-			if !slices.ContainsFunc(p.Types, func(t event.Type) bool { return t.Type == n }) {
-				p.Types = append(p.Types, event.Type{Type: n})
-			}
-		}
-	}
-	add(f.Room.State, h.StateTypes...)
-	add(f.Room.Timeline, append([]string{event.StateMember.Type}, h.StateTypes...)...)
+	addTypes(f.Room.State, h.StateTypes...)
+	addTypes(f.Room.Timeline, append([]string{event.StateMember.Type}, h.StateTypes...)...)
 	return f
 }
 
@@ -115,16 +105,26 @@ type householdSync struct {
 	} `json:"rooms"`
 }
 
-// handleHousehold hands one sync response's state and to-device events to
-// the hooks. raw is the whole response body.
-func (s *Session) handleHousehold(raw json.RawMessage, initial bool) {
-	h := s.householdHooks()
-	if h == nil || len(raw) == 0 {
+// handleStateHooks decodes one sync response (raw is the whole body) once
+// for the household and MatrixRTC hooks, when any is set.
+func (s *Session) handleStateHooks(raw json.RawMessage, initial bool) {
+	if len(raw) == 0 || (s.householdHooks() == nil && s.rtc.Load() == nil) {
 		return
 	}
 	var resp householdSync
 	if err := json.Unmarshal(raw, &resp); err != nil {
-		s.log.Warn("household: undecodable sync response", "err", err)
+		s.log.Warn("undecodable sync response for the call hooks", "err", err)
+		return
+	}
+	s.handleHousehold(&resp, initial)
+	s.handleRTC(&resp, initial)
+}
+
+// handleHousehold hands one sync response's state and to-device events to
+// the hooks.
+func (s *Session) handleHousehold(resp *householdSync, initial bool) {
+	h := s.householdHooks()
+	if h == nil {
 		return
 	}
 	if j, ok := resp.Rooms.Join[id.RoomID(h.Room)]; ok && h.State != nil {

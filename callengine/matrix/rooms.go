@@ -224,6 +224,10 @@ func (d *directRooms) create(ctx context.Context, resident id.UserID) (id.RoomID
 		IsDirect: true,
 		Invite:   []id.UserID{resident},
 		Name:     d.s.opts.DeviceName,
+		// Residents may join the room's MatrixRTC call (Element X,
+		// Element Call): members send their call.member state at power
+		// level 0, as Element's own call rooms allow.
+		PowerLevelOverride: &event.PowerLevelsEventContent{Events: map[string]int{rtcMemberType: 0}},
 	}
 	// Only 429 is retried: after a 5xx or a lost response the room may
 	// exist already, and a second one would be left behind.

@@ -105,6 +105,9 @@ type Session struct {
 	txnPrefix string
 	txnSeq    atomic.Uint64
 
+	// rtc receives MatrixRTC state and declines (rtc.go); nil: none.
+	rtc atomic.Pointer[RTCHooks]
+
 	// Test seams: sleeping, jitter and the clock.
 	sleep  func(ctx context.Context, d time.Duration) error
 	jitter func(n int64) int64

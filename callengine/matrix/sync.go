@@ -270,7 +270,7 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 	}
 	l.rejected = 0
 	l.handle(ctx, c, &resp, l.since == "")
-	l.s.handleHousehold(body, l.since == "") // household.go: group-call state and to-device events
+	l.s.handleStateHooks(body, l.since == "") // household.go, rtc.go: call memberships, to-device events, declines
 	if resp.NextBatch != "" {
 		l.since = resp.NextBatch
 	}
@@ -390,7 +390,7 @@ func inviterOf(events []json.RawMessage, self id.UserID) id.UserID {
 // per Run and keeps a firmware update that changes the filter from using a
 // stale one.
 func (s *Session) ensureFilter(ctx context.Context, c *mautrix.Client, reuse bool) (string, error) {
-	want := s.householdFilter(syncFilter(s.opts.Messages))
+	want := s.rtcFilter(s.householdFilter(syncFilter(s.opts.Messages)))
 	stored, err := s.store.FilterID()
 	if err != nil {
 		s.log.Error("read stored filter ID", "err", err)

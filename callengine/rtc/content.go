@@ -1,0 +1,168 @@
+package rtc
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/group"
+)
+
+// Event types (matrix-voip.md §4.2, §4.7). The membership and notification
+// shapes are shared with the household call (callengine/group), which also
+// reads Element Call members.
+const (
+	TypeMember       = group.TypeElementCallMember // org.matrix.msc3401.call.member
+	TypeNotification = group.TypeRTCNotification   // org.matrix.msc4075.rtc.notification
+	// TypeDecline is MSC4310's decline of a ring (js-sdk RTCDecline).
+	TypeDecline = "org.matrix.msc4310.rtc.decline"
+)
+
+// Slot is the room-wide call every member joins (call_id "").
+const Slot = "m.call#ROOM"
+
+// MaxDeclineBytes bounds a decline's content; a real one is ~100 bytes.
+const MaxDeclineBytes = 4 << 10
+
+// ErrMalformed wraps every decoding error of this package.
+var ErrMalformed = errors.New("rtc: malformed event")
+
+// Device is a user's device, the unit of MatrixRTC membership.
+type Device struct {
+	User     callengine.UserID
+	DeviceID string
+}
+
+// Identity is the LiveKit participant identity lk-jwt-service gives this
+// device through /sfu/get: "<user>:<device>" (matrix-voip.md §5.2).
+func (d Device) Identity() string { return string(d.User) + ":" + d.DeviceID }
+
+// StateKey is the per-device membership state key,
+// "_<user>_<device>_m.call" (js-sdk makeMembershipStateKey; the leading
+// underscore sidesteps the rule that a key starting with @ must equal the
+// sender).
+func StateKey(d Device) string { return "_" + string(d.User) + "_" + d.DeviceID + "_m.call" }
+
+// LiveKitRoomName is the LiveKit room lk-jwt-service puts a Matrix room's
+// call in: unpadded standard base64 of sha256 over the JSON array
+// [room_id, "m.call#ROOM"]. A self-minted token must name the same room,
+// or the intercom would sit alone in a room nobody else joins.
+func LiveKitRoomName(room callengine.RoomID) string {
+	b, _ := json.Marshal([]string{string(room), Slot}) // strings always marshal
+	sum := sha256.Sum256(b)
+	return base64.RawStdEncoding.EncodeToString(sum[:])
+}
+
+// Focus is a LiveKit transport (js-sdk LivekitTransport).
+type Focus struct {
+	Type           string `json:"type"`
+	ServiceURL     string `json:"livekit_service_url,omitempty"`
+	Alias          string `json:"livekit_alias,omitempty"`
+	FocusSelection string `json:"focus_selection,omitempty"`
+}
+
+// Membership is the content of the intercom's own call.member state event,
+// in the session shape js-sdk's makeMyMembership writes (§4.2).
+type Membership struct {
+	Application   string  `json:"application"`
+	CallID        string  `json:"call_id"`
+	Scope         string  `json:"scope"`
+	DeviceID      string  `json:"device_id"`
+	MembershipID  string  `json:"membershipID"`
+	Expires       int64   `json:"expires"` // ms after created_ts
+	Intent        string  `json:"m.call.intent"`
+	FocusActive   Focus   `json:"focus_active"`
+	FociPreferred []Focus `json:"foci_preferred"`
+	// CreatedTS is omitted on the first join and copied on every refresh,
+	// as js-sdk does; expiry is counted from it (or from
+	// origin_server_ts when absent).
+	CreatedTS int64 `json:"created_ts,omitempty"`
+}
+
+// NewMembership is the intercom's membership in room. created is the zero
+// time on the first join; a refresh passes the first event's time and a
+// larger lifetime, so receivers keep one continuous membership.
+func NewMembership(self Device, room callengine.RoomID, serviceURL string, lifetime time.Duration, created time.Time) Membership {
+	m := Membership{
+		Application: group.ApplicationCall, CallID: "", Scope: group.ScopeRoom,
+		DeviceID: self.DeviceID, MembershipID: self.Identity(),
+		Expires: lifetime.Milliseconds(), Intent: "video",
+		FocusActive:   Focus{Type: group.FocusLiveKit, FocusSelection: "multi_sfu"},
+		FociPreferred: []Focus{{Type: group.FocusLiveKit, ServiceURL: serviceURL, Alias: string(room)}},
+	}
+	if !created.IsZero() {
+		m.CreatedTS = created.UnixMilli()
+	}
+	return m
+}
+
+// Member is a remote device's membership as the machine tracks it.
+type Member struct {
+	Device
+	EventID string
+	// Seen is the event's origin_server_ts (zero if unknown); Expires is
+	// when the membership lapses (zero: never said).
+	Seen    time.Time
+	Expires time.Time
+}
+
+// DecodeMember reads one call.member state event. left is true for a
+// membership that was cleared (empty content); a membership that does not
+// belong to its state key's device, or to the room-wide m.call session, is
+// an error, as are the shapes js-sdk ignores.
+func DecodeMember(ev group.MemberEvent) (m Member, left bool, err error) {
+	ec, left, err := group.DecodeElementCallMember(ev)
+	if err != nil {
+		return m, false, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	m = Member{Device: Device{User: ev.Sender}, EventID: ev.EventID, Seen: ev.Timestamp}
+	if left {
+		// A cleared membership names no device in its content: take it
+		// from the state key.
+		if d, ok := deviceOfKey(ev.StateKey, ev.Sender); ok {
+			m.DeviceID = d
+		}
+		return m, true, nil
+	}
+	if ec.Application != group.ApplicationCall || ec.CallID != "" {
+		return m, false, fmt.Errorf("%w: not the room call (application %q, call_id %q)", ErrMalformed, ec.Application, ec.CallID)
+	}
+	if want := StateKey(Device{User: ev.Sender, DeviceID: ec.DeviceID}); ev.StateKey != want && ev.StateKey != want[1:] {
+		return m, false, fmt.Errorf("%w: state key %q is not the sender's device %q", ErrMalformed, ev.StateKey, ec.DeviceID)
+	}
+	m.DeviceID, m.Expires = ec.DeviceID, ec.Expires
+	return m, false, nil
+}
+
+// deviceOfKey extracts the device from "_<user>_<device>_m.call" (or the
+// form without the leading underscore) when user is the sender.
+func deviceOfKey(key string, user callengine.UserID) (string, bool) {
+	for _, prefix := range []string{"_" + string(user) + "_", string(user) + "_"} {
+		const suffix = "_m.call"
+		if len(key) > len(prefix)+len(suffix) && key[:len(prefix)] == prefix && key[len(key)-len(suffix):] == suffix {
+			return key[len(prefix) : len(key)-len(suffix)], true
+		}
+	}
+	return "", false
+}
+
+// DecodeDecline returns the notification event a decline refers to.
+func DecodeDecline(content []byte) (notification string, err error) {
+	if len(content) > MaxDeclineBytes {
+		return "", fmt.Errorf("%w: decline is %d bytes", ErrMalformed, len(content))
+	}
+	var c struct {
+		RelatesTo *group.Relation `json:"m.relates_to"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return "", fmt.Errorf("%w: decline: %v", ErrMalformed, err)
+	}
+	if c.RelatesTo == nil || c.RelatesTo.RelType != "m.reference" || c.RelatesTo.EventID == "" {
+		return "", fmt.Errorf("%w: decline needs an m.reference relation", ErrMalformed)
+	}
+	return c.RelatesTo.EventID, nil
+}

@@ -1,0 +1,13 @@
+// Package rtc rings residents through MatrixRTC, the call model of Element
+// X and Element Call (matrix-voip.md §4.2, §4.7, §5): the intercom joins
+// the room-wide call of each resident room by publishing its per-device
+// org.matrix.msc3401.call.member state event, rings with an
+// org.matrix.msc4075.rtc.notification, and publishes its camera and
+// microphone to a LiveKit SFU. A resident answers by joining the call.
+//
+// Like callengine and callengine/group, the package is pure: Machine.Step
+// takes events (the bell, Matrix state seen in sync, SFU presence, timers)
+// and returns effects (state events to send, SFU rooms to join or leave,
+// timers) that an adapter in cmd/intercom executes. It imports neither
+// mautrix nor pion nor LiveKit, so every rule is tested with a fake clock.
+package rtc

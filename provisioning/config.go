@@ -35,6 +35,7 @@ type Config struct {
 	TURN      TURN
 	LiveView  LiveView
 	Household Household // household.go
+	MatrixRTC MatrixRTC // matrixrtc.go
 	Hardware  Hardware
 	GPIO      GPIOPins // hardware.gpio: periph
 	Camera    Camera   // hardware.camera: v4l2

@@ -92,6 +92,21 @@ var schema = []field{
 	optional("household.group_call", "off", func(c *Config) *string { return &c.Household.GroupCall },
 		oneOf("off", "mesh")),
 
+	// MatrixRTC calls for Element X and Element Call (matrixrtc.go); off
+	// by default.
+	optional("matrixrtc.enabled", false, func(c *Config) *bool { return &c.MatrixRTC.Enabled },
+		boolean),
+	optional("matrixrtc.livekit_service_url", "", func(c *Config) *string { return &c.MatrixRTC.ServiceURL },
+		str, webURL),
+	optional("matrixrtc.livekit.url", "", func(c *Config) *string { return &c.MatrixRTC.LiveKit.URL },
+		str, liveKitURL),
+	optional("matrixrtc.livekit.api_key_file", "", func(c *Config) *string { return &c.MatrixRTC.LiveKit.APIKeyFile },
+		path),
+	optional("matrixrtc.livekit.api_secret_file", "", func(c *Config) *string { return &c.MatrixRTC.LiveKit.APISecretFile },
+		path),
+	optional("matrixrtc.household", false, func(c *Config) *bool { return &c.MatrixRTC.Household },
+		boolean),
+
 	optional("hardware.gpio", "sim", func(c *Config) *string { return &c.Hardware.GPIO },
 		oneOf("sim", "periph")),
 	optional("hardware.camera", "testpattern", func(c *Config) *string { return &c.Hardware.Camera },

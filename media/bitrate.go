@@ -15,7 +15,17 @@ import (
 // the last change is rateIncreaseHold old, and both ignore changes
 // smaller than a few per cent, so the encoder is not reconfigured on
 // every report.
+//
+// A receiver's first estimates are not yet measurements: Chromium sends
+// its first REMB (about 30 kb/s here) before its estimator has seen any
+// traffic, and acting on it starved every call's first seconds at the
+// floor. For estimateWarmup after a receiver's first report its estimate
+// may hold the target at the start value or raise it, not lower it below
+// the start (GCC ramps the same way from its own start rate).
 const (
+	// estimateWarmup is how long a receiver's estimate cannot pull the
+	// target below the start value.
+	estimateWarmup = 4 * time.Second
 	// estimateShare is the share of an estimate left for video payload
 	// after RTP, SRTP and UDP/IP headers (≈ 40 bytes on 1200-byte packets,
 	// plus SRTP's tag) and keyframe bursts, before audio is taken off.
@@ -34,8 +44,10 @@ type rateControl struct {
 	min, max, start int
 	audio           int // bits per second the estimate also carries
 
+	warmup time.Duration // estimateWarmup; tests set 0
+
 	mu      sync.Mutex
-	est     map[any]int // per receiver, bits per second
+	est     map[any]estimate // per receiver
 	target  int
 	changed time.Time
 	reports uint64
@@ -43,7 +55,13 @@ type rateControl struct {
 
 func newRateControl(min, max, start, audio int) *rateControl {
 	return &rateControl{min: min, max: max, start: clampRate(start, min, max), audio: audio,
-		est: map[any]int{}, target: clampRate(start, min, max)}
+		est: map[any]estimate{}, target: clampRate(start, min, max), warmup: estimateWarmup}
+}
+
+// estimate is one receiver's latest estimate and when it first reported.
+type estimate struct {
+	bps   int
+	first time.Time
 }
 
 func clampRate(v, lo, hi int) int {
@@ -55,7 +73,12 @@ func clampRate(v, lo, hi int) int {
 func (r *rateControl) report(from any, bps int, now time.Time) (int, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.est[from] = bps
+	e, ok := r.est[from]
+	if !ok {
+		e.first = now
+	}
+	e.bps = bps
+	r.est[from] = e
 	r.reports++
 	return r.updateLocked(now)
 }
@@ -77,22 +100,28 @@ func (r *rateControl) forget(from any, now time.Time) (int, bool) {
 	return r.updateLocked(now)
 }
 
-// want is the target the estimates ask for, before hysteresis.
-func (r *rateControl) wantLocked() int {
+// want is the target the estimates ask for, before hysteresis: the
+// lowest of the receivers' wishes, where one still warming up wishes at
+// least the start value.
+func (r *rateControl) wantLocked(now time.Time) int {
 	lowest := -1
-	for _, v := range r.est {
+	for _, e := range r.est {
+		v := clampRate(int(float64(e.bps)*estimateShare)-r.audio, r.min, r.max)
+		if now.Sub(e.first) < r.warmup {
+			v = max(v, r.start)
+		}
 		if lowest < 0 || v < lowest {
 			lowest = v
 		}
 	}
-	return clampRate(int(float64(lowest)*estimateShare)-r.audio, r.min, r.max)
+	return lowest
 }
 
 func (r *rateControl) updateLocked(now time.Time) (int, bool) {
 	if len(r.est) == 0 {
 		return r.target, false
 	}
-	want, cur := r.wantLocked(), r.target
+	want, cur := r.wantLocked(now), r.target
 	switch {
 	case want < cur:
 		// Always act on reaching the floor, however small the step.

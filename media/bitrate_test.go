@@ -67,6 +67,7 @@ func TestRateControl(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRateControl(lo, hi, start, audio)
+			r.warmup = 0 // TestRateWarmup covers it
 			if got, n, _ := r.state(); got != start || n != 0 {
 				t.Fatalf("initial target %d with %d receivers", got, n)
 			}
@@ -83,6 +84,33 @@ func TestRateControl(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRateWarmup: a receiver's first estimates (Chromium's first REMB is
+// sent before its estimator has measured anything) cannot pull the target
+// below the start value, but can raise it; after the warm-up they count.
+func TestRateWarmup(t *testing.T) {
+	const lo, hi, start, audio = 150_000, 1_500_000, 600_000, 32_000
+	t0 := time.Unix(1000, 0)
+	r := newRateControl(lo, hi, start, audio)
+	if got, changed := r.report("a", 31_000, t0); got != start || changed {
+		t.Fatalf("first REMB of 31 kb/s: target %d changed %v, want the start %d kept", got, changed, start)
+	}
+	if got, _ := r.report("a", 40_000, t0.Add(estimateWarmup-time.Millisecond)); got != start {
+		t.Fatalf("low estimate inside the warm-up: target %d", got)
+	}
+	if got, changed := r.report("a", 300_000, t0.Add(estimateWarmup)); !changed || got != int(float64(300_000)*estimateShare)-audio {
+		t.Fatalf("after the warm-up: target %d changed %v", got, changed)
+	}
+	// A new receiver's warm-up does not undo what an older one measured.
+	if got, changed := r.report("b", 20_000, t0.Add(estimateWarmup+time.Second)); changed {
+		t.Fatalf("warming receiver moved the target to %d", got)
+	}
+	// High first estimates raise the target as usual (after the hold).
+	r2 := newRateControl(lo, hi, start, audio)
+	if got, changed := r2.report("a", 2_000_000, t0.Add(rateIncreaseHold)); !changed || got != hi {
+		t.Fatalf("high first estimate: target %d changed %v", got, changed)
 	}
 }
 
@@ -104,6 +132,7 @@ func TestStreamFollowsEstimates(t *testing.T) {
 		t.Cleanup(release)
 	}
 	waitFor(t, "encoders", func() bool { return fk.rate[H264].Load() == 600_000 && fk.rate[VP8].Load() == 600_000 })
+	s.codecs[H264].rate.warmup = 0 // TestRateWarmup covers it
 	s.ReportBandwidth(H264, "peer1", 300_000)
 	want := int64(float64(300_000)*estimateShare) - 32_000
 	waitFor(t, "H.264 target", func() bool { return fk.rate[H264].Load() == want })

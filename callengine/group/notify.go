@@ -43,6 +43,9 @@ type Notification struct {
 	SenderTS         int64     `json:"sender_ts"`
 	Lifetime         int64     `json:"lifetime"`
 	Intent           string    `json:"m.call.intent,omitempty"`
+	// SlotID names the MatrixRTC slot rung (MSC4143, "m.call#ROOM");
+	// js-sdk 43 derives it from the relation when absent.
+	SlotID string `json:"slot_id,omitempty"`
 }
 
 // NewRing is the ring the intercom sends after its membership: it

@@ -20,7 +20,37 @@ const (
 	TypeNotification = group.TypeRTCNotification   // org.matrix.msc4075.rtc.notification
 	// TypeDecline is MSC4310's decline of a ring (js-sdk RTCDecline).
 	TypeDecline = "org.matrix.msc4310.rtc.decline"
+	// TypeSlot is MSC4143's slot state event (state key Slot). js-sdk 43
+	// drops every ring whose slot has no such event with status "open".
+	TypeSlot = "org.matrix.msc4143.rtc.slot"
 )
+
+// SlotContent is the content of an open or closed slot (js-sdk
+// RtcSlotEventContent).
+type SlotContent struct {
+	Status      string          `json:"status"` // "open" or "closed"
+	Application SlotApplication `json:"application"`
+}
+
+// SlotApplication names what the slot is for.
+type SlotApplication struct {
+	Type string `json:"type"`
+}
+
+// OpenSlot is the slot the intercom's calls need.
+var OpenSlot = SlotContent{Status: "open", Application: SlotApplication{Type: group.ApplicationCall}}
+
+// SlotOpen reports whether a slot event's content opens the room call, as
+// js-sdk's isSlotOpen reads it.
+func SlotOpen(content []byte) bool {
+	var c struct {
+		Status      string `json:"status"`
+		Application *struct {
+			Type string `json:"type"`
+		} `json:"application"`
+	}
+	return json.Unmarshal(content, &c) == nil && c.Status == "open" && c.Application != nil && c.Application.Type == group.ApplicationCall
+}
 
 // Slot is the room-wide call every member joins (call_id "").
 const Slot = "m.call#ROOM"

@@ -344,6 +344,7 @@ func (m *Machine) membershipSent(now time.Time, e MembershipSent) []Effect {
 		return nil
 	}
 	n := group.NewRing(e.EventID, now, m.cfg.RingTimeout)
+	n.SlotID = Slot
 	if !l.target.Group {
 		users := make([]string, len(l.target.Residents))
 		for i, u := range l.target.Residents {

@@ -307,3 +307,21 @@ func TestFailures(t *testing.T) {
 		t.Fatalf("hangup did not leave both calls: %v", effs)
 	}
 }
+
+func TestSlot(t *testing.T) {
+	b, _ := json.Marshal(OpenSlot)
+	if !SlotOpen(b) {
+		t.Fatalf("own slot %s not open", b)
+	}
+	for _, c := range []string{`{}`, `{"status":"closed","application":{"type":"m.call"}}`, `{"status":"open"}`, `{"status":"open","application":{"type":"m.other"}}`, `[`} {
+		if SlotOpen([]byte(c)) {
+			t.Errorf("%s read as open", c)
+		}
+	}
+	m := newMachine()
+	m.Step(t0, RingRequested{Targets: targets()})
+	n := find[SendNotification](m.Step(t0, MembershipSent{Room: roomA, EventID: "$m"}))
+	if len(n) != 1 || n[0].Content.SlotID != Slot {
+		t.Fatalf("ring without slot_id: %+v", n)
+	}
+}

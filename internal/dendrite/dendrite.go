@@ -55,6 +55,13 @@ type Options struct {
 	// credentials for these URIs.
 	TURN *TURN
 
+	// OpenIDUserInfo serves GET /_matrix/federation/v1/openid/userinfo,
+	// which a LiveKit JWT service (internal/lkjwt) calls to check Matrix
+	// OpenID tokens. Dendrite mounts it only with federation enabled; the
+	// server still listens on 127.0.0.1 only and, named "localhost", has
+	// nobody to federate with.
+	OpenIDUserInfo bool
+
 	// StopGrace is how long Stop waits after SIGTERM before SIGKILL.
 	// Default 10 s.
 	StopGrace time.Duration
@@ -158,7 +165,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		return nil, err
 	}
-	if err := writeConfig(newConfig(s.Dir, s.ServerName, s.secret, opts.TURN), s.Dir); err != nil {
+	c := newConfig(s.Dir, s.ServerName, s.secret, opts.TURN)
+	c.Global.DisableFederation = !opts.OpenIDUserInfo
+	if err := writeConfig(c, s.Dir); err != nil {
 		return fail(err)
 	}
 

@@ -2,8 +2,8 @@
 # deps.sh installs what building and testing the intercom needs on a fresh
 # Debian 12 machine that has Go, gcc, Node and git: Debian packages (cgo
 # libraries, Chromium for the browser resident), the resident's npm
-# packages, and the pinned Dendrite homeserver (built from the Go module
-# proxy, cached under ~/.cache). Every step is skipped when already done, so
+# packages, and the pinned Dendrite homeserver and livekit-server SFU (built
+# from the Go module proxy, cached under ~/.cache). Every step is skipped when already done, so
 # `make test` and `make demo` can call it each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +33,4 @@ fi
 
 internal/resident/setup.sh
 internal/dendrite/build.sh >/dev/null
+internal/livekit/build.sh >/dev/null

@@ -11,7 +11,10 @@
 //           {"cmd":"videoCapabilities"}, {"cmd":"click","selector":"#answer"},
 //           {"cmd":"sendText","args":{"roomId":"!r:hs","body":"!open"}},
 //           {"cmd":"react","args":{"roomId":"!r:hs","eventId":"$e","key":"🔑"}},
-//           {"cmd":"hold","args":{"onHold":true}}, {"cmd":"restartIce"};
+//           {"cmd":"hold","args":{"onHold":true}}, {"cmd":"restartIce"},
+//           {"cmd":"rtcJoin","args":{"roomId":"!r:hs","serviceUrl":"http://…","notify":"ring"}},
+//           {"cmd":"rtcDecline","args":{"roomId":"!r:hs","notificationEventId":"$e"}},
+//           {"cmd":"rtcLeave","args":{"roomId":"!r:hs"}};
 //           optional "callId" and "id".
 //   stderr: the driver's own diagnostics, the page's console and page errors.
 //
@@ -187,7 +190,7 @@ async function main() {
   await page.goto(base + "#" + hash.toString());
 }
 
-const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react", "hold", "restartIce"]);
+const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react", "hold", "restartIce", "rtcJoin", "rtcDecline", "rtcLeave"]);
 
 async function command(page, line) {
   let msg;

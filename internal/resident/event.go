@@ -25,6 +25,45 @@ const (
 	EventNegotiate  = "negotiate"   // an m.call.negotiate from someone else: callId, roomId, sender, partyId, type ("offer"/"answer"), ufrag, directions, serverTs
 	EventHold       = "hold"        // js-sdk's hold state changed: callId, roomId, side ("local": we are held, "remote": we hold them), onHold
 	EventICE        = "ice"         // the ICE connection state changed: callId, roomId, state, localUfrag, remoteUfrag
+
+	// MatrixRTC (page/rtc.js). Events seen in sync carry "live": false when
+	// they came with the first sync.
+
+	// An org.matrix.msc4075.rtc.notification from someone else: roomId,
+	// eventId, sender, notificationType ("ring"/"notification"), lifetime,
+	// senderTs, serverTs, mentionsMe, relatesTo ({rel_type, event_id}),
+	// callIntent, slotId, and sdkValid/sdkReason: whether matrix-js-sdk's own
+	// parseCallNotificationContent accepts it (it wants an open
+	// org.matrix.msc4143.rtc.slot state event since 43.x).
+	EventRTCRing = "rtcRing"
+	// An org.matrix.msc3401.call.member state event, anyone's: roomId,
+	// eventId, stateKey, sender, self, content ({} when left), serverTs.
+	EventRTCMembership = "rtcMembership"
+	// The memberships matrix-js-sdk's MatrixRTCSession counts changed:
+	// roomId, memberships [{sender, deviceId, memberId, eventId, callIntent,
+	// serviceUrl, expiresInMs}].
+	EventRTCSession = "rtcSession"
+	// An org.matrix.msc4310.rtc.decline from someone else: roomId, eventId,
+	// sender, relatesTo, serverTs.
+	EventRTCDeclined = "rtcDeclined"
+	// RTCJoin finished: roomId, identity (LiveKit), livekitRoom, livekitUrl,
+	// serviceUrl, membershipEventId, stateKey, participants, timings (ms
+	// after the command: membership, token, connected, published).
+	EventRTCJoined = "rtcJoined"
+	// A remote LiveKit track was subscribed: roomId, kind, source,
+	// participant, trackSid, ms (after the rtcJoin command).
+	EventRTCTrack = "rtcTrack"
+	// The first remote video frame was decoded: roomId, participant, width,
+	// height, via, ms (after the rtcJoin command).
+	EventRTCFirstFrame = "rtcFirstFrame"
+	// Every ~250 ms while in a LiveKit room: see RTCStats.
+	EventRTCStats = "rtcStats"
+	// A remote LiveKit participant came or went: roomId, identity, joined.
+	EventRTCParticipant = "rtcParticipant"
+	// The LiveKit room disconnected by itself: roomId, reason.
+	EventRTCDisconnected = "rtcDisconnected"
+	// RTCLeave finished: roomId.
+	EventRTCLeft = "rtcLeft"
 )
 
 // Event is one event from the page.
@@ -75,6 +114,41 @@ type Stats struct {
 	RemoteUfrag          string    `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
 	ConnectionState      string    `json:"connectionState"`
 	ICEConnectionState   string    `json:"iceConnectionState"`
+}
+
+// RTCStats is what the resident receives and sends in a MatrixRTC call,
+// from the W3C webrtc-stats of its LiveKit tracks' receivers and senders.
+// The video fields are those of the remote video with the most decoded
+// frames; audio energy and packets are summed over every remote audio track.
+type RTCStats struct {
+	TS                   time.Time `json:"-"`
+	RoomID               string    `json:"roomId"`
+	ConnectionState      string    `json:"connectionState"` // livekit-client's Room state, e.g. "connected"
+	Participants         int       `json:"participants"`    // remote LiveKit participants
+	FramesDecoded        int       `json:"framesDecoded"`
+	FrameWidth           int       `json:"frameWidth"`
+	FrameHeight          int       `json:"frameHeight"`
+	FramesPerSecond      float64   `json:"framesPerSecond"`
+	VideoCodec           string    `json:"videoCodec"`
+	VideoPacketsReceived int       `json:"videoPacketsReceived"`
+	VideoParticipant     string    `json:"videoParticipant"` // whose video the fields above describe
+	AudioCodec           string    `json:"audioCodec"`
+	TotalAudioEnergy     float64   `json:"totalAudioEnergy"`
+	AudioPacketsReceived int       `json:"audioPacketsReceived"`
+	AudioBytesSent       int       `json:"audioBytesSent"` // our published microphone
+	AudioPacketsSent     int       `json:"audioPacketsSent"`
+	VideoBytesSent       int       `json:"videoBytesSent"` // our published camera
+	VideoFramesSent      int       `json:"videoFramesSent"`
+	LocalAddress         string    `json:"localAddress"`  // subscriber's selected pair, "addr:port/proto/type"
+	RemoteAddress        string    `json:"remoteAddress"` // the SFU's end of it
+	Remote               []struct {
+		Identity             string  `json:"identity"`
+		FramesDecoded        int     `json:"framesDecoded"`
+		FrameWidth           int     `json:"frameWidth"`
+		FrameHeight          int     `json:"frameHeight"`
+		TotalAudioEnergy     float64 `json:"totalAudioEnergy"`
+		AudioPacketsReceived int     `json:"audioPacketsReceived"`
+	} `json:"remote"` // per remote participant
 }
 
 // parseEvent decodes one line of the driver's stdout.

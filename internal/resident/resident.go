@@ -3,7 +3,11 @@
 // Element Web) in headless Chromium, driven by Playwright from driver.mjs.
 // It answers the intercom's classic 1:1 calls (Matrix spec, VoIP module,
 // version "1") with Chromium's fake camera and microphone and reports what it
-// receives as events with the page's timestamps.
+// receives as events with the page's timestamps. It also takes part in
+// MatrixRTC calls as Element Call and Element X do (rtc.go, page/rtc.js):
+// per-device org.matrix.msc3401.call.member state, rings
+// (org.matrix.msc4075.rtc.notification) and declines, media through a
+// LiveKit SFU with livekit-client.
 //
 // It needs node, npm and Chromium (/usr/bin/chromium, or $CHROMIUM). Setup
 // installs the pinned npm packages and bundles the page on first use.
@@ -87,6 +91,7 @@ type Resident struct {
 	replies map[int]chan Event
 	nextID  int
 	stats   Stats
+	rtc     RTCStats
 	ready   Event
 
 	exited  chan struct{} // closed when the driver has exited and been reaped
@@ -240,7 +245,7 @@ func (r *Resident) read(stdout io.Reader) {
 			fmt.Fprintf(r.log, "resident: %v\n", err)
 			continue
 		}
-		if ev.Name != EventStats && ev.Name != "reply" {
+		if ev.Name != EventStats && ev.Name != EventRTCStats && ev.Name != "reply" {
 			fmt.Fprintf(r.log, "resident event: %s\n", ev.Raw)
 		}
 		r.mu.Lock()
@@ -257,6 +262,13 @@ func (r *Resident) read(stdout io.Reader) {
 			if err := ev.Decode(&s); err == nil {
 				s.TS = ev.TS
 				r.stats = s
+			}
+		}
+		if ev.Name == EventRTCStats {
+			var s RTCStats
+			if err := ev.Decode(&s); err == nil {
+				s.TS = ev.TS
+				r.rtc = s
 			}
 		}
 		r.events = append(r.events, ev)
@@ -336,6 +348,14 @@ func (r *Resident) LastStats() Stats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats
+}
+
+// LastRTCStats returns the latest rtcStats event (zero before the first
+// MatrixRTC call).
+func (r *Resident) LastRTCStats() RTCStats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rtc
 }
 
 // UserID is the logged-in user, as the "ready" event reported it.
@@ -451,8 +471,8 @@ func (r *Resident) simple(cmd string, args map[string]any) error {
 }
 
 // Do sends one command to the page (a method of window.resident: answer,
-// reject, hangup, placeCall, videoCapabilities; args may carry "callId" or
-// "roomId") and waits for its reply, whose "result" field holds the value
+// reject, hangup, placeCall, videoCapabilities, rtcJoin, …; args may carry
+// "callId", "roomId" or "args") and waits for its reply, whose "result" field holds the value
 // the method returned.
 func (r *Resident) Do(ctx context.Context, cmd string, args map[string]any) (Event, error) {
 	msg := map[string]any{}

@@ -69,6 +69,20 @@ export function installLoopbackOnly(win) {
       return super.removeEventListener(type, w || listener, options);
     }
 
+    // livekit-client sets pc.onicecandidate rather than adding a listener:
+    // route the handler property through the filtering addEventListener.
+    #onIceCandidate = null;
+
+    get onicecandidate() {
+      return this.#onIceCandidate;
+    }
+
+    set onicecandidate(handler) {
+      if (this.#onIceCandidate) this.removeEventListener("icecandidate", this.#onIceCandidate);
+      this.#onIceCandidate = typeof handler === "function" ? handler : null;
+      if (this.#onIceCandidate) this.addEventListener("icecandidate", this.#onIceCandidate);
+    }
+
     get localDescription() {
       const d = super.localDescription;
       return d && new NativeDescription({ type: d.type, sdp: filterSdp(d.sdp) });

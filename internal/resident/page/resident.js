@@ -3,6 +3,8 @@
 // Web would. A person uses it in the demo; the end-to-end tests drive it
 // through window.resident and receive its events through window.residentEmit,
 // which the driver (driver.mjs) exposes with Playwright's page.exposeFunction.
+// It also takes part in MatrixRTC calls through a LiveKit SFU, as Element Call
+// and Element X do (rtc.js).
 //
 // Parameters come from the query string or the fragment (the driver uses the
 // fragment so that credentials never reach a server log):
@@ -23,6 +25,7 @@ import { ClientEvent, createClient, createNewMatrixCall, CallEvent, RoomMemberEv
 import { CallErrorCode, CallState } from "matrix-js-sdk/lib/webrtc/call.js";
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
 import { installLoopbackOnly } from "./loopback.js";
+import { installRTC } from "./rtc.js";
 
 const STATS_INTERVAL_MS = 250;
 // How long "ready" waits for TURN servers with forceturn=1.
@@ -74,6 +77,7 @@ function showCallControls(state) {
 // ---------------------------------------------------------------- calls
 
 let client = null;
+let rtc = null; // the MatrixRTC commands (rtc.js), once the client exists
 // callId -> {serverTs, syncedTs} of each m.call.invite seen in sync, to time ringing.
 const invites = new Map();
 let current = null; // the MatrixCall shown and driven by answer/reject/hangup
@@ -380,8 +384,24 @@ const api = {
     return before;
   },
   ringDoorbell,
+  // MatrixRTC (rtc.js): rtcJoin({roomId, serviceUrl?, notify?, video?}),
+  // rtcDecline({roomId, notificationEventId}), rtcLeave({roomId}).
+  async rtcJoin(args) {
+    return rtcReady().rtcJoin(args);
+  },
+  async rtcDecline(args) {
+    return rtcReady().rtcDecline(args);
+  },
+  async rtcLeave(args) {
+    return rtcReady().rtcLeave(args);
+  },
 };
 window.resident = api;
+
+function rtcReady() {
+  if (!rtc) throw new Error("not logged in");
+  return rtc;
+}
 
 // ufrag returns the first a=ice-ufrag of an SDP (one BUNDLE transport).
 function ufrag(sdp) {
@@ -452,6 +472,9 @@ async function start() {
     fallbackICEServerAllowed: false,
     forceTURN: flag("forceturn"),
   });
+
+  // MatrixRTC rings and memberships, watched from the first sync on.
+  rtc = installRTC({ client, emit, joined });
 
   // The call event handler starts after the first sync and ignores invites
   // that were already in it (client.ts startCallEventHandler), so this

@@ -19,13 +19,14 @@ import (
 // A receiver's first estimates are not yet measurements: Chromium sends
 // its first REMB (about 30 kb/s here) before its estimator has seen any
 // traffic, and acting on it starved every call's first seconds at the
-// floor. For estimateWarmup after a receiver's first report its estimate
+// floor. For EstimateWarmup after a receiver's first report its estimate
 // may hold the target at the start value or raise it, not lower it below
 // the start (GCC ramps the same way from its own start rate).
 const (
-	// estimateWarmup is how long a receiver's estimate cannot pull the
-	// target below the start value.
-	estimateWarmup = 4 * time.Second
+	// EstimateWarmup is how long a receiver's estimate cannot pull the
+	// target below the start value (exported for tests elsewhere that
+	// must wait it out).
+	EstimateWarmup = 4 * time.Second
 	// estimateShare is the share of an estimate left for video payload
 	// after RTP, SRTP and UDP/IP headers (≈ 40 bytes on 1200-byte packets,
 	// plus SRTP's tag) and keyframe bursts, before audio is taken off.
@@ -44,7 +45,7 @@ type rateControl struct {
 	min, max, start int
 	audio           int // bits per second the estimate also carries
 
-	warmup time.Duration // estimateWarmup; tests set 0
+	warmup time.Duration // EstimateWarmup; tests set 0
 
 	mu      sync.Mutex
 	est     map[any]estimate // per receiver
@@ -55,7 +56,7 @@ type rateControl struct {
 
 func newRateControl(min, max, start, audio int) *rateControl {
 	return &rateControl{min: min, max: max, start: clampRate(start, min, max), audio: audio,
-		est: map[any]estimate{}, target: clampRate(start, min, max), warmup: estimateWarmup}
+		est: map[any]estimate{}, target: clampRate(start, min, max), warmup: EstimateWarmup}
 }
 
 // estimate is one receiver's latest estimate and when it first reported.

@@ -497,8 +497,13 @@ func TestBitrateFollowsREMB(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The receiver's first estimate starts its warm-up (media/bitrate.go),
+	// during which only the start rate or more can be asked for.
+	remb(2_000_000)
+	warm := time.Now().Add(media.EstimateWarmup)
 	time.Sleep(time.Second) // past the first keyframe's burst
 	before := rate(2 * time.Second)
+	time.Sleep(time.Until(warm))
 	remb(250_000)
 	waitFor(t, "lower target", 5*time.Second, func() bool {
 		s := encStats(e.stream, media.H264)

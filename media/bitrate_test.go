@@ -97,14 +97,14 @@ func TestRateWarmup(t *testing.T) {
 	if got, changed := r.report("a", 31_000, t0); got != start || changed {
 		t.Fatalf("first REMB of 31 kb/s: target %d changed %v, want the start %d kept", got, changed, start)
 	}
-	if got, _ := r.report("a", 40_000, t0.Add(estimateWarmup-time.Millisecond)); got != start {
+	if got, _ := r.report("a", 40_000, t0.Add(EstimateWarmup-time.Millisecond)); got != start {
 		t.Fatalf("low estimate inside the warm-up: target %d", got)
 	}
-	if got, changed := r.report("a", 300_000, t0.Add(estimateWarmup)); !changed || got != int(float64(300_000)*estimateShare)-audio {
+	if got, changed := r.report("a", 300_000, t0.Add(EstimateWarmup)); !changed || got != int(float64(300_000)*estimateShare)-audio {
 		t.Fatalf("after the warm-up: target %d changed %v", got, changed)
 	}
 	// A new receiver's warm-up does not undo what an older one measured.
-	if got, changed := r.report("b", 20_000, t0.Add(estimateWarmup+time.Second)); changed {
+	if got, changed := r.report("b", 20_000, t0.Add(EstimateWarmup+time.Second)); changed {
 		t.Fatalf("warming receiver moved the target to %d", got)
 	}
 	// High first estimates raise the target as usual (after the hold).

@@ -35,12 +35,15 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzDoorPolicy -fuzztime=30s ./device
 	$(GO) test -run=^$$ -fuzz=FuzzParseMessage -fuzztime=30s ./callengine/matrix
 	$(GO) test -run=^$$ -fuzz=FuzzDecodeToDevice -fuzztime=30s ./callengine/group
+	$(GO) test -run=^$$ -fuzz=FuzzMachine -fuzztime=30s ./callengine/rtc
+	$(GO) test -run=^$$ -fuzz=FuzzPrimaryFromRED -fuzztime=30s ./media
 
 # Benchmarks whose medians the issues ask for.
 bench: deps
 	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom
+	$(GO) test -run=^$$ -bench=MatrixRTC -benchtime=15x -timeout 10m ./cmd/intercom
 
 # The demo is built and run as its own process rather than with `go run`:
 # `go run` dies on SIGTERM without passing it on, which would leave the demo,

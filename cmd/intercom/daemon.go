@@ -35,6 +35,9 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 	for _, w := range cfg.Warnings {
 		log.Warn("config", "problem", w.String())
 	}
+	if err := cfg.MatrixRTC.ReadLiveKitKeys(); err != nil {
+		return err
+	}
 	hw, err := openHardware(cfg, log) // hardware.go: pins, camera, sound card
 	if err != nil {
 		return err
@@ -82,7 +85,10 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 	// turn.relay_only: peers cannot be made until runTURN has set a TURN
 	// server, so the engine's pool stays empty until then and the first
 	// ring after that makes its peers on the spot.
+	// One meter for the residents' audio, whichever way it comes.
+	meter := media.NewAudioMeter()
 	peers, err := mwebrtc.NewPeerFactory(stream, mwebrtc.Config{
+		Meter:        meter,
 		LoopbackOnly: loopbackOnly(), RelayOnly: cfg.TURN.RelayOnly,
 		Speaker: hw.sink(), Logger: log.With("component", "webrtc"),
 	})
@@ -121,6 +127,14 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		return err
 	}
 
+	// MatrixRTC ringing (rtc.go): nil unless matrixrtc.enabled. Made
+	// after login, which gives the device ID its identity needs, and
+	// before the sync loop, whose filter must include its events.
+	mrtc, err := newDaemonRTC(cfg, session, stream, hw, meter, hh, log)
+	if err != nil {
+		return err
+	}
+
 	calls := callengine.DefaultConfig(callengine.PartyID(session.DeviceID()))
 	calls.RingTimeout = cfg.Ring.Timeout
 	calls.LiveView = map[callengine.UserID]bool{}
@@ -135,9 +149,9 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 	}, session, peers)
 
 	intercom := device.New(device.Config{
-		Caller: hh.caller(engine), Ringer: ringer, Relay: relay, Residents: dir.get,
+		Caller: mrtc.caller(hh.caller(engine)), Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
-		Sync:   hh.reporter(syncReporter{session}),
+		Sync:   mrtc.reporter(hh.reporter(syncReporter{session})),
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
 	})
@@ -153,6 +167,7 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
 	g.Go(func() error { return hh.Run(gctx) })
+	g.Go(func() error { return mrtc.Run(gctx, engine, rooms) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
 	// READY=1 and the watchdog (notify.go); SIGHUP reloads (reload.go).
 	g.Go(func() error {

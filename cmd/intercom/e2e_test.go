@@ -117,7 +117,8 @@ type status struct {
 		HeapReleased uint64 `json:"heap_released"`
 		Goroutines   int    `json:"goroutines"`
 	} `json:"process"`
-	Media struct {
+	Matrix json.RawMessage `json:"matrix"`
+	Media  struct {
 		Encoders      []encoderStatus `json:"encoders"`
 		ReceivedAudio struct {
 			Packets uint64  `json:"Packets"`

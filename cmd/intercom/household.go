@@ -37,9 +37,7 @@ type household struct {
 	// (the notices ask whether a ring was answered there).
 	lastConnected time.Time
 
-	sendMu  sync.Mutex
-	sends   []func(context.Context)
-	sendSig chan struct{}
+	sends sendQueue // membership, ring and to-device events, in order (rtc.go)
 }
 
 // hhItem is one input of the machine; peer is set for OfferCreated and
@@ -56,7 +54,7 @@ func newHousehold(cfg *provisioning.Config, session *matrix.Session, peers calle
 		return nil
 	}
 	h := &household{cfg: cfg, session: session, peers: peers, log: log.With("component", "household"),
-		inbox: make(chan struct{}, 1), sendSig: make(chan struct{}, 1)}
+		inbox: make(chan struct{}, 1)}
 	room := ""
 	if strings.HasPrefix(cfg.Household.Room, "!") {
 		room = cfg.Household.Room
@@ -227,7 +225,7 @@ func (h *household) Run(ctx context.Context) error {
 		return nil
 	}
 	r := &hhRunner{h: h, m: m, peers: map[callengine.CallID]callengine.Peer{}, timers: map[group.TimerID]*time.Timer{}}
-	go h.sender(ctx)
+	go h.sends.run(ctx) // dart-sdk does not reorder by seq: send in order
 	for _, e := range state {
 		r.step(ctx, hhItem{ev: stateEvent(e)})
 	}
@@ -236,7 +234,7 @@ func (h *household) Run(ctx context.Context) error {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		r.step(lctx, hhItem{ev: group.LeaveRequested{}})
-		h.flushSends(lctx)
+		h.sends.flush(lctx)
 		for _, t := range r.timers {
 			t.Stop()
 		}
@@ -253,47 +251,6 @@ func (h *household) Run(ctx context.Context) error {
 		for _, it := range h.take() {
 			r.step(ctx, it)
 		}
-	}
-}
-
-// queueSend appends a request to the one send queue: membership, ring and
-// to-device events leave in the order the machine produced them (dart-sdk
-// does not reorder by seq).
-func (h *household) queueSend(f func(context.Context)) {
-	h.sendMu.Lock()
-	h.sends = append(h.sends, f)
-	h.sendMu.Unlock()
-	select {
-	case h.sendSig <- struct{}{}:
-	default:
-	}
-}
-
-func (h *household) nextSends() []func(context.Context) {
-	h.sendMu.Lock()
-	defer h.sendMu.Unlock()
-	out := h.sends
-	h.sends = nil
-	return out
-}
-
-func (h *household) sender(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.sendSig:
-		}
-		for _, f := range h.nextSends() {
-			f(ctx)
-		}
-	}
-}
-
-// flushSends runs what is still queued (the leave at shutdown).
-func (h *household) flushSends(ctx context.Context) {
-	for _, f := range h.nextSends() {
-		f(ctx)
 	}
 }
 
@@ -344,7 +301,7 @@ func (r *hhRunner) execute(ctx context.Context, eff group.Effect) group.Event {
 	h := r.h
 	switch e := eff.(type) {
 	case group.PublishMembership:
-		h.queueSend(func(ctx context.Context) {
+		h.sends.add(func(ctx context.Context) {
 			id, err := h.session.PutState(ctx, h.roomOf(r), group.TypeMember, e.StateKey, e.Content)
 			if err != nil {
 				h.log.Error("publish household membership", "err", err)
@@ -352,13 +309,13 @@ func (r *hhRunner) execute(ctx context.Context, eff group.Effect) group.Event {
 			h.push(hhItem{ev: group.MembershipPublished{EventID: id, Err: err}})
 		})
 	case group.SendNotification:
-		h.queueSend(func(ctx context.Context) {
+		h.sends.add(func(ctx context.Context) {
 			if _, err := h.session.SendEvent(ctx, h.roomOf(r), group.TypeRTCNotification, e.Content); err != nil {
 				h.log.Error("send ring notification", "err", err)
 			}
 		})
 	case group.SendToDevice:
-		h.queueSend(func(ctx context.Context) {
+		h.sends.add(func(ctx context.Context) {
 			if err := h.session.SendToDevice(ctx, e.Type, e.To.User, e.To.DeviceID, e.Content); err != nil {
 				h.log.Warn("send to-device call event", "call_id", e.CallID, "type", e.Type, "err", err)
 			}

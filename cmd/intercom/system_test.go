@@ -29,6 +29,9 @@ type systemOptions struct {
 	Resident resident.Options
 	// RingTimeout is ring.timeout; default 30 s.
 	RingTimeout time.Duration
+	// ConfigFor, if set, returns more YAML once the homeserver runs (for
+	// parts that need its URL, such as a LiveKit JWT service).
+	ConfigFor func(hs *dendrite.Server, dir string) string
 }
 
 // startSystemWith is startSystem with options: Dendrite, the residents
@@ -54,7 +57,11 @@ func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e
 		ro.Homeserver, ro.UserID, ro.Password, ro.AutoJoin = e.hs.BaseURL, u.UserID, pw, true
 		e.residents = append(e.residents, resident.StartT(t, ro))
 	}
-	e.writeConfig(ids, opts.RingTimeout, opts.Config)
+	extra := opts.Config
+	if opts.ConfigFor != nil {
+		extra += opts.ConfigFor(e.hs, e.dir)
+	}
+	e.writeConfig(ids, opts.RingTimeout, extra)
 	e.launch(ctx)
 	for _, r := range e.residents {
 		if _, err := r.WaitFor(ctx, "joined"); err != nil {

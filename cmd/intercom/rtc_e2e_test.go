@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/livekit"
+	"github.com/doorbell/intercom/internal/lkjwt"
+	"github.com/doorbell/intercom/internal/resident"
+)
+
+// rtcSystem is an end-to-end system with MatrixRTC on: a real
+// livekit-server and the JWT service stand-in beside Dendrite. alice
+// answers through MatrixRTC (as Element X would), bob through a classic
+// call (as Element Web does).
+type rtcSystem struct {
+	*e2e
+	sfu *livekit.Server
+	svc string // JWT service URL
+}
+
+// startRTCSystem starts it. selfMinted makes the intercom mint its own
+// LiveKit tokens from the server's key pair instead of asking the service
+// (residents still get theirs from the service, as with a homeserver that
+// runs one).
+func startRTCSystem(t testing.TB, selfMinted bool) *rtcSystem {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
+	}
+	// pion (inside livekit-server and the intercom's LiveKit client)
+	// gathers no loopback candidates: use the namespace's veth address
+	// when TestMain made one.
+	nodeIP := os.Getenv(livekit.VethIPEnv)
+	if nodeIP == "" {
+		nodeIP = "127.0.0.1"
+	}
+	sfu := livekit.StartT(t, livekit.Options{NodeIP: nodeIP})
+	rs := &rtcSystem{sfu: sfu}
+	opts := systemOptions{
+		Homeserver: dendrite.Options{OpenIDUserInfo: true},
+		ConfigFor: func(hs *dendrite.Server, dir string) string {
+			rs.svc = lkjwt.Start(t, lkjwt.Options{Homeserver: hs.BaseURL, LiveKitURL: sfu.URL, APIKey: sfu.APIKey, APISecret: sfu.APISecret})
+			cfg := fmt.Sprintf("matrixrtc:\n  enabled: true\n  livekit_service_url: %s\n", rs.svc)
+			if selfMinted {
+				for name, v := range map[string]string{"lk-key": sfu.APIKey, "lk-secret": sfu.APISecret} {
+					if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cfg += fmt.Sprintf("  livekit:\n    url: %s\n    api_key_file: ./lk-key\n    api_secret_file: ./lk-secret\n", sfu.URL)
+			}
+			return cfg
+		},
+	}
+	// The SFU's candidates are on the veth address: the residents' pages
+	// must accept more than loopback (everything stays in the namespace).
+	opts.Resident.AnyInterface = true
+	rs.e2e = startSystemWith(t, opts, "alice", "bob")
+	return rs
+}
+
+// waitEvent waits for an event called name, at or after since, that
+// match accepts (whatever WaitFor has consumed).
+func waitEvent(ctx context.Context, t testing.TB, r *resident.Resident, name string, since time.Time, match func(resident.Event) bool) resident.Event {
+	t.Helper()
+	for {
+		for _, ev := range r.Events() {
+			if ev.Name == name && !ev.TS.Before(since) && match(ev) {
+				return ev
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: no %s event: %v", r.UserID(), name, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestMatrixRTCAnswer: a press rings alice through MatrixRTC and bob
+// through a classic call at once; alice joins the call, sees the test
+// pattern and hears the tone through the SFU, the intercom hears her, and
+// bob's classic call stops; when she leaves, the intercom leaves too and
+// clears its membership.
+func TestMatrixRTCAnswer(t *testing.T) {
+	s := startRTCSystem(t, false)
+	alice, bob := s.residents[0], s.residents[1]
+	room := roomOf(t, alice)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	pressed := s.press()
+	ring := waitEvent(ctx, t, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == room })
+	if ring.Fields["mentionsMe"] != true || ring.Str("notificationType") != "ring" || ring.Fields["sdkValid"] != true {
+		t.Fatalf("alice's ring %s: want a ring that mentions her and that matrix-js-sdk accepts", ring)
+	}
+	t.Logf("press → MatrixRTC ring at alice: %v", ring.TS.Sub(pressed))
+	if _, err := bob.WaitFor(ctx, resident.EventIncoming); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(ctx, "ringing", func(st status) bool { return st.State == "ringing" && st.Ringer.Ringing })
+
+	// Alice answers by joining; the service URL comes from the intercom's
+	// membership (foci_preferred), as Element Call finds it.
+	if _, err := alice.RTCJoin(ctx, room, ""); err != nil {
+		t.Fatal(err)
+	}
+	ff := waitEvent(ctx, t, alice, resident.EventRTCFirstFrame, pressed, func(resident.Event) bool { return true })
+	t.Logf("alice joins → first decoded frame: %.0f ms (%vx%v)", ff.Num("ms"), ff.Fields["width"], ff.Fields["height"])
+	if _, err := bob.WaitFor(ctx, resident.EventHangup); err != nil {
+		t.Fatalf("bob's classic call still rings after alice answered: %v", err)
+	}
+	st := s.waitStatus(ctx, "in a MatrixRTC call", func(st status) bool {
+		for _, c := range st.Calls {
+			if strings.HasPrefix(c.CallID, "matrixrtc:") && c.State == "connected" && c.Resident == alice.UserID() {
+				return st.State == "in_call" && !st.Ringer.Ringing
+			}
+		}
+		return false
+	})
+	t.Logf("status: %+v", st.Calls)
+
+	// Picture and sound both ways.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rs := alice.LastRTCStats()
+		heard := s.heardAudio()
+		if rs.FramesDecoded > 30 && rs.TotalAudioEnergy > 0 && heard {
+			t.Logf("alice: %d frames %dx%d %s, audio energy %.3g; intercom hears her", rs.FramesDecoded, rs.FrameWidth, rs.FrameHeight, rs.VideoCodec, rs.TotalAudioEnergy)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("media incomplete: alice %+v, intercom hears her: %v", rs, heard)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Alice leaves: the intercom leaves and clears its membership.
+	left := time.Now()
+	if err := alice.RTCLeave(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(ctx, "idle after alice left", func(st status) bool { return st.State == "idle" })
+	waitEvent(ctx, t, alice, resident.EventRTCMembership, left, func(ev resident.Event) bool {
+		c, _ := ev.Fields["content"].(map[string]any)
+		return ev.Str("roomId") == room && ev.Str("sender") == s.bot.UserID && len(c) == 0
+	})
+}
+
+// TestMatrixRTCDeclineSelfMinted: with self-minted LiveKit tokens, a
+// decline from alice makes the intercom leave her room's call, while bob
+// is still rung both ways.
+func TestMatrixRTCDeclineSelfMinted(t *testing.T) {
+	s := startRTCSystem(t, true)
+	alice, bob := s.residents[0], s.residents[1]
+	room := roomOf(t, alice)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	pressed := s.press()
+	ring := waitEvent(ctx, t, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == room })
+	if _, err := bob.WaitFor(ctx, resident.EventIncoming); err != nil {
+		t.Fatal(err)
+	}
+	// The intercom is at the SFU before anyone answers (a self-minted
+	// token for the room lk-jwt-service names).
+	s.waitStatus(ctx, "at the SFU", func(st status) bool {
+		var m struct {
+			RTC struct {
+				Rooms []struct {
+					Room string `json:"room_id"`
+					SFU  bool   `json:"sfu_connected"`
+				} `json:"rooms"`
+			} `json:"matrixrtc"`
+		}
+		_ = json.Unmarshal(st.Matrix, &m)
+		for _, r := range m.RTC.Rooms {
+			if r.Room == room && r.SFU {
+				return true
+			}
+		}
+		return false
+	})
+	declined := time.Now()
+	if err := alice.RTCDecline(ctx, room, ring.Str("eventId")); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(ctx, t, alice, resident.EventRTCMembership, declined, func(ev resident.Event) bool {
+		c, _ := ev.Fields["content"].(map[string]any)
+		return ev.Str("roomId") == room && ev.Str("sender") == s.bot.UserID && len(c) == 0
+	})
+	st := s.waitStatus(ctx, "bob still ringing", func(st status) bool { return st.State == "ringing" })
+	bobRTC := false
+	for _, c := range st.Calls {
+		if c.CallID == "matrixrtc:"+room {
+			t.Fatalf("alice's MatrixRTC call not left after her decline: %+v", st.Calls)
+		}
+		bobRTC = bobRTC || strings.HasPrefix(c.CallID, "matrixrtc:")
+	}
+	if !bobRTC {
+		t.Fatalf("bob's MatrixRTC ring stopped by alice's decline: %+v", st.Calls)
+	}
+	t.Log("declined; bob's classic call and MatrixRTC ring go on")
+}
+
+// heardAudio reports whether the intercom has received non-silent audio
+// from a resident (status media.received_audio).
+func (s *rtcSystem) heardAudio() bool {
+	st, err := s.status()
+	return err == nil && st.Media.ReceivedAudio.Packets > 50 && st.Media.ReceivedAudio.Level > -60 // dBov
+}
+
+// BenchmarkMatrixRTC measures issue 7's latencies over rounds of a real
+// system: press → alice's client receives the MatrixRTC ring, and alice
+// joins → her first decoded frame through the SFU (the page's own clock
+// from the join command; the token, LiveKit connection and subscription
+// are inside it).
+func BenchmarkMatrixRTC(b *testing.B) {
+	s := startRTCSystem(b, false)
+	alice, bob := s.residents[0], s.residents[1]
+	room := roomOf(b, alice)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var ring, frame []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		s.waitStatus(ctx, "idle", func(st status) bool { return st.State == "idle" })
+		pressed := s.press()
+		ev := waitEvent(ctx, b, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == room })
+		ring = append(ring, ev.TS.Sub(pressed))
+		if _, err := bob.WaitFor(ctx, resident.EventIncoming); err != nil {
+			b.Fatal(err)
+		}
+		joined := time.Now()
+		if _, err := alice.RTCJoin(ctx, room, ""); err != nil {
+			b.Fatal(err)
+		}
+		ff := waitEvent(ctx, b, alice, resident.EventRTCFirstFrame, joined, func(resident.Event) bool { return true })
+		frame = append(frame, time.Duration(ff.Num("ms")*float64(time.Millisecond)))
+		if _, err := bob.WaitFor(ctx, resident.EventHangup); err != nil {
+			b.Fatal(err)
+		}
+		if err := alice.RTCLeave(ctx, room); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(ms(median(ring)), "press-to-ring-ms")
+	b.ReportMetric(ms(median(frame)), "join-to-frame-ms")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("rounds %d: press → ring %v; join → first frame %v", b.N, ring, frame)
+}

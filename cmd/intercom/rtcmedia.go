@@ -1,0 +1,37 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/doorbell/intercom/media"
+	mlivekit "github.com/doorbell/intercom/media/livekit"
+)
+
+// livekitJoin joins SFUs as a media/livekit Publisher: the stream's own
+// encoders (no second encode), residents' audio to the speaker and the
+// shared meter. The Publisher's events become presence and loss reports;
+// the forwarding goroutine ends when the Publisher closes its events.
+func livekitJoin(stream *media.Stream, speaker media.PCMSink, meter *media.AudioMeter, log *slog.Logger) sfuJoin {
+	return func(ctx context.Context, tok sfuToken, presence func(string, bool), lost func(error)) (io.Closer, error) {
+		p, err := mlivekit.Join(ctx, tok.URL, tok.JWT, mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			for ev := range p.Events() {
+				switch ev.Kind {
+				case mlivekit.ParticipantJoined:
+					presence(ev.Identity, true)
+				case mlivekit.ParticipantLeft:
+					presence(ev.Identity, false)
+				case mlivekit.Disconnected:
+					lost(fmt.Errorf("SFU disconnected: %s", ev.Reason))
+				}
+			}
+		}()
+		return p, nil
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,12 +30,16 @@ type sfuJoin func(ctx context.Context, tok sfuToken, presence func(identity stri
 // classic engine; the first answer on either path stops the other. A nil
 // *matrixRTC (MatrixRTC off) does nothing.
 type matrixRTC struct {
-	session   *matrix.Session
-	tokens    tokenSource
-	join      sfuJoin
-	mcfg      rtc.Config
-	household func() []callengine.RoomID // rooms rung as a group
-	log       *slog.Logger
+	session *matrix.Session
+	tokens  tokenSource
+	join    sfuJoin
+	mcfg    rtc.Config
+	// household gives the rooms rung as a group (under mu: set late when
+	// Run joins the room itself, joinHousehold).
+	household     func() []callengine.RoomID
+	joinHousehold string // household.room, when Run must join it
+	householdName string // its name if Run creates it
+	log           *slog.Logger
 
 	inbox   chan struct{}
 	mu      sync.Mutex
@@ -149,7 +155,27 @@ func (m *matrixRTC) Run(ctx context.Context, engine device.Caller, rooms map[cal
 	if m == nil {
 		return nil
 	}
-	go m.prepareRooms(ctx, rooms)
+	go func() {
+		m.prepareRooms(ctx, slices.Collect(maps.Values(rooms)))
+		switch {
+		case m.joinHousehold != "":
+			m.householdRoom(ctx, m.joinHousehold)
+		case m.household != nil:
+			// The household group call joins its room on its own
+			// goroutine: ready the room once it has.
+			for {
+				if hr := m.household(); len(hr) > 0 {
+					m.prepareRooms(ctx, hr)
+					return
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
 	r := &rtcRunner{m: m, machine: rtc.New(m.mcfg), sfus: map[callengine.RoomID]io.Closer{},
 		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, timers: map[rtc.TimerID]*time.Timer{}, engine: engine}
 	go m.sends.run(ctx)

@@ -30,7 +30,7 @@ type rtcSystem struct {
 // LiveKit tokens from the server's key pair instead of asking the service
 // (residents still get theirs from the service, as with a homeserver that
 // runs one).
-func startRTCSystem(t testing.TB, selfMinted bool) *rtcSystem {
+func startRTCSystem(t testing.TB, selfMinted bool, extra string) *rtcSystem {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
@@ -57,7 +57,7 @@ func startRTCSystem(t testing.TB, selfMinted bool) *rtcSystem {
 				}
 				cfg += fmt.Sprintf("  livekit:\n    url: %s\n    api_key_file: ./lk-key\n    api_secret_file: ./lk-secret\n", sfu.URL)
 			}
-			return cfg
+			return cfg + extra
 		},
 	}
 	// The SFU's candidates are on the veth address: the residents' pages
@@ -91,7 +91,7 @@ func waitEvent(ctx context.Context, t testing.TB, r *resident.Resident, name str
 // bob's classic call stops; when she leaves, the intercom leaves too and
 // clears its membership.
 func TestMatrixRTCAnswer(t *testing.T) {
-	s := startRTCSystem(t, false)
+	s := startRTCSystem(t, false, "")
 	alice, bob := s.residents[0], s.residents[1]
 	room := roomOf(t, alice)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -155,11 +155,52 @@ func TestMatrixRTCAnswer(t *testing.T) {
 	})
 }
 
+// TestMatrixRTCHousehold: with matrixrtc.household and no group call, the
+// intercom creates the household room, invites the residents and rings its
+// call too; alice answering there takes the ring from every other path.
+func TestMatrixRTCHousehold(t *testing.T) {
+	s := startRTCSystem(t, false, "  household: true\nhousehold:\n  room: \"#home:localhost\"\n")
+	alice, bob := s.residents[0], s.residents[1]
+	dm := roomOf(t, alice)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	// The household room is made at start; alice joins it on invite.
+	home := waitEvent(ctx, t, alice, resident.EventJoined, time.Time{}, func(ev resident.Event) bool { return ev.Str("roomId") != dm }).Str("roomId")
+
+	pressed := s.press()
+	ring := waitEvent(ctx, t, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == home })
+	if ring.Fields["mentionsMe"] != true || ring.Fields["sdkValid"] != true {
+		t.Fatalf("household ring %s: want one that mentions the room and that matrix-js-sdk accepts", ring)
+	}
+	waitEvent(ctx, t, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == dm })
+	if _, err := alice.RTCJoin(ctx, home, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(ctx, t, alice, resident.EventRTCFirstFrame, pressed, func(resident.Event) bool { return true })
+	if _, err := bob.WaitFor(ctx, resident.EventHangup); err != nil {
+		t.Fatalf("bob's classic call still rings: %v", err)
+	}
+	st := s.waitStatus(ctx, "answered in the household room", func(st status) bool {
+		n := 0
+		for _, c := range st.Calls {
+			if strings.HasPrefix(c.CallID, "matrixrtc:") {
+				n++
+			}
+		}
+		return st.State == "in_call" && n == 1
+	})
+	for _, c := range st.Calls {
+		if strings.HasPrefix(c.CallID, "matrixrtc:") && (c.Room != home || c.State != "connected") {
+			t.Fatalf("MatrixRTC legs %+v: want only the household room's, connected", st.Calls)
+		}
+	}
+}
+
 // TestMatrixRTCDeclineSelfMinted: with self-minted LiveKit tokens, a
 // decline from alice makes the intercom leave her room's call, while bob
 // is still rung both ways.
 func TestMatrixRTCDeclineSelfMinted(t *testing.T) {
-	s := startRTCSystem(t, true)
+	s := startRTCSystem(t, true, "")
 	alice, bob := s.residents[0], s.residents[1]
 	room := roomOf(t, alice)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
@@ -224,7 +265,7 @@ func (s *rtcSystem) heardAudio() bool {
 // from the join command; the token, LiveKit connection and subscription
 // are inside it).
 func BenchmarkMatrixRTC(b *testing.B) {
-	s := startRTCSystem(b, false)
+	s := startRTCSystem(b, false, "")
 	alice, bob := s.residents[0], s.residents[1]
 	room := roomOf(b, alice)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

@@ -29,13 +29,19 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 		tokens = mintedTokens{url: mc.LiveKit.URL, key: mc.LiveKit.APIKey, secret: mc.LiveKit.Secret, self: self}
 	}
 	var householdRooms func() []callengine.RoomID
-	if mc.Household {
-		householdRooms = hh.Rooms // nil-safe: none until the household call has its room
+	var joinHousehold string
+	switch {
+	case mc.Household && hh != nil:
+		householdRooms = hh.Rooms // none until the household call has joined its room
+	case mc.Household:
+		joinHousehold = cfg.Household.Room // no group call: Run joins the room itself
 	}
 	lklog := log.With("component", "livekit")
 	mlivekit.SetProcessLogger(lklog)
 	join := livekitJoin(stream, hw.sink(), meter, lklog)
-	return newMatrixRTC(session, tokens, join, mc.ServiceURL, cfg.Ring.Timeout, householdRooms, log), nil
+	m := newMatrixRTC(session, tokens, join, mc.ServiceURL, cfg.Ring.Timeout, householdRooms, log)
+	m.joinHousehold, m.householdName = joinHousehold, householdRoomName(cfg)
+	return m, nil
 }
 
 // prepareRooms readies the residents' rooms for MatrixRTC, best effort and
@@ -44,11 +50,11 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 // membership the intercom left behind
 // (a crash, a power cut: the homeserver may lack delayed events) is
 // cleared, so residents' apps stop showing a call in progress.
-func (m *matrixRTC) prepareRooms(ctx context.Context, rooms map[callengine.UserID]callengine.RoomID) {
+func (m *matrixRTC) prepareRooms(ctx context.Context, rooms []callengine.RoomID) {
 	key := rtc.StateKey(m.mcfg.Self)
-	for user, room := range rooms {
+	for _, room := range rooms {
 		if changed, err := m.session.AllowCallMembership(ctx, room); err != nil {
-			m.log.Warn("residents may be unable to join MatrixRTC calls in this room", "room_id", room, "user_id", user, "err", err)
+			m.log.Warn("residents may be unable to join MatrixRTC calls in this room", "room_id", room, "err", err)
 		} else if changed {
 			m.log.Info("allowed call memberships in room", "room_id", room)
 		}
@@ -77,4 +83,23 @@ func (m *matrixRTC) prepareRooms(ctx context.Context, rooms map[callengine.UserI
 			}
 		}
 	}
+}
+
+// householdRoom joins the household room for its MatrixRTC ring when no
+// household group call does (household.group_call off), creating it and
+// inviting the residents when missing as provision does, retrying until it
+// succeeds or ctx ends, and readies it like the residents' rooms.
+func (m *matrixRTC) householdRoom(ctx context.Context, alias string) {
+	var room callengine.RoomID
+	if err := retry(ctx, m.log, "join household room for MatrixRTC", func() (err error) {
+		hr, err := m.session.EnsureHouseholdRoom(ctx, alias, m.householdName)
+		room = hr.Room
+		return err
+	}); err != nil {
+		return
+	}
+	m.mu.Lock()
+	m.household = func() []callengine.RoomID { return []callengine.RoomID{room} }
+	m.mu.Unlock()
+	m.prepareRooms(ctx, []callengine.RoomID{room})
 }

@@ -299,3 +299,40 @@ func BenchmarkMatrixRTC(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	b.Logf("rounds %d: press → ring %v; join → first frame %v", b.N, ring, frame)
 }
+
+// TestClassicAnswerStopsMatrixRTC: bob answering the classic call takes
+// the ring, so the intercom leaves the MatrixRTC calls it rang (alice
+// sees its membership cleared) and stays in bob's call.
+func TestClassicAnswerStopsMatrixRTC(t *testing.T) {
+	s := startRTCSystem(t, false, "")
+	alice, bob := s.residents[0], s.residents[1]
+	room := roomOf(t, alice)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+
+	pressed := s.press()
+	waitEvent(ctx, t, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == room })
+	if _, err := bob.WaitFor(ctx, resident.EventIncoming); err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	if err := bob.Answer(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.WaitFor(ctx, resident.EventFirstFrame); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(ctx, t, alice, resident.EventRTCMembership, answered, func(ev resident.Event) bool {
+		c, _ := ev.Fields["content"].(map[string]any)
+		return ev.Str("roomId") == room && ev.Str("sender") == s.bot.UserID && len(c) == 0
+	})
+	st := s.waitStatus(ctx, "in bob's call only", func(st status) bool {
+		for _, c := range st.Calls {
+			if strings.HasPrefix(c.CallID, "matrixrtc:") {
+				return false
+			}
+		}
+		return st.State == "in_call"
+	})
+	t.Logf("calls after bob answered: %+v", st.Calls)
+}

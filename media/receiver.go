@@ -95,26 +95,51 @@ func dBov(ms float64) float64 {
 	return math.Max(SilenceDBov, math.Min(0, 10*math.Log10(ms)))
 }
 
-// OpusReceiver decodes one remote Opus stream (one SSRC) with the pure-Go
-// decoder of github.com/pion/opus, which handles the SILK, hybrid and CELT
-// modes browsers send, feeds the meter and passes the PCM on. It is used by
-// one goroutine (the track's reader).
+// OpusDecoder decodes one Opus stream to 48 kHz mono, returning the number
+// of samples written to pcm.
+type OpusDecoder interface {
+	DecodeToInt16(payload []byte, pcm []int16) (int, error)
+}
+
+// OpusReceiver decodes one remote Opus stream (one SSRC), feeds the meter
+// and passes the PCM on. It is used by one goroutine (the track's reader).
 type OpusReceiver struct {
 	meter *AudioMeter
 	sink  PCMSink
-	dec   opus.Decoder
+	dec   OpusDecoder
 	pcm   []int16
 }
 
-// NewOpusReceiver returns a receiver decoding to 48 kHz mono. sink may be
-// nil.
+// NewOpusReceiver returns a receiver decoding to 48 kHz mono with the
+// pure-Go decoder of github.com/pion/opus, which handles the SILK, hybrid
+// and CELT modes browsers send. sink may be nil.
 func NewOpusReceiver(meter *AudioMeter, sink PCMSink) (*OpusReceiver, error) {
 	dec, err := opus.NewDecoderWithOutput(SampleRate, 1)
 	if err != nil {
 		return nil, fmt.Errorf("new opus decoder: %w", err)
 	}
+	return NewOpusReceiverWith(meter, sink, &dec), nil
+}
+
+// NewOpusReceiverWith returns a receiver decoding with dec.
+func NewOpusReceiverWith(meter *AudioMeter, sink PCMSink, dec OpusDecoder) *OpusReceiver {
 	// 120 ms is the longest Opus packet (RFC 6716 §3.2.5).
-	return &OpusReceiver{meter: meter, sink: sink, dec: dec, pcm: make([]int16, SampleRate*120/1000)}, nil
+	return &OpusReceiver{meter: meter, sink: sink, dec: dec, pcm: make([]int16, SampleRate*120/1000)}
+}
+
+// NewOpusReceiver returns a receiver for one resident's Opus stream using
+// the stream's configured decoder (Encoders.DecodeOpus; libopus in the
+// daemon, several times cheaper than the pure-Go one, which matters with
+// several residents talking), else pion/opus.
+func (s *Stream) NewOpusReceiver(meter *AudioMeter, sink PCMSink) (*OpusReceiver, error) {
+	if s.cfg.Encoders.DecodeOpus == nil {
+		return NewOpusReceiver(meter, sink)
+	}
+	dec, err := s.cfg.Encoders.DecodeOpus()
+	if err != nil {
+		return nil, fmt.Errorf("new opus decoder: %w", err)
+	}
+	return NewOpusReceiverWith(meter, sink, dec), nil
 }
 
 // WriteOpus handles one RTP payload received at now.

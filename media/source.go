@@ -106,4 +106,8 @@ type Encoders struct {
 	// Idle, if set, is called once every encoder has stopped, so the codec
 	// libraries can hand their memory back to the system between calls.
 	Idle func()
+	// DecodeOpus, if set, makes the decoder of each resident's Opus
+	// stream (Stream.NewOpusReceiver); nil means the pure-Go pion/opus
+	// decoder.
+	DecodeOpus func() (OpusDecoder, error)
 }

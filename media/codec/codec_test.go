@@ -237,25 +237,3 @@ func TestOpusRoundTrip(t *testing.T) {
 		t.Errorf("level %.1f dBov, want about -15", s.Level)
 	}
 }
-
-func BenchmarkOpusDecode20ms(b *testing.B) {
-	enc, err := NewOpus(media.AudioEncoderConfig{Bitrate: 32_000})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer enc.Close()
-	tone := media.NewTone(440, 0.25)
-	var pkts [][]byte
-	for i := 0; i < 50; i++ {
-		d, _ := enc.Encode(tone.Next())
-		pkts = append(pkts, d)
-	}
-	rx, _ := media.NewOpusReceiver(media.NewAudioMeter(), nil)
-	now := time.Now()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := rx.WriteOpus(pkts[i%len(pkts)], now); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -19,7 +19,7 @@ import (
 // Encoders returns the constructors for every codec this package provides,
 // for media.StreamConfig.Encoders.
 func Encoders() media.Encoders {
-	return media.Encoders{H264: NewH264, VP8: NewVP8, Opus: NewOpus, Idle: trimHeap, DecodeH264: DecodeH264}
+	return media.Encoders{H264: NewH264, VP8: NewVP8, Opus: NewOpus, Idle: trimHeap, DecodeH264: DecodeH264, DecodeOpus: NewOpusDecoder}
 }
 
 // live counts encoder instances that exist (created, not yet closed), per

@@ -488,7 +488,7 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string) {
 		discard(t)
 		return
 	}
-	rx, err := media.NewOpusReceiver(p.meter, p.sink)
+	rx, err := p.stream.NewOpusReceiver(p.meter, p.sink)
 	if err != nil {
 		p.log.Error("livekit: remote audio", "identity", id, "err", err)
 		discard(t)

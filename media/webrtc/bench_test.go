@@ -26,8 +26,8 @@ import (
 const residentsEnv = "INTERCOM_BENCH_RESIDENTS"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(residentsEnv) == "1" {
-		if err := serveResidents(os.Stdin, os.Stdout); err != nil {
+	if mode := os.Getenv(residentsEnv); mode != "" {
+		if err := serveResidents(os.Stdin, os.Stdout, mode == "silent"); err != nil {
 			fmt.Fprintln(os.Stderr, "residents:", err)
 			os.Exit(1)
 		}
@@ -51,29 +51,37 @@ func cpuTime() time.Duration {
 // run in a child process (this test binary re-executed with
 // INTERCOM_BENCH_RESIDENTS=1), so their decryption and depacketising is
 // not counted as the door's. One op is one second of video.
+//
+// In "talking" every resident sends a tone, so the door also decodes one
+// Opus stream per peer; in "silent" the residents send nothing, which
+// isolates what the door's sending costs per peer.
 func BenchmarkFanout(b *testing.B) {
-	for _, peers := range []int{1, 4} {
-		b.Run(fmt.Sprintf("peers=%d", peers), func(b *testing.B) {
-			e := newEnv(b)
-			rs := startResidents(b)
-			for i := 0; i < peers; i++ {
-				rs.call(b, e)
-			}
-			time.Sleep(500 * time.Millisecond)
-			s0, c0, t0 := encStats(e.stream, media.H264), cpuTime(), time.Now()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				time.Sleep(time.Second)
-			}
-			b.StopTimer()
-			s1, c1, el := encStats(e.stream, media.H264), cpuTime(), time.Since(t0)
-			sec := el.Seconds()
-			b.ReportMetric(float64((s1.EncodeTime-s0.EncodeTime).Microseconds())/1000/sec, "enc-ms/s")
-			b.ReportMetric(float64((c1-c0).Microseconds())/1000/sec, "door-ms/s")
-			b.ReportMetric(float64(s1.Frames-s0.Frames)/sec, "frames/s")
-			b.ReportMetric(0, "ns/op")
-		})
+	for _, mode := range []string{"talking", "silent"} {
+		for _, peers := range []int{1, 4} {
+			b.Run(fmt.Sprintf("%s/peers=%d", mode, peers), func(b *testing.B) { benchFanout(b, peers, mode == "silent") })
+		}
 	}
+}
+
+func benchFanout(b *testing.B, peers int, silent bool) {
+	e := newEnv(b)
+	rs := startResidents(b, silent)
+	for i := 0; i < peers; i++ {
+		rs.call(b, e)
+	}
+	time.Sleep(500 * time.Millisecond)
+	s0, c0, t0 := encStats(e.stream, media.H264), cpuTime(), time.Now()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		time.Sleep(time.Second)
+	}
+	b.StopTimer()
+	s1, c1, el := encStats(e.stream, media.H264), cpuTime(), time.Since(t0)
+	sec := el.Seconds()
+	b.ReportMetric(float64((s1.EncodeTime-s0.EncodeTime).Microseconds())/1000/sec, "enc-ms/s")
+	b.ReportMetric(float64((c1-c0).Microseconds())/1000/sec, "door-ms/s")
+	b.ReportMetric(float64(s1.Frames-s0.Frames)/sec, "frames/s")
+	b.ReportMetric(0, "ns/op")
 }
 
 // residentMsg is one line between the door (benchmark) and the residents'
@@ -94,10 +102,14 @@ type residentsProc struct {
 	next int
 }
 
-func startResidents(b *testing.B) *residentsProc {
+func startResidents(b *testing.B, silent bool) *residentsProc {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), residentsEnv+"=1")
+	mode := "1"
+	if silent {
+		mode = "silent"
+	}
+	cmd.Env = append(os.Environ(), residentsEnv+"="+mode)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -166,8 +178,8 @@ func (rp *residentsProc) call(b *testing.B, e *env) {
 
 // serveResidents answers offers read from in, one resident (a pion peer
 // connection sending a tone, reading and depacketising the video) each,
-// until in closes.
-func serveResidents(in io.Reader, out io.Writer) error {
+// until in closes. Silent residents send no audio.
+func serveResidents(in io.Reader, out io.Writer, silent bool) error {
 	api, err := newLoopbackAPI([]media.Codec{media.H264, media.VP8})
 	if err != nil {
 		return err
@@ -225,8 +237,10 @@ func serveResidents(in io.Reader, out io.Writer) error {
 		if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m.Offer}); err != nil {
 			return err
 		}
-		if _, err := pc.AddTrack(tone.Track(media.Opus)); err != nil {
-			return err
+		if !silent {
+			if _, err := pc.AddTrack(tone.Track(media.Opus)); err != nil {
+				return err
+			}
 		}
 		answer, err := pc.CreateAnswer(nil)
 		if err != nil {

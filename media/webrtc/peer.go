@@ -449,7 +449,7 @@ func (p *Peer) readAudio(t *webrtc.TrackRemote) {
 		p.f.log.Warn("remote audio not opus", "codec", t.Codec().MimeType)
 		return
 	}
-	rx, err := media.NewOpusReceiver(p.f.meter, p.f.sink)
+	rx, err := p.f.stream.NewOpusReceiver(p.f.meter, p.f.sink)
 	if err != nil {
 		p.f.log.Error("remote audio", "err", err)
 		return

@@ -29,15 +29,14 @@ type household struct {
 	peers   callengine.PeerFactory
 	log     *slog.Logger
 
-	inbox  chan struct{} // signalled when items grows
+	inbox  queue[hhItem] // the machine's inputs (queue.go)
 	mu     sync.Mutex
-	items  []hhItem
 	status group.Status
 	// lastConnected is when a household device was last seen connected
 	// (the notices ask whether a ring was answered there).
 	lastConnected time.Time
 
-	sends sendQueue // membership, ring and to-device events, in order (rtc.go)
+	sends sendQueue // membership, ring and to-device events, in order (queue.go)
 }
 
 // hhItem is one input of the machine; peer is set for OfferCreated and
@@ -53,8 +52,7 @@ func newHousehold(cfg *provisioning.Config, session *matrix.Session, peers calle
 	if cfg.Household.GroupCall != "mesh" {
 		return nil
 	}
-	h := &household{cfg: cfg, session: session, peers: peers, log: log.With("component", "household"),
-		inbox: make(chan struct{}, 1)}
+	h := &household{cfg: cfg, session: session, peers: peers, log: log.With("component", "household")}
 	room := ""
 	if strings.HasPrefix(cfg.Household.Room, "!") {
 		room = cfg.Household.Room
@@ -86,23 +84,9 @@ func stateEvent(e matrix.StateEvent) group.Event {
 		Content: e.Content, Timestamp: e.Timestamp, EventID: e.ID}}
 }
 
-func (h *household) push(it hhItem) {
-	h.mu.Lock()
-	h.items = append(h.items, it)
-	h.mu.Unlock()
-	select {
-	case h.inbox <- struct{}{}:
-	default:
-	}
-}
+func (h *household) push(it hhItem) { h.inbox.push(it) }
 
-func (h *household) take() []hhItem {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := h.items
-	h.items = nil
-	return out
-}
+func (h *household) take() []hhItem { return h.inbox.take() }
 
 // caller wraps the 1:1 engine: a ring also rings the household call, a
 // hangup also leaves it.
@@ -246,7 +230,7 @@ func (h *household) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-h.inbox:
+		case <-h.inbox.wait():
 		}
 		for _, it := range h.take() {
 			r.step(ctx, it)

@@ -41,9 +41,8 @@ type matrixRTC struct {
 	householdName string // its name if Run creates it
 	log           *slog.Logger
 
-	inbox   chan struct{}
+	inbox   queue[rtcItem]
 	mu      sync.Mutex
-	items   []rtcItem
 	status  rtc.Status
 	changed *broadcast
 	// encrypted rooms are left to classic calls: this MatrixRTC
@@ -65,7 +64,7 @@ func newMatrixRTC(session *matrix.Session, tokens tokenSource, join sfuJoin, ser
 	household func() []callengine.RoomID, log *slog.Logger) *matrixRTC {
 	self := rtc.Device{User: session.UserID(), DeviceID: session.DeviceID()}
 	m := &matrixRTC{session: session, tokens: tokens, join: join, household: household,
-		log: log.With("component", "matrixrtc"), inbox: make(chan struct{}, 1), changed: newBroadcast(),
+		log: log.With("component", "matrixrtc"), changed: newBroadcast(),
 		encrypted: map[callengine.RoomID]bool{}}
 	m.mcfg = rtc.DefaultConfig(self, serviceURL)
 	m.mcfg.RingTimeout = ringTimeout
@@ -100,23 +99,9 @@ func (m *matrixRTC) onState(e matrix.StateEvent) {
 		Sender: e.Sender, Content: e.Content, Timestamp: e.Timestamp, EventID: e.ID}}})
 }
 
-func (m *matrixRTC) push(it rtcItem) {
-	m.mu.Lock()
-	m.items = append(m.items, it)
-	m.mu.Unlock()
-	select {
-	case m.inbox <- struct{}{}:
-	default:
-	}
-}
+func (m *matrixRTC) push(it rtcItem) { m.inbox.push(it) }
 
-func (m *matrixRTC) take() []rtcItem {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := m.items
-	m.items = nil
-	return out
-}
+func (m *matrixRTC) take() []rtcItem { return m.inbox.take() }
 
 // ring rings the residents' rooms (and the household room) that are not
 // encrypted.
@@ -206,7 +191,7 @@ func (m *matrixRTC) Run(ctx context.Context, engine device.Caller, rooms map[cal
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-m.inbox:
+		case <-m.inbox.wait():
 		}
 		for _, it := range m.take() {
 			r.step(ctx, it)
@@ -351,58 +336,6 @@ func (r *rtcRunner) closeAll() {
 	}
 	for _, c := range r.sfus {
 		_ = c.Close()
-	}
-}
-
-// sendQueue runs Matrix requests one at a time in the order queued: a
-// ring must follow its membership, a leave must follow the join.
-type sendQueue struct {
-	mu   sync.Mutex
-	fs   []func(context.Context)
-	sig  chan struct{}
-	once sync.Once
-}
-
-func (q *sendQueue) signal() chan struct{} {
-	q.once.Do(func() { q.sig = make(chan struct{}, 1) })
-	return q.sig
-}
-
-func (q *sendQueue) add(f func(context.Context)) {
-	q.mu.Lock()
-	q.fs = append(q.fs, f)
-	q.mu.Unlock()
-	select {
-	case q.signal() <- struct{}{}:
-	default:
-	}
-}
-
-func (q *sendQueue) next() []func(context.Context) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := q.fs
-	q.fs = nil
-	return out
-}
-
-func (q *sendQueue) run(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-q.signal():
-		}
-		for _, f := range q.next() {
-			f(ctx)
-		}
-	}
-}
-
-// flush runs what is still queued (the leaves at shutdown).
-func (q *sendQueue) flush(ctx context.Context) {
-	for _, f := range q.next() {
-		f(ctx)
 	}
 }
 

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doorbell/intercom/internal/logtail"
 )
 
 // Options configure Start. The zero value is a working homeserver.
@@ -301,7 +303,7 @@ func (s *Server) LogPath() string { return filepath.Join(s.Dir, logFile) }
 
 // LogTail returns up to the last n lines of Dendrite's log.
 func (s *Server) LogTail(n int) string {
-	return tail(s.LogPath(), n)
+	return logtail.Tail(s.LogPath(), n)
 }
 
 func (s *Server) closeDirLock() {
@@ -348,11 +350,11 @@ func (s *Server) startLocked(ctx context.Context) error {
 	}
 	if err := s.waitReady(ctx, p, baseURL); err != nil {
 		s.kill(p)
-		out := readFrom(s.LogPath(), logStart)
+		out := logtail.ReadFrom(s.LogPath(), logStart)
 		if bytes.Contains(out, []byte("address already in use")) {
 			err = fmt.Errorf("%w: %w", errAddrInUse, err)
 		}
-		return fmt.Errorf("start dendrite on %s: %w\n--- %s:\n%s", addr, err, s.LogPath(), lastLines(out, 40))
+		return fmt.Errorf("start dendrite on %s: %w\n--- %s:\n%s", addr, err, s.LogPath(), logtail.LastLines(out, 40))
 	}
 	s.proc = p
 	if s.BaseURL == "" {

@@ -40,6 +40,8 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/auth"
+
+	"github.com/doorbell/intercom/internal/logtail"
 )
 
 // Options configure Start. The zero value is a working server on loopback.
@@ -198,7 +200,7 @@ func (s *Server) Stop() error {
 		err = p.halt(s.stopGrace)
 	}
 	s.http.CloseIdleConnections()
-	s.lastLog = readTail(s.LogPath())
+	s.lastLog = logtail.Read(s.LogPath())
 	if rmErr := os.RemoveAll(s.Dir); rmErr != nil {
 		err = errors.Join(err, fmt.Errorf("remove livekit directory: %w", rmErr))
 	}
@@ -239,9 +241,9 @@ func (s *Server) LogTail(n int) string {
 	stopped, last := s.stopped, s.lastLog
 	s.mu.Unlock()
 	if stopped {
-		return lastLines(last, n)
+		return logtail.LastLines(last, n)
 	}
-	return lastLines(readTail(s.LogPath()), n)
+	return logtail.LastLines(logtail.Read(s.LogPath()), n)
 }
 
 // pickPorts chooses free ports: HTTP on 127.0.0.1, ICE/TCP on every address
@@ -292,11 +294,11 @@ func (s *Server) start(ctx context.Context) error {
 	}
 	if err := s.waitReady(ctx, p, "http://"+addr+"/"); err != nil {
 		p.kill()
-		log := readFrom(s.LogPath(), logStart)
+		log := logtail.ReadFrom(s.LogPath(), logStart)
 		if bytes.Contains(log, []byte("address already in use")) {
 			err = fmt.Errorf("%w: %w", errAddrInUse, err)
 		}
-		return fmt.Errorf("start livekit-server on %s: %w\n--- %s:\n%s", addr, err, s.LogPath(), lastLines(log, 40))
+		return fmt.Errorf("start livekit-server on %s: %w\n--- %s:\n%s", addr, err, s.LogPath(), logtail.LastLines(log, 40))
 	}
 	s.proc = p
 	s.URL = "ws://" + addr
@@ -329,18 +331,6 @@ func (s *Server) waitReady(ctx context.Context, p *process, url string) error {
 		case <-tick.C:
 		}
 	}
-}
-
-// readFrom returns the file at path from offset off, at most tailBytes of
-// it, or nil.
-func readFrom(path string, off int64) []byte {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(io.NewSectionReader(f, off, tailBytes))
-	return b
 }
 
 // process is one run of livekit-server, owned by the goroutine that

@@ -1,4 +1,4 @@
-package dendrite
+package logtail
 
 import "testing"
 
@@ -15,8 +15,8 @@ func TestLastLines(t *testing.T) {
 		{"a\nb\nc", 9, "a\nb\nc"},
 		{"a\nb\nc", 0, ""},
 	} {
-		if got := lastLines([]byte(tc.in), tc.n); got != tc.want {
-			t.Errorf("lastLines(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		if got := LastLines([]byte(tc.in), tc.n); got != tc.want {
+			t.Errorf("LastLines(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
 		}
 	}
 }

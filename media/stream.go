@@ -3,6 +3,7 @@ package media
 import (
 	"context"
 	"fmt"
+	"image"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -117,6 +118,10 @@ type Stream struct {
 	codecs map[Codec]*codecState
 	video  *pipeline
 	audio  *pipeline
+	// urgent (capacity 1) wakes the video loop between frames for a
+	// RequestKeyFrameNow, which it serves by encoding the last picture
+	// again at once.
+	urgent chan struct{}
 
 	mu     sync.Mutex // guards closed and every codecState's stats
 	closed bool
@@ -154,7 +159,7 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		return nil, fmt.Errorf("new stream: video bitrate bounds %d..%d: %w", cfg.MinVideoBitrate, cfg.MaxVideoBitrate, ErrBadFormat)
 	}
 	cfg.VideoBitrate = clampRate(cfg.VideoBitrate, cfg.MinVideoBitrate, cfg.MaxVideoBitrate)
-	s := &Stream{cfg: cfg, format: format, log: cfg.Logger, codecs: map[Codec]*codecState{}}
+	s := &Stream{cfg: cfg, format: format, log: cfg.Logger, codecs: map[Codec]*codecState{}, urgent: make(chan struct{}, 1)}
 	add := func(c Codec, capab webrtc.RTPCodecCapability, trackID string) error {
 		t, err := webrtc.NewTrackLocalStaticSample(capab, trackID, cfg.ID)
 		if err != nil {
@@ -268,6 +273,10 @@ func (s *Stream) RequestKeyFrameNow(c Codec) {
 		st.keyNow.Store(true)
 	}
 	s.RequestKeyFrame(c)
+	select {
+	case s.urgent <- struct{}{}:
+	default:
+	}
 }
 
 // Stats returns a snapshot of every codec's encoder.
@@ -425,13 +434,69 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		})
 	}
 
+	// A reader goroutine hands the frames over one at a time and waits
+	// until the loop is done with each (a source may reuse its buffer), so
+	// that the loop can also wake between frames for an urgent keyframe.
+	reads, ack, stopReader := readFrames(ctx, src)
+	defer stopReader()    // before src.Close: the reader is out of ReadFrame
+	var last *image.YCbCr // copy of the last raw picture, for urgent keyframes
+	var frame *Frame      // the frame being handled, until it is acknowledged
 	for {
-		frame, err := src.ReadFrame(ctx)
-		if ctx.Err() != nil {
-			return nil
+		if frame != nil {
+			// Done with the previous frame: keep its picture for an
+			// urgent keyframe, then let the reader reuse its buffer.
+			if frame.Image != nil && len(encs) > 0 {
+				last = copyYCbCr(last, frame.Image)
+			}
+			frame = nil
+			select {
+			case ack <- struct{}{}:
+			case <-ctx.Done():
+				// The reader stops on the same context, perhaps
+				// already: it would never take the ack.
+				return nil
+			}
 		}
-		if err != nil {
-			return fmt.Errorf("read video frame: %w", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.urgent:
+			// A viewer's media just started (RequestKeyFrameNow):
+			// encode the last picture again as a keyframe now rather
+			// than wait up to a frame interval for the next one.
+			if last != nil {
+				urgent := &Frame{Image: last, Time: time.Now()}
+				for c, r := range encs {
+					if !r.st.keyNow.Load() {
+						continue
+					}
+					select {
+					case <-r.st.keyReq:
+					default:
+						continue
+					}
+					r.st.keyNow.Store(false)
+					r.lastForce = urgent.Time
+					t0 := time.Now()
+					data, err := r.enc.Encode(urgent.Image, true)
+					if err != nil {
+						s.recordError(r.st, fmt.Errorf("encode %s: %w", c, err))
+						continue
+					}
+					if len(data) > 0 {
+						write(r.st, urgent, data, time.Since(t0), true)
+					}
+				}
+			}
+			continue
+		case rd := <-reads:
+			if ctx.Err() != nil {
+				return nil
+			}
+			if rd.err != nil {
+				return fmt.Errorf("read video frame: %w", rd.err)
+			}
+			frame = rd.frame
 		}
 		s.serveSnapshots(frame, src)
 		wanted, bitrateOf := p.wanted()
@@ -604,4 +669,55 @@ func (s *Stream) runAudio(ctx context.Context, p *pipeline) error {
 			}
 		})
 	}
+}
+
+// frameRead is one ReadFrame result.
+type frameRead struct {
+	frame *Frame
+	err   error
+}
+
+// readFrames reads src on its own goroutine, handing each frame over on
+// reads and waiting for ack before reading the next: the caller owns each
+// frame until it acknowledges it. After an error it stops. stop ends the
+// goroutine and waits for it, so the source can be closed after.
+func readFrames(ctx context.Context, src VideoSource) (reads <-chan frameRead, ack chan<- struct{}, stop func()) {
+	rctx, cancel := context.WithCancel(ctx)
+	out := make(chan frameRead)
+	acks := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			f, err := src.ReadFrame(rctx)
+			select {
+			case out <- frameRead{f, err}:
+			case <-rctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+			select {
+			case <-acks:
+			case <-rctx.Done():
+				return
+			}
+		}
+	}()
+	return out, acks, func() { cancel(); <-done }
+}
+
+// copyYCbCr copies src into dst, reusing dst's buffers when the geometry
+// matches.
+func copyYCbCr(dst, src *image.YCbCr) *image.YCbCr {
+	if dst == nil || dst.Rect != src.Rect || dst.SubsampleRatio != src.SubsampleRatio ||
+		dst.YStride != src.YStride || dst.CStride != src.CStride || len(dst.Y) != len(src.Y) || len(dst.Cb) != len(src.Cb) {
+		dst = &image.YCbCr{Y: make([]byte, len(src.Y)), Cb: make([]byte, len(src.Cb)), Cr: make([]byte, len(src.Cr)),
+			YStride: src.YStride, CStride: src.CStride, SubsampleRatio: src.SubsampleRatio, Rect: src.Rect}
+	}
+	copy(dst.Y, src.Y)
+	copy(dst.Cb, src.Cb)
+	copy(dst.Cr, src.Cr)
+	return dst
 }

@@ -327,3 +327,91 @@ func TestPipelineConcurrentAcquireRelease(t *testing.T) {
 	}
 	t.Error("encoders left running")
 }
+
+// TestUrgentKeyFrameDoesNotWaitForTheNextFrame: at 2 frames per second, a
+// RequestKeyFrameNow is served by encoding the last picture again at once,
+// not half a second later with the next frame, and the frame count moves
+// by exactly that one extra frame.
+func TestUrgentKeyFrameDoesNotWaitForTheNextFrame(t *testing.T) {
+	fk := newFakes()
+	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 2, Encoders: fk.encoders(), MinKeyFrameGap: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	r, _ := s.Acquire(H264)
+	defer r()
+	waitFor(t, "first frame", func() bool { return stats(s, H264).Frames >= 1 })
+	time.Sleep(50 * time.Millisecond) // the loop is waiting for the next frame
+	before := stats(s, H264)
+	t0 := time.Now()
+	s.RequestKeyFrameNow(H264)
+	waitFor(t, "urgent keyframe", func() bool { return stats(s, H264).ForcedKeyFrames == before.ForcedKeyFrames+1 })
+	if el := time.Since(t0); el > 200*time.Millisecond {
+		t.Errorf("urgent keyframe after %v; the next frame was due within 450 ms", el)
+	}
+	if got := stats(s, H264); got.Frames != before.Frames+1 || got.KeyFrames != before.KeyFrames+1 {
+		t.Errorf("after the urgent keyframe: %+v, before %+v", got, before)
+	}
+	// A plain request still waits for a frame (and for the gap).
+	s.RequestKeyFrame(H264)
+	time.Sleep(100 * time.Millisecond)
+	if got := stats(s, H264).ForcedKeyFrames; got != before.ForcedKeyFrames+1 {
+		t.Errorf("a rate-limited request was served at once: %d forced", got)
+	}
+}
+
+// slowVideo is a fakeVideo whose encode takes a while and says when it
+// starts, so a test can act while the loop is in the middle of a frame.
+type slowVideo struct {
+	VideoEncoder
+	started chan struct{}
+}
+
+func (v slowVideo) Encode(img *image.YCbCr, key bool) ([]byte, error) {
+	select {
+	case v.started <- struct{}{}:
+	default:
+	}
+	time.Sleep(30 * time.Millisecond)
+	return v.VideoEncoder.Encode(img, key)
+}
+
+// TestVideoLoopStopsWhileAFrameIsHandled: releasing the last user while
+// the loop is still encoding a frame must not leave the loop waiting for
+// the reader, which stopped on the same context (a hang found by
+// BenchmarkEndToEnd: the next call got no video).
+func TestVideoLoopStopsWhileAFrameIsHandled(t *testing.T) {
+	fk := newFakes()
+	enc := fk.encoders()
+	started := make(chan struct{}, 1)
+	h264 := enc.H264
+	enc.H264 = func(cfg VideoEncoderConfig) (VideoEncoder, error) {
+		e, err := h264(cfg)
+		return slowVideo{VideoEncoder: e, started: started}, err
+	}
+	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 100, Encoders: enc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !t.Failed() { // after a hang Close would hang too
+			s.Close()
+		}
+	})
+	for i := range 5 {
+		r, _ := s.Acquire(H264)
+		select {
+		case <-started:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: no frame", i)
+		}
+		done := make(chan struct{})
+		go func() { r(); close(done) }() // while that frame is encoded
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: release hangs", i)
+		}
+	}
+}

@@ -150,10 +150,7 @@ func TestMatrixRTCAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitStatus(ctx, "idle after alice left", func(st status) bool { return st.State == "idle" })
-	waitEvent(ctx, t, alice, resident.EventRTCMembership, left, func(ev resident.Event) bool {
-		c, _ := ev.Fields["content"].(map[string]any)
-		return ev.Str("roomId") == room && ev.Str("sender") == s.bot.UserID && len(c) == 0
-	})
+	s.waitLeft(ctx, t, alice, room, left)
 }
 
 // TestMatrixRTCHousehold: with matrixrtc.household and no group call, the
@@ -235,10 +232,7 @@ func TestMatrixRTCDeclineSelfMinted(t *testing.T) {
 	if err := alice.RTCDecline(ctx, room, ring.Str("eventId")); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(ctx, t, alice, resident.EventRTCMembership, declined, func(ev resident.Event) bool {
-		c, _ := ev.Fields["content"].(map[string]any)
-		return ev.Str("roomId") == room && ev.Str("sender") == s.bot.UserID && len(c) == 0
-	})
+	s.waitLeft(ctx, t, alice, room, declined)
 	st := s.waitStatus(ctx, "bob still ringing", func(st status) bool { return st.State == "ringing" })
 	bobRTC := false
 	for _, c := range st.Calls {
@@ -323,10 +317,7 @@ func TestClassicAnswerStopsMatrixRTC(t *testing.T) {
 	if _, err := bob.WaitFor(ctx, resident.EventFirstFrame); err != nil {
 		t.Fatal(err)
 	}
-	waitEvent(ctx, t, alice, resident.EventRTCMembership, answered, func(ev resident.Event) bool {
-		c, _ := ev.Fields["content"].(map[string]any)
-		return ev.Str("roomId") == room && ev.Str("sender") == s.bot.UserID && len(c) == 0
-	})
+	s.waitLeft(ctx, t, alice, room, answered)
 	st := s.waitStatus(ctx, "in bob's call only", func(st status) bool {
 		for _, c := range st.Calls {
 			if strings.HasPrefix(c.CallID, "matrixrtc:") {
@@ -336,4 +327,14 @@ func TestClassicAnswerStopsMatrixRTC(t *testing.T) {
 		return st.State == "in_call"
 	})
 	t.Logf("calls after bob answered: %+v", st.Calls)
+}
+
+// waitLeft waits until r sees the intercom clear its membership in room
+// (leave the call) at or after since.
+func (s *rtcSystem) waitLeft(ctx context.Context, t testing.TB, r *resident.Resident, room string, since time.Time) {
+	t.Helper()
+	waitEvent(ctx, t, r, resident.EventRTCMembership, since, func(ev resident.Event) bool {
+		c, _ := ev.Fields["content"].(map[string]any)
+		return ev.Str("roomId") == room && ev.Str("sender") == s.bot.UserID && len(c) == 0
+	})
 }

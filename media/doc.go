@@ -9,8 +9,10 @@
 // samples to one shared pion track per codec that every peer connection
 // adds (encode once, fan out). Encoders run only while a peer uses their
 // codec. Remote Opus audio is decoded and metered by an OpusReceiver feeding
-// an AudioMeter and a speaker through PCMSink (media/alsa's Speaker, behind
-// the bounded Playout buffer).
+// an AudioMeter and one input of a Mixer (media/alsa's Speaker): each
+// input is a bounded Playout buffer, and the Mixer sums them. The levels
+// senders write into their packets (RFC 6464) decide which streams are
+// worth decoding at all: not the silent ones, and at most MaxVoices.
 //
 // The codec implementations live in media/codec (cgo); the WebRTC peer
 // connections in media/webrtc. Everything in this package builds with

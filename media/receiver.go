@@ -17,6 +17,9 @@ const SilenceDBov = -127
 type ReceivedAudio struct {
 	Packets, Bytes uint64
 	DecodeErrors   uint64
+	// Skipped counts packets not decoded: silent, or beyond the MaxVoices
+	// loudest residents, by the level their sender wrote (RFC 6464).
+	Skipped uint64
 	// Level is the recent signal power in dBov (RFC 6464 §3: 0 dBov is a
 	// full-scale square wave; a full-scale sine is -3 dBov), smoothed over
 	// about 300 ms. SilenceDBov means silence or nothing received.
@@ -29,6 +32,13 @@ type ReceivedAudio struct {
 // returns. The ALSA speaker implements it.
 type PCMSink interface {
 	WritePCM(pcm []int16)
+}
+
+// PCMInput is one stream's input to a speaker that mixes several (a
+// MixerInput): a PCMSink that is closed when the stream ends.
+type PCMInput interface {
+	PCMSink
+	Close()
 }
 
 // AudioMeter accumulates what every OpusReceiver decodes. It is safe for
@@ -72,10 +82,26 @@ func (m *AudioMeter) add(bytes int, pcm []int16, decodeErr bool, now time.Time) 
 	if len(pcm) == 0 {
 		return
 	}
-	ms := sum / float64(len(pcm))
+	m.smooth(sum/float64(len(pcm)), time.Duration(len(pcm))*time.Second/SampleRate, now)
+}
+
+// addSkipped counts a packet that was not decoded, metering the level its
+// sender wrote for it as one 20 ms frame (what browsers send).
+func (m *AudioMeter) addSkipped(bytes int, level AudioLevel, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snap.Packets++
+	m.snap.Bytes += uint64(bytes)
+	m.snap.Skipped++
+	m.snap.LastPacket = now
+	m.smooth(math.Pow(10, -float64(level)/10), AudioFrame, now)
+}
+
+// smooth folds a mean square ms lasting d into the level. Called with mu
+// held.
+func (m *AudioMeter) smooth(ms float64, d time.Duration, now time.Time) {
 	// Exponential smoothing weighted by the packet's duration, so packet
 	// size does not change the time constant.
-	d := time.Duration(len(pcm)) * time.Second / SampleRate
 	a := 1 - math.Exp(-float64(d)/float64(levelTau))
 	if m.lastAt.IsZero() || now.Sub(m.lastAt) > time.Second {
 		m.power = ms
@@ -103,11 +129,15 @@ type OpusDecoder interface {
 
 // OpusReceiver decodes one remote Opus stream (one SSRC), feeds the meter
 // and passes the PCM on. It is used by one goroutine (the track's reader).
+// A receiver made by a Stream decodes only what its voice selection lets
+// through (see MaxVoices and VoiceGate); Close takes it out of that.
 type OpusReceiver struct {
-	meter *AudioMeter
-	sink  PCMSink
-	dec   OpusDecoder
-	pcm   []int16
+	meter  *AudioMeter
+	sink   PCMSink
+	dec    OpusDecoder
+	pcm    []int16
+	voices *voices // nil: decode everything
+	voice  *voice
 }
 
 // NewOpusReceiver returns a receiver decoding to 48 kHz mono with the
@@ -132,19 +162,34 @@ func NewOpusReceiverWith(meter *AudioMeter, sink PCMSink, dec OpusDecoder) *Opus
 // daemon, several times cheaper than the pure-Go one, which matters with
 // several residents talking), else pion/opus.
 func (s *Stream) NewOpusReceiver(meter *AudioMeter, sink PCMSink) (*OpusReceiver, error) {
+	var r *OpusReceiver
 	if s.cfg.Encoders.DecodeOpus == nil {
-		return NewOpusReceiver(meter, sink)
+		var err error
+		if r, err = NewOpusReceiver(meter, sink); err != nil {
+			return nil, err
+		}
+	} else {
+		dec, err := s.cfg.Encoders.DecodeOpus()
+		if err != nil {
+			return nil, fmt.Errorf("new opus decoder: %w", err)
+		}
+		r = NewOpusReceiverWith(meter, sink, dec)
 	}
-	dec, err := s.cfg.Encoders.DecodeOpus()
-	if err != nil {
-		return nil, fmt.Errorf("new opus decoder: %w", err)
-	}
-	return NewOpusReceiverWith(meter, sink, dec), nil
+	r.voices, r.voice = s.voices, s.voices.add()
+	return r, nil
 }
 
-// WriteOpus handles one RTP payload received at now.
-func (r *OpusReceiver) WriteOpus(payload []byte, now time.Time) error {
+// WriteOpus handles one RTP payload received at now; level is what the
+// sender wrote in the packet's header extension, or NoLevel.
+func (r *OpusReceiver) WriteOpus(payload []byte, level AudioLevel, now time.Time) error {
 	if len(payload) == 0 {
+		return nil
+	}
+	if level != NoLevel && r.voices != nil && !r.voices.audible(r.voice, level, now) {
+		// Silent, or a third voice: not decoding it is what keeps a
+		// household's listeners from costing the door CPU each. The
+		// decoder picks up again from the next packet it gets.
+		r.meter.addSkipped(len(payload), level, now)
 		return nil
 	}
 	n, err := r.dec.DecodeToInt16(payload, r.pcm)
@@ -158,4 +203,12 @@ func (r *OpusReceiver) WriteOpus(payload []byte, now time.Time) error {
 		r.sink.WritePCM(pcm)
 	}
 	return nil
+}
+
+// Close takes the receiver out of its stream's voice selection, so a
+// resident who left never holds a voice's place.
+func (r *OpusReceiver) Close() {
+	if r.voices != nil {
+		r.voices.remove(r.voice)
+	}
 }

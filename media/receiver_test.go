@@ -44,8 +44,8 @@ func TestOpusReceiverRejectsGarbage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = r.WriteOpus([]byte{0xff, 0xff, 0xff}, time.Now()) // must not panic
-	if err := r.WriteOpus(nil, time.Now()); err != nil {
+	_ = r.WriteOpus([]byte{0xff, 0xff, 0xff}, NoLevel, time.Now()) // must not panic
+	if err := r.WriteOpus(nil, NoLevel, time.Now()); err != nil {
 		t.Error(err)
 	}
 }
@@ -58,6 +58,6 @@ func FuzzOpusReceiver(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_ = r.WriteOpus(b, time.Now())
+		_ = r.WriteOpus(b, NoLevel, time.Now())
 	})
 }

@@ -122,6 +122,10 @@ type Stream struct {
 	// RequestKeyFrameNow, which it serves by encoding the last picture
 	// again at once.
 	urgent chan struct{}
+	// voices selects which residents' audio is decoded, across every
+	// receiver of the stream: the door has one speaker however many
+	// residents listen (see MaxVoices).
+	voices *voices
 
 	mu     sync.Mutex // guards closed and every codecState's stats
 	closed bool
@@ -159,7 +163,7 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		return nil, fmt.Errorf("new stream: video bitrate bounds %d..%d: %w", cfg.MinVideoBitrate, cfg.MaxVideoBitrate, ErrBadFormat)
 	}
 	cfg.VideoBitrate = clampRate(cfg.VideoBitrate, cfg.MinVideoBitrate, cfg.MaxVideoBitrate)
-	s := &Stream{cfg: cfg, format: format, log: cfg.Logger, codecs: map[Codec]*codecState{}, urgent: make(chan struct{}, 1)}
+	s := &Stream{cfg: cfg, format: format, log: cfg.Logger, codecs: map[Codec]*codecState{}, urgent: make(chan struct{}, 1), voices: newVoices(MaxVoices)}
 	add := func(c Codec, capab webrtc.RTPCodecCapability, trackID string) error {
 		t, err := webrtc.NewTrackLocalStaticSample(capab, trackID, cfg.ID)
 		if err != nil {

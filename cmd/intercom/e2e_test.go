@@ -123,6 +123,7 @@ type status struct {
 		ReceivedAudio struct {
 			Packets uint64  `json:"Packets"`
 			Bytes   uint64  `json:"Bytes"`
+			Skipped uint64  `json:"Skipped"`
 			Level   float64 `json:"Level"`
 		} `json:"received_audio"`
 	} `json:"media"`
@@ -244,7 +245,8 @@ func TestEndToEnd(t *testing.T) {
 	s = e.waitStatus(ctx, "in call, hearing alice", func(s status) bool {
 		return s.State == "in_call" && !s.Ringer.Ringing && s.Media.ReceivedAudio.Packets > 50 && s.Media.ReceivedAudio.Level > -100
 	})
-	t.Logf("intercom heard alice: %d packets, %d bytes, level %.1f dBov", s.Media.ReceivedAudio.Packets, s.Media.ReceivedAudio.Bytes, s.Media.ReceivedAudio.Level)
+	ra := s.Media.ReceivedAudio
+	t.Logf("intercom heard alice: %d packets (%d not decoded), %d bytes, level %.1f dBov", ra.Packets, ra.Skipped, ra.Bytes, ra.Level)
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		st := alice.LastStats()
 		if st.TotalAudioEnergy > 1e-4 && st.FramesDecoded > 15 {
@@ -276,6 +278,19 @@ func TestEndToEnd(t *testing.T) {
 	if running != 2 {
 		t.Errorf("running encoders %+v, want one video and one audio", s.Media.Encoders)
 	}
+
+	// Alice mutes. Chromium goes on sending, silence, and writes each
+	// packet's level into it (RFC 6464): the intercom stops decoding her.
+	if err := alice.Mute(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Media.ReceivedAudio
+	s = e.waitStatus(ctx, "alice's silence not decoded", func(s status) bool {
+		ra := s.Media.ReceivedAudio
+		return ra.Skipped-before.Skipped > 50 && ra.Level < -100
+	})
+	ra = s.Media.ReceivedAudio
+	t.Logf("alice muted: %d of %d packets since not decoded, level %.1f dBov", ra.Skipped-before.Skipped, ra.Packets-before.Packets, ra.Level)
 
 	if err := alice.Hangup(); err != nil {
 		t.Fatal(err)

@@ -11,7 +11,8 @@
 //           {"cmd":"videoCapabilities"}, {"cmd":"click","selector":"#answer"},
 //           {"cmd":"sendText","args":{"roomId":"!r:hs","body":"!open"}},
 //           {"cmd":"react","args":{"roomId":"!r:hs","eventId":"$e","key":"🔑"}},
-//           {"cmd":"hold","args":{"onHold":true}}, {"cmd":"restartIce"},
+//           {"cmd":"hold","args":{"onHold":true}},
+//           {"cmd":"mute","args":{"muted":true}}, {"cmd":"restartIce"},
 //           {"cmd":"rtcJoin","args":{"roomId":"!r:hs","serviceUrl":"http://…","notify":"ring"}},
 //           {"cmd":"rtcDecline","args":{"roomId":"!r:hs","notificationEventId":"$e"}},
 //           {"cmd":"rtcLeave","args":{"roomId":"!r:hs"}};
@@ -190,7 +191,7 @@ async function main() {
   await page.goto(base + "#" + hash.toString());
 }
 
-const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react", "hold", "restartIce", "rtcJoin", "rtcDecline", "rtcLeave"]);
+const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react", "hold", "mute", "restartIce", "rtcJoin", "rtcDecline", "rtcLeave"]);
 
 async function command(page, line) {
   let msg;

@@ -442,6 +442,14 @@ func (r *Resident) Hold(ctx context.Context, onHold bool) (ICEUfrags, error) {
 	return ufragsOf(ev)
 }
 
+// Mute mutes (or unmutes) the microphone with js-sdk's
+// call.setMicrophoneMuted, as Element's microphone button does: the track
+// is disabled, so Chromium goes on sending packets, of silence.
+func (r *Resident) Mute(ctx context.Context, muted bool) error {
+	_, err := r.Do(ctx, "mute", map[string]any{"args": map[string]any{"muted": muted}})
+	return err
+}
+
 // RestartICE restarts ICE from the page (RTCPeerConnection.restartIce);
 // js-sdk then sends an m.call.negotiate offer with new ICE credentials
 // from its negotiationneeded handler. It returns the ufrags in use before.

@@ -23,17 +23,19 @@ func BenchmarkPlaybackDelay(b *testing.B) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- spk.Run(ctx) }()
+		in := spk.NewInput()
 		rng := rand.New(rand.NewPCG(3, 4))
 		frame := make([]int16, media.AudioFrameSamples)
 		start := time.Now()
 		for i := 1; i <= 150; i++ {
 			due := start.Add(time.Duration(i)*media.AudioFrame + time.Duration(rng.IntN(30))*time.Millisecond)
 			time.Sleep(time.Until(due))
-			spk.WritePCM(frame)
+			in.WritePCM(frame)
 			if i > 25 { // after the first half second
 				samples = append(samples, spk.Delay())
 			}
 		}
+		in.Close()
 		cancel()
 		<-done
 	}

@@ -13,25 +13,26 @@ import (
 	"github.com/doorbell/intercom/media"
 )
 
-// Speaker plays the resident's voice on an ALSA PCM. WritePCM (the
-// media.PCMSink the peers feed) only appends to a bounded media.Playout;
-// Run owns the device and takes one 20 ms period at a time from it, padding
-// with silence when nothing came, so the card runs continuously and the
-// delay stays what the two bounded buffers allow.
+// Speaker plays the residents' voices on an ALSA PCM. Each resident's
+// stream writes to an input of its own (NewInput), a bounded
+// media.Playout inside a media.Mixer; Run owns the device and takes one
+// 20 ms period at a time from the mixer, silence where nothing came, so
+// the card runs continuously and the delay stays what the two bounded
+// buffers allow.
 type Speaker struct {
-	name    string
-	playout *media.Playout
-	log     *slog.Logger
-	gain    atomic.Uint64
-	mute    atomic.Bool
+	name  string
+	mixer *media.Mixer
+	log   *slog.Logger
+	gain  atomic.Uint64
+	mute  atomic.Bool
 
 	mu  sync.Mutex
 	dev *pcm // while Run has it open
 }
 
-// Playback buffering: the card's buffer (PlaybackLatency) plus the playout
-// buffer, which aims for PlayoutTarget of jitter reserve and drops back to
-// it whenever it exceeds PlayoutBound.
+// Playback buffering: the card's buffer (PlaybackLatency) plus each
+// input's playout buffer, which aims for PlayoutTarget of jitter reserve
+// and drops back to it whenever it exceeds PlayoutBound.
 const (
 	PlaybackLatency = 60 * time.Millisecond
 	PlayoutTarget   = 40 * time.Millisecond
@@ -44,7 +45,7 @@ func NewSpeaker(name string, gainDB float64, mute bool, log *slog.Logger) *Speak
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Speaker{name: name, playout: media.NewPlayout(PlayoutTarget, PlayoutBound), log: log}
+	s := &Speaker{name: name, mixer: media.NewMixer(PlayoutTarget, PlayoutBound), log: log}
 	s.SetGain(gainDB)
 	s.SetMute(mute)
 	return s
@@ -56,19 +57,20 @@ func (s *Speaker) SetGain(db float64) { s.gain.Store(floatBits(media.DBToGain(db
 // SetMute silences (true) or restores the speaker.
 func (s *Speaker) SetMute(on bool) { s.mute.Store(on) }
 
-// WritePCM implements media.PCMSink. It never blocks.
-func (s *Speaker) WritePCM(pcm []int16) { s.playout.WritePCM(pcm) }
+// NewInput adds an input for one resident's stream; the stream's reader
+// closes it when the stream ends.
+func (s *Speaker) NewInput() media.PCMInput { return s.mixer.NewInput() }
 
-// Stats returns the playout buffer's counters.
-func (s *Speaker) Stats() media.PlayoutStats { return s.playout.Stats() }
+// Stats returns the playout buffers' counters, added up.
+func (s *Speaker) Stats() media.PlayoutStats { return s.mixer.Stats() }
 
-// Delay is the playback path's delay now: audio waiting in the playout
-// buffer plus what the card still has to play.
+// Delay is the playback path's delay now: audio waiting in the fullest
+// playout buffer plus what the card still has to play.
 func (s *Speaker) Delay() time.Duration {
 	s.mu.Lock()
 	dev := s.dev
 	s.mu.Unlock()
-	d := s.playout.Level()
+	d := s.mixer.Level()
 	if dev != nil {
 		d += dev.delay()
 	}
@@ -110,10 +112,10 @@ func (s *Speaker) play(ctx context.Context) error {
 		s.mu.Unlock()
 		_ = dev.close()
 	}()
-	s.playout.Reset()
+	s.mixer.Reset()
 	buf := make([]int16, media.AudioFrameSamples)
 	for {
-		s.playout.Read(buf)
+		s.mixer.Read(buf)
 		if s.mute.Load() {
 			clear(buf)
 		} else {

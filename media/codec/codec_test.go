@@ -225,7 +225,7 @@ func TestOpusRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		now = now.Add(media.AudioFrame)
-		if err := rx.WriteOpus(data, now); err != nil {
+		if err := rx.WriteOpus(data, media.NoLevel, now); err != nil {
 			t.Fatal(err)
 		}
 	}

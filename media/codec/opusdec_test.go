@@ -87,7 +87,7 @@ func BenchmarkOpusDecode(b *testing.B) {
 			rx := media.NewOpusReceiverWith(media.NewAudioMeter(), nil, dec)
 			now := time.Now()
 			for i := 0; b.Loop(); i++ {
-				if err := rx.WriteOpus(pkts[i%len(pkts)], now); err != nil {
+				if err := rx.WriteOpus(pkts[i%len(pkts)], media.NoLevel, now); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -55,10 +55,9 @@ type Config struct {
 	// stream has it (LiveKit and browsers take constrained baseline), else
 	// media.VP8.
 	Codec media.Codec
-	// Speaker receives the decoded audio of every resident; may be nil.
-	// With several residents talking at once their PCM interleaves, as
-	// with media/webrtc: a mixer is left to the speaker.
-	Speaker media.PCMSink
+	// Speaker plays the decoded audio of every resident, each through an
+	// input of its own; may be nil.
+	Speaker Speaker
 	// Meter receives the residents' audio level and counters; Join makes
 	// one when nil (see Publisher.ReceivedAudio).
 	Meter *media.AudioMeter
@@ -72,6 +71,12 @@ type Config struct {
 	// its peer connections (pion) through its package logger, which only
 	// lksdk.SetLogger changes, once, for the whole process.
 	Logger *slog.Logger
+}
+
+// Speaker mixes residents' voices: every remote audio track writes to an
+// input of its own (media.Mixer, media/alsa.Speaker).
+type Speaker interface {
+	NewInput() media.PCMInput
 }
 
 // Participant is a remote participant present in the room.
@@ -90,7 +95,7 @@ type Publisher struct {
 	stream *media.Stream
 	codec  media.Codec
 	meter  *media.AudioMeter
-	sink   media.PCMSink
+	sink   Speaker
 	log    *slog.Logger
 
 	reconnectTimeout time.Duration
@@ -253,7 +258,7 @@ func (p *Publisher) callbacks() *lksdk.RoomCallback {
 			p.log.Warn("livekit: subscribe to audio", "identity", rp.Identity(), "err", err)
 		}
 	}
-	cb.OnTrackSubscribed = func(t *webrtc.TrackRemote, _ *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
+	cb.OnTrackSubscribed = func(t *webrtc.TrackRemote, pub *lksdk.RemoteTrackPublication, rp *lksdk.RemoteParticipant) {
 		if t.Kind() != webrtc.RTPCodecTypeAudio {
 			// Not asked for; read it anyway so the SDK's interceptors
 			// keep reporting, and drop it.
@@ -262,8 +267,12 @@ func (p *Publisher) callbacks() *lksdk.RoomCallback {
 		}
 		id := rp.Identity()
 		p.setAudio(id, true)
+		var levelExt uint8
+		if r := pub.Receiver(); r != nil {
+			levelExt = media.AudioLevelExtension(r.GetParameters())
+		}
 		p.goRun(func() {
-			p.readAudio(t, id)
+			p.readAudio(t, id, levelExt)
 			p.setAudio(id, false)
 		})
 	}
@@ -479,7 +488,7 @@ func (p *Publisher) goRun(fn func()) {
 
 // readAudio decodes a resident's Opus track to the meter and the speaker
 // until the track ends, as media/webrtc's peers do.
-func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string) {
+func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string, levelExt uint8) {
 	// LiveKit strips RED (RFC 2198) for subscribers like this one, but a
 	// server that forwards it still carries Opus as the primary block.
 	red := strings.EqualFold(t.Codec().MimeType, "audio/red")
@@ -488,12 +497,19 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string) {
 		discard(t)
 		return
 	}
-	rx, err := p.stream.NewOpusReceiver(p.meter, p.sink)
+	var sink media.PCMSink
+	if p.sink != nil {
+		in := p.sink.NewInput()
+		defer in.Close()
+		sink = in
+	}
+	rx, err := p.stream.NewOpusReceiver(p.meter, sink)
 	if err != nil {
 		p.log.Error("livekit: remote audio", "identity", id, "err", err)
 		discard(t)
 		return
 	}
+	defer rx.Close()
 	var logged bool
 	for {
 		pkt, _, err := t.ReadRTP()
@@ -509,7 +525,7 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string) {
 				continue
 			}
 		}
-		if err := rx.WriteOpus(payload, time.Now()); err != nil && !logged {
+		if err := rx.WriteOpus(payload, media.LevelOf(&pkt.Header, levelExt), time.Now()); err != nil && !logged {
 			logged = true // one line per track: a broken stream repeats
 			p.log.Warn("livekit: remote audio", "identity", id, "err", err)
 		}

@@ -69,12 +69,15 @@ func encStats(s *media.Stream, c media.Codec) media.EncoderStats {
 	return media.EncoderStats{}
 }
 
-// pcmCapture is a speaker that keeps count of what it was given.
+// pcmCapture is a speaker that keeps count of what its inputs were given.
 type pcmCapture struct {
 	mu      sync.Mutex
 	samples int
 	peak    int
 }
+
+func (c *pcmCapture) NewInput() media.PCMInput { return c }
+func (c *pcmCapture) Close()                   {}
 
 func (c *pcmCapture) WritePCM(pcm []int16) {
 	c.mu.Lock()

@@ -18,7 +18,7 @@ func TestAcceptOfferRestartAndRenegotiate(t *testing.T) {
 	e := newEnv(t)
 	r := &resident{}
 	var err error
-	r.pc, err = loopbackAPI(t, []media.Codec{media.VP8, media.H264}).NewPeerConnection(webrtc.Configuration{})
+	r.pc, err = loopbackAPI(t, []media.Codec{media.VP8, media.H264}, nil).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -44,11 +45,16 @@ type Config struct {
 	// Meter receives the resident's audio level and counters; NewPeerFactory
 	// creates one when nil.
 	Meter *media.AudioMeter
-	// Speaker receives the decoded audio of every remote track; may be nil.
-	// With several peers sending audio at once their PCM interleaves: a
-	// mixer is left to the speaker.
-	Speaker media.PCMSink
+	// Speaker plays the decoded audio of every remote track, each through
+	// an input of its own; may be nil.
+	Speaker Speaker
 	Logger  *slog.Logger
+}
+
+// Speaker mixes residents' voices: every remote audio track writes to an
+// input of its own (media.Mixer, media/alsa.Speaker).
+type Speaker interface {
+	NewInput() media.PCMInput
 }
 
 // PeerFactory creates peer connections that all send the same Stream.
@@ -56,7 +62,7 @@ type PeerFactory struct {
 	stream *media.Stream
 	api    *webrtc.API
 	meter  *media.AudioMeter
-	sink   media.PCMSink
+	sink   Speaker
 	log    *slog.Logger
 	video  []media.Codec // offered video codecs, preferred first
 	policy webrtc.ICETransportPolicy
@@ -140,6 +146,11 @@ func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 	}
 	if err := webrtc.ConfigureTWCCSenderWithOptions(me, ir, twcc.WithLoggerFactory(lf)); err != nil {
 		return nil, fmt.Errorf("register twcc: %w", err)
+	}
+	// Residents' clients write each audio packet's level into it (RFC
+	// 6464): the door decodes only the voices worth hearing.
+	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, fmt.Errorf("register audio level extension: %w", err)
 	}
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	if cfg.RelayOnly {

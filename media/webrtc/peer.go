@@ -194,14 +194,14 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 		f.log.Debug("peer state", "state", st.String())
 		sink(callengine.PeerEvent{State: &st})
 	})
-	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 		if t.Kind() != webrtc.RTPCodecTypeAudio {
 			// A resident calling the door sends their camera too; read it
 			// so the interceptors keep reporting, and drop it.
 			p.goRun(func() { discard(t) })
 			return
 		}
-		p.goRun(func() { p.readAudio(t) })
+		p.goRun(func() { p.readAudio(t, media.AudioLevelExtension(r.GetParameters())) })
 	})
 	return p, nil
 }
@@ -443,17 +443,25 @@ func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 	}
 }
 
-// readAudio meters and decodes the resident's Opus track until it ends.
-func (p *Peer) readAudio(t *webrtc.TrackRemote) {
+// readAudio meters and decodes the resident's Opus track until it ends;
+// levelExt is the negotiated RFC 6464 extension's ID, 0 if none.
+func (p *Peer) readAudio(t *webrtc.TrackRemote, levelExt uint8) {
 	if t.Codec().MimeType != webrtc.MimeTypeOpus {
 		p.f.log.Warn("remote audio not opus", "codec", t.Codec().MimeType)
 		return
 	}
-	rx, err := p.f.stream.NewOpusReceiver(p.f.meter, p.f.sink)
+	var sink media.PCMSink
+	if p.f.sink != nil {
+		in := p.f.sink.NewInput()
+		defer in.Close()
+		sink = in
+	}
+	rx, err := p.f.stream.NewOpusReceiver(p.f.meter, sink)
 	if err != nil {
 		p.f.log.Error("remote audio", "err", err)
 		return
 	}
+	defer rx.Close()
 	var loggedErr bool
 	for {
 		pkt, _, err := t.ReadRTP()
@@ -463,7 +471,7 @@ func (p *Peer) readAudio(t *webrtc.TrackRemote) {
 			}
 			return
 		}
-		if err := rx.WriteOpus(pkt.Payload, time.Now()); err != nil && !loggedErr {
+		if err := rx.WriteOpus(pkt.Payload, media.LevelOf(&pkt.Header, levelExt), time.Now()); err != nil && !loggedErr {
 			loggedErr = true // one line per track: a broken stream repeats
 			p.f.log.Warn("remote audio", "err", err)
 		}

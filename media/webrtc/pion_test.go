@@ -19,22 +19,27 @@ import (
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 )
 
 // loopbackAPI is a plain pion stack for the test's answerers, limited to
 // 127.0.0.1 like the factory under test.
-func loopbackAPI(t testing.TB, video []media.Codec) *webrtc.API {
+func loopbackAPI(t testing.TB, video []media.Codec, level func() uint8) *webrtc.API {
 	t.Helper()
-	api, err := newLoopbackAPI(video)
+	api, err := newLoopbackAPI(video, level)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return api
 }
 
-func newLoopbackAPI(video []media.Codec) (*webrtc.API, error) {
+// newLoopbackAPI is a resident's pion API on loopback. With level set, the
+// resident writes level() into every audio packet it sends, as an RFC
+// 6464 audio level (0 loudest to 127 silence, -dBov), as browsers do.
+func newLoopbackAPI(video []media.Codec, level func() uint8) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
 		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: media.OpusFMTP}}, webrtc.RTPCodecTypeAudio); err != nil {
@@ -59,12 +64,49 @@ func newLoopbackAPI(video []media.Codec) (*webrtc.API, error) {
 	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
 		return nil, err
 	}
+	if level != nil {
+		if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, err
+		}
+		ir.Add(levelStamper{level: level})
+	}
 	se := webrtc.SettingEngine{LoggerFactory: LoggerFactory{}}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
+
+// levelStamper is an interceptor (and its own factory) that writes
+// level() as the RFC 6464 audio level of every audio packet sent.
+type levelStamper struct {
+	interceptor.NoOp
+	level func() uint8
+}
+
+func (s levelStamper) NewInterceptor(string) (interceptor.Interceptor, error) { return &s, nil }
+
+func (s *levelStamper) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	var id uint8
+	for _, e := range info.RTPHeaderExtensions {
+		if e.URI == sdp.AudioLevelURI {
+			id = uint8(e.ID)
+		}
+	}
+	if id == 0 || !strings.HasPrefix(strings.ToLower(info.MimeType), "audio/") {
+		return w
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		ext, err := rtp.AudioLevelExtension{Level: s.level(), Voice: true}.Marshal()
+		if err != nil {
+			return 0, err
+		}
+		if err := h.SetExtension(id, ext); err != nil {
+			return 0, err
+		}
+		return w.Write(h, payload, a)
+	})
 }
 
 // resident is the far end: a pion answerer that receives the door's media
@@ -85,6 +127,9 @@ type env struct {
 	stream  *media.Stream
 	factory *PeerFactory
 	tone    *media.Stream // the residents' shared Opus tone
+	// level, when set, is the audio level residents write into their
+	// packets (see newLoopbackAPI).
+	level func() uint8
 }
 
 func newEnv(t testing.TB) *env {
@@ -136,7 +181,7 @@ func (e *env) call(t testing.TB, video []media.Codec) (*Peer, *resident) {
 	offer := candidateLine.ReplaceAllString(p.Offer(), "")
 
 	r := &resident{}
-	r.pc, err = loopbackAPI(t, video).NewPeerConnection(webrtc.Configuration{})
+	r.pc, err = loopbackAPI(t, video, e.level).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,6 +334,7 @@ func TestOfferSDP(t *testing.T) {
 		"a=rtcp-fb:96 ccm fir",
 		"a=rtcp-fb:96 goog-remb",
 		"a=rtcp-fb:102 transport-cc",
+		"urn:ietf:params:rtp-hdrext:ssrc-audio-level",
 		"a=sendrecv",
 		"a=sendonly",
 	} {

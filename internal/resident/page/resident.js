@@ -371,6 +371,15 @@ const api = {
     call.setRemoteOnHold(!!onHold);
     return ufrags(call.peerConn);
   },
+  // mute mutes or unmutes the microphone as Element's button does (js-sdk
+  // setMicrophoneMuted: the track is disabled, so Chromium sends silence,
+  // and an SDPStreamMetadataChanged tells the far end). Resolves with the
+  // muted state.
+  async mute({ callId, muted }) {
+    const call = callFor(callId);
+    await call.setMicrophoneMuted(!!muted);
+    return call.isMicrophoneMuted();
+  },
   // restartIce asks the browser for an ICE restart (RTCPeerConnection
   // restartIce, through the native method even with noicerestart): the
   // negotiationneeded event that follows makes js-sdk send an

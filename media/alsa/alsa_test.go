@@ -187,23 +187,7 @@ func TestSpeakerPlaysToFile(t *testing.T) {
 		t.Run(tc.pcm, func(t *testing.T) {
 			out := filepath.Join(testDir, tc.pcm+".out.raw")
 			spk := NewSpeaker(tc.pcm, tc.gainDB, tc.mute, nil)
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan error)
-			go func() { done <- spk.Run(ctx) }()
-			in := spk.NewInput()
-			defer in.Close()
-			tone := sine(440, 0.5, time.Second)
-			tick := time.NewTicker(media.AudioFrame)
-			for i := 0; i+media.AudioFrameSamples <= len(tone); i += media.AudioFrameSamples {
-				<-tick.C
-				in.WritePCM(tone[i : i+media.AudioFrameSamples])
-			}
-			tick.Stop()
-			time.Sleep(200 * time.Millisecond)
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
+			play(t, spk, sine(440, 0.5, time.Second))
 			pcm := readRaw(t, out)
 			if len(pcm) < media.SampleRate/2 {
 				t.Fatalf("only %d samples played", len(pcm))
@@ -230,6 +214,36 @@ func TestSpeakerPlaysToFile(t *testing.T) {
 	}
 }
 
+// play runs spk and feeds each voice, one input each, in real time, 20 ms
+// at a time (as a network would), then stops the speaker once it had time
+// to play what it holds.
+func play(t *testing.T, spk *Speaker, voices ...[]int16) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- spk.Run(ctx) }()
+	ins := make([]media.PCMInput, len(voices))
+	for i := range voices {
+		ins[i] = spk.NewInput()
+	}
+	tick := time.NewTicker(media.AudioFrame)
+	for i := 0; i+media.AudioFrameSamples <= len(voices[0]); i += media.AudioFrameSamples {
+		<-tick.C
+		for j, v := range voices {
+			ins[j].WritePCM(v[i : i+media.AudioFrameSamples])
+		}
+	}
+	tick.Stop()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range ins {
+		in.Close()
+	}
+}
+
 // goertzelAmp is the amplitude (of full scale) of the freq Hz component
 // of pcm.
 func goertzelAmp(pcm []int16, freq float64) float64 {
@@ -250,25 +264,7 @@ func goertzelAmp(pcm []int16, freq float64) float64 {
 func TestSpeakerMixesResidents(t *testing.T) {
 	out := filepath.Join(testDir, "spkmix.out.raw")
 	spk := NewSpeaker("spkmix", 0, false, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error)
-	go func() { done <- spk.Run(ctx) }()
-	a, b := spk.NewInput(), spk.NewInput()
-	toneA, toneB := sine(440, 0.3, time.Second), sine(1000, 0.3, time.Second)
-	tick := time.NewTicker(media.AudioFrame)
-	for i := 0; i+media.AudioFrameSamples <= len(toneA); i += media.AudioFrameSamples {
-		<-tick.C
-		a.WritePCM(toneA[i : i+media.AudioFrameSamples])
-		b.WritePCM(toneB[i : i+media.AudioFrameSamples])
-	}
-	tick.Stop()
-	a.Close()
-	b.Close()
-	time.Sleep(200 * time.Millisecond)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	play(t, spk, sine(440, 0.3, time.Second), sine(1000, 0.3, time.Second))
 	pcm := readRaw(t, out)
 	var loud []int16
 	frames := 0

@@ -7,10 +7,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/doorbell/intercom/internal/cputime"
 	lkserver "github.com/doorbell/intercom/internal/livekit"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
@@ -18,14 +18,6 @@ import (
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 )
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkSFUViewers measures the door process's CPU per second
 // (door-ms/s) with 1 and then 4 residents watching through a real
@@ -62,11 +54,11 @@ func benchViewers(b *testing.B, talk bool) {
 			vs.add(b, srv, talk)
 		}
 		time.Sleep(time.Second) // the newest viewer's keyframe and ramp-up
-		c0, t0 := cpuTime(), time.Now()
+		c0, t0 := cputime.Self(), time.Now()
 		for i := 0; i < b.N; i++ {
 			time.Sleep(time.Second)
 		}
-		return float64((cpuTime() - c0).Microseconds()) / 1000 / time.Since(t0).Seconds()
+		return float64((cputime.Self() - c0).Microseconds()) / 1000 / time.Since(t0).Seconds()
 	}
 	b.ResetTimer()
 	one := measure(1)

@@ -12,11 +12,11 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/cputime"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	"github.com/pion/rtp/codecs"
@@ -36,14 +36,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkFanout measures what viewers cost the door, per second of
@@ -84,9 +76,9 @@ func BenchmarkFanout(b *testing.B) {
 type window struct{ door, enc, frames, decoded float64 }
 
 func measure(e *env, d time.Duration) window {
-	s0, c0, a0, t0 := encStats(e.stream, media.H264), cpuTime(), e.factory.ReceivedAudio(), time.Now()
+	s0, c0, a0, t0 := encStats(e.stream, media.H264), cputime.Self(), e.factory.ReceivedAudio(), time.Now()
 	time.Sleep(d)
-	s1, c1, a1 := encStats(e.stream, media.H264), cpuTime(), e.factory.ReceivedAudio()
+	s1, c1, a1 := encStats(e.stream, media.H264), cputime.Self(), e.factory.ReceivedAudio()
 	sec := time.Since(t0).Seconds()
 	decoded := (a1.Packets - a0.Packets) - (a1.Skipped - a0.Skipped)
 	return window{

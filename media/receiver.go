@@ -41,6 +41,12 @@ type PCMInput interface {
 	Close()
 }
 
+// Speaker plays residents' voices, each remote stream through an input of
+// its own (a Mixer; media/alsa's Speaker).
+type Speaker interface {
+	NewInput() PCMInput
+}
+
 // AudioMeter accumulates what every OpusReceiver decodes. It is safe for
 // concurrent use.
 type AudioMeter struct {
@@ -138,17 +144,26 @@ type OpusReceiver struct {
 	pcm    []int16
 	voices *voices // nil: decode everything
 	voice  *voice
+	input  PCMInput // the speaker's input this receiver owns, or nil
 }
 
 // NewOpusReceiver returns a receiver decoding to 48 kHz mono with the
 // pure-Go decoder of github.com/pion/opus, which handles the SILK, hybrid
 // and CELT modes browsers send. sink may be nil.
 func NewOpusReceiver(meter *AudioMeter, sink PCMSink) (*OpusReceiver, error) {
-	dec, err := opus.NewDecoderWithOutput(SampleRate, 1)
+	dec, err := newPionOpus()
 	if err != nil {
 		return nil, fmt.Errorf("new opus decoder: %w", err)
 	}
-	return NewOpusReceiverWith(meter, sink, &dec), nil
+	return NewOpusReceiverWith(meter, sink, dec), nil
+}
+
+func newPionOpus() (OpusDecoder, error) {
+	dec, err := opus.NewDecoderWithOutput(SampleRate, 1)
+	if err != nil {
+		return nil, err
+	}
+	return &dec, nil
 }
 
 // NewOpusReceiverWith returns a receiver decoding with dec.
@@ -160,22 +175,26 @@ func NewOpusReceiverWith(meter *AudioMeter, sink PCMSink, dec OpusDecoder) *Opus
 // NewOpusReceiver returns a receiver for one resident's Opus stream using
 // the stream's configured decoder (Encoders.DecodeOpus; libopus in the
 // daemon, several times cheaper than the pure-Go one, which matters with
-// several residents talking), else pion/opus.
-func (s *Stream) NewOpusReceiver(meter *AudioMeter, sink PCMSink) (*OpusReceiver, error) {
-	var r *OpusReceiver
-	if s.cfg.Encoders.DecodeOpus == nil {
-		var err error
-		if r, err = NewOpusReceiver(meter, sink); err != nil {
-			return nil, err
-		}
-	} else {
-		dec, err := s.cfg.Encoders.DecodeOpus()
-		if err != nil {
-			return nil, fmt.Errorf("new opus decoder: %w", err)
-		}
-		r = NewOpusReceiverWith(meter, sink, dec)
+// several residents talking), else pion/opus. It plays to an input of its
+// own on spk (may be nil) and joins the stream's voice selection; Close
+// leaves both.
+func (s *Stream) NewOpusReceiver(meter *AudioMeter, spk Speaker) (*OpusReceiver, error) {
+	newDec := newPionOpus
+	if s.cfg.Encoders.DecodeOpus != nil {
+		newDec = s.cfg.Encoders.DecodeOpus
 	}
-	r.voices, r.voice = s.voices, s.voices.add()
+	dec, err := newDec()
+	if err != nil {
+		return nil, fmt.Errorf("new opus decoder: %w", err)
+	}
+	var in PCMInput
+	var sink PCMSink
+	if spk != nil {
+		in = spk.NewInput()
+		sink = in
+	}
+	r := NewOpusReceiverWith(meter, sink, dec)
+	r.voices, r.voice, r.input = s.voices, s.voices.add(), in
 	return r, nil
 }
 
@@ -206,9 +225,13 @@ func (r *OpusReceiver) WriteOpus(payload []byte, level AudioLevel, now time.Time
 }
 
 // Close takes the receiver out of its stream's voice selection, so a
-// resident who left never holds a voice's place.
+// resident who left never holds a voice's place, and out of the speaker's
+// mix.
 func (r *OpusReceiver) Close() {
 	if r.voices != nil {
 		r.voices.remove(r.voice)
+	}
+	if r.input != nil {
+		r.input.Close()
 	}
 }

@@ -149,14 +149,8 @@ func (h *hardware) encoders(e media.Encoders) media.Encoders {
 	return e
 }
 
-// speaker mixes the residents' voices: each remote audio track writes to
-// an input of its own (media/webrtc's and media/livekit's Speaker).
-type speaker interface {
-	NewInput() media.PCMInput
-}
-
 // sink is the peers' speaker: nil (no interface value) without one.
-func (h *hardware) sink() speaker {
+func (h *hardware) sink() media.Speaker {
 	if h.speaker == nil {
 		return nil
 	}

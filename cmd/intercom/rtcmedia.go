@@ -14,7 +14,7 @@ import (
 // encoders (no second encode), residents' audio to the speaker and the
 // shared meter. The Publisher's events become presence and loss reports;
 // the forwarding goroutine ends when the Publisher closes its events.
-func livekitJoin(stream *media.Stream, speaker speaker, meter *media.AudioMeter, log *slog.Logger) sfuJoin {
+func livekitJoin(stream *media.Stream, speaker media.Speaker, meter *media.AudioMeter, log *slog.Logger) sfuJoin {
 	return func(ctx context.Context, tok sfuToken, presence func(string, bool), lost func(error)) (io.Closer, error) {
 		p, err := mlivekit.Join(ctx, tok.URL, tok.JWT, mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log})
 		if err != nil {

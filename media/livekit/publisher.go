@@ -57,7 +57,7 @@ type Config struct {
 	Codec media.Codec
 	// Speaker plays the decoded audio of every resident, each through an
 	// input of its own; may be nil.
-	Speaker Speaker
+	Speaker media.Speaker
 	// Meter receives the residents' audio level and counters; Join makes
 	// one when nil (see Publisher.ReceivedAudio).
 	Meter *media.AudioMeter
@@ -71,12 +71,6 @@ type Config struct {
 	// its peer connections (pion) through its package logger, which only
 	// lksdk.SetLogger changes, once, for the whole process.
 	Logger *slog.Logger
-}
-
-// Speaker mixes residents' voices: every remote audio track writes to an
-// input of its own (media.Mixer, media/alsa.Speaker).
-type Speaker interface {
-	NewInput() media.PCMInput
 }
 
 // Participant is a remote participant present in the room.
@@ -95,7 +89,7 @@ type Publisher struct {
 	stream *media.Stream
 	codec  media.Codec
 	meter  *media.AudioMeter
-	sink   Speaker
+	sink   media.Speaker
 	log    *slog.Logger
 
 	reconnectTimeout time.Duration
@@ -497,13 +491,7 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string, levelExt uint8) 
 		discard(t)
 		return
 	}
-	var sink media.PCMSink
-	if p.sink != nil {
-		in := p.sink.NewInput()
-		defer in.Close()
-		sink = in
-	}
-	rx, err := p.stream.NewOpusReceiver(p.meter, sink)
+	rx, err := p.stream.NewOpusReceiver(p.meter, p.sink)
 	if err != nil {
 		p.log.Error("livekit: remote audio", "identity", id, "err", err)
 		discard(t)

@@ -47,14 +47,8 @@ type Config struct {
 	Meter *media.AudioMeter
 	// Speaker plays the decoded audio of every remote track, each through
 	// an input of its own; may be nil.
-	Speaker Speaker
+	Speaker media.Speaker
 	Logger  *slog.Logger
-}
-
-// Speaker mixes residents' voices: every remote audio track writes to an
-// input of its own (media.Mixer, media/alsa.Speaker).
-type Speaker interface {
-	NewInput() media.PCMInput
 }
 
 // PeerFactory creates peer connections that all send the same Stream.
@@ -62,7 +56,7 @@ type PeerFactory struct {
 	stream *media.Stream
 	api    *webrtc.API
 	meter  *media.AudioMeter
-	sink   Speaker
+	sink   media.Speaker
 	log    *slog.Logger
 	video  []media.Codec // offered video codecs, preferred first
 	policy webrtc.ICETransportPolicy

@@ -450,13 +450,7 @@ func (p *Peer) readAudio(t *webrtc.TrackRemote, levelExt uint8) {
 		p.f.log.Warn("remote audio not opus", "codec", t.Codec().MimeType)
 		return
 	}
-	var sink media.PCMSink
-	if p.f.sink != nil {
-		in := p.f.sink.NewInput()
-		defer in.Close()
-		sink = in
-	}
-	rx, err := p.f.stream.NewOpusReceiver(p.f.meter, sink)
+	rx, err := p.f.stream.NewOpusReceiver(p.f.meter, p.f.sink)
 	if err != nil {
 		p.f.log.Error("remote audio", "err", err)
 		return

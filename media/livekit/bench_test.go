@@ -1,17 +1,15 @@
 package livekit
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/doorbell/intercom/internal/cputime"
 	lkserver "github.com/doorbell/intercom/internal/livekit"
+	"github.com/doorbell/intercom/internal/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	lksdk "github.com/livekit/server-sdk-go/v2"
@@ -90,36 +88,8 @@ type viewersProc struct {
 
 func startViewers(b *testing.B) *viewersProc {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), viewersEnv+"=1")
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		stdin.Close() // the viewers leave and exit
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				b.Errorf("viewers: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			b.Error("viewers did not exit")
-		}
-	})
-	return &viewersProc{in: json.NewEncoder(stdin), out: json.NewDecoder(bufio.NewReader(stdout))}
+	in, out := reexec.Start(b, "viewers", viewersEnv+"=1")
+	return &viewersProc{in: in, out: out}
 }
 
 // add joins one more viewer and waits until it has decoded-ready video.

@@ -1,13 +1,11 @@
 package webrtc
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/internal/cputime"
+	"github.com/doorbell/intercom/internal/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	"github.com/pion/rtp/codecs"
@@ -196,7 +195,6 @@ type residentMsg struct {
 }
 
 type residentsProc struct {
-	cmd  *exec.Cmd
 	in   *json.Encoder
 	out  *json.Decoder
 	next int
@@ -204,35 +202,8 @@ type residentsProc struct {
 
 func startResidents(b *testing.B, mode string) *residentsProc {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), residentsEnv+"="+mode)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		stdin.Close() // the residents hang up and exit
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				b.Errorf("residents: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			b.Error("residents did not exit")
-		}
-	})
-	return &residentsProc{cmd: cmd, in: json.NewEncoder(stdin), out: json.NewDecoder(bufio.NewReader(stdout))}
+	in, out := reexec.Start(b, "residents", residentsEnv+"="+mode)
+	return &residentsProc{in: in, out: out}
 }
 
 // residentCall is one connected pair: the door's peer and the resident's

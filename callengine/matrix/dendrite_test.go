@@ -459,17 +459,25 @@ func TestDendriteCallEventsBothWays(t *testing.T) {
 		&inviteContent{CallID: "door1", PartyID: s.DeviceID(), Version: "1", Lifetime: 60000}); err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, &mautrix.FilterPart{Types: []event.Type{{Type: "m.call.invite"}}}, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Dendrite's /messages is fed asynchronously from the room server, so
+	// a read right after the send may not see the event yet: read until
+	// the door's invite is there.
 	var got map[string]any
-	for _, ev := range msgs.Chunk {
-		if ev.Sender == id.UserID(e.door.UserID) {
-			if err := json.Unmarshal(ev.Content.VeryRaw, &got); err != nil {
-				t.Fatal(err)
+	for deadline := time.Now().Add(10 * time.Second); got == nil; time.Sleep(50 * time.Millisecond) {
+		msgs, err := alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, &mautrix.FilterPart{Types: []event.Type{{Type: "m.call.invite"}}}, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range msgs.Chunk {
+			if ev.Sender == id.UserID(e.door.UserID) {
+				if err := json.Unmarshal(ev.Content.VeryRaw, &got); err != nil {
+					t.Fatal(err)
+				}
+				break
 			}
-			break
+		}
+		if got == nil && time.Now().After(deadline) {
+			t.Fatal("the door's invite never appeared in alice's /messages")
 		}
 	}
 	if got["version"] != "1" || got["call_id"] != "door1" || got["party_id"] != s.DeviceID() {

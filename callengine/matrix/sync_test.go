@@ -306,7 +306,10 @@ func TestRunStatus(t *testing.T) {
 		t.Error("still healthy two poll intervals after the last sync")
 	}
 
-	f.scriptSync(errReply(500, "M_UNKNOWN"), errReply(500, "M_UNKNOWN"))
+	// Three errors for the two wanted: the first run's last long poll,
+	// cancelled by stop, can still reach the fake server after this and
+	// take one of them.
+	f.scriptSync(errReply(500, "M_UNKNOWN"), errReply(500, "M_UNKNOWN"), errReply(500, "M_UNKNOWN"))
 	_, stop = startRunNoIdle(t, s, func() bool { return s.Status().ConsecutiveFailures >= 2 })
 	stop()
 	if st := s.Status(); st.ConsecutiveFailures < 2 || !strings.Contains(st.LastError, "HTTP 500") {

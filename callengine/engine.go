@@ -138,6 +138,10 @@ func (e *Engine) RefreshPool() { e.inbox.push(refreshPool{}) }
 // Hangup ends every active call with reason user_hangup.
 func (e *Engine) Hangup() { e.inbox.push(HangupRequested{Reason: ReasonUserHangup}) }
 
+// Withdraw stops a ring that was answered on another path; a call already
+// answered here stays (RingWithdrawn). It never blocks.
+func (e *Engine) Withdraw() { e.inbox.push(RingWithdrawn{}) }
+
 // HandleRoomEvent takes a call event from the homeserver. Malformed or
 // foreign events are logged and dropped here, before they reach the
 // machine. It never blocks.

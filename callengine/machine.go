@@ -145,6 +145,12 @@ type TimerFired struct{ Timer TimerID }
 // HangupRequested ends every active call locally (API request, shutdown).
 type HangupRequested struct{ Reason string }
 
+// RingWithdrawn: the ring was answered on another path (household group
+// call, MatrixRTC). Calls still ringing are hung up; a call already
+// answered here stays, so two answers at the same moment never cut off
+// the resident who answered here.
+type RingWithdrawn struct{}
+
 // CallAccepted reports the outcome of an AcceptCall effect: the answer to
 // the resident's offer, or why there is none.
 type CallAccepted struct {
@@ -176,6 +182,7 @@ func (AnswerApplied) event()       {}
 func (SendFailed) event()          {}
 func (TimerFired) event()          {}
 func (HangupRequested) event()     {}
+func (RingWithdrawn) event()       {}
 func (CallAccepted) event()        {}
 func (OfferCreated) event()        {}
 func (NegotiationAnswered) event() {}
@@ -395,6 +402,10 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		out = m.timerFired(now, e)
 	case HangupRequested:
 		out = m.hangupAll(now, e.Reason)
+	case RingWithdrawn:
+		if m.Phase() == PhaseRinging {
+			out = m.hangupAll(now, ReasonUserHangup)
+		}
 	case CallAccepted:
 		out = m.callAccepted(now, e)
 	case OfferCreated:

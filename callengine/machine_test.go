@@ -702,3 +702,34 @@ func TestImpoliteCallerDropsCollidingOffer(t *testing.T) {
 		t.Fatalf("stale negotiate: %#v", stale)
 	}
 }
+
+// TestRingWithdrawn: another path took the ring. Every call still ringing
+// is hung up; a call answered here (two answers at once) is kept.
+func TestRingWithdrawn(t *testing.T) {
+	h := newHarness(t)
+	h.ringBoth()
+	h.advance(time.Second)
+	effs := h.step(RingWithdrawn{})
+	for _, id := range []CallID{callA, callB} {
+		if hang := sendOf(t, effs, id, TypeHangup).Content.(*Hangup); hang.Reason != ReasonUserHangup {
+			t.Errorf("%s hung up with %q", id, hang.Reason)
+		}
+		if !slices.Contains(effs, Effect(ClosePeer{CallID: id})) {
+			t.Errorf("%s peer not closed", id)
+		}
+	}
+	if h.m.Phase() != PhaseIdle {
+		t.Fatalf("phase %s after withdraw", h.m.Phase())
+	}
+
+	h = newHarness(t)
+	h.ringBoth()
+	h.answerAndApply(roomA, alice, callA, aliceDev)
+	if effs := h.step(RingWithdrawn{}); len(effs) != 0 || h.m.Phase() != PhaseInCall {
+		t.Fatalf("withdraw in a call: phase %s effects %#v", h.m.Phase(), effs)
+	}
+	// Idle: nothing to withdraw.
+	if effs := newHarness(t).step(RingWithdrawn{}); len(effs) != 0 {
+		t.Fatalf("withdraw when idle: %#v", effs)
+	}
+}

@@ -85,6 +85,13 @@ type RingRequested struct{}
 // membership).
 type LeaveRequested struct{}
 
+// AnsweredElsewhere: the ring was answered on another path (a resident's
+// classic call, MatrixRTC). If no household device took this ring, the
+// intercom stops ringing here: it leaves the call, or, when devices
+// allowed to watch were already connected for a live view, hangs up the
+// rest and goes back to that live view.
+type AnsweredElsewhere struct{}
+
 // MemberChanged is a membership state event of the household room, of
 // TypeMember or TypeElementCallMember.
 type MemberChanged struct{ Event MemberEvent }
@@ -155,6 +162,7 @@ type TimerFired struct{ ID TimerID }
 
 func (RingRequested) event()       {}
 func (LeaveRequested) event()      {}
+func (AnsweredElsewhere) event()   {}
 func (MemberChanged) event()       {}
 func (RoomMemberChanged) event()   {}
 func (ToDeviceReceived) event()    {}
@@ -328,6 +336,7 @@ type Machine struct {
 	ringPending   bool   // a notification waits for MembershipPublished
 	liveOnly      bool   // joined for a live view: no ring, allowed users only
 	ringExpired   bool
+	rung          bool // rung, and no device connected since: the ring is open
 	hadConnected  bool
 	rewaiting     bool // connected devices are gone, members remain: ring timeout runs
 	nextCall      int
@@ -369,6 +378,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		m.ring(now, emit)
 	case LeaveRequested:
 		m.leave(emit, callengine.ReasonUserHangup)
+	case AnsweredElsewhere:
+		m.answeredElsewhere(emit)
 	case MembershipPublished:
 		m.published(now, e, emit)
 	case MemberChanged:
@@ -435,7 +446,7 @@ func (m *Machine) ownContent(now time.Time) MemberContent {
 }
 
 func (m *Machine) ring(now time.Time, emit func(...Effect)) {
-	m.ringExpired = false
+	m.ringExpired, m.rung = false, true
 	wasLive := m.liveOnly
 	m.liveOnly = false
 	if m.phase == PhaseIdle || m.phase == PhaseLiveView {
@@ -526,8 +537,33 @@ func (m *Machine) leave(emit func(...Effect), reason string) {
 		emit(PublishMembership{StateKey: OwnStateKey(m.cfg.Self.User), Content: MemberContent{Memberships: []Membership{}}})
 	}
 	emit(StopTimer{ID: TimerID{Kind: TimerRing}}, StopTimer{ID: TimerID{Kind: TimerRefresh}})
-	m.hadConnected, m.ringExpired, m.rewaiting, m.liveOnly = false, false, false, false
+	m.hadConnected, m.ringExpired, m.rewaiting, m.liveOnly, m.rung = false, false, false, false, false
 	m.setPhase(PhaseIdle, emit)
+}
+
+// answeredElsewhere stops an open ring (AnsweredElsewhere). Devices
+// connected now were connected before the ring (a live view): a device
+// that connected during it would have closed the ring.
+func (m *Machine) answeredElsewhere(emit func(...Effect)) {
+	if !m.rung {
+		return
+	}
+	m.rung = false
+	watching := false
+	for _, l := range m.legs {
+		watching = watching || l.state == legConnected
+	}
+	if !watching {
+		m.leave(emit, callengine.ReasonUserHangup)
+		return
+	}
+	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
+		if l := m.legs[id]; l.state != legConnected {
+			m.endLeg(l, true, callengine.ReasonUserHangup, emit)
+		}
+	}
+	m.liveOnly, m.ringPending = true, false
+	emit(StopTimer{ID: TimerID{Kind: TimerRing}})
 }
 
 // checkIdle leaves when the ring ran out and nobody is connected, or when
@@ -850,7 +886,7 @@ func (m *Machine) peerChanged(e PeerChanged, emit func(...Effect)) {
 	case callengine.PeerConnected:
 		if l.state == legConnecting {
 			l.state = legConnected
-			m.hadConnected, m.rewaiting = true, false
+			m.hadConnected, m.rewaiting, m.rung = true, false, false
 			emit(StopTimer{ID: TimerID{Kind: TimerConnect, Key: string(l.id)}})
 			m.setPhase(PhaseInCall, emit)
 		}
@@ -864,7 +900,7 @@ func (m *Machine) peerChanged(e PeerChanged, emit func(...Effect)) {
 func (m *Machine) timer(now time.Time, id TimerID, emit func(...Effect)) {
 	switch id.Kind {
 	case TimerRing:
-		m.ringExpired = true
+		m.ringExpired, m.rung = true, false
 		if m.phase == PhaseInCall {
 			m.ringExpired = false // someone is connected: stay
 		}
@@ -1078,9 +1114,12 @@ type Status struct {
 	Joined  bool              `json:"joined"`
 	// LiveView: joined for a live view (no ring); only users allowed to
 	// watch are connected.
-	LiveView bool           `json:"live_view"`
-	Members  []MemberStatus `json:"members"`
-	Calls    []CallStatus   `json:"calls"`
+	LiveView bool `json:"live_view"`
+	// Rung: the bell rang here and no device has connected since (nor
+	// did the ring run out or get answered elsewhere).
+	Rung    bool           `json:"rung"`
+	Members []MemberStatus `json:"members"`
+	Calls   []CallStatus   `json:"calls"`
 	// ElementCall lists Element Call (LiveKit) members: read, reported,
 	// not connected (their media path is LiveKit).
 	ElementCall []ElementCallMember `json:"element_call"`
@@ -1088,7 +1127,7 @@ type Status struct {
 
 // Status reports the machine at now.
 func (m *Machine) Status(now time.Time) Status {
-	st := Status{Room: m.cfg.Room, Session: m.cfg.SessionID, Phase: m.phase, Joined: m.joined, LiveView: m.liveOnly,
+	st := Status{Room: m.cfg.Room, Session: m.cfg.SessionID, Phase: m.phase, Joined: m.joined, LiveView: m.liveOnly, Rung: m.rung,
 		Members: []MemberStatus{}, Calls: []CallStatus{}, ElementCall: []ElementCallMember{}}
 	valid := m.validDevices(now)
 	calls := map[Device]string{}

@@ -509,3 +509,37 @@ func TestRefreshAndElementCallStatus(t *testing.T) {
 		t.Fatalf("element call leave not applied: %+v", st.ElementCall)
 	}
 }
+
+// TestAnsweredElsewhere: another path took the ring. Rung with nobody
+// connected, the intercom leaves the household call; once a device has
+// connected the ring is closed and a withdraw changes nothing.
+func TestAnsweredElsewhere(t *testing.T) {
+	h := newHarness(t)
+	h.member("@zed:example.org", "PHONE", "zs", 6*time.Minute)
+	h.join()
+	if st := h.m.Status(h.now); !st.Rung || st.Phase != PhaseRinging {
+		t.Fatalf("after the ring: %+v", st)
+	}
+	effs := h.step(AnsweredElsewhere{})
+	pub := find[PublishMembership](effs)
+	if pub == nil || len(pub.Content.Memberships) != 0 {
+		t.Fatalf("withdraw did not clear the membership: %v", effs)
+	}
+	if st := h.m.Status(h.now); st.Rung || st.Phase != PhaseIdle || st.Joined {
+		t.Fatalf("after withdraw: %+v", st)
+	}
+	if effs := h.step(AnsweredElsewhere{}); len(effs) != 0 {
+		t.Fatalf("second withdraw: %v", effs)
+	}
+
+	// A device answered here: the ring is closed and stays answered.
+	h = newHarness(t)
+	h.join()
+	connectedCall(t, h, "c1")
+	if st := h.m.Status(h.now); st.Rung {
+		t.Fatalf("still rung after a device connected: %+v", st)
+	}
+	if effs := h.step(AnsweredElsewhere{}); len(effs) != 0 || h.m.Phase() != PhaseInCall {
+		t.Fatalf("withdraw after an answer: phase %s effects %v", h.m.Phase(), effs)
+	}
+}

@@ -16,7 +16,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/callengine/ring"
+	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
@@ -148,10 +151,21 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 		Logger:   log.With("component", "calls"),
 	}, session, peers)
 
+	// One rule for who rings and who wins (callengine/ring): a press
+	// rings every path, the first answer on any path withdraws the rest.
+	lines := []ring.PathLine{{Path: ring.Direct, Line: engine}}
+	if hh != nil {
+		lines = append(lines, ring.PathLine{Path: ring.Household, Line: hh})
+	}
+	if mrtc != nil {
+		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc})
+	}
+	rings := ring.NewCoordinator(ring.Config{Paths: lines, Logger: log.With("component", "ring")})
+
 	intercom := device.New(device.Config{
-		Caller: mrtc.caller(hh.caller(engine)), Ringer: ringer, Relay: relay, Residents: dir.get,
+		Caller: rings, Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
-		Sync:   mrtc.reporter(hh.reporter(syncReporter{session})),
+		Sync:   matrixReporter{s: session, hh: hh, rtc: mrtc},
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
 	})
@@ -159,6 +173,7 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return engine.Run(gctx) })
+	g.Go(func() error { return rings.Run(gctx) })
 	g.Go(func() error { return session.Run(gctx, doors.route(engine.HandleRoomEvent)) })
 	g.Go(func() error { return doors.door.Run(gctx) })
 	g.Go(func() error {
@@ -167,7 +182,7 @@ func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) 
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
 	g.Go(func() error { return hh.Run(gctx) })
-	g.Go(func() error { return mrtc.Run(gctx, engine, rooms) })
+	g.Go(func() error { return mrtc.Run(gctx, rooms) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
 	// READY=1 and the watchdog (notify.go); SIGHUP reloads (reload.go).
 	g.Go(func() error {
@@ -248,15 +263,33 @@ func (d *directory) get() []callengine.Resident {
 	return out
 }
 
-type syncReporter struct{ s *matrix.Session }
+// matrixReporter is the status's matrix section: the session's sync,
+// and the household call and MatrixRTC when they are on, each under its
+// own key whatever else is configured.
+type matrixReporter struct {
+	s   *matrix.Session
+	hh  *household
+	rtc *matrixRTC
+}
 
-func (r syncReporter) Healthy() bool { return r.s.Healthy() }
-func (r syncReporter) Report() any {
+// matrixStatus is the matrix section of /api/status.
+type matrixStatus struct {
+	Syncing   bool          `json:"syncing"`
+	LastSync  time.Time     `json:"last_sync"`
+	Failures  int           `json:"failures"`
+	LastError string        `json:"last_error"`
+	UserID    string        `json:"user_id"`
+	DeviceID  string        `json:"device_id"`
+	Household *group.Status `json:"household,omitempty"`
+	MatrixRTC *rtc.Status   `json:"matrixrtc,omitempty"`
+}
+
+func (r matrixReporter) Healthy() bool { return r.s.Healthy() }
+func (r matrixReporter) Report() any {
 	st := r.s.Status()
-	return map[string]any{
-		"syncing": st.Healthy, "last_sync": st.LastSync, "failures": st.ConsecutiveFailures,
-		"last_error": st.LastError, "user_id": r.s.UserID(), "device_id": r.s.DeviceID(),
-	}
+	return matrixStatus{Syncing: st.Healthy, LastSync: st.LastSync, Failures: st.ConsecutiveFailures,
+		LastError: st.LastError, UserID: string(r.s.UserID()), DeviceID: r.s.DeviceID(),
+		Household: r.hh.groupStatus(), MatrixRTC: r.rtc.rtcStatus()}
 }
 
 type mediaReporter struct {

@@ -14,7 +14,6 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/callengine/matrix"
-	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/provisioning"
 )
 
@@ -32,6 +31,10 @@ type household struct {
 	inbox  queue[hhItem] // the machine's inputs (queue.go)
 	mu     sync.Mutex
 	status group.Status
+	// changed is the ring's view of status (ring.Line); since is when its
+	// phase last changed.
+	changed latest[callengine.Status]
+	since   time.Time
 	// lastConnected is when a household device was last seen connected
 	// (the notices ask whether a ring was answered there).
 	lastConnected time.Time
@@ -53,6 +56,7 @@ func newHousehold(cfg *provisioning.Config, session *matrix.Session, peers calle
 		return nil
 	}
 	h := &household{cfg: cfg, session: session, peers: peers, log: log.With("component", "household")}
+	h.changed.publish(householdRingStatus(group.Status{}, time.Time{}))
 	room := ""
 	if strings.HasPrefix(cfg.Household.Room, "!") {
 		room = cfg.Household.Room
@@ -88,51 +92,70 @@ func (h *household) push(it hhItem) { h.inbox.push(it) }
 
 func (h *household) take() []hhItem { return h.inbox.take() }
 
-// caller wraps the 1:1 engine: a ring also rings the household call, a
-// hangup also leaves it.
-func (h *household) caller(inner device.Caller) device.Caller {
-	if h == nil {
-		return inner
+// The household runner is the household path's ring.Line.
+
+// Ring rings the household call: the intercom joins it and rings the
+// room (MSC4075). The residents are not needed: every member is rung.
+func (h *household) Ring(context.Context, []callengine.Resident) error {
+	h.push(hhItem{ev: group.RingRequested{}})
+	return nil
+}
+
+// Withdraw: the ring was answered on another path.
+func (h *household) Withdraw() { h.push(hhItem{ev: group.AnsweredElsewhere{}}) }
+
+// Hangup leaves the household call.
+func (h *household) Hangup() { h.push(hhItem{ev: group.LeaveRequested{}}) }
+
+// Status is the household call as the ring sees it.
+func (h *household) Status() callengine.Status { return h.changed.get() }
+
+// Subscribe delivers the ring's view of every change.
+func (h *household) Subscribe() (<-chan callengine.Status, func()) { return h.changed.subscribe() }
+
+// householdRingStatus maps the group call's status onto the ring: a live
+// view is no ring (a press may ring over it), an open ring rings, a
+// device connected by a ring is a call. Every device's call is a leg.
+func householdRingStatus(st group.Status, since time.Time) callengine.Status {
+	out := callengine.Status{Phase: callengine.PhaseIdle, Since: since, Calls: []callengine.CallStatus{}}
+	switch {
+	case st.Rung:
+		out.Phase = callengine.PhaseRinging
+	case st.LiveView:
+	case st.Phase == group.PhaseInCall:
+		out.Phase = callengine.PhaseInCall
+	case st.Phase == group.PhaseRinging:
+		out.Phase = callengine.PhaseRinging
 	}
-	return householdCaller{Caller: inner, h: h}
+	for _, c := range st.Calls {
+		leg := callengine.CallStatus{CallID: c.CallID, Room: st.Room, Resident: c.User, State: callengine.LegRinging,
+			Since: since, Direction: "outbound"}
+		if !c.Outbound {
+			leg.Direction = "inbound"
+		}
+		switch c.State {
+		case "connected", "held":
+			leg.State = callengine.LegConnected
+		case "connecting":
+			leg.State = callengine.LegAnswered
+		case "answering", "accepting":
+			leg.State = callengine.LegAnswering
+		}
+		out.Calls = append(out.Calls, leg)
+	}
+	return out
 }
 
-type householdCaller struct {
-	device.Caller
-	h *household
-}
-
-func (c householdCaller) Ring(ctx context.Context, residents []callengine.Resident) error {
-	c.h.push(hhItem{ev: group.RingRequested{}})
-	if len(residents) == 0 {
+// groupStatus is the household call's last status; nil with group calls
+// off.
+func (h *household) groupStatus() *group.Status {
+	if h == nil {
 		return nil
 	}
-	return c.Caller.Ring(ctx, residents)
-}
-
-func (c householdCaller) Hangup() {
-	c.h.push(hhItem{ev: group.LeaveRequested{}})
-	c.Caller.Hangup()
-}
-
-// reporter adds the household call to the matrix section of the status.
-func (h *household) reporter(inner device.Reporter) device.Reporter {
-	if h == nil {
-		return inner
-	}
-	return householdReporter{Reporter: inner, h: h}
-}
-
-type householdReporter struct {
-	device.Reporter
-	h *household
-}
-
-func (r householdReporter) Report() any {
-	r.h.mu.Lock()
-	st := r.h.status
-	r.h.mu.Unlock()
-	return map[string]any{"session": r.Reporter.Report(), "household": st}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.status
+	return &st
 }
 
 // Rooms is the household room once it is joined, for the ring and
@@ -274,7 +297,14 @@ func (r *hhRunner) step(ctx context.Context, it hhItem) {
 		if st.Phase == group.PhaseInCall {
 			h.lastConnected = now
 		}
+		prev := h.changed.get()
+		rs := householdRingStatus(st, h.since)
+		if rs.Phase != prev.Phase {
+			h.since = now
+			rs.Since = now
+		}
 		h.mu.Unlock()
+		h.changed.publish(rs)
 	}
 }
 

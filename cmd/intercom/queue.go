@@ -65,3 +65,41 @@ func (s *sendQueue) flush(ctx context.Context) {
 		f(ctx)
 	}
 }
+
+// latest holds the last value of a status and hands it to subscribers: a
+// slow reader misses intermediate values, never the last one.
+type latest[T any] struct {
+	mu   sync.Mutex
+	v    T
+	subs map[chan T]struct{}
+}
+
+func (l *latest[T]) get() T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.v
+}
+
+func (l *latest[T]) publish(v T) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.v = v
+	for ch := range l.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- v
+	}
+}
+
+func (l *latest[T]) subscribe() (<-chan T, func()) {
+	ch := make(chan T, 1)
+	l.mu.Lock()
+	if l.subs == nil {
+		l.subs = map[chan T]struct{}{}
+	}
+	l.subs[ch] = struct{}{}
+	l.mu.Unlock()
+	return ch, func() { l.mu.Lock(); delete(l.subs, ch); l.mu.Unlock() }
+}

@@ -15,7 +15,6 @@ import (
 	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/callengine/rtc"
-	"github.com/doorbell/intercom/device"
 )
 
 // sfuJoin connects to one room's SFU with tok and publishes the door's
@@ -26,8 +25,9 @@ type sfuJoin func(ctx context.Context, tok sfuToken, presence func(identity stri
 
 // matrixRTC runs MatrixRTC ringing (matrixrtc.enabled): the pure
 // callengine/rtc machine on one goroutine, its Matrix sends on an ordered
-// queue, its SFU connections joined off the loop. It rings alongside the
-// classic engine; the first answer on either path stops the other. A nil
+// queue, its SFU connections joined off the loop. It is the matrixrtc
+// path of the ring coordinator (rtccaller.go), which rings it alongside
+// the others and withdraws it when another path answers. A nil
 // *matrixRTC (MatrixRTC off) does nothing.
 type matrixRTC struct {
 	session *matrix.Session
@@ -44,7 +44,7 @@ type matrixRTC struct {
 	inbox   queue[rtcItem]
 	mu      sync.Mutex
 	status  rtc.Status
-	changed *broadcast
+	changed latest[callengine.Status] // the ring's view of status
 	// encrypted rooms are left to classic calls: this MatrixRTC
 	// media is not end-to-end encrypted, and Element would refuse it.
 	encrypted map[callengine.RoomID]bool
@@ -64,11 +64,12 @@ func newMatrixRTC(session *matrix.Session, tokens tokenSource, join sfuJoin, ser
 	household func() []callengine.RoomID, log *slog.Logger) *matrixRTC {
 	self := rtc.Device{User: session.UserID(), DeviceID: session.DeviceID()}
 	m := &matrixRTC{session: session, tokens: tokens, join: join, household: household,
-		log: log.With("component", "matrixrtc"), changed: newBroadcast(),
+		log:       log.With("component", "matrixrtc"),
 		encrypted: map[callengine.RoomID]bool{}}
 	m.mcfg = rtc.DefaultConfig(self, serviceURL)
 	m.mcfg.RingTimeout = ringTimeout
 	m.status = rtc.Status{Phase: rtc.PhaseIdle, Rooms: []rtc.RoomStatus{}}
+	m.changed.publish(ringStatus(m.status))
 	session.SetRTCHooks(&matrix.RTCHooks{
 		StateTypes: []string{rtc.TypeMember, "m.room.encryption"},
 		State:      m.onState,
@@ -104,8 +105,8 @@ func (m *matrixRTC) push(it rtcItem) { m.inbox.push(it) }
 func (m *matrixRTC) take() []rtcItem { return m.inbox.take() }
 
 // ring rings the residents' rooms (and the household room) that are not
-// encrypted.
-func (m *matrixRTC) ring(residents []callengine.Resident) {
+// encrypted; false if there is none.
+func (m *matrixRTC) ring(residents []callengine.Resident) bool {
 	var targets []rtc.Target
 	all := make([]callengine.UserID, 0, len(residents))
 	m.mu.Lock()
@@ -123,20 +124,23 @@ func (m *matrixRTC) ring(residents []callengine.Resident) {
 		}
 	}
 	m.mu.Unlock()
+	if len(targets) == 0 {
+		return false
+	}
 	m.push(rtcItem{ev: rtc.RingRequested{Targets: targets}})
+	return true
 }
 
-// Status is the machine's last status.
-func (m *matrixRTC) Status() rtc.Status {
+// machineStatus is the machine's last status.
+func (m *matrixRTC) machineStatus() rtc.Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.status
 }
 
-// Run runs the machine until ctx ends, then leaves every call. engine is
-// the classic call engine, whose answers take the ring; rooms are the
-// residents' rooms at start-up, readied in the background.
-func (m *matrixRTC) Run(ctx context.Context, engine device.Caller, rooms map[callengine.UserID]callengine.RoomID) error {
+// Run runs the machine until ctx ends, then leaves every call. rooms are
+// the residents' rooms at start-up, readied in the background.
+func (m *matrixRTC) Run(ctx context.Context, rooms map[callengine.UserID]callengine.RoomID) error {
 	if m == nil {
 		return nil
 	}
@@ -162,23 +166,8 @@ func (m *matrixRTC) Run(ctx context.Context, engine device.Caller, rooms map[cal
 		}
 	}()
 	r := &rtcRunner{m: m, machine: rtc.New(m.mcfg), sfus: map[callengine.RoomID]io.Closer{},
-		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, timers: map[rtc.TimerID]*time.Timer{}, engine: engine}
+		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, timers: map[rtc.TimerID]*time.Timer{}}
 	go m.sends.run(ctx)
-	// A classic call answered while MatrixRTC rings takes the ring.
-	updates, unsubscribe := engine.Subscribe()
-	defer unsubscribe()
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case st := <-updates:
-				if st.Phase == callengine.PhaseInCall {
-					m.push(rtcItem{ev: rtc.AnsweredElsewhere{}})
-				}
-			}
-		}
-	}()
 	m.log.Info("MatrixRTC ringing ready", "identity", m.mcfg.Self.Identity(), "service_url", m.mcfg.ServiceURL)
 	defer func() {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -203,7 +192,6 @@ func (m *matrixRTC) Run(ctx context.Context, engine device.Caller, rooms map[cal
 type rtcRunner struct {
 	m       *matrixRTC
 	machine *rtc.Machine
-	engine  device.Caller
 	sfus    map[callengine.RoomID]io.Closer
 	sfuCtx  map[callengine.RoomID]context.CancelFunc // from JoinSFU to LeaveSFU
 	timers  map[rtc.TimerID]*time.Timer
@@ -226,7 +214,7 @@ func (r *rtcRunner) step(ctx context.Context, it rtcItem) {
 	m.mu.Lock()
 	m.status = st
 	m.mu.Unlock()
-	m.changed.notify()
+	m.changed.publish(ringStatus(st))
 }
 
 func (r *rtcRunner) execute(ctx context.Context, eff rtc.Effect) {
@@ -280,12 +268,9 @@ func (r *rtcRunner) execute(ctx context.Context, eff rtc.Effect) {
 			delete(r.timers, e.ID)
 		}
 	case rtc.Answered:
+		// The ring coordinator sees the answer in the status and
+		// withdraws the other paths.
 		m.log.Info("MatrixRTC call answered", "room_id", e.Room, "by", e.By.Identity())
-		// First answer wins: classic calls still ringing stop. A classic
-		// call answered at the same moment is kept.
-		if r.engine.Status().Phase == callengine.PhaseRinging {
-			r.engine.Hangup()
-		}
 	case rtc.Ended:
 		m.log.Info("MatrixRTC calls ended", "reason", e.Reason)
 	case rtc.Ignored:
@@ -336,32 +321,5 @@ func (r *rtcRunner) closeAll() {
 	}
 	for _, c := range r.sfus {
 		_ = c.Close()
-	}
-}
-
-// broadcast wakes every subscriber when something changed.
-type broadcast struct {
-	mu   sync.Mutex
-	subs map[chan struct{}]bool
-}
-
-func newBroadcast() *broadcast { return &broadcast{subs: map[chan struct{}]bool{}} }
-
-func (b *broadcast) subscribe() (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	b.mu.Lock()
-	b.subs[ch] = true
-	b.mu.Unlock()
-	return ch, func() { b.mu.Lock(); delete(b.subs, ch); b.mu.Unlock() }
-}
-
-func (b *broadcast) notify() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for ch := range b.subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
 	}
 }

@@ -32,6 +32,13 @@ type rtcSystem struct {
 // runs one).
 func startRTCSystem(t testing.TB, selfMinted bool, extra string) *rtcSystem {
 	t.Helper()
+	return startRTCSystemFor(t, selfMinted, func(*dendrite.Server) string { return extra })
+}
+
+// startRTCSystemFor is startRTCSystem with YAML made once the homeserver
+// runs (after the intercom's account and the residents are registered).
+func startRTCSystemFor(t testing.TB, selfMinted bool, extraFor func(hs *dendrite.Server) string) *rtcSystem {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
 	}
@@ -58,7 +65,7 @@ func startRTCSystem(t testing.TB, selfMinted bool, extra string) *rtcSystem {
 				}
 				cfg += fmt.Sprintf("  livekit:\n    url: %s\n    api_key_file: ./lk-key\n    api_secret_file: ./lk-secret\n", sfu.URL)
 			}
-			return cfg + extra
+			return cfg + extraFor(hs)
 		},
 	}
 	// The SFU's candidates are on the veth address: the residents' pages

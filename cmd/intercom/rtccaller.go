@@ -3,82 +3,46 @@ package main
 import (
 	"context"
 	"errors"
-	"slices"
 	"strings"
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/rtc"
-	"github.com/doorbell/intercom/device"
 )
 
-// caller wraps the classic engine: a ring also rings MatrixRTC, a hangup
-// also leaves its calls, and the status the device follows (ringer,
-// notices, door) is the two merged.
-func (m *matrixRTC) caller(inner device.Caller) device.Caller {
-	if m == nil {
-		return inner
+// errNoRTCRooms: every room is encrypted (left to classic calls) or none
+// is known, so MatrixRTC has nothing to ring.
+var errNoRTCRooms = errors.New("matrixrtc: no unencrypted room to ring")
+
+// The MatrixRTC runner is the matrixrtc path's ring.Line.
+
+// Ring rings the residents' unencrypted rooms (and the household room).
+func (m *matrixRTC) Ring(_ context.Context, residents []callengine.Resident) error {
+	if !m.ring(residents) {
+		return errNoRTCRooms
 	}
-	return rtcCaller{inner: inner, m: m}
+	return nil
 }
 
-type rtcCaller struct {
-	inner device.Caller
-	m     *matrixRTC
-}
+// Withdraw: the ring was answered on another path.
+func (m *matrixRTC) Withdraw() { m.push(rtcItem{ev: rtc.AnsweredElsewhere{}}) }
 
-func (c rtcCaller) Ring(ctx context.Context, residents []callengine.Resident) error {
-	if c.m.Status().Phase != rtc.PhaseIdle {
-		return callengine.ErrBusy
+// Hangup leaves every MatrixRTC call.
+func (m *matrixRTC) Hangup() { m.push(rtcItem{ev: rtc.HangupRequested{}}) }
+
+// Status is the MatrixRTC calls as the ring sees them: each rung room a
+// call leg, connected once a resident joined it.
+func (m *matrixRTC) Status() callengine.Status { return ringStatus(m.machineStatus()) }
+
+// Subscribe delivers the ring's view of every change.
+func (m *matrixRTC) Subscribe() (<-chan callengine.Status, func()) { return m.changed.subscribe() }
+
+// ringStatus maps the MatrixRTC machine's status onto call legs (so the
+// notices see an answer and the door sees a connected call).
+func ringStatus(r rtc.Status) callengine.Status {
+	out := callengine.Status{Phase: callengine.Phase(r.Phase), Since: r.Since, Calls: []callengine.CallStatus{}}
+	if r.Phase == "" {
+		out.Phase = callengine.PhaseIdle
 	}
-	err := c.inner.Ring(ctx, residents)
-	if !errors.Is(err, callengine.ErrBusy) {
-		c.m.ring(residents) // also when classic calls could not start
-	}
-	return err
-}
-
-func (c rtcCaller) Hangup() {
-	c.m.push(rtcItem{ev: rtc.HangupRequested{}})
-	c.inner.Hangup()
-}
-
-func (c rtcCaller) Status() callengine.Status { return mergeRTC(c.inner.Status(), c.m.Status()) }
-
-// Subscribe merges the engine's updates with MatrixRTC's changes. The
-// forwarding goroutine ends with the returned cancel.
-func (c rtcCaller) Subscribe() (<-chan callengine.Status, func()) {
-	inner, cancelInner := c.inner.Subscribe()
-	changed, cancelChanged := c.m.changed.subscribe()
-	out := make(chan callengine.Status, 8)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		defer cancelInner()
-		defer cancelChanged()
-		last := c.inner.Status()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case st := <-inner:
-				last = st
-			case <-changed:
-			}
-			select {
-			case out <- mergeRTC(last, c.m.Status()):
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, cancel
-}
-
-// mergeRTC adds the MatrixRTC calls to the engine's status as call legs
-// (so the notices see an answer and the door sees a connected call) and
-// takes the more advanced phase of the two.
-func mergeRTC(st callengine.Status, r rtc.Status) callengine.Status {
-	out := st
-	out.Calls = slices.Clone(st.Calls)
 	for _, room := range r.Rooms {
 		leg := callengine.CallStatus{CallID: callengine.CallID("matrixrtc:" + string(room.Room)), Room: room.Room,
 			State: callengine.LegRinging, Since: r.Since, Direction: "outbound"}
@@ -87,11 +51,6 @@ func mergeRTC(st callengine.Status, r rtc.Status) callengine.Status {
 			leg.Resident = callengine.UserID(userOfIdentity(r.AnsweredBy))
 		}
 		out.Calls = append(out.Calls, leg)
-	}
-	rank := map[callengine.Phase]int{callengine.PhaseIdle: 0, callengine.PhaseRinging: 1, callengine.PhaseInCall: 2}
-	rp := callengine.Phase(r.Phase) // the phases share their names
-	if rank[rp] > rank[st.Phase] || (rank[rp] == rank[st.Phase] && r.Since.After(st.Since)) {
-		out.Phase, out.Since = rp, r.Since
 	}
 	return out
 }
@@ -104,19 +63,12 @@ func userOfIdentity(identity string) string {
 	return identity
 }
 
-// reporter adds MatrixRTC to the matrix section of the status.
-func (m *matrixRTC) reporter(inner device.Reporter) device.Reporter {
+// rtcStatus is the MatrixRTC machine's last status; nil with MatrixRTC
+// off.
+func (m *matrixRTC) rtcStatus() *rtc.Status {
 	if m == nil {
-		return inner
+		return nil
 	}
-	return rtcReporter{Reporter: inner, m: m}
-}
-
-type rtcReporter struct {
-	device.Reporter
-	m *matrixRTC
-}
-
-func (r rtcReporter) Report() any {
-	return map[string]any{"session": r.Reporter.Report(), "matrixrtc": r.m.Status()}
+	st := m.machineStatus()
+	return &st
 }

@@ -73,7 +73,7 @@ func (m *matrixRTC) prepareRooms(ctx context.Context, rooms []callengine.RoomID)
 			}
 		}
 		for _, e := range state {
-			if e.Type == rtc.TypeMember && e.StateKey == key && len(e.Content) > 2 && m.Status().Phase == rtc.PhaseIdle {
+			if e.Type == rtc.TypeMember && e.StateKey == key && len(e.Content) > 2 && m.machineStatus().Phase == rtc.PhaseIdle {
 				m.log.Info("clearing a call membership left behind", "room_id", room)
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				if _, err := m.session.PutState(cctx, room, rtc.TypeMember, key, struct{}{}); err != nil {

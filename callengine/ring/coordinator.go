@@ -1,0 +1,250 @@
+package ring
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// Line is one path as the coordinator drives it. callengine.Engine is the
+// direct path's Line; the household and MatrixRTC runners are the others.
+type Line interface {
+	// Ring starts ringing the residents on this path. It returns once
+	// the path has taken the request (it may show ringing a little
+	// later); callengine.ErrBusy if the path is busy on its own.
+	Ring(ctx context.Context, residents []callengine.Resident) error
+	// Withdraw: another path took the ring. Stop ringing; a call that is
+	// already connected stays. It never blocks.
+	Withdraw()
+	// Hangup ends the path's calls and rings. It never blocks.
+	Hangup()
+	// Status is the path's status as the ring sees it.
+	Status() callengine.Status
+	// Subscribe delivers the latest status after every change (a slow
+	// reader misses intermediate ones, never the last); cancel ends it.
+	Subscribe() (<-chan callengine.Status, func())
+}
+
+// PathLine pairs a path with its line.
+type PathLine struct {
+	Path Path
+	Line Line
+}
+
+// Config is a coordinator's paths, rung in this order.
+type Config struct {
+	Paths  []PathLine
+	Logger *slog.Logger
+	// AfterFunc schedules the machine's timers; time.AfterFunc by default
+	// (tests run under testing/synctest, whose clock it follows).
+	AfterFunc func(time.Duration, func()) *time.Timer
+}
+
+// Coordinator runs the Machine on one goroutine (Run) against real lines.
+// It is what the device rings through: device.Caller.
+type Coordinator struct {
+	cfg   Config
+	log   *slog.Logger
+	lines map[Path]Line
+
+	mu      sync.Mutex
+	items   []any
+	notify  chan struct{}
+	stopped chan struct{}
+
+	statusMu sync.Mutex
+	status   callengine.Status
+	subs     map[chan callengine.Status]struct{}
+}
+
+type pressRequest struct {
+	residents []callengine.Resident
+	reply     chan error
+}
+
+// NewCoordinator returns a coordinator; nothing runs until Run.
+func NewCoordinator(cfg Config) *Coordinator {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = time.AfterFunc
+	}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, lines: map[Path]Line{}, notify: make(chan struct{}, 1),
+		stopped: make(chan struct{}), subs: map[chan callengine.Status]struct{}{},
+		status: callengine.Status{Phase: callengine.PhaseIdle, Calls: []callengine.CallStatus{}}}
+	for _, pl := range cfg.Paths {
+		c.lines[pl.Path] = pl.Line
+	}
+	return c
+}
+
+func (c *Coordinator) push(it any) {
+	c.mu.Lock()
+	c.items = append(c.items, it)
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Coordinator) take() []any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	its := c.items
+	c.items = nil
+	return its
+}
+
+// Ring rings every path (a press). It returns nil once at least one path
+// rings, callengine.ErrBusy while a ring or call is under way.
+func (c *Coordinator) Ring(ctx context.Context, residents []callengine.Resident) error {
+	reply := make(chan error, 1)
+	c.push(pressRequest{residents: residents, reply: reply})
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.stopped:
+		return callengine.ErrStopped
+	}
+}
+
+// Hangup ends every path's calls and rings.
+func (c *Coordinator) Hangup() {
+	for _, pl := range c.cfg.Paths {
+		pl.Line.Hangup()
+	}
+}
+
+// Status is the merged status.
+func (c *Coordinator) Status() callengine.Status {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	return c.status
+}
+
+// Subscribe delivers the merged status after every change; a slow reader
+// misses intermediate ones, never the last.
+func (c *Coordinator) Subscribe() (<-chan callengine.Status, func()) {
+	ch := make(chan callengine.Status, 1)
+	c.statusMu.Lock()
+	c.subs[ch] = struct{}{}
+	c.statusMu.Unlock()
+	return ch, func() {
+		c.statusMu.Lock()
+		delete(c.subs, ch)
+		c.statusMu.Unlock()
+	}
+}
+
+func (c *Coordinator) publish(st callengine.Status) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	c.status = st
+	for ch := range c.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- st
+	}
+}
+
+// Run follows every line and answers presses until ctx ends. It owns the
+// machine and waits for the goroutines it starts.
+func (c *Coordinator) Run(ctx context.Context) error {
+	defer close(c.stopped)
+	paths := make([]Path, len(c.cfg.Paths))
+	for i, pl := range c.cfg.Paths {
+		paths[i] = pl.Path
+	}
+	m := New(paths...)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	fctx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for _, pl := range c.cfg.Paths {
+		updates, cancel := pl.Line.Subscribe()
+		c.push(PathChanged{Path: pl.Path, Status: pl.Line.Status()})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			for {
+				select {
+				case <-fctx.Done():
+					return
+				case st := <-updates:
+					c.push(PathChanged{Path: pl.Path, Status: st})
+				}
+			}
+		}()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.notify:
+		}
+		for _, it := range c.take() {
+			var (
+				ev    Event
+				press *pressRequest
+			)
+			switch x := it.(type) {
+			case pressRequest:
+				ev, press = Pressed{}, &x
+			case Event:
+				ev = x
+			}
+			// Effects that need an outcome (RingPath) are carried out
+			// here and fed back before the next input.
+			queue := []Event{ev}
+			for len(queue) > 0 {
+				e := queue[0]
+				queue = queue[1:]
+				for _, eff := range m.Step(time.Now(), e) {
+					switch x := eff.(type) {
+					case RingPath:
+						var err error
+						if press != nil {
+							err = c.lines[x.Path].Ring(ctx, press.residents)
+						}
+						if err != nil {
+							c.log.Warn("path did not ring", "path", x.Path, "err", err)
+						}
+						queue = append(queue, RingResult{Path: x.Path, Err: err})
+					case Withdraw:
+						c.log.Info("ring withdrawn: answered on another path", "path", x.Path, "answered_on", m.Winner())
+						c.lines[x.Path].Withdraw()
+					case Answered:
+						c.log.Info("ring answered", "path", x.Path)
+					case StartTimer:
+						if timer != nil {
+							timer.Stop()
+						}
+						ring := x.Ring
+						timer = c.cfg.AfterFunc(x.After, func() { c.push(TimerFired{Ring: ring}) })
+					case PressDone:
+						if press != nil {
+							press.reply <- x.Err
+						}
+					}
+				}
+			}
+			c.publish(m.Status())
+		}
+	}
+}

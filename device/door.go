@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/atomicfile"
 )
 
 // PulseRelay is the door strike as the Door drives it; gpio.Relay
@@ -382,48 +383,14 @@ func (d *Door) save() {
 	}
 	data, err := json.Marshal(d.policy.Memory(d.now()))
 	if err == nil {
-		err = writeFileAtomic(d.path(), data)
+		// Replaced whole or not at all: a torn file after a power cut
+		// would lose the commands already obeyed, which could then be
+		// replayed.
+		err = atomicfile.WriteFile(d.path(), data, 0o600)
 	}
 	if err != nil {
 		d.log.Error("save door memory", "path", d.path(), "err", err)
 	}
-}
-
-// writeFileAtomic replaces path with data (mode 0600): a temporary file,
-// fsync, rename, fsync of the directory, so a power cut leaves the old or
-// the new content, never a torn file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if dh, derr := os.Open(dir); derr == nil {
-		_ = dh.Sync()
-		dh.Close()
-	}
-	return nil
 }
 
 // queue is an unbounded FIFO whose producers never block.

@@ -384,8 +384,7 @@ func (d *Door) save() {
 	data, err := json.Marshal(d.policy.Memory(d.now()))
 	if err == nil {
 		// Replaced whole or not at all: a torn file after a power cut
-		// would lose the commands already obeyed, which could then be
-		// replayed.
+		// would cost the clock-behind protection (see NewDoor).
 		err = atomicfile.WriteFile(d.path(), data, 0o600)
 	}
 	if err != nil {

@@ -9,7 +9,8 @@ import (
 // once (closing a peer, preparing one, a send that may be slow), so that
 // every goroutine has an owner that waits for it before returning, and a
 // shutdown really is one. Unlike errgroup, the helpers report no error:
-// their outcome comes back to the loop through its Queue.
+// their outcome comes back to the loop through its Queue. Make one with
+// NewGroup.
 type Group struct {
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // Resident is someone the intercom rings, with the direct room it rings
@@ -43,11 +45,11 @@ type Engine struct {
 	peers     PeerFactory
 	log       *slog.Logger
 
-	inbox inbox
-
-	statusMu sync.Mutex
-	status   Status
-	subs     map[chan Status]struct{}
+	// inbox holds the loop's inputs: machine Events and the requests
+	// below. Its producers (library callbacks, timers, the sync loop)
+	// never block on it.
+	inbox  runloop.Queue[any]
+	status *runloop.Latest[Status]
 
 	stopped chan struct{}
 }
@@ -65,9 +67,7 @@ func NewEngine(cfg EngineConfig, t Transport, pf PeerFactory) *Engine {
 	}
 	return &Engine{
 		cfg: cfg, transport: t, peers: pf, log: cfg.Logger,
-		inbox:   newInbox(),
-		status:  Status{Phase: PhaseIdle, Calls: []CallStatus{}},
-		subs:    map[chan Status]struct{}{},
+		status:  runloop.NewLatest(Status{Phase: PhaseIdle, Calls: []CallStatus{}}),
 		stopped: make(chan struct{}),
 	}
 }
@@ -107,7 +107,7 @@ func (e *Engine) Ring(ctx context.Context, residents []Resident) error {
 		return ErrNoResidents
 	}
 	reply := make(chan error, 1)
-	e.inbox.push(ringRequest{residents: residents, reply: reply})
+	e.inbox.Push(ringRequest{residents: residents, reply: reply})
 	select {
 	case err := <-reply:
 		return err
@@ -127,16 +127,16 @@ func (e *Engine) SetRingTimeout(d time.Duration) {
 	if d <= 0 {
 		return
 	}
-	e.inbox.push(ringTimeoutChange{d: d})
+	e.inbox.Push(ringTimeoutChange{d: d})
 }
 
 // RefreshPool replaces the pre-warmed peers, e.g. after the ICE servers
 // changed (new TURN credentials): pooled peers keep the servers they were
 // made with. Peers already in a call are not touched.
-func (e *Engine) RefreshPool() { e.inbox.push(refreshPool{}) }
+func (e *Engine) RefreshPool() { e.inbox.Push(refreshPool{}) }
 
 // Hangup ends every active call with reason user_hangup.
-func (e *Engine) Hangup() { e.inbox.push(HangupRequested{Reason: ReasonUserHangup}) }
+func (e *Engine) Hangup() { e.inbox.Push(HangupRequested{Reason: ReasonUserHangup}) }
 
 // Withdraw stops a ring that was answered on another path; a call already
 // answered here stays (RingWithdrawn). It never blocks.
@@ -162,43 +162,16 @@ func (e *Engine) HandleRoomEvent(ev RoomEvent) {
 		e.log.Debug("ignoring invite for someone else", "room_id", ev.Room, "call_id", inv.CallID, "invitee", inv.Invitee)
 		return
 	}
-	e.inbox.push(SignalReceived{Room: ev.Room, Sender: ev.Sender, Age: ev.Age, Content: content})
+	e.inbox.Push(SignalReceived{Room: ev.Room, Sender: ev.Sender, Age: ev.Age, Content: content})
 }
 
 // Status returns the latest snapshot of the calls.
-func (e *Engine) Status() Status {
-	e.statusMu.Lock()
-	defer e.statusMu.Unlock()
-	return e.status
-}
+func (e *Engine) Status() Status { return e.status.Get() }
 
 // Subscribe returns a channel that receives the latest status after every
 // change (older snapshots are dropped if the reader is slow) and a function
 // that ends the subscription.
-func (e *Engine) Subscribe() (<-chan Status, func()) {
-	ch := make(chan Status, 1)
-	e.statusMu.Lock()
-	e.subs[ch] = struct{}{}
-	e.statusMu.Unlock()
-	return ch, func() {
-		e.statusMu.Lock()
-		delete(e.subs, ch)
-		e.statusMu.Unlock()
-	}
-}
-
-func (e *Engine) publish(s Status) {
-	e.statusMu.Lock()
-	defer e.statusMu.Unlock()
-	e.status = s
-	for ch := range e.subs {
-		select {
-		case <-ch:
-		default:
-		}
-		ch <- s
-	}
-}
+func (e *Engine) Subscribe() (<-chan Status, func()) { return e.status.Subscribe() }
 
 // runner is the state owned by Run's goroutine.
 type runner struct {
@@ -209,9 +182,9 @@ type runner struct {
 	pool     []*slot
 	filling  int
 	nextSlot int64
-	timers   map[TimerID]*time.Timer
+	timers   *runloop.Timers[TimerID]
 	out      map[CallID]*outbox
-	bg       sync.WaitGroup // peer creation, peer closing and outboxes
+	bg       *runloop.Group // peer creation, peer closing and outboxes
 	ctx      context.Context
 }
 
@@ -223,8 +196,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	r := &runner{
 		e: e, m: NewMachine(e.cfg.Machine),
 		slots: map[int64]*slot{}, calls: map[CallID]*slot{},
-		timers: map[TimerID]*time.Timer{}, out: map[CallID]*outbox{},
-		ctx: ctx,
+		timers: runloop.NewTimers[TimerID](nil), out: map[CallID]*outbox{},
+		bg: runloop.NewGroup(ctx), ctx: ctx,
 	}
 	r.fillPool()
 	for {
@@ -232,9 +205,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			r.shutdown()
 			return nil
-		case <-e.inbox.notify:
+		case <-e.inbox.Wait():
 		}
-		for _, item := range e.inbox.drain() {
+		for _, item := range e.inbox.Take() {
 			r.handle(item)
 		}
 	}
@@ -245,18 +218,16 @@ func (r *runner) shutdown() {
 	// ctx is already done.
 	r.ctx = context.WithoutCancel(r.ctx)
 	r.step(HangupRequested{Reason: ReasonUserHangup})
-	for _, t := range r.timers {
-		t.Stop()
-	}
+	r.timers.StopAll()
 	for _, s := range r.pool {
 		r.closePeer(s)
 	}
 	for _, s := range r.slots {
 		r.closePeer(s)
 	}
-	r.bg.Wait()
+	r.bg.Stop()
 	// Peers created while shutting down arrived in the inbox.
-	for _, item := range r.e.inbox.drain() {
+	for _, item := range r.e.inbox.Take() {
 		if p, ok := item.(poolReady); ok && p.slot != nil {
 			_ = p.slot.peer.Close()
 		}
@@ -307,7 +278,7 @@ func (r *runner) newSlot() *slot {
 }
 
 func (r *runner) sink(id int64) func(PeerEvent) {
-	return func(ev PeerEvent) { r.e.inbox.push(peerEvent{slot: id, ev: ev}) }
+	return func(ev PeerEvent) { r.e.inbox.Push(peerEvent{slot: id, ev: ev}) }
 }
 
 // fillPool prepares peers in the background until the pool is full.
@@ -315,18 +286,15 @@ func (r *runner) fillPool() {
 	for len(r.pool)+r.filling < r.e.cfg.PoolSize {
 		r.filling++
 		s := r.newSlot()
-		ctx := r.ctx
-		r.bg.Add(1)
-		go func() {
-			defer r.bg.Done()
+		r.bg.Go(func(ctx context.Context) {
 			p, err := r.e.peers.NewPeer(ctx, r.sink(s.id))
 			if err != nil {
-				r.e.inbox.push(poolReady{err: err})
+				r.e.inbox.Push(poolReady{err: err})
 				return
 			}
 			s.peer = p
-			r.e.inbox.push(poolReady{slot: s})
-		}()
+			r.e.inbox.Push(poolReady{slot: s})
+		})
 	}
 }
 
@@ -412,7 +380,7 @@ func (r *runner) step(ev Event) {
 	for _, eff := range effects {
 		r.execute(eff)
 	}
-	r.e.publish(r.m.Status())
+	r.e.status.Publish(r.m.Status())
 }
 
 func (r *runner) execute(eff Effect) {
@@ -481,16 +449,10 @@ func (r *runner) execute(eff Effect) {
 		// outbox's goroutine; nothing new is sent for an ended call.
 		delete(r.out, x.CallID)
 	case StartTimer:
-		if t, ok := r.timers[x.Timer]; ok {
-			t.Stop()
-		}
 		id := x.Timer
-		r.timers[id] = time.AfterFunc(x.After, func() { r.e.inbox.push(TimerFired{Timer: id}) })
+		r.timers.Start(id, x.After, func() { r.e.inbox.Push(TimerFired{Timer: id}) })
 	case StopTimer:
-		if t, ok := r.timers[x.Timer]; ok {
-			t.Stop()
-			delete(r.timers, x.Timer)
-		}
+		r.timers.Stop(x.Timer)
 	case Ignored:
 		log.Info("ignoring call event", "room_id", x.Room, "sender", x.Sender, "call_id", x.CallID, "reason", x.Reason)
 	case CallEnded:
@@ -506,13 +468,11 @@ func (r *runner) closePeer(s *slot) {
 	p := s.peer
 	s.peer = nil
 	// pion's Close waits for its goroutines; keep the loop responsive.
-	r.bg.Add(1)
-	go func() {
-		defer r.bg.Done()
+	r.bg.Go(func(context.Context) {
 		if err := p.Close(); err != nil {
 			r.e.log.Debug("close peer", "err", err)
 		}
-	}()
+	})
 }
 
 // pruneOutboxes forgets idle outboxes of calls that were never ours
@@ -561,12 +521,13 @@ func (o *outbox) push(ctx context.Context, s Send) {
 		return
 	}
 	o.running = true
-	o.r.bg.Add(1)
-	go o.run()
+	o.r.bg.Go(func(context.Context) { o.run() })
 }
 
+// run sends until the queue is empty. Each send uses the context it was
+// queued with, not the group's: the final hangups of a shutdown must
+// outlive Run's context.
 func (o *outbox) run() {
-	defer o.r.bg.Done()
 	for {
 		o.mu.Lock()
 		if len(o.queue) == 0 {
@@ -582,37 +543,9 @@ func (o *outbox) run() {
 		cancel()
 		if err != nil {
 			o.r.e.log.Warn("send call event", "call_id", s.CallID, "room_id", s.Room, "type", s.Type, "err", err)
-			o.r.e.inbox.push(SendFailed{CallID: s.CallID, Type: s.Type, Err: err})
+			o.r.e.inbox.Push(SendFailed{CallID: s.CallID, Type: s.Type, Err: err})
 		}
 	}
-}
-
-// inbox is an unbounded FIFO feeding the engine loop. Producers (library
-// callbacks, timers, the sync loop) never block on it.
-type inbox struct {
-	mu     sync.Mutex
-	items  []any
-	notify chan struct{}
-}
-
-func newInbox() inbox { return inbox{notify: make(chan struct{}, 1)} }
-
-func (q *inbox) push(item any) {
-	q.mu.Lock()
-	q.items = append(q.items, item)
-	q.mu.Unlock()
-	select {
-	case q.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (q *inbox) drain() []any {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	items := q.items
-	q.items = nil
-	return items
 }
 
 const callIDAlphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"

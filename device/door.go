@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/atomicfile"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // PulseRelay is the door strike as the Door drives it; gpio.Relay
@@ -103,7 +105,7 @@ type Door struct {
 	log    *slog.Logger
 	now    func() time.Time
 	policy *DoorPolicy
-	inbox  *queue[doorMsg]
+	inbox  runloop.Queue[doorMsg]
 	pulses chan pulseOrder
 	start  time.Time
 	beat   heartbeat
@@ -133,7 +135,6 @@ func NewDoor(opts DoorOptions) (*Door, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		now:     opts.Now,
-		inbox:   newQueue[doorMsg](),
 		pulses:  make(chan pulseOrder, 1),
 		publish: func(string, any) {},
 	}
@@ -171,20 +172,20 @@ func (d *Door) Config() DoorConfig {
 // the new configuration, and the policy's memory (event IDs seen, the last
 // pulse) carries over (DoorPolicy.Reconfigure). A pulse already under way
 // keeps its length. It never blocks.
-func (d *Door) SetConfig(c DoorConfig) { d.inbox.push(doorMsg{config: &c}) }
+func (d *Door) SetConfig(c DoorConfig) { d.inbox.Push(doorMsg{config: &c}) }
 
 // Handle takes a possible door command that reached the sync at received.
 // It never blocks.
 func (d *Door) Handle(r DoorRequest, received time.Time) {
-	d.inbox.push(doorMsg{req: &r, received: received})
+	d.inbox.Push(doorMsg{req: &r, received: received})
 }
 
 // NoticeSent records a ring notice residents may react to.
-func (d *Door) NoticeSent(eventID string) { d.inbox.push(doorMsg{notice: eventID}) }
+func (d *Door) NoticeSent(eventID string) { d.inbox.Push(doorMsg{notice: eventID}) }
 
 // callChanged and rang feed the call window (OnlyDuringCall, Window).
-func (d *Door) callChanged(inCall bool) { d.inbox.push(doorMsg{inCall: &inCall}) }
-func (d *Door) rang()                   { d.inbox.push(doorMsg{rang: true}) }
+func (d *Door) callChanged(inCall bool) { d.inbox.Push(doorMsg{inCall: &inCall}) }
+func (d *Door) rang()                   { d.inbox.Push(doorMsg{rang: true}) }
 
 func (d *Door) setPublisher(f func(kind string, data any)) {
 	d.mu.Lock()
@@ -234,9 +235,9 @@ func (d *Door) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 			continue
-		case <-d.inbox.ready():
+		case <-d.inbox.Wait():
 		}
-		for _, m := range d.inbox.drain() {
+		for _, m := range d.inbox.Take() {
 			d.step(ctx, m)
 		}
 	}
@@ -382,75 +383,11 @@ func (d *Door) save() {
 	}
 	data, err := json.Marshal(d.policy.Memory(d.now()))
 	if err == nil {
-		err = writeFileAtomic(d.path(), data)
+		// Replaced whole or not at all: a torn file after a power cut
+		// would cost the clock-behind protection (see NewDoor).
+		err = atomicfile.WriteFile(d.path(), data, 0o600)
 	}
 	if err != nil {
 		d.log.Error("save door memory", "path", d.path(), "err", err)
 	}
-}
-
-// writeFileAtomic replaces path with data (mode 0600): a temporary file,
-// fsync, rename, fsync of the directory, so a power cut leaves the old or
-// the new content, never a torn file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	if dh, derr := os.Open(dir); derr == nil {
-		_ = dh.Sync()
-		dh.Close()
-	}
-	return nil
-}
-
-// queue is an unbounded FIFO whose producers never block.
-type queue[T any] struct {
-	mu    sync.Mutex
-	items []T
-	sig   chan struct{}
-}
-
-func newQueue[T any]() *queue[T] { return &queue[T]{sig: make(chan struct{}, 1)} }
-
-func (q *queue[T]) push(v T) {
-	q.mu.Lock()
-	q.items = append(q.items, v)
-	q.mu.Unlock()
-	select {
-	case q.sig <- struct{}{}:
-	default:
-	}
-}
-
-func (q *queue[T]) ready() <-chan struct{} { return q.sig }
-
-func (q *queue[T]) drain() []T {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := q.items
-	q.items = nil
-	return out
 }

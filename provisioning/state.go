@@ -8,7 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
+
+	"github.com/doorbell/intercom/internal/atomicfile"
 )
 
 // Files in the state directory. Each is small and written on its own, so
@@ -77,11 +78,7 @@ func OpenState(dir string) (*State, error) {
 	}
 	// Temporary files left by a crash between create and rename are never
 	// read; remove them so they do not accumulate.
-	if stale, err := filepath.Glob(filepath.Join(dir, ".*.tmp-*")); err == nil {
-		for _, f := range stale {
-			_ = os.Remove(f) // best effort: a leftover only wastes space
-		}
-	}
+	_ = atomicfile.RemoveTemps(dir) // best effort: a leftover only wastes space
 	probe, err := os.CreateTemp(dir, ".probe.tmp-*")
 	if err != nil {
 		return nil, fmt.Errorf("open state directory: %w", err)
@@ -304,7 +301,8 @@ func (s *State) writeJSON(name string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
-	return writeFileAtomic(s.dir, name, append(data, '\n'))
+	// Mode 0600: the credentials hold the access token.
+	return atomicfile.WriteFile(s.path(name), append(data, '\n'), 0o600)
 }
 
 // remove deletes a state file, durably.
@@ -312,54 +310,5 @@ func (s *State) remove(name string) error {
 	if err := os.Remove(s.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncDir(s.dir)
-}
-
-// writeFileAtomic replaces dir/name with data, mode 0600, so that a reader,
-// or the intercom after a power cut, sees either the old content or the new,
-// never a torn file: the data goes to a temporary file in the same
-// directory, is flushed, and is renamed over the old file; then the
-// directory is flushed so the rename itself survives.
-func writeFileAtomic(dir, name string, data []byte) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir flushes a directory's entries. Some file systems cannot, which is
-// not worth failing a save for.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, errors.ErrUnsupported) {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.SyncDir(s.dir)
 }

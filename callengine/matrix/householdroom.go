@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // Group-call membership event types household devices must be allowed to
@@ -44,7 +45,7 @@ func (s *Session) EnsureHouseholdRoom(ctx context.Context, roomOrAlias, name str
 			var err error
 			resp, err = c.ResolveAlias(ctx, id.RoomAlias(roomOrAlias))
 			if errors.Is(err, mautrix.MNotFound) {
-				return permanent{err}
+				return runloop.Permanent(err)
 			}
 			return err
 		})
@@ -126,13 +127,13 @@ func (s *Session) createHousehold(ctx context.Context, c *mautrix.Client, alias,
 		Invite:             invite,
 		PowerLevelOverride: &event.PowerLevelsEventContent{Events: events},
 	}
-	p := retryPolicy{attempts: createRoomAttempts, base: loopBackoffBase, max: loopBackoffMax}
+	p := retryPolicy{attempts: createRoomAttempts, backoff: loopPolicy.backoff}
 	var resp *mautrix.RespCreateRoom
 	err := s.do(ctx, "create household room", p, func(ctx context.Context) error {
 		var err error
 		resp, err = c.CreateRoom(ctx, req)
 		if err != nil && statusCode(err) != http.StatusTooManyRequests {
-			return permanent{err}
+			return runloop.Permanent(err)
 		}
 		return err
 	})

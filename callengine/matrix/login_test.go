@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 func TestLoginWithPasswordStoresCredentials(t *testing.T) {
@@ -159,7 +160,7 @@ func TestLoginGivesUpWhenContextEnds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	s, _ := newTestSession(t, f, &memStore{}, nil)
-	s.sleep = sleepCtx
+	s.sleep = runloop.Sleep
 	if err := s.Login(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}

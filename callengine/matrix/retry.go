@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 const (
@@ -28,30 +30,11 @@ const (
 	createRoomAttempts = 3
 )
 
-// backoff returns the wait before retry number attempt (1-based):
-// base·2^(attempt-1) capped at max, with "equal jitter" (half fixed, half
-// random) so that many intercoms restarted by one homeserver outage do not
-// come back in lockstep, while never retrying in a tight loop.
-func backoff(attempt int, base, max time.Duration, jitter func(int64) int64) time.Duration {
-	d := max
-	if attempt < 1 {
-		attempt = 1
-	}
-	if attempt <= 32 {
-		if b := base << (attempt - 1); b > 0 && b < max {
-			d = b
-		}
-	}
-	half := d / 2
-	return half + time.Duration(jitter(int64(half)+1))
-}
-
 // transient classifies err from a mautrix request. It reports whether the
 // request may succeed if repeated (connection errors, timeouts of one
 // attempt, 429, 5xx) and, for 429, the wait the server asked for.
 func transient(err error) (retry bool, after time.Duration) {
-	var perm permanent
-	if errors.As(err, &perm) {
+	if runloop.IsPermanent(err) {
 		return false, 0
 	}
 	var herr mautrix.HTTPError
@@ -73,12 +56,6 @@ func transient(err error) (retry bool, after time.Duration) {
 	}
 	return false, 0
 }
-
-// permanent marks an error that must not be retried whatever its kind.
-type permanent struct{ err error }
-
-func (p permanent) Error() string { return p.err.Error() }
-func (p permanent) Unwrap() error { return p.err }
 
 // statusCode is the HTTP status of a failed mautrix request, 0 if none.
 func statusCode(err error) int {
@@ -112,20 +89,26 @@ func isUnknownToken(err error) bool { return errors.Is(err, mautrix.MUnknownToke
 
 // retryPolicy tells do how to wait between attempts.
 type retryPolicy struct {
-	attempts      int // 0: until ctx ends
-	base, max     time.Duration
-	maxRetryAfter time.Duration // a longer 429 wait ends the retries; 0: no limit but max
+	attempts      int             // 0: until ctx ends
+	backoff       runloop.Backoff // its Jitter is the session's
+	maxRetryAfter time.Duration   // a longer 429 wait ends the retries; 0: no limit but backoff.Max
 }
 
 var (
-	loopPolicy = retryPolicy{base: loopBackoffBase, max: loopBackoffMax}
-	sendPolicy = retryPolicy{attempts: sendAttempts, base: sendBackoffBase, max: sendBackoffMax, maxRetryAfter: sendMaxRetryAfter}
+	loopPolicy = retryPolicy{backoff: runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax}}
+	sendPolicy = retryPolicy{attempts: sendAttempts, backoff: runloop.Backoff{Base: sendBackoffBase, Max: sendBackoffMax}, maxRetryAfter: sendMaxRetryAfter}
 )
 
 // do runs op with a per-attempt deadline and retries transient failures
 // according to p. It returns op's last error, or the context's cause if ctx
 // ended while waiting.
+//
+// It is not runloop.Retry: the wait can come from the server (429
+// Retry-After), the attempts are counted, and the errors are classified
+// (transient) rather than marked by op.
 func (s *Session) do(ctx context.Context, what string, p retryPolicy, op func(ctx context.Context) error) error {
+	b := p.backoff
+	b.Jitter = s.jitter
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, requestTimeout)
 		err := op(actx)
@@ -140,14 +123,14 @@ func (s *Session) do(ctx context.Context, what string, p retryPolicy, op func(ct
 		if !retry || (p.attempts > 0 && attempt >= p.attempts) {
 			return err
 		}
-		wait := backoff(attempt, p.base, p.max, s.jitter)
+		wait := b.Next()
 		if after > 0 {
 			if p.maxRetryAfter > 0 && after > p.maxRetryAfter {
 				return err
 			}
 			wait = after
-			if p.maxRetryAfter == 0 && wait > p.max {
-				wait = p.max
+			if p.maxRetryAfter == 0 && wait > b.Max {
+				wait = b.Max
 			}
 		}
 		s.log.Warn("matrix request failed, retrying", "op", what, "attempt", attempt, "delay", wait, "err", err)

@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // EnsureDirectRooms returns one direct room per resident, making one where
@@ -231,14 +232,14 @@ func (d *directRooms) create(ctx context.Context, resident id.UserID) (id.RoomID
 	}
 	// Only 429 is retried: after a 5xx or a lost response the room may
 	// exist already, and a second one would be left behind.
-	p := retryPolicy{attempts: createRoomAttempts, base: loopBackoffBase, max: loopBackoffMax}
+	p := retryPolicy{attempts: createRoomAttempts, backoff: loopPolicy.backoff}
 	var resp *mautrix.RespCreateRoom
 	err := d.s.do(ctx, "createRoom", p, func(ctx context.Context) error {
 		var err error
 		resp, err = d.c.CreateRoom(ctx, req)
 		if err != nil {
 			if statusCode(err) != http.StatusTooManyRequests {
-				return permanent{err}
+				return runloop.Permanent(err)
 			}
 		}
 		return err

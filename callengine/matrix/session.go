@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 const (
@@ -144,7 +145,7 @@ func New(opts Options) (*Session, error) {
 		store:     opts.Store,
 		http:      opts.HTTPClient,
 		txnPrefix: fmt.Sprintf("intercom.%x", rand.Uint64()),
-		sleep:     sleepCtx,
+		sleep:     runloop.Sleep,
 		jitter:    rand.Int64N,
 		now:       time.Now,
 	}
@@ -300,17 +301,6 @@ func (s *Session) residentInvites() map[id.RoomID]id.UserID {
 // delivers reports whether Run hands events of type t to its handler.
 func (s *Session) delivers(t string) bool {
 	return isCallEventType(t) || (s.opts.Messages && isMessageEventType(t))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
 }
 
 // isCallEventType reports whether t is a 1:1 VoIP event type (Matrix spec,

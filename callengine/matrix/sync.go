@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // callEventTypes are the 1:1 VoIP event types the sync filter asks for by
@@ -160,6 +161,7 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 	}
 	l := &syncLoop{s: s, handler: handler, since: since, saved: since, pending: map[id.RoomID]id.UserID{}}
 	failures := 0
+	retry := runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax, Jitter: s.jitter}
 	for first := true; ; first = false {
 		err := l.once(ctx, first)
 		if ctx.Err() != nil {
@@ -170,6 +172,7 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 				s.log.Info("matrix sync recovered", "failures", failures)
 			}
 			failures = 0
+			retry.Reset()
 			s.setStatus(func(st *Status) {
 				st.LastSync, st.ConsecutiveFailures, st.LastError = s.now(), 0, ""
 			})
@@ -189,7 +192,7 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 		} else {
 			s.log.Debug("matrix sync failed, backing off", "failures", failures, "err", err)
 		}
-		if s.sleep(ctx, backoff(failures, loopBackoffBase, loopBackoffMax, s.jitter)) != nil {
+		if s.sleep(ctx, retry.Next()) != nil {
 			return context.Cause(ctx)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // collector gathers the events a Run delivers.
@@ -273,8 +274,8 @@ func TestRunBackoff(t *testing.T) {
 
 func TestBackoffJitterBounds(t *testing.T) {
 	for attempt := 1; attempt < 70; attempt++ {
-		lo := backoff(attempt, loopBackoffBase, loopBackoffMax, func(int64) int64 { return 0 })
-		hi := backoff(attempt, loopBackoffBase, loopBackoffMax, func(n int64) int64 { return n - 1 })
+		lo := (&runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax, Jitter: func(int64) int64 { return 0 }}).Delay(attempt)
+		hi := (&runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax, Jitter: func(n int64) int64 { return n - 1 }}).Delay(attempt)
 		if lo <= 0 || hi > loopBackoffMax || hi < lo {
 			t.Fatalf("attempt %d: backoff in [%v, %v]", attempt, lo, hi)
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 const (
@@ -98,6 +100,7 @@ func (s *Session) TURNServers() []TURNServer {
 // It returns ctx's cause.
 func (s *Session) RunTURN(ctx context.Context, update func([]TURNServer)) error {
 	failures := 0
+	retry := runloop.Backoff{Base: turnRetryBase, Max: turnCheckInterval, Jitter: s.jitter}
 	var have *TURNServer
 	set := func(t *TURNServer) {
 		s.mu.Lock()
@@ -119,7 +122,7 @@ func (s *Session) RunTURN(ctx context.Context, update func([]TURNServer)) error 
 		switch {
 		case err != nil:
 			failures++
-			next = backoff(failures, turnRetryBase, turnCheckInterval, s.jitter)
+			next = retry.Next()
 			if failures == 1 {
 				s.log.Warn("fetch TURN credentials failed", "err", err, "retry_in", next)
 			} else {
@@ -127,6 +130,7 @@ func (s *Session) RunTURN(ctx context.Context, update func([]TURNServer)) error 
 			}
 		case !ok:
 			failures = 0
+			retry.Reset()
 			next = turnCheckInterval
 			if have != nil {
 				s.log.Info("homeserver no longer hands out TURN servers")
@@ -135,6 +139,7 @@ func (s *Session) RunTURN(ctx context.Context, update func([]TURNServer)) error 
 			}
 		default:
 			failures = 0
+			retry.Reset()
 			next = turnCheckInterval
 			if srv.TTL > 0 {
 				next = max(srv.TTL-min(turnCheckInterval, srv.TTL/2), turnMinRefresh)

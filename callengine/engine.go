@@ -140,7 +140,7 @@ func (e *Engine) Hangup() { e.inbox.Push(HangupRequested{Reason: ReasonUserHangu
 
 // Withdraw stops a ring that was answered on another path; a call already
 // answered here stays (RingWithdrawn). It never blocks.
-func (e *Engine) Withdraw() { e.inbox.push(RingWithdrawn{}) }
+func (e *Engine) Withdraw() { e.inbox.Push(RingWithdrawn{}) }
 
 // HandleRoomEvent takes a call event from the homeserver. Malformed or
 // foreign events are logged and dropped here, before they reach the

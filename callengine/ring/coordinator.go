@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // Line is one path as the coordinator drives it. callengine.Engine is the
@@ -40,7 +41,7 @@ type Config struct {
 	Logger *slog.Logger
 	// AfterFunc schedules the machine's timers; time.AfterFunc by default
 	// (tests run under testing/synctest, whose clock it follows).
-	AfterFunc func(time.Duration, func()) *time.Timer
+	AfterFunc runloop.AfterFunc
 }
 
 // Coordinator runs the Machine on one goroutine (Run) against real lines.
@@ -50,14 +51,9 @@ type Coordinator struct {
 	log   *slog.Logger
 	lines map[Path]Line
 
-	mu      sync.Mutex
-	items   []any
-	notify  chan struct{}
+	inbox   runloop.Queue[any] // presses, path changes, timers
 	stopped chan struct{}
-
-	statusMu sync.Mutex
-	status   callengine.Status
-	subs     map[chan callengine.Status]struct{}
+	status  *runloop.Latest[callengine.Status]
 }
 
 type pressRequest struct {
@@ -71,34 +67,17 @@ func NewCoordinator(cfg Config) *Coordinator {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.AfterFunc == nil {
-		cfg.AfterFunc = time.AfterFunc
+		cfg.AfterFunc = runloop.SystemClock
 	}
-	c := &Coordinator{cfg: cfg, log: cfg.Logger, lines: map[Path]Line{}, notify: make(chan struct{}, 1),
-		stopped: make(chan struct{}), subs: map[chan callengine.Status]struct{}{},
-		status: callengine.Status{Phase: callengine.PhaseIdle, Calls: []callengine.CallStatus{}}}
+	c := &Coordinator{cfg: cfg, log: cfg.Logger, lines: map[Path]Line{}, stopped: make(chan struct{}),
+		status: runloop.NewLatest(callengine.Status{Phase: callengine.PhaseIdle, Calls: []callengine.CallStatus{}})}
 	for _, pl := range cfg.Paths {
 		c.lines[pl.Path] = pl.Line
 	}
 	return c
 }
 
-func (c *Coordinator) push(it any) {
-	c.mu.Lock()
-	c.items = append(c.items, it)
-	c.mu.Unlock()
-	select {
-	case c.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Coordinator) take() []any {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	its := c.items
-	c.items = nil
-	return its
-}
+func (c *Coordinator) push(it any) { c.inbox.Push(it) }
 
 // Ring rings every path (a press). It returns nil once at least one path
 // rings, callengine.ErrBusy while a ring or call is under way.
@@ -123,38 +102,11 @@ func (c *Coordinator) Hangup() {
 }
 
 // Status is the merged status.
-func (c *Coordinator) Status() callengine.Status {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	return c.status
-}
+func (c *Coordinator) Status() callengine.Status { return c.status.Get() }
 
 // Subscribe delivers the merged status after every change; a slow reader
 // misses intermediate ones, never the last.
-func (c *Coordinator) Subscribe() (<-chan callengine.Status, func()) {
-	ch := make(chan callengine.Status, 1)
-	c.statusMu.Lock()
-	c.subs[ch] = struct{}{}
-	c.statusMu.Unlock()
-	return ch, func() {
-		c.statusMu.Lock()
-		delete(c.subs, ch)
-		c.statusMu.Unlock()
-	}
-}
-
-func (c *Coordinator) publish(st callengine.Status) {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	c.status = st
-	for ch := range c.subs {
-		select {
-		case <-ch:
-		default:
-		}
-		ch <- st
-	}
-}
+func (c *Coordinator) Subscribe() (<-chan callengine.Status, func()) { return c.status.Subscribe() }
 
 // Run follows every line and answers presses until ctx ends. It owns the
 // machine and waits for the goroutines it starts.
@@ -169,12 +121,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	defer wg.Wait()
 	fctx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	timers := runloop.NewTimers[string](c.cfg.AfterFunc)
+	defer timers.StopAll()
 	for _, pl := range c.cfg.Paths {
 		updates, cancel := pl.Line.Subscribe()
 		c.push(PathChanged{Path: pl.Path, Status: pl.Line.Status()})
@@ -196,9 +144,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-c.notify:
+		case <-c.inbox.Wait():
 		}
-		for _, it := range c.take() {
+		for _, it := range c.inbox.Take() {
 			var (
 				ev    Event
 				press *pressRequest
@@ -232,11 +180,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 					case Answered:
 						c.log.Info("ring answered", "path", x.Path)
 					case StartTimer:
-						if timer != nil {
-							timer.Stop()
-						}
 						ring := x.Ring
-						timer = c.cfg.AfterFunc(x.After, func() { c.push(TimerFired{Ring: ring}) })
+						timers.Start("grace", x.After, func() { c.push(TimerFired{Ring: ring}) })
 					case PressDone:
 						if press != nil {
 							press.reply <- x.Err
@@ -244,7 +189,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 					}
 				}
 			}
-			c.publish(m.Status())
+			c.status.Publish(m.Status())
 		}
 	}
 }

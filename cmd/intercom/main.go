@@ -11,15 +11,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
-	"github.com/doorbell/intercom/provisioning"
+	"github.com/doorbell/intercom/daemon"
 )
 
 // version is set at link time: -ldflags "-X main.version=…".
@@ -67,23 +67,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		if cmd == "relay-off" {
-			return relayOff(path, stdout, stderr)
+			return daemon.RelayOff(path, stdout, stderr)
 		}
-		return provision(path, stdout, stderr)
-	case "hwtest": // hwtest.go
-		return hwtestCmd(args, os.Stdin, stdout, stderr)
+		return daemon.Provision(path, stdout, stderr)
+	case "hwtest":
+		fs := flag.NewFlagSet("hwtest", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		var o daemon.HWTestOptions
+		fs.StringVar(&o.Config, "config", "/etc/intercom/intercom.yaml", "config file")
+		fs.BoolVar(&o.Yes, "yes", false, "do not ask: pulse the relay and take every part as seen/heard")
+		fs.StringVar(&o.Snapshot, "snapshot", "hwtest-snapshot.jpg", "file the camera's picture is saved to")
+		fs.DurationVar(&o.ButtonWait, "button-wait", 30*time.Second, "how long to wait for a button press")
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		return daemon.HWTest(context.Background(), o, os.Stdin, stdout, stderr)
 	case "run":
 		path, ok := configFlag(cmd, args, stderr)
 		if !ok {
 			return 2
 		}
-		cfg, code := loadConfig(path, stderr)
+		cfg, code := daemon.LoadConfig(path, stderr)
 		if cfg == nil {
 			return code
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := runDaemon(ctx, cfg, stderr); err != nil {
+		if err := daemon.Run(ctx, cfg, version, stderr); err != nil {
 			fmt.Fprintln(stderr, "intercom:", err)
 			return 1
 		}
@@ -109,27 +119,8 @@ func configFlag(cmd string, args []string, stderr io.Writer) (string, bool) {
 	return *path, true
 }
 
-// loadConfig loads and validates the config; on any problem it prints them
-// all and returns a nil config, so the daemon never starts half-way.
-func loadConfig(path string, stderr io.Writer) (*provisioning.Config, int) {
-	cfg, err := provisioning.Load(path)
-	if err != nil {
-		var ps provisioning.Problems
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				fmt.Fprintln(stderr, p)
-			}
-			fmt.Fprintf(stderr, "%s: %d problem(s)\n", path, len(ps))
-		} else {
-			fmt.Fprintln(stderr, "intercom:", err)
-		}
-		return nil, 1
-	}
-	return cfg, 0
-}
-
 func checkConfig(path string, stdout, stderr io.Writer) int {
-	cfg, code := loadConfig(path, stderr)
+	cfg, code := daemon.LoadConfig(path, stderr)
 	if cfg == nil {
 		return code
 	}

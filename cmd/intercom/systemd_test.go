@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/systemd/sdnotifytest"
 )
 
 // daemonUnderSystemd is the intercom binary started as systemd would start
 // it: with NOTIFY_SOCKET and WATCHDOG_USEC set.
 type daemonUnderSystemd struct {
 	cmd   *exec.Cmd
-	sock  *notifySocket
+	sock  *sdnotifytest.Socket
 	log   *lockedBuffer
 	start time.Time
 	done  chan error
@@ -28,9 +29,9 @@ type daemonUnderSystemd struct {
 
 func startUnderSystemd(t testing.TB, bin, config string, watchdog time.Duration) *daemonUnderSystemd {
 	t.Helper()
-	d := &daemonUnderSystemd{sock: listenNotify(t), log: &lockedBuffer{}, done: make(chan error, 1)}
+	d := &daemonUnderSystemd{sock: sdnotifytest.Listen(t), log: &lockedBuffer{}, done: make(chan error, 1)}
 	d.cmd = exec.Command(bin, "run", "--config", config)
-	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.sock.path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdog.Microseconds()), "INTERCOM_ICE_LOOPBACK=1")
+	d.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+d.sock.Path, fmt.Sprintf("WATCHDOG_USEC=%d", watchdog.Microseconds()), "INTERCOM_ICE_LOOPBACK=1")
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	d.start = time.Now()
 	if err := d.cmd.Start(); err != nil {
@@ -55,7 +56,7 @@ func (d *daemonUnderSystemd) waitReady(t testing.TB, within time.Duration) time.
 	deadline := time.After(within)
 	for {
 		select {
-		case m := <-d.sock.msgs:
+		case m := <-d.sock.Msgs:
 			if strings.HasPrefix(m, "READY=1") {
 				return time.Since(d.start)
 			}
@@ -110,7 +111,7 @@ func TestDaemonUnderSystemd(t *testing.T) {
 	if os.Getenv("INTERCOM_E2E_LOG") != "" {
 		t.Logf("log at READY:\n%s", d.log.String())
 	}
-	if k := count(d.sock.collect(1600*time.Millisecond), "WATCHDOG=1"); k < 2 {
+	if k := countPrefix(d.sock.Collect(1600*time.Millisecond), "WATCHDOG=1"); k < 2 {
 		t.Fatalf("%d watchdog pings in 1.6 s with WatchdogSec=1s, want ≥ 2", k)
 	}
 
@@ -155,7 +156,7 @@ func TestDaemonUnderSystemd(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no exit within 10 s of SIGTERM (TimeoutStopSec)")
 	}
-	msgs = d.sock.collect(100 * time.Millisecond)
+	msgs = d.sock.Collect(100 * time.Millisecond)
 	if !slices.Contains(msgs, "STOPPING=1") {
 		t.Fatalf("no STOPPING=1 on SIGTERM; got %q", msgs)
 	}
@@ -237,4 +238,14 @@ func BenchmarkStartToReady(b *testing.B) {
 		b.Logf("start → READY=1 over %d rounds: cold median %v (min %v, max %v); warm median %v (min %v, max %v); SIGTERM → exit median %v",
 			rounds, median(cold), slices.Min(cold), slices.Max(cold), median(warm), slices.Min(warm), slices.Max(warm), median(stops))
 	}
+}
+
+func countPrefix(msgs []string, prefix string) int {
+	k := 0
+	for _, m := range msgs {
+		if strings.HasPrefix(m, prefix) {
+			k++
+		}
+	}
+	return k
 }

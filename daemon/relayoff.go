@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 	"github.com/doorbell/intercom/provisioning"
 )
 
-// relayOff drives the configured door-relay pin to its de-energised level.
+// RelayOff drives the configured door-relay pin to its de-energised level.
 // systemd runs it as ExecStopPost after every stop of the daemon, including
 // a crash, a watchdog kill or SIGKILL, when the daemon's own Halt never ran:
 // a strike left energised leaves the door open and overheats.
@@ -21,7 +21,7 @@ import (
 // It reads only the configuration file, never the secrets: a missing
 // password file must not keep the door unlocked. With hardware.gpio: sim,
 // or without a relay pin, there is nothing to drive.
-func relayOff(path string, stdout, stderr io.Writer) int {
+func RelayOff(path string, stdout, stderr io.Writer) int {
 	data, err := readConfigFile(path)
 	if err != nil {
 		fmt.Fprintln(stderr, "intercom relay-off:", err)

@@ -1,10 +1,9 @@
-package main
+package daemon
 
 import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,19 +35,19 @@ type hwtestOptions struct {
 	onHardware func(*hardware)
 }
 
-// hwtestCmd is `intercom hwtest --config FILE [--yes]`: it walks an
-// installer through every part of the box and prints one PASS, FAIL or
-// SKIP line per part; the exit status is 1 if any part failed.
-func hwtestCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("hwtest", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/intercom/intercom.yaml", "config file")
-	yes := fs.Bool("yes", false, "do not ask: pulse the relay and take every part as seen/heard")
-	snap := fs.String("snapshot", "hwtest-snapshot.jpg", "file the camera's picture is saved to")
-	wait := fs.Duration("button-wait", 30*time.Second, "how long to wait for a button press")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
+// HWTestOptions are `intercom hwtest`'s flags.
+type HWTestOptions struct {
+	Config     string        // config file
+	Yes        bool          // pulse the relay and take every part as seen/heard without asking
+	Snapshot   string        // file the camera's picture is saved to
+	ButtonWait time.Duration // how long to wait for a button press
+}
+
+// HWTest is `intercom hwtest`: it walks an installer through every part
+// of the box and prints one PASS, FAIL or SKIP line per part; the exit
+// status is 1 if any part failed.
+func HWTest(ctx context.Context, o HWTestOptions, stdin io.Reader, stdout, stderr io.Writer) int {
+	path, yes, snap, wait := &o.Config, &o.Yes, &o.Snapshot, &o.ButtonWait
 	data, err := readConfigFile(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, "intercom hwtest:", err)
@@ -67,7 +66,7 @@ func hwtestCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "intercom hwtest:", err)
 		return 1
 	}
-	return hwtest(context.Background(), cfg, hwtestOptions{
+	return hwtest(ctx, cfg, hwtestOptions{
 		yes: *yes, snapshot: *snap, buttonWait: *wait, record: 3 * time.Second, in: stdin, out: stdout,
 	}, stderr)
 }

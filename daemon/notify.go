@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -240,7 +240,7 @@ type loop struct {
 	loop any
 }
 
-// daemonSupervisor is the supervisor runDaemon runs: it watches the Matrix
+// daemonSupervisor is the supervisor Run runs: it watches the Matrix
 // sync, and every loop that reports a heartbeat (the press loop, the door
 // runner, the GPIO button).
 func daemonSupervisor(log *slog.Logger, session syncSource, residents int, loops ...loop) *supervisor {

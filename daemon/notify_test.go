@@ -1,80 +1,16 @@
-package main
+package daemon
 
 import (
 	"context"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/systemd/sdnotifytest"
 )
-
-// notifySocket is a fake systemd: a unixgram socket collecting sd_notify
-// messages, as $NOTIFY_SOCKET names it.
-type notifySocket struct {
-	path string
-	conn *net.UnixConn
-	msgs chan string
-}
-
-func listenNotify(t testing.TB) *notifySocket {
-	t.Helper()
-	// A short directory: unix socket paths are limited to 108 bytes.
-	dir, err := mkShortTemp()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &notifySocket{path: path, conn: conn, msgs: make(chan string, 1024)}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			k, err := conn.Read(buf)
-			if err != nil {
-				close(n.msgs)
-				return
-			}
-			n.msgs <- string(buf[:k])
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); removeAll(dir) })
-	return n
-}
-
-// next returns the next message, or fails after d.
-func (n *notifySocket) next(t testing.TB, d time.Duration) string {
-	t.Helper()
-	select {
-	case m := <-n.msgs:
-		return m
-	case <-time.After(d):
-		t.Fatalf("no sd_notify message within %v", d)
-		return ""
-	}
-}
-
-// collect returns every message received within d.
-func (n *notifySocket) collect(d time.Duration) []string {
-	var out []string
-	deadline := time.After(d)
-	for {
-		select {
-		case m := <-n.msgs:
-			out = append(out, m)
-		case <-deadline:
-			return out
-		}
-	}
-}
 
 func count(msgs []string, prefix string) int {
 	k := 0
@@ -109,8 +45,8 @@ func (f *fakeSync) set(fn func(*matrix.Status)) {
 // at half the interval while the sync is healthy or visibly retrying, no
 // ping while it is stuck, pings again when it recovers, STOPPING=1 on stop.
 func TestSupervisorNotifyProtocol(t *testing.T) {
-	sock := listenNotify(t)
-	t.Setenv("NOTIFY_SOCKET", sock.path)
+	sock := sdnotifytest.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
 	t.Setenv("WATCHDOG_USEC", "200000") // 200 ms: pings every 100 ms
 	t.Setenv("WATCHDOG_PID", "")
 
@@ -127,14 +63,14 @@ func TestSupervisorNotifyProtocol(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
-	if msgs := sock.collect(150 * time.Millisecond); len(msgs) > 0 {
+	if msgs := sock.Collect(150 * time.Millisecond); len(msgs) > 0 {
 		t.Fatalf("sent %q before the first sync", msgs)
 	}
 	fs.set(func(st *matrix.Status) { st.Healthy, st.LastSync = true, time.Now() })
-	if m := sock.next(t, time.Second); m != "READY=1\nSTATUS=ringing 2 residents" {
+	if m := sock.Next(t, time.Second); m != "READY=1\nSTATUS=ringing 2 residents" {
 		t.Fatalf("first message %q, want READY=1 with STATUS", m)
 	}
-	if k := count(sock.collect(600*time.Millisecond), "WATCHDOG=1"); k < 4 {
+	if k := count(sock.Collect(600*time.Millisecond), "WATCHDOG=1"); k < 4 {
 		t.Fatalf("%d watchdog pings in 600 ms while healthy, want ≥ 4", k)
 	}
 
@@ -142,25 +78,25 @@ func TestSupervisorNotifyProtocol(t *testing.T) {
 	// its failures, so it is alive and the watchdog stays petted.
 	for i := 1; i <= 4; i++ {
 		fs.set(func(st *matrix.Status) { st.Healthy, st.ConsecutiveFailures = false, i })
-		if k := count(sock.collect(200*time.Millisecond), "WATCHDOG=1"); k < 1 {
+		if k := count(sock.Collect(200*time.Millisecond), "WATCHDOG=1"); k < 1 {
 			t.Fatalf("no watchdog ping while the sync loop retries (failure %d)", i)
 		}
 	}
 
 	// Stuck: neither a success nor another failure. After the stall
 	// allowance the pings stop, and stay stopped.
-	msgs := sock.collect(stall + 150*time.Millisecond)
+	msgs := sock.Collect(stall + 150*time.Millisecond)
 	if !strings.HasPrefix(strings.Join(msgs, "|"), "WATCHDOG=1") {
 		t.Logf("messages while the stall allowance ran: %q", msgs)
 	}
-	msgs = sock.collect(time.Second)
+	msgs = sock.Collect(time.Second)
 	if k := count(msgs, "WATCHDOG=1"); k != 0 {
 		t.Fatalf("%d watchdog pings while the sync loop is stuck: %q", k, msgs)
 	}
 
 	// It recovers: pings come back.
 	fs.set(func(st *matrix.Status) { st.Healthy, st.LastSync, st.ConsecutiveFailures = true, time.Now(), 0 })
-	if k := count(sock.collect(400*time.Millisecond), "WATCHDOG=1"); k < 2 {
+	if k := count(sock.Collect(400*time.Millisecond), "WATCHDOG=1"); k < 2 {
 		t.Fatalf("%d watchdog pings after recovery, want ≥ 2", k)
 	}
 
@@ -169,7 +105,7 @@ func TestSupervisorNotifyProtocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	var last string
-	for _, m := range sock.collect(200 * time.Millisecond) {
+	for _, m := range sock.Collect(200 * time.Millisecond) {
 		last = m
 	}
 	if last != "STOPPING=1" {
@@ -180,8 +116,8 @@ func TestSupervisorNotifyProtocol(t *testing.T) {
 // A stuck sync loop is logged once with the reason, and STATUS= tells
 // systemctl status why.
 func TestSupervisorStuckStatus(t *testing.T) {
-	sock := listenNotify(t)
-	t.Setenv("NOTIFY_SOCKET", sock.path)
+	sock := sdnotifytest.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
 	t.Setenv("WATCHDOG_USEC", "100000")
 	fs := &fakeSync{st: matrix.Status{Healthy: true, LastSync: time.Now()}}
 	var logs lockedBuffer
@@ -190,12 +126,12 @@ func TestSupervisorStuckStatus(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go s.Run(ctx)
-	if m := sock.next(t, time.Second); m != "READY=1" {
+	if m := sock.Next(t, time.Second); m != "READY=1" {
 		t.Fatalf("got %q, want READY=1", m)
 	}
 	fs.set(func(st *matrix.Status) { st.Healthy = false })
 	var stuck string
-	for _, m := range sock.collect(600 * time.Millisecond) {
+	for _, m := range sock.Collect(600 * time.Millisecond) {
 		if strings.HasPrefix(m, "STATUS=stuck") {
 			stuck = m
 		}
@@ -231,5 +167,20 @@ type heartbeatFunc func() time.Time
 
 func (f heartbeatFunc) Heartbeat() time.Time { return f() }
 
-func mkShortTemp() (string, error) { return os.MkdirTemp("", "ic") }
-func removeAll(dir string)         { _ = os.RemoveAll(dir) }
+// lockedBuffer is a log sink that goroutines may write while a test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}

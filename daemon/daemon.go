@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -27,10 +27,11 @@ import (
 	"github.com/doorbell/intercom/provisioning"
 )
 
-// runDaemon wires the configured parts together and runs them until ctx is
-// done. Every part is checked before anything starts, so a broken setup
-// never leaves a half-running intercom.
-func runDaemon(ctx context.Context, cfg *provisioning.Config, stderr io.Writer) error {
+// Run wires the configured parts together and runs them until ctx is
+// done; version is the build's, for the log. Every part is checked before
+// anything starts, so a broken setup never leaves a half-running
+// intercom.
+func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
 	hup, stopHUP := reloadSignals() // reload.go: SIGHUP must not kill a starting daemon
 	defer stopHUP()

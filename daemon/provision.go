@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -29,8 +29,10 @@ const provisionTimeout = 2 * time.Minute
 // one usable direct room per resident, created or replaced where needed.
 // It prints what it found and what it changed; a second run changes
 // nothing.
-func provision(path string, stdout, stderr io.Writer) int {
-	cfg, code := loadConfig(path, stderr)
+// Provision is `intercom provision`: the first login and the residents'
+// rooms, created or repaired; it prints what it found and changed.
+func Provision(path string, stdout, stderr io.Writer) int {
+	cfg, code := LoadConfig(path, stderr)
 	if cfg == nil {
 		return code
 	}

@@ -1,7 +1,8 @@
-package main
+package daemon
 
 import (
 	"context"
+	"github.com/doorbell/intercom/systemd/sdnotifytest"
 	"log/slog"
 	"strings"
 	"testing"
@@ -39,8 +40,8 @@ func (c *stuckCaller) Subscribe() (<-chan callengine.Status, func()) {
 // stuck in its callback, each stop the WATCHDOG=1 pings while the sync is
 // perfectly healthy, and the pings come back once the loop moves again.
 func TestSupervisorStuckLoopsStopWatchdog(t *testing.T) {
-	sock := listenNotify(t)
-	t.Setenv("NOTIFY_SOCKET", sock.path)
+	sock := sdnotifytest.Listen(t)
+	t.Setenv("NOTIFY_SOCKET", sock.Path)
 	t.Setenv("WATCHDOG_USEC", "200000") // pings every 100 ms
 	t.Setenv("WATCHDOG_PID", "")
 	fs := &fakeSync{st: matrix.Status{Healthy: true, LastSync: time.Now()}}
@@ -69,38 +70,38 @@ func TestSupervisorStuckLoopsStopWatchdog(t *testing.T) {
 	s := newSupervisor(slog.New(slog.NewTextHandler(&logs, nil)), fs, nil, probes...)
 	s.probes[0].check = func(time.Time) error { return nil } // the sync is fine throughout
 	go s.Run(ctx)
-	if m := sock.next(t, time.Second); m != "READY=1" {
+	if m := sock.Next(t, time.Second); m != "READY=1" {
 		t.Fatalf("first message %q, want READY=1", m)
 	}
-	if k := count(sock.collect(500*time.Millisecond), "WATCHDOG=1"); k < 3 {
+	if k := count(sock.Collect(500*time.Millisecond), "WATCHDOG=1"); k < 3 {
 		t.Fatalf("%d pings in 500 ms while every loop is alive", k)
 	}
 
 	// The press loop gets stuck in a ring that never returns.
 	ic.Press("api")
-	sock.collect(500 * time.Millisecond) // the allowance runs out
-	if msgs := sock.collect(time.Second); count(msgs, "WATCHDOG=1") != 0 {
+	sock.Collect(500 * time.Millisecond) // the allowance runs out
+	if msgs := sock.Collect(time.Second); count(msgs, "WATCHDOG=1") != 0 {
 		t.Fatalf("pings while the press loop is stuck: %q", msgs)
 	}
 	if !strings.Contains(logs.String(), "device loop: no heartbeat") {
 		t.Fatalf("stuck press loop not logged:\n%s", logs.String())
 	}
 	close(caller.release)
-	if k := count(sock.collect(500*time.Millisecond), "WATCHDOG=1"); k < 2 {
+	if k := count(sock.Collect(500*time.Millisecond), "WATCHDOG=1"); k < 2 {
 		t.Fatalf("%d pings after the press loop recovered", k)
 	}
 
 	// The button loop gets stuck in its press callback.
 	pin.EdgesChan <- pgpio.Low
-	sock.collect(3 * time.Second)
-	if msgs := sock.collect(time.Second); count(msgs, "WATCHDOG=1") != 0 {
+	sock.Collect(3 * time.Second)
+	if msgs := sock.Collect(time.Second); count(msgs, "WATCHDOG=1") != 0 {
 		t.Fatalf("pings while the button loop is stuck: %q", msgs)
 	}
 	if !strings.Contains(logs.String(), "gpio button loop: no heartbeat") {
 		t.Fatalf("stuck button loop not logged:\n%s", logs.String())
 	}
 	close(buttonStuck)
-	if k := count(sock.collect(500*time.Millisecond), "WATCHDOG=1"); k < 2 {
+	if k := count(sock.Collect(500*time.Millisecond), "WATCHDOG=1"); k < 2 {
 		t.Fatalf("%d pings after the button loop recovered", k)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -44,25 +44,10 @@ func TestRelayOff(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeConfig(t, tc.cfg, 0)
 			var out, errOut bytes.Buffer
-			code := run([]string{"relay-off", "--config", path}, &out, &errOut)
+			code := RelayOff(path, &out, &errOut)
 			if code != tc.code || !strings.Contains(out.String()+errOut.String(), tc.want) {
 				t.Fatalf("exit %d (want %d), output:\n%s%s", code, tc.code, out.String(), errOut.String())
 			}
 		})
-	}
-}
-
-// check-config warns about a secret other users can read, and still passes.
-func TestCheckConfigWarnsWorldReadableSecret(t *testing.T) {
-	path := writeConfig(t, minimalConfig, 0o644)
-	var out, errOut bytes.Buffer
-	if code := run([]string{"check-config", "--config", path}, &out, &errOut); code != 0 {
-		t.Fatalf("exit %d: %s", code, errOut.String())
-	}
-	if !strings.Contains(errOut.String(), "warning: ") || !strings.Contains(errOut.String(), "can be read by other users (mode 0644); run chmod 600") {
-		t.Fatalf("no warning about the readable password file:\n%s", errOut.String())
-	}
-	if strings.Contains(out.String()+errOut.String(), "hunter2") {
-		t.Fatal("check-config printed the password")
 	}
 }

@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/logtail"
+	"github.com/doorbell/intercom/internal/testenv/logtail"
 )
 
 // Options configure Start. The zero value is a working homeserver.

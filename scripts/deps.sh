@@ -32,5 +32,5 @@ if ((${#missing[@]})); then
 fi
 
 internal/resident/setup.sh
-internal/dendrite/build.sh >/dev/null
+internal/testenv/dendrite/build.sh >/dev/null
 internal/livekit/build.sh >/dev/null

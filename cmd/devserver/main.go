@@ -26,7 +26,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 type userFlags []string

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
 	"github.com/doorbell/intercom/internal/livekit"
 	"github.com/doorbell/intercom/internal/lkjwt"
 	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 // rtcSystem is an end-to-end system with MatrixRTC on: a real

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 // daemonUnderSystemd is the intercom binary started as systemd would start

@@ -1,7 +1,7 @@
 // Command demo is `make demo`: the intercom in simulation against a local
 // homeserver, with a resident page to open in a browser.
 //
-// It starts Dendrite (internal/dendrite) with its data under demo-state/,
+// It starts Dendrite (internal/testenv/dendrite) with its data under demo-state/,
 // makes sure the users @intercom and @alice exist, writes the intercom's
 // configuration, runs the intercom binary as a child process and serves the
 // resident page (internal/resident) next to a reverse proxy of the intercom's
@@ -33,8 +33,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
 	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 	"github.com/doorbell/intercom/provisioning"
 )
 

@@ -1,5 +1,5 @@
 // Package logtail reads the end of the log files the test harnesses
-// (internal/dendrite, internal/livekit) keep for their servers, to show
+// (internal/testenv/dendrite, internal/livekit) keep for their servers, to show
 // in failures.
 package logtail
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/doorbell/intercom/internal/livekit"
 	"github.com/doorbell/intercom/internal/lkjwt"
-	"github.com/doorbell/intercom/internal/resident"
 	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // rtcSystem is an end-to-end system with MatrixRTC on: a real

@@ -4,7 +4,7 @@
 // It starts Dendrite (internal/testenv/dendrite) with its data under demo-state/,
 // makes sure the users @intercom and @alice exist, writes the intercom's
 // configuration, runs the intercom binary as a child process and serves the
-// resident page (internal/resident) next to a reverse proxy of the intercom's
+// resident page (internal/testenv/resident) next to a reverse proxy of the intercom's
 // local API, so the page's "Ring the doorbell" button, which posts to /api/ring
 // on its own origin, presses the simulated button. Everything it makes is
 // kept in demo-state/, so a second run reuses the users, the intercom's login
@@ -33,8 +33,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/doorbell/intercom/internal/resident"
 	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 	"github.com/doorbell/intercom/provisioning"
 )
 

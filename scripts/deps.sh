@@ -33,4 +33,4 @@ fi
 
 internal/testenv/resident/setup.sh
 internal/testenv/dendrite/build.sh >/dev/null
-internal/livekit/build.sh >/dev/null
+internal/testenv/livekit/build.sh >/dev/null

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	lkserver "github.com/doorbell/intercom/internal/livekit"
 	"github.com/doorbell/intercom/internal/testenv/cputime"
+	lkserver "github.com/doorbell/intercom/internal/testenv/livekit"
 	"github.com/doorbell/intercom/internal/testenv/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"

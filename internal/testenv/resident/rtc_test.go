@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/lkjwt"
 	"github.com/doorbell/intercom/internal/testenv/dendrite"
 	"github.com/doorbell/intercom/internal/testenv/livekit"
+	"github.com/doorbell/intercom/internal/testenv/lkjwt"
 	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 

@@ -50,7 +50,7 @@ bench: deps
 # `go run` dies on SIGTERM without passing it on, which would leave the demo,
 # the intercom and Dendrite running; make passes SIGTERM to its child.
 demo: deps build
-	$(GO) build -o bin/demo ./internal/demo
+	$(GO) build -o bin/demo ./cmd/demo
 	bin/demo -intercom bin/intercom
 
 clean:

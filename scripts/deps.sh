@@ -31,6 +31,6 @@ if ((${#missing[@]})); then
 	fi
 fi
 
-internal/resident/setup.sh
-internal/dendrite/build.sh >/dev/null
-internal/livekit/build.sh >/dev/null
+internal/testenv/resident/setup.sh
+internal/testenv/dendrite/build.sh >/dev/null
+internal/testenv/livekit/build.sh >/dev/null

@@ -10,7 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 // A room invite from someone who is not a resident yet is left alone; a

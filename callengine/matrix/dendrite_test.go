@@ -17,11 +17,11 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
-// Integration tests against a real Dendrite (internal/dendrite). They are
-// skipped with -short. The resident is a plain mautrix client.
+// Integration tests against a real Dendrite (internal/testenv/dendrite).
+// They are skipped with -short. The resident is a plain mautrix client.
 
 const doorPassword = "door-password-1"
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 // TestDendriteTURN: a homeserver configured with TURN hands out time-limited

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // doorSystem is a running system for the door tests: startSystem's parts,

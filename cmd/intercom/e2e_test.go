@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // e2e is one running system: a real Dendrite, the intercom binary as a

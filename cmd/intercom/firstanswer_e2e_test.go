@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/householdpeer"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/householdpeer"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // TestHouseholdAnswerStopsEveryPath: one press rings three ways at once —

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/householdpeer"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/householdpeer"
 )
 
 // householdStatus is the part of /api/status the household tests read.

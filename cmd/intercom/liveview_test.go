@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // roomOf returns the direct room the resident joined at start-up.

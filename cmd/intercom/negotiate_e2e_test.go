@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // negotiateTimeout bounds one m.call.negotiate round trip through the

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/doorbell/intercom/internal/livekit"
+	"github.com/doorbell/intercom/internal/testenv/livekit"
 )
 
 // netnsEnv marks a test process that already runs in its own network

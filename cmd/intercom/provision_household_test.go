@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 // TestProvisionHouseholdRoom: household.room names an alias that does not

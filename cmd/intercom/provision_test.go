@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 // matrixCall makes one client-server API request and decodes the answer.

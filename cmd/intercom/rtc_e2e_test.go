@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/livekit"
-	"github.com/doorbell/intercom/internal/lkjwt"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/livekit"
+	"github.com/doorbell/intercom/internal/testenv/lkjwt"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // rtcSystem is an end-to-end system with MatrixRTC on: a real

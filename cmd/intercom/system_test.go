@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // systemOptions vary what startSystemWith starts. The zero value is

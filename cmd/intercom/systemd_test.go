@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 	"github.com/doorbell/intercom/systemd/sdnotifytest"
 )
 

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // turnSystem starts coturn, Dendrite handing out credentials for it

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/cputime"
-	lkserver "github.com/doorbell/intercom/internal/livekit"
-	"github.com/doorbell/intercom/internal/reexec"
+	"github.com/doorbell/intercom/internal/testenv/cputime"
+	lkserver "github.com/doorbell/intercom/internal/testenv/livekit"
+	"github.com/doorbell/intercom/internal/testenv/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	lksdk "github.com/livekit/server-sdk-go/v2"

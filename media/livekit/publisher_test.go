@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	lkserver "github.com/doorbell/intercom/internal/livekit"
+	lkserver "github.com/doorbell/intercom/internal/testenv/livekit"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	protologger "github.com/livekit/protocol/logger"

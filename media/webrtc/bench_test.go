@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/internal/cputime"
-	"github.com/doorbell/intercom/internal/reexec"
+	"github.com/doorbell/intercom/internal/testenv/cputime"
+	"github.com/doorbell/intercom/internal/testenv/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	"github.com/pion/rtp/codecs"

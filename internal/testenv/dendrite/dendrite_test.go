@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 // TestMain builds Dendrite once, before any test starts a server, so the

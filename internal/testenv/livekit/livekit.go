@@ -41,7 +41,7 @@ import (
 
 	"github.com/livekit/protocol/auth"
 
-	"github.com/doorbell/intercom/internal/logtail"
+	"github.com/doorbell/intercom/internal/testenv/logtail"
 )
 
 // Options configure Start. The zero value is a working server on loopback.

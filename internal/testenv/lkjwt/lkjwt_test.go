@@ -15,8 +15,8 @@ import (
 
 	"github.com/livekit/protocol/auth"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/lkjwt"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/lkjwt"
 )
 
 const (

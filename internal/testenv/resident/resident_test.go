@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // TestCallBetweenTwoResidents proves the harness before the intercom is

@@ -1,5 +1,7 @@
-// Command devserver runs the test homeserver for `make demo`: Dendrite on a
-// fixed port with a persistent data directory and the given users. It prints
+// Command devserver runs the test homeserver on its own, for trying a client
+// against it by hand: Dendrite on a fixed port with a persistent data
+// directory and the given users. (`make demo` does not use it: cmd/demo
+// starts its own Dendrite next to the intercom and the resident page.) It prints
 // one JSON object on stdout once the users exist,
 //
 //	{"base_url":"http://127.0.0.1:8008","server_name":"localhost",
@@ -8,7 +10,7 @@
 // and runs until SIGINT or SIGTERM, then stops Dendrite. Users are
 // idempotent: one that already exists is logged in with its password.
 //
-//	go run ./internal/dendrite/cmd/devserver -user door:doorbell1 -user resident:resident1
+//	go run ./cmd/devserver -user door:doorbell1 -user resident:resident1
 package main
 
 import (
@@ -24,7 +26,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/doorbell/intercom/internal/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
 )
 
 type userFlags []string

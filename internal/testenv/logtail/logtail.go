@@ -1,6 +1,6 @@
 // Package logtail reads the end of the log files the test harnesses
-// (internal/dendrite, internal/livekit) keep for their servers, to show
-// in failures.
+// (internal/testenv/dendrite, internal/testenv/livekit) keep for their
+// servers, to show in failures.
 package logtail
 
 import (

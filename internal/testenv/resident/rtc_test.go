@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/livekit"
-	"github.com/doorbell/intercom/internal/lkjwt"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/livekit"
+	"github.com/doorbell/intercom/internal/testenv/lkjwt"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // TestMatrixRTCCall proves the MatrixRTC mode before the intercom uses it:

@@ -1,14 +1,14 @@
 // Command demo is `make demo`: the intercom in simulation against a local
 // homeserver, with a resident page to open in a browser.
 //
-// It starts Dendrite (internal/dendrite) with its data under demo-state/,
-// makes sure the users @intercom and @alice exist, writes the intercom's
-// configuration, runs the intercom binary as a child process and serves the
-// resident page (internal/resident) next to a reverse proxy of the intercom's
-// local API, so the page's "Ring the doorbell" button, which posts to /api/ring
-// on its own origin, presses the simulated button. Everything it makes is
-// kept in demo-state/, so a second run reuses the users, the intercom's login
-// and its direct room with alice.
+// It starts Dendrite (internal/testenv/dendrite) with its data under
+// demo-state/, makes sure the users @intercom and @alice exist, writes the
+// intercom's configuration, runs the intercom binary as a child process and
+// serves the resident page (internal/testenv/resident) next to a reverse
+// proxy of the intercom's local API, so the page's "Ring the doorbell"
+// button, which posts to /api/ring on its own origin, presses the simulated
+// button. Everything it makes is kept in demo-state/, so a second run reuses
+// the users, the intercom's login and its direct room with alice.
 package main
 
 import (
@@ -33,8 +33,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/doorbell/intercom/internal/dendrite"
-	"github.com/doorbell/intercom/internal/resident"
+	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 	"github.com/doorbell/intercom/provisioning"
 )
 
@@ -154,7 +154,7 @@ func writeConfig(state, homeserver, botID, residentID, api string) (string, erro
 		return "", fmt.Errorf("write intercom password: %w", err)
 	}
 	// Relative paths are resolved against the configuration's directory.
-	cfg := fmt.Sprintf(`# Written by internal/demo on every run of make demo.
+	cfg := fmt.Sprintf(`# Written by cmd/demo on every run of make demo.
 matrix:
   homeserver: %s
   user_id: %q

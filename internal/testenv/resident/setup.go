@@ -68,8 +68,8 @@ func Handler(dir string) http.Handler {
 }
 
 // packageDir finds the directory holding driver.mjs: $INTERCOM_RESIDENT_DIR,
-// else this source file's directory, else internal/resident under the module
-// root above the working directory.
+// else this source file's directory, else internal/testenv/resident under the
+// module root above the working directory.
 func packageDir() (string, error) {
 	if dir := os.Getenv(DirEnv); dir != "" {
 		if isPackageDir(dir) {
@@ -85,7 +85,7 @@ func packageDir() (string, error) {
 		return "", fmt.Errorf("find package directory: %w", err)
 	}
 	for d := wd; ; d = filepath.Dir(d) {
-		if c := filepath.Join(d, "internal", "resident"); isPackageDir(c) {
+		if c := filepath.Join(d, "internal", "testenv", "resident"); isPackageDir(c) {
 			return c, nil
 		}
 		if isPackageDir(d) {

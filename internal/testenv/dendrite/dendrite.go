@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/internal/logtail"
+	"github.com/doorbell/intercom/internal/testenv/logtail"
 )
 
 // Options configure Start. The zero value is a working homeserver.
@@ -58,9 +58,9 @@ type Options struct {
 	TURN *TURN
 
 	// OpenIDUserInfo serves GET /_matrix/federation/v1/openid/userinfo,
-	// which a LiveKit JWT service (internal/lkjwt) calls to check Matrix
-	// OpenID tokens. Dendrite mounts it only with federation enabled; the
-	// server still listens on 127.0.0.1 only and, named "localhost", has
+	// which a LiveKit JWT service (internal/testenv/lkjwt) calls to check
+	// Matrix OpenID tokens. Dendrite mounts it only with federation enabled;
+	// the server still listens on 127.0.0.1 only and, named "localhost", has
 	// nobody to federate with.
 	OpenIDUserInfo bool
 

@@ -301,7 +301,14 @@ type mediaReporter struct {
 
 func (r mediaReporter) Healthy() bool { return true }
 func (r mediaReporter) Report() any {
-	return map[string]any{"encoders": r.stream.Stats(), "received_audio": r.peers.ReceivedAudio(), "hardware": r.hw.status()}
+	return mediaStatus{Encoders: r.stream.Stats(), ReceivedAudio: r.peers.ReceivedAudio(), Hardware: r.hw.status()}
+}
+
+// mediaStatus is the media section of /api/status.
+type mediaStatus struct {
+	Encoders      []media.EncoderStats `json:"encoders"`
+	ReceivedAudio media.ReceivedAudio  `json:"received_audio"`
+	Hardware      hardwareStatus       `json:"hardware"`
 }
 
 // loopbackOnly keeps ICE on 127.0.0.1 when INTERCOM_ICE_LOOPBACK=1: the

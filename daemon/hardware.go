@@ -169,17 +169,28 @@ func (h *hardware) Run(ctx context.Context, press func()) error {
 }
 
 // status is the hardware's part of the status document.
-func (h *hardware) status() map[string]any {
-	st := map[string]any{"button_pressed": h.button.Pressed(), "button_presses": h.button.Presses()}
+func (h *hardware) status() hardwareStatus {
+	st := hardwareStatus{ButtonPressed: h.button.Pressed(), ButtonPresses: h.button.Presses()}
 	if h.camera != nil {
-		st["camera"] = h.camera.Status()
-		st["camera_passthrough"] = h.passThrough
+		cs := h.camera.Status()
+		st.Camera, st.CameraPassthrough = &cs, h.passThrough
 	}
 	if h.speaker != nil {
-		st["speaker"] = h.speaker.Stats()
-		st["speaker_delay"] = h.speaker.Delay().String()
+		ss := h.speaker.Stats()
+		st.Speaker, st.SpeakerDelay = &ss, h.speaker.Delay().String()
 	}
 	return st
+}
+
+// hardwareStatus is the media section's hardware part: the button, and the
+// camera and speaker when fitted.
+type hardwareStatus struct {
+	ButtonPressed     bool                `json:"button_pressed"`
+	ButtonPresses     uint64              `json:"button_presses"`
+	Camera            *v4l2.Status        `json:"camera,omitempty"`
+	CameraPassthrough bool                `json:"camera_passthrough,omitempty"`
+	Speaker           *media.PlayoutStats `json:"speaker,omitempty"`
+	SpeakerDelay      string              `json:"speaker_delay,omitempty"`
 }
 
 // Close de-energises the relay (also on every error path of start-up).

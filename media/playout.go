@@ -25,13 +25,16 @@ type Playout struct {
 
 // PlayoutStats counts what the buffer did.
 type PlayoutStats struct {
-	Written, Played uint64 // samples
-	Dropped         uint64 // samples dropped because the buffer exceeded the bound
-	DropEvents      uint64 // times the bound was hit
-	Underflows      uint64 // reads that had to pad with silence
-	SilenceSamples  uint64 // samples of padding played
-	Level, MaxLevel time.Duration
-	Target, Bound   time.Duration
+	Written        uint64        `json:"written"`         // samples
+	Played         uint64        `json:"played"`          // samples
+	Dropped        uint64        `json:"dropped"`         // samples dropped because the buffer exceeded the bound
+	DropEvents     uint64        `json:"drop_events"`     // times the bound was hit
+	Underflows     uint64        `json:"underflows"`      // reads that had to pad with silence
+	SilenceSamples uint64        `json:"silence_samples"` // samples of padding played
+	Level          time.Duration `json:"level_ns"`
+	MaxLevel       time.Duration `json:"max_level_ns"`
+	Target         time.Duration `json:"target_ns"`
+	Bound          time.Duration `json:"bound_ns"`
 }
 
 // NewPlayout returns a buffer that drops back to target once it holds more

@@ -15,16 +15,17 @@ const SilenceDBov = -127
 
 // ReceivedAudio is a snapshot of the audio received from residents.
 type ReceivedAudio struct {
-	Packets, Bytes uint64
-	DecodeErrors   uint64
+	Packets      uint64 `json:"packets"`
+	Bytes        uint64 `json:"bytes"`
+	DecodeErrors uint64 `json:"decode_errors"`
 	// Skipped counts packets not decoded: silent, or beyond the MaxVoices
 	// loudest residents, by the level their sender wrote (RFC 6464).
-	Skipped uint64
+	Skipped uint64 `json:"skipped"`
 	// Level is the recent signal power in dBov (RFC 6464 §3: 0 dBov is a
 	// full-scale square wave; a full-scale sine is -3 dBov), smoothed over
 	// about 300 ms. SilenceDBov means silence or nothing received.
-	Level      float64
-	LastPacket time.Time // zero if nothing was received
+	Level      float64   `json:"level_dbov"`
+	LastPacket time.Time `json:"last_packet"` // zero if nothing was received
 }
 
 // PCMSink receives decoded audio: 48 kHz mono, one packet's worth per call

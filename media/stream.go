@@ -85,25 +85,25 @@ func (c *StreamConfig) setDefaults() {
 
 // EncoderStats describes one codec's encoder for the status API.
 type EncoderStats struct {
-	Codec            Codec
-	Users            int           // peers using the codec now
-	Running          bool          // an encoder instance exists
-	Starts           uint64        // encoder instances created so far
-	Frames           uint64        // encoded frames written to the track
-	KeyFrames        uint64        // of which keyframes
-	KeyFrameRequests uint64        // requests (new peer, PLI, FIR)
-	ForcedKeyFrames  uint64        // keyframes forced by requests
-	Bytes            uint64        // encoded bytes
-	EncodeTime       time.Duration // total time spent in Encode
-	Passthrough      uint64        // frames the camera encoded, sent as they came
-	Errors           uint64        // encode or write errors
-	LastError        string
+	Codec            Codec         `json:"codec"`
+	Users            int           `json:"users"`              // peers using the codec now
+	Running          bool          `json:"running"`            // an encoder instance exists
+	Starts           uint64        `json:"starts"`             // encoder instances created so far
+	Frames           uint64        `json:"frames"`             // encoded frames written to the track
+	KeyFrames        uint64        `json:"key_frames"`         // of which keyframes
+	KeyFrameRequests uint64        `json:"key_frame_requests"` // requests (new peer, PLI, FIR)
+	ForcedKeyFrames  uint64        `json:"forced_key_frames"`  // keyframes forced by requests
+	Bytes            uint64        `json:"bytes"`              // encoded bytes
+	EncodeTime       time.Duration `json:"encode_time_ns"`     // total time spent in Encode
+	Passthrough      uint64        `json:"passthrough"`        // frames the camera encoded, sent as they came
+	Errors           uint64        `json:"errors"`             // encode or write errors
+	LastError        string        `json:"last_error"`
 	// Video rate control: the encoder's target now, how many receivers
 	// report an estimate, and how many reports came. In H.264 passthrough
 	// the target applies to the placeholder picture only.
-	TargetBitrate     int
-	EstimateReceivers int
-	EstimateReports   uint64
+	TargetBitrate     int    `json:"target_bitrate"`
+	EstimateReceivers int    `json:"estimate_receivers"`
+	EstimateReports   uint64 `json:"estimate_reports"`
 }
 
 // Stream encodes the door's audio and video once per codec and writes the

@@ -121,10 +121,10 @@ type status struct {
 	Media  struct {
 		Encoders      []encoderStatus `json:"encoders"`
 		ReceivedAudio struct {
-			Packets uint64  `json:"Packets"`
-			Bytes   uint64  `json:"Bytes"`
-			Skipped uint64  `json:"Skipped"`
-			Level   float64 `json:"Level"`
+			Packets uint64  `json:"packets"`
+			Bytes   uint64  `json:"bytes"`
+			Skipped uint64  `json:"skipped"`
+			Level   float64 `json:"level_dbov"`
 		} `json:"received_audio"`
 	} `json:"media"`
 }
@@ -139,11 +139,11 @@ type callStatus struct {
 }
 
 type encoderStatus struct {
-	Codec           string `json:"Codec"`
-	Running         bool   `json:"Running"`
-	Starts          int    `json:"Starts"`
-	TargetBitrate   int    `json:"TargetBitrate"`
-	EstimateReports uint64 `json:"EstimateReports"`
+	Codec           string `json:"codec"`
+	Running         bool   `json:"running"`
+	Starts          int    `json:"starts"`
+	TargetBitrate   int    `json:"target_bitrate"`
+	EstimateReports uint64 `json:"estimate_reports"`
 }
 
 func (e *e2e) status() (status, error) {

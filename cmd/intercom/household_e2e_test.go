@@ -39,10 +39,10 @@ type householdStatus struct {
 	} `json:"matrix"`
 	Media struct {
 		Encoders []struct {
-			Codec   string `json:"Codec"`
-			Running bool   `json:"Running"`
-			Starts  int    `json:"Starts"`
-			Users   int    `json:"Users"`
+			Codec   string `json:"codec"`
+			Running bool   `json:"running"`
+			Starts  int    `json:"starts"`
+			Users   int    `json:"users"`
 		} `json:"encoders"`
 	} `json:"media"`
 }

@@ -77,6 +77,7 @@ type hwtestRun struct {
 	hw     *hardware
 	answer *bufio.Reader
 	failed int
+	ctx    context.Context // the command's: Ctrl-C stops the part under way
 }
 
 func hwtest(ctx context.Context, cfg *provisioning.Config, opts hwtestOptions, stderr io.Writer) int {
@@ -94,7 +95,7 @@ func hwtest(ctx context.Context, cfg *provisioning.Config, opts hwtestOptions, s
 	if opts.in == nil {
 		opts.in = strings.NewReader("")
 	}
-	r := &hwtestRun{hwtestOptions: opts, cfg: cfg, hw: hw, answer: bufio.NewReader(opts.in)}
+	r := &hwtestRun{hwtestOptions: opts, cfg: cfg, hw: hw, answer: bufio.NewReader(opts.in), ctx: ctx}
 	fmt.Fprintf(r.out, "hwtest: gpio %s, camera %s, audio %s\n", cfg.Hardware.GPIO, cfg.Hardware.Camera, cfg.Hardware.Audio)
 	r.part("camera", r.camera)
 	rec := r.partValue("microphone", r.microphone)
@@ -117,7 +118,7 @@ type errSkip struct{ why string }
 func (e errSkip) Error() string { return e.why }
 
 func (r *hwtestRun) part(name string, f func(context.Context) (string, error)) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(r.ctx, 2*time.Minute)
 	defer cancel()
 	msg, err := f(ctx)
 	var skip errSkip

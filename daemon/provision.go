@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -31,7 +30,7 @@ const provisionTimeout = 2 * time.Minute
 // nothing.
 // Provision is `intercom provision`: the first login and the residents'
 // rooms, created or repaired; it prints what it found and changed.
-func Provision(path string, stdout, stderr io.Writer) int {
+func Provision(ctx context.Context, path string, stdout, stderr io.Writer) int {
 	cfg, code := LoadConfig(path, stderr)
 	if cfg == nil {
 		return code
@@ -43,8 +42,6 @@ func Provision(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "intercom provision:", msg)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	ctx, cancel := context.WithTimeoutCause(ctx, provisionTimeout,
 		fmt.Errorf("homeserver %s did not finish within %v", cfg.Matrix.Homeserver, provisionTimeout))
 	defer cancel()

@@ -69,7 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if cmd == "relay-off" {
 			return daemon.RelayOff(path, stdout, stderr)
 		}
-		return daemon.Provision(path, stdout, stderr)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return daemon.Provision(ctx, path, stdout, stderr)
 	case "hwtest":
 		fs := flag.NewFlagSet("hwtest", flag.ContinueOnError)
 		fs.SetOutput(stderr)
@@ -81,7 +83,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args); err != nil {
 			return 2
 		}
-		return daemon.HWTest(context.Background(), o, os.Stdin, stdout, stderr)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return daemon.HWTest(ctx, o, os.Stdin, stdout, stderr)
 	case "run":
 		path, ok := configFlag(cmd, args, stderr)
 		if !ok {

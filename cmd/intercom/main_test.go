@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/doorbell/intercom/provisioning/provisioningtest"
+
 	"bytes"
 	"os"
 	"path/filepath"
@@ -76,29 +78,9 @@ func TestCheckConfigOKHidesSecrets(t *testing.T) {
 	}
 }
 
-func writeConfig(t *testing.T, cfg string, secretMode os.FileMode) string {
-	t.Helper()
-	dir := t.TempDir()
-	if secretMode != 0 {
-		if err := os.WriteFile(filepath.Join(dir, "password"), []byte("hunter2-secret"), secretMode); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chmod(filepath.Join(dir, "password"), secretMode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	path := filepath.Join(dir, "intercom.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-const minimalConfig = "matrix:\n  homeserver: http://127.0.0.1:8008\n  user_id: \"@door:example.org\"\n  password_file: ./password\nstate_dir: ./state\nresidents: [\"@alice:example.org\"]\n"
-
 // check-config warns about a secret other users can read, and still passes.
 func TestCheckConfigWarnsWorldReadableSecret(t *testing.T) {
-	path := writeConfig(t, minimalConfig, 0o644)
+	path := provisioningtest.WriteConfig(t, provisioningtest.Minimal, 0o644)
 	var out, errOut bytes.Buffer
 	if code := run([]string{"check-config", "--config", path}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())

@@ -33,7 +33,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=FuzzMachine -fuzztime=30s ./callengine
 	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=30s ./provisioning
 	$(GO) test -run=^$$ -fuzz=FuzzDoorPolicy -fuzztime=30s ./device
-	$(GO) test -run=^$$ -fuzz=FuzzParseMessage -fuzztime=30s ./callengine/matrix
+	$(GO) test -run=^$$ -fuzz=FuzzParseMessage -fuzztime=30s ./matrix
 	$(GO) test -run=^$$ -fuzz=FuzzDecodeToDevice -fuzztime=30s ./callengine/group
 	$(GO) test -run=^$$ -fuzz=FuzzMachine -fuzztime=30s ./callengine/rtc
 	$(GO) test -run=^$$ -fuzz=FuzzPrimaryFromRED -fuzztime=30s ./media

@@ -20,7 +20,7 @@ type RoomEvent struct {
 }
 
 // Transport sends call signalling into a room. The Matrix adapter
-// (callengine/matrix) implements it; tests use an in-memory fake.
+// (package matrix) implements it; tests use an in-memory fake.
 type Transport interface {
 	// SendRoomEvent sends content, which marshals to JSON, as a message
 	// event of type eventType into room.

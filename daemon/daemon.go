@@ -17,10 +17,10 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/callengine/ring"
 	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	mwebrtc "github.com/doorbell/intercom/media/webrtc"

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/matrix"
 	mwebrtc "github.com/doorbell/intercom/media/webrtc"
 	"github.com/doorbell/intercom/provisioning"
 )

@@ -9,7 +9,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
-	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/matrix"
 )
 
 // The daemon speaks systemd's service notification protocol (sd_notify(3)):

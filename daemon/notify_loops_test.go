@@ -11,9 +11,9 @@ import (
 	pgpio "periph.io/x/conn/v3/gpio"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/gpio"
+	"github.com/doorbell/intercom/matrix"
 )
 
 // stuckCaller is a call engine whose Ring blocks until released, as a

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/systemd/sdnotifytest"
 )
 

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/provisioning"
 )
 

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/provisioning"
 )
 

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/gpio"
+	"github.com/doorbell/intercom/matrix"
 )
 
 // The door's authorised users and pulse length change on a reload; the

@@ -13,8 +13,8 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/callengine/rtc"
+	"github.com/doorbell/intercom/matrix"
 )
 
 // sfuJoin connects to one room's SFU with tok and publishes the door's

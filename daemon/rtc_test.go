@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/callengine/rtc"
+	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/provisioning"
 )
 

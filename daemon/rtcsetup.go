@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/callengine/rtc"
+	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/media"
 	mlivekit "github.com/doorbell/intercom/media/livekit"
 	"github.com/doorbell/intercom/provisioning"

@@ -13,8 +13,8 @@ import (
 	"github.com/livekit/protocol/auth"
 
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/callengine/rtc"
+	"github.com/doorbell/intercom/matrix"
 )
 
 // sfuToken is where and how the intercom joins one room's SFU.

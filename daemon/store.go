@@ -1,7 +1,7 @@
 package daemon
 
 import (
-	"github.com/doorbell/intercom/callengine/matrix"
+	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/provisioning"
 )
 

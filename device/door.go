@@ -25,7 +25,7 @@ type PulseRelay interface {
 }
 
 // Messenger posts notices into residents' rooms; the Matrix session
-// implements it (callengine/matrix: SendText, SendJPEG).
+// implements it (package matrix: SendText, SendJPEG).
 type Messenger interface {
 	// SendText posts text; notify makes it a message that notifies
 	// (m.text) rather than a quiet notice (m.notice).

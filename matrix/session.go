@@ -106,8 +106,12 @@ type Session struct {
 	txnPrefix string
 	txnSeq    atomic.Uint64
 
-	// rtc receives MatrixRTC state and declines (rtc.go); nil: none.
-	rtc atomic.Pointer[RTCHooks]
+	// The sync loop's hooks, nil when unset: household receives the
+	// household room's state and to-device events (household.go), rtc
+	// MatrixRTC state and declines (rtc.go). Each is replaced as a whole
+	// by its setter, possibly while Run reads it.
+	household atomic.Pointer[HouseholdHooks]
+	rtc       atomic.Pointer[RTCHooks]
 
 	// Test seams: sleeping, jitter and the clock.
 	sleep  func(ctx context.Context, d time.Duration) error

@@ -31,9 +31,17 @@ type RTCHooks struct {
 	Event      func(callengine.RoomEvent)
 }
 
-// SetRTCHooks registers h; like SetHouseholdHooks it must be called before
-// Run, which builds the sync filter. A nil h removes them.
-func (s *Session) SetRTCHooks(h *RTCHooks) { s.rtc.Store(h) }
+// SetRTCHooks registers a copy of h; a nil h removes them. Like
+// SetHouseholdHooks it may be called while Run is running, but the types
+// it adds to the sync filter are asked for from the next Run only.
+func (s *Session) SetRTCHooks(h *RTCHooks) {
+	if h != nil {
+		c := *h
+		c.StateTypes, c.EventTypes = slices.Clone(h.StateTypes), slices.Clone(h.EventTypes)
+		h = &c
+	}
+	s.rtc.Store(h)
+}
 
 // rtcFilter adds the hooks' types to the state and timeline filters.
 func (s *Session) rtcFilter(f *mautrix.Filter) *mautrix.Filter {
@@ -60,9 +68,8 @@ func addTypes(p *mautrix.FilterPart, names ...string) {
 }
 
 // handleRTC hands one sync response's membership state and room events to
-// the hooks, room by room in a stable order.
-func (s *Session) handleRTC(resp *householdSync, initial bool) {
-	h := s.rtc.Load()
+// h (nil: none), room by room in a stable order.
+func (s *Session) handleRTC(h *RTCHooks, resp *householdSync, initial bool) {
 	if h == nil {
 		return
 	}

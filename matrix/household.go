@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -53,25 +52,18 @@ type HouseholdHooks struct {
 	ToDevice func(ToDeviceEvent)
 }
 
-// hooks is kept beside the Session rather than in it: the household
-// plumbing is added to the adapter without touching its core files.
-var hooks sync.Map // *Session → *HouseholdHooks
-
-// SetHouseholdHooks registers h; it must be called before Run, since the
-// sync filter is built when Run starts. A nil h removes them.
+// SetHouseholdHooks registers a copy of h; a nil h removes them. It may
+// be called while Run is running (the daemon sets the room once an alias
+// is resolved): the next sync response goes to the new hooks. The sync
+// filter is built when Run starts, though, so StateTypes it did not have
+// then are asked for from the next Run only.
 func (s *Session) SetHouseholdHooks(h *HouseholdHooks) {
-	if h == nil {
-		hooks.Delete(s)
-		return
+	if h != nil {
+		c := *h
+		c.StateTypes = slices.Clone(h.StateTypes)
+		h = &c
 	}
-	hooks.Store(s, h)
-}
-
-func (s *Session) householdHooks() *HouseholdHooks {
-	if v, ok := hooks.Load(s); ok {
-		return v.(*HouseholdHooks)
-	}
-	return nil
+	s.household.Store(h)
 }
 
 // householdFilter adds the watched state types to the state and timeline
@@ -79,7 +71,7 @@ func (s *Session) householdHooks() *HouseholdHooks {
 // is seen (Dendrite on SQLite matches types exactly, so they are listed by
 // name).
 func (s *Session) householdFilter(f *mautrix.Filter) *mautrix.Filter {
-	h := s.householdHooks()
+	h := s.household.Load()
 	if h == nil || f.Room == nil {
 		return f
 	}
@@ -106,9 +98,12 @@ type householdSync struct {
 }
 
 // handleStateHooks decodes one sync response (raw is the whole body) once
-// for the household and MatrixRTC hooks, when any is set.
+// for the household and MatrixRTC hooks, when any is set. Both are loaded
+// once, so a whole response goes to the same hooks even if they are
+// replaced meanwhile.
 func (s *Session) handleStateHooks(raw json.RawMessage, initial bool) {
-	if len(raw) == 0 || (s.householdHooks() == nil && s.rtc.Load() == nil) {
+	hh, rh := s.household.Load(), s.rtc.Load()
+	if len(raw) == 0 || (hh == nil && rh == nil) {
 		return
 	}
 	var resp householdSync
@@ -116,14 +111,13 @@ func (s *Session) handleStateHooks(raw json.RawMessage, initial bool) {
 		s.log.Warn("undecodable sync response for the call hooks", "err", err)
 		return
 	}
-	s.handleHousehold(&resp, initial)
-	s.handleRTC(&resp, initial)
+	s.handleHousehold(hh, &resp, initial)
+	s.handleRTC(rh, &resp, initial)
 }
 
 // handleHousehold hands one sync response's state and to-device events to
-// the hooks.
-func (s *Session) handleHousehold(resp *householdSync, initial bool) {
-	h := s.householdHooks()
+// h (nil: none).
+func (s *Session) handleHousehold(h *HouseholdHooks, resp *householdSync, initial bool) {
 	if h == nil {
 		return
 	}

@@ -16,8 +16,9 @@ import (
 // nothing else changes.
 //
 // go-systemd's daemon package does the socket work: it is small, kept by
-// the systemd/CoreOS people, imports only the standard library, and handles
-// abstract socket addresses ("@…") as systemd hands them out.
+// the systemd/CoreOS people, imports only the standard library and
+// golang.org/x/sys/unix, and handles abstract socket addresses ("@…") as
+// systemd hands them out.
 //
 // The package knows nothing of what it supervises: readiness, the status
 // line and the loops it watches are plain functions the daemon hands in.

@@ -185,7 +185,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	g.Go(func() error { return hh.Run(gctx) })
 	g.Go(func() error { return mrtc.Run(gctx, rooms) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
-	// READY=1 and the watchdog (notify.go); SIGHUP reloads (reload.go).
+	// READY=1 and the watchdog (supervise.go); SIGHUP reloads (reload.go).
 	g.Go(func() error {
 		return daemonSupervisor(log, session, len(residents),
 			loop{"device loop", intercom}, loop{"door loop", doors.door},

@@ -6,8 +6,8 @@ import (
 )
 
 // DefaultHeartbeat is how often an idle loop (the press loop, the door
-// runner) reports that it is alive. The systemd watchdog (cmd/intercom
-// notify.go) stops being petted when a loop's heartbeat grows stale, so a
+// runner) reports that it is alive. The systemd watchdog
+// (daemon/supervise.go) stops being petted when a loop's heartbeat grows stale, so a
 // loop stuck in a press or a door command gets the daemon restarted.
 const DefaultHeartbeat = time.Second
 

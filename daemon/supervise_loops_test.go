@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"github.com/doorbell/intercom/systemd/sdnotifytest"
 	"log/slog"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/gpio"
 	"github.com/doorbell/intercom/matrix"
+	"github.com/doorbell/intercom/systemd/sdnotifytest"
 )
 
 // stuckCaller is a call engine whose Ring blocks until released, as a
@@ -68,7 +68,7 @@ func TestSupervisorStuckLoopsStopWatchdog(t *testing.T) {
 	probes := append(heartbeatProbe("device loop", ic, 300*time.Millisecond),
 		heartbeatProbe("gpio button loop", button, 2500*time.Millisecond)...)
 	s := newSupervisor(slog.New(slog.NewTextHandler(&logs, nil)), fs, nil, probes...)
-	s.probes[0].check = func(time.Time) error { return nil } // the sync is fine throughout
+	s.Probes[0].Check = func(time.Time) error { return nil } // the sync is fine throughout
 	go s.Run(ctx)
 	if m := sock.Next(t, time.Second); m != "READY=1" {
 		t.Fatalf("first message %q, want READY=1", m)
@@ -116,8 +116,8 @@ func TestDaemonSupervisorLoops(t *testing.T) {
 	s := daemonSupervisor(slog.New(slog.DiscardHandler), &fakeSync{}, 1,
 		loop{"device loop", ic}, loop{"gpio button loop", button}, loop{"no heartbeat", struct{}{}})
 	var names []string
-	for _, p := range s.probes {
-		names = append(names, p.name)
+	for _, p := range s.Probes {
+		names = append(names, p.Name)
 	}
 	if got := strings.Join(names, ","); got != "matrix sync,device loop,gpio button loop" {
 		t.Fatalf("probes %s", got)

@@ -7,10 +7,11 @@ import (
 )
 
 // TestNoAdapterImports keeps the call logic (the 1:1 machine, the
-// household mesh and MatrixRTC ringing) free of the libraries it is
-// adapted to, so that it stays testable without network or hardware.
+// household mesh, MatrixRTC ringing, the ring coordinator and their
+// runners) free of the libraries it is adapted to, so that it stays
+// testable without network or hardware.
 func TestNoAdapterImports(t *testing.T) {
-	for _, pkg := range []string{".", "./group", "./rtc"} {
+	for _, pkg := range []string{".", "./group", "./rtc", "./ring"} {
 		out, err := exec.Command("go", "list", "-deps", pkg).Output()
 		if err != nil {
 			t.Skipf("go list: %v", err)

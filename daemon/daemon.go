@@ -182,7 +182,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	})
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
-	g.Go(func() error { return hh.Run(gctx) })
+	if hh != nil {
+		g.Go(func() error { return hh.Run(gctx) })
+	}
 	g.Go(func() error { return mrtc.Run(gctx, rooms) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
 	// READY=1 and the watchdog (notify.go); SIGHUP reloads (reload.go).
@@ -269,7 +271,7 @@ func (d *directory) get() []callengine.Resident {
 // own key whatever else is configured.
 type matrixReporter struct {
 	s   *matrix.Session
-	hh  *household
+	hh  *group.Runner // nil with group calls off
 	rtc *matrixRTC
 }
 
@@ -290,7 +292,17 @@ func (r matrixReporter) Report() any {
 	st := r.s.Status()
 	return matrixStatus{Syncing: st.Healthy, LastSync: st.LastSync, Failures: st.ConsecutiveFailures,
 		LastError: st.LastError, UserID: string(r.s.UserID()), DeviceID: r.s.DeviceID(),
-		Household: r.hh.groupStatus(), MatrixRTC: r.rtc.rtcStatus()}
+		Household: householdStatus(r.hh), MatrixRTC: r.rtc.rtcStatus()}
+}
+
+// householdStatus is the household call's last status; nil with group
+// calls off.
+func householdStatus(hh *group.Runner) *group.Status {
+	if hh == nil {
+		return nil
+	}
+	st := hh.MachineStatus()
+	return &st
 }
 
 type mediaReporter struct {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/callengine/matrix"
 	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/media"
@@ -18,7 +19,7 @@ import (
 // newDaemonRTC makes the MatrixRTC side when matrixrtc.enabled: tokens
 // from the JWT service or self-minted, SFU connections that publish the
 // stream's own encoders. It must run after login and before the sync loop.
-func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *media.Stream, hw *hardware, meter *media.AudioMeter, hh *household, log *slog.Logger) (*matrixRTC, error) {
+func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *media.Stream, hw *hardware, meter *media.AudioMeter, hh *group.Runner, log *slog.Logger) (*matrixRTC, error) {
 	mc := cfg.MatrixRTC
 	if !mc.Enabled {
 		return nil, nil

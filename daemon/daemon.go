@@ -131,7 +131,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		return err
 	}
 
-	// MatrixRTC ringing (rtc.go): nil unless matrixrtc.enabled. Made
+	// MatrixRTC ringing (rtcsetup.go): nil unless matrixrtc.enabled. Made
 	// after login, which gives the device ID its identity needs, and
 	// before the sync loop, whose filter must include its events.
 	mrtc, err := newDaemonRTC(cfg, session, stream, hw, meter, hh, log)
@@ -159,7 +159,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		lines = append(lines, ring.PathLine{Path: ring.Household, Line: hh})
 	}
 	if mrtc != nil {
-		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc})
+		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc.runner})
 	}
 	rings := ring.NewCoordinator(ring.Config{Paths: lines, Logger: log.With("component", "ring")})
 

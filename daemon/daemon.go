@@ -21,6 +21,7 @@ import (
 	"github.com/doorbell/intercom/callengine/ring"
 	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
 	mwebrtc "github.com/doorbell/intercom/media/webrtc"
@@ -222,26 +223,30 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	return err
 }
 
-// retry runs op until it succeeds or ctx ends, backing off up to 30 s.
+// retry runs op until it succeeds or ctx ends, waiting from 1 s up to
+// 30 s between attempts; it returns ctx's error if ctx ended. Every
+// failure is retried, even one the session marks permanent for its own
+// request (a room creation it will not repeat): the intercom cannot do
+// without these rooms, and the homeserver may be fixed meanwhile.
 func retry(ctx context.Context, log *slog.Logger, what string, op func() error) error {
-	delay := time.Second
-	for {
-		err := op()
-		if err == nil {
-			return nil
+	b := runloop.Backoff{Base: time.Second, Max: 30 * time.Second}
+	err := runloop.Retry(ctx, &b, func() error {
+		if err := op(); err != nil {
+			return retried{err}
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		log.Warn(what+" failed; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
+		return nil
+	}, func(err error, wait time.Duration) {
+		log.Warn(what+" failed; retrying", "err", err, "in", wait)
+	})
+	if err != nil {
+		return ctx.Err()
 	}
+	return nil
 }
+
+// retried hides a runloop.Permanent mark from runloop.Retry: it has the
+// error's message but does not unwrap to it.
+type retried struct{ error }
 
 // directory is the resident → room map, read at every press.
 type directory struct {

@@ -19,6 +19,20 @@ type RoomEvent struct {
 	Age       time.Duration // unsigned.age at receipt, 0 if absent
 }
 
+// StateEvent is a state event of a room as the homeserver delivered it
+// (sync or GET /state); Content is raw and untrusted. The household call
+// and MatrixRTC runners read memberships from it; the Matrix adapter fills
+// it.
+type StateEvent struct {
+	Room      RoomID
+	ID        string
+	Type      string
+	StateKey  string
+	Sender    UserID
+	Content   json.RawMessage
+	Timestamp time.Time // origin_server_ts; zero if unknown
+}
+
 // Transport sends call signalling into a room. The Matrix adapter
 // (package matrix) implements it; tests use an in-memory fake.
 type Transport interface {

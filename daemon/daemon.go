@@ -20,6 +20,7 @@ import (
 	"github.com/doorbell/intercom/callengine/ring"
 	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
@@ -131,7 +132,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		return err
 	}
 
-	// MatrixRTC ringing (rtc.go): nil unless matrixrtc.enabled. Made
+	// MatrixRTC ringing (rtcsetup.go): nil unless matrixrtc.enabled. Made
 	// after login, which gives the device ID its identity needs, and
 	// before the sync loop, whose filter must include its events.
 	mrtc, err := newDaemonRTC(cfg, session, stream, hw, meter, hh, log)
@@ -159,7 +160,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		lines = append(lines, ring.PathLine{Path: ring.Household, Line: hh})
 	}
 	if mrtc != nil {
-		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc})
+		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc.runner})
 	}
 	rings := ring.NewCoordinator(ring.Config{Paths: lines, Logger: log.With("component", "ring")})
 
@@ -182,7 +183,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	})
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
-	g.Go(func() error { return hh.Run(gctx) })
+	if hh != nil {
+		g.Go(func() error { return hh.Run(gctx) })
+	}
 	g.Go(func() error { return mrtc.Run(gctx, rooms) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
 	// READY=1 and the watchdog (supervise.go); SIGHUP reloads (reload.go).
@@ -220,26 +223,30 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	return err
 }
 
-// retry runs op until it succeeds or ctx ends, backing off up to 30 s.
+// retry runs op until it succeeds or ctx ends, waiting from 1 s up to
+// 30 s between attempts; it returns ctx's error if ctx ended. Every
+// failure is retried, even one the session marks permanent for its own
+// request (a room creation it will not repeat): the intercom cannot do
+// without these rooms, and the homeserver may be fixed meanwhile.
 func retry(ctx context.Context, log *slog.Logger, what string, op func() error) error {
-	delay := time.Second
-	for {
-		err := op()
-		if err == nil {
-			return nil
+	b := runloop.Backoff{Base: time.Second, Max: 30 * time.Second}
+	err := runloop.Retry(ctx, &b, func() error {
+		if err := op(); err != nil {
+			return retried{err}
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		log.Warn(what+" failed; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 30*time.Second)
+		return nil
+	}, func(err error, wait time.Duration) {
+		log.Warn(what+" failed; retrying", "err", err, "in", wait)
+	})
+	if err != nil {
+		return ctx.Err()
 	}
+	return nil
 }
+
+// retried hides a runloop.Permanent mark from runloop.Retry: it has the
+// error's message but does not unwrap to it.
+type retried struct{ error }
 
 // directory is the resident → room map, read at every press.
 type directory struct {
@@ -269,7 +276,7 @@ func (d *directory) get() []callengine.Resident {
 // own key whatever else is configured.
 type matrixReporter struct {
 	s   *matrix.Session
-	hh  *household
+	hh  *group.Runner // nil with group calls off
 	rtc *matrixRTC
 }
 
@@ -290,7 +297,17 @@ func (r matrixReporter) Report() any {
 	st := r.s.Status()
 	return matrixStatus{Syncing: st.Healthy, LastSync: st.LastSync, Failures: st.ConsecutiveFailures,
 		LastError: st.LastError, UserID: string(r.s.UserID()), DeviceID: r.s.DeviceID(),
-		Household: r.hh.groupStatus(), MatrixRTC: r.rtc.rtcStatus()}
+		Household: householdStatus(r.hh), MatrixRTC: r.rtc.rtcStatus()}
+}
+
+// householdStatus is the household call's last status; nil with group
+// calls off.
+func householdStatus(hh *group.Runner) *group.Status {
+	if hh == nil {
+		return nil
+	}
+	st := hh.MachineStatus()
+	return &st
 }
 
 type mediaReporter struct {

@@ -6,9 +6,37 @@ import (
 	"io"
 	"log/slog"
 
+	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/media"
 	mlivekit "github.com/doorbell/intercom/media/livekit"
 )
+
+// sfuJoin connects to one room's SFU with tok and publishes the door's
+// camera and microphone. presence reports remote participants arriving
+// and leaving; lost reports the connection ending by itself. Closing the
+// returned Closer leaves the SFU.
+type sfuJoin func(ctx context.Context, tok sfuToken, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
+
+// livekitSFU is the MatrixRTC runner's SFU (rtc.SFU): a token for the
+// room's call from tokens, then join.
+type livekitSFU struct {
+	tokens tokenSource
+	join   sfuJoin
+	log    *slog.Logger
+}
+
+func (s livekitSFU) Join(ctx context.Context, room callengine.RoomID, presence func(string, bool), lost func(error)) (io.Closer, error) {
+	tok, err := s.tokens.token(ctx, room)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.join(ctx, tok, presence, lost)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("joined SFU", "room_id", room, "url", tok.URL)
+	return c, nil
+}
 
 // livekitJoin joins SFUs as a media/livekit Publisher: the stream's own
 // encoders (no second encode), residents' audio to the speaker and the

@@ -3,11 +3,15 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/media"
@@ -15,10 +19,32 @@ import (
 	"github.com/doorbell/intercom/provisioning"
 )
 
+// matrixRTC is MatrixRTC ringing (matrixrtc.enabled) in the daemon:
+// callengine/rtc's runner over the session and LiveKit, and the chores
+// that ready the rooms for it. A nil *matrixRTC (MatrixRTC off) does
+// nothing.
+type matrixRTC struct {
+	runner  *rtc.Runner // the matrixrtc path's ring.Line
+	session *matrix.Session
+	self    rtc.Device
+	log     *slog.Logger
+	// household gives the household group call's room once it has
+	// joined it; nil without a group call.
+	household func() []callengine.RoomID
+	// joinHousehold is household.room when Run must join it itself (no
+	// group call), householdName its name if Run creates it, joined the
+	// room once joined.
+	joinHousehold string
+	householdName string
+	joined        atomic.Pointer[callengine.RoomID]
+}
+
 // newDaemonRTC makes the MatrixRTC side when matrixrtc.enabled: tokens
 // from the JWT service or self-minted, SFU connections that publish the
-// stream's own encoders. It must run after login and before the sync loop.
-func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *media.Stream, hw *hardware, meter *media.AudioMeter, hh *household, log *slog.Logger) (*matrixRTC, error) {
+// stream's own encoders. It registers the sync hooks, so it must run
+// after login (the device ID is part of its identity) and before the sync
+// loop (whose filter must include its events).
+func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *media.Stream, hw *hardware, meter *media.AudioMeter, hh *group.Runner, log *slog.Logger) (*matrixRTC, error) {
 	mc := cfg.MatrixRTC
 	if !mc.Enabled {
 		return nil, nil
@@ -28,20 +54,80 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	if mc.SelfMinted() {
 		tokens = mintedTokens{url: mc.LiveKit.URL, key: mc.LiveKit.APIKey, secret: mc.LiveKit.Secret, self: self}
 	}
+	m := &matrixRTC{session: session, self: self, log: log.With("component", "matrixrtc"), householdName: householdRoomName(cfg)}
 	var householdRooms func() []callengine.RoomID
-	var joinHousehold string
 	switch {
 	case mc.Household && hh != nil:
-		householdRooms = hh.Rooms // none until the household call has joined its room
+		m.household = hh.Rooms // none until the household call has joined its room
+		householdRooms = m.household
 	case mc.Household:
-		joinHousehold = cfg.Household.Room // no group call: Run joins the room itself
+		m.joinHousehold = cfg.Household.Room // no group call: Run joins the room itself
+		householdRooms = m.joinedHousehold
 	}
 	lklog := log.With("component", "livekit")
 	mlivekit.SetProcessLogger(lklog)
-	join := livekitJoin(stream, hw.sink(), meter, lklog)
-	m := newMatrixRTC(session, tokens, join, mc.ServiceURL, cfg.Ring.Timeout, householdRooms, log)
-	m.joinHousehold, m.householdName = joinHousehold, householdRoomName(cfg)
+	sfu := livekitSFU{tokens: tokens, join: livekitJoin(stream, hw.sink(), meter, lklog), log: m.log}
+	mcfg := rtc.DefaultConfig(self, mc.ServiceURL)
+	mcfg.RingTimeout = cfg.Ring.Timeout
+	m.runner = rtc.NewRunner(rtc.RunnerConfig{Machine: mcfg, Household: householdRooms, Logger: m.log}, session, sfu)
+	session.SetRTCHooks(&matrix.RTCHooks{
+		StateTypes: []string{rtc.TypeMember, rtc.TypeEncryption},
+		State:      m.runner.HandleState,
+		EventTypes: []string{rtc.TypeDecline},
+		Event:      m.runner.HandleRoomEvent,
+	})
 	return m, nil
+}
+
+// joinedHousehold is the household room Run joined for MatrixRTC; none
+// before.
+func (m *matrixRTC) joinedHousehold() []callengine.RoomID {
+	if r := m.joined.Load(); r != nil {
+		return []callengine.RoomID{*r}
+	}
+	return nil
+}
+
+// rtcStatus is the MatrixRTC machine's last status; nil with MatrixRTC
+// off.
+func (m *matrixRTC) rtcStatus() *rtc.Status {
+	if m == nil {
+		return nil
+	}
+	st := m.runner.MachineStatus()
+	return &st
+}
+
+// Run runs the runner until ctx ends. rooms are the residents' rooms at
+// start-up, readied in the background, as is the household room.
+func (m *matrixRTC) Run(ctx context.Context, rooms map[callengine.UserID]callengine.RoomID) error {
+	if m == nil {
+		return nil
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		m.prepareRooms(ctx, slices.Collect(maps.Values(rooms)))
+		switch {
+		case m.joinHousehold != "":
+			m.householdRoom(ctx, m.joinHousehold)
+		case m.household != nil:
+			// The household group call joins its room on its own
+			// goroutine: ready the room once it has.
+			for {
+				if hr := m.household(); len(hr) > 0 {
+					m.prepareRooms(ctx, hr)
+					return
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	})
+	return m.runner.Run(ctx)
 }
 
 // prepareRooms readies the residents' rooms for MatrixRTC, best effort and
@@ -51,7 +137,7 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 // (a crash, a power cut: the homeserver may lack delayed events) is
 // cleared, so residents' apps stop showing a call in progress.
 func (m *matrixRTC) prepareRooms(ctx context.Context, rooms []callengine.RoomID) {
-	key := rtc.StateKey(m.mcfg.Self)
+	key := rtc.StateKey(m.self)
 	for _, room := range rooms {
 		if changed, err := m.session.AllowCallMembership(ctx, room); err != nil {
 			m.log.Warn("residents may be unable to join MatrixRTC calls in this room", "room_id", room, "err", err)
@@ -65,7 +151,7 @@ func (m *matrixRTC) prepareRooms(ctx context.Context, rooms []callengine.RoomID)
 		}
 		// js-sdk 43 (Element Web, Element Call) drops rings for a slot
 		// that is not open.
-		if !slices.ContainsFunc(state, func(e matrix.StateEvent) bool {
+		if !slices.ContainsFunc(state, func(e callengine.StateEvent) bool {
 			return e.Type == rtc.TypeSlot && e.StateKey == rtc.Slot && rtc.SlotOpen(e.Content)
 		}) {
 			if _, err := m.session.PutState(ctx, room, rtc.TypeSlot, rtc.Slot, rtc.OpenSlot); err != nil {
@@ -73,7 +159,7 @@ func (m *matrixRTC) prepareRooms(ctx context.Context, rooms []callengine.RoomID)
 			}
 		}
 		for _, e := range state {
-			if e.Type == rtc.TypeMember && e.StateKey == key && len(e.Content) > 2 && m.machineStatus().Phase == rtc.PhaseIdle {
+			if e.Type == rtc.TypeMember && e.StateKey == key && len(e.Content) > 2 && m.runner.MachineStatus().Phase == rtc.PhaseIdle {
 				m.log.Info("clearing a call membership left behind", "room_id", room)
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				if _, err := m.session.PutState(cctx, room, rtc.TypeMember, key, struct{}{}); err != nil {
@@ -98,8 +184,6 @@ func (m *matrixRTC) householdRoom(ctx context.Context, alias string) {
 	}); err != nil {
 		return
 	}
-	m.mu.Lock()
-	m.household = func() []callengine.RoomID { return []callengine.RoomID{room} }
-	m.mu.Unlock()
+	m.joined.Store(&room)
 	m.prepareRooms(ctx, []callengine.RoomID{room})
 }

@@ -17,16 +17,9 @@ import (
 )
 
 // StateEvent is a state event of a watched room as sync delivered it:
-// content raw and untrusted.
-type StateEvent struct {
-	Room      callengine.RoomID
-	ID        string
-	Type      string
-	StateKey  string
-	Sender    callengine.UserID
-	Content   json.RawMessage
-	Timestamp time.Time
-}
+// content raw and untrusted. It is callengine's, so that the call runners
+// take it without importing this adapter.
+type StateEvent = callengine.StateEvent
 
 // ToDeviceEvent is a to-device event as sync delivered it (Matrix spec,
 // "Send-to-Device messaging"): content raw and untrusted.

@@ -6,7 +6,9 @@
 // validating decoders, the per-call seq reordering and the household call
 // state machine.
 //
-// Like package callengine it is pure: no I/O, no goroutines, no clock reads.
-// Machine.Step takes the time as an argument and returns effects that a
-// runner (cmd/intercom/household.go) executes.
+// Like package callengine the machine is pure: no I/O, no goroutines, no
+// clock reads. Machine.Step takes the time as an argument and returns
+// effects that the Runner (runner.go) executes against a Transport (the
+// Matrix session) and a callengine.PeerFactory, both interfaces, so the
+// runner too is tested without a network.
 package group

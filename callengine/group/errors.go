@@ -12,3 +12,6 @@ var (
 	// belong to its sender under any of famedly's conventions.
 	ErrStateKey = errors.New("group: state key not owned by sender")
 )
+
+// errNoPeer is the outcome of an answer for a call whose peer is gone.
+var errNoPeer = errors.New("group: no peer for this call")

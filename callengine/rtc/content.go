@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -57,9 +56,6 @@ const Slot = "m.call#ROOM"
 
 // MaxDeclineBytes bounds a decline's content; a real one is ~100 bytes.
 const MaxDeclineBytes = 4 << 10
-
-// ErrMalformed wraps every decoding error of this package.
-var ErrMalformed = errors.New("rtc: malformed event")
 
 // Device is a user's device, the unit of MatrixRTC membership.
 type Device struct {

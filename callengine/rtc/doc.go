@@ -5,9 +5,11 @@
 // org.matrix.msc4075.rtc.notification, and publishes its camera and
 // microphone to a LiveKit SFU. A resident answers by joining the call.
 //
-// Like callengine and callengine/group, the package is pure: Machine.Step
+// Like callengine and callengine/group, the machine is pure: Machine.Step
 // takes events (the bell, Matrix state seen in sync, SFU presence, timers)
 // and returns effects (state events to send, SFU rooms to join or leave,
-// timers) that an adapter in cmd/intercom executes. It imports neither
-// mautrix nor pion nor LiveKit, so every rule is tested with a fake clock.
+// timers) that the Runner (runner.go) executes against a Transport (the
+// Matrix session) and an SFU (the daemon's LiveKit join), both
+// interfaces. The package imports neither mautrix nor pion nor LiveKit, so
+// every rule is tested with a fake clock and the runner without a network.
 package rtc

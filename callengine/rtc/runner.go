@@ -1,0 +1,365 @@
+package rtc
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/group"
+	"github.com/doorbell/intercom/internal/runloop"
+)
+
+// TypeEncryption is the state event that turns end-to-end encryption on
+// in a room (Matrix spec, m.room.encryption).
+const TypeEncryption = "m.room.encryption"
+
+// Transport is the Matrix session as MatrixRTC ringing uses it;
+// callengine/matrix.Session implements it, tests use an in-memory fake.
+type Transport interface {
+	// PutState sets a state event and returns its event ID.
+	PutState(ctx context.Context, room callengine.RoomID, eventType, stateKey string, content any) (string, error)
+	// SendEvent sends a room event and returns its event ID.
+	SendEvent(ctx context.Context, room callengine.RoomID, eventType string, content any) (string, error)
+}
+
+// SFU connects the intercom to rooms' SFUs. The daemon's gets a LiveKit
+// token for the room's call and joins as a publisher of the door's camera
+// and microphone; tests use a fake.
+type SFU interface {
+	// Join connects to room's SFU. presence reports remote participants
+	// (LiveKit identity "<user>:<device>") arriving and leaving; lost
+	// reports the connection ending by itself (nil: no reason given).
+	// Both must not block. Closing the returned Closer leaves the SFU.
+	// ctx ends when the runner no longer wants the connection; Join may
+	// still return one, which the runner then closes.
+	Join(ctx context.Context, room callengine.RoomID, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
+}
+
+// RunnerConfig configures a Runner.
+type RunnerConfig struct {
+	Machine Config
+	// Household returns the rooms rung as a group (the household room),
+	// read at each ring; nil or empty: none.
+	Household func() []callengine.RoomID
+	// AfterFunc schedules the machine's timers; time.AfterFunc by default
+	// (tests run under testing/synctest, whose clock it follows).
+	AfterFunc runloop.AfterFunc
+	Logger    *slog.Logger
+}
+
+// Runner runs MatrixRTC ringing (matrixrtc.enabled): the pure Machine on
+// one goroutine (Run), its Matrix sends on an ordered sender (a ring must
+// follow its membership, a clear the join), its SFU connections joined
+// off the loop.
+//
+// It is the matrixrtc path's ring.Line: the ring coordinator rings it
+// alongside the other paths and withdraws it when another answers. Every
+// other method only enqueues work or reads a snapshot, so it is safe from
+// any goroutine, including the sync loop's hooks and SFU callbacks.
+type Runner struct {
+	cfg RunnerConfig
+	t   Transport
+	sfu SFU
+	log *slog.Logger
+
+	inbox runloop.Queue[item]
+	sends runloop.Sender
+	ring  *runloop.Latest[callengine.Status] // the ring's view of status
+
+	mu     sync.Mutex
+	status Status // the machine's last status
+	// encrypted rooms are left to classic calls: this MatrixRTC media is
+	// not end-to-end encrypted yet, and Element would refuse it.
+	encrypted map[callengine.RoomID]bool
+}
+
+// item is one input of the machine; sfu is set with a successful
+// SFUChanged, whose connection the loop takes over.
+type item struct {
+	ev  Event
+	sfu io.Closer
+}
+
+// NewRunner returns a runner; nothing runs until Run.
+func NewRunner(cfg RunnerConfig, t Transport, sfu SFU) *Runner {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Runner{cfg: cfg, t: t, sfu: sfu, log: cfg.Logger, encrypted: map[callengine.RoomID]bool{},
+		status: Status{Phase: PhaseIdle, Rooms: []RoomStatus{}}}
+	r.ring = runloop.NewLatest(ringStatus(r.status))
+	return r
+}
+
+func (r *Runner) push(it item) { r.inbox.Push(it) }
+
+// HandleState takes a state event from the sync loop: a call membership
+// (TypeMember) of any room, or a room's TypeEncryption. It never blocks.
+func (r *Runner) HandleState(e callengine.StateEvent) {
+	if e.Type == TypeEncryption {
+		var c struct {
+			Algorithm string `json:"algorithm"`
+		}
+		if json.Unmarshal(e.Content, &c) == nil && c.Algorithm != "" {
+			r.mu.Lock()
+			if !r.encrypted[e.Room] {
+				r.log.Warn("room is end-to-end encrypted: MatrixRTC calls are not yet, so it is rung with classic calls only", "room_id", e.Room)
+			}
+			r.encrypted[e.Room] = true
+			r.mu.Unlock()
+		}
+		return
+	}
+	r.push(item{ev: MemberChanged{Room: e.Room, Event: group.MemberEventOf(e)}})
+}
+
+// HandleRoomEvent takes a room event from the sync loop; declines
+// (TypeDecline) reach the machine, other types are dropped. It never
+// blocks.
+func (r *Runner) HandleRoomEvent(e callengine.RoomEvent) {
+	if e.Type != TypeDecline {
+		return
+	}
+	r.push(item{ev: DeclineReceived{Room: e.Room, Sender: e.Sender, Content: e.Content}})
+}
+
+// Ring rings the residents' rooms (and the household room) that are not
+// encrypted; ErrNoRooms if there is none.
+func (r *Runner) Ring(_ context.Context, residents []callengine.Resident) error {
+	var targets []Target
+	all := make([]callengine.UserID, 0, len(residents))
+	r.mu.Lock()
+	for _, res := range residents {
+		all = append(all, res.User)
+		if !r.encrypted[res.Room] {
+			targets = append(targets, Target{Room: res.Room, Residents: []callengine.UserID{res.User}})
+		}
+	}
+	if r.cfg.Household != nil {
+		for _, room := range r.cfg.Household() {
+			if !r.encrypted[room] {
+				targets = append(targets, Target{Room: room, Residents: all, Group: true})
+			}
+		}
+	}
+	r.mu.Unlock()
+	if len(targets) == 0 {
+		return ErrNoRooms
+	}
+	r.push(item{ev: RingRequested{Targets: targets}})
+	return nil
+}
+
+// Withdraw: the ring was answered on another path.
+func (r *Runner) Withdraw() { r.push(item{ev: AnsweredElsewhere{}}) }
+
+// Hangup leaves every MatrixRTC call.
+func (r *Runner) Hangup() { r.push(item{ev: HangupRequested{}}) }
+
+// Status is the MatrixRTC calls as the ring sees them: each rung room a
+// call leg, connected once a resident joined it.
+func (r *Runner) Status() callengine.Status { return r.ring.Get() }
+
+// Subscribe delivers the ring's view of every change.
+func (r *Runner) Subscribe() (<-chan callengine.Status, func()) { return r.ring.Subscribe() }
+
+// MachineStatus is the machine's last status, for /api/status.
+func (r *Runner) MachineStatus() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.status
+}
+
+// ringStatus maps the machine's status onto call legs (so the notices
+// see an answer and the door sees a connected call).
+func ringStatus(st Status) callengine.Status {
+	out := callengine.Status{Phase: callengine.Phase(st.Phase), Since: st.Since, Calls: []callengine.CallStatus{}}
+	if st.Phase == "" {
+		out.Phase = callengine.PhaseIdle
+	}
+	for _, room := range st.Rooms {
+		leg := callengine.CallStatus{CallID: callengine.CallID("matrixrtc:" + string(room.Room)), Room: room.Room,
+			State: callengine.LegRinging, Since: st.Since, Direction: "outbound"}
+		if room.Answered {
+			leg.State = callengine.LegConnected
+			leg.Resident = callengine.UserID(userOfIdentity(st.AnsweredBy))
+		}
+		out.Calls = append(out.Calls, leg)
+	}
+	return out
+}
+
+// userOfIdentity takes the user from a "<user>:<device>" identity.
+func userOfIdentity(identity string) string {
+	if i := strings.LastIndexByte(identity, ':'); i > 0 {
+		return identity[:i]
+	}
+	return identity
+}
+
+// Run runs the machine until ctx ends, then leaves every call: the
+// memberships are cleared with a context that outlives ctx, every SFU
+// connection is closed, and Run returns once every goroutine it started
+// has ended.
+func (r *Runner) Run(ctx context.Context) error {
+	l := &loop{r: r, m: New(r.cfg.Machine), ctx: ctx, sfus: map[callengine.RoomID]io.Closer{},
+		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
+		bg: runloop.NewGroup(ctx)}
+	l.bg.Go(r.sends.Run)
+	r.log.Info("MatrixRTC ringing ready", "identity", r.cfg.Machine.Self.Identity(), "service_url", r.cfg.Machine.ServiceURL)
+	defer l.shutdown()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.inbox.Wait():
+		}
+		for _, it := range r.inbox.Take() {
+			l.step(it)
+		}
+	}
+}
+
+// loop is the state Run's goroutine owns.
+type loop struct {
+	r      *Runner
+	m      *Machine
+	ctx    context.Context
+	sfus   map[callengine.RoomID]io.Closer
+	sfuCtx map[callengine.RoomID]context.CancelFunc // from JoinSFU to LeaveSFU
+	timers *runloop.Timers[TimerID]
+	bg     *runloop.Group // SFU joins and closes, the sender
+}
+
+// shutdown leaves every call, then stops everything the loop started.
+func (l *loop) shutdown() {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), 5*time.Second)
+	defer cancel()
+	l.step(item{ev: HangupRequested{}})
+	if err := l.r.sends.Flush(ctx); err != nil {
+		l.r.log.Warn("leave MatrixRTC calls", "err", err)
+	}
+	l.timers.StopAll()
+	for room, cancel := range l.sfuCtx {
+		delete(l.sfuCtx, room)
+		cancel()
+	}
+	for room, c := range l.sfus {
+		delete(l.sfus, room)
+		_ = c.Close()
+	}
+	l.bg.Stop()
+	// Connections that came up while shutting down arrived in the inbox.
+	for _, it := range l.r.inbox.Take() {
+		if it.sfu != nil {
+			_ = it.sfu.Close()
+		}
+	}
+}
+
+// step feeds one input to the machine, executes its effects and
+// publishes the status.
+func (l *loop) step(it item) {
+	r := l.r
+	if e, ok := it.ev.(SFUChanged); ok && it.sfu != nil {
+		if _, wanted := l.sfuCtx[e.Room]; !wanted {
+			c := it.sfu // left before the connection was up
+			l.bg.Go(func(context.Context) { _ = c.Close() })
+			return
+		}
+		l.sfus[e.Room] = it.sfu
+	}
+	for _, eff := range l.m.Step(time.Now(), it.ev) {
+		l.execute(eff)
+	}
+	st := l.m.Status()
+	r.mu.Lock()
+	r.status = st
+	r.mu.Unlock()
+	r.ring.Publish(ringStatus(st))
+}
+
+func (l *loop) execute(eff Effect) {
+	r := l.r
+	switch e := eff.(type) {
+	case PublishMembership:
+		r.sends.Add(func(ctx context.Context) {
+			id, err := r.t.PutState(ctx, e.Room, TypeMember, e.StateKey, e.Content)
+			if err != nil {
+				r.log.Error("publish call membership", "room_id", e.Room, "err", err)
+			}
+			r.push(item{ev: MembershipSent{Room: e.Room, EventID: id, Err: err}})
+		})
+	case ClearMembership:
+		r.sends.Add(func(ctx context.Context) {
+			if _, err := r.t.PutState(ctx, e.Room, TypeMember, e.StateKey, struct{}{}); err != nil {
+				r.log.Error("clear call membership", "room_id", e.Room, "err", err)
+			}
+		})
+	case SendNotification:
+		r.sends.Add(func(ctx context.Context) {
+			id, err := r.t.SendEvent(ctx, e.Room, TypeNotification, e.Content)
+			if err != nil {
+				r.log.Error("send MatrixRTC ring", "room_id", e.Room, "err", err)
+			}
+			r.push(item{ev: NotificationSent{Room: e.Room, EventID: id, Err: err}})
+		})
+	case JoinSFU:
+		// The connection lives until LeaveSFU cancels this context.
+		jctx, cancel := context.WithCancel(l.ctx)
+		l.sfuCtx[e.Room] = cancel
+		l.bg.Go(func(context.Context) { l.joinSFU(jctx, e.Room) })
+	case LeaveSFU:
+		if cancel := l.sfuCtx[e.Room]; cancel != nil {
+			cancel()
+			delete(l.sfuCtx, e.Room)
+		}
+		if c := l.sfus[e.Room]; c != nil {
+			delete(l.sfus, e.Room)
+			l.bg.Go(func(context.Context) { _ = c.Close() })
+		}
+	case StartTimer:
+		id := e.ID
+		l.timers.Start(id, e.After, func() { r.push(item{ev: TimerFired{ID: id}}) })
+	case StopTimer:
+		l.timers.Stop(e.ID)
+	case Answered:
+		// The ring coordinator sees the answer in the status and
+		// withdraws the other paths.
+		r.log.Info("MatrixRTC call answered", "room_id", e.Room, "by", e.By.Identity())
+	case Ended:
+		r.log.Info("MatrixRTC calls ended", "reason", e.Reason)
+	case Ignored:
+		r.log.Info("MatrixRTC event ignored", "room_id", e.Room, "user_id", e.Sender, "what", e.What, "reason", e.Reason)
+	case PhaseChanged:
+		r.log.Info("MatrixRTC state", "state", e.Phase)
+	}
+}
+
+// joinSFU connects to room's SFU; the outcome, presence and loss come
+// back through the inbox.
+func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID) {
+	r := l.r
+	presence := func(identity string, present bool) {
+		r.push(item{ev: ParticipantChanged{Room: room, Identity: identity, Present: present}})
+	}
+	lost := func(err error) {
+		if err == nil {
+			err = errSFUClosed
+		}
+		r.log.Warn("SFU connection lost", "room_id", room, "err", err)
+		r.push(item{ev: SFUChanged{Room: room, Err: err}})
+	}
+	c, err := r.sfu.Join(ctx, room, presence, lost)
+	if err != nil {
+		r.log.Error("join SFU", "room_id", room, "err", err)
+		r.push(item{ev: SFUChanged{Room: room, Err: err}})
+		return
+	}
+	r.push(item{ev: SFUChanged{Room: room, Connected: true}, sfu: c})
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/callengine/ring"
-	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
@@ -289,7 +288,7 @@ type matrixStatus struct {
 	UserID    string        `json:"user_id"`
 	DeviceID  string        `json:"device_id"`
 	Household *group.Status `json:"household,omitempty"`
-	MatrixRTC *rtc.Status   `json:"matrixrtc,omitempty"`
+	MatrixRTC *rtcSection   `json:"matrixrtc,omitempty"`
 }
 
 func (r matrixReporter) Healthy() bool { return r.s.Healthy() }

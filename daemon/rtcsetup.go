@@ -37,6 +37,9 @@ type matrixRTC struct {
 	joinHousehold string
 	householdName string
 	joined        atomic.Pointer[callengine.RoomID]
+	// householdRooms are the household rooms a press rings (nil without
+	// matrixrtc.household).
+	householdRooms func() []callengine.RoomID
 }
 
 // newDaemonRTC makes the MatrixRTC side when matrixrtc.enabled: tokens
@@ -69,6 +72,7 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	sfu := livekitSFU{tokens: tokens, join: livekitJoin(stream, hw.sink(), meter, lklog), log: m.log}
 	mcfg := rtc.DefaultConfig(self, mc.ServiceURL)
 	mcfg.RingTimeout = cfg.Ring.Timeout
+	m.householdRooms = householdRooms
 	m.runner = rtc.NewRunner(rtc.RunnerConfig{Machine: mcfg, Household: householdRooms, Logger: m.log}, session, sfu)
 	session.SetRTCHooks(&matrix.RTCHooks{
 		StateTypes: []string{rtc.TypeMember, rtc.TypeEncryption},
@@ -88,13 +92,23 @@ func (m *matrixRTC) joinedHousehold() []callengine.RoomID {
 	return nil
 }
 
-// rtcStatus is the MatrixRTC machine's last status; nil with MatrixRTC
-// off.
-func (m *matrixRTC) rtcStatus() *rtc.Status {
+// rtcSection is the matrix status's matrixrtc part.
+type rtcSection struct {
+	rtc.Status
+	// HouseholdRooms are the household rooms a press rings through
+	// MatrixRTC: none until joined, or without matrixrtc.household.
+	HouseholdRooms []callengine.RoomID `json:"household_rooms"`
+}
+
+// rtcStatus is the MatrixRTC section; nil with MatrixRTC off.
+func (m *matrixRTC) rtcStatus() *rtcSection {
 	if m == nil {
 		return nil
 	}
-	st := m.runner.MachineStatus()
+	st := rtcSection{Status: m.runner.MachineStatus(), HouseholdRooms: []callengine.RoomID{}}
+	if m.householdRooms != nil {
+		st.HouseholdRooms = append(st.HouseholdRooms, m.householdRooms()...)
+	}
 	return &st
 }
 

@@ -51,4 +51,5 @@ func TestStatusIsSnakeCase(t *testing.T) {
 	walk("status", reflect.TypeOf(device.Status{}))
 	walk("status.matrix", reflect.TypeOf(matrixStatus{}))
 	walk("status.media", reflect.TypeOf(mediaStatus{}))
+	walk("status.matrix.matrixrtc", reflect.TypeOf(rtcSection{}))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -178,6 +179,17 @@ func TestMatrixRTCHousehold(t *testing.T) {
 	defer cancel()
 	// The household room is made at start; alice joins it on invite.
 	home := waitEvent(ctx, t, alice, resident.EventJoined, time.Time{}, func(ev resident.Event) bool { return ev.Str("roomId") != dm }).Str("roomId")
+	// Alice may join before the intercom's createRoom returned: press only
+	// once the intercom rings that room.
+	s.waitStatus(ctx, "household room known to MatrixRTC", func(st status) bool {
+		var m struct {
+			RTC struct {
+				Rooms []string `json:"household_rooms"`
+			} `json:"matrixrtc"`
+		}
+		_ = json.Unmarshal(st.Matrix, &m)
+		return slices.Contains(m.RTC.Rooms, home)
+	})
 
 	pressed := s.press()
 	ring := waitEvent(ctx, t, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == home })

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -65,6 +67,28 @@ var buildIntercom = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
+
+// runIntercom runs the built intercom binary with args, as an installer
+// would from a shell, and returns its exit code; the process's stdout and
+// stderr go to the writers.
+func runIntercom(t testing.TB, args []string, stdout, stderr io.Writer) int {
+	t.Helper()
+	bin, err := buildIntercom()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), bin, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.Exited() {
+		return exit.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("intercom %s: %v", strings.Join(args, " "), err)
+	}
+	return 0
+}
 
 func freeAddr(t testing.TB) string {
 	t.Helper()

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"context"
@@ -54,6 +54,11 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// intercomPkg is the command under test. go test runs this package in its
+// own directory, which is inside the module, so go build finds it by its
+// import path.
+const intercomPkg = "github.com/doorbell/intercom/cmd/intercom"
+
 // buildIntercom builds the daemon once per test binary.
 var buildIntercom = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "intercom-e2e-bin")
@@ -61,7 +66,7 @@ var buildIntercom = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "intercom")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, intercomPkg).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}

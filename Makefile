@@ -42,9 +42,9 @@ fuzz:
 # Benchmarks whose medians the issues ask for.
 bench: deps
 	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
-	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom
-	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom
-	$(GO) test -run=^$$ -bench=MatrixRTC -benchtime=15x -timeout 10m ./cmd/intercom
+	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom/e2e
+	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom/e2e
+	$(GO) test -run=^$$ -bench=MatrixRTC -benchtime=15x -timeout 10m ./cmd/intercom/e2e
 
 # The demo is built and run as its own process rather than with `go run`:
 # `go run` dies on SIGTERM without passing it on, which would leave the demo,

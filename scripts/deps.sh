@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# coturn: the TURN server of the relay-only call tests (cmd/intercom), which
+# coturn: the TURN server of the relay-only call tests (cmd/intercom/e2e), which
 # start their own `turnserver` on 127.0.0.1.
 packages=(pkg-config libvpx-dev libopus-dev libasound2-dev chromium iproute2 util-linux systemd coturn)
 # `deps.sh release`: also the cross toolchains (make release, test-release).

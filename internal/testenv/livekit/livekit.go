@@ -13,7 +13,7 @@
 // include them (rtc.enable_loopback_candidate), so NodeIP 127.0.0.1 works on
 // its side; the Go SDK has no such switch, so an SDK client needs some
 // non-loopback address to send from (see TestSFUForwardsMedia and
-// cmd/intercom's TestMain, which gives its network namespace a veth pair).
+// cmd/intercom/e2e's TestMain, which gives its network namespace a veth pair).
 //
 // The binary is built from the Go module proxy the first time (minutes) and
 // cached; see Build.

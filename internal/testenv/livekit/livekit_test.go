@@ -28,7 +28,7 @@ func nodeIPFromEnv() string {
 // through the SFU.
 func TestSFUForwardsMedia(t *testing.T) {
 	SkipWithoutClientAddress(t)
-	// In cmd/intercom's namespace the veth address; else loopback.
+	// In cmd/intercom/e2e's namespace the veth address; else loopback.
 	srv := StartT(t, Options{NodeIP: nodeIPFromEnv()})
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// VethIPEnv names the environment variable that cmd/intercom's TestMain
+// VethIPEnv names the environment variable that cmd/intercom/e2e's TestMain
 // sets inside its private network namespace to the address of the veth
 // pair it adds there (10.203.0.1); unset outside it.
 const VethIPEnv = "INTERCOM_TEST_VETH_IP"

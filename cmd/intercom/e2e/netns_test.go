@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"errors"
@@ -48,11 +48,11 @@ func TestMain(m *testing.M) {
 		if code, err := reexecInNetns(); err == nil {
 			os.Exit(code)
 		} else {
-			fmt.Fprintf(os.Stderr, "intercom tests: not in a private network namespace (%v); running in the machine's\n", err)
+			fmt.Fprintf(os.Stderr, "intercom e2e tests: not in a private network namespace (%v); running in the machine's\n", err)
 		}
 	} else if os.Getenv(vethIPEnv) == "" {
 		if err := addVeth(); err != nil {
-			fmt.Fprintf(os.Stderr, "intercom tests: no veth pair in the test namespace (%v); only lo, so LiveKit SDK clients cannot connect\n", err)
+			fmt.Fprintf(os.Stderr, "intercom e2e tests: no veth pair in the test namespace (%v); only lo, so LiveKit SDK clients cannot connect\n", err)
 		} else {
 			// Set before any test runs, so every child process (the
 			// intercom, Chromium, livekit-server) inherits it too.

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func TestProvisionHouseholdRoom(t *testing.T) {
 	provision := func() string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		if code := run([]string{"provision", "--config", path}, &out, &errOut); code != 0 {
+		if code := runIntercom(t, []string{"provision", "--config", path}, &out, &errOut); code != 0 {
 			t.Fatalf("provision: exit %d\n%s%s", code, out.String(), errOut.String())
 		}
 		t.Logf("provision:\n%s", out.String())

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -72,7 +72,7 @@ func TestProvisionRoomLook(t *testing.T) {
 	provisionOnce := func(name string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		if code := run([]string{"provision", "--config", path}, &out, &errOut); code != 0 {
+		if code := runIntercom(t, []string{"provision", "--config", path}, &out, &errOut); code != 0 {
 			t.Fatalf("%s provision: exit %d\n%s%s", name, code, out.String(), errOut.String())
 		}
 		t.Logf("%s provision:\n%s%s", name, out.String(), errOut.String())
@@ -167,7 +167,7 @@ func TestProvisionRoomLook(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	if code := run([]string{"provision", "--config", path}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "matrix.room_avatar") {
+	if code := runIntercom(t, []string{"provision", "--config", path}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "matrix.room_avatar") {
 		t.Fatalf("broken avatar: exit %d\n%s%s", code, out.String(), errOut.String())
 	}
 }

@@ -1,9 +1,11 @@
-package main
+package e2e
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -52,6 +54,11 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// intercomPkg is the command under test. go test runs this package in its
+// own directory, which is inside the module, so go build finds it by its
+// import path.
+const intercomPkg = "github.com/doorbell/intercom/cmd/intercom"
+
 // buildIntercom builds the daemon once per test binary.
 var buildIntercom = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "intercom-e2e-bin")
@@ -59,12 +66,34 @@ var buildIntercom = sync.OnceValues(func() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "intercom")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", bin, intercomPkg).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
 })
+
+// runIntercom runs the built intercom binary with args, as an installer
+// would from a shell, and returns its exit code; the process's stdout and
+// stderr go to the writers.
+func runIntercom(t testing.TB, args []string, stdout, stderr io.Writer) int {
+	t.Helper()
+	bin, err := buildIntercom()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), bin, args...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.Exited() {
+		return exit.ExitCode()
+	}
+	if err != nil {
+		t.Fatalf("intercom %s: %v", strings.Join(args, " "), err)
+	}
+	return 0
+}
 
 func freeAddr(t testing.TB) string {
 	t.Helper()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
@@ -69,7 +70,12 @@ type Runner struct {
 
 	inbox runloop.Queue[item]
 	sends runloop.Sender
-	ring  *runloop.Latest[callengine.Status] // the ring's view of status
+	// stopped counts the times the ring was told to stop (withdrawn, hung
+	// up, ended). A ring notification queued behind other sends checks it
+	// when its turn comes, so a ring taken elsewhere meanwhile never
+	// leaves (it would reach the resident after the answer).
+	stopped atomic.Uint64
+	ring    *runloop.Latest[callengine.Status] // the ring's view of status
 
 	mu     sync.Mutex
 	status Status // the machine's last status
@@ -156,10 +162,10 @@ func (r *Runner) Ring(_ context.Context, residents []callengine.Resident) error 
 }
 
 // Withdraw: the ring was answered on another path.
-func (r *Runner) Withdraw() { r.push(item{ev: AnsweredElsewhere{}}) }
+func (r *Runner) Withdraw() { r.stopped.Add(1); r.push(item{ev: AnsweredElsewhere{}}) }
 
 // Hangup leaves every MatrixRTC call.
-func (r *Runner) Hangup() { r.push(item{ev: HangupRequested{}}) }
+func (r *Runner) Hangup() { r.stopped.Add(1); r.push(item{ev: HangupRequested{}}) }
 
 // Status is the MatrixRTC calls as the ring sees them: each rung room a
 // call leg, connected once a resident joined it.
@@ -302,7 +308,12 @@ func (l *loop) execute(eff Effect) {
 			}
 		})
 	case SendNotification:
+		ring := r.stopped.Load()
 		r.sends.Add(func(ctx context.Context) {
+			if r.stopped.Load() != ring {
+				r.log.Debug("MatrixRTC ring not sent: stopped before its turn", "room_id", e.Room)
+				return
+			}
 			id, err := r.t.SendEvent(ctx, e.Room, TypeNotification, e.Content)
 			if err != nil {
 				r.log.Error("send MatrixRTC ring", "room_id", e.Room, "err", err)
@@ -333,6 +344,7 @@ func (l *loop) execute(eff Effect) {
 		// withdraws the other paths.
 		r.log.Info("MatrixRTC call answered", "room_id", e.Room, "by", e.By.Identity())
 	case Ended:
+		r.stopped.Add(1)
 		r.log.Info("MatrixRTC calls ended", "reason", e.Reason)
 	case Ignored:
 		r.log.Info("MatrixRTC event ignored", "room_id", e.Room, "user_id", e.Sender, "what", e.What, "reason", e.Reason)

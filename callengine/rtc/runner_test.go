@@ -24,6 +24,10 @@ type fakeTransport struct {
 	puts   []sentState
 	events []sentEvent
 	n      int
+	// hold, if set, keeps every put from the holdFrom-th on waiting
+	// until it is closed (a slow homeserver).
+	hold     chan struct{}
+	holdFrom int
 }
 
 type sentState struct {
@@ -45,6 +49,12 @@ type sentEvent struct {
 
 func (f *fakeTransport) PutState(_ context.Context, room callengine.RoomID, typ, key string, content any) (string, error) {
 	b, _ := json.Marshal(content)
+	f.mu.Lock()
+	hold := f.hold != nil && f.n+1 >= f.holdFrom
+	f.mu.Unlock()
+	if hold {
+		<-f.hold
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if typ != TypeMember {
@@ -354,6 +364,31 @@ func TestRunnerAnsweredElsewhere(t *testing.T) {
 		h.r.Hangup()
 		synctest.Wait()
 		h.wantIdle(t, ReasonAnsweredElsewhere)
+	})
+}
+
+// TestRunnerNoRingAfterWithdraw: a ring notification still queued behind
+// other rooms' memberships when another path takes the ring never leaves:
+// it would reach the resident after the answer.
+func TestRunnerNoRingAfterWithdraw(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startRTC(t, &fakeSFU{})
+		h.tr.hold, h.tr.holdFrom = make(chan struct{}), 2
+		if err := h.r.Ring(t.Context(), residents); err != nil {
+			t.Fatal(err)
+		}
+		// The first room's membership is in; its ring waits behind the
+		// second room's membership, which the homeserver holds.
+		synctest.Wait()
+		h.r.Withdraw()
+		synctest.Wait()
+		close(h.tr.hold)
+		synctest.Wait()
+		if ev := h.tr.sentEvents(); len(ev) != 0 {
+			t.Fatalf("rings sent after the withdraw: %+v", ev)
+		}
+		h.wantIdle(t, ReasonAnsweredElsewhere)
+		h.wantLeft(t, roomA, roomB, roomH)
 	})
 }
 

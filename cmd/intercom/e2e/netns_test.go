@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -44,6 +45,11 @@ const (
 // interface such a client gathers no candidate at all. If the pair cannot
 // be made the tests run with lo only and say why.
 func TestMain(m *testing.M) {
+	// In -short every test here skips: no namespace to make.
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(m.Run())
+	}
 	if os.Getenv(netnsEnv) == "" {
 		if code, err := reexecInNetns(); err == nil {
 			os.Exit(code)

@@ -265,6 +265,9 @@ func parse(name string, data []byte, dir string) (*Config, Problems, bool) {
 	for _, chk := range crossChecks {
 		p.probs = append(p.probs, chk(p.cfg, p.lineOf)...)
 	}
+	for _, chk := range warnChecks {
+		p.cfg.Warnings = append(p.cfg.Warnings, chk(p.cfg, p.lineOf)...)
+	}
 	return p.cfg, p.probs, true
 }
 

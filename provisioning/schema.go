@@ -3,6 +3,7 @@ package provisioning
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -180,6 +181,25 @@ var crossChecks = []func(c *Config, at lineOf) []Problem{
 	checkResidentsExcludeSelf,
 	checkGPIOPins,
 	checkVideoBitrates,
+}
+
+// warnChecks find what is allowed but unwise. They run after the cross
+// checks; what they return goes to Config.Warnings.
+var warnChecks = []func(c *Config, at lineOf) []Problem{
+	warnPlainHTTPHomeserver,
+}
+
+// warnPlainHTTPHomeserver: over plain HTTP the password, the access token
+// and every call's SDP cross the network readable and alterable by anyone
+// on the path. On this machine (the development set-up, a homeserver on
+// the board itself) nothing crosses a network.
+func warnPlainHTTPHomeserver(c *Config, at lineOf) []Problem {
+	u, err := url.Parse(c.Matrix.Homeserver)
+	if err != nil || u.Scheme != "http" || loopbackHost(u.Hostname()) {
+		return nil
+	}
+	return []Problem{{File: c.Path, Line: max(at("matrix.homeserver"), 1), Key: "matrix.homeserver",
+		Msg: fmt.Sprintf("%s is plain HTTP to another machine: the password and access token cross the network unencrypted; use https://", c.Matrix.Homeserver)}}
 }
 
 // checkVideoBitrates asks for video.min_bitrate <= video.bitrate <=

@@ -40,7 +40,7 @@ type Config struct {
 	GPIO      GPIOPins // hardware.gpio: periph
 	Camera    Camera   // hardware.camera: v4l2
 	Audio     Audio    // hardware.audio: alsa
-	API       API
+	API       API      // api.go
 	Video     Video
 	Log       Log
 
@@ -132,11 +132,6 @@ type TURN struct {
 	// iceTransportPolicy "relay"): media always go through the TURN
 	// server, so no address of the door's network reaches the residents.
 	RelayOnly bool
-}
-
-// API is the local HTTP API.
-type API struct {
-	Listen string // host:port
 }
 
 // Video is what the camera is asked for and what is sent to residents.

@@ -73,7 +73,7 @@ func TestParseValues(t *testing.T) {
 			func(c *Config) bool { return len(c.Residents) == 2 && c.Residents[1] == "@bob:example.org" }},
 		{"empty section", "hardware:\n",
 			func(c *Config) bool { return c.Hardware.GPIO == "sim" }},
-		{"listen on all interfaces", "api: {listen: \":8080\"}\n",
+		{"listen on all interfaces", "api: {listen: \":8080\", token_file: /etc/intercom/api-token}\n",
 			func(c *Config) bool { return c.API.Listen == ":8080" }},
 		{"IPv6 listen", "api: {listen: \"[::1]:9000\"}\n",
 			func(c *Config) bool { return c.API.Listen == "[::1]:9000" }},

@@ -15,6 +15,7 @@ const (
 	testToken         = "syt_do_not_print"
 	testLiveKitKey    = "APIkey-do-not-print"
 	testLiveKitSecret = "livekit-secret-do-not-print"
+	testAPIToken      = "api-token-do-not-print"
 )
 
 func TestSecretsAreNeverPrinted(t *testing.T) {
@@ -24,12 +25,13 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 	}
 	c.Matrix.Password, c.Matrix.AccessToken = testPassword, testToken
 	c.MatrixRTC.LiveKit.APIKey, c.MatrixRTC.LiveKit.Secret = testLiveKitKey, testLiveKitSecret
+	c.API.Token = testAPIToken
 	creds := Credentials{Homeserver: "https://h", UserID: "@i:h", DeviceID: "DEV", AccessToken: testToken}
 
 	var outputs []string
 	for _, v := range []any{c, *c, c.Matrix, &c.Matrix, creds, &creds,
 		struct{ M Matrix }{c.Matrix}, struct{ C Credentials }{creds},
-		c.MatrixRTC, c.MatrixRTC.LiveKit, &c.MatrixRTC.LiveKit} {
+		c.MatrixRTC, c.MatrixRTC.LiveKit, &c.MatrixRTC.LiveKit, c.API, &c.API} {
 		for _, verb := range []string{"%v", "%+v", "%s", "%#v"} {
 			outputs = append(outputs, fmt.Sprintf(verb, v))
 		}
@@ -40,7 +42,7 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 	} {
 		var b bytes.Buffer
 		slog.New(h(&b)).Info("loaded", "config", c, "matrix", c.Matrix, "creds", creds,
-			"matrixrtc", c.MatrixRTC, "livekit", c.MatrixRTC.LiveKit)
+			"matrixrtc", c.MatrixRTC, "livekit", c.MatrixRTC.LiveKit, "api", c.API)
 		outputs = append(outputs, b.String())
 	}
 	js, err := json.Marshal(c)
@@ -50,7 +52,7 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 	outputs = append(outputs, string(js))
 
 	for _, out := range outputs {
-		for _, secret := range []string{testPassword, testToken, testLiveKitKey, testLiveKitSecret} {
+		for _, secret := range []string{testPassword, testToken, testLiveKitKey, testLiveKitSecret, testAPIToken} {
 			if strings.Contains(out, secret) {
 				t.Errorf("secret %q printed: %s", secret, out)
 			}
@@ -62,6 +64,9 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 	}
 	if s := c.String(); !strings.Contains(s, "Secret:"+redacted) || !strings.Contains(s, "APIKey:"+redacted) {
 		t.Errorf("String() does not show that the LiveKit keys are set: %s", s)
+	}
+	if s := c.String(); !strings.Contains(s, "Token:"+redacted) {
+		t.Errorf("String() does not show that the API token is set: %s", s)
 	}
 	if s := outputs[len(outputs)-2]; !strings.Contains(s, `"password":"[REDACTED]"`) || !strings.Contains(s, `"user_id":"@intercom:example.org"`) {
 		t.Errorf("slog JSON = %s", s)

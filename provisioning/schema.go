@@ -151,6 +151,13 @@ var schema = []field{
 
 	optional("api.listen", "127.0.0.1:8080", func(c *Config) *string { return &c.API.Listen },
 		str, hostPort),
+	// The API's guard (api.go, device/apiguard.go): a token, required
+	// beyond loopback, and the names besides the listen address that
+	// requests may be addressed to.
+	optional("api.token_file", "", func(c *Config) *string { return &c.API.TokenFile },
+		path),
+	optional("api.hostnames", []string(nil), func(c *Config) *[]string { return &c.API.Hostnames },
+		hostNameList),
 
 	// Even dimensions because the encoders work on 4:2:0 frames, whose
 	// chroma planes are half the size in each direction.

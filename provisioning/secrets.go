@@ -54,6 +54,7 @@ func (c *Config) loadSecrets(lookupEnv func(string) (string, bool)) error {
 		probs = append(probs, Problem{File: c.Path, Line: c.line("matrix"), Key: "matrix",
 			Msg: fmt.Sprintf("no credentials: set password_file or access_token_file, or %s or %s in the environment", EnvPassword, EnvAccessToken)})
 	}
+	c.loadAPIToken(&probs)
 	// The other secrets are read where they are used (ReadLiveKitKeys,
 	// the TURN set-up); their files' modes are checked here, so that
 	// check-config and the start-up log warn about them too.
@@ -82,6 +83,7 @@ var secretFileKeys = []string{
 	"matrix.password_file", "matrix.access_token_file",
 	"turn.password_file",
 	"matrixrtc.livekit.api_key_file", "matrixrtc.livekit.api_secret_file",
+	"api.token_file",
 }
 
 // warnShared adds a warning when other users than the owner may read the
@@ -96,8 +98,14 @@ func (c *Config) warnShared(key, file string, perm fs.FileMode) {
 
 // secret reads one secret from file, or from the environment variable env
 // when no file is configured. It returns the secret and where it came from.
+//
+// env may be "" (and lookupEnv nil) for a secret that comes only from a file.
 func (c *Config) secret(key, file, env string, lookupEnv func(string) (string, bool), probs *Problems) (string, string) {
-	envVal, envSet := lookupEnv(env)
+	var envVal string
+	var envSet bool
+	if env != "" {
+		envVal, envSet = lookupEnv(env)
+	}
 	envSet = envSet && envVal != ""
 	if file == "" {
 		if envSet {

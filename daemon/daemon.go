@@ -55,6 +55,13 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		return fmt.Errorf("api listen: %w", err)
 	}
 	defer ln.Close()
+	// Its guard too (api.go): the intercom's handler is mounted on api
+	// once the intercom exists, before the server starts.
+	api := http.NewServeMux()
+	guarded, err := apiHandler(cfg.API, ln.Addr(), api, log.With("component", "api"))
+	if err != nil {
+		return err
+	}
 
 	state, err := provisioning.OpenState(cfg.StateDir)
 	if err != nil {
@@ -170,7 +177,8 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
 	})
-	srv := &http.Server{Handler: intercom.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	api.Handle("/", intercom.Handler())
+	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return engine.Run(gctx) })
@@ -210,7 +218,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	log.Info("intercom ready", "api", ln.Addr().String(), "residents", len(residents), "user_id", session.UserID(), "device_id", session.DeviceID())
+	log.Info("intercom ready", "api", ln.Addr().String(), "api_token", cfg.API.Token != "", "residents", len(residents), "user_id", session.UserID(), "device_id", session.DeviceID())
 	err = g.Wait()
 	if ctx.Err() != nil {
 		// Asked to stop (SIGTERM from systemd, Ctrl-C): the parts return

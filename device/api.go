@@ -17,6 +17,9 @@ import (
 //	GET  /api/events  state changes as server-sent events
 //	GET  /healthz     200 while the Matrix sync is healthy, else 503
 //	GET  /api/snapshot.jpg  the camera's picture now, as JPEG
+//
+// It checks nobody: serve it wrapped in Guard (apiguard.go), which decides
+// who may use it.
 func (d *Intercom) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/ring", func(w http.ResponseWriter, r *http.Request) {

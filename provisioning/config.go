@@ -40,7 +40,7 @@ type Config struct {
 	GPIO      GPIOPins // hardware.gpio: periph
 	Camera    Camera   // hardware.camera: v4l2
 	Audio     Audio    // hardware.audio: alsa
-	API       API
+	API       API      // api.go
 	Video     Video
 	Log       Log
 
@@ -132,11 +132,6 @@ type TURN struct {
 	// iceTransportPolicy "relay"): media always go through the TURN
 	// server, so no address of the door's network reaches the residents.
 	RelayOnly bool
-}
-
-// API is the local HTTP API.
-type API struct {
-	Listen string // host:port
 }
 
 // Video is what the camera is asked for and what is sent to residents.
@@ -264,6 +259,9 @@ func parse(name string, data []byte, dir string) (*Config, Problems, bool) {
 	// cross checks see only values that are valid on their own.
 	for _, chk := range crossChecks {
 		p.probs = append(p.probs, chk(p.cfg, p.lineOf)...)
+	}
+	for _, chk := range warnChecks {
+		p.cfg.Warnings = append(p.cfg.Warnings, chk(p.cfg, p.lineOf)...)
 	}
 	return p.cfg, p.probs, true
 }

@@ -73,7 +73,7 @@ func TestParseValues(t *testing.T) {
 			func(c *Config) bool { return len(c.Residents) == 2 && c.Residents[1] == "@bob:example.org" }},
 		{"empty section", "hardware:\n",
 			func(c *Config) bool { return c.Hardware.GPIO == "sim" }},
-		{"listen on all interfaces", "api: {listen: \":8080\"}\n",
+		{"listen on all interfaces", "api: {listen: \":8080\", token_file: /etc/intercom/api-token}\n",
 			func(c *Config) bool { return c.API.Listen == ":8080" }},
 		{"IPv6 listen", "api: {listen: \"[::1]:9000\"}\n",
 			func(c *Config) bool { return c.API.Listen == "[::1]:9000" }},
@@ -397,4 +397,46 @@ func topLevelKeys() string {
 	}
 	sort.Strings(out)
 	return strings.Join(out, ", ")
+}
+
+// TestPlainHTTPHomeserverWarns: the password and the access token must not
+// cross a network unencrypted; plain HTTP is fine only on this machine
+// (issue 19, finding 8).
+func TestPlainHTTPHomeserverWarns(t *testing.T) {
+	for _, tt := range []struct {
+		url  string
+		warn bool
+	}{
+		{"https://matrix.example.org", false},
+		{"http://127.0.0.1:8008", false},
+		{"http://127.8.9.10:8008", false},
+		{"http://localhost:8008", false},
+		{"http://LOCALHOST.:8008", false},
+		{"http://[::1]:8008", false},
+		{"http://matrix.example.org", true},
+		{"http://192.168.1.10:8008", true},
+		{"http://[fe80::1]:8008", true},
+		{"HTTP://matrix.example.org", true},
+		{"http://localhost.example.org", true},
+	} {
+		t.Run(tt.url, func(t *testing.T) {
+			src := strings.Replace(minimal, "https://matrix.example.org", tt.url, 1)
+			c, err := Parse("f.yaml", []byte(src), "/etc/intercom")
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if !tt.warn {
+				if len(c.Warnings) != 0 {
+					t.Fatalf("warnings %v", c.Warnings)
+				}
+				return
+			}
+			if len(c.Warnings) != 1 {
+				t.Fatalf("warnings %v, want one", c.Warnings)
+			}
+			if w := c.Warnings[0].String(); !strings.HasPrefix(w, "f.yaml:2: matrix.homeserver: ") || !strings.Contains(w, "https://") {
+				t.Errorf("warning %q", w)
+			}
+		})
+	}
 }

@@ -202,6 +202,18 @@ func homeserverURL(s string) error {
 	return nil
 }
 
+// loopbackHost reports whether host (a name, an IP address, or an IPv6
+// address in brackets) always means this machine: "localhost" or a
+// loopback address. Other names are not resolved: what they resolve to
+// can change.
+func loopbackHost(host string) bool {
+	if h := strings.TrimSuffix(strings.ToLower(host), "."); h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	return err == nil && a.Unmap().IsLoopback()
+}
+
 func hostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {

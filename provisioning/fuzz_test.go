@@ -28,6 +28,9 @@ func FuzzParse(f *testing.F) {
 		"\"\\x00\": 1\n",
 		"matrix:\n  homeserver: http://[::1\n",
 		"%YAML 1.1\n---\nlog: {level: !!binary aW5mbw==}\n",
+		minimal + "api: {listen: \"0.0.0.0:8080\"}\n",
+		minimal + "api: {listen: \"[::1]:8080\", hostnames: [\"a:b\", \"[::1]\", \"x..y\", \"-a\"]}\n",
+		minimal + "api: {listen: \":0\", token_file: t, hostnames: [*h, &h \"intercom.local\"]}\n",
 	} {
 		f.Add([]byte(s))
 	}
@@ -57,6 +60,15 @@ func FuzzParse(f *testing.F) {
 		}
 		if c.Video.Width%2 != 0 || c.Video.Height%2 != 0 || c.Ring.Timeout <= 0 {
 			t.Fatalf("invalid value in %v", c)
+		}
+		// Issue 19, finding 7: no API beyond loopback without a token.
+		if !c.API.ListenLoopback() && c.API.TokenFile == "" {
+			t.Fatalf("api.listen %q accepted without api.token_file", c.API.Listen)
+		}
+		for _, w := range c.Warnings {
+			if w.File != "f.yaml" || w.Line < 1 || w.Msg == "" {
+				t.Fatalf("malformed warning %#v", w)
+			}
 		}
 	})
 }

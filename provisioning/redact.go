@@ -45,7 +45,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("residents", c.Residents),
 		slog.Group("ring", slog.Duration("timeout", c.Ring.Timeout)),
 		slog.Group("hardware", slog.String("gpio", c.Hardware.GPIO), slog.String("camera", c.Hardware.Camera), slog.String("audio", c.Hardware.Audio)),
-		slog.Group("api", slog.String("listen", c.API.Listen)),
+		slog.Attr{Key: "api", Value: c.API.LogValue()},
 		slog.Group("video", slog.Int("width", c.Video.Width), slog.Int("height", c.Video.Height), slog.Int("fps", c.Video.FPS)),
 		slog.Group("log", slog.String("level", c.Log.Level)),
 	)
@@ -96,5 +96,29 @@ func (c Credentials) LogValue() slog.Value {
 		slog.String("user_id", c.UserID),
 		slog.String("device_id", c.DeviceID),
 		slog.String("access_token", redact(c.AccessToken)),
+	)
+}
+
+// plainLiveKit has LiveKit's fields without its methods, for formatting.
+type plainLiveKit LiveKit
+
+// String formats l with the API key and secret redacted: the key names
+// the secret, and together they sign tokens for any room of the SFU.
+func (l LiveKit) String() string {
+	l.APIKey, l.Secret = redact(l.APIKey), redact(l.Secret)
+	return fmt.Sprintf("%+v", plainLiveKit(l))
+}
+
+// GoString is String, so that %#v does not print the keys either.
+func (l LiveKit) GoString() string { return "provisioning.LiveKit" + l.String() }
+
+// LogValue implements slog.LogValuer.
+func (l LiveKit) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("url", l.URL),
+		slog.String("api_key_file", l.APIKeyFile),
+		slog.String("api_secret_file", l.APISecretFile),
+		slog.String("api_key", redact(l.APIKey)),
+		slog.String("api_secret", redact(l.Secret)),
 	)
 }

@@ -11,8 +11,11 @@ import (
 )
 
 const (
-	testPassword = "hunter2-do-not-print"
-	testToken    = "syt_do_not_print"
+	testPassword      = "hunter2-do-not-print"
+	testToken         = "syt_do_not_print"
+	testLiveKitKey    = "APIkey-do-not-print"
+	testLiveKitSecret = "livekit-secret-do-not-print"
+	testAPIToken      = "api-token-do-not-print"
 )
 
 func TestSecretsAreNeverPrinted(t *testing.T) {
@@ -21,11 +24,14 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Matrix.Password, c.Matrix.AccessToken = testPassword, testToken
+	c.MatrixRTC.LiveKit.APIKey, c.MatrixRTC.LiveKit.Secret = testLiveKitKey, testLiveKitSecret
+	c.API.Token = testAPIToken
 	creds := Credentials{Homeserver: "https://h", UserID: "@i:h", DeviceID: "DEV", AccessToken: testToken}
 
 	var outputs []string
 	for _, v := range []any{c, *c, c.Matrix, &c.Matrix, creds, &creds,
-		struct{ M Matrix }{c.Matrix}, struct{ C Credentials }{creds}} {
+		struct{ M Matrix }{c.Matrix}, struct{ C Credentials }{creds},
+		c.MatrixRTC, c.MatrixRTC.LiveKit, &c.MatrixRTC.LiveKit, c.API, &c.API} {
 		for _, verb := range []string{"%v", "%+v", "%s", "%#v"} {
 			outputs = append(outputs, fmt.Sprintf(verb, v))
 		}
@@ -35,7 +41,8 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 		func(b *bytes.Buffer) slog.Handler { return slog.NewJSONHandler(b, nil) },
 	} {
 		var b bytes.Buffer
-		slog.New(h(&b)).Info("loaded", "config", c, "matrix", c.Matrix, "creds", creds)
+		slog.New(h(&b)).Info("loaded", "config", c, "matrix", c.Matrix, "creds", creds,
+			"matrixrtc", c.MatrixRTC, "livekit", c.MatrixRTC.LiveKit, "api", c.API)
 		outputs = append(outputs, b.String())
 	}
 	js, err := json.Marshal(c)
@@ -45,13 +52,21 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 	outputs = append(outputs, string(js))
 
 	for _, out := range outputs {
-		if strings.Contains(out, testPassword) || strings.Contains(out, testToken) {
-			t.Errorf("secret printed: %s", out)
+		for _, secret := range []string{testPassword, testToken, testLiveKitKey, testLiveKitSecret, testAPIToken} {
+			if strings.Contains(out, secret) {
+				t.Errorf("secret %q printed: %s", secret, out)
+			}
 		}
 	}
 	// Redacted, not dropped: whether a secret is set is worth seeing.
 	if s := c.String(); !strings.Contains(s, "Password:"+redacted) || !strings.Contains(s, "@intercom:example.org") {
 		t.Errorf("String() = %s", s)
+	}
+	if s := c.String(); !strings.Contains(s, "Secret:"+redacted) || !strings.Contains(s, "APIKey:"+redacted) {
+		t.Errorf("String() does not show that the LiveKit keys are set: %s", s)
+	}
+	if s := c.String(); !strings.Contains(s, "Token:"+redacted) {
+		t.Errorf("String() does not show that the API token is set: %s", s)
 	}
 	if s := outputs[len(outputs)-2]; !strings.Contains(s, `"password":"[REDACTED]"`) || !strings.Contains(s, `"user_id":"@intercom:example.org"`) {
 		t.Errorf("slog JSON = %s", s)

@@ -3,6 +3,7 @@ package provisioning
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -150,6 +151,13 @@ var schema = []field{
 
 	optional("api.listen", "127.0.0.1:8080", func(c *Config) *string { return &c.API.Listen },
 		str, hostPort),
+	// The API's guard (api.go, device/apiguard.go): a token, required
+	// beyond loopback, and the names besides the listen address that
+	// requests may be addressed to.
+	optional("api.token_file", "", func(c *Config) *string { return &c.API.TokenFile },
+		path),
+	optional("api.hostnames", []string(nil), func(c *Config) *[]string { return &c.API.Hostnames },
+		hostNameList),
 
 	// Even dimensions because the encoders work on 4:2:0 frames, whose
 	// chroma planes are half the size in each direction.
@@ -180,6 +188,25 @@ var crossChecks = []func(c *Config, at lineOf) []Problem{
 	checkResidentsExcludeSelf,
 	checkGPIOPins,
 	checkVideoBitrates,
+}
+
+// warnChecks find what is allowed but unwise. They run after the cross
+// checks; what they return goes to Config.Warnings.
+var warnChecks = []func(c *Config, at lineOf) []Problem{
+	warnPlainHTTPHomeserver,
+}
+
+// warnPlainHTTPHomeserver: over plain HTTP the password, the access token
+// and every call's SDP cross the network readable and alterable by anyone
+// on the path. On this machine (the development set-up, a homeserver on
+// the board itself) nothing crosses a network.
+func warnPlainHTTPHomeserver(c *Config, at lineOf) []Problem {
+	u, err := url.Parse(c.Matrix.Homeserver)
+	if err != nil || u.Scheme != "http" || loopbackHost(u.Hostname()) {
+		return nil
+	}
+	return []Problem{{File: c.Path, Line: max(at("matrix.homeserver"), 1), Key: "matrix.homeserver",
+		Msg: fmt.Sprintf("%s is plain HTTP to another machine: the password and access token cross the network unencrypted; use https://", c.Matrix.Homeserver)}}
 }
 
 // checkVideoBitrates asks for video.min_bitrate <= video.bitrate <=

@@ -36,7 +36,7 @@ func (c *Config) loadSecrets(lookupEnv func(string) (string, bool)) error {
 	// Drop warnings of an earlier call, so that calling again (say, after
 	// fixing a file's mode) does not repeat them.
 	c.Warnings = slices.DeleteFunc(c.Warnings, func(w Problem) bool {
-		return w.Key == "matrix.password_file" || w.Key == "matrix.access_token_file"
+		return slices.Contains(secretFileKeys, w.Key)
 	})
 	pw, pwFrom := c.secret("matrix.password_file", c.Matrix.PasswordFile, EnvPassword, lookupEnv, &probs)
 	tok, tokFrom := c.secret("matrix.access_token_file", c.Matrix.AccessTokenFile, EnvAccessToken, lookupEnv, &probs)
@@ -54,6 +54,22 @@ func (c *Config) loadSecrets(lookupEnv func(string) (string, bool)) error {
 		probs = append(probs, Problem{File: c.Path, Line: c.line("matrix"), Key: "matrix",
 			Msg: fmt.Sprintf("no credentials: set password_file or access_token_file, or %s or %s in the environment", EnvPassword, EnvAccessToken)})
 	}
+	c.loadAPIToken(&probs)
+	// The other secrets are read where they are used (ReadLiveKitKeys,
+	// the TURN set-up); their files' modes are checked here, so that
+	// check-config and the start-up log warn about them too.
+	for _, f := range []struct{ key, file string }{
+		{"turn.password_file", c.TURN.PasswordFile},
+		{"matrixrtc.livekit.api_key_file", c.MatrixRTC.LiveKit.APIKeyFile},
+		{"matrixrtc.livekit.api_secret_file", c.MatrixRTC.LiveKit.APISecretFile},
+	} {
+		if f.file == "" {
+			continue
+		}
+		if st, err := os.Stat(f.file); err == nil && st.Mode().IsRegular() {
+			c.warnShared(f.key, f.file, st.Mode().Perm())
+		}
+	}
 	if len(probs) > 0 {
 		return probs
 	}
@@ -61,10 +77,35 @@ func (c *Config) loadSecrets(lookupEnv func(string) (string, bool)) error {
 	return nil
 }
 
+// secretFileKeys are the keys naming files that hold secrets; loadSecrets
+// owns the warnings about them.
+var secretFileKeys = []string{
+	"matrix.password_file", "matrix.access_token_file",
+	"turn.password_file",
+	"matrixrtc.livekit.api_key_file", "matrixrtc.livekit.api_secret_file",
+	"api.token_file",
+}
+
+// warnShared adds a warning when other users than the owner may read the
+// secret file set at key.
+func (c *Config) warnShared(key, file string, perm fs.FileMode) {
+	if perm&0o077 == 0 {
+		return
+	}
+	c.Warnings = append(c.Warnings, Problem{File: c.Path, Line: c.line(key), Key: key,
+		Msg: fmt.Sprintf("%s can be read by other users (mode %04o); run chmod 600 %s", file, perm, file)})
+}
+
 // secret reads one secret from file, or from the environment variable env
 // when no file is configured. It returns the secret and where it came from.
+//
+// env may be "" (and lookupEnv nil) for a secret that comes only from a file.
 func (c *Config) secret(key, file, env string, lookupEnv func(string) (string, bool), probs *Problems) (string, string) {
-	envVal, envSet := lookupEnv(env)
+	var envVal string
+	var envSet bool
+	if env != "" {
+		envVal, envSet = lookupEnv(env)
+	}
 	envSet = envSet && envVal != ""
 	if file == "" {
 		if envSet {
@@ -101,10 +142,7 @@ func (c *Config) secret(key, file, env string, lookupEnv func(string) (string, b
 	if !st.Mode().IsRegular() {
 		return bad(fmt.Sprintf("%s is not a regular file", file))
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		c.Warnings = append(c.Warnings, Problem{File: c.Path, Line: c.line(key), Key: key,
-			Msg: fmt.Sprintf("%s can be read by other users (mode %04o); run chmod 600 %s", file, perm, file)})
-	}
+	c.warnShared(key, file, st.Mode().Perm())
 	data, err := readAllLimited(f, maxSecretSize)
 	if err != nil {
 		return bad(fmt.Sprintf("cannot read secret: %v", err))

@@ -247,3 +247,62 @@ func TestPasswordFileMayGoAfterFirstLogin(t *testing.T) {
 		t.Fatalf("password %q warnings %v", c.Matrix.Password, c.Warnings)
 	}
 }
+
+// TestEverySecretFileModeIsChecked: every file that holds a secret, not
+// only the Matrix password, is checked for other users' access (issue 19,
+// finding 8).
+func TestEverySecretFileModeIsChecked(t *testing.T) {
+	const src = minimal + `turn:
+  uris: ["turn:turn.example.org:3478"]
+  username: door
+  password_file: turn
+matrixrtc:
+  enabled: true
+  livekit:
+    url: wss://lk.example.org
+    api_key_file: lk-key
+    api_secret_file: lk-secret
+`
+	lines := map[string]string{ // key → where the warning must point
+		"turn.password_file":                "f.yaml:10: turn.password_file: ",
+		"matrixrtc.livekit.api_key_file":    "f.yaml:15: matrixrtc.livekit.api_key_file: ",
+		"matrixrtc.livekit.api_secret_file": "f.yaml:16: matrixrtc.livekit.api_secret_file: ",
+	}
+	for _, tt := range []struct {
+		name     string
+		modes    map[string]os.FileMode // file → mode
+		warnings []string               // keys warned about
+	}{
+		{"all private", map[string]os.FileMode{"turn": 0o600, "lk-key": 0o600, "lk-secret": 0o400}, nil},
+		{"TURN password readable by the group", map[string]os.FileMode{"turn": 0o640, "lk-key": 0o600, "lk-secret": 0o600},
+			[]string{"turn.password_file"}},
+		{"LiveKit pair readable by all", map[string]os.FileMode{"turn": 0o600, "lk-key": 0o644, "lk-secret": 0o604},
+			[]string{"matrixrtc.livekit.api_key_file", "matrixrtc.livekit.api_secret_file"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			writeFile(t, dir, "secrets/password", "hunter2\n", 0o600)
+			for name, mode := range tt.modes {
+				writeFile(t, dir, name, "s3cret\n", mode)
+			}
+			c, err := Parse("f.yaml", []byte(src), dir)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			for range 2 { // loading again does not repeat a warning
+				if err := c.loadSecrets(noEnv); err != nil {
+					t.Fatalf("loadSecrets: %v", err)
+				}
+				if len(c.Warnings) != len(tt.warnings) {
+					t.Fatalf("warnings %v, want %d", c.Warnings, len(tt.warnings))
+				}
+				for i, key := range tt.warnings {
+					w := c.Warnings[i].String()
+					if !strings.HasPrefix(w, lines[key]) || !strings.Contains(w, "can be read by other users") || !strings.Contains(w, "chmod 600") {
+						t.Errorf("warning %d = %q, want %q… can be read by other users … chmod 600", i, w, lines[key])
+					}
+				}
+			}
+		})
+	}
+}

@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/internal/testenv/dendrite"
 	"github.com/doorbell/intercom/internal/testenv/resident"
 	"github.com/doorbell/intercom/provisioning"
@@ -127,7 +128,11 @@ func run(ctx context.Context, o options, logger *slog.Logger) error {
 		return fmt.Errorf("%w\n%s", err, ic.tail.String())
 	}
 
-	srv := &http.Server{Handler: pageMux(pageDir, o.api), ReadHeaderTimeout: 10 * time.Second}
+	pages, err := pageMux(pageDir, o.api, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: pages, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	defer srv.Close()
@@ -262,17 +267,34 @@ func (ic *intercom) stop(log *slog.Logger) {
 }
 
 // pageMux serves the resident page under /resident/ and passes the
-// intercom's API through, so that the page reaches it on its own origin.
-func pageMux(pageDir, api string) http.Handler {
-	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: api})
-	proxy.FlushInterval = -1 // /api/events is a server-sent event stream
+// intercom's API through, so that the page reaches it on its own origin
+// (page, the address the page is served on).
+//
+// The intercom's API refuses requests addressed to another host or sent
+// from another origin (device.Guard), and the page's are both. So the
+// pass-through is guarded the same way for the page's own address, and
+// what passes is sent on as the API's own: Host the API's address, no
+// Origin (it was the page's, checked here).
+func pageMux(pageDir, api, page string) (http.Handler, error) {
+	target := &url.URL{Scheme: "http", Host: api}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target) // also sets Host to the API's address
+			pr.Out.Header.Del("Origin")
+		},
+		FlushInterval: -1, // /api/events is a server-sent event stream
+	}
+	guarded, err := device.Guard(proxy, device.GuardConfig{Listen: page})
+	if err != nil {
+		return nil, fmt.Errorf("the resident page passes the intercom's API through, so it must listen on loopback: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/resident/", http.StripPrefix("/resident", resident.Handler(pageDir)))
-	mux.Handle("/api/", proxy)
-	mux.Handle("/healthz", proxy)
+	mux.Handle("/api/", guarded)
+	mux.Handle("/healthz", guarded)
 	// Browsers keep the fragment (the login) across a redirect.
 	mux.Handle("/{$}", http.RedirectHandler("/resident/", http.StatusFound))
-	return mux
+	return mux, nil
 }
 
 func printBanner(w io.Writer, page string, hs *dendrite.Server, residentID, state string) {

@@ -1,0 +1,28 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// apiHandler puts the local API behind its guard (device.Guard, issue 19
+// finding 7) with the api section's token and names. The guard is told
+// the port actually bound, as api.listen may ask for port 0.
+func apiHandler(cfg provisioning.API, bound net.Addr, api http.Handler, log *slog.Logger) (http.Handler, error) {
+	host, _, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("api listen %q: %w", cfg.Listen, err)
+	}
+	_, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return nil, fmt.Errorf("api bound to %q: %w", bound, err)
+	}
+	return device.Guard(api, device.GuardConfig{
+		Listen: net.JoinHostPort(host, port), Hostnames: cfg.Hostnames, Token: cfg.Token, Logger: log,
+	})
+}

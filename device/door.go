@@ -344,7 +344,7 @@ func (d *Door) pulse(ctx context.Context, o pulseOrder) (stuck bool) {
 	err := d.opts.Relay.Pulse(ctx, o.d)
 	off := d.now()
 	stuck = errors.Is(err, gpio.ErrStillEnergised)
-	opened := err == nil || stuck || !errors.Is(err, gpio.ErrNotEnergised)
+	opened := !errors.Is(err, gpio.ErrNotEnergised) // an unknown failure may have opened
 	d.mu.Lock()
 	if err != nil {
 		d.status.RelayFailures++
@@ -371,11 +371,14 @@ func (d *Door) pulse(ctx context.Context, o pulseOrder) (stuck bool) {
 		d.notify(ctx, o.req.Room, fmt.Sprintf("🔓 Door opened by %s at %s for %s.",
 			o.req.Sender, at, o.d.Round(100*time.Millisecond)), false)
 	case stuck:
-		d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ The door relay could not be switched off after opening for %s at %s: "+
+		d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ The door relay could not be switched off (command from %s at %s): "+
 			"the strike may still be powered and the door unlocked. The intercom keeps trying to release it.",
 			o.req.Sender, at), true)
-	default:
+	case !opened:
 		d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ Door NOT opened for %s at %s: the door relay failed.",
+			o.req.Sender, at), true)
+	default:
+		d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ The door relay failed (command from %s at %s); the door may not have opened.",
 			o.req.Sender, at), true)
 	}
 	return stuck

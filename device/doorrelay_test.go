@@ -167,3 +167,51 @@ func TestDoorKeepsReleasingAStuckRelay(t *testing.T) {
 		}
 	})
 }
+
+// errRelay is a relay whose pulses fail with err.
+type errRelay struct{ err error }
+
+func (r errRelay) Pulse(context.Context, time.Duration) error { return r.err }
+func (errRelay) Halt() error                                  { return nil }
+func (errRelay) Energised() bool                              { return false }
+
+// Each kind of failure gets its own words; none is called an opening it
+// was not.
+func TestDoorPulseFailureNotices(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		err    error
+		notice string
+		opens  uint64
+	}{
+		{"not energised", gpio.ErrNotEnergised, "|true|⚠️ Door NOT opened for @alice:hs.test", 0},
+		{"both", errors.Join(gpio.ErrNotEnergised, gpio.ErrStillEnergised), "|true|⚠️ The door relay could not be switched off", 0},
+		{"unknown", errors.New("driver gone"), "|true|⚠️ The door relay failed (command from @alice:hs.test", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				msg := &fakeMessenger{}
+				door, err := NewDoor(DoorOptions{Policy: testDoorConfig(), Relay: errRelay{tc.err}, Messenger: msg})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan struct{})
+				go func() { defer close(done); _ = door.Run(ctx) }()
+				now := time.Now()
+				door.Handle(openReq("$a", alice, now), now)
+				time.Sleep(time.Second)
+				synctest.Wait()
+				texts := joined(msg)
+				if strings.Contains(texts, "Door opened") || !strings.Contains(texts, tc.notice) {
+					t.Errorf("notices:\n%s\nwant %q", texts, tc.notice)
+				}
+				if st := door.Status(); st.Opens != tc.opens || st.RelayFailures != 1 {
+					t.Errorf("status %+v", st)
+				}
+				cancel()
+				<-done
+			})
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/gpio"
 	"github.com/doorbell/intercom/internal/atomicfile"
 	"github.com/doorbell/intercom/internal/runloop"
 )
@@ -72,12 +73,15 @@ type RelayEvent struct {
 
 // DoorStatus is the door part of the status document.
 type DoorStatus struct {
-	Energised bool        `json:"energised"`
-	Opens     uint64      `json:"opens"`
-	Refused   uint64      `json:"refused"`
-	LastOn    *time.Time  `json:"last_on,omitempty"`
-	LastOff   *time.Time  `json:"last_off,omitempty"`
-	LastOpen  *RelayEvent `json:"last_open,omitempty"`
+	Energised bool   `json:"energised"`
+	Opens     uint64 `json:"opens"`
+	Refused   uint64 `json:"refused"`
+	// RelayFailures counts pulses the relay failed: not energised, or
+	// not released.
+	RelayFailures uint64      `json:"relay_failures"`
+	LastOn        *time.Time  `json:"last_on,omitempty"`
+	LastOff       *time.Time  `json:"last_off,omitempty"`
+	LastOpen      *RelayEvent `json:"last_open,omitempty"`
 }
 
 // doorMsg is one item of the Door's inbox.
@@ -300,7 +304,7 @@ func (d *Door) decide(ctx context.Context, now time.Time, r DoorRequest, receive
 		d.save()
 	}
 	if dec.Reply != "" {
-		d.notify(ctx, r.Room, dec.Reply)
+		d.notify(ctx, r.Room, dec.Reply, false)
 	}
 }
 
@@ -313,45 +317,121 @@ func (d *Door) runRelay(ctx context.Context) {
 			return
 		case o = <-d.pulses:
 		}
-		on := d.now()
-		ev := RelayEvent{On: true, At: on, Pulse: o.d, EventID: o.req.EventID, Sender: o.req.Sender, Room: o.req.Room, Received: o.received}
-		if !o.received.IsZero() {
-			ev.LatencyMS = float64(on.Sub(o.received).Microseconds()) / 1000
+		if d.pulse(ctx, o) {
+			d.release(ctx, o.req.Room)
 		}
-		d.mu.Lock()
-		d.status.Opens++
-		d.status.LastOn = &on
-		last := ev
-		d.status.LastOpen = &last
-		d.mu.Unlock()
-		d.emit("relay", ev)
-		err := d.opts.Relay.Pulse(ctx, o.d)
-		off := d.now()
-		d.mu.Lock()
-		d.status.LastOff = &off
-		d.mu.Unlock()
-		offEv := RelayEvent{On: false, At: off, EventID: o.req.EventID}
-		if err != nil {
-			offEv.Err = err.Error()
-			d.log.Error("relay pulse", "event_id", o.req.EventID, "err", err)
-		}
-		d.emit("relay", offEv)
-		d.log.Info("door relay pulse done", "event_id", o.req.EventID, "on", on, "off", off, "held", off.Sub(on))
-		// The audit notice: who opened, when, for how long (issue 4).
-		d.notify(ctx, o.req.Room, fmt.Sprintf("🔓 Door opened by %s at %s for %s.",
-			o.req.Sender, on.Format("15:04:05"), o.d.Round(100*time.Millisecond)))
 	}
 }
 
-// notify posts a quiet notice without holding up the caller.
-func (d *Door) notify(ctx context.Context, room callengine.RoomID, text string) {
+// pulse carries out one order and tells the room what the relay did: the
+// audit notice only once the strike was energised and released, a loud
+// failure notice otherwise. It reports whether the relay may have been left
+// energised.
+func (d *Door) pulse(ctx context.Context, o pulseOrder) (stuck bool) {
+	on := d.now()
+	ev := RelayEvent{On: true, At: on, Pulse: o.d, EventID: o.req.EventID, Sender: o.req.Sender, Room: o.req.Room, Received: o.received}
+	if !o.received.IsZero() {
+		ev.LatencyMS = float64(on.Sub(o.received).Microseconds()) / 1000
+	}
+	d.mu.Lock()
+	prevOn, prevOpen := d.status.LastOn, d.status.LastOpen
+	d.status.Opens++
+	d.status.LastOn = &on
+	last := ev
+	d.status.LastOpen = &last
+	d.mu.Unlock()
+	d.emit("relay", ev)
+	err := d.opts.Relay.Pulse(ctx, o.d)
+	off := d.now()
+	stuck = errors.Is(err, gpio.ErrStillEnergised)
+	opened := !errors.Is(err, gpio.ErrNotEnergised) // an unknown failure may have opened
+	d.mu.Lock()
+	if err != nil {
+		d.status.RelayFailures++
+	}
+	if opened {
+		d.status.LastOff = &off
+	} else {
+		// The strike never came on: not an opening.
+		d.status.Opens--
+		d.status.LastOn, d.status.LastOpen = prevOn, prevOpen
+	}
+	d.mu.Unlock()
+	offEv := RelayEvent{On: false, At: off, EventID: o.req.EventID}
+	if err != nil {
+		offEv.Err = err.Error()
+		d.log.Error("relay pulse", "event_id", o.req.EventID, "sender", o.req.Sender, "opened", opened, "stuck", stuck, "err", err)
+	}
+	d.emit("relay", offEv)
+	d.log.Info("door relay pulse done", "event_id", o.req.EventID, "on", on, "off", off, "held", off.Sub(on))
+	at := on.Format("15:04:05")
+	switch {
+	case err == nil:
+		// The audit notice: who opened, when, for how long (issue 4).
+		d.notify(ctx, o.req.Room, fmt.Sprintf("🔓 Door opened by %s at %s for %s.",
+			o.req.Sender, at, o.d.Round(100*time.Millisecond)), false)
+	case stuck:
+		d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ The door relay could not be switched off (command from %s at %s): "+
+			"the strike may still be powered and the door unlocked. The intercom keeps trying to release it.",
+			o.req.Sender, at), true)
+	case !opened:
+		d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ Door NOT opened for %s at %s: the door relay failed.",
+			o.req.Sender, at), true)
+	default:
+		d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ The door relay failed (command from %s at %s); the door may not have opened.",
+			o.req.Sender, at), true)
+	}
+	return stuck
+}
+
+// releaseRetry is how often the door tries again to release a relay that
+// Halt's own retries left energised.
+const releaseRetry = 5 * time.Second
+
+// release keeps halting a relay that may still be energised until it is
+// off or ctx ends (Run's exit halts it once more, and relay-off after the
+// process). Orders that arrive meanwhile are refused, not kept: a command
+// must not open the door whenever the relay recovers.
+func (d *Door) release(ctx context.Context, room callengine.RoomID) {
+	t := time.NewTicker(releaseRetry)
+	defer t.Stop()
+	for d.opts.Relay.Energised() {
+		select {
+		case <-ctx.Done():
+			return
+		case o := <-d.pulses:
+			d.log.Error("door command not carried out: relay fault", "event_id", o.req.EventID, "sender", o.req.Sender)
+			d.mu.Lock()
+			d.status.RelayFailures++
+			d.mu.Unlock()
+			d.emit("relay", RelayEvent{On: false, At: d.now(), EventID: o.req.EventID, Err: "relay fault: not pulsed"})
+			d.notify(ctx, o.req.Room, fmt.Sprintf("⚠️ Door NOT opened for %s: the door relay is faulty.", o.req.Sender), true)
+		case <-t.C:
+			if err := d.opts.Relay.Halt(); err != nil {
+				d.log.Error("relay still not released", "err", err)
+				continue
+			}
+			off := d.now()
+			d.mu.Lock()
+			d.status.LastOff = &off
+			d.mu.Unlock()
+			d.emit("relay", RelayEvent{On: false, At: off})
+			d.log.Info("relay released")
+			d.notify(ctx, room, fmt.Sprintf("✅ Door relay released at %s.", off.Format("15:04:05")), false)
+		}
+	}
+}
+
+// notify posts a notice without holding up the caller; loud makes it one
+// that notifies (a failure the resident must see).
+func (d *Door) notify(ctx context.Context, room callengine.RoomID, text string, loud bool) {
 	if d.opts.Messenger == nil || room == "" {
 		return
 	}
 	go func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sendTimeout)
 		defer cancel()
-		if _, err := d.opts.Messenger.SendText(sctx, room, text, false); err != nil {
+		if _, err := d.opts.Messenger.SendText(sctx, room, text, loud); err != nil {
 			d.log.Warn("door notice", "room_id", room, "err", err)
 		}
 	}()

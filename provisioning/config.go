@@ -272,45 +272,58 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 // document decodes data and returns its top-level mapping, nil for an empty
 // file. ok is false if data is not a single YAML document holding a mapping.
 func (p *parser) document(data []byte) (root *yaml.Node, ok bool) {
-	syntax := func(err error) {
+	root, err := parseOne(data)
+	if err != nil {
+		p.add(err.line, "", err.msg)
+		return nil, false
+	}
+	return root, true
+}
+
+// syntaxError is a YAML document that could not be read, at a line.
+type syntaxError struct {
+	line int
+	msg  string
+}
+
+// parseOne decodes data as one YAML document holding a mapping (or
+// nothing: nil) and returns that mapping.
+func parseOne(data []byte) (*yaml.Node, *syntaxError) {
+	bad := func(err error) *syntaxError {
 		line, msg := 1, strings.TrimPrefix(err.Error(), "yaml: ")
 		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 			if l, err := strconv.Atoi(m[1]); err == nil {
 				line, msg = l, m[2]
 			}
 		}
-		p.add(line, "", "invalid YAML: "+msg)
+		return &syntaxError{line: line, msg: "invalid YAML: " + msg}
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := safeDecode(dec, &doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, true
+			return nil, nil
 		}
-		syntax(err)
-		return nil, false
+		return nil, bad(err)
 	}
 	var extra yaml.Node
 	switch err := safeDecode(dec, &extra); {
 	case err == nil:
-		p.add(max(extra.Line, 1), "", "only one YAML document is allowed (remove the ---)")
-		return nil, false
+		return nil, &syntaxError{line: max(extra.Line, 1), msg: "only one YAML document is allowed (remove the ---)"}
 	case !errors.Is(err, io.EOF):
-		syntax(err)
-		return nil, false
+		return nil, bad(err)
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil, true
+		return nil, nil
 	}
-	root = deref(doc.Content[0])
+	root := deref(doc.Content[0])
 	switch {
 	case root.Kind == yaml.MappingNode:
-		return root, true
+		return root, nil
 	case root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null":
-		return nil, true
+		return nil, nil
 	}
-	p.add(max(root.Line, 1), "", "the file must be a mapping of keys to values; got "+describe(root))
-	return nil, false
+	return nil, &syntaxError{line: max(root.Line, 1), msg: "the file must be a mapping of keys to values; got " + describe(root)}
 }
 
 // safeDecode turns a panic inside the YAML library into an error. The

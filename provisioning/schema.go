@@ -29,7 +29,7 @@ var schema = []field{
 	optional("matrix.device_name", "Intercom", func(c *Config) *string { return &c.Matrix.DeviceName },
 		str, nonEmpty, maxLen(100)),
 	// The image itself is checked where it is used (provision, start-up),
-	// not here: Parse must not read files (relay-off uses it).
+	// not here: Parse must not read files (hwtest uses it without secrets).
 	optional("matrix.room_avatar", "", func(c *Config) *string { return &c.Matrix.RoomAvatar },
 		path),
 

@@ -285,6 +285,9 @@ type Ignored struct {
 	Sender callengine.UserID
 	Type   string
 	Reason string
+	// Quiet: logged at debug, not info. Anyone on Matrix can send the
+	// intercom to-device events; a stranger's must not flood the log.
+	Quiet bool
 }
 
 // PhaseChanged reports a new phase.
@@ -1086,7 +1089,10 @@ const maxReorderCalls = 256
 // the sender a current member whose membershipID is the event's
 // sender_session_id. Then it goes through the seq reordering.
 func (m *Machine) toDevice(now time.Time, e ToDeviceReceived, emit func(...Effect)) {
-	ignore := func(reason string) { emit(Ignored{Sender: e.Sender, Type: e.Type, Reason: reason}) }
+	ms := m.valid(now, e.Sender)
+	ignore := func(reason string) {
+		emit(Ignored{Sender: e.Sender, Type: e.Type, Reason: reason, Quiet: len(ms) == 0})
+	}
 	td, err := DecodeToDevice(e.Type, e.Content)
 	switch {
 	case err != nil:
@@ -1105,7 +1111,6 @@ func (m *Machine) toDevice(now time.Time, e ToDeviceReceived, emit func(...Effec
 		ignore("not in the group call")
 		return
 	}
-	ms := m.valid(now, e.Sender)
 	if len(ms) == 0 {
 		ignore("sender is not a member of the group call")
 		return

@@ -451,7 +451,11 @@ func (l *loop) execute(eff Effect) Event {
 	case StopTimer:
 		l.timers.Stop(e.ID)
 	case Ignored:
-		r.log.Info("household event ignored", "user_id", e.Sender, "type", e.Type, "reason", e.Reason)
+		level := slog.LevelInfo
+		if e.Quiet {
+			level = slog.LevelDebug
+		}
+		r.log.Log(context.Background(), level, "household event ignored", "user_id", e.Sender, "type", e.Type, "reason", e.Reason)
 	case PhaseChanged:
 		r.log.Info("household call", "state", e.Phase)
 	}

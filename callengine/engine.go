@@ -454,7 +454,11 @@ func (r *runner) execute(eff Effect) {
 	case StopTimer:
 		r.timers.Stop(x.Timer)
 	case Ignored:
-		log.Info("ignoring call event", "room_id", x.Room, "sender", x.Sender, "call_id", x.CallID, "reason", x.Reason)
+		level := slog.LevelInfo
+		if x.Quiet {
+			level = slog.LevelDebug
+		}
+		log.Log(context.Background(), level, "ignoring call event", "room_id", x.Room, "sender", x.Sender, "call_id", x.CallID, "reason", x.Reason)
 	case CallEnded:
 		log.Info("call ended", "call_id", x.CallID, "resident", x.Invitee, "reason", x.Reason, "by_resident", x.Remote)
 	}

@@ -71,6 +71,10 @@ type Config struct {
 	DisconnectedGrace time.Duration
 	// RestartTimeout bounds an ICE restart; then the call ends ice_failed.
 	RestartTimeout time.Duration
+	// RejectLimit bounds, per sender, the invites answered with nothing
+	// but m.call.reject (a caller not allowed to watch, or busy); the
+	// excess is ignored without a reply. Zero means DefaultRejectLimit.
+	RejectLimit RateLimit
 }
 
 // DefaultConfig returns the timings used unless configured otherwise.
@@ -84,6 +88,7 @@ func DefaultConfig(party PartyID) Config {
 
 		DisconnectedGrace: 2 * time.Second,
 		RestartTimeout:    15 * time.Second,
+		RejectLimit:       DefaultRejectLimit,
 	}
 }
 
@@ -258,6 +263,9 @@ type Ignored struct {
 	Sender UserID
 	CallID CallID
 	Reason string
+	// Quiet: logged at debug, not info. A flood the machine refuses to
+	// answer must not become a flood in the log.
+	Quiet bool
 }
 
 // CallEnded reports that one call of the ring has ended.
@@ -323,11 +331,13 @@ type Machine struct {
 	winner  CallID   // the leg whose answer was taken, "" before
 	pending []pendingAnswer
 	since   time.Time // start of the current phase
+	// rejects limits, per sender, the invites answered only with a reject.
+	rejects senderBuckets
 }
 
 // NewMachine returns an idle machine.
 func NewMachine(cfg Config) *Machine {
-	return &Machine{cfg: cfg, legs: map[CallID]*leg{}}
+	return &Machine{cfg: cfg, legs: map[CallID]*leg{}, rejects: senderBuckets{limit: cfg.RejectLimit}}
 }
 
 // Phase returns the current phase.
@@ -577,10 +587,21 @@ func (m *Machine) inboundInvite(now time.Time, e SignalReceived, x *Invite) []Ef
 	if x.Version.IsV0() {
 		return ignore("version 0 calls are not supported")
 	}
+	// reject answers an invite with m.call.reject alone, within the
+	// sender's RejectLimit: beyond it the invite is ignored without a
+	// reply (it rings on the caller's side until its lifetime ends), so
+	// a flood of invites earns no flood of sends.
+	reject := func(reason string) []Effect {
+		if !m.rejects.allow(now, e.Sender) {
+			return []Effect{Ignored{Room: e.Room, Sender: e.Sender, CallID: x.CallID, Quiet: true,
+				Reason: reason + "; over the sender's reject limit, not answered"}}
+		}
+		return append(ignore(reason+"; rejected"),
+			Send{CallID: x.CallID, Room: e.Room, Type: TypeReject, Content: &Reject{Common: m.common(x.CallID)}})
+	}
 	if !m.cfg.LiveView[e.Sender] {
 		// A prompt reject keeps the caller from ringing for a minute.
-		return append(ignore("caller may not watch the door; rejected"),
-			Send{CallID: x.CallID, Room: e.Room, Type: TypeReject, Content: &Reject{Common: m.common(x.CallID)}})
+		return reject("caller may not watch the door")
 	}
 	var out []Effect
 	switch m.Phase() {
@@ -589,8 +610,7 @@ func (m *Machine) inboundInvite(now time.Time, e SignalReceived, x *Invite) []Ef
 		// callee ends a call it never answered with m.call.reject
 		// (MSC2746): js-sdk, as a caller still waiting for an answer,
 		// ignores hangups from parties it has not chosen.
-		return append(ignore("busy; rejected"),
-			Send{CallID: x.CallID, Room: e.Room, Type: TypeReject, Content: &Reject{Common: m.common(x.CallID)}})
+		return reject("busy")
 	case PhaseRinging:
 		// Glare (Matrix spec, VoIP: glare): the resident calls the door
 		// while the door rings them. Of the two calls in that room the one

@@ -46,9 +46,11 @@ func newHousehold(cfg *provisioning.Config, session *matrix.Session, peers calle
 			setHooks(hr.Room)
 			return hr.Room, nil
 		},
-		RingTimeout: cfg.Ring.Timeout,
-		LiveView:    liveView,
-		Logger:      log.With("component", "household"),
+		RingTimeout:       cfg.Ring.Timeout,
+		LiveView:          liveView,
+		MaxDevicesPerUser: cfg.Household.MaxDevicesPerUser,
+		MaxCalls:          cfg.Household.MaxCalls,
+		Logger:            log.With("component", "household"),
 	}, session, peers)
 	room := ""
 	if strings.HasPrefix(cfg.Household.Room, "!") {

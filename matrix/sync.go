@@ -294,8 +294,12 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 	maps.Copy(l.pending, l.s.residentInvites())
 	for _, room := range slices.Sorted(maps.Keys(resp.Rooms.Invite)) {
 		inv := resp.Rooms.Invite[room]
-		inviter := inviterOf(inv.InviteState.Events, self)
+		inviter, forged := inviterOf(inv.InviteState.Events, self)
 		switch {
+		case forged:
+			// Left alone as a stranger's would be; no inviter is
+			// remembered, so a reload of the residents cannot take it up.
+			l.s.log.Warn("ignoring room invite whose invite state names several inviters (forged by the inviting server)", "room_id", room)
 		case inviter == "":
 			l.s.log.Debug("invite without a membership event for us", "room_id", room)
 		case l.s.isResident(inviter):
@@ -365,9 +369,21 @@ func (l *syncLoop) joinPending(ctx context.Context, c *mautrix.Client) {
 	}
 }
 
-// inviterOf finds the sender of the invite membership event for self in a
-// room's stripped invite state.
-func inviterOf(events []json.RawMessage, self id.UserID) id.UserID {
+// inviterOf finds who invited self: the sender of the m.room.member event
+// with state key self and membership invite in a room's invite state.
+//
+// The list is not the homeserver's alone. For an invite over federation
+// the inviting server supplies the stripped state (invite_room_state,
+// Matrix spec, server-server API: PUT /invite v2), unsigned and
+// unchecked, and may put in it a member event for self naming a resident
+// as its sender. The homeserver appends the real invite event after that
+// stripped state (Synapse and Dendrite as a full client event with its
+// event_id, Conduit in stripped form), and its sender is the one the
+// inviting server signed for. So every invite membership for self in the
+// list must name the same sender: if two disagree, the stripped state was
+// forged and no inviter is trusted (forged is true). A list that repeats
+// the real invite (stripped and full) is no forgery.
+func inviterOf(events []json.RawMessage, self id.UserID) (inviter id.UserID, forged bool) {
 	for _, raw := range events {
 		var e struct {
 			Type     string  `json:"type"`
@@ -380,11 +396,17 @@ func inviterOf(events []json.RawMessage, self id.UserID) id.UserID {
 		if json.Unmarshal(raw, &e) != nil || e.StateKey == nil {
 			continue
 		}
-		if e.Type == event.StateMember.Type && id.UserID(*e.StateKey) == self && e.Content.Membership == string(event.MembershipInvite) {
-			return id.UserID(e.Sender)
+		if e.Type != event.StateMember.Type || id.UserID(*e.StateKey) != self || e.Content.Membership != string(event.MembershipInvite) {
+			continue
+		}
+		switch sender := id.UserID(e.Sender); {
+		case inviter == "":
+			inviter = sender
+		case sender != inviter:
+			return "", true
 		}
 	}
-	return ""
+	return inviter, false
 }
 
 // ensureFilter returns the ID of a filter equal to syncFilter: the stored

@@ -444,3 +444,80 @@ func TestSameFilter(t *testing.T) {
 		}
 	}
 }
+
+// A remote server writes the stripped state of its invites
+// (invite_room_state over federation) and can put an m.room.member event
+// for the intercom in it naming a resident as the sender. The homeserver
+// appends the real invite after it (Synapse and Dendrite: the full client
+// event; Conduit: its stripped form). These invite states are shaped as
+// the two servers send them.
+var forgedInviteStates = map[string][]string{
+	// Synapse: the remote's stripped state, then the real invite event.
+	"!synapse:evil.test": {
+		`{"type":"m.room.create","state_key":"","sender":"@mallory:evil.test","content":{"creator":"@mallory:evil.test","room_version":"10"}}`,
+		`{"type":"m.room.member","state_key":"@door:hs.test","sender":"@alice:hs.test","content":{"membership":"invite"}}`,
+		`{"type":"m.room.join_rules","state_key":"","sender":"@mallory:evil.test","content":{"join_rule":"invite"}}`,
+		`{"type":"m.room.member","state_key":"@door:hs.test","sender":"@mallory:evil.test","content":{"membership":"invite","displayname":"Front door"},` +
+			`"event_id":"$real:evil.test","origin_server_ts":1700000000000,"unsigned":{"age":12}}`,
+	},
+	// Dendrite: gomatrixserverlib keeps type, state_key, sender and
+	// content of the stripped state; the invite follows with its event ID.
+	"!dendrite:evil.test": {
+		`{"content":{"membership":"invite"},"sender":"@alice:hs.test","state_key":"@door:hs.test","type":"m.room.member"}`,
+		`{"content":{"membership":"join"},"sender":"@alice:hs.test","state_key":"@alice:hs.test","type":"m.room.member"}`,
+		`{"content":{"membership":"invite"},"event_id":"$real2:evil.test","origin_server_ts":1700000000000,"sender":"@mallory:evil.test","state_key":"@door:hs.test","type":"m.room.member"}`,
+	},
+}
+
+func TestInviterOf(t *testing.T) {
+	raws := func(evs []string) []json.RawMessage {
+		out := make([]json.RawMessage, len(evs))
+		for i, e := range evs {
+			out[i] = json.RawMessage(e)
+		}
+		return out
+	}
+	for name, tc := range map[string]struct {
+		events []string
+		want   string
+		forged bool
+	}{
+		"resident":         {inviteFrom("@alice:hs.test"), "@alice:hs.test", false},
+		"stranger":         {inviteFrom("@eve:hs.test"), "@eve:hs.test", false},
+		"for someone else": {[]string{`{"type":"m.room.member","state_key":"@bob:hs.test","sender":"@alice:hs.test","content":{"membership":"invite"}}`}, "", false},
+		"forged, synapse":  {forgedInviteStates["!synapse:evil.test"], "", true},
+		"forged, dendrite": {forgedInviteStates["!dendrite:evil.test"], "", true},
+		"resident's own member event first": {[]string{
+			`{"type":"m.room.member","state_key":"@alice:hs.test","sender":"@alice:hs.test","content":{"membership":"join"}}`,
+			`{"type":"m.room.member","state_key":"@door:hs.test","sender":"@mallory:evil.test","content":{"membership":"invite"},"event_id":"$e"}`,
+		}, "@mallory:evil.test", false},
+		// The same invite twice (stripped and full) is no forgery.
+		"repeated": {[]string{
+			`{"type":"m.room.member","state_key":"@door:hs.test","sender":"@alice:hs.test","content":{"membership":"invite"}}`,
+			`{"type":"m.room.member","state_key":"@door:hs.test","sender":"@alice:hs.test","content":{"membership":"invite"},"event_id":"$e"}`,
+		}, "@alice:hs.test", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, forged := inviterOf(raws(tc.events), "@door:hs.test")
+			if string(got) != tc.want || forged != tc.forged {
+				t.Fatalf("inviter %q forged %v, want %q %v", got, forged, tc.want, tc.forged)
+			}
+		})
+	}
+}
+
+// TestRunRefusesForgedInviter: finding 4 of issue 19. The stripped state
+// of a federated invite names alice as inviter but the real invite is
+// mallory's: the intercom must not join.
+func TestRunRefusesForgedInviter(t *testing.T) {
+	f := newFakeHS(t)
+	s, _ := loggedIn(t, f)
+	f.scriptSync(okReply(syncBody("s1", nil, forgedInviteStates)))
+	_, stop := startRun(t, s)
+	waitIdle(t, f)
+	waitIdle(t, f)
+	stop()
+	if joins := f.requests("POST join"); len(joins) != 0 {
+		t.Fatalf("joined on a forged inviter: %v", joins)
+	}
+}

@@ -40,7 +40,7 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 		Door:      Door{Commands: []string{"!open"}, Reaction: "🔑", Pulse: 3 * time.Second, ReplyUnauthorized: true},
 		Notices:   Notices{Ring: true, Missed: true, Snapshot: true},
 		TURN:      TURN{FromHomeserver: true},
-		Household: Household{GroupCall: "off"},
+		Household: Household{GroupCall: "off", MaxDevicesPerUser: 4, MaxCalls: 16},
 		Hardware:  Hardware{GPIO: "sim", Camera: "testpattern", Audio: "tone"},
 		GPIO:      GPIOPins{ButtonActive: "low", Debounce: 50 * time.Millisecond, RingerActive: "high", RelayActive: "high"},
 		Camera:    Camera{Device: "/dev/video0", Format: "auto"},

@@ -16,6 +16,12 @@ type Household struct {
 	// GroupCall is "off" or "mesh" (to-device signalled peer connections,
 	// matrix-voip.md §4.4–4.5).
 	GroupCall string
+	// MaxDevicesPerUser bounds the devices of one member the door
+	// connects to; further devices are ignored (issue 19, finding 5).
+	MaxDevicesPerUser int
+	// MaxCalls bounds the mesh's calls, one PeerConnection each, at
+	// once; further invites are rejected.
+	MaxCalls int
 }
 
 // roomIDOrAlias checks the shape "!opaque:server" or "#alias:server".

@@ -92,6 +92,14 @@ var schema = []field{
 		str, roomIDOrAlias),
 	optional("household.group_call", "off", func(c *Config) *string { return &c.Household.GroupCall },
 		oneOf("off", "mesh")),
+	// Limits of the mesh, as callengine/group's DefaultMaxDevicesPerUser
+	// and DefaultMaxCalls: each call is a PeerConnection and one more
+	// copy of the stream on the uplink, and a member's membership state
+	// keys are otherwise unbounded (issue 19, finding 5).
+	optional("household.max_devices_per_user", 4, func(c *Config) *int { return &c.Household.MaxDevicesPerUser },
+		integer, between(1, 16)),
+	optional("household.max_calls", 16, func(c *Config) *int { return &c.Household.MaxCalls },
+		integer, between(1, 64)),
 
 	// MatrixRTC calls for Element X and Element Call (matrixrtc.go); off
 	// by default.

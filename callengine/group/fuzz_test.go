@@ -2,6 +2,7 @@ package group
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -63,6 +64,100 @@ func FuzzDecodeToDevice(f *testing.F) {
 		for _, e := range effs {
 			if _, ok := e.(SendNotification); ok {
 				t.Fatal("live view rang")
+			}
+		}
+	})
+}
+
+// FuzzMachine feeds random sequences of memberships, to-device calls,
+// peer outcomes and timers, with small limits, and checks the invariants
+// of issue 19, finding 5: never more calls than MaxCalls, never more
+// devices of one user in calls than MaxDevicesPerUser, and no peer made
+// while out of the call.
+func FuzzMachine(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
+	f.Add([]byte{0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2})
+	f.Add([]byte{1, 17, 33, 49, 0, 2, 18, 34, 50, 66, 6, 22})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		const maxDevices, maxCalls = 2, 3
+		cfg := DefaultConfig(Device{User: fxIntercom, DeviceID: fxDevice}, fxSession, fxRoom)
+		cfg.MaxDevicesPerUser, cfg.MaxCalls = maxDevices, maxCalls
+		cfg.LiveView = map[callengine.UserID]bool{fxTablet: true}
+		m := New(cfg)
+		now := time.Unix(1724312345, 0)
+		// "@alice" calls the intercom, "@zed" is called by it.
+		users := []callengine.UserID{fxTablet, "@zed:example.org", "@bob:example.org"}
+		var calls []callengine.CallID
+		for i, op := range ops {
+			arg := int(ops[(i+1)%len(ops)])
+			u := users[arg%len(users)]
+			dev := fmt.Sprintf("D%d", arg%5)
+			var ev Event
+			switch op % 12 {
+			case 0:
+				ev = RingRequested{}
+			case 1, 2:
+				b, _ := json.Marshal(MemberContent{Memberships: []Membership{NewOwnMembership(fxRoom, dev, "s"+dev, now)}})
+				ev = MemberChanged{Event: MemberEvent{Type: TypeMember, StateKey: string(u) + "_" + dev, Sender: u, Content: b}}
+			case 3:
+				ev = MemberChanged{Event: MemberEvent{Type: TypeMember, StateKey: string(u) + "_" + dev, Sender: u, Content: []byte(`{"memberships":[]}`)}}
+			case 4:
+				s := int64(0)
+				b, _ := EncodeToDevice(Envelope{RoomID: fxRoom, ConfID: string(fxRoom), DeviceID: dev, SenderSessionID: "s" + dev,
+					DestSessionID: fxSession, Seq: &s}, invite(fmt.Sprintf("in-%d", i)))
+				ev = ToDeviceReceived{Sender: u, Type: "com.famedly.call.member.invite", Content: b}
+			case 5:
+				ev = MembershipPublished{EventID: "$m"}
+			case 6, 7:
+				if len(calls) > 0 {
+					id := calls[arg%len(calls)]
+					ev = []Event{OfferCreated{CallID: id, SDP: fxSDP}, OfferAccepted{CallID: id, SDP: fxSDP},
+						PeerChanged{CallID: id, State: callengine.PeerState(arg % 6)}}[arg%3]
+				}
+			case 8:
+				ev = TimerFired{ID: TimerID{Kind: TimerKind(1 + arg%5)}}
+			case 9:
+				ev = AnsweredElsewhere{}
+			case 10:
+				ev = RoomMemberChanged{User: u, Membership: []string{"join", "leave"}[arg%2]}
+			case 11:
+				ev = LeaveRequested{}
+			}
+			if ev == nil {
+				continue
+			}
+			if op%12 == 8 {
+				now = now.Add(time.Duration(arg) * time.Second)
+			}
+			for _, e := range m.Step(now, ev) {
+				switch e := e.(type) {
+				case CreateOffer:
+					calls = append(calls, e.CallID)
+					if !m.Joined() {
+						t.Fatal("call placed out of the call")
+					}
+				case AcceptOffer:
+					calls = append(calls, e.CallID)
+					if !m.Joined() {
+						t.Fatal("call accepted out of the call")
+					}
+				}
+			}
+			st := m.Status(now)
+			if len(st.Calls) > maxCalls {
+				t.Fatalf("%d calls, at most %d", len(st.Calls), maxCalls)
+			}
+			perUser := map[callengine.UserID]map[string]bool{}
+			for _, c := range st.Calls {
+				if perUser[c.User] == nil {
+					perUser[c.User] = map[string]bool{}
+				}
+				perUser[c.User][c.DeviceID] = true
+			}
+			for u, devs := range perUser {
+				if len(devs) > maxDevices {
+					t.Fatalf("%s has %d devices in calls, at most %d", u, len(devs), maxDevices)
+				}
 			}
 		}
 	})

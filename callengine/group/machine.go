@@ -64,12 +64,52 @@ type Config struct {
 	// join, without ringing, and connect to the allowed users' devices
 	// only, as a 1:1 live-view call does. Nil: nobody.
 	LiveView map[callengine.UserID]bool
+	// MaxDevicesPerUser bounds the devices of one user the intercom
+	// takes part in the call with; the others are treated as absent
+	// (household.max_devices_per_user). Zero means
+	// DefaultMaxDevicesPerUser.
+	MaxDevicesPerUser int
+	// MaxCalls bounds the calls (peer connections) of the mesh at once;
+	// invites beyond it are rejected (household.max_calls). Zero means
+	// DefaultMaxCalls.
+	MaxCalls int
 }
+
+// Limits of the mesh unless configured otherwise (issue 19, finding 5).
+// Every membership state key a member publishes could otherwise become a
+// PeerConnection: its ICE agent, DTLS handshake, SRTP session and a copy
+// of the door's stream on the uplink.
+const (
+	// DefaultMaxDevicesPerUser: a phone, a tablet, a laptop and a wall
+	// panel; famedly's clients publish one membership per device.
+	DefaultMaxDevicesPerUser = 4
+	// DefaultMaxCalls: four residents with four devices each. Sixteen
+	// copies of the stream at video.bitrate (600 kbit/s, up to 1.5
+	// Mbit/s) are 10–24 Mbit/s of upload, about what a household's line
+	// carries; beyond it every call degrades. With devices capped per
+	// user, one member holds at most a quarter of the calls.
+	DefaultMaxCalls = 16
+)
 
 // DefaultConfig returns the timings used unless configured otherwise.
 func DefaultConfig(self Device, session string, room callengine.RoomID) Config {
 	return Config{Self: self, SessionID: session, Room: room, RingTimeout: 60 * time.Second,
-		InviteLifetime: 60 * time.Second, ConnectTimeout: 30 * time.Second, Family: FamilyFamedly}
+		InviteLifetime: 60 * time.Second, ConnectTimeout: 30 * time.Second, Family: FamilyFamedly,
+		MaxDevicesPerUser: DefaultMaxDevicesPerUser, MaxCalls: DefaultMaxCalls}
+}
+
+func (c Config) maxDevicesPerUser() int {
+	if c.MaxDevicesPerUser > 0 {
+		return c.MaxDevicesPerUser
+	}
+	return DefaultMaxDevicesPerUser
+}
+
+func (c Config) maxCalls() int {
+	if c.MaxCalls > 0 {
+		return c.MaxCalls
+	}
+	return DefaultMaxCalls
 }
 
 // --- Events ---
@@ -245,6 +285,9 @@ type Ignored struct {
 	Sender callengine.UserID
 	Type   string
 	Reason string
+	// Quiet: logged at debug, not info. Anyone on Matrix can send the
+	// intercom to-device events; a stranger's must not flood the log.
+	Quiet bool
 }
 
 // PhaseChanged reports a new phase.
@@ -320,9 +363,49 @@ type leg struct {
 
 func (l *leg) peerReady() bool { return l.state == legConnecting || l.state == legConnected }
 
-type memberState struct {
-	user callengine.UserID
-	list []Membership
+// userMembers holds one user's famedly memberships by state key. The
+// machine indexes them by user, so finding a user's devices never looks
+// at another user's keys (issue 19, finding 5: every member's keys were
+// sorted per user on each event, seconds for one user with 1,000 keys).
+type userMembers struct {
+	keys  []string // sorted
+	lists map[string][]Membership
+}
+
+func (u *userMembers) set(key string, list []Membership) {
+	if _, ok := u.lists[key]; !ok {
+		i, _ := slices.BinarySearch(u.keys, key)
+		u.keys = slices.Insert(u.keys, i, key)
+	}
+	u.lists[key] = list
+}
+
+// all is every membership of the user, in state key order.
+func (u *userMembers) all() []Membership {
+	var out []Membership
+	for _, k := range u.keys {
+		out = append(out, u.lists[k]...)
+	}
+	return out
+}
+
+// has reports whether a membership of device satisfies ok.
+func (u *userMembers) has(device string, ok func(Membership) bool) bool {
+	for _, k := range u.keys {
+		for _, mb := range u.lists[k] {
+			if mb.DeviceID == device && ok(mb) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (u *userMembers) remove(key string) {
+	if i, ok := slices.BinarySearch(u.keys, key); ok {
+		u.keys = slices.Delete(u.keys, i, i+1)
+	}
+	delete(u.lists, key)
 }
 
 // Machine is the household call. Zero value is not usable; use New.
@@ -340,7 +423,8 @@ type Machine struct {
 	hadConnected  bool
 	rewaiting     bool // connected devices are gone, members remain: ring timeout runs
 	nextCall      int
-	members       map[string]memberState // by state key
+	members       map[callengine.UserID]*userMembers
+	keyOwner      map[string]callengine.UserID // the user of each state key in members
 	left          map[callengine.UserID]bool
 	elementCall   map[string]ElementCallMember // by state key
 	legs          map[callengine.CallID]*leg
@@ -354,7 +438,7 @@ type Machine struct {
 
 // New returns an idle machine.
 func New(cfg Config) *Machine {
-	return &Machine{cfg: cfg, phase: PhaseIdle, members: map[string]memberState{},
+	return &Machine{cfg: cfg, phase: PhaseIdle, members: map[callengine.UserID]*userMembers{}, keyOwner: map[string]callengine.UserID{},
 		left: map[callengine.UserID]bool{}, elementCall: map[string]ElementCallMember{},
 		legs: map[callengine.CallID]*leg{}, reorder: map[string]*Reorder{}, seen: map[Device]string{}}
 }
@@ -611,21 +695,41 @@ func (m *Machine) checkIdle(now time.Time, emit func(...Effect)) {
 	}
 }
 
-// valid returns d's membership of this call, if it counts at now.
+// valid returns user's memberships of this call that count at now, in
+// state key order, for at most Config.MaxDevicesPerUser devices: those in
+// a call with the intercom first (a further device never cuts one off),
+// then the others in state key order. The rest are treated as absent: not
+// called, their to-device events ignored. It costs one pass over the
+// user's keys (two if the user is in a call) and allocates only what it
+// returns.
 func (m *Machine) valid(now time.Time, user callengine.UserID) []Membership {
-	if m.left[user] {
+	u := m.members[user]
+	if u == nil || m.left[user] {
 		return nil
 	}
-	var out []Membership
-	for _, k := range slices.Sorted(maps.Keys(m.members)) {
-		ms := m.members[k]
-		if ms.user != user {
-			continue
+	counts := func(mb Membership) bool {
+		return mb.Application == ApplicationCall && mb.CallID == m.ConfID() && mb.Mesh() && !mb.Expired(now)
+	}
+	limit := m.cfg.maxDevicesPerUser()
+	var admitted []string // device IDs, at most limit
+	for _, l := range m.legs {
+		if l.peer.User == user && !slices.Contains(admitted, l.peer.DeviceID) && len(admitted) < limit && u.has(l.peer.DeviceID, counts) {
+			admitted = append(admitted, l.peer.DeviceID)
 		}
-		for _, mb := range ms.list {
-			if mb.Application == ApplicationCall && mb.CallID == m.ConfID() && mb.Mesh() && !mb.Expired(now) {
-				out = append(out, mb)
+	}
+	var out []Membership
+	for _, k := range u.keys {
+		for _, mb := range u.lists[k] {
+			if !counts(mb) {
+				continue
 			}
+			if !slices.Contains(admitted, mb.DeviceID) {
+				if len(admitted) >= limit {
+					continue
+				}
+				admitted = append(admitted, mb.DeviceID)
+			}
+			out = append(out, mb)
 		}
 	}
 	return out
@@ -634,15 +738,38 @@ func (m *Machine) valid(now time.Time, user callengine.UserID) []Membership {
 // validDevices lists every member device of the call except the intercom.
 func (m *Machine) validDevices(now time.Time) map[Device]Membership {
 	out := map[Device]Membership{}
-	for _, ms := range m.members {
-		for _, mb := range m.valid(now, ms.user) {
-			d := Device{User: ms.user, DeviceID: mb.DeviceID}
+	for user := range m.members {
+		for _, mb := range m.valid(now, user) {
+			d := Device{User: user, DeviceID: mb.DeviceID}
 			if d != m.cfg.Self {
 				out[d] = mb
 			}
 		}
 	}
 	return out
+}
+
+// setMember records the memberships list of state key for user; an empty
+// list removes the key.
+func (m *Machine) setMember(key string, user callengine.UserID, list []Membership) {
+	if owner, ok := m.keyOwner[key]; ok && (owner != user || len(list) == 0) {
+		u := m.members[owner]
+		u.remove(key)
+		if len(u.keys) == 0 {
+			delete(m.members, owner)
+		}
+		delete(m.keyOwner, key)
+	}
+	if len(list) == 0 {
+		return
+	}
+	u := m.members[user]
+	if u == nil {
+		u = &userMembers{lists: map[string][]Membership{}}
+		m.members[user] = u
+	}
+	u.set(key, list)
+	m.keyOwner[key] = user
 }
 
 func (m *Machine) memberChanged(now time.Time, ev MemberEvent, emit func(...Effect)) {
@@ -667,11 +794,7 @@ func (m *Machine) memberChanged(now time.Time, ev MemberEvent, emit func(...Effe
 		emit(Ignored{Sender: ev.Sender, Type: ev.Type, Reason: err.Error()})
 		return
 	}
-	if len(list) == 0 {
-		delete(m.members, ev.StateKey)
-	} else {
-		m.members[ev.StateKey] = memberState{user: ev.Sender, list: list}
-	}
+	m.setMember(ev.StateKey, ev.Sender, list)
 	m.reconcile(now, emit)
 }
 
@@ -734,6 +857,9 @@ func (m *Machine) connectAll(now time.Time, emit func(...Effect)) {
 	}) {
 		if busy[d] || !PlacesCall(m.cfg.Self, d) || !m.mayConnect(d) {
 			continue
+		}
+		if len(m.legs) >= m.cfg.maxCalls() {
+			return // the others are called when a call ends and a member changes
 		}
 		m.nextCall++
 		id := callengine.CallID(fmt.Sprintf("%s.%d", m.cfg.SessionID, m.nextCall))
@@ -963,7 +1089,10 @@ const maxReorderCalls = 256
 // the sender a current member whose membershipID is the event's
 // sender_session_id. Then it goes through the seq reordering.
 func (m *Machine) toDevice(now time.Time, e ToDeviceReceived, emit func(...Effect)) {
-	ignore := func(reason string) { emit(Ignored{Sender: e.Sender, Type: e.Type, Reason: reason}) }
+	ms := m.valid(now, e.Sender)
+	ignore := func(reason string) {
+		emit(Ignored{Sender: e.Sender, Type: e.Type, Reason: reason, Quiet: len(ms) == 0})
+	}
 	td, err := DecodeToDevice(e.Type, e.Content)
 	switch {
 	case err != nil:
@@ -982,7 +1111,6 @@ func (m *Machine) toDevice(now time.Time, e ToDeviceReceived, emit func(...Effec
 		ignore("not in the group call")
 		return
 	}
-	ms := m.valid(now, e.Sender)
 	if len(ms) == 0 {
 		ignore("sender is not a member of the group call")
 		return
@@ -1042,6 +1170,13 @@ func (m *Machine) dispatch(now time.Time, sender callengine.UserID, td ToDevice,
 			}
 		}
 		l = &leg{id: callID, peer: from, session: td.SenderSessionID, family: td.Family, state: legAccepting, party: c.PartyID}
+		if len(m.legs) >= m.cfg.maxCalls() {
+			// Refused at once (m.call.reject, the reply to an invite
+			// never answered), so the device does not ring for a minute.
+			emit(Ignored{Sender: sender, Type: td.CallType, Reason: "too many calls (household.max_calls); rejected"})
+			m.send(l, callengine.TypeReject, &callengine.Reject{Common: m.common(l)}, emit)
+			return
+		}
 		m.legs[callID] = l
 		if !m.mayConnect(from) {
 			// A live view is for users allowed to watch. The invite is
@@ -1117,7 +1252,9 @@ type Status struct {
 	LiveView bool `json:"live_view"`
 	// Rung: the bell rang here and no device has connected since (nor
 	// did the ring run out or get answered elsewhere).
-	Rung    bool           `json:"rung"`
+	Rung bool `json:"rung"`
+	// Members is every member device by user, then state key; devices
+	// beyond Config.MaxDevicesPerUser are listed as not valid.
 	Members []MemberStatus `json:"members"`
 	Calls   []CallStatus   `json:"calls"`
 	// ElementCall lists Element Call (LiveKit) members: read, reported,
@@ -1137,15 +1274,15 @@ func (m *Machine) Status(now time.Time) Status {
 		st.Calls = append(st.Calls, CallStatus{CallID: l.id, User: l.peer.User, DeviceID: l.peer.DeviceID,
 			Outbound: l.outbound, Family: l.family.String(), State: string(l.state)})
 	}
-	for _, k := range slices.Sorted(maps.Keys(m.members)) {
-		ms := m.members[k]
-		for _, mb := range ms.list {
-			d := Device{User: ms.user, DeviceID: mb.DeviceID}
+	for _, user := range slices.Sorted(maps.Keys(m.members)) {
+		u := m.members[user]
+		for _, mb := range u.all() {
+			d := Device{User: user, DeviceID: mb.DeviceID}
 			if d == m.cfg.Self {
 				continue
 			}
 			_, ok := valid[d]
-			st.Members = append(st.Members, MemberStatus{User: ms.user, DeviceID: mb.DeviceID,
+			st.Members = append(st.Members, MemberStatus{User: user, DeviceID: mb.DeviceID,
 				Expires: mb.Expires(), Valid: ok, Call: calls[d]})
 		}
 	}

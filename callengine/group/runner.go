@@ -41,6 +41,10 @@ type RunnerConfig struct {
 	// LiveView is Config.LiveView: users whose devices joining the call
 	// make the intercom join without a ring.
 	LiveView map[callengine.UserID]bool
+	// MaxDevicesPerUser and MaxCalls override DefaultConfig's when
+	// positive (household.max_devices_per_user, household.max_calls).
+	MaxDevicesPerUser int
+	MaxCalls          int
 	// SessionID is this run's membershipID; empty means a new random one.
 	SessionID string
 	// AfterFunc schedules the machine's timers; time.AfterFunc by default
@@ -256,11 +260,18 @@ func (r *Runner) Run(ctx context.Context) error {
 		mcfg.RingTimeout = r.cfg.RingTimeout
 	}
 	mcfg.LiveView = r.cfg.LiveView
+	if r.cfg.MaxDevicesPerUser > 0 {
+		mcfg.MaxDevicesPerUser = r.cfg.MaxDevicesPerUser
+	}
+	if r.cfg.MaxCalls > 0 {
+		mcfg.MaxCalls = r.cfg.MaxCalls
+	}
 	m := New(mcfg)
 	r.mu.Lock()
 	r.status = m.Status(time.Now()) // the room, for Rooms, before any event
 	r.mu.Unlock()
-	r.log.Info("household group call ready", "room_id", room, "session_id", mcfg.SessionID, "device_id", self.DeviceID)
+	r.log.Info("household group call ready", "room_id", room, "session_id", mcfg.SessionID, "device_id", self.DeviceID,
+		"max_devices_per_user", mcfg.MaxDevicesPerUser, "max_calls", mcfg.MaxCalls)
 	var state []callengine.StateEvent
 	if err := r.retry(ctx, "read household room state", func() (err error) {
 		state, err = r.t.RoomStateEvents(ctx, room, TypeMember, TypeElementCallMember)
@@ -440,7 +451,11 @@ func (l *loop) execute(eff Effect) Event {
 	case StopTimer:
 		l.timers.Stop(e.ID)
 	case Ignored:
-		r.log.Info("household event ignored", "user_id", e.Sender, "type", e.Type, "reason", e.Reason)
+		level := slog.LevelInfo
+		if e.Quiet {
+			level = slog.LevelDebug
+		}
+		r.log.Log(context.Background(), level, "household event ignored", "user_id", e.Sender, "type", e.Type, "reason", e.Reason)
 	case PhaseChanged:
 		r.log.Info("household call", "state", e.Phase)
 	}

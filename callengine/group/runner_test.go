@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -204,6 +205,12 @@ type runnerHarness struct {
 // synctest bubble.
 func startRunner(t *testing.T, state ...callengine.StateEvent) *runnerHarness {
 	t.Helper()
+	return startRunnerLogged(t, nil, state...)
+}
+
+// startRunnerLogged is startRunner with the runner's logger.
+func startRunnerLogged(t *testing.T, log *slog.Logger, state ...callengine.StateEvent) *runnerHarness {
+	t.Helper()
 	h := &runnerHarness{tr: &fakeTransport{state: state, stateErrs: 1}, pf: &fakeFactory{}, done: make(chan struct{})}
 	h.r = NewRunner(RunnerConfig{
 		JoinRoom: func(context.Context) (callengine.RoomID, error) {
@@ -216,6 +223,7 @@ func startRunner(t *testing.T, state ...callengine.StateEvent) *runnerHarness {
 		RingTimeout: 30 * time.Second,
 		LiveView:    map[callengine.UserID]bool{fxTablet: true},
 		SessionID:   fxSession,
+		Logger:      log,
 	}, h.tr, h.pf)
 	ctx, cancel := context.WithCancel(t.Context())
 	h.stop = cancel

@@ -44,9 +44,10 @@ type Options struct {
 	UserID string
 	// Password logs UserID in; default "correct horse".
 	Password string
-	// IdlePoll is how long a /sync with nothing to deliver waits before it
-	// answers empty, whatever timeout the client asked for; default 20 ms.
-	// Anything delivered or scripted meanwhile ends the wait at once.
+	// IdlePoll is how long a /sync with nothing to deliver waits at most
+	// before it answers empty (less if the client's timeout is shorter);
+	// default 20 ms. Anything delivered or scripted meanwhile ends the
+	// wait at once.
 	IdlePoll time.Duration
 }
 
@@ -245,7 +246,8 @@ func (s *Server) Await(ctx context.Context, cond func() bool) error {
 
 // WaitSent waits up to 10 s for an event of eventType ("" any) that match
 // accepts (nil: any) to be sent by the client, and returns the first;
-// the test fails if none comes.
+// the test fails if none comes. match is asked again about every event
+// at every change, so it must not count or keep state.
 func (s *Server) WaitSent(t testing.TB, eventType string, match func(Event) bool) Event {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -77,9 +78,9 @@ func (s *Server) Leave(room string) {
 	s.changedLocked(true)
 }
 
-// SyncIdle is signalled (buffer of one) whenever a /sync finds nothing
-// scripted and nothing to deliver, and waits: the client has had
-// everything so far.
+// SyncIdle is signalled (buffer of one) whenever a long-polling /sync
+// (timeout above 0) finds nothing scripted and nothing to deliver, and
+// waits: the client has had everything so far.
 func (s *Server) SyncIdle() <-chan struct{} { return s.syncIdle }
 
 // sync answers an authenticated /sync that nothing scripted answers: what
@@ -87,14 +88,22 @@ func (s *Server) SyncIdle() <-chan struct{} { return s.syncIdle }
 // for news. s.mu is held.
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	since := r.URL.Query().Get("since")
-	if s.pending.empty() {
+	// The client's timeout (none: 0, Matrix spec, GET /sync) caps the
+	// wait, so the first sync of a client answers at once.
+	wait := s.idlePoll
+	if ms, err := strconv.ParseInt(r.URL.Query().Get("timeout"), 10, 64); err != nil || ms <= 0 {
+		wait = 0
+	} else {
+		wait = min(wait, time.Duration(ms)*time.Millisecond)
+	}
+	if s.pending.empty() && wait > 0 {
 		select {
 		case s.syncIdle <- struct{}{}:
 		default:
 		}
 		news := s.news
 		s.mu.Unlock()
-		t := time.NewTimer(s.idlePoll)
+		t := time.NewTimer(wait)
 		select {
 		case <-r.Context().Done():
 		case <-news:

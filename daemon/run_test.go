@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/webrtc/v4"
+
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/callengine/rtc"
@@ -627,5 +629,64 @@ matrixrtc:
 	})
 	if n := len(hs.Requests("POST login")); n != 1 {
 		t.Errorf("%d logins: the second start did not resume the session", n)
+	}
+}
+
+// answerSDP is the SDP answer alice's client would send to offer: made
+// by pion, but never applied, so nothing listens or connects.
+func answerSDP(t *testing.T, offer string) string {
+	t.Helper()
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := pc.CreateAnswer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer.SDP
+}
+
+// TestRunClassicAnswerWithdrawsMatrixRTC: alice answers the classic
+// call while MatrixRTC still rings her room (its SFU join pending): the
+// classic path wins, MatrixRTC's membership is cleared while the call
+// goes on, and stopping the daemon hangs the call up.
+func TestRunClassicAnswerWithdrawsMatrixRTC(t *testing.T) {
+	t.Parallel()
+	lockLiveKit(t)
+	hs := newHS(t)
+	sfu := newSFUService(t, func(w http.ResponseWriter, r *http.Request, _ string) { <-r.Context().Done() })
+	r := startDaemon(t, hs, writeConfig(t, hs, "matrixrtc:\n  enabled: true\n  livekit_service_url: "+sfu.URL+"\n"))
+	alice := r.directRoom("@alice:hs.test")
+	self := rtc.Device{User: "@door:hs.test", DeviceID: r.waitStatus("status", func(runStatus) bool { return true }).Matrix.DeviceID}
+
+	r.press()
+	_, inv := r.invite(alice, 0)
+	hs.WaitSent(t, rtc.TypeNotification, func(e matrixtest.Event) bool { return e.Room == alice })
+	hs.Deliver(resident(alice, "@alice:hs.test", callengine.TypeAnswer, callengine.Common{CallID: inv.CallID, PartyID: "ALICE", Version: "1"},
+		map[string]any{"answer": map[string]string{"type": "answer", "sdp": answerSDP(t, inv.Offer.SDP)}}))
+	sel := hs.WaitSent(t, callengine.TypeSelectAnswer, func(e matrixtest.Event) bool { return e.Room == alice })
+	if v, err := callengine.Decode(sel.Type, sel.Content); err != nil || v.(*callengine.SelectAnswer).SelectedPartyID != "ALICE" {
+		t.Errorf("select_answer %s: %v", sel.Content, err)
+	}
+	r.await("MatrixRTC membership withdrawn", func() bool {
+		c, _ := hs.StateOf(alice, rtc.TypeMember, rtc.StateKey(self))
+		return string(c) == `{}`
+	})
+	r.waitStatus("in a call, MatrixRTC idle", func(s runStatus) bool {
+		return s.State == callengine.PhaseInCall && s.Matrix.MatrixRTC.Phase == rtc.PhaseIdle
+	})
+
+	if err := r.shutdown(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if !slices.ContainsFunc(hs.Sent(callengine.TypeHangup), func(e matrixtest.Event) bool {
+		return e.Room == alice && strings.Contains(string(e.Content), string(inv.CallID))
+	}) {
+		t.Error("no hangup for alice's call at stop")
 	}
 }

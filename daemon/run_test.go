@@ -60,14 +60,14 @@ func newHS(t *testing.T) *matrixtest.Server {
 
 // running is one Run of the daemon.
 type running struct {
-	t    *testing.T
-	hs   *matrixtest.Server
-	path string // the config file
-	cfg  *provisioning.Config
-	logs *logSink
-	api  string // host:port of the API
-	stop context.CancelFunc
-	done chan error
+	t        *testing.T
+	hs       *matrixtest.Server
+	path     string // the config file
+	logs     *logSink
+	api      string // host:port of the API
+	stop     context.CancelFunc
+	finished chan struct{} // closed when Run has returned err
+	err      error
 }
 
 // writeConfig writes the base configuration for hs plus extra YAML and
@@ -98,17 +98,20 @@ func startDaemon(t *testing.T, hs *matrixtest.Server, path string) *running {
 	}
 	cfg.API.Listen = "127.0.0.1:0" // the config refuses port 0; Run takes it
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, hs: hs, path: path, cfg: cfg, logs: newLogSink(), stop: cancel, done: make(chan error, 1)}
-	go func() { r.done <- Run(ctx, cfg, "test", r.logs) }()
+	r := &running{t: t, hs: hs, path: path, logs: newLogSink(), stop: cancel, finished: make(chan struct{})}
+	go func() {
+		defer close(r.finished)
+		r.err = Run(ctx, cfg, "test", r.logs)
+	}()
 	t.Cleanup(func() {
 		if err := r.shutdown(); err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		if t.Failed() || os.Getenv("DAEMON_LOG") != "" {
+		if t.Failed() {
 			t.Logf("daemon log:\n%s", r.logs.String())
 		}
 	})
-	line := r.logs.wait(t, `msg="intercom ready"`)
+	line := r.logs.waitOr(t, r.finished, `msg="intercom ready"`)
 	m := regexp.MustCompile(` api=(\S+)`).FindStringSubmatch(line)
 	if m == nil {
 		t.Fatalf("no API address in %q", line)
@@ -123,9 +126,8 @@ func startDaemon(t *testing.T, hs *matrixtest.Server, path string) *running {
 func (r *running) shutdown() error {
 	r.stop()
 	select {
-	case err := <-r.done:
-		r.done <- err // for a second call
-		return err
+	case <-r.finished:
+		return r.err
 	case <-time.After(10 * time.Second):
 		return fmt.Errorf("Run did not return within 10 s of cancel")
 	}
@@ -165,9 +167,6 @@ type runStatus struct {
 	Healthy bool                    `json:"healthy"`
 	Calls   []callengine.CallStatus `json:"calls"`
 	Matrix  matrixStatus            `json:"matrix"`
-	Media   struct {
-		Hardware hardwareStatus `json:"hardware"`
-	} `json:"media"`
 }
 
 // waitStatus polls /api/status until ok accepts it.
@@ -269,6 +268,12 @@ func (l *logSink) String() string {
 // to 10 s for it.
 func (l *logSink) wait(t *testing.T, parts ...string) string {
 	t.Helper()
+	return l.waitOr(t, nil, parts...)
+}
+
+// waitOr is wait that gives up when stop is closed (Run returned).
+func (l *logSink) waitOr(t *testing.T, stop <-chan struct{}, parts ...string) string {
+	t.Helper()
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	for {
@@ -280,18 +285,15 @@ func (l *logSink) wait(t *testing.T, parts ...string) string {
 		}
 		select {
 		case <-ch:
+		case <-stop:
+			t.Fatalf("no log line with %q: the daemon stopped", parts)
 		case <-deadline.C:
 			t.Fatalf("no log line with %q within 10 s", parts)
 		}
 	}
 }
 
-// has reports whether a log line contains all of parts.
-func (l *logSink) has(parts ...string) bool {
-	_, ok := findLine(l.String(), parts...)
-	return ok
-}
-
+// findLine returns the first line of text that contains all of parts.
 func findLine(text string, parts ...string) (string, bool) {
 	for line := range strings.Lines(text) {
 		all := true
@@ -308,7 +310,8 @@ func findLine(text string, parts ...string) (string, bool) {
 	return "", false
 }
 
-// resident sends call event content as user's client would.
+// resident is a call event from user, as the resident's client sends it:
+// the common fields of c and extra.
 func resident(room, user, eventType string, c callengine.Common, extra map[string]any) matrixtest.Event {
 	content := map[string]any{"call_id": c.CallID, "party_id": c.PartyID, "version": c.Version}
 	for k, v := range extra {
@@ -324,7 +327,7 @@ func resident(room, user, eventType string, c callengine.Common, extra map[strin
 func TestRunRingAndReject(t *testing.T) {
 	t.Parallel()
 	hs := newHS(t)
-	r := startDaemon(t, hs, writeConfig(t, hs, "notices:\n  snapshot: true\n"))
+	r := startDaemon(t, hs, writeConfig(t, hs, ""))
 	room := r.directRoom("@alice:hs.test")
 	if hs.Membership(room, "@alice:hs.test") != "invite" {
 		t.Errorf("alice is %q in her room", hs.Membership(room, "@alice:hs.test"))
@@ -345,15 +348,25 @@ func TestRunRingAndReject(t *testing.T) {
 		r.waitStatus("idle after "+answer, func(s runStatus) bool { return s.State == callengine.PhaseIdle })
 	}
 
-	// The ring notice, with its snapshot, went to alice's room.
-	notices := 0
-	for _, e := range hs.Sent("m.room.message") {
-		if e.Room == room && strings.Contains(string(e.Content), "door") {
-			notices++
+	// Each ring's notice, and its snapshot, went to alice's room.
+	r.await("two ring notices with snapshots", func() bool {
+		text, pictures := 0, 0
+		for _, e := range hs.Sent("m.room.message") {
+			var c struct{ MsgType, Body, URL string }
+			if e.Room != room || json.Unmarshal(e.Content, &c) != nil {
+				continue
+			}
+			switch {
+			case c.MsgType == "m.text" && strings.Contains(c.Body, "Someone is at the door"):
+				text++
+			case c.MsgType == "m.image" && strings.HasPrefix(c.URL, "mxc://hs.test/"):
+				pictures++
+			}
 		}
-	}
-	if notices == 0 {
-		t.Errorf("no ring notice in alice's room; sent: %v", hs.Sent("m.room.message"))
+		return text == 2 && pictures == 2
+	})
+	if ups := hs.Uploads(); len(ups) != 2 || ups[0].ContentType != "image/jpeg" {
+		t.Errorf("uploads %d", len(ups))
 	}
 }
 

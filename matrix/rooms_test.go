@@ -17,22 +17,19 @@ func TestEnsureDirectRooms(t *testing.T) {
 	if err := s.Login(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	f.mu.Lock()
 	// alice: the stored room is still fine.
-	f.joined = append(f.joined, "!alice:hs.test", "!bobold:hs.test", "!bobdirect:hs.test", "!crowded:hs.test")
-	f.members["!alice:hs.test|@door:hs.test"] = "join"
-	f.members["!alice:hs.test|@alice:hs.test"] = "join"
+	f.SetMembership("!alice:hs.test", "@door:hs.test", "join")
+	f.SetMembership("!alice:hs.test", "@alice:hs.test", "join")
 	// bob: the stored room was left by bob; m.direct names a good one.
-	f.members["!bobold:hs.test|@door:hs.test"] = "join"
-	f.members["!bobold:hs.test|@bob:hs.test"] = "leave"
-	f.members["!bobdirect:hs.test|@door:hs.test"] = "join"
-	f.members["!bobdirect:hs.test|@bob:hs.test"] = "invite"
+	f.SetMembership("!bobold:hs.test", "@door:hs.test", "join")
+	f.SetMembership("!bobold:hs.test", "@bob:hs.test", "leave")
+	f.SetMembership("!bobdirect:hs.test", "@door:hs.test", "join")
+	f.SetMembership("!bobdirect:hs.test", "@bob:hs.test", "invite")
 	// carol: her m.direct room has a third member, another is not joined.
-	f.members["!crowded:hs.test|@door:hs.test"] = "join"
-	f.members["!crowded:hs.test|@carol:hs.test"] = "join"
-	f.members["!crowded:hs.test|@mallory:hs.test"] = "join"
-	f.account["m.direct"] = `{"@bob:hs.test":["!bobdirect:hs.test"],"@carol:hs.test":["!notjoined:hs.test","!crowded:hs.test"],"@other:hs.test":["!keep:hs.test"],"@weird:hs.test":{"x":1}}`
-	f.mu.Unlock()
+	f.SetMembership("!crowded:hs.test", "@door:hs.test", "join")
+	f.SetMembership("!crowded:hs.test", "@carol:hs.test", "join")
+	f.SetMembership("!crowded:hs.test", "@mallory:hs.test", "join")
+	f.SetAccountData("m.direct", `{"@bob:hs.test":["!bobdirect:hs.test"],"@carol:hs.test":["!notjoined:hs.test","!crowded:hs.test"],"@other:hs.test":["!keep:hs.test"],"@weird:hs.test":{"x":1}}`)
 	store.SaveDirectRoom("@alice:hs.test", "!alice:hs.test")
 	store.SaveDirectRoom("@bob:hs.test", "!bobold:hs.test")
 
@@ -65,9 +62,8 @@ func TestEnsureDirectRooms(t *testing.T) {
 		}
 	}
 	var direct map[string]json.RawMessage
-	f.mu.Lock()
-	json.Unmarshal([]byte(f.account["m.direct"]), &direct)
-	f.mu.Unlock()
+	md, _ := f.AccountData("m.direct")
+	json.Unmarshal(md, &direct)
 	if string(direct["@carol:hs.test"]) != `["!notjoined:hs.test","!crowded:hs.test","`+string(carol)+`"]` ||
 		string(direct["@other:hs.test"]) != `["!keep:hs.test"]` || string(direct["@weird:hs.test"]) != `{"x":1}` {
 		t.Errorf("m.direct = %s", direct)
@@ -99,10 +95,8 @@ func TestEnsureDirectRoomsWithoutMDirect(t *testing.T) {
 	if len(rooms) != 1 || len(f.requests("POST createRoom")) != 2 {
 		t.Fatalf("rooms %v after %d creates", rooms, len(f.requests("POST createRoom")))
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if want := `{"@alice:hs.test":["` + string(rooms["@alice:hs.test"]) + `"]}`; f.account["m.direct"] != want {
-		t.Errorf("m.direct = %s, want %s", f.account["m.direct"], want)
+	if md, _ := f.AccountData("m.direct"); string(md) != `{"@alice:hs.test":["`+string(rooms["@alice:hs.test"])+`"]}` {
+		t.Errorf("m.direct = %s, want alice's room %s only", md, rooms["@alice:hs.test"])
 	}
 }
 

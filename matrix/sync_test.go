@@ -211,9 +211,7 @@ func TestRunFilter(t *testing.T) {
 	_, stop = startRun(t, s)
 	waitIdle(t, f)
 	stop()
-	f.mu.Lock()
-	f.filters["old"] = `{"room":{"timeline":{"limit":5}}}`
-	f.mu.Unlock()
+	f.SetFilter("old", `{"room":{"timeline":{"limit":5}}}`)
 	s.store.SaveFilterID("old")
 	_, stop = startRun(t, s)
 	waitIdle(t, f)
@@ -336,9 +334,7 @@ func TestRunLogsInAgainWhenTokenRevoked(t *testing.T) {
 	f := newFakeHS(t)
 	s, _ := loggedIn(t, f)
 	before := s.DeviceID()
-	f.mu.Lock()
-	clear(f.tokens) // revoke every token
-	f.mu.Unlock()
+	f.RevokeTokens()
 	_, stop := startRun(t, s)
 	waitIdle(t, f)
 	stop()

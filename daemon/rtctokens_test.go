@@ -1,0 +1,182 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/livekit/protocol/auth"
+
+	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/rtc"
+	"github.com/doorbell/intercom/matrix"
+	"github.com/doorbell/intercom/matrix/matrixtest"
+	"github.com/doorbell/intercom/provisioning"
+)
+
+// loggedInSession is the daemon's Matrix session on hs, logged in.
+func loggedInSession(t *testing.T, hs *matrixtest.Server) *matrix.Session {
+	t.Helper()
+	cfg, err := provisioning.Load(writeConfig(t, hs, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := provisioning.OpenState(cfg.StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := newSession(cfg, state, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Login(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestServiceTokens: the intercom proves who it is to the LiveKit JWT
+// service with a Matrix OpenID token and takes the SFU's URL and token
+// from the answer; anything else is an error that says where it came
+// from.
+func TestServiceTokens(t *testing.T) {
+	hs := newHS(t)
+	session := loggedInSession(t, hs)
+	var got struct {
+		Room   string `json:"room"`
+		OpenID struct {
+			AccessToken      string `json:"access_token"`
+			MatrixServerName string `json:"matrix_server_name"`
+		} `json:"openid_token"`
+		DeviceID string `json:"device_id"`
+	}
+	answer := func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/sfu/get" || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusTeapot)
+			return
+		}
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		switch got.Room {
+		case "!ok:hs.test":
+			io.WriteString(w, `{"url":"wss://sfu.hs.test","jwt":"a.b.c"}`)
+		case "!down:hs.test":
+			http.Error(w, "  no SFU configured\n", http.StatusServiceUnavailable)
+		case "!odd:hs.test":
+			io.WriteString(w, `{"url":"wss://sfu.hs.test"}`)
+		default:
+			io.WriteString(w, `<html>`)
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(answer))
+	defer srv.Close()
+	src := serviceTokens{session: session, url: srv.URL + "/", http: srv.Client()}
+
+	tok, err := src.token(t.Context(), "!ok:hs.test")
+	if err != nil || tok != (sfuToken{URL: "wss://sfu.hs.test", JWT: "a.b.c"}) {
+		t.Fatalf("token %+v, %v", tok, err)
+	}
+	if got.OpenID.AccessToken == "" || got.OpenID.MatrixServerName != "hs.test" || got.DeviceID != session.DeviceID() {
+		t.Errorf("service got %+v", got)
+	}
+
+	for room, want := range map[callengine.RoomID]string{
+		"!down:hs.test":    "livekit JWT service: 503 Service Unavailable: no SFU configured",
+		"!odd:hs.test":     "livekit JWT service: answer without url and jwt",
+		"!garbage:hs.test": "livekit JWT service: answer without url and jwt: <html>",
+	} {
+		if _, err := src.token(t.Context(), room); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", room, err, want)
+		}
+	}
+	gone := serviceTokens{session: session, url: "http://127.0.0.1:1", http: srv.Client()}
+	if _, err := gone.token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "livekit JWT service: ") {
+		t.Errorf("unreachable service: %v", err)
+	}
+	hs.Script("POST openid", matrixtest.Error(http.StatusForbidden, "M_FORBIDDEN"))
+	if _, err := src.token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "openid") {
+		t.Errorf("without an OpenID token: %v", err)
+	}
+}
+
+// TestMintedTokens: a self-minted token names the identity and LiveKit
+// room lk-jwt-service would, and is signed with the configured key pair.
+func TestMintedTokens(t *testing.T) {
+	self := rtc.Device{User: "@door:hs.test", DeviceID: "DEV"}
+	m := mintedTokens{url: "wss://sfu.hs.test", key: "APIkey", secret: strings.Repeat("s", 32), self: self}
+	tok, err := m.token(t.Context(), "!room:hs.test")
+	if err != nil || tok.URL != "wss://sfu.hs.test" {
+		t.Fatalf("token %+v, %v", tok, err)
+	}
+	v, err := auth.ParseAPIToken(tok.JWT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.APIKey() != "APIkey" {
+		t.Errorf("signed with key %q", v.APIKey())
+	}
+	_, claims, err := v.Verify(m.secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := claims.Video
+	if claims.Identity != self.Identity() || g == nil || !g.RoomJoin || g.Room != rtc.LiveKitRoomName("!room:hs.test") ||
+		g.CanPublish == nil || !*g.CanPublish || g.CanSubscribe == nil || !*g.CanSubscribe {
+		t.Errorf("claims %+v, video %+v", claims, g)
+	}
+	if _, _, err := v.Verify("another secret, long enough to be a secret"); err == nil {
+		t.Error("token verifies with another secret")
+	}
+}
+
+// fixedTokens is a tokenSource with a fixed answer.
+type fixedTokens struct {
+	tok sfuToken
+	err error
+}
+
+func (f fixedTokens) token(context.Context, callengine.RoomID) (sfuToken, error) { return f.tok, f.err }
+
+type closer struct{}
+
+func (closer) Close() error { return nil }
+
+// TestLiveKitSFU: a join takes the room's token, then connects with it;
+// either failing fails the join.
+func TestLiveKitSFU(t *testing.T) {
+	var joined []sfuToken
+	join := func(_ context.Context, tok sfuToken, _ func(string, bool), _ func(error)) (io.Closer, error) {
+		joined = append(joined, tok)
+		if tok.JWT == "refused" {
+			return nil, errors.New("refused")
+		}
+		return closer{}, nil
+	}
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	noop := func(string, bool) {}
+	lost := func(error) {}
+
+	c, err := livekitSFU{tokens: fixedTokens{tok: sfuToken{URL: "wss://sfu", JWT: "ok"}}, join: join, log: log}.Join(t.Context(), "!r:hs.test", noop, lost)
+	if err != nil || c == nil || !strings.Contains(logs.String(), "joined SFU") {
+		t.Errorf("join: %v, %v; log %s", c, err, logs)
+	}
+	if _, err := (livekitSFU{tokens: fixedTokens{tok: sfuToken{JWT: "refused"}}, join: join, log: log}).Join(t.Context(), "!r:hs.test", noop, lost); err == nil {
+		t.Error("refused join succeeded")
+	}
+	if _, err := (livekitSFU{tokens: fixedTokens{err: errors.New("no token")}, join: join, log: log}).Join(t.Context(), "!r:hs.test", noop, lost); err == nil {
+		t.Error("join without a token succeeded")
+	}
+	if len(joined) != 2 {
+		t.Errorf("joined with %v: a failed token must not be used", joined)
+	}
+}

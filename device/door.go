@@ -249,7 +249,7 @@ func (d *Door) step(ctx context.Context, m doorMsg) {
 	case m.notice != "":
 		d.policy.NoticeSent(m.notice)
 	case m.inCall != nil:
-		d.policy.CallChanged(*m.inCall)
+		d.policy.CallChanged(now, *m.inCall)
 	case m.rang:
 		d.policy.Rang(now)
 	case m.config != nil:

@@ -105,6 +105,7 @@ func TestDoorOpensRefusesAndAudits(t *testing.T) {
 	door, ic := runDoor(t, DoorOptions{Policy: cfg, Relay: relay, Messenger: msg, StateDir: dir})
 	events, unsub := ic.events.subscribe()
 	defer unsub()
+	door.rang() // a visitor: commands count for a while
 
 	now := time.Now()
 	door.Handle(openReq("$m", mallory, now), now)
@@ -163,6 +164,7 @@ func TestDoorRestartNeverReopens(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); _ = door.Run(ctx) }()
+		door.rang()
 		door.Handle(openReq("$a", alice, first), first)
 		waitFor(t, "first pulse", func() bool { return relay.count() == 1 })
 		cancel()
@@ -172,6 +174,7 @@ func TestDoorRestartNeverReopens(t *testing.T) {
 	// The board's clock comes back five minutes behind.
 	clock := func() time.Time { return time.Now().Add(-5 * time.Minute) }
 	door, _ := runDoor(t, DoorOptions{Policy: cfg, Relay: relay, StateDir: dir, Now: clock})
+	door.rang()
 	door.Handle(openReq("$a", alice, first), clock())
 	door.Handle(openReq("$b", alice, first.Add(time.Millisecond)), clock())
 	time.Sleep(200 * time.Millisecond)
@@ -190,6 +193,7 @@ func TestDoorBrokenMemoryStillStarts(t *testing.T) {
 	}
 	relay := newRecordingRelay(t)
 	door, _ := runDoor(t, DoorOptions{Policy: testDoorConfig(), Relay: relay, StateDir: dir})
+	door.rang()
 	door.Handle(openReq("$old", alice, time.Now().Add(-time.Hour)), time.Now())
 	now := time.Now()
 	door.Handle(openReq("$new", alice, now), now)

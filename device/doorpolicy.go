@@ -1,6 +1,7 @@
 package device
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -24,11 +25,18 @@ type DoorConfig struct {
 	Pulse time.Duration
 	// Authorized are the users whose commands open the door.
 	Authorized []callengine.UserID
-	// OnlyDuringCall and Window restrict when commands are obeyed: with
-	// either set, only while a call is connected (in_call) or, with Window,
-	// within Window after the last ring started.
+	// Window is how long after a ring started commands are obeyed
+	// (default DefaultWindow); while a call is connected (in_call) they
+	// always are. A reaction counts only on the ring notice of a ring
+	// inside the window, or of the ring a connected call answered.
+	// Outside, a command is refused however fresh its timestamp: the
+	// homeserver stamps origin_server_ts when the event reaches it, so an
+	// "!open" queued on a phone that was offline for hours arrives
+	// looking fresh (issue 19, finding 1).
+	Window time.Duration
+	// OnlyDuringCall closes the ring window: commands are obeyed only
+	// while a call is connected.
 	OnlyDuringCall bool
-	Window         time.Duration
 	// ReplyUnauthorized answers a refused sender with a short notice (at
 	// most one per sender and replyInterval).
 	ReplyUnauthorized bool
@@ -38,13 +46,16 @@ type DoorConfig struct {
 	MaxAge time.Duration
 }
 
-// DefaultPulse, DefaultCommand, DefaultReactionKey and DefaultMaxAge are
-// the DoorConfig defaults.
+// DefaultPulse, DefaultCommand, DefaultReactionKey, DefaultMaxAge and
+// DefaultWindow are the DoorConfig defaults.
 const (
 	DefaultPulse       = 3 * time.Second
 	DefaultCommand     = "!open"
 	DefaultReactionKey = "🔑"
 	DefaultMaxAge      = 60 * time.Second
+	// DefaultWindow gives a resident who missed the ring (ring.timeout is
+	// at most 90 s) time to look at the notice and answer with a command.
+	DefaultWindow = 3 * time.Minute
 )
 
 const (
@@ -57,6 +68,11 @@ const (
 	// replyInterval is the least time between two refusal replies to one
 	// sender, so the intercom never becomes a chat partner in a loop.
 	replyInterval = time.Minute
+	// ringAnswer bounds how long after a ring a call that connects still
+	// answers it: ring.timeout is at most 90 s, plus the time to connect.
+	// A call that connects later (a live view hours after the ring) keeps
+	// that ring's notice out of reach.
+	ringAnswer = 2 * time.Minute
 )
 
 func (c DoorConfig) withDefaults() DoorConfig {
@@ -72,6 +88,9 @@ func (c DoorConfig) withDefaults() DoorConfig {
 	c.Pulse = min(c.Pulse, gpio.MaxPulse)
 	if c.MaxAge <= 0 {
 		c.MaxAge = DefaultMaxAge
+	}
+	if c.Window <= 0 {
+		c.Window = DefaultWindow
 	}
 	return c
 }
@@ -103,7 +122,7 @@ const (
 	VerdictDuplicate     Verdict = "duplicate"      // this event ID was handled before
 	VerdictStale         Verdict = "stale"          // older than the intercom's start or MaxAge
 	VerdictUnauthorized  Verdict = "unauthorized"
-	VerdictOutsideWindow Verdict = "outside_window" // OnlyDuringCall / Window
+	VerdictOutsideWindow Verdict = "outside_window" // no call and no ring within Window
 	VerdictRateLimited   Verdict = "rate_limited"   // the door was opened less than Pulse ago
 )
 
@@ -150,7 +169,9 @@ type SeenItem struct {
 //     which needs no agreement between the two clocks; nor are commands
 //     older than MaxAge;
 //  4. only authorised senders;
-//  5. the optional call window;
+//  5. only during a call or within Window after a ring (a reaction: on
+//     the notice of a ring inside the window, or of the ring the call
+//     answered);
 //  6. at most one pulse per Pulse.
 type DoorPolicy struct {
 	cfg        DoorConfig
@@ -162,11 +183,12 @@ type DoorPolicy struct {
 	notBefore time.Time
 	floor     time.Time
 	seen      map[string]time.Time
-	order     []string // seen IDs, oldest first
-	notices   map[string]bool
+	order     []string             // seen IDs, oldest first
+	notices   map[string]time.Time // ring notice → start of its ring
 	noticeIDs []string
 
 	inCall    bool
+	callSince time.Time // when inCall last turned true
 	lastRing  time.Time
 	lastPulse time.Time
 	replied   map[callengine.UserID]time.Time
@@ -180,7 +202,7 @@ func NewDoorPolicy(cfg DoorConfig, start time.Time, mem DoorMemory) *DoorPolicy 
 		notBefore: start,
 		floor:     mem.Floor,
 		seen:      map[string]time.Time{},
-		notices:   map[string]bool{},
+		notices:   map[string]time.Time{},
 		replied:   map[callengine.UserID]time.Time{},
 	}
 	p.Reconfigure(cfg)
@@ -230,22 +252,31 @@ func (p *DoorPolicy) Memory(now time.Time) DoorMemory {
 	return m
 }
 
-// CallChanged tells the policy whether a call is connected.
-func (p *DoorPolicy) CallChanged(inCall bool) { p.inCall = inCall }
+// CallChanged tells the policy at now whether a call is connected.
+func (p *DoorPolicy) CallChanged(now time.Time, inCall bool) {
+	if inCall && !p.inCall {
+		p.callSince = now
+	}
+	p.inCall = inCall
+}
 
 // Rang tells the policy a ring started at now.
 func (p *DoorPolicy) Rang(now time.Time) { p.lastRing = now }
 
-// NoticeSent records a ring notice a resident may react to.
+// NoticeSent records a ring notice a resident may react to. It belongs to
+// the latest ring; a notice posted before any ring never opens the door.
 func (p *DoorPolicy) NoticeSent(eventID string) {
-	if eventID == "" || p.notices[eventID] {
+	if eventID == "" {
+		return
+	}
+	if _, ok := p.notices[eventID]; ok {
 		return
 	}
 	if len(p.noticeIDs) >= maxNotices {
 		delete(p.notices, p.noticeIDs[0])
 		p.noticeIDs = p.noticeIDs[1:]
 	}
-	p.notices[eventID] = true
+	p.notices[eventID] = p.lastRing
 	p.noticeIDs = append(p.noticeIDs, eventID)
 }
 
@@ -255,7 +286,7 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 		if normalizeKey(r.Key) != p.key {
 			return Decision{Verdict: VerdictNotCommand}
 		}
-		if !p.notices[r.Target] {
+		if _, ok := p.notices[r.Target]; !ok {
 			return Decision{Verdict: VerdictUnknownTarget, Why: "reaction to " + r.Target}
 		}
 	} else if !slices.Contains(p.commands, normalizeCommand(r.Text)) {
@@ -280,9 +311,12 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 		if p.cfg.ReplyUnauthorized {
 			d.Reply = p.reply(now, r.Sender, "You are not allowed to open this door.")
 		}
-	case !p.inWindow(now):
+	case r.Reaction && !p.noticeInWindow(now, p.notices[r.Target]):
+		d.Verdict, d.Why = VerdictOutsideWindow, "reaction to the notice of a ring outside the window"
+		d.Reply = p.reply(now, r.Sender, p.windowReply())
+	case !r.Reaction && !p.inWindow(now):
 		d.Verdict, d.Why = VerdictOutsideWindow, "no call connected and no recent ring"
-		d.Reply = p.reply(now, r.Sender, "The door opens only during a call or shortly after a ring.")
+		d.Reply = p.reply(now, r.Sender, p.windowReply())
 	case !p.lastPulse.IsZero() && now.Sub(p.lastPulse) < p.cfg.Pulse:
 		d.Verdict, d.Why = VerdictRateLimited, "door opened less than one pulse ago"
 	default:
@@ -316,14 +350,48 @@ func (p *DoorPolicy) stale(now time.Time, r DoorRequest) string {
 	return ""
 }
 
+// inWindow says whether a command counts at now: during a call, or
+// within Window after the last ring.
 func (p *DoorPolicy) inWindow(now time.Time) bool {
-	if !p.cfg.OnlyDuringCall && p.cfg.Window <= 0 {
+	return p.inCall || p.ringOpen(now, p.lastRing)
+}
+
+// noticeInWindow says whether a reaction to the notice of the ring that
+// started at ring counts at now: within Window of that ring, or during a
+// call that connected soon enough after it to be its answer.
+func (p *DoorPolicy) noticeInWindow(now, ring time.Time) bool {
+	if ring.IsZero() {
+		return false
+	}
+	if p.ringOpen(now, ring) {
 		return true
 	}
-	if p.inCall {
-		return true
+	return p.inCall && !p.callSince.Before(ring) && p.callSince.Sub(ring) <= max(p.cfg.Window, ringAnswer)
+}
+
+// ringOpen says whether the window of the ring that started at ring is
+// open at now.
+func (p *DoorPolicy) ringOpen(now, ring time.Time) bool {
+	return !p.cfg.OnlyDuringCall && !ring.IsZero() && now.Sub(ring) <= p.cfg.Window
+}
+
+func (p *DoorPolicy) windowReply() string {
+	if p.cfg.OnlyDuringCall {
+		return "The door opens only during a call."
 	}
-	return p.cfg.Window > 0 && !p.lastRing.IsZero() && now.Sub(p.lastRing) <= p.cfg.Window
+	return "The door opens only during a call or within " + humanDuration(p.cfg.Window) + " of a ring."
+}
+
+// humanDuration writes whole minutes as words ("3 minutes"), other
+// durations as Go does.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d == time.Minute:
+		return "a minute"
+	case d > 0 && d%time.Minute == 0:
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+	return d.String()
 }
 
 func (p *DoorPolicy) reply(now time.Time, to callengine.UserID, text string) string {

@@ -84,16 +84,16 @@ func TestDoorPolicyRules(t *testing.T) {
 			{13 * time.Second, openReq("$3", alice, at(13*time.Second)), VerdictOpen},
 			{14 * time.Second, openReq("$2", alice, at(12*time.Second)), VerdictDuplicate},
 		}},
-		{name: "reaction to a ring notice", setup: func(p *DoorPolicy) { p.NoticeSent("$notice") }, steps: []step{
+		{name: "reaction to a ring notice", setup: func(p *DoorPolicy) { p.Rang(t0); p.NoticeSent("$notice") }, steps: []step{
 			{time.Second, react("$r1", "🔑️", "$notice", at(time.Second)), VerdictOpen},
 			{time.Second, react("$r1", "🔑", "$notice", at(time.Second)), VerdictDuplicate},
 			{5 * time.Second, react("$r2", "👍", "$notice", at(5*time.Second)), VerdictNotCommand},
 			{5 * time.Second, react("$r3", "🔑", "$other", at(5*time.Second)), VerdictUnknownTarget},
 		}},
-		{name: "only during a call", cfg: func(c *DoorConfig) { c.OnlyDuringCall = true }, steps: []step{
+		{name: "only during a call", cfg: func(c *DoorConfig) { c.OnlyDuringCall = true }, setup: func(p *DoorPolicy) { p.Rang(t0) }, steps: []step{
 			{time.Second, openReq("$1", alice, at(time.Second)), VerdictOutsideWindow},
 		}},
-		{name: "during a call", cfg: func(c *DoorConfig) { c.OnlyDuringCall = true }, setup: func(p *DoorPolicy) { p.CallChanged(true) }, steps: []step{
+		{name: "during a call", cfg: func(c *DoorConfig) { c.OnlyDuringCall = true }, setup: func(p *DoorPolicy) { p.CallChanged(t0, true) }, steps: []step{
 			{time.Second, openReq("$1", alice, at(time.Second)), VerdictOpen},
 		}},
 		{name: "window after a ring", cfg: func(c *DoorConfig) { c.Window = 2 * time.Minute }, setup: func(p *DoorPolicy) { p.Rang(t0) }, steps: []step{
@@ -110,6 +110,10 @@ func TestDoorPolicyRules(t *testing.T) {
 			p := NewDoorPolicy(cfg, t0, DoorMemory{})
 			if tt.setup != nil {
 				tt.setup(p)
+			} else {
+				// A call is connected: the window is not what these
+				// cases are about (doorwindow_test.go).
+				p.CallChanged(t0, true)
 			}
 			for i, s := range tt.steps {
 				d := p.Decide(t0.Add(s.at), s.req)
@@ -126,12 +130,14 @@ func TestDoorPolicyRules(t *testing.T) {
 
 func TestDoorPolicyPulseCappedAndDefaults(t *testing.T) {
 	p := NewDoorPolicy(DoorConfig{Pulse: time.Hour, Authorized: []callengine.UserID{alice}}, t0, DoorMemory{})
+	p.Rang(t0)
 	d := p.Decide(t0.Add(time.Second), openReq("$a", alice, t0.Add(time.Second)))
 	if d.Verdict != VerdictOpen || d.Pulse != 30*time.Second {
 		t.Fatalf("%+v, want open for the 30 s ceiling", d)
 	}
 	c := NewDoorPolicy(DoorConfig{}, t0, DoorMemory{}).Config()
-	if c.Pulse != 3*time.Second || c.Commands[0] != "!open" || c.ReactionKey != "🔑" || c.MaxAge != time.Minute {
+	if c.Pulse != 3*time.Second || c.Commands[0] != "!open" || c.ReactionKey != "🔑" || c.MaxAge != time.Minute ||
+		c.Window != 3*time.Minute || c.OnlyDuringCall {
 		t.Errorf("defaults %+v", c)
 	}
 }
@@ -158,6 +164,7 @@ func TestDoorPolicyRepliesRateLimited(t *testing.T) {
 func TestDoorPolicyRestart(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
 	ts := t0.Add(time.Minute)
+	p.Rang(ts)
 	if d := p.Decide(ts, openReq("$a", alice, ts)); d.Verdict != VerdictOpen {
 		t.Fatal(d)
 	}
@@ -243,7 +250,7 @@ func FuzzDoorPolicy(f *testing.F) {
 			case 2:
 				p.NoticeSent(fmt.Sprintf("$n%d", next()%4))
 			case 3:
-				p.CallChanged(next()%2 == 0)
+				p.CallChanged(now, next()%2 == 0)
 			default: // a request
 				b := make([]byte, 4)
 				for i := range b {

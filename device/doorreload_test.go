@@ -13,6 +13,7 @@ import (
 // still counts from the last pulse.
 func TestDoorPolicyReconfigureKeepsMemory(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	p.Rang(t0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	if v := p.Decide(at(time.Second), openReq("$m", mallory, at(time.Second))).Verdict; v != VerdictUnauthorized {
 		t.Fatalf("mallory before the reload: %s", v)
@@ -58,6 +59,7 @@ func TestDoorSetConfig(t *testing.T) {
 	cfg := testDoorConfig()
 	cfg.Pulse = 100 * time.Millisecond
 	door, _ := runDoor(t, DoorOptions{Policy: cfg, Relay: relay, Messenger: &fakeMessenger{}})
+	door.rang()
 
 	now := time.Now()
 	door.Handle(openReq("$m1", mallory, now), now) // old config: refused

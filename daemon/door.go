@@ -23,23 +23,12 @@ type doorParts struct {
 }
 
 // newDoorParts builds the door (policy, relay, audit notices) and the ring
-// and missed-visitor notices. door.authorized defaults to the residents.
+// and missed-visitor notices, with doorPolicy's configuration (the same a
+// reload applies).
 // household, if not nil, adds the household room to the notices' rooms.
 func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, household device.Household, log *slog.Logger) (*doorParts, error) {
-	authorized := cfg.Door.Authorized
-	if len(authorized) == 0 {
-		authorized = cfg.Residents
-	}
-	policy := device.DoorConfig{
-		Commands: cfg.Door.Commands, ReactionKey: cfg.Door.Reaction, Pulse: cfg.Door.Pulse,
-		OnlyDuringCall: cfg.Door.OnlyDuringCall, Window: cfg.Door.Window,
-		ReplyUnauthorized: cfg.Door.ReplyUnauthorized,
-	}
-	for _, u := range authorized {
-		policy.Authorized = append(policy.Authorized, callengine.UserID(u))
-	}
 	door, err := device.NewDoor(device.DoorOptions{
-		Policy: policy, Relay: relay, Messenger: session, StateDir: cfg.StateDir,
+		Policy: doorPolicy(cfg), Relay: relay, Messenger: session, StateDir: cfg.StateDir,
 		Logger: log.With("component", "door"),
 	})
 	if err != nil {

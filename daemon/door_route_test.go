@@ -65,6 +65,11 @@ func TestRouteDoorCommandsFromHouseholdRoom(t *testing.T) {
 	go func() { done <- door.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
+	// A visitor rings (through the notices, as in the daemon): commands
+	// count within the ring window.
+	device.NewNotices(device.NoticeOptions{Door: door}).Follow(callengine.Status{Phase: callengine.PhaseRinging,
+		Calls: []callengine.CallStatus{{CallID: "c1", Room: home, State: callengine.LegRinging}}})
+
 	var calls []string
 	route := (&doorParts{door: door}).route(func(ev callengine.RoomEvent) { calls = append(calls, ev.Type) })
 	text := func(id string, sender callengine.UserID, body string) callengine.RoomEvent {

@@ -163,12 +163,13 @@ type SeenItem struct {
 //  1. only configured command texts, or the configured key on a ring
 //     notice of this run, are commands;
 //  2. each event ID is acted on at most once, across restarts;
-//  3. commands from before the intercom started are never obeyed: by
+//  3. only authorised senders, judged before anything is remembered:
+//     only their events enter the memory (issue 19, finding 2);
+//  4. commands from before the intercom started are never obeyed: by
 //     origin_server_ts against the start (and the previous run's last
 //     clock reading), and by unsigned.age against the time since start,
 //     which needs no agreement between the two clocks; nor are commands
 //     older than MaxAge;
-//  4. only authorised senders;
 //  5. only during a call or within Window after a ring (a reaction: on
 //     the notice of a ring inside the window, or of the ring the call
 //     answered);
@@ -182,10 +183,14 @@ type DoorPolicy struct {
 	start     time.Time // this run's start, with its monotonic reading if any
 	notBefore time.Time
 	floor     time.Time
-	seen      map[string]time.Time
+	seen      map[string]time.Time // authorised senders' events handled
 	order     []string             // seen IDs, oldest first
-	notices   map[string]time.Time // ring notice → start of its ring
-	noticeIDs []string
+	// strangers are the IDs of events refused as unauthorised, in RAM
+	// only (refuseStranger).
+	strangers   map[string]struct{}
+	strangerIDs []string
+	notices     map[string]time.Time // ring notice → start of its ring
+	noticeIDs   []string
 
 	inCall    bool
 	callSince time.Time // when inCall last turned true
@@ -202,6 +207,7 @@ func NewDoorPolicy(cfg DoorConfig, start time.Time, mem DoorMemory) *DoorPolicy 
 		notBefore: start,
 		floor:     mem.Floor,
 		seen:      map[string]time.Time{},
+		strangers: map[string]struct{}{},
 		notices:   map[string]time.Time{},
 		replied:   map[callengine.UserID]time.Time{},
 	}
@@ -298,6 +304,12 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 	if _, ok := p.seen[r.EventID]; ok {
 		return Decision{Verdict: VerdictDuplicate, Why: "event handled before"}
 	}
+	if _, ok := p.strangers[r.EventID]; ok {
+		return Decision{Verdict: VerdictDuplicate, Why: "event refused before"}
+	}
+	if !p.authorized[r.Sender] {
+		return p.refuseStranger(now, r)
+	}
 	// Remembered before anything else is judged: an event is acted on at
 	// most once, whatever came of its first delivery.
 	p.remember(r.EventID, r.Timestamp)
@@ -306,11 +318,6 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 	}
 	d := Decision{Changed: true}
 	switch {
-	case !p.authorized[r.Sender]:
-		d.Verdict, d.Why = VerdictUnauthorized, "sender not in door.authorized"
-		if p.cfg.ReplyUnauthorized {
-			d.Reply = p.reply(now, r.Sender, "You are not allowed to open this door.")
-		}
 	case r.Reaction && !p.noticeInWindow(now, p.notices[r.Target]):
 		d.Verdict, d.Why = VerdictOutsideWindow, "reaction to the notice of a ring outside the window"
 		d.Reply = p.reply(now, r.Sender, p.windowReply())
@@ -322,6 +329,30 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 	default:
 		d.Verdict, d.Pulse = VerdictOpen, p.cfg.Pulse
 		p.lastPulse = now
+	}
+	return d
+}
+
+// refuseStranger refuses a command from a sender who is not authorised.
+// Authorisation comes before the replay memory (issue 19, finding 2): any
+// member of any joined room can send "!open" with any origin_server_ts, so
+// a stranger's event must neither fill the memory of handled events nor
+// raise its floor, nor make the door rewrite door.json (Changed stays
+// false). Its ID is kept only in RAM, apart and bounded, so that it is
+// still handled once (refused for good) if a reload authorises the sender
+// before the sync delivers it again; strangers crowd out only each other
+// there, and after a restart the start rule refuses the old event anyway.
+// Only a fresh command earns a reply.
+func (p *DoorPolicy) refuseStranger(now time.Time, r DoorRequest) Decision {
+	if len(p.strangerIDs) >= maxSeen {
+		delete(p.strangers, p.strangerIDs[0])
+		p.strangerIDs = p.strangerIDs[1:]
+	}
+	p.strangers[r.EventID] = struct{}{}
+	p.strangerIDs = append(p.strangerIDs, r.EventID)
+	d := Decision{Verdict: VerdictUnauthorized, Why: "sender not in door.authorized"}
+	if p.cfg.ReplyUnauthorized && p.stale(now, r) == "" {
+		d.Reply = p.reply(now, r.Sender, "You are not allowed to open this door.")
 	}
 	return d
 }

@@ -192,7 +192,7 @@ func TestDoorPolicyForgetsIntoTheFloor(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
 	for i := range maxSeen + 10 {
 		ts := t0.Add(time.Duration(i+1) * time.Millisecond)
-		p.Decide(t0.Add(time.Second), openReq(fmt.Sprintf("$m%d", i), mallory, ts))
+		p.Decide(t0.Add(time.Second), openReq(fmt.Sprintf("$m%d", i), alice, ts))
 	}
 	if len(p.seen) != maxSeen {
 		t.Fatalf("remembers %d IDs", len(p.seen))

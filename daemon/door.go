@@ -20,6 +20,9 @@ import (
 type doorParts struct {
 	door    *device.Door
 	notices *device.Notices
+	// serverTime is the homeserver's clock as the sync last showed it
+	// (matrix.Session.ServerTime); nil or zero: unknown.
+	serverTime func() (server, at time.Time)
 }
 
 // newDoorParts builds the door (policy, relay, audit notices) and the ring
@@ -45,7 +48,7 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 	})
 	log.Info("door control", "commands", eff.Commands, "reaction", eff.ReactionKey, "pulse", eff.Pulse,
 		"authorized", len(eff.Authorized), "only_during_call", eff.OnlyDuringCall, "window", eff.Window)
-	return &doorParts{door: door, notices: notices}, nil
+	return &doorParts{door: door, notices: notices, serverTime: session.ServerTime}, nil
 }
 
 // route returns the sync handler: call events to the call engine, room
@@ -72,9 +75,24 @@ func (p *doorParts) route(calls func(callengine.RoomEvent)) func(callengine.Room
 		p.door.Handle(device.DoorRequest{
 			EventID: ev.ID, Room: ev.Room, Sender: ev.Sender,
 			Text: m.Body, Reaction: m.Kind == matrix.KindReaction, Key: m.Key, Target: m.Target,
-			Timestamp: ev.Timestamp, Age: ev.Age,
+			Timestamp: ev.Timestamp, Age: ev.Age, ServerNow: p.serverNow(received),
 		}, received)
 	}
+}
+
+// serverNow estimates the homeserver's clock at local time t from the
+// /sync response that carried the event being routed; zero if unknown.
+// The door judges origin_server_ts by it, not by the board's clock
+// (issue 19, finding 3).
+func (p *doorParts) serverNow(t time.Time) time.Time {
+	if p.serverTime == nil {
+		return time.Time{}
+	}
+	srv, at := p.serverTime()
+	if srv.IsZero() || at.IsZero() {
+		return time.Time{}
+	}
+	return srv.Add(t.Sub(at))
 }
 
 // runTURN keeps the peer factory's ICE servers current: the configured

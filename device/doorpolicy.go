@@ -59,6 +59,10 @@ const (
 )
 
 const (
+	// maxAhead is how far ahead of the homeserver's clock a timestamp may
+	// be and still be believed: a little for clocks that disagree between
+	// federated servers, no more.
+	maxAhead = time.Minute
 	// maxSeen bounds the event IDs the policy remembers. When it is full,
 	// the oldest is forgotten and its timestamp becomes the floor: nothing
 	// at or before it is obeyed again.
@@ -107,9 +111,14 @@ type DoorRequest struct {
 	Reaction    bool
 	Key, Target string
 	// Timestamp is the event's origin_server_ts (the homeserver's clock);
-	// Age its unsigned.age when delivered (0: not given).
+	// Age its unsigned.age when delivered (0: not given; negative: the
+	// homeserver said so, which is suspicious).
 	Timestamp time.Time
 	Age       time.Duration
+	// ServerNow is the homeserver's clock when the request reached the
+	// sync (from the Date of the /sync response that carried it); zero if
+	// unknown. The Door hands it to DoorPolicy.ServerTime.
+	ServerNow time.Time
 }
 
 // Verdict is what the policy made of a request.
@@ -140,9 +149,10 @@ type Decision struct {
 // state directory).
 type DoorMemory struct {
 	// NotBefore: commands from before it are never obeyed. It is the
-	// intercom's clock when the memory was last taken, so a board that
-	// boots with its clock behind (no RTC, no NTP yet) still refuses the
-	// commands of its previous run.
+	// homeserver's clock, as the sync showed it, when the memory was last
+	// taken (never the board's own, which may be years off: issue 19,
+	// finding 3). A value more than maxAhead ahead of the homeserver's
+	// clock is dropped as the mistake it must be.
 	NotBefore time.Time `json:"not_before"`
 	// Floor: every forgotten event ID had a timestamp at or before it.
 	Floor time.Time  `json:"floor"`
@@ -180,11 +190,15 @@ type DoorPolicy struct {
 	key        string
 	authorized map[callengine.UserID]bool
 
-	start     time.Time // this run's start, with its monotonic reading if any
-	notBefore time.Time
-	floor     time.Time
-	seen      map[string]time.Time // authorised senders' events handled
-	order     []string             // seen IDs, oldest first
+	start time.Time // this run's start, with its monotonic reading if any
+	// srvAt and srv anchor the homeserver's clock: it read srv at local
+	// time srvAt (ServerTime). Zero until a sync showed it: the clock is
+	// not trusted yet.
+	srvAt, srv time.Time
+	notBefore  time.Time // from the memory, homeserver time
+	floor      time.Time
+	seen       map[string]time.Time // authorised senders' events handled
+	order      []string             // seen IDs, oldest first
 	// strangers are the IDs of events refused as unauthorised, in RAM
 	// only (refuseStranger).
 	strangers   map[string]struct{}
@@ -204,7 +218,7 @@ type DoorPolicy struct {
 func NewDoorPolicy(cfg DoorConfig, start time.Time, mem DoorMemory) *DoorPolicy {
 	p := &DoorPolicy{
 		start:     start,
-		notBefore: start,
+		notBefore: mem.NotBefore,
 		floor:     mem.Floor,
 		seen:      map[string]time.Time{},
 		strangers: map[string]struct{}{},
@@ -212,9 +226,6 @@ func NewDoorPolicy(cfg DoorConfig, start time.Time, mem DoorMemory) *DoorPolicy 
 		replied:   map[callengine.UserID]time.Time{},
 	}
 	p.Reconfigure(cfg)
-	if mem.NotBefore.After(p.notBefore) {
-		p.notBefore = mem.NotBefore
-	}
 	for _, s := range mem.Seen {
 		if s.ID != "" {
 			p.remember(s.ID, s.TS)
@@ -246,16 +257,60 @@ func (p *DoorPolicy) Reconfigure(cfg DoorConfig) {
 // Config returns the effective configuration (defaults filled in).
 func (p *DoorPolicy) Config() DoorConfig { return p.cfg }
 
-// Memory returns what must survive a restart, taken at now.
+// Memory returns what must survive a restart, taken at now. Its times are
+// the homeserver's: until a sync has shown its clock, NotBefore stays what
+// the last run saved, and the board's own clock is never written.
 func (p *DoorPolicy) Memory(now time.Time) DoorMemory {
 	m := DoorMemory{NotBefore: p.notBefore, Floor: p.floor, Seen: make([]SeenItem, 0, len(p.order))}
-	if w := now.Round(0); w.After(m.NotBefore) {
-		m.NotBefore = w
+	if srv, ok := p.serverNow(now); ok {
+		srv = srv.Round(0)
+		if !p.believable(m.NotBefore, srv) || srv.After(m.NotBefore) {
+			m.NotBefore = srv
+		}
+		if !p.believable(m.Floor, srv) {
+			// Raised by a timestamp from the future. Every event before
+			// this run's start is refused anyway, so the start is as much
+			// of a floor as is true.
+			m.Floor, _ = p.serverNow(p.start)
+			m.Floor = m.Floor.Round(0)
+		}
 	}
 	for _, id := range p.order {
 		m.Seen = append(m.Seen, SeenItem{ID: id, TS: p.seen[id]})
 	}
 	return m
+}
+
+// ServerTime tells the policy that the homeserver's clock read server at
+// local time at (a sync response; the latest wins, so a homeserver whose
+// clock was corrected is followed). From then on the policy trusts its
+// clock: origin_server_ts is judged against the homeserver's clock at the
+// time of the request, extrapolated from this reading by the local clock's
+// elapsed time (monotonic when both readings carry it), so the board's
+// wall clock, which may be hours behind or years ahead without an RTC or
+// NTP, never enters a decision (issue 19, finding 3).
+func (p *DoorPolicy) ServerTime(at, server time.Time) {
+	if at.IsZero() || server.IsZero() {
+		return
+	}
+	p.srvAt, p.srv = at, server.Round(0)
+}
+
+// serverNow estimates the homeserver's clock at local time now; ok is
+// false while no sync has shown it.
+func (p *DoorPolicy) serverNow(now time.Time) (time.Time, bool) {
+	if p.srvAt.IsZero() {
+		return time.Time{}, false
+	}
+	return p.srv.Add(now.Sub(p.srvAt)), true
+}
+
+// believable says whether a remembered time t can be true when the
+// homeserver's clock reads srv: a time more than maxAhead ahead of it was
+// written by a clock that was wrong (this board's before issue 19, or the
+// homeserver's before it was corrected) or forged, and is not enforced.
+func (p *DoorPolicy) believable(t, srv time.Time) bool {
+	return !t.After(srv.Add(maxAhead))
 }
 
 // CallChanged tells the policy at now whether a call is connected.
@@ -357,25 +412,42 @@ func (p *DoorPolicy) refuseStranger(now time.Time, r DoorRequest) Decision {
 	return d
 }
 
-// stale says why r is too old to obey, or "".
+// stale says why r is too old to obey, or "". unsigned.age is the
+// homeserver's own measure and needs no clock here: against the time since
+// start (local, monotonic) it proves an event was sent during this run.
+// origin_server_ts is compared only with the homeserver's clock
+// (ServerTime); until a sync has shown it, a command without a usable age
+// is refused (issue 19, finding 3).
 func (p *DoorPolicy) stale(now time.Time, r DoorRequest) string {
 	switch {
 	case r.Timestamp.IsZero():
 		return "no origin_server_ts"
-	case r.Timestamp.Before(p.notBefore):
-		return "sent before the intercom started"
-	case !p.floor.IsZero() && !r.Timestamp.After(p.floor):
-		return "older than the remembered events"
 	case r.Age < 0:
+		// Synapse computes age from its own clocks; a negative one means
+		// they disagree, or a federating server lied about the age it
+		// passed on. Either way the event's age is unknown.
 		return "negative age"
 	case r.Age > 0 && r.Age > now.Sub(p.start):
 		return "age says it was sent before the intercom started"
+	case r.Age > p.cfg.MaxAge:
+		return "older than the maximum command age"
 	}
-	age := r.Age
-	if age == 0 {
-		age = now.Round(0).Sub(r.Timestamp)
+	srv, ok := p.serverNow(now)
+	if !ok {
+		if r.Age == 0 {
+			return "no unsigned.age and the homeserver's clock not known yet"
+		}
+		return ""
 	}
-	if age > p.cfg.MaxAge {
+	start, _ := p.serverNow(p.start)
+	switch {
+	case r.Timestamp.Before(start):
+		return "sent before the intercom started"
+	case r.Timestamp.Before(p.notBefore) && p.believable(p.notBefore, srv):
+		return "sent before the previous run ended"
+	case !p.floor.IsZero() && !r.Timestamp.After(p.floor) && p.believable(p.floor, srv):
+		return "older than the remembered events"
+	case r.Age == 0 && srv.Sub(r.Timestamp) > p.cfg.MaxAge:
 		return "older than the maximum command age"
 	}
 	return ""

@@ -36,10 +36,11 @@ func TestDoorPolicyRules(t *testing.T) {
 		return DoorRequest{EventID: id, Sender: alice, Reaction: true, Key: key, Target: target, Timestamp: ts}
 	}
 	tests := []struct {
-		name  string
-		cfg   func(*DoorConfig)
-		setup func(*DoorPolicy)
-		steps []step
+		name   string
+		cfg    func(*DoorConfig)
+		setup  func(*DoorPolicy)
+		server time.Duration // the homeserver's clock ahead of the board's
+		steps  []step
 	}{
 		{name: "authorised opens once per event ID", steps: []step{
 			{1 * time.Second, openReq("$a", alice, at(time.Second)), VerdictOpen},
@@ -64,7 +65,7 @@ func TestDoorPolicyRules(t *testing.T) {
 		{name: "sent before the start", steps: []step{
 			{time.Second, openReq("$old", alice, at(-time.Millisecond)), VerdictStale},
 		}},
-		{name: "age says before the start though the clocks disagree", steps: []step{
+		{name: "age says before the start though the clocks disagree", server: 10 * time.Second, steps: []step{
 			// The homeserver's clock is 10 s ahead: its timestamp looks
 			// fresh, but the event is 5 s old and the intercom runs 2 s.
 			{2 * time.Second, DoorRequest{EventID: "$skew", Sender: alice, Text: "!open", Timestamp: at(7 * time.Second), Age: 5 * time.Second}, VerdictStale},
@@ -108,6 +109,7 @@ func TestDoorPolicyRules(t *testing.T) {
 				tt.cfg(&cfg)
 			}
 			p := NewDoorPolicy(cfg, t0, DoorMemory{})
+			anchor(p, t0, t0.Add(tt.server))
 			if tt.setup != nil {
 				tt.setup(p)
 			} else {
@@ -130,6 +132,7 @@ func TestDoorPolicyRules(t *testing.T) {
 
 func TestDoorPolicyPulseCappedAndDefaults(t *testing.T) {
 	p := NewDoorPolicy(DoorConfig{Pulse: time.Hour, Authorized: []callengine.UserID{alice}}, t0, DoorMemory{})
+	anchor(p, t0)
 	p.Rang(t0)
 	d := p.Decide(t0.Add(time.Second), openReq("$a", alice, t0.Add(time.Second)))
 	if d.Verdict != VerdictOpen || d.Pulse != 30*time.Second {
@@ -144,6 +147,7 @@ func TestDoorPolicyPulseCappedAndDefaults(t *testing.T) {
 
 func TestDoorPolicyRepliesRateLimited(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(p, t0)
 	if d := p.Decide(t0.Add(time.Second), openReq("$1", mallory, t0.Add(time.Second))); d.Reply == "" {
 		t.Errorf("first refusal without a reply: %+v", d)
 	}
@@ -154,6 +158,7 @@ func TestDoorPolicyRepliesRateLimited(t *testing.T) {
 		t.Errorf("refusal a minute later without a reply: %+v", d)
 	}
 	q := NewDoorPolicy(DoorConfig{Authorized: []callengine.UserID{alice}}, t0, DoorMemory{})
+	anchor(q, t0)
 	if d := q.Decide(t0.Add(time.Second), openReq("$1", mallory, t0.Add(time.Second))); d.Reply != "" {
 		t.Errorf("reply without ReplyUnauthorized: %+v", d)
 	}
@@ -163,6 +168,7 @@ func TestDoorPolicyRepliesRateLimited(t *testing.T) {
 // obeying its events again, even when the board's clock comes back behind.
 func TestDoorPolicyRestart(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(p, t0)
 	ts := t0.Add(time.Minute)
 	p.Rang(ts)
 	if d := p.Decide(ts, openReq("$a", alice, ts)); d.Verdict != VerdictOpen {
@@ -186,10 +192,22 @@ func TestDoorPolicyRestart(t *testing.T) {
 	if d := q.Decide(now, openReq("$b", alice, t0.Add(90*time.Second))); d.Verdict != VerdictStale {
 		t.Errorf("event of the previous run after restart: %+v", d)
 	}
+	// Once a sync shows the homeserver's clock (right, unlike the
+	// board's), its own events are judged by it: "$c", sent while the old
+	// run was up, is still refused; a fresh one after a ring is obeyed.
+	anchor(q, now, t0.Add(2*time.Minute+time.Second))
+	if d := q.Decide(now, openReq("$c", alice, t0.Add(100*time.Second))); d.Verdict != VerdictStale {
+		t.Errorf("event of the previous run, server time known: %+v", d)
+	}
+	q.Rang(now)
+	if d := q.Decide(now, openReq("$d", alice, t0.Add(2*time.Minute+time.Second))); d.Verdict != VerdictOpen {
+		t.Errorf("fresh event after restart, server time known: %+v", d)
+	}
 }
 
 func TestDoorPolicyForgetsIntoTheFloor(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(p, t0)
 	for i := range maxSeen + 10 {
 		ts := t0.Add(time.Duration(i+1) * time.Millisecond)
 		p.Decide(t0.Add(time.Second), openReq(fmt.Sprintf("$m%d", i), alice, ts))

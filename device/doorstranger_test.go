@@ -20,6 +20,7 @@ import (
 // fresh command still opens.
 func TestDoorPolicyStrangersLeaveNoTrace(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(p, t0)
 	p.CallChanged(t0, true)
 	now := t0.Add(time.Second)
 	before := p.Memory(now)

@@ -15,6 +15,7 @@ import (
 // rang and no call is connected does not open the door.
 func TestDoorPolicyLateCommandRefusedByDefault(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(p, t0)
 	at := t0.Add(5 * time.Hour)
 	if d := p.Decide(at, openReq("$queued", alice, at)); d.Verdict != VerdictOutsideWindow {
 		t.Fatalf("a queued !open with no ring and no call: %s (%s), want %s", d.Verdict, d.Why, VerdictOutsideWindow)
@@ -24,6 +25,7 @@ func TestDoorPolicyLateCommandRefusedByDefault(t *testing.T) {
 // TestDoorPolicyDefaultWindow: a ring opens a window of three minutes.
 func TestDoorPolicyDefaultWindow(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(p, t0)
 	const window = 3 * time.Minute
 	if w := p.Config().Window; w != window {
 		t.Fatalf("default window %v, want %v", w, window)
@@ -45,6 +47,7 @@ func TestDoorPolicyDefaultWindow(t *testing.T) {
 // is open, is not a command for that visitor.
 func TestDoorPolicyReactionOnlyOnANoticeInsideTheWindow(t *testing.T) {
 	p := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(p, t0)
 	p.Rang(t0)
 	p.NoticeSent("$morning")
 	later := t0.Add(5 * time.Hour)
@@ -74,6 +77,7 @@ func TestDoorPolicyReactionDuringTheCallThatAnsweredTheRing(t *testing.T) {
 		cfg := testDoorConfig()
 		cfg.OnlyDuringCall = only
 		p := NewDoorPolicy(cfg, t0, DoorMemory{})
+		anchor(p, t0)
 		p.Rang(t0)
 		p.NoticeSent("$notice")
 		p.CallChanged(t0.Add(20*time.Second), true) // the resident answers
@@ -104,6 +108,7 @@ func TestDoorPolicyOnlyDuringCallClosesTheRingWindow(t *testing.T) {
 	cfg := testDoorConfig()
 	cfg.OnlyDuringCall = true
 	p := NewDoorPolicy(cfg, t0, DoorMemory{})
+	anchor(p, t0)
 	p.Rang(t0)
 	p.NoticeSent("$notice")
 	at := t0.Add(time.Second)
@@ -116,6 +121,7 @@ func TestDoorPolicyOnlyDuringCallClosesTheRingWindow(t *testing.T) {
 		t.Fatalf("🔑 after a ring, only during a call: %+v", d)
 	}
 	q := NewDoorPolicy(testDoorConfig(), t0, DoorMemory{})
+	anchor(q, t0)
 	if d := q.Decide(at, openReq("$o", alice, at)); d.Reply != "The door opens only during a call or within 3 minutes of a ring." {
 		t.Fatalf("reply %q", d.Reply)
 	}

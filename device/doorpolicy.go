@@ -130,6 +130,7 @@ const (
 	VerdictUnknownTarget Verdict = "unknown_target" // the key, but not on a ring notice of this run
 	VerdictDuplicate     Verdict = "duplicate"      // this event ID was handled before
 	VerdictStale         Verdict = "stale"          // older than the intercom's start or MaxAge
+	VerdictFuture        Verdict = "future"         // dated more than maxAhead ahead of the homeserver's clock
 	VerdictUnauthorized  Verdict = "unauthorized"
 	VerdictOutsideWindow Verdict = "outside_window" // no call and no ring within Window
 	VerdictRateLimited   Verdict = "rate_limited"   // the door was opened less than Pulse ago
@@ -366,10 +367,17 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 		return p.refuseStranger(now, r)
 	}
 	// Remembered before anything else is judged: an event is acted on at
-	// most once, whatever came of its first delivery.
-	p.remember(r.EventID, r.Timestamp)
-	if why := p.stale(now, r); why != "" {
-		return Decision{Verdict: VerdictStale, Why: why, Changed: true}
+	// most once, whatever came of its first delivery. Its time is kept no
+	// later than the homeserver's clock when it arrived, so that forgetting
+	// it can never raise the floor into the future, above the commands
+	// that follow (issue 19, finding 2).
+	ts := r.Timestamp
+	if srv, ok := p.serverNow(now); ok && ts.After(srv) {
+		ts = srv
+	}
+	p.remember(r.EventID, ts)
+	if v, why := p.stale(now, r); v != "" {
+		return Decision{Verdict: v, Why: why, Changed: true}
 	}
 	d := Decision{Changed: true}
 	switch {
@@ -406,51 +414,56 @@ func (p *DoorPolicy) refuseStranger(now time.Time, r DoorRequest) Decision {
 	p.strangers[r.EventID] = struct{}{}
 	p.strangerIDs = append(p.strangerIDs, r.EventID)
 	d := Decision{Verdict: VerdictUnauthorized, Why: "sender not in door.authorized"}
-	if p.cfg.ReplyUnauthorized && p.stale(now, r) == "" {
+	if v, _ := p.stale(now, r); p.cfg.ReplyUnauthorized && v == "" {
 		d.Reply = p.reply(now, r.Sender, "You are not allowed to open this door.")
 	}
 	return d
 }
 
-// stale says why r is too old to obey, or "". unsigned.age is the
+// stale says why r is too old (VerdictStale) or too new (VerdictFuture)
+// to obey, or "". unsigned.age is the
 // homeserver's own measure and needs no clock here: against the time since
 // start (local, monotonic) it proves an event was sent during this run.
 // origin_server_ts is compared only with the homeserver's clock
 // (ServerTime); until a sync has shown it, a command without a usable age
-// is refused (issue 19, finding 3).
-func (p *DoorPolicy) stale(now time.Time, r DoorRequest) string {
+// is refused (issue 19, finding 3). A timestamp more than maxAhead ahead
+// of that clock is believed by no rule (issue 19, finding 2): whoever
+// controls the sending server can set any origin_server_ts.
+func (p *DoorPolicy) stale(now time.Time, r DoorRequest) (Verdict, string) {
 	switch {
 	case r.Timestamp.IsZero():
-		return "no origin_server_ts"
+		return VerdictStale, "no origin_server_ts"
 	case r.Age < 0:
 		// Synapse computes age from its own clocks; a negative one means
 		// they disagree, or a federating server lied about the age it
 		// passed on. Either way the event's age is unknown.
-		return "negative age"
+		return VerdictStale, "negative age"
 	case r.Age > 0 && r.Age > now.Sub(p.start):
-		return "age says it was sent before the intercom started"
+		return VerdictStale, "age says it was sent before the intercom started"
 	case r.Age > p.cfg.MaxAge:
-		return "older than the maximum command age"
+		return VerdictStale, "older than the maximum command age"
 	}
 	srv, ok := p.serverNow(now)
 	if !ok {
 		if r.Age == 0 {
-			return "no unsigned.age and the homeserver's clock not known yet"
+			return VerdictStale, "no unsigned.age and the homeserver's clock not known yet"
 		}
-		return ""
+		return "", ""
 	}
 	start, _ := p.serverNow(p.start)
 	switch {
+	case r.Timestamp.After(srv.Add(maxAhead)):
+		return VerdictFuture, "sent more than a minute ahead of the homeserver's clock"
 	case r.Timestamp.Before(start):
-		return "sent before the intercom started"
+		return VerdictStale, "sent before the intercom started"
 	case r.Timestamp.Before(p.notBefore) && p.believable(p.notBefore, srv):
-		return "sent before the previous run ended"
+		return VerdictStale, "sent before the previous run ended"
 	case !p.floor.IsZero() && !r.Timestamp.After(p.floor) && p.believable(p.floor, srv):
-		return "older than the remembered events"
+		return VerdictStale, "older than the remembered events"
 	case r.Age == 0 && srv.Sub(r.Timestamp) > p.cfg.MaxAge:
-		return "older than the maximum command age"
+		return VerdictStale, "older than the maximum command age"
 	}
-	return ""
+	return "", ""
 }
 
 // inWindow says whether a command counts at now: during a call, or

@@ -1,7 +1,6 @@
 package device
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -219,102 +218,4 @@ func TestDoorPolicyForgetsIntoTheFloor(t *testing.T) {
 	if d := p.Decide(t0.Add(2*time.Second), openReq("$m0", alice, t0.Add(time.Millisecond))); d.Verdict != VerdictStale {
 		t.Errorf("forgotten event obeyed: %+v", d)
 	}
-}
-
-// FuzzDoorPolicy drives the policy with random sequences of requests,
-// clock steps and restarts (through its JSON memory), and checks the
-// door's safety rules against an independent record of what happened:
-// the relay never pulses for an unauthorised sender, for an event ID that
-// was delivered before (in this run or any earlier one), for an event sent
-// before the current run started, or within one pulse of the last pulse.
-func FuzzDoorPolicy(f *testing.F) {
-	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10})
-	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	f.Add([]byte("\x00\x10\x00\x01\x05\x00\x00\x06\x00\x10\x00\x01\x05"))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg := DoorConfig{Authorized: []callengine.UserID{alice}, Pulse: 2 * time.Second, ReplyUnauthorized: true}
-		start := t0
-		now := t0
-		p := NewDoorPolicy(cfg, start, DoorMemory{})
-		delivered := map[string]bool{} // every event ID ever handed to a policy
-		var lastOpen time.Time
-		users := []callengine.UserID{alice, mallory, "", "@alice:other.test"}
-		next := func() byte {
-			if len(data) == 0 {
-				return 0
-			}
-			b := data[0]
-			data = data[1:]
-			return b
-		}
-		for len(data) > 0 {
-			switch op := next() % 8; op {
-			case 0: // time passes
-				now = now.Add(time.Duration(next()) * 100 * time.Millisecond)
-			case 1: // restart: the memory goes through JSON, the clock may jump back
-				raw, err := json.Marshal(p.Memory(now))
-				if err != nil {
-					t.Fatal(err)
-				}
-				var mem DoorMemory
-				if err := json.Unmarshal(raw, &mem); err != nil {
-					t.Fatal(err)
-				}
-				back := time.Duration(int8(next())) * time.Second
-				start = now.Add(back)
-				now = start
-				p = NewDoorPolicy(cfg, start, mem)
-				lastOpen = time.Time{}
-			case 2:
-				p.NoticeSent(fmt.Sprintf("$n%d", next()%4))
-			case 3:
-				p.CallChanged(now, next()%2 == 0)
-			default: // a request
-				b := make([]byte, 4)
-				for i := range b {
-					b[i] = next()
-				}
-				id := fmt.Sprintf("$e%d", b[0]%32)
-				off := time.Duration(int16(binary.BigEndian.Uint16(b[1:3]))) * 10 * time.Millisecond
-				r := DoorRequest{EventID: id, Sender: users[int(b[3])%len(users)], Timestamp: now.Add(off)}
-				if b[3]&0x10 != 0 {
-					r.Age = time.Duration(b[3]) * 50 * time.Millisecond
-				}
-				if b[3]&0x20 != 0 {
-					r.Reaction, r.Key, r.Target = true, "🔑", fmt.Sprintf("$n%d", b[0]%5)
-				} else {
-					r.Text = "!open"
-				}
-				if b[3]&0x40 != 0 {
-					r.Timestamp = time.Time{}
-				}
-				d := p.Decide(now, r)
-				wasDelivered := delivered[id]
-				if d.Verdict != VerdictNotCommand && d.Verdict != VerdictUnknownTarget {
-					delivered[id] = true
-				}
-				if d.Verdict != VerdictOpen {
-					if d.Pulse != 0 {
-						t.Fatalf("pulse %v with verdict %s", d.Pulse, d.Verdict)
-					}
-					continue
-				}
-				switch {
-				case r.Sender != alice:
-					t.Fatalf("opened for unauthorised %q", r.Sender)
-				case wasDelivered:
-					t.Fatalf("opened for replayed event %s", id)
-				case r.Timestamp.Before(start) || r.Timestamp.IsZero():
-					t.Fatalf("opened for an event sent at %v, before the start %v", r.Timestamp, start)
-				case r.Age > now.Sub(start):
-					t.Fatalf("opened for an event of age %v, %v after the start", r.Age, now.Sub(start))
-				case !lastOpen.IsZero() && now.Sub(lastOpen) < cfg.Pulse:
-					t.Fatalf("opened %v after the last pulse", now.Sub(lastOpen))
-				case d.Pulse <= 0 || d.Pulse > 30*time.Second:
-					t.Fatalf("pulse %v", d.Pulse)
-				}
-				lastOpen = now
-			}
-		}
-	})
 }

@@ -108,9 +108,9 @@ func TestDoorOpensRefusesAndAudits(t *testing.T) {
 	door.rang() // a visitor: commands count for a while
 
 	now := time.Now()
-	door.Handle(serverReq("$m", mallory, now), now)
-	door.Handle(serverReq("$a", alice, now), now)
-	door.Handle(serverReq("$a", alice, now), now) // the sync delivering it twice
+	door.Handle(serverReq("$m", mallory, now, now), now)
+	door.Handle(serverReq("$a", alice, now, now), now)
+	door.Handle(serverReq("$a", alice, now, now), now) // the sync delivering it twice
 	waitFor(t, "relay on", relay.Energised)
 	if s := ic.Status().Relay; !s.Energised || s.Door == nil || s.Door.Opens != 1 || s.Door.LastOn == nil {
 		t.Errorf("status while open: %+v", s)
@@ -166,7 +166,7 @@ func TestDoorRestartNeverReopens(t *testing.T) {
 		done := make(chan struct{})
 		go func() { defer close(done); _ = door.Run(ctx) }()
 		door.rang()
-		door.Handle(serverReq("$a", alice, first), first)
+		door.Handle(serverReq("$a", alice, first, first), first)
 		waitFor(t, "first pulse", func() bool { return relay.count() == 1 })
 		cancel()
 		<-done
@@ -176,8 +176,9 @@ func TestDoorRestartNeverReopens(t *testing.T) {
 	clock := func() time.Time { return time.Now().Add(-5 * time.Minute) }
 	door, _ := runDoor(t, DoorOptions{Policy: cfg, Relay: relay, StateDir: dir, Now: clock})
 	door.rang()
-	door.Handle(serverReq("$a", alice, first), clock())
-	door.Handle(serverReq("$b", alice, first.Add(time.Millisecond)), clock())
+	real := time.Now() // the homeserver's clock is right
+	door.Handle(serverReq("$a", alice, first, real), clock())
+	door.Handle(serverReq("$b", alice, first.Add(time.Millisecond), real), clock())
 	time.Sleep(200 * time.Millisecond)
 	if relay.count() != 1 {
 		t.Fatalf("restarted door pulsed again: %v", relay.pulses)
@@ -195,8 +196,9 @@ func TestDoorBrokenMemoryStillStarts(t *testing.T) {
 	relay := newRecordingRelay(t)
 	door, _ := runDoor(t, DoorOptions{Policy: testDoorConfig(), Relay: relay, StateDir: dir})
 	door.rang()
-	door.Handle(serverReq("$old", alice, time.Now().Add(-time.Hour)), time.Now())
+	rcv := time.Now()
+	door.Handle(serverReq("$old", alice, rcv.Add(-time.Hour), rcv), rcv)
 	now := time.Now()
-	door.Handle(serverReq("$new", alice, now), now)
+	door.Handle(serverReq("$new", alice, now, now), now)
 	waitFor(t, "pulse", func() bool { return relay.count() == 1 })
 }

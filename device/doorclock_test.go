@@ -120,7 +120,7 @@ func TestDoorClockAheadThenCorrected(t *testing.T) {
 		defer func() { cancel(); <-done }()
 		door.rang()
 		now := time.Now()
-		door.Handle(serverReq("$a", alice, now), ahead())
+		door.Handle(serverReq("$a", alice, now, now), ahead())
 		waitFor(t, "pulse with the board clock ahead", func() bool { return relay.count() == 1 })
 	}()
 	data, err := os.ReadFile(filepath.Join(dir, doorFile))
@@ -137,7 +137,7 @@ func TestDoorClockAheadThenCorrected(t *testing.T) {
 	door, _ := runDoor(t, DoorOptions{Policy: cfg, Relay: relay, StateDir: dir})
 	door.rang()
 	now := time.Now()
-	door.Handle(serverReq("$b", alice, now), now)
+	door.Handle(serverReq("$b", alice, now, now), now)
 	waitFor(t, "pulse after the clock was corrected", func() bool { return relay.count() == 2 })
 }
 
@@ -151,15 +151,15 @@ func TestDoorNoAgeNoServerTimeRefused(t *testing.T) {
 	door.Handle(openReq("$blind", alice, now), now)
 	waitFor(t, "refused", func() bool { return door.Status().Refused == 1 })
 	now = time.Now()
-	door.Handle(serverReq("$seen", alice, now), now)
+	door.Handle(serverReq("$seen", alice, now, now), now)
 	waitFor(t, "pulse", func() bool { return relay.count() == 1 })
 }
 
-// serverReq is openReq sent at ts and delivered now by a sync from a
-// homeserver whose clock is right (no unsigned.age, as Dendrite delivers
-// them).
-func serverReq(id string, sender callengine.UserID, ts time.Time) DoorRequest {
+// serverReq is openReq sent at ts and delivered by a sync from a
+// homeserver whose clock read srv when it arrived (no unsigned.age, as
+// Dendrite delivers them).
+func serverReq(id string, sender callengine.UserID, ts, srv time.Time) DoorRequest {
 	r := openReq(id, sender, ts)
-	r.ServerNow = time.Now()
+	r.ServerNow = srv
 	return r
 }

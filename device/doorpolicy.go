@@ -167,20 +167,24 @@ type SeenItem struct {
 }
 
 // DoorPolicy decides on door commands. It is pure: no I/O, no clock reads,
-// no goroutines; time comes in as arguments. It is not safe for concurrent
-// use (the Door's goroutine owns it).
+// no goroutines; time, and the homeserver's clock as the sync showed it
+// (ServerTime), come in as arguments. It is not safe for concurrent use
+// (the Door's goroutine owns it).
 //
-// The rules, in order (shared/DESIGN.md "Safety of the door"; issue 4):
+// The rules, in order (shared/DESIGN.md "Safety of the door"; issues 4
+// and 19):
 //  1. only configured command texts, or the configured key on a ring
 //     notice of this run, are commands;
 //  2. each event ID is acted on at most once, across restarts;
 //  3. only authorised senders, judged before anything is remembered:
 //     only their events enter the memory (issue 19, finding 2);
 //  4. commands from before the intercom started are never obeyed: by
-//     origin_server_ts against the start (and the previous run's last
-//     clock reading), and by unsigned.age against the time since start,
-//     which needs no agreement between the two clocks; nor are commands
-//     older than MaxAge;
+//     unsigned.age against the time since start, which needs no clock,
+//     and by origin_server_ts against the homeserver's clock (the start,
+//     and the previous run's not_before, in that clock), never the
+//     board's; without a usable age, not before that clock is known; nor
+//     are commands older than MaxAge, or dated more than maxAhead ahead of
+//     the homeserver's clock (issue 19, findings 2 and 3);
 //  5. only during a call or within Window after a ring (a reaction: on
 //     the notice of a ring inside the window, or of the ring the call
 //     answered);

@@ -64,13 +64,13 @@ func TestDoorSetConfig(t *testing.T) {
 	door.rang()
 
 	now := time.Now()
-	door.Handle(serverReq("$m1", mallory, now), now) // old config: refused
+	door.Handle(serverReq("$m1", mallory, now, now), now) // old config: refused
 	next := cfg
 	next.Authorized = []callengine.UserID{mallory}
 	next.Pulse = 150 * time.Millisecond
 	door.SetConfig(next)
-	door.Handle(serverReq("$m1", mallory, now), now) // redelivered: handled already
-	door.Handle(serverReq("$m2", mallory, now), now) // new config: opens for 150 ms
+	door.Handle(serverReq("$m1", mallory, now, now), now) // redelivered: handled already
+	door.Handle(serverReq("$m2", mallory, now, now), now) // new config: opens for 150 ms
 	waitFor(t, "one pulse", func() bool { return relay.count() == 1 })
 	waitFor(t, "relay off", func() bool { return !relay.Energised() })
 	waitFor(t, "config applied", func() bool { return door.Config().Pulse == 150*time.Millisecond })
@@ -88,7 +88,7 @@ func TestDoorSetConfig(t *testing.T) {
 	}
 	// Alice is no longer authorised.
 	later := time.Now().Add(time.Second)
-	door.Handle(serverReq("$a", alice, later), later)
+	door.Handle(serverReq("$a", alice, later, later), later)
 	waitFor(t, "alice refused", func() bool { return door.Status().Refused == 3 })
 	if relay.count() != 1 {
 		t.Fatal("alice opened the door after losing her authorisation")

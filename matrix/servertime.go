@@ -23,10 +23,14 @@ type serverClock struct{ server, at time.Time }
 // both come from the sending server, which may be anyone's, and Dendrite
 // sends no age at all.
 //
-// Date names a whole second, truncated; the server's clock when the
-// response arrived is at least that, and the end of that second is the
-// better estimate on the side that matters: it dates the intercom's start
-// later, so nothing sent just before it passes for later.
+// Date names a whole second, truncated, and the response then travels:
+// the server's clock when it arrived is at least Date, so Date is taken as
+// it is, a lower bound up to a second (and a trip) behind. Taking the end
+// of that second instead dated the intercom's start up to a second late
+// in the end-to-end tests, and refused a resident's command sent just
+// after it as sent before; a lower bound never does. A command sent in
+// the second before the start is then met by the ring window, which no
+// ring of the new run has opened yet.
 func (s *Session) ServerTime() (server, at time.Time) {
 	c := s.clock.Load()
 	if c == nil {
@@ -44,5 +48,5 @@ func (s *Session) sawServerTime(resp *http.Response) {
 	if err != nil {
 		return
 	}
-	s.clock.Store(&serverClock{server: date.Add(time.Second), at: s.now()})
+	s.clock.Store(&serverClock{server: date, at: s.now()})
 }

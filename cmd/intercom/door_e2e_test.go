@@ -268,7 +268,10 @@ func TestDoorRestartNeverReplaysE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The intercom knows the homeserver's clock to within a second (the
+	// Date header of /sync), so "before the start" is sure only for a
+	// command sent more than that before it.
+	time.Sleep(1500 * time.Millisecond)
 	s.relay.close()
 	s.launch(ctx)
 	// The backlog may be handled before the event stream is read: the

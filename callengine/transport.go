@@ -16,7 +16,7 @@ type RoomEvent struct {
 	Type      string // e.g. "m.call.answer"
 	Content   json.RawMessage
 	Timestamp time.Time     // origin_server_ts
-	Age       time.Duration // unsigned.age at receipt, 0 if absent
+	Age       time.Duration // unsigned.age at receipt, 0 if absent; negative if the homeserver said so
 }
 
 // StateEvent is a state event of a room as the homeserver delivered it

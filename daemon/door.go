@@ -20,26 +20,18 @@ import (
 type doorParts struct {
 	door    *device.Door
 	notices *device.Notices
+	// serverTime is the homeserver's clock as the sync last showed it
+	// (matrix.Session.ServerTime); nil or zero: unknown.
+	serverTime func() (server, at time.Time)
 }
 
 // newDoorParts builds the door (policy, relay, audit notices) and the ring
-// and missed-visitor notices. door.authorized defaults to the residents.
+// and missed-visitor notices, with doorPolicy's configuration (the same a
+// reload applies).
 // household, if not nil, adds the household room to the notices' rooms.
 func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, household device.Household, log *slog.Logger) (*doorParts, error) {
-	authorized := cfg.Door.Authorized
-	if len(authorized) == 0 {
-		authorized = cfg.Residents
-	}
-	policy := device.DoorConfig{
-		Commands: cfg.Door.Commands, ReactionKey: cfg.Door.Reaction, Pulse: cfg.Door.Pulse,
-		OnlyDuringCall: cfg.Door.OnlyDuringCall, Window: cfg.Door.Window,
-		ReplyUnauthorized: cfg.Door.ReplyUnauthorized,
-	}
-	for _, u := range authorized {
-		policy.Authorized = append(policy.Authorized, callengine.UserID(u))
-	}
 	door, err := device.NewDoor(device.DoorOptions{
-		Policy: policy, Relay: relay, Messenger: session, StateDir: cfg.StateDir,
+		Policy: doorPolicy(cfg), Relay: relay, Messenger: session, StateDir: cfg.StateDir,
 		Logger: log.With("component", "door"),
 	})
 	if err != nil {
@@ -56,7 +48,7 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 	})
 	log.Info("door control", "commands", eff.Commands, "reaction", eff.ReactionKey, "pulse", eff.Pulse,
 		"authorized", len(eff.Authorized), "only_during_call", eff.OnlyDuringCall, "window", eff.Window)
-	return &doorParts{door: door, notices: notices}, nil
+	return &doorParts{door: door, notices: notices, serverTime: session.ServerTime}, nil
 }
 
 // route returns the sync handler: call events to the call engine, room
@@ -83,9 +75,24 @@ func (p *doorParts) route(calls func(callengine.RoomEvent)) func(callengine.Room
 		p.door.Handle(device.DoorRequest{
 			EventID: ev.ID, Room: ev.Room, Sender: ev.Sender,
 			Text: m.Body, Reaction: m.Kind == matrix.KindReaction, Key: m.Key, Target: m.Target,
-			Timestamp: ev.Timestamp, Age: ev.Age,
+			Timestamp: ev.Timestamp, Age: ev.Age, ServerNow: p.serverNow(received),
 		}, received)
 	}
+}
+
+// serverNow estimates the homeserver's clock at local time t from the
+// /sync response that carried the event being routed; zero if unknown.
+// The door judges origin_server_ts by it, not by the board's clock
+// (issue 19, finding 3).
+func (p *doorParts) serverNow(t time.Time) time.Time {
+	if p.serverTime == nil {
+		return time.Time{}
+	}
+	srv, at := p.serverTime()
+	if srv.IsZero() || at.IsZero() {
+		return time.Time{}
+	}
+	return srv.Add(t.Sub(at))
 }
 
 // runTURN keeps the peer factory's ICE servers current: the configured

@@ -65,8 +65,16 @@ func TestRouteDoorCommandsFromHouseholdRoom(t *testing.T) {
 	go func() { done <- door.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
+	// A visitor rings (through the notices, as in the daemon): commands
+	// count within the ring window.
+	device.NewNotices(device.NoticeOptions{Door: door}).Follow(callengine.Status{Phase: callengine.PhaseRinging,
+		Calls: []callengine.CallStatus{{CallID: "c1", Room: home, State: callengine.LegRinging}}})
+
 	var calls []string
-	route := (&doorParts{door: door}).route(func(ev callengine.RoomEvent) { calls = append(calls, ev.Type) })
+	// The homeserver's clock as the sync saw it (matrix.Session.ServerTime):
+	// right, at the time of each call.
+	clock := func() (time.Time, time.Time) { now := time.Now(); return now, now }
+	route := (&doorParts{door: door, serverTime: clock}).route(func(ev callengine.RoomEvent) { calls = append(calls, ev.Type) })
 	text := func(id string, sender callengine.UserID, body string) callengine.RoomEvent {
 		c, _ := json.Marshal(map[string]string{"msgtype": "m.text", "body": body})
 		return callengine.RoomEvent{ID: id, Room: home, Sender: sender, Type: "m.room.message", Content: c, Timestamp: time.Now()}
@@ -96,5 +104,22 @@ func TestRouteDoorCommandsFromHouseholdRoom(t *testing.T) {
 	}
 	if !slices.Equal(calls, []string{"m.call.invite"}) {
 		t.Errorf("call engine got %v", calls)
+	}
+}
+
+// TestRouteServerNow: the sync's reading of the homeserver's clock is
+// carried forward to the moment an event is routed; with no reading the
+// request carries none (and the door then needs unsigned.age).
+func TestRouteServerNow(t *testing.T) {
+	board := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC) // years behind
+	server := time.Date(2026, 3, 1, 12, 0, 1, 0, time.UTC)
+	p := &doorParts{serverTime: func() (time.Time, time.Time) { return server, board }}
+	if got := p.serverNow(board.Add(1500 * time.Millisecond)); !got.Equal(server.Add(1500 * time.Millisecond)) {
+		t.Errorf("serverNow %v, want %v", got, server.Add(1500*time.Millisecond))
+	}
+	for _, p := range []*doorParts{{}, {serverTime: func() (time.Time, time.Time) { return time.Time{}, time.Time{} }}} {
+		if got := p.serverNow(board); !got.IsZero() {
+			t.Errorf("serverNow without a reading: %v", got)
+		}
 	}
 }

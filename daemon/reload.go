@@ -95,8 +95,10 @@ func userIDs(us []string) []callengine.UserID {
 	return out
 }
 
-// doorPolicy is the door policy a configuration describes: door.authorized
-// defaults to the residents.
+// doorPolicy is the door policy a configuration describes, at start and
+// on a reload: door.authorized defaults to the residents, and
+// door.window: 0s closes the ring window (commands only during a call),
+// where the policy's zero Window would mean its default.
 func doorPolicy(cfg *provisioning.Config) device.DoorConfig {
 	authorized := cfg.Door.Authorized
 	if len(authorized) == 0 {
@@ -104,7 +106,8 @@ func doorPolicy(cfg *provisioning.Config) device.DoorConfig {
 	}
 	return device.DoorConfig{
 		Commands: cfg.Door.Commands, ReactionKey: cfg.Door.Reaction, Pulse: cfg.Door.Pulse,
-		Authorized: userIDs(authorized), OnlyDuringCall: cfg.Door.OnlyDuringCall, Window: cfg.Door.Window,
+		Authorized: userIDs(authorized), Window: cfg.Door.Window,
+		OnlyDuringCall:    cfg.Door.OnlyDuringCall || cfg.Door.Window == 0,
 		ReplyUnauthorized: cfg.Door.ReplyUnauthorized,
 	}
 }

@@ -47,6 +47,36 @@ func TestReloadDoor(t *testing.T) {
 	}
 }
 
+// The call window (issue 19) is in force from the start with its default,
+// reloads like the other door keys, and door.window: 0s leaves only the
+// call (door.only_during_call).
+func TestReloadDoorWindow(t *testing.T) {
+	f := newReloadFixture(t, true)
+	if c := doorPolicy(f.r.cfg); c.Window != 3*time.Minute || c.OnlyDuringCall {
+		t.Fatalf("door policy at start %+v, want the 3m ring window", c)
+	}
+	for _, tt := range []struct {
+		yaml   string
+		window time.Duration
+		only   bool
+	}{
+		{"door:\n  window: 10m\n", 10 * time.Minute, false},
+		{"door:\n  window: 0s\n", 0, true},
+		{"door:\n  window: 2m\n  only_during_call: true\n", 2 * time.Minute, true},
+		{"", 3 * time.Minute, false},
+	} {
+		f.write(t, reloadBase+tt.yaml)
+		n := len(f.doors)
+		if applied := f.r.reload(t.Context()); !slices.Equal(applied, []string{"door"}) || len(f.doors) != n+1 {
+			t.Fatalf("%q: applied %v\n%s", tt.yaml, applied, f.logs.String())
+		}
+		got := f.doors[n]
+		if got.OnlyDuringCall != tt.only || (tt.window > 0 && got.Window != tt.window) {
+			t.Fatalf("%q: door target got window %v only_during_call %v, want %v %v", tt.yaml, got.Window, got.OnlyDuringCall, tt.window, tt.only)
+		}
+	}
+}
+
 // One invalid value refuses the whole file: the valid changes next to it
 // are not applied either.
 func TestReloadDoorInvalidChangesNothing(t *testing.T) {

@@ -253,7 +253,7 @@ func (d *Door) step(ctx context.Context, m doorMsg) {
 	case m.notice != "":
 		d.policy.NoticeSent(m.notice)
 	case m.inCall != nil:
-		d.policy.CallChanged(*m.inCall)
+		d.policy.CallChanged(now, *m.inCall)
 	case m.rang:
 		d.policy.Rang(now)
 	case m.config != nil:
@@ -265,6 +265,13 @@ func (d *Door) step(ctx context.Context, m doorMsg) {
 		d.log.Info("door configuration changed", "pulse", eff.Pulse, "authorized", len(eff.Authorized),
 			"only_during_call", eff.OnlyDuringCall, "window", eff.Window)
 	case m.req != nil:
+		if !m.req.ServerNow.IsZero() {
+			at := m.received
+			if at.IsZero() {
+				at = now
+			}
+			d.policy.ServerTime(at, m.req.ServerNow)
+		}
 		d.decide(ctx, now, *m.req, m.received)
 	}
 }

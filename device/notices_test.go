@@ -102,7 +102,7 @@ func TestNoticesFeedTheDoor(t *testing.T) {
 	n.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1"))
 	n.Wait()
 	now := time.Now()
-	door.Handle(DoorRequest{EventID: "$r", Sender: alice, Reaction: true, Key: "🔑", Target: "$img2", Timestamp: now}, now)
+	door.Handle(DoorRequest{EventID: "$r", Sender: alice, Reaction: true, Key: "🔑", Target: "$img2", Timestamp: now, ServerNow: now}, now)
 	waitFor(t, "pulse", func() bool { return relay.count() == 1 })
 }
 
@@ -154,7 +154,7 @@ func TestNoticesHouseholdRoom(t *testing.T) {
 	}
 	msg.mu.Unlock()
 	now := time.Now()
-	door.Handle(DoorRequest{EventID: "$hr", Room: home, Sender: alice, Reaction: true, Key: "🔑", Target: target, Timestamp: now}, now)
+	door.Handle(DoorRequest{EventID: "$hr", Room: home, Sender: alice, Reaction: true, Key: "🔑", Target: target, Timestamp: now, ServerNow: now}, now)
 	waitFor(t, "pulse from the household room's notice", func() bool { return relay.count() == 1 })
 
 	// A household device took the next ring: no missed notice.

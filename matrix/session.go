@@ -113,6 +113,10 @@ type Session struct {
 	household atomic.Pointer[HouseholdHooks]
 	rtc       atomic.Pointer[RTCHooks]
 
+	// clock is the homeserver's clock as the last /sync showed it
+	// (servertime.go); nil until then.
+	clock atomic.Pointer[serverClock]
+
 	// Test seams: sleeping, jitter and the clock.
 	sleep  func(ctx context.Context, d time.Duration) error
 	jitter func(n int64) int64

@@ -97,8 +97,13 @@ type syncEvent struct {
 // jsonMillis reads a JSON number of milliseconds; anything else, negative
 // or beyond float64's exact integers gives 0.
 func jsonMillis(raw json.RawMessage) int64 {
+	return max(jsonSignedMillis(raw), 0)
+}
+
+// jsonSignedMillis is jsonMillis with negative numbers kept.
+func jsonSignedMillis(raw json.RawMessage) int64 {
 	var f float64
-	if len(raw) == 0 || json.Unmarshal(raw, &f) != nil || f < 0 || f > 1<<53 || math.IsNaN(f) {
+	if len(raw) == 0 || json.Unmarshal(raw, &f) != nil || math.Abs(f) > 1<<53 || math.IsNaN(f) {
 		return 0
 	}
 	return int64(f)
@@ -119,7 +124,9 @@ func (e *syncEvent) roomEvent(room id.RoomID) callengine.RoomEvent {
 		Age json.RawMessage `json:"age"`
 	}
 	if json.Unmarshal(e.Unsigned, &unsigned) == nil {
-		ev.Age = time.Duration(jsonMillis(unsigned.Age)) * time.Millisecond
+		// A negative age is kept: it is suspicious (issue 19, finding
+		// 3), not the same as none.
+		ev.Age = time.Duration(jsonSignedMillis(unsigned.Age)) * time.Millisecond
 	}
 	return ev
 }
@@ -247,7 +254,7 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 	}
 	var resp syncResponse
 	rctx, cancel := context.WithTimeout(ctx, timeout+requestTimeout)
-	body, err := c.MakeFullRequest(rctx, mautrix.FullRequest{
+	body, hresp, err := c.MakeFullRequestWithResp(rctx, mautrix.FullRequest{
 		Method:       http.MethodGet,
 		URL:          c.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, query),
 		ResponseJSON: &resp,
@@ -272,6 +279,7 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 		return fmt.Errorf("sync: %w", err)
 	}
 	l.rejected = 0
+	l.s.sawServerTime(hresp)
 	l.handle(ctx, c, &resp, l.since == "")
 	l.s.handleStateHooks(body, l.since == "") // household.go, rtc.go: call memberships, to-device events, declines
 	if resp.NextBatch != "" {

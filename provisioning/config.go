@@ -112,8 +112,8 @@ type Door struct {
 	Reaction          string        // reaction key on a ring notice, default 🔑
 	Pulse             time.Duration // strike on-time, default 3s, at most 30s
 	Authorized        []string      // default: the residents
-	OnlyDuringCall    bool
-	Window            time.Duration // 0: no window after a ring
+	OnlyDuringCall    bool          // no ring window: commands only during a call
+	Window            time.Duration // after a ring, default 3m; 0: only during a call
 	ReplyUnauthorized bool
 }
 

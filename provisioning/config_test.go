@@ -37,7 +37,7 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 		StateDir:  "/etc/intercom/state",
 		Residents: []string{"@alice:example.org"},
 		Ring:      Ring{Timeout: 60 * time.Second},
-		Door:      Door{Commands: []string{"!open"}, Reaction: "🔑", Pulse: 3 * time.Second, ReplyUnauthorized: true},
+		Door:      Door{Commands: []string{"!open"}, Reaction: "🔑", Pulse: 3 * time.Second, Window: 3 * time.Minute, ReplyUnauthorized: true},
 		Notices:   Notices{Ring: true, Missed: true, Snapshot: true},
 		TURN:      TURN{FromHomeserver: true},
 		Household: Household{GroupCall: "off", MaxDevicesPerUser: 4, MaxCalls: 16},

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -66,5 +67,23 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		if !slices.Contains(Keys(), k) {
 			t.Errorf("example.yaml has %s, which the schema does not know", k)
 		}
+	}
+}
+
+// TestExampleDoorWindowIsTheDefault: example.yaml shows the call window in
+// force when the key is left out (issue 19: commands count only during a
+// call or shortly after a ring), so a copied example is as safe as none.
+func TestExampleDoorWindowIsTheDefault(t *testing.T) {
+	ex, err := Parse("example.yaml", readExample(t), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := Parse("intercom.yaml", []byte(minimal), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Door.Window != def.Door.Window || ex.Door.OnlyDuringCall != def.Door.OnlyDuringCall || def.Door.Window != 3*time.Minute {
+		t.Fatalf("door.window: example %v, default %v (want 3m); only_during_call: example %v, default %v",
+			ex.Door.Window, def.Door.Window, ex.Door.OnlyDuringCall, def.Door.OnlyDuringCall)
 	}
 }

@@ -55,10 +55,16 @@ var schema = []field{
 		duration, between(100*time.Millisecond, 30*time.Second)),
 	optional("door.authorized", []string(nil), func(c *Config) *[]string { return &c.Door.Authorized },
 		userIDList),
+	// Commands count only during a call or within door.window after a
+	// ring (issue 19): the homeserver stamps a queued command when it
+	// arrives, so only the window tells a late "!open" from a fresh one.
+	// 0s closes the ring window (as only_during_call does); an installer
+	// may widen it up to an hour, knowing a command queued on an offline
+	// phone can open the door that long after the ring.
+	optional("door.window", 3*time.Minute, func(c *Config) *time.Duration { return &c.Door.Window },
+		duration, between(0, time.Hour)),
 	optional("door.only_during_call", false, func(c *Config) *bool { return &c.Door.OnlyDuringCall },
 		boolean),
-	optional("door.window", time.Duration(0), func(c *Config) *time.Duration { return &c.Door.Window },
-		duration, between(0, time.Hour)),
 	optional("door.reply_unauthorized", true, func(c *Config) *bool { return &c.Door.ReplyUnauthorized },
 		boolean),
 

@@ -15,7 +15,13 @@ import (
 // camera and microphone. presence reports remote participants arriving
 // and leaving; lost reports the connection ending by itself. Closing the
 // returned Closer leaves the SFU.
-type sfuJoin func(ctx context.Context, tok sfuToken, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
+type sfuJoin func(ctx context.Context, tok mlivekit.Token, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
+
+// tokenSource gives the intercom a LiveKit token for a Matrix room's call:
+// mlivekit.ServiceTokens or mlivekit.MintedTokens.
+type tokenSource interface {
+	Token(ctx context.Context, room callengine.RoomID) (mlivekit.Token, error)
+}
 
 // livekitSFU is the MatrixRTC runner's SFU (rtc.SFU): a token for the
 // room's call from tokens, then join.
@@ -26,7 +32,7 @@ type livekitSFU struct {
 }
 
 func (s livekitSFU) Join(ctx context.Context, room callengine.RoomID, presence func(string, bool), lost func(error)) (io.Closer, error) {
-	tok, err := s.tokens.token(ctx, room)
+	tok, err := s.tokens.Token(ctx, room)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +49,7 @@ func (s livekitSFU) Join(ctx context.Context, room callengine.RoomID, presence f
 // shared meter. The Publisher's events become presence and loss reports;
 // the forwarding goroutine ends when the Publisher closes its events.
 func livekitJoin(stream *media.Stream, speaker media.Speaker, meter *media.AudioMeter, log *slog.Logger) sfuJoin {
-	return func(ctx context.Context, tok sfuToken, presence func(string, bool), lost func(error)) (io.Closer, error) {
+	return func(ctx context.Context, tok mlivekit.Token, presence func(string, bool), lost func(error)) (io.Closer, error) {
 		p, err := mlivekit.Join(ctx, tok.URL, tok.JWT, mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log})
 		if err != nil {
 			return nil, err

@@ -53,9 +53,10 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 		return nil, nil
 	}
 	self := rtc.Device{User: session.UserID(), DeviceID: session.DeviceID()}
-	var tokens tokenSource = serviceTokens{session: session, url: mc.ServiceURL, http: &http.Client{}}
+	var tokens tokenSource = mlivekit.ServiceTokens{URL: mc.ServiceURL, HTTP: &http.Client{}, DeviceID: session.DeviceID(),
+		OpenID: func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }}
 	if mc.SelfMinted() {
-		tokens = mintedTokens{url: mc.LiveKit.URL, key: mc.LiveKit.APIKey, secret: mc.LiveKit.Secret, self: self}
+		tokens = mlivekit.MintedTokens{URL: mc.LiveKit.URL, Key: mc.LiveKit.APIKey, Secret: mc.LiveKit.Secret, Self: self}
 	}
 	m := &matrixRTC{session: session, self: self, log: log.With("component", "matrixrtc"), householdName: householdRoomName(cfg)}
 	var householdRooms func() []callengine.RoomID

@@ -11,12 +11,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/livekit/protocol/auth"
-
 	"github.com/doorbell/intercom/callengine"
-	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/matrix/matrixtest"
+	mlivekit "github.com/doorbell/intercom/media/livekit"
 	"github.com/doorbell/intercom/provisioning"
 )
 
@@ -79,10 +77,11 @@ func TestServiceTokens(t *testing.T) {
 	}
 	srv := httptest.NewServer(http.HandlerFunc(answer))
 	defer srv.Close()
-	src := serviceTokens{session: session, url: srv.URL + "/", http: srv.Client()}
+	src := mlivekit.ServiceTokens{URL: srv.URL + "/", HTTP: srv.Client(), DeviceID: session.DeviceID(),
+		OpenID: func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }}
 
-	tok, err := src.token(t.Context(), "!ok:hs.test")
-	if err != nil || tok != (sfuToken{URL: "wss://sfu.hs.test", JWT: "a.b.c"}) {
+	tok, err := src.Token(t.Context(), "!ok:hs.test")
+	if err != nil || tok != (mlivekit.Token{URL: "wss://sfu.hs.test", JWT: "a.b.c"}) {
 		t.Fatalf("token %+v, %v", tok, err)
 	}
 	if got.OpenID.AccessToken == "" || got.OpenID.MatrixServerName != "hs.test" || got.DeviceID != session.DeviceID() {
@@ -94,57 +93,30 @@ func TestServiceTokens(t *testing.T) {
 		"!odd:hs.test":     "livekit JWT service: answer without url and jwt",
 		"!garbage:hs.test": "livekit JWT service: answer without url and jwt: <html>",
 	} {
-		if _, err := src.token(t.Context(), room); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := src.Token(t.Context(), room); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", room, err, want)
 		}
 	}
-	gone := serviceTokens{session: session, url: "http://127.0.0.1:1", http: srv.Client()}
-	if _, err := gone.token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "livekit JWT service: ") {
+	gone := src
+	gone.URL = "http://127.0.0.1:1"
+	if _, err := gone.Token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "livekit JWT service: ") {
 		t.Errorf("unreachable service: %v", err)
 	}
 	hs.Script("POST openid", matrixtest.Error(http.StatusForbidden, "M_FORBIDDEN"))
-	if _, err := src.token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "openid") {
+	if _, err := src.Token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "openid") {
 		t.Errorf("without an OpenID token: %v", err)
-	}
-}
-
-// TestMintedTokens: a self-minted token names the identity and LiveKit
-// room lk-jwt-service would, and is signed with the configured key pair.
-func TestMintedTokens(t *testing.T) {
-	self := rtc.Device{User: "@door:hs.test", DeviceID: "DEV"}
-	m := mintedTokens{url: "wss://sfu.hs.test", key: "APIkey", secret: strings.Repeat("s", 32), self: self}
-	tok, err := m.token(t.Context(), "!room:hs.test")
-	if err != nil || tok.URL != "wss://sfu.hs.test" {
-		t.Fatalf("token %+v, %v", tok, err)
-	}
-	v, err := auth.ParseAPIToken(tok.JWT)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.APIKey() != "APIkey" {
-		t.Errorf("signed with key %q", v.APIKey())
-	}
-	_, claims, err := v.Verify(m.secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := claims.Video
-	if claims.Identity != self.Identity() || g == nil || !g.RoomJoin || g.Room != rtc.LiveKitRoomName("!room:hs.test") ||
-		g.CanPublish == nil || !*g.CanPublish || g.CanSubscribe == nil || !*g.CanSubscribe {
-		t.Errorf("claims %+v, video %+v", claims, g)
-	}
-	if _, _, err := v.Verify("another secret, long enough to be a secret"); err == nil {
-		t.Error("token verifies with another secret")
 	}
 }
 
 // fixedTokens is a tokenSource with a fixed answer.
 type fixedTokens struct {
-	tok sfuToken
+	tok mlivekit.Token
 	err error
 }
 
-func (f fixedTokens) token(context.Context, callengine.RoomID) (sfuToken, error) { return f.tok, f.err }
+func (f fixedTokens) Token(context.Context, callengine.RoomID) (mlivekit.Token, error) {
+	return f.tok, f.err
+}
 
 type closer struct{}
 
@@ -153,8 +125,8 @@ func (closer) Close() error { return nil }
 // TestLiveKitSFU: a join takes the room's token, then connects with it;
 // either failing fails the join.
 func TestLiveKitSFU(t *testing.T) {
-	var joined []sfuToken
-	join := func(_ context.Context, tok sfuToken, _ func(string, bool), _ func(error)) (io.Closer, error) {
+	var joined []mlivekit.Token
+	join := func(_ context.Context, tok mlivekit.Token, _ func(string, bool), _ func(error)) (io.Closer, error) {
 		joined = append(joined, tok)
 		if tok.JWT == "refused" {
 			return nil, errors.New("refused")
@@ -166,11 +138,11 @@ func TestLiveKitSFU(t *testing.T) {
 	noop := func(string, bool) {}
 	lost := func(error) {}
 
-	c, err := livekitSFU{tokens: fixedTokens{tok: sfuToken{URL: "wss://sfu", JWT: "ok"}}, join: join, log: log}.Join(t.Context(), "!r:hs.test", noop, lost)
+	c, err := livekitSFU{tokens: fixedTokens{tok: mlivekit.Token{URL: "wss://sfu", JWT: "ok"}}, join: join, log: log}.Join(t.Context(), "!r:hs.test", noop, lost)
 	if err != nil || c == nil || !strings.Contains(logs.String(), "joined SFU") {
 		t.Errorf("join: %v, %v; log %s", c, err, logs)
 	}
-	if _, err := (livekitSFU{tokens: fixedTokens{tok: sfuToken{JWT: "refused"}}, join: join, log: log}).Join(t.Context(), "!r:hs.test", noop, lost); err == nil {
+	if _, err := (livekitSFU{tokens: fixedTokens{tok: mlivekit.Token{JWT: "refused"}}, join: join, log: log}).Join(t.Context(), "!r:hs.test", noop, lost); err == nil {
 		t.Error("refused join succeeded")
 	}
 	if _, err := (livekitSFU{tokens: fixedTokens{err: errors.New("no token")}, join: join, log: log}).Join(t.Context(), "!r:hs.test", noop, lost); err == nil {

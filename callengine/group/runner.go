@@ -14,7 +14,7 @@ import (
 )
 
 // Transport is the Matrix session as the household call uses it;
-// callengine/matrix.Session implements it, tests use an in-memory fake.
+// matrix.Session implements it, tests use an in-memory fake.
 type Transport interface {
 	// UserID and DeviceID are the intercom's. Run reads them when it
 	// starts: the device is known only after login.

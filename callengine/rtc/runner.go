@@ -20,7 +20,7 @@ import (
 const TypeEncryption = "m.room.encryption"
 
 // Transport is the Matrix session as MatrixRTC ringing uses it;
-// callengine/matrix.Session implements it, tests use an in-memory fake.
+// matrix.Session implements it, tests use an in-memory fake.
 type Transport interface {
 	// PutState sets a state event and returns its event ID.
 	PutState(ctx context.Context, room callengine.RoomID, eventType, stateKey string, content any) (string, error)

@@ -41,7 +41,7 @@ type NoticeOptions struct {
 }
 
 // Household is the household group call as the notices see it;
-// cmd/intercom's household implements it.
+// group.Runner (the household path) implements it.
 type Household interface {
 	// Rooms are the rooms notices also go to (the household room once
 	// it is joined).

@@ -44,7 +44,8 @@ func (p *failingPin) setFail(n int) {
 	p.mu.Unlock()
 }
 
-// startDoor runs a door on a gpio.Relay over pin inside a synctest bubble;
+// startDoor runs a door on a gpio.Relay over pin inside a synctest bubble,
+// just after a ring (commands count only for door.window after one);
 // stop ends Run and reports whether the relay was left energised.
 func startDoor(t *testing.T, pin pgpio.PinOut, msg Messenger) (door *Door, relay *gpio.Relay, stop func()) {
 	t.Helper()
@@ -61,6 +62,7 @@ func startDoor(t *testing.T, pin pgpio.PinOut, msg Messenger) (door *Door, relay
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = door.Run(ctx) }()
+	door.rang() // a visitor: commands count for door.window
 	return door, relay, func() {
 		cancel()
 		<-done
@@ -87,7 +89,7 @@ func TestDoorNoticeOnlyAfterTheRelayOpened(t *testing.T) {
 
 		pin.setFail(1) // the energising write
 		now := time.Now()
-		door.Handle(openReq("$a", alice, now), now)
+		door.Handle(serverReq("$a", alice, now, now), now)
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 		texts := joined(msg)
@@ -104,7 +106,7 @@ func TestDoorNoticeOnlyAfterTheRelayOpened(t *testing.T) {
 		// The relay works again: the next command opens and says so.
 		time.Sleep(time.Minute)
 		now = time.Now()
-		door.Handle(openReq("$b", alice, now), now)
+		door.Handle(serverReq("$b", alice, now, now), now)
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 		if texts := joined(msg); !strings.Contains(texts, "|false|🔓 Door opened by @alice:hs.test") {
@@ -128,7 +130,7 @@ func TestDoorKeepsReleasingAStuckRelay(t *testing.T) {
 		defer stop()
 
 		now := time.Now()
-		door.Handle(openReq("$a", alice, now), now)
+		door.Handle(serverReq("$a", alice, now, now), now)
 		synctest.Wait()
 		if !relay.Energised() {
 			t.Fatal("relay not energised")
@@ -146,7 +148,7 @@ func TestDoorKeepsReleasingAStuckRelay(t *testing.T) {
 
 		// A command while stuck is refused, and stays refused.
 		now = time.Now()
-		door.Handle(openReq("$b", alice, now), now)
+		door.Handle(serverReq("$b", alice, now, now), now)
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 		if texts := joined(msg); !strings.Contains(texts, "|true|⚠️ Door NOT opened for @alice:hs.test") {
@@ -198,8 +200,9 @@ func TestDoorPulseFailureNotices(t *testing.T) {
 				ctx, cancel := context.WithCancel(t.Context())
 				done := make(chan struct{})
 				go func() { defer close(done); _ = door.Run(ctx) }()
+				door.rang()
 				now := time.Now()
-				door.Handle(openReq("$a", alice, now), now)
+				door.Handle(serverReq("$a", alice, now, now), now)
 				time.Sleep(time.Second)
 				synctest.Wait()
 				texts := joined(msg)

@@ -27,17 +27,21 @@ test-unit:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Short fuzz runs of every untrusted-input decoder.
+# Short fuzz runs of every untrusted-input decoder (names anchored: -fuzz
+# must match exactly one target per package).
 fuzz:
-	$(GO) test -run=^$$ -fuzz=FuzzDecode -fuzztime=30s ./callengine
-	$(GO) test -run=^$$ -fuzz=FuzzMachine -fuzztime=30s ./callengine
-	$(GO) test -run=^$$ -fuzz=FuzzParse -fuzztime=30s ./provisioning
-	$(GO) test -run=^$$ -fuzz=FuzzDoorPolicy -fuzztime=30s ./device
-	$(GO) test -run=^$$ -fuzz=FuzzParseMessage -fuzztime=30s ./matrix
-	$(GO) test -run=^$$ -fuzz=FuzzDecodeToDevice -fuzztime=30s ./callengine/group
-	$(GO) test -run=^$$ -fuzz=FuzzMachine -fuzztime=30s ./callengine/rtc
-	$(GO) test -run=^$$ -fuzz=FuzzPrimaryFromRED -fuzztime=30s ./media
-	$(GO) test -run=^$$ -fuzz=FuzzVoices -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzDecode$$ -fuzztime=30s ./callengine
+	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine
+	$(GO) test -run=^$$ -fuzz=^FuzzParse$$ -fuzztime=30s ./provisioning
+	$(GO) test -run=^$$ -fuzz=^FuzzParseRelay$$ -fuzztime=30s ./provisioning
+	$(GO) test -run=^$$ -fuzz=^FuzzDoorPolicy$$ -fuzztime=30s ./device
+	$(GO) test -run=^$$ -fuzz=^FuzzParseMessage$$ -fuzztime=30s ./matrix
+	$(GO) test -run=^$$ -fuzz=^FuzzDecodeToDevice$$ -fuzztime=30s ./callengine/group
+	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine/group
+	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine/rtc
+	$(GO) test -run=^$$ -fuzz=^FuzzPrimaryFromRED$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzVoices$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzOpusReceiver$$ -fuzztime=30s ./media
 
 # Benchmarks whose medians the issues ask for.
 bench: deps

@@ -2,43 +2,17 @@ package daemon
 
 import (
 	"bytes"
-	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	pgpio "periph.io/x/conn/v3/gpio"
-	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/doorbell/intercom/gpio"
+	"github.com/doorbell/intercom/gpio/gpiofake"
 	"github.com/doorbell/intercom/provisioning/provisioningtest"
 )
-
-// relayPin is periph's fake pin standing for the strike's line: energised
-// (high) when relay-off starts, its next fail writes failing (fail < 0:
-// all of them). It reads back the level it holds.
-type relayPin struct {
-	*gpiotest.Pin
-	mu   sync.Mutex
-	fail int
-}
-
-func (p *relayPin) Out(l pgpio.Level) error {
-	p.mu.Lock()
-	if p.fail != 0 {
-		if p.fail > 0 {
-			p.fail--
-		}
-		p.mu.Unlock()
-		return errors.New("relay pin: write failed")
-	}
-	p.mu.Unlock()
-	return p.Pin.Out(l)
-}
-
-func (p *relayPin) OutputLevel() pgpio.Level { return p.Pin.Read() }
 
 // periphRelay is the hardware part of a board with its strike on GPIO27,
 // active high.
@@ -92,8 +66,8 @@ func TestRelayOff(t *testing.T) {
 				path += ".missing"
 			}
 			synctest.Test(t, func(t *testing.T) {
-				pin := &relayPin{Pin: gpio.SimPin("GPIO27"), fail: tc.fail}
-				pin.L = pgpio.High
+				pin := gpiofake.NewFlakyPin("GPIO27", pgpio.High) // energised when relay-off starts
+				pin.Set(tc.fail, 0)
 				lookups := 0
 				open := func(name string) (pgpio.PinOut, error) {
 					lookups++

@@ -4,45 +4,15 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	pgpio "periph.io/x/conn/v3/gpio"
-	"periph.io/x/conn/v3/gpio/gpiotest"
 
 	"github.com/doorbell/intercom/gpio"
+	"github.com/doorbell/intercom/gpio/gpiofake"
 )
-
-// failingPin is periph's fake pin whose next fail writes return an error
-// (fail < 0: every write until set again). It reads back what it holds.
-type failingPin struct {
-	*gpiotest.Pin
-	mu   sync.Mutex
-	fail int
-}
-
-func (p *failingPin) Out(l pgpio.Level) error {
-	p.mu.Lock()
-	if p.fail != 0 {
-		if p.fail > 0 {
-			p.fail--
-		}
-		p.mu.Unlock()
-		return errors.New("failing pin: write failed")
-	}
-	p.mu.Unlock()
-	return p.Pin.Out(l)
-}
-
-func (p *failingPin) OutputLevel() pgpio.Level { return p.Pin.Read() }
-
-func (p *failingPin) setFail(n int) {
-	p.mu.Lock()
-	p.fail = n
-	p.mu.Unlock()
-}
 
 // startDoor runs a door on a gpio.Relay over pin inside a synctest bubble,
 // just after a ring (commands count only for door.window after one);
@@ -82,12 +52,12 @@ func joined(m *fakeMessenger) string {
 // counted as an opening.
 func TestDoorNoticeOnlyAfterTheRelayOpened(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pin := &failingPin{Pin: gpio.SimPin("RELAY")}
+		pin := gpiofake.NewFlakyPin("RELAY", pgpio.Low)
 		msg := &fakeMessenger{}
 		door, _, stop := startDoor(t, pin, msg)
 		defer stop()
 
-		pin.setFail(1) // the energising write
+		pin.Set(1, 0) // the energising write
 		now := time.Now()
 		door.Handle(serverReq("$a", alice, now, now), now)
 		time.Sleep(5 * time.Second)
@@ -124,7 +94,7 @@ func TestDoorNoticeOnlyAfterTheRelayOpened(t *testing.T) {
 // and says when it is released.
 func TestDoorKeepsReleasingAStuckRelay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pin := &failingPin{Pin: gpio.SimPin("RELAY")}
+		pin := gpiofake.NewFlakyPin("RELAY", pgpio.Low)
 		msg := &fakeMessenger{}
 		door, relay, stop := startDoor(t, pin, msg)
 		defer stop()
@@ -135,7 +105,7 @@ func TestDoorKeepsReleasingAStuckRelay(t *testing.T) {
 		if !relay.Energised() {
 			t.Fatal("relay not energised")
 		}
-		pin.setFail(-1) // the driver dies mid-pulse
+		pin.Set(-1, 0) // the driver dies mid-pulse
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 		texts := joined(msg)
@@ -155,7 +125,7 @@ func TestDoorKeepsReleasingAStuckRelay(t *testing.T) {
 			t.Fatalf("command during the fault not refused:\n%s", texts)
 		}
 
-		pin.setFail(0)
+		pin.Set(0, 0)
 		time.Sleep(time.Minute)
 		synctest.Wait()
 		if relay.Energised() || pin.Read() != pgpio.Low {

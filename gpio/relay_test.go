@@ -10,66 +10,16 @@ import (
 
 	pgpio "periph.io/x/conn/v3/gpio"
 	"periph.io/x/conn/v3/gpio/gpiotest"
+
+	"github.com/doorbell/intercom/gpio/gpiofake"
 )
-
-var errFlaky = errors.New("flaky pin: write failed")
-
-// flakyPin is periph's fake pin with a driver that fails: its next fail
-// writes return an error (fail < 0: every write), and its next lose writes
-// report success without changing the level (a write lost on the way, as
-// an I²C expander can). It reads back the level it really holds.
-type flakyPin struct {
-	*gpiotest.Pin
-	mu         sync.Mutex
-	fail, lose int
-	outs       int // writes attempted
-}
-
-func newFlakyPin(l pgpio.Level) *flakyPin {
-	p := &flakyPin{Pin: SimPin("RELAY")}
-	p.L = l
-	return p
-}
-
-func (p *flakyPin) Out(l pgpio.Level) error {
-	p.mu.Lock()
-	p.outs++
-	switch {
-	case p.fail != 0:
-		if p.fail > 0 {
-			p.fail--
-		}
-		p.mu.Unlock()
-		return errFlaky
-	case p.lose > 0:
-		p.lose--
-		p.mu.Unlock()
-		return nil
-	}
-	p.mu.Unlock()
-	return p.Pin.Out(l)
-}
-
-func (p *flakyPin) OutputLevel() pgpio.Level { return p.Pin.Read() }
-
-func (p *flakyPin) set(fail, lose int) {
-	p.mu.Lock()
-	p.fail, p.lose = fail, lose
-	p.mu.Unlock()
-}
-
-func (p *flakyPin) writes() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.outs
-}
 
 // A halt whose first writes fail is retried, with backoff, until the pin is
 // off; the relay says energised until then.
 func TestRelayHaltRetriesFailingWrites(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pin := newFlakyPin(pgpio.High) // energised by whatever ran before us
-		pin.set(3, 0)
+		pin := gpiofake.NewFlakyPin("RELAY", pgpio.High) // energised by whatever ran before us
+		pin.Set(3, 0)
 		start := time.Now()
 		r, err := NewRelay(pin, ActiveHigh)
 		if err != nil {
@@ -78,8 +28,8 @@ func TestRelayHaltRetriesFailingWrites(t *testing.T) {
 		if pin.Read() != pgpio.Low || r.Energised() {
 			t.Fatal("relay not off after the retries")
 		}
-		if pin.writes() != 4 {
-			t.Errorf("%d writes, want 3 failed and 1 good", pin.writes())
+		if pin.Writes() != 4 {
+			t.Errorf("%d writes, want 3 failed and 1 good", pin.Writes())
 		}
 		if d := time.Since(start); d <= 0 || d > time.Second {
 			t.Errorf("retries took %v: want a short backoff", d)
@@ -91,8 +41,8 @@ func TestRelayHaltRetriesFailingWrites(t *testing.T) {
 // the pin back.
 func TestRelayHaltReadsBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pin := newFlakyPin(pgpio.Low)
-		pin.set(0, 2)
+		pin := gpiofake.NewFlakyPin("RELAY", pgpio.Low)
+		pin.Set(0, 2)
 		r, err := NewRelay(pin, ActiveLow) // Low is on for an active-low board
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +57,7 @@ func TestRelayHaltReadsBack(t *testing.T) {
 // says so, and the relay reports energised, which it is.
 func TestRelayHaltGivesUpOnlyAfterRetries(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pin := newFlakyPin(pgpio.Low)
+		pin := gpiofake.NewFlakyPin("RELAY", pgpio.Low)
 		r, err := NewRelay(pin, ActiveHigh)
 		if err != nil {
 			t.Fatal(err)
@@ -115,12 +65,12 @@ func TestRelayHaltGivesUpOnlyAfterRetries(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		go func() {
 			time.Sleep(time.Second)
-			pin.set(-1, 0) // the driver dies mid-pulse
+			pin.Set(-1, 0) // the driver dies mid-pulse
 			cancel()
 		}()
 		start := time.Now()
 		err = r.Pulse(ctx, 5*time.Second)
-		if !errors.Is(err, ErrStillEnergised) || !errors.Is(err, errFlaky) {
+		if !errors.Is(err, ErrStillEnergised) || !errors.Is(err, gpiofake.ErrWrite) {
 			t.Fatalf("pulse error %v, want ErrStillEnergised wrapping the pin's", err)
 		}
 		if errors.Is(err, ErrNotEnergised) {
@@ -129,13 +79,13 @@ func TestRelayHaltGivesUpOnlyAfterRetries(t *testing.T) {
 		if !r.Energised() || pin.Read() != pgpio.High {
 			t.Fatal("relay reports off while its pin is still on")
 		}
-		if pin.writes() < haltAttempts+1 {
-			t.Errorf("%d writes: halt not retried %d times", pin.writes(), haltAttempts)
+		if pin.Writes() < haltAttempts+1 {
+			t.Errorf("%d writes: halt not retried %d times", pin.Writes(), haltAttempts)
 		}
 		if d := time.Since(start) - time.Second; d <= 0 || d > 3*time.Second {
 			t.Errorf("halt retried for %v, want a bounded backoff", d)
 		}
-		pin.set(0, 0)
+		pin.Set(0, 0)
 		if err := r.Halt(); err != nil || r.Energised() || pin.Read() != pgpio.Low {
 			t.Fatalf("halt after the pin recovered: %v, energised %v", err, r.Energised())
 		}
@@ -154,12 +104,12 @@ func TestRelayPulseNotEnergised(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				pin := newFlakyPin(pgpio.Low)
+				pin := gpiofake.NewFlakyPin("RELAY", pgpio.Low)
 				r, err := NewRelay(pin, ActiveHigh)
 				if err != nil {
 					t.Fatal(err)
 				}
-				pin.set(tc.fail, tc.lose)
+				pin.Set(tc.fail, tc.lose)
 				err = r.Pulse(t.Context(), time.Second)
 				if !errors.Is(err, ErrNotEnergised) || errors.Is(err, ErrStillEnergised) {
 					t.Fatalf("pulse error %v, want ErrNotEnergised only", err)
@@ -189,7 +139,7 @@ func (c stuckCtx) Done() <-chan struct{} {
 // cap.
 func TestRelayWatchdogRetriesHalt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		pin := newFlakyPin(pgpio.Low)
+		pin := gpiofake.NewFlakyPin("RELAY", pgpio.Low)
 		r, err := NewRelay(pin, ActiveHigh)
 		if err != nil {
 			t.Fatal(err)
@@ -203,7 +153,7 @@ func TestRelayWatchdogRetriesHalt(t *testing.T) {
 		if !r.Energised() {
 			t.Fatal("not energised")
 		}
-		pin.set(2, 0)
+		pin.Set(2, 0)
 		time.Sleep(2*time.Second + watchdogSlack + time.Second)
 		synctest.Wait()
 		if r.Energised() || pin.Read() != pgpio.Low {

@@ -237,23 +237,10 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 // without these rooms, and the homeserver may be fixed meanwhile.
 func retry(ctx context.Context, log *slog.Logger, what string, op func() error) error {
 	b := runloop.Backoff{Base: time.Second, Max: 30 * time.Second}
-	err := runloop.Retry(ctx, &b, func() error {
-		if err := op(); err != nil {
-			return retried{err}
-		}
-		return nil
-	}, func(err error, wait time.Duration) {
+	return runloop.RetryAll(ctx, &b, op, func(err error, wait time.Duration) {
 		log.Warn(what+" failed; retrying", "err", err, "in", wait)
 	})
-	if err != nil {
-		return ctx.Err()
-	}
-	return nil
 }
-
-// retried hides a runloop.Permanent mark from runloop.Retry: it has the
-// error's message but does not unwrap to it.
-type retried struct{ error }
 
 // directory is the resident → room map, read at every press.
 type directory struct {

@@ -223,25 +223,14 @@ func ringStatus(st Status, since time.Time) callengine.Status {
 // retryBackoff spaces the attempts to join the room and read its state.
 var retryBackoff = runloop.Backoff{Base: time.Second, Max: 30 * time.Second}
 
-// retry runs op until it succeeds or ctx ends. Every failure is retried,
-// even one the session marks permanent for its own request (a room
-// creation it will not repeat): without the room there is no group call,
-// and an installer may still fix the room while the intercom runs.
+// retry runs op until it succeeds or ctx ends, every failure retried
+// (runloop.RetryAll): without the room there is no group call.
 func (r *Runner) retry(ctx context.Context, what string, op func() error) error {
 	b := retryBackoff
-	return runloop.Retry(ctx, &b, func() error {
-		if err := op(); err != nil {
-			return retried{err}
-		}
-		return nil
-	}, func(err error, wait time.Duration) {
+	return runloop.RetryAll(ctx, &b, op, func(err error, wait time.Duration) {
 		r.log.Warn(what+" failed; retrying", "err", err, "in", wait)
 	})
 }
-
-// retried hides a runloop.Permanent mark from runloop.Retry: it has the
-// error's message but does not unwrap to it.
-type retried struct{ error }
 
 // Run joins the household room, reads its memberships and runs the
 // machine until ctx ends. On the way out it leaves the call, closes every

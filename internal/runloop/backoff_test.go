@@ -221,3 +221,27 @@ func TestSleep(t *testing.T) {
 		}
 	})
 }
+
+// RetryAll retries even errors marked Permanent, and returns ctx's error
+// (not op's) when ctx ends.
+func TestRetryAll(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := Backoff{Base: time.Second, Max: 4 * time.Second}
+		calls := 0
+		err := RetryAll(t.Context(), &b, func() error {
+			if calls++; calls < 3 {
+				return Permanent(errors.New("403"))
+			}
+			return nil
+		}, nil)
+		if err != nil || calls != 3 {
+			t.Fatalf("RetryAll: %v after %d calls, want success on the 3rd", err, calls)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		err = RetryAll(ctx, &b, func() error { return Permanent(errors.New("403")) }, nil)
+		if err != context.DeadlineExceeded {
+			t.Fatalf("RetryAll after ctx ended: %v, want context.DeadlineExceeded", err)
+		}
+	})
+}

@@ -37,6 +37,28 @@ func Retry(ctx context.Context, b *Backoff, op func() error, onErr func(err erro
 	}
 }
 
+// RetryAll is Retry for a loop that must not give up, such as joining a
+// room at start-up: every error is retried, even one marked [Permanent]
+// for the request that failed (a room creation the session will not
+// repeat by itself: an installer may still fix the room while the
+// intercom runs). It returns nil on success, else ctx's error.
+func RetryAll(ctx context.Context, b *Backoff, op func() error, onErr func(err error, wait time.Duration)) error {
+	err := Retry(ctx, b, func() error {
+		if err := op(); err != nil {
+			return retried{err}
+		}
+		return nil
+	}, onErr)
+	if err != nil {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// retried hides a Permanent mark from Retry: it has the error's message
+// but does not unwrap to it.
+type retried struct{ error }
+
 // Permanent marks err as not worth retrying (a 403, a malformed request):
 // Retry returns it at once. The mark is transparent: the result has err's
 // message and errors.Is and errors.As see through it. Permanent(nil) is

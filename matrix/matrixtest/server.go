@@ -303,13 +303,7 @@ func (s *Server) ScriptSync(r ...Reply) {
 func (s *Server) Requests(route string) []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []Request
-	for _, r := range s.reqs {
-		if route == "" || r.Route == route {
-			out = append(out, r)
-		}
-	}
-	return out
+	return matching(s.reqs, func(r Request) bool { return route == "" || r.Route == route })
 }
 
 // Sent returns the events the client sent (PUT send) and the state it set
@@ -317,13 +311,7 @@ func (s *Server) Requests(route string) []Request {
 func (s *Server) Sent(eventType string) []Event {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []Event
-	for _, e := range s.sent {
-		if eventType == "" || e.Type == eventType {
-			out = append(out, e)
-		}
-	}
-	return out
+	return matching(s.sent, func(e Event) bool { return eventType == "" || e.Type == eventType })
 }
 
 // ToDevice returns the to-device messages the client sent of eventType
@@ -331,10 +319,15 @@ func (s *Server) Sent(eventType string) []Event {
 func (s *Server) ToDevice(eventType string) []ToDeviceMessage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []ToDeviceMessage
-	for _, m := range s.toDev {
-		if eventType == "" || m.Type == eventType {
-			out = append(out, m)
+	return matching(s.toDev, func(m ToDeviceMessage) bool { return eventType == "" || m.Type == eventType })
+}
+
+// matching is a copy of the elements of xs that keep accepts, in order.
+func matching[T any](xs []T, keep func(T) bool) []T {
+	var out []T
+	for _, x := range xs {
+		if keep(x) {
+			out = append(out, x)
 		}
 	}
 	return out

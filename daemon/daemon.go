@@ -148,10 +148,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 
 	calls := callengine.DefaultConfig(callengine.PartyID(session.DeviceID()))
 	calls.RingTimeout = cfg.Ring.Timeout
-	calls.LiveView = map[callengine.UserID]bool{}
-	for _, u := range cfg.LiveViewAllowed() {
-		calls.LiveView[callengine.UserID(u)] = true
-	}
+	calls.LiveView = liveViewers(cfg)
 	engine := callengine.NewEngine(callengine.EngineConfig{
 		Machine:  calls,
 		OwnUser:  session.UserID(),
@@ -240,6 +237,17 @@ func retry(ctx context.Context, log *slog.Logger, what string, op func() error) 
 	return runloop.RetryAll(ctx, &b, op, func(err error, wait time.Duration) {
 		log.Warn(what+" failed; retrying", "err", err, "in", wait)
 	})
+}
+
+// liveViewers are the users whose calls (1:1) or group-call devices
+// (household) the intercom answers without a ring: live_view.allowed,
+// default the residents.
+func liveViewers(cfg *provisioning.Config) map[callengine.UserID]bool {
+	out := map[callengine.UserID]bool{}
+	for _, u := range cfg.LiveViewAllowed() {
+		out[callengine.UserID(u)] = true
+	}
+	return out
 }
 
 // directory is the resident → room map, read at every press.

@@ -21,12 +21,9 @@ func newHousehold(cfg *provisioning.Config, session *matrix.Session, peers calle
 		return nil
 	}
 	// Live view from the household: devices of these users joining the
-	// call make the intercom join without a ring (live_view.allowed,
-	// default the residents), as their 1:1 calls are answered.
-	liveView := map[callengine.UserID]bool{}
-	for _, u := range cfg.LiveViewAllowed() {
-		liveView[callengine.UserID(u)] = true
-	}
+	// call make the intercom join without a ring, as their 1:1 calls are
+	// answered.
+	liveView := liveViewers(cfg)
 	var r *group.Runner
 	setHooks := func(room callengine.RoomID) {
 		session.SetHouseholdHooks(&matrix.HouseholdHooks{

@@ -5,6 +5,9 @@
 GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# mautrix's crypto in pure Go (goolm), not libolm: every build and test,
+# including those the tests start themselves, inherits the tag.
+export GOFLAGS := -tags=goolm $(GOFLAGS)
 
 .PHONY: all build deps test test-unit vet fmt demo bench fuzz clean
 

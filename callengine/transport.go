@@ -17,6 +17,59 @@ type RoomEvent struct {
 	Content   json.RawMessage
 	Timestamp time.Time     // origin_server_ts
 	Age       time.Duration // unsigned.age at receipt, 0 if absent; negative if the homeserver said so
+	// Seal says whether the event arrived end-to-end encrypted and how
+	// far its sender's device is trusted. The zero value is a plaintext
+	// event in an unencrypted room.
+	Seal Seal
+}
+
+// Seal is what end-to-end encryption tells about one room event. The
+// Matrix adapter fills it from its crypto (Olm/Megolm); the door policy
+// reads it. An event that did not decrypt never reaches the call engines
+// or the door: the adapter logs it and keeps it back.
+type Seal struct {
+	// RoomEncrypted: the room has m.room.encryption, so a plaintext event
+	// in it was not sent by a resident's client (Element never sends
+	// plaintext into an encrypted room); only a homeserver could have put
+	// it there.
+	RoomEncrypted bool
+	// Encrypted: the event arrived as m.room.encrypted and decrypted.
+	Encrypted bool
+	// Device is the sender's device that holds the session's keys, when
+	// the crypto could tie them to one.
+	Device string
+	// Trust is how far that device is trusted.
+	Trust Trust
+}
+
+// Trust ranks the sender's device of a decrypted event.
+type Trust int
+
+const (
+	// TrustNone: plaintext, or keys that could not be tied to a device
+	// of the sender (unknown device, forwarded or backed-up keys, keys
+	// that do not match the device's).
+	TrustNone Trust = iota
+	// TrustDevice: the session's keys are those of a device the
+	// homeserver lists for the sender, not cross-signed by its user (or
+	// cross-signed by an identity that changed since the intercom first
+	// saw it).
+	TrustDevice
+	// TrustCrossSigned: that device is signed by its user's
+	// self-signing key, whose master key is the one the intercom first
+	// saw for the user (trust on first use) or one it verified.
+	TrustCrossSigned
+)
+
+func (t Trust) String() string {
+	switch t {
+	case TrustDevice:
+		return "device"
+	case TrustCrossSigned:
+		return "cross_signed"
+	default:
+		return "none"
+	}
 }
 
 // StateEvent is a state event of a room as the homeserver delivered it

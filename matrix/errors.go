@@ -18,4 +18,12 @@ var (
 	// ErrWrongAccount is returned by Login when an access token belongs to
 	// another user than the configured one.
 	ErrWrongAccount = errors.New("matrix: access token belongs to another user")
+	// ErrCryptoStore is returned by Login when the crypto store cannot be
+	// used for the logged-in device: unreadable, of another device, or
+	// not the one whose keys the homeserver has. The intercom then refuses
+	// to start rather than take on a new identity silently.
+	ErrCryptoStore = errors.New("matrix: crypto store")
+	// ErrDeviceChanged is returned when a new login got another device
+	// than the one the crypto store belongs to.
+	ErrDeviceChanged = errors.New("matrix: login changed the device of the crypto store")
 )

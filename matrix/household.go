@@ -27,6 +27,10 @@ type ToDeviceEvent struct {
 	Sender  callengine.UserID
 	Type    string
 	Content json.RawMessage
+	// Encrypted: the event arrived Olm-encrypted (m.room.encrypted) and
+	// decrypted; Device is then the sender's device that sent it.
+	Encrypted bool
+	Device    string
 }
 
 // HouseholdHooks receive what the group call needs from the sync loop.
@@ -94,7 +98,10 @@ type householdSync struct {
 // for the household and MatrixRTC hooks, when any is set. Both are loaded
 // once, so a whole response goes to the same hooks even if they are
 // replaced meanwhile.
-func (s *Session) handleStateHooks(raw json.RawMessage, initial bool) {
+//
+// decrypted are the to-device events that arrived Olm-encrypted, already
+// decrypted (e2ee.go); their encrypted form in raw is skipped.
+func (s *Session) handleStateHooks(raw json.RawMessage, decrypted []ToDeviceEvent, initial bool) {
 	hh, rh := s.household.Load(), s.rtc.Load()
 	if len(raw) == 0 || (hh == nil && rh == nil) {
 		return
@@ -104,13 +111,13 @@ func (s *Session) handleStateHooks(raw json.RawMessage, initial bool) {
 		s.log.Warn("undecodable sync response for the call hooks", "err", err)
 		return
 	}
-	s.handleHousehold(hh, &resp, initial)
+	s.handleHousehold(hh, &resp, decrypted, initial)
 	s.handleRTC(rh, &resp, initial)
 }
 
 // handleHousehold hands one sync response's state and to-device events to
 // h (nil: none).
-func (s *Session) handleHousehold(h *HouseholdHooks, resp *householdSync, initial bool) {
+func (s *Session) handleHousehold(h *HouseholdHooks, resp *householdSync, decrypted []ToDeviceEvent, initial bool) {
 	if h == nil {
 		return
 	}
@@ -142,21 +149,37 @@ func (s *Session) handleHousehold(h *HouseholdHooks, resp *householdSync, initia
 			Type    string          `json:"type"`
 			Content json.RawMessage `json:"content"`
 		}
-		if json.Unmarshal(r, &e) != nil || e.Type == "" {
+		if json.Unmarshal(r, &e) != nil || e.Type == "" || e.Type == event.ToDeviceEncrypted.Type {
 			continue
 		}
 		h.ToDevice(ToDeviceEvent{Sender: callengine.UserID(e.Sender), Type: e.Type, Content: e.Content})
+	}
+	for _, e := range decrypted {
+		h.ToDevice(e)
 	}
 }
 
 // SendToDevice sends content as a to-device event of eventType to one
 // device (PUT /sendToDevice/{eventType}/{txnId}, Matrix spec
-// "Send-to-Device messaging"), unencrypted. Retries reuse the
-// transaction ID, so a retry after a lost response cannot deliver twice.
+// "Send-to-Device messaging"). Retries reuse the transaction ID, so a
+// retry after a lost response cannot deliver twice.
+//
+// With encryption on and the household room encrypted, the event goes
+// Olm-encrypted to that device, as famedly's SDK sends group call
+// signalling in encrypted rooms; a retry then encrypts anew.
 func (s *Session) SendToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error {
 	body, err := json.Marshal(content)
 	if err != nil {
 		return fmt.Errorf("marshal %s content: %w", eventType, err)
+	}
+	if e, h := s.crypt.Load(), s.household.Load(); e != nil && h != nil && e.roomEncrypted(ctx, id.RoomID(h.Room)) {
+		err := s.do(ctx, "send encrypted to-device "+eventType, sendPolicy, func(ctx context.Context) error {
+			return e.sendToDevice(ctx, eventType, id.UserID(user), id.DeviceID(device), body)
+		})
+		if err != nil {
+			return fmt.Errorf("send %s to %s/%s: %w", eventType, user, device, err)
+		}
+		return nil
 	}
 	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
 	req := map[string]map[string]map[string]json.RawMessage{

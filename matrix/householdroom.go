@@ -127,6 +127,9 @@ func (s *Session) createHousehold(ctx context.Context, c *mautrix.Client, alias,
 		Invite:             invite,
 		PowerLevelOverride: &event.PowerLevelsEventContent{Events: events},
 	}
+	if s.opts.Encryption != nil {
+		req.InitialState = encryptionState()
+	}
 	p := retryPolicy{attempts: createRoomAttempts, backoff: loopPolicy.backoff}
 	var resp *mautrix.RespCreateRoom
 	err := s.do(ctx, "create household room", p, func(ctx context.Context) error {

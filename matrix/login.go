@@ -21,6 +21,26 @@ import (
 // until ctx ends, so an intercom that boots before its network comes up
 // waits instead of failing.
 func (s *Session) Login(ctx context.Context) error {
+	if err := s.login(ctx); err != nil {
+		return err
+	}
+	if s.opts.Encryption == nil || s.crypt.Load() != nil {
+		return nil
+	}
+	c, err := s.client()
+	if err != nil {
+		return err
+	}
+	e, err := openE2EE(ctx, s, c, *s.opts.Encryption)
+	if err != nil {
+		return err
+	}
+	s.crypt.Store(e)
+	s.log.Info("end-to-end encryption ready", "device_id", c.DeviceID, "ed25519", e.status.Ed25519)
+	return nil
+}
+
+func (s *Session) login(ctx context.Context) error {
 	stored, ok, err := s.store.Credentials()
 	if err != nil {
 		return fmt.Errorf("read stored credentials: %w", err)
@@ -121,6 +141,11 @@ func (s *Session) loginPassword(ctx context.Context, deviceID id.DeviceID) error
 
 // install makes c the session's client and stores its credentials.
 func (s *Session) install(c *mautrix.Client) error {
+	if e := s.crypt.Load(); e != nil && e.device != c.DeviceID {
+		// The homeserver gave another device than the one asked for:
+		// the crypto store's identity is not this device's.
+		return fmt.Errorf("%w: device %s, crypto store of %s", ErrDeviceChanged, c.DeviceID, e.device)
+	}
 	s.cli.Store(c)
 	err := s.store.SaveCredentials(Credentials{
 		Homeserver:  s.opts.Homeserver,

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -94,13 +95,25 @@ func (s *Session) SendEvent(ctx context.Context, room callengine.RoomID, eventTy
 	}
 	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
 	typ := event.Type{Type: eventType, Class: event.MessageEventType}
+	var sealed any // what goes out: body, or its encryption (e2ee.go)
 	var eventID string
 	err = s.do(ctx, "send "+eventType, sendPolicy, func(ctx context.Context) error {
 		c, err := s.client()
 		if err != nil {
 			return err
 		}
-		resp, err := c.SendMessageEvent(ctx, id.RoomID(room), typ, json.RawMessage(body),
+		if sealed == nil {
+			// Encrypted once: a retry sends the same ciphertext under
+			// the same transaction ID.
+			if e := s.crypt.Load(); e != nil {
+				if typ, sealed, err = e.seal(ctx, id.RoomID(room), eventType, body); err != nil {
+					return err
+				}
+			} else {
+				sealed = json.RawMessage(body)
+			}
+		}
+		resp, err := c.SendMessageEvent(ctx, id.RoomID(room), typ, sealed,
 			mautrix.ReqSendEvent{TransactionID: txn})
 		if err == nil && resp != nil {
 			eventID = string(resp.EventID)
@@ -132,6 +145,11 @@ const maxUpload = 8 << 20
 // (Matrix spec, "Content repository": POST /_matrix/media/v3/upload) and
 // returns its mxc:// URI.
 func (s *Session) UploadJPEG(ctx context.Context, name string, data []byte) (string, error) {
+	return s.upload(ctx, name, "image/jpeg", data)
+}
+
+// upload stores data in the media repository and returns its mxc:// URI.
+func (s *Session) upload(ctx context.Context, name, mime string, data []byte) (string, error) {
 	if len(data) == 0 || len(data) > maxUpload {
 		return "", fmt.Errorf("upload %s: %d bytes", name, len(data))
 	}
@@ -141,7 +159,7 @@ func (s *Session) UploadJPEG(ctx context.Context, name string, data []byte) (str
 		if err != nil {
 			return err
 		}
-		resp, err := c.UploadBytesWithName(ctx, data, "image/jpeg", name)
+		resp, err := c.UploadBytesWithName(ctx, data, mime, name)
 		if err == nil && resp != nil {
 			uri = resp.ContentURI.String()
 		}
@@ -165,20 +183,33 @@ func (s *Session) SendJPEG(ctx context.Context, room callengine.RoomID, body, na
 	if err != nil {
 		return "", fmt.Errorf("send image %s: not a JPEG: %w", name, err)
 	}
-	uri, err := s.UploadJPEG(ctx, name, data)
-	if err != nil {
-		return "", err
-	}
-	return s.SendEvent(ctx, room, event.EventMessage.Type, map[string]any{
+	content := map[string]any{
 		"msgtype":  event.MsgImage,
 		"body":     body,
 		"filename": name,
-		"url":      uri,
 		"info": map[string]any{
 			"mimetype": "image/jpeg",
 			"size":     len(data),
 			"w":        cfg.Width,
 			"h":        cfg.Height,
 		},
-	})
+	}
+	if e := s.crypt.Load(); e != nil && e.roomEncrypted(ctx, id.RoomID(room)) {
+		// An encrypted room gets an encrypted attachment (Matrix spec,
+		// "Sending encrypted attachments"): the homeserver stores only
+		// ciphertext, and the key travels inside the encrypted event.
+		file := attachment.NewEncryptedFile()
+		uri, err := s.upload(ctx, name, "application/octet-stream", file.Encrypt(data))
+		if err != nil {
+			return "", err
+		}
+		content["file"] = &event.EncryptedFileInfo{EncryptedFile: *file, URL: id.ContentURIString(uri)}
+	} else {
+		uri, err := s.UploadJPEG(ctx, name, data)
+		if err != nil {
+			return "", err
+		}
+		content["url"] = uri
+	}
+	return s.SendEvent(ctx, room, event.EventMessage.Type, content)
 }

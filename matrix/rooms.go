@@ -25,8 +25,9 @@ import (
 //
 // A room is usable when the intercom is joined, the resident is joined or
 // invited, and nobody else is a member: a classic 1:1 call rings every
-// other member of the room (shared/matrix-voip.md §1.5). Rooms are
-// unencrypted for now.
+// other member of the room (shared/matrix-voip.md §1.5). New rooms are
+// encrypted when encryption is on (create); existing rooms stay as they
+// are, encrypted or not.
 //
 // It is idempotent: a second call with the same state creates nothing.
 func (s *Session) EnsureDirectRooms(ctx context.Context) (map[callengine.UserID]callengine.RoomID, error) {
@@ -216,9 +217,11 @@ func (d *directRooms) recordDirect(ctx context.Context, user id.UserID, room id.
 
 // create makes a private direct room with resident invited.
 //
-// Preset private_chat, not trusted_private_chat: the resident gets the
+// With encryption on, the room is what Element makes for a DM: preset
+// trusted_private_chat (both ends at power level 100) and encrypted from
+// its first event. Without it, preset private_chat: the resident gets the
 // default power level, so a client cannot switch on encryption (state
-// default 50) in a room the intercom cannot yet decrypt.
+// default 50) in a room the intercom could not decrypt.
 func (d *directRooms) create(ctx context.Context, resident id.UserID) (id.RoomID, error) {
 	req := &mautrix.ReqCreateRoom{
 		Preset:   "private_chat",
@@ -229,6 +232,10 @@ func (d *directRooms) create(ctx context.Context, resident id.UserID) (id.RoomID
 		// Element Call): members send their call.member state at power
 		// level 0, as Element's own call rooms allow.
 		PowerLevelOverride: &event.PowerLevelsEventContent{Events: map[string]int{rtcMemberType: 0}},
+	}
+	if d.s.opts.Encryption != nil {
+		req.Preset = "trusted_private_chat"
+		req.InitialState = encryptionState()
 	}
 	// Only 429 is retried: after a 5xx or a lost response the room may
 	// exist already, and a second one would be left behind.
@@ -253,4 +260,15 @@ func (d *directRooms) create(ctx context.Context, resident id.UserID) (id.RoomID
 	d.joined = append(d.joined, resp.RoomID)
 	d.s.log.Info("created direct room", "room_id", resp.RoomID, "user_id", resident)
 	return resp.RoomID, nil
+}
+
+// encryptionState is the initial state that makes a new room encrypted
+// (Matrix spec, "m.room.encryption"), with Megolm and the spec's default
+// rotation (a week or 100 messages).
+func encryptionState() []*event.Event {
+	return []*event.Event{{
+		Type:     event.StateEncryption,
+		StateKey: new(string),
+		Content:  event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
+	}}
 }

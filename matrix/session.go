@@ -64,6 +64,12 @@ type Options struct {
 	// Messages makes Run deliver room messages and reactions (the door
 	// commands, messages.go) besides call events.
 	Messages bool
+	// Encryption, when set, turns on end-to-end encryption (e2ee.go):
+	// Login opens the crypto store, Run decrypts what arrives encrypted,
+	// senders encrypt for encrypted rooms, and rooms the intercom creates
+	// are encrypted. Nil keeps every room in the clear, and encrypted
+	// rooms deaf.
+	Encryption *EncryptionOptions
 }
 
 // Status describes the sync loop for the status API.
@@ -112,6 +118,10 @@ type Session struct {
 	// by its setter, possibly while Run reads it.
 	household atomic.Pointer[HouseholdHooks]
 	rtc       atomic.Pointer[RTCHooks]
+
+	// crypt is the end-to-end encryption, set by the first Login when
+	// Options.Encryption is; nil otherwise.
+	crypt atomic.Pointer[e2ee]
 
 	// clock is the homeserver's clock as the last /sync showed it
 	// (servertime.go); nil until then.
@@ -253,10 +263,23 @@ func (s *Session) Healthy() bool { return s.Status().Healthy }
 // Close releases the idle connections of the HTTP client it made. Run
 // must have returned; the Session must not be used after.
 func (s *Session) Close() error {
+	var err error
+	if e := s.crypt.Swap(nil); e != nil {
+		err = e.close()
+	}
 	if s.ownHTTP {
 		s.http.CloseIdleConnections()
 	}
-	return nil
+	return err
+}
+
+// CryptoStatus reports end-to-end encryption for the status API; Enabled
+// is false when it is off or Login has not opened it yet.
+func (s *Session) CryptoStatus() CryptoStatus {
+	if e := s.crypt.Load(); e != nil {
+		return e.statusCopy()
+	}
+	return CryptoStatus{}
 }
 
 func (s *Session) isResident(u id.UserID) bool {

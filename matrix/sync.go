@@ -41,11 +41,21 @@ var callEventTypes = []string{
 //
 // With messages set, the timeline also carries the room messages and
 // reactions residents open the door with (messageEventTypes).
-func syncFilter(messages bool) *mautrix.Filter {
+//
+// With encryption, the timeline also carries m.room.encrypted, and the
+// state and timeline carry every member and m.room.encryption (no lazy
+// loading): the crypto shares room keys with all members' devices, so it
+// must know all members.
+func syncFilter(messages, encryption bool) *mautrix.Filter {
 	none := &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}}
 	names := callEventTypes
 	if messages {
 		names = append(slices.Clip(names), messageEventTypes...)
+	}
+	state := &mautrix.FilterPart{Types: []event.Type{event.StateMember}, LazyLoadMembers: !encryption}
+	if encryption {
+		names = append(slices.Clip(names), event.EventEncrypted.Type, event.StateMember.Type, event.StateEncryption.Type)
+		state.Types = append(state.Types, event.StateEncryption)
 	}
 	types := make([]event.Type, len(names))
 	for i, t := range names {
@@ -57,7 +67,7 @@ func syncFilter(messages bool) *mautrix.Filter {
 		Room: &mautrix.RoomFilter{
 			AccountData: none,
 			Ephemeral:   none,
-			State:       &mautrix.FilterPart{Types: []event.Type{event.StateMember}, LazyLoadMembers: true},
+			State:       state,
 			Timeline:    &mautrix.FilterPart{Types: types, Limit: 50},
 		},
 	}
@@ -241,6 +251,13 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 		l.filterRejected = false
 	}
 	timeout := pollTimeout
+	if e := l.s.crypt.Load(); e != nil {
+		if d := e.nextRetry(); d > 0 {
+			// Events wait for their keys: come back in time to ask
+			// for them, or to give up on them.
+			timeout = min(timeout, d)
+		}
+	}
 	if first || l.since == "" {
 		// Answer at once at start-up so that Healthy turns true quickly.
 		timeout = 0
@@ -280,8 +297,14 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 	}
 	l.rejected = 0
 	l.s.sawServerTime(hresp)
+	var decrypted []ToDeviceEvent
+	if e := l.s.crypt.Load(); e != nil {
+		// Before anyone reads the response: room keys, device lists
+		// and the state of encrypted rooms (e2ee.go).
+		decrypted = e.handleSync(ctx, body, l.since == "")
+	}
 	l.handle(ctx, c, &resp, l.since == "")
-	l.s.handleStateHooks(body, l.since == "") // household.go, rtc.go: call memberships, to-device events, declines
+	l.s.handleStateHooks(body, decrypted, l.since == "") // household.go, rtc.go: call memberships, to-device events, declines
 	if resp.NextBatch != "" {
 		l.since = resp.NextBatch
 	}
@@ -341,6 +364,16 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 		}
 		return
 	}
+	crypt := l.s.crypt.Load()
+	if crypt != nil {
+		// Events that waited for their room keys come first: they were
+		// sent before this response's.
+		for _, ev := range crypt.retryWaiting(ctx) {
+			if l.s.delivers(ev.Type) {
+				l.handler(ev)
+			}
+		}
+	}
 	for _, room := range slices.Sorted(maps.Keys(resp.Rooms.Join)) {
 		for _, raw := range resp.Rooms.Join[room].Timeline.Events {
 			var e syncEvent
@@ -348,10 +381,24 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 				l.s.log.Warn("undecodable timeline event skipped", "room_id", room, "err", err)
 				continue
 			}
-			if !l.s.delivers(e.Type) || e.StateKey != nil || id.UserID(e.Sender) == self {
+			if e.StateKey != nil || id.UserID(e.Sender) == self {
 				continue
 			}
-			l.handler(e.roomEvent(room))
+			if e.Type == event.EventEncrypted.Type && crypt != nil {
+				ev, ok := crypt.decryptTimeline(ctx, room, raw, e)
+				if ok && l.s.delivers(ev.Type) {
+					l.handler(ev)
+				}
+				continue
+			}
+			if !l.s.delivers(e.Type) {
+				continue
+			}
+			ev := e.roomEvent(room)
+			if crypt != nil {
+				ev.Seal.RoomEncrypted = crypt.roomEncrypted(ctx, room)
+			}
+			l.handler(ev)
 		}
 	}
 }
@@ -423,7 +470,7 @@ func inviterOf(events []json.RawMessage, self id.UserID) (inviter id.UserID, for
 // per Run and keeps a firmware update that changes the filter from using a
 // stale one.
 func (s *Session) ensureFilter(ctx context.Context, c *mautrix.Client, reuse bool) (string, error) {
-	want := s.rtcFilter(s.householdFilter(syncFilter(s.opts.Messages)))
+	want := s.rtcFilter(s.householdFilter(syncFilter(s.opts.Messages, s.opts.Encryption != nil)))
 	stored, err := s.store.FilterID()
 	if err != nil {
 		s.log.Error("read stored filter ID", "err", err)

@@ -417,7 +417,7 @@ func TestRunBeforeLogin(t *testing.T) {
 }
 
 func TestSameFilter(t *testing.T) {
-	want := syncFilter(false)
+	want := syncFilter(false, false)
 	exact, _ := json.Marshal(want)
 	// What Dendrite v0.15.2 returns for syncFilter: defaults added.
 	dendrite := strings.NewReplacer(`{"not_types"`, `{"limit":10,"not_types"`, `{"account_data"`, `{"event_format":"client","account_data"`).Replace(string(exact))

@@ -1,0 +1,250 @@
+package matrix
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// The resident in these tests is a second Session with encryption (the
+// same mautrix crypto); the end-to-end tests (cmd/intercom/e2e) use
+// matrix-js-sdk's rust crypto in Chromium instead.
+
+// cryptoSession returns a Session of user with encryption in dir; the
+// door's residents are alice, alice's resident is the door (so that she
+// joins the door's invites).
+func (e *hsEnv) cryptoSession(t *testing.T, door bool, store Store, dir string) *Session {
+	t.Helper()
+	u, peer, pass := e.door, e.alice, doorPassword
+	if !door {
+		u, peer, pass = e.alice, e.door, "alice-password-1"
+	}
+	s, err := New(Options{
+		Homeserver: e.srv.BaseURL,
+		UserID:     callengine.UserID(u.UserID),
+		Password:   pass,
+		DeviceName: "Front door",
+		Residents:  []callengine.UserID{callengine.UserID(peer.UserID)},
+		Store:      store,
+		Messages:   true,
+		Encryption: &EncryptionOptions{Dir: dir},
+		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		HTTPClient: &http.Client{Transport: e.count},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// runUntil runs s until the returned stop is called.
+func runUntil(t *testing.T, s *Session) (<-chan callengine.RoomEvent, func()) {
+	t.Helper()
+	ch := make(chan callengine.RoomEvent, 100)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(ev callengine.RoomEvent) { ch <- ev }) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	eventually(t, "first sync", 30*time.Second, s.Healthy)
+	return ch, stop
+}
+
+// receiveType waits for the next event of type typ, skipping others.
+func receiveType(t *testing.T, ch <-chan callengine.RoomEvent, typ string) callengine.RoomEvent {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-ch:
+			if ev.Type == typ {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %s within 30s", typ)
+		}
+	}
+}
+
+func testJPEG(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewRGBA(image.Rect(0, 0, 64, 48))
+	for i := range img.Pix {
+		img.Pix[i] = byte(i)
+	}
+	img.Set(1, 1, color.White)
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestDendriteEncryptedDirectRoom(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	doorDir, aliceDir := t.TempDir(), t.TempDir()
+	door := e.cryptoSession(t, true, e.store, doorDir)
+	if err := door.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice := e.cryptoSession(t, false, &memStore{}, aliceDir)
+	if err := alice.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{cryptoDBName, pickleKeyName} {
+		fi, err := os.Stat(filepath.Join(doorDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", name, fi.Mode().Perm())
+		}
+	}
+	doorCh, stopDoor := runUntil(t, door)
+	aliceCh, _ := runUntil(t, alice)
+
+	rooms, err := door.EnsureDirectRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rooms[callengine.UserID(e.alice.UserID)]
+	eventually(t, "alice joins the encrypted DM", 30*time.Second, func() bool {
+		members, err := door.crypt.Load().state.GetRoomJoinedOrInvitedMembers(ctx, id.RoomID(room))
+		return err == nil && len(members) == 2 && door.crypt.Load().state.IsInRoom(ctx, id.RoomID(room), id.UserID(e.alice.UserID))
+	})
+	if !door.crypt.Load().roomEncrypted(ctx, id.RoomID(room)) {
+		t.Fatal("the DM the intercom created is not encrypted")
+	}
+	if err := door.PrepareEncryption(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+
+	// Door → alice: a notice, encrypted.
+	if _, err := door.SendText(ctx, room, "Someone rang", false); err != nil {
+		t.Fatal(err)
+	}
+	got := receiveType(t, aliceCh, event.EventMessage.Type)
+	if !got.Seal.Encrypted || got.Seal.Trust != callengine.TrustDevice || got.Seal.Device != door.DeviceID() {
+		t.Errorf("alice got the notice with seal %+v, want encrypted from device %s", got.Seal, door.DeviceID())
+	}
+	if !bytes.Contains(got.Content, []byte(`"Someone rang"`)) {
+		t.Errorf("alice got %s", got.Content)
+	}
+
+	// Alice → door: a command, encrypted, tied to her device.
+	if err := alice.PrepareEncryption(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	cmdID, err := alice.SendText(ctx, room, "!open", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := receiveType(t, doorCh, event.EventMessage.Type)
+	if cmd.ID != cmdID || !cmd.Seal.Encrypted || !cmd.Seal.RoomEncrypted || cmd.Seal.Trust != callengine.TrustDevice || cmd.Seal.Device != alice.DeviceID() {
+		t.Errorf("door got %s with seal %+v, want %s encrypted from alice's device %s", cmd.ID, cmd.Seal, cmdID, alice.DeviceID())
+	}
+	if m, ok := ParseMessage(cmd); !ok || m.Body != "!open" {
+		t.Errorf("door got %s", cmd.Content)
+	}
+
+	// Door → alice: a snapshot, as an encrypted attachment.
+	jpg := testJPEG(t)
+	if _, err := door.SendJPEG(ctx, room, "Visitor", "visitor.jpg", jpg); err != nil {
+		t.Fatal(err)
+	}
+	img := receiveType(t, aliceCh, event.EventMessage.Type)
+	var content event.MessageEventContent
+	if err := json.Unmarshal(img.Content, &content); err != nil {
+		t.Fatal(err)
+	}
+	if content.URL != "" || content.File == nil {
+		t.Fatalf("snapshot content %s: want an encrypted file, no url", img.Content)
+	}
+	mxc, err := content.File.URL.Parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := alice.client()
+	r, err := c.Download(ctx, mxc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := io.ReadAll(r.Body)
+	r.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(ct, jpg[:64]) {
+		t.Error("the homeserver stores the snapshot in the clear")
+	}
+	pt, err := content.File.Decrypt(ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jpeg.Decode(bytes.NewReader(pt)); err != nil || !bytes.Equal(pt, jpg) {
+		t.Errorf("decrypted snapshot: %v (equal %v)", err, bytes.Equal(pt, jpg))
+	}
+
+	// Restart the door with its stores kept: same identity, no new keys,
+	// old sessions still decrypt, no old command delivered again.
+	ed := door.CryptoStatus().Ed25519
+	stopDoor()
+	door.Close()
+	door2 := e.cryptoSession(t, true, e.store, doorDir)
+	if err := door2.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := door2.CryptoStatus().Ed25519; got != ed || got == "" {
+		t.Errorf("identity key after restart %q, want %q", got, ed)
+	}
+	doorCh2, stopDoor2 := runUntil(t, door2)
+	cmd2, err := alice.SendText(ctx, room, "!open again", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := receiveType(t, doorCh2, event.EventMessage.Type)
+	if again.ID != cmd2 || again.Seal.Trust != callengine.TrustDevice {
+		t.Errorf("after restart the door got %s (seal %+v), want %s (an old command replayed?)", again.ID, again.Seal, cmd2)
+	}
+	stopDoor2()
+	door2.Close()
+
+	// The crypto store deleted while the access token is kept: refused.
+	for _, n := range []string{cryptoDBName, cryptoDBName + "-wal", cryptoDBName + "-shm"} {
+		os.Remove(filepath.Join(doorDir, n))
+	}
+	door3 := e.cryptoSession(t, true, e.store, doorDir)
+	if err := door3.Login(ctx); !errors.Is(err, ErrCryptoStore) {
+		t.Errorf("Login without the crypto store: %v, want ErrCryptoStore", err)
+	} else {
+		t.Logf("refused as expected: %v", err)
+	}
+}

@@ -82,8 +82,11 @@ type (
 		slot int64
 		ev   PeerEvent
 	}
+	// poolReady carries a prepared peer to the run loop, which alone
+	// writes slot.peer: shutdown may be closing the slot meanwhile.
 	poolReady struct {
 		slot *slot
+		peer Peer
 		err  error
 	}
 	// ringTimeoutChange is SetRingTimeout's request.
@@ -228,8 +231,8 @@ func (r *runner) shutdown() {
 	r.bg.Stop()
 	// Peers created while shutting down arrived in the inbox.
 	for _, item := range r.e.inbox.Take() {
-		if p, ok := item.(poolReady); ok && p.slot != nil {
-			_ = p.slot.peer.Close()
+		if p, ok := item.(poolReady); ok && p.peer != nil {
+			_ = p.peer.Close()
 		}
 		if rr, ok := item.(ringRequest); ok {
 			rr.reply <- ErrStopped
@@ -249,6 +252,7 @@ func (r *runner) handle(item any) {
 			// synchronously anyway.
 			break
 		}
+		it.slot.peer = it.peer
 		r.pool = append(r.pool, it.slot)
 	case peerEvent:
 		r.peerEvent(it)
@@ -292,8 +296,7 @@ func (r *runner) fillPool() {
 				r.e.inbox.Push(poolReady{err: err})
 				return
 			}
-			s.peer = p
-			r.e.inbox.Push(poolReady{slot: s})
+			r.e.inbox.Push(poolReady{slot: s, peer: p})
 		})
 	}
 }

@@ -76,7 +76,8 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		Password: cfg.Matrix.Password, AccessToken: cfg.Matrix.AccessToken,
 		DeviceName: cfg.Matrix.DeviceName, Residents: residents,
 		Store: stateStore{state}, Logger: log.With("component", "matrix"),
-		Messages: true, // door commands (door.go)
+		Messages:   true, // door commands (door.go)
+		Encryption: encryptionOptions(cfg),
 	})
 	if err != nil {
 		return err
@@ -137,6 +138,11 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	}); err != nil {
 		return err
 	}
+
+	// Encrypted rooms get their room keys shared ahead, off the path to
+	// READY=1, so that a press costs one encryption per room, not a
+	// round of key claims (matrix/e2ee.go).
+	go prepareEncryption(ctx, session, rooms, log)
 
 	// MatrixRTC ringing (rtcsetup.go): nil unless matrixrtc.enabled. Made
 	// after login, which gives the device ID its identity needs, and
@@ -292,6 +298,8 @@ type matrixStatus struct {
 	DeviceID  string        `json:"device_id"`
 	Household *group.Status `json:"household,omitempty"`
 	MatrixRTC *rtcSection   `json:"matrixrtc,omitempty"`
+	// Encryption is nil with matrix.encryption off.
+	Encryption *encryptionStatus `json:"encryption,omitempty"`
 }
 
 func (r matrixReporter) Healthy() bool { return r.s.Healthy() }
@@ -299,7 +307,8 @@ func (r matrixReporter) Report() any {
 	st := r.s.Status()
 	return matrixStatus{Syncing: st.Healthy, LastSync: st.LastSync, Failures: st.ConsecutiveFailures,
 		LastError: st.LastError, UserID: string(r.s.UserID()), DeviceID: r.s.DeviceID(),
-		Household: householdStatus(r.hh), MatrixRTC: r.rtc.rtcStatus()}
+		Household: householdStatus(r.hh), MatrixRTC: r.rtc.rtcStatus(),
+		Encryption: newEncryptionStatus(r.s.CryptoStatus())}
 }
 
 // householdStatus is the household call's last status; nil with group

@@ -76,6 +76,7 @@ func (p *doorParts) route(calls func(callengine.RoomEvent)) func(callengine.Room
 			EventID: ev.ID, Room: ev.Room, Sender: ev.Sender,
 			Text: m.Body, Reaction: m.Kind == matrix.KindReaction, Key: m.Key, Target: m.Target,
 			Timestamp: ev.Timestamp, Age: ev.Age, ServerNow: p.serverNow(received),
+			Seal: ev.Seal,
 		}, received)
 	}
 }

@@ -107,8 +107,9 @@ func doorPolicy(cfg *provisioning.Config) device.DoorConfig {
 	return device.DoorConfig{
 		Commands: cfg.Door.Commands, ReactionKey: cfg.Door.Reaction, Pulse: cfg.Door.Pulse,
 		Authorized: userIDs(authorized), Window: cfg.Door.Window,
-		OnlyDuringCall:    cfg.Door.OnlyDuringCall || cfg.Door.Window == 0,
-		ReplyUnauthorized: cfg.Door.ReplyUnauthorized,
+		OnlyDuringCall:     cfg.Door.OnlyDuringCall || cfg.Door.Window == 0,
+		ReplyUnauthorized:  cfg.Door.ReplyUnauthorized,
+		RequireCrossSigned: cfg.Door.RequireCrossSigned,
 	}
 }
 

@@ -44,6 +44,13 @@ type DoorConfig struct {
 	// started: a phone that was offline for an hour must not open the door
 	// when it reconnects (default 60 s).
 	MaxAge time.Duration
+	// RequireCrossSigned obeys only commands that arrived encrypted from
+	// a device its user cross-signed (callengine.TrustCrossSigned). Off,
+	// an encrypted command needs only a device of the sender's own
+	// (callengine.TrustDevice). Either way a plaintext command in an
+	// encrypted room, and an encrypted one that could not be tied to a
+	// device of the sender, are refused.
+	RequireCrossSigned bool
 }
 
 // DefaultPulse, DefaultCommand, DefaultReactionKey, DefaultMaxAge and
@@ -119,6 +126,8 @@ type DoorRequest struct {
 	// sync (from the Date of the /sync response that carried it); zero if
 	// unknown. The Door hands it to DoorPolicy.ServerTime.
 	ServerNow time.Time
+	// Seal is what end-to-end encryption says of the event.
+	Seal callengine.Seal
 }
 
 // Verdict is what the policy made of a request.
@@ -134,6 +143,7 @@ const (
 	VerdictUnauthorized  Verdict = "unauthorized"
 	VerdictOutsideWindow Verdict = "outside_window" // no call and no ring within Window
 	VerdictRateLimited   Verdict = "rate_limited"   // the door was opened less than Pulse ago
+	VerdictUntrusted     Verdict = "untrusted"      // not what the sender's own device said (encryption), see DoorConfig.RequireCrossSigned
 )
 
 // Decision is the policy's answer to one request.
@@ -380,6 +390,9 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 		ts = srv
 	}
 	p.remember(r.EventID, ts)
+	if why, reply := p.untrusted(r.Seal); why != "" {
+		return Decision{Verdict: VerdictUntrusted, Why: why, Changed: true, Reply: p.reply(now, r.Sender, reply)}
+	}
 	if v, why := p.stale(now, r); v != "" {
 		return Decision{Verdict: v, Why: why, Changed: true}
 	}
@@ -398,6 +411,23 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 		p.lastPulse = now
 	}
 	return d
+}
+
+// untrusted says why a command's seal does not let it open the door, and
+// what to tell its sender; "" if it does.
+func (p *DoorPolicy) untrusted(seal callengine.Seal) (why, reply string) {
+	switch {
+	case seal.RoomEncrypted && !seal.Encrypted:
+		// Clients never send plaintext into an encrypted room; a
+		// homeserver can put any event there in a member's name.
+		return "plaintext command in an encrypted room", ""
+	case seal.Encrypted && seal.Trust < callengine.TrustDevice:
+		return "encrypted with keys that are not those of a device of the sender", ""
+	case p.cfg.RequireCrossSigned && seal.Trust < callengine.TrustCrossSigned:
+		return fmt.Sprintf("device %q is not cross-signed by its user (door.require_cross_signed)", seal.Device),
+			"Not opened: this device is not verified. Verify it from another of your devices (Settings → Sessions), then try again."
+	}
+	return "", ""
 }
 
 // refuseStranger refuses a command from a sender who is not authorised.

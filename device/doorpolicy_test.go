@@ -219,3 +219,54 @@ func TestDoorPolicyForgetsIntoTheFloor(t *testing.T) {
 		t.Errorf("forgotten event obeyed: %+v", d)
 	}
 }
+
+// TestDoorPolicyTrust: what end-to-end encryption says of a command
+// decides before its age and the window do (issue 14).
+func TestDoorPolicyTrust(t *testing.T) {
+	plainRoom := callengine.Seal{}
+	plainInEncrypted := callengine.Seal{RoomEncrypted: true}
+	unknownDevice := callengine.Seal{RoomEncrypted: true, Encrypted: true}
+	device := callengine.Seal{RoomEncrypted: true, Encrypted: true, Device: "PHONE", Trust: callengine.TrustDevice}
+	crossSigned := callengine.Seal{RoomEncrypted: true, Encrypted: true, Device: "PHONE", Trust: callengine.TrustCrossSigned}
+	tests := []struct {
+		seal         callengine.Seal
+		requireCross bool
+		want         Verdict
+		reply        bool
+	}{
+		{plainRoom, false, VerdictOpen, false},
+		{plainInEncrypted, false, VerdictUntrusted, false},
+		{unknownDevice, false, VerdictUntrusted, false},
+		{device, false, VerdictOpen, false},
+		{crossSigned, false, VerdictOpen, false},
+		{plainRoom, true, VerdictUntrusted, true},
+		{plainInEncrypted, true, VerdictUntrusted, false},
+		{unknownDevice, true, VerdictUntrusted, false},
+		{device, true, VerdictUntrusted, true},
+		{crossSigned, true, VerdictOpen, false},
+	}
+	for i, tt := range tests {
+		t.Run(fmt.Sprintf("%d", i), func(t *testing.T) {
+			cfg := testDoorConfig()
+			cfg.RequireCrossSigned = tt.requireCross
+			p := NewDoorPolicy(cfg, t0, DoorMemory{})
+			p.ServerTime(t0, t0)
+			p.Rang(t0)
+			req := openReq("$a", alice, t0.Add(time.Second))
+			req.Seal = tt.seal
+			d := p.Decide(t0.Add(time.Second), req)
+			if d.Verdict != tt.want || (d.Reply != "") != tt.reply {
+				t.Fatalf("seal %+v, require cross-signed %v: %s (%s), reply %q; want %s, reply %v",
+					tt.seal, tt.requireCross, d.Verdict, d.Why, d.Reply, tt.want, tt.reply)
+			}
+			// Refused once is refused for good: the same event, even
+			// from a trusted device, is a duplicate.
+			if d.Verdict == VerdictUntrusted {
+				req.Seal = crossSigned
+				if again := p.Decide(t0.Add(2*time.Second), req); again.Verdict != VerdictDuplicate {
+					t.Errorf("replayed with another seal: %s, want duplicate", again.Verdict)
+				}
+			}
+		})
+	}
+}

@@ -62,6 +62,8 @@ type Matrix struct {
 	AccessTokenFile string // path, resolved relative to config dir
 	DeviceName      string // default "Intercom"; also the direct rooms' name
 	RoomAvatar      string // PNG or JPEG for the direct rooms; "" leaves avatars alone
+	Encryption      bool   // end-to-end encryption, default true
+	ShareKeys       string // "all" (default) or "cross_signed": devices that get room keys
 
 	// The secrets themselves are never in the file, only where to find them,
 	// so that the configuration can be shown, logged and version-controlled.
@@ -115,6 +117,9 @@ type Door struct {
 	OnlyDuringCall    bool          // no ring window: commands only during a call
 	Window            time.Duration // after a ring, default 3m; 0: only during a call
 	ReplyUnauthorized bool
+	// RequireCrossSigned obeys only encrypted commands from devices
+	// their user cross-signed.
+	RequireCrossSigned bool
 }
 
 // Notices are the messages posted into residents' rooms.

@@ -33,6 +33,8 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 			UserID:       "@intercom:example.org",
 			PasswordFile: "/etc/intercom/secrets/password",
 			DeviceName:   "Intercom",
+			Encryption:   true,
+			ShareKeys:    "all",
 		},
 		StateDir:  "/etc/intercom/state",
 		Residents: []string{"@alice:example.org"},

@@ -32,6 +32,12 @@ var schema = []field{
 	// not here: Parse must not read files (hwtest uses it without secrets).
 	optional("matrix.room_avatar", "", func(c *Config) *string { return &c.Matrix.RoomAvatar },
 		path),
+	// End-to-end encryption (matrix/e2ee.go): the crypto store lives in
+	// state_dir; rooms the intercom creates are encrypted.
+	optional("matrix.encryption", true, func(c *Config) *bool { return &c.Matrix.Encryption },
+		boolean),
+	optional("matrix.share_keys", "all", func(c *Config) *string { return &c.Matrix.ShareKeys },
+		oneOf("all", "cross_signed")),
 
 	required("state_dir", func(c *Config) *string { return &c.StateDir },
 		path),
@@ -66,6 +72,8 @@ var schema = []field{
 	optional("door.only_during_call", false, func(c *Config) *bool { return &c.Door.OnlyDuringCall },
 		boolean),
 	optional("door.reply_unauthorized", true, func(c *Config) *bool { return &c.Door.ReplyUnauthorized },
+		boolean),
+	optional("door.require_cross_signed", false, func(c *Config) *bool { return &c.Door.RequireCrossSigned },
 		boolean),
 
 	optional("notices.ring", true, func(c *Config) *bool { return &c.Notices.Ring },

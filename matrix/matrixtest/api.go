@@ -148,6 +148,8 @@ func (s *Server) answer(route, path string, r *http.Request, body []byte, who [2
 		uri := fmt.Sprintf("mxc://%s/m%d", s.server, s.seq)
 		s.uploads = append(s.uploads, Upload{ContentType: r.Header.Get("Content-Type"), Name: r.URL.Query().Get("filename"), URI: uri, Data: body})
 		return okJSON(map[string]string{"content_uri": uri})
+	case "POST keys":
+		return s.keys(last, body, who)
 	case "GET voip":
 		return OK(s.turn)
 	case "POST openid":
@@ -231,4 +233,51 @@ func (s *Server) login(body []byte) Reply {
 	tok := fmt.Sprintf("tok%d", s.seq)
 	s.tokens[tok] = [2]string{s.UserID, dev}
 	return okJSON(map[string]string{"user_id": s.UserID, "device_id": dev, "access_token": tok})
+}
+
+// keys answers keys/upload, keys/query and keys/claim (Matrix spec,
+// "End-to-end encryption": key management API) as far as a device needs
+// to start its crypto: uploaded device keys are listed by query, one-time
+// keys are counted but never claimed.
+func (s *Server) keys(op string, body []byte, who [2]string) Reply {
+	switch op {
+	case "upload":
+		var req struct {
+			DeviceKeys  json.RawMessage            `json:"device_keys"`
+			OneTimeKeys map[string]json.RawMessage `json:"one_time_keys"`
+		}
+		if json.Unmarshal(body, &req) != nil {
+			return Error(http.StatusBadRequest, "M_BAD_JSON")
+		}
+		if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
+			if s.deviceKeys == nil {
+				s.deviceKeys = map[string]map[string]json.RawMessage{}
+			}
+			if s.deviceKeys[who[0]] == nil {
+				s.deviceKeys[who[0]] = map[string]json.RawMessage{}
+			}
+			s.deviceKeys[who[0]][who[1]] = req.DeviceKeys
+		}
+		return okJSON(map[string]any{"one_time_key_counts": map[string]int{"signed_curve25519": len(req.OneTimeKeys)}})
+	case "query":
+		var req struct {
+			DeviceKeys map[string][]string `json:"device_keys"`
+		}
+		if json.Unmarshal(body, &req) != nil {
+			return Error(http.StatusBadRequest, "M_BAD_JSON")
+		}
+		out := map[string]map[string]json.RawMessage{}
+		for user, devs := range req.DeviceKeys {
+			out[user] = map[string]json.RawMessage{}
+			for dev, k := range s.deviceKeys[user] {
+				if len(devs) == 0 || slices.Contains(devs, dev) {
+					out[user][dev] = k
+				}
+			}
+		}
+		return okJSON(map[string]any{"device_keys": out, "failures": map[string]any{}})
+	case "claim":
+		return okJSON(map[string]any{"one_time_keys": map[string]any{}, "failures": map[string]any{}})
+	}
+	return Error(http.StatusNotFound, "M_UNRECOGNIZED")
 }

@@ -155,8 +155,12 @@ type Server struct {
 	sent    []Event
 	toDev   []ToDeviceMessage
 	uploads []Upload
-	pending batch // what the next /sync delivers
-	batches int
+	// deviceKeys are the device keys uploaded (POST keys/upload), by user
+	// and device, for keys/query: enough for the intercom's crypto to
+	// start (matrix/e2ee.go); no one-time keys are handed out.
+	deviceKeys map[string]map[string]json.RawMessage
+	pending    batch // what the next /sync delivers
+	batches    int
 
 	// changed is closed (and replaced) at every request and change, for
 	// Await; news when /sync has something new to answer with.

@@ -165,6 +165,7 @@ matrix:
   user_id: %q
   password_file: ./intercom-password
   device_name: Demo front door
+  encryption: false
 state_dir: ./intercom-state
 residents: [%q]
 ring:

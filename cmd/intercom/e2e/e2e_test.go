@@ -36,6 +36,10 @@ type e2e struct {
 	cmd       *exec.Cmd
 	log       *lockedBuffer
 	residents []*resident.Resident
+	// encrypted is matrix.encryption; off by default here, so that the
+	// tests of the unencrypted paths keep them (residents without crypto
+	// cannot read an encrypted DM). The encryption tests turn it on.
+	encrypted bool
 }
 
 type lockedBuffer struct {

@@ -32,6 +32,8 @@ type systemOptions struct {
 	// ConfigFor, if set, returns more YAML once the homeserver runs (for
 	// parts that need its URL, such as a LiveKit JWT service).
 	ConfigFor func(hs *dendrite.Server, dir string) string
+	// Encrypted turns on matrix.encryption, and the residents' crypto.
+	Encrypted bool
 }
 
 // startSystemWith is startSystem with options: Dendrite, the residents
@@ -45,6 +47,7 @@ func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	e := newE2E(ctx, t, dendrite.StartTWith(t, opts.Homeserver))
+	e.encrypted = opts.Encrypted
 	var ids []string
 	for _, name := range residents {
 		pw := name + "-password"
@@ -114,6 +117,7 @@ func (e *e2e) writeConfig(residents []string, ring time.Duration, extra string) 
   user_id: %q
   password_file: ./password
   device_name: Front door
+  encryption: %v
 state_dir: ./state
 residents: [%s]
 ring:
@@ -122,7 +126,7 @@ api:
   listen: %s
 log:
   level: debug
-%s`, e.hs.BaseURL, e.bot.UserID, strings.Join(ids, ", "), ring, e.api, extra)
+%s`, e.hs.BaseURL, e.bot.UserID, e.encrypted, strings.Join(ids, ", "), ring, e.api, extra)
 	e.cfgPath = filepath.Join(e.dir, "intercom.yaml")
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)

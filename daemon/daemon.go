@@ -71,14 +71,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	for i, r := range cfg.Residents {
 		residents[i] = callengine.UserID(r)
 	}
-	session, err := matrix.New(matrix.Options{
-		Homeserver: cfg.Matrix.Homeserver, UserID: callengine.UserID(cfg.Matrix.UserID),
-		Password: cfg.Matrix.Password, AccessToken: cfg.Matrix.AccessToken,
-		DeviceName: cfg.Matrix.DeviceName, Residents: residents,
-		Store: stateStore{state}, Logger: log.With("component", "matrix"),
-		Messages:   true, // door commands (door.go)
-		Encryption: encryptionOptions(cfg),
-	})
+	session, err := newSession(cfg, state, log)
 	if err != nil {
 		return err
 	}

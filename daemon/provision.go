@@ -7,12 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/atomicfile"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/provisioning"
 )
@@ -30,7 +32,12 @@ const provisionTimeout = 2 * time.Minute
 // nothing.
 // Provision is `intercom provision`: the first login and the residents'
 // rooms, created or repaired; it prints what it found and changed.
-func Provision(ctx context.Context, path string, stdout, stderr io.Writer) int {
+//
+// With encryption on it also makes the intercom's device cross-signed by
+// its own identity (EnsureCrossSigning). A new identity's recovery key is
+// saved as recovery-key in state_dir (0600), or, with printRecoveryKey,
+// printed once and kept nowhere.
+func Provision(ctx context.Context, path string, printRecoveryKey bool, stdout, stderr io.Writer) int {
 	cfg, code := LoadConfig(path, stderr)
 	if cfg == nil {
 		return code
@@ -47,7 +54,7 @@ func Provision(ctx context.Context, path string, stdout, stderr io.Writer) int {
 	defer cancel()
 	// Warnings and errors only: the summary below says what happened.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: max(cfg.Log.SlogLevel(), slog.LevelWarn)}))
-	sum, err := provisionAccount(ctx, cfg, log)
+	sum, err := provisionAccount(ctx, cfg, printRecoveryKey, log)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", err, cause)
@@ -66,6 +73,11 @@ type provisionSummary struct {
 	Rooms            []roomChange
 	// Household is the household room, when household.room is set.
 	Household *matrix.HouseholdRoom
+	// Identity is the cross-signing outcome; nil with encryption off.
+	Identity *matrix.CrossSigning
+	// RecoveryKeyFile is where a new identity's recovery key was saved;
+	// "" when it was printed instead (RecoveryKey) or nothing was made.
+	RecoveryKeyFile, RecoveryKey string
 }
 
 type roomChange struct {
@@ -96,6 +108,9 @@ func (s provisionSummary) Changes() int {
 			n += len(h.Invited)
 		}
 	}
+	if id := s.Identity; id != nil && (id.Created || id.Signed) {
+		n++
+	}
 	return n
 }
 
@@ -103,7 +118,7 @@ func (s provisionSummary) Changes() int {
 // every resident has a direct room, through the same Session the daemon
 // uses, so that provision and run can never disagree about what a usable
 // room is.
-func provisionAccount(ctx context.Context, cfg *provisioning.Config, log *slog.Logger) (provisionSummary, error) {
+func provisionAccount(ctx context.Context, cfg *provisioning.Config, printRecoveryKey bool, log *slog.Logger) (provisionSummary, error) {
 	var sum provisionSummary
 	state, err := provisioning.OpenState(cfg.StateDir)
 	if err != nil {
@@ -137,6 +152,11 @@ func provisionAccount(ctx context.Context, cfg *provisioning.Config, log *slog.L
 	}
 	sum.UserID, sum.DeviceID = string(session.UserID()), session.DeviceID()
 	sum.NewLogin = !hadLogin || before.AccessToken != after.AccessToken || before.DeviceID != after.DeviceID
+	if cfg.Matrix.Encryption {
+		if err := provisionIdentity(ctx, cfg, session, printRecoveryKey, &sum); err != nil {
+			return sum, err
+		}
+	}
 	look, err := roomLook(cfg)
 	if err != nil {
 		return sum, err
@@ -167,6 +187,45 @@ func provisionAccount(ctx context.Context, cfg *provisioning.Config, log *slog.L
 		sum.Household = &h
 	}
 	return sum, nil
+}
+
+// recoveryKeyFile is where provision keeps a new identity's recovery key
+// unless told to print it.
+const recoveryKeyFile = "recovery-key"
+
+// provisionIdentity cross-signs the intercom's device by its own identity,
+// creating the identity on first run. A kept recovery key unlocks an
+// identity that does not sign this device yet (a new device).
+func provisionIdentity(ctx context.Context, cfg *provisioning.Config, session *matrix.Session, printKey bool, sum *provisionSummary) error {
+	keyPath := filepath.Join(cfg.StateDir, recoveryKeyFile)
+	kept := ""
+	if b, err := os.ReadFile(keyPath); err == nil {
+		kept = strings.TrimSpace(string(b))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("recovery key: %w", err)
+	}
+	cs, err := session.EnsureCrossSigning(ctx, kept)
+	if errors.Is(err, matrix.ErrIdentityLocked) {
+		return fmt.Errorf("cross-signing: %w; put its recovery key into %s and run provision again", err, keyPath)
+	}
+	if err != nil {
+		return fmt.Errorf("cross-signing: %w", err)
+	}
+	sum.Identity = &cs
+	if !cs.Created {
+		return nil
+	}
+	if printKey {
+		sum.RecoveryKey = cs.RecoveryKey
+		return nil
+	}
+	if err := atomicfile.WriteFile(keyPath, []byte(cs.RecoveryKey+"\n"), 0o600); err != nil {
+		// The identity exists now; its key must not be lost unseen.
+		sum.RecoveryKey = cs.RecoveryKey
+		return fmt.Errorf("save the recovery key to %s: %w (the key is %s: write it down)", keyPath, err, cs.RecoveryKey)
+	}
+	sum.RecoveryKeyFile = keyPath
+	return nil
 }
 
 // householdRoomName names a household room the intercom creates.
@@ -231,6 +290,9 @@ func applyRoomLook(ctx context.Context, cfg *provisioning.Config, s interface {
 
 // newSession builds the Matrix session from the configuration, as the
 // daemon does.
+// newSession is the intercom's Matrix session as the configuration makes
+// it, for provision and run alike (the same device, crypto store and
+// residents).
 func newSession(cfg *provisioning.Config, state *provisioning.State, log *slog.Logger) (*matrix.Session, error) {
 	residents := make([]callengine.UserID, len(cfg.Residents))
 	for i, r := range cfg.Residents {
@@ -241,6 +303,8 @@ func newSession(cfg *provisioning.Config, state *provisioning.State, log *slog.L
 		Password: cfg.Matrix.Password, AccessToken: cfg.Matrix.AccessToken,
 		DeviceName: cfg.Matrix.DeviceName, Residents: residents,
 		Store: stateStore{state}, Logger: log.With("component", "matrix"),
+		Messages:   true, // door commands (door.go)
+		Encryption: encryptionOptions(cfg),
 	})
 }
 
@@ -269,6 +333,18 @@ func (s provisionSummary) print(w io.Writer, cfg *provisioning.Config) {
 		}
 		fmt.Fprintf(tw, "  resident %s\troom %s\t%s\n", r.Resident, r.Room, change)
 	}
+	if id := s.Identity; id != nil {
+		what := "device already cross-signed"
+		switch {
+		case id.Created && s.RecoveryKeyFile != "":
+			what = "new identity; device cross-signed; recovery key saved in " + s.RecoveryKeyFile
+		case id.Created:
+			what = "new identity; device cross-signed; recovery key printed below, kept nowhere"
+		case id.Signed:
+			what = "device cross-signed now with the recovery key"
+		}
+		fmt.Fprintf(tw, "  identity\tmaster key %s\t%s\n", id.MasterKey, what)
+	}
 	if h := s.Household; h != nil {
 		change := "unchanged"
 		switch {
@@ -280,6 +356,9 @@ func (s provisionSummary) print(w io.Writer, cfg *provisioning.Config) {
 		fmt.Fprintf(tw, "  household\troom %s\t%s\n", h.Room, change)
 	}
 	tw.Flush()
+	if s.RecoveryKey != "" {
+		fmt.Fprintf(w, "recovery key (shown once; it restores the intercom's identity on a new device): %s\n", s.RecoveryKey)
+	}
 	if n := s.Changes(); n == 0 {
 		fmt.Fprintln(w, "nothing changed: the account and rooms already match the configuration")
 	} else {

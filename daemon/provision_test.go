@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"image"
 	"image/png"
 	"os"
@@ -19,7 +20,7 @@ import (
 func provisionRun(t *testing.T, path string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errs bytes.Buffer
-	code = Provision(t.Context(), path, &out, &errs)
+	code = Provision(t.Context(), path, false, &out, &errs)
 	return code, out.String(), errs.String()
 }
 
@@ -67,12 +68,16 @@ func TestProvision(t *testing.T) {
 		"logged in now; access token and device ID kept in",
 		"resident @alice:hs.test", "created; @alice:hs.test is invited; set avatar",
 		"household", "created; every resident is invited",
-		"3 change(s)", // the login, alice's room, the household room
+		"identity", "new identity; device cross-signed; recovery key saved in",
+		"4 change(s)", // the login, alice's room, the identity, the household room
 		"password is no longer needed and may be removed",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("first run's output lacks %q:\n%s", want, out)
 		}
+	}
+	if fi, err := os.Stat(filepath.Join(filepath.Dir(path), "state", "recovery-key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("recovery key file: %v, %v", fi, err)
 	}
 	home, ok := hs.Alias("#household:hs.test")
 	if !ok {
@@ -140,5 +145,23 @@ func TestProvisionFails(t *testing.T) {
 				t.Errorf("exit %d, stdout %q, stderr:\n%s\nwant %q", code, out, errs, tc.want)
 			}
 		})
+	}
+}
+
+// TestProvisionPrintsRecoveryKey: --print-recovery-key shows a new
+// identity's recovery key once and keeps it nowhere.
+func TestProvisionPrintsRecoveryKey(t *testing.T) {
+	hs := newHS(t)
+	path := writeConfig(t, hs, "")
+	var out, errs strings.Builder
+	if code := Provision(t.Context(), path, true, &out, &errs); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out.String(), errs.String())
+	}
+	line, ok := findLine(out.String(), "recovery key (shown once")
+	if !ok || len(strings.Fields(line)) < 10 {
+		t.Errorf("no recovery key printed:\n%s", out.String())
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(path), "state", "recovery-key")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("recovery key kept in state_dir: %v", err)
 	}
 }

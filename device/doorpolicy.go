@@ -390,7 +390,7 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 		ts = srv
 	}
 	p.remember(r.EventID, ts)
-	if why, reply := p.untrusted(r.Seal); why != "" {
+	if why, reply := p.untrusted(r); why != "" {
 		return Decision{Verdict: VerdictUntrusted, Why: why, Changed: true, Reply: p.reply(now, r.Sender, reply)}
 	}
 	if v, why := p.stale(now, r); v != "" {
@@ -415,14 +415,25 @@ func (p *DoorPolicy) Decide(now time.Time, r DoorRequest) Decision {
 
 // untrusted says why a command's seal does not let it open the door, and
 // what to tell its sender; "" if it does.
-func (p *DoorPolicy) untrusted(seal callengine.Seal) (why, reply string) {
+//
+// A plaintext text command in an encrypted room is refused: clients never
+// send messages in the clear there, while a homeserver can put any event
+// there in a member's name. A plaintext reaction is not: Element Web
+// (matrix-js-sdk) sends every m.reaction unencrypted, even in encrypted
+// rooms, so that the homeserver can aggregate them. Such a reaction is
+// only as trustworthy as the homeserver; an installer who does not trust
+// the homeserver sets RequireCrossSigned, which refuses it (and leaves
+// "!open", encrypted, to those residents).
+func (p *DoorPolicy) untrusted(r DoorRequest) (why, reply string) {
+	seal := r.Seal
 	switch {
-	case seal.RoomEncrypted && !seal.Encrypted:
-		// Clients never send plaintext into an encrypted room; a
-		// homeserver can put any event there in a member's name.
+	case seal.RoomEncrypted && !seal.Encrypted && !r.Reaction:
 		return "plaintext command in an encrypted room", ""
 	case seal.Encrypted && seal.Trust < callengine.TrustDevice:
 		return "encrypted with keys that are not those of a device of the sender", ""
+	case p.cfg.RequireCrossSigned && !seal.Encrypted:
+		return "not encrypted, so not tied to a device (door.require_cross_signed)",
+			"Not opened: this was not sent encrypted from a verified device. Send the open command as a message instead."
 	case p.cfg.RequireCrossSigned && seal.Trust < callengine.TrustCrossSigned:
 		return fmt.Sprintf("device %q is not cross-signed by its user (door.require_cross_signed)", seal.Device),
 			"Not opened: this device is not verified. Verify it from another of your devices (Settings → Sessions), then try again."

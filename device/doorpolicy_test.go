@@ -261,6 +261,21 @@ func TestDoorPolicyTrust(t *testing.T) {
 			}
 			// Refused once is refused for good: the same event, even
 			// from a trusted device, is a duplicate.
+			// The same seal on a 🔑 reaction: a plaintext reaction in an
+			// encrypted room is what Element Web sends, and passes
+			// unless cross-signing is required.
+			q := NewDoorPolicy(cfg, t0, DoorMemory{})
+			q.ServerTime(t0, t0)
+			q.Rang(t0)
+			q.NoticeSent("$notice")
+			react := DoorRequest{EventID: "$r", Sender: alice, Reaction: true, Key: "🔑", Target: "$notice", Timestamp: t0.Add(time.Second), Seal: tt.seal}
+			wantReact := tt.want
+			if tt.seal == plainInEncrypted && !tt.requireCross {
+				wantReact = VerdictOpen
+			}
+			if got := q.Decide(t0.Add(time.Second), react); got.Verdict != wantReact {
+				t.Errorf("reaction with seal %+v: %s (%s), want %s", tt.seal, got.Verdict, got.Why, wantReact)
+			}
 			if d.Verdict == VerdictUntrusted {
 				req.Seal = crossSigned
 				if again := p.Decide(t0.Add(2*time.Second), req); again.Verdict != VerdictDuplicate {

@@ -245,6 +245,18 @@ func openE2EE(ctx context.Context, s *Session, c *mautrix.Client, opts Encryptio
 	}
 	own := e.mach.OwnIdentity()
 	e.status = CryptoStatus{Enabled: true, DeviceID: string(c.DeviceID), Ed25519: string(own.SigningKey)}
+	// Whether residents see this device as verified: a status, not a
+	// reason to refuse to start (provision sets it up).
+	if _, err := e.mach.FetchKeys(ctx, []id.UserID{c.UserID}, true); err != nil {
+		s.log.Warn("fetch the intercom's own keys", "err", err)
+	} else if signed, err := e.ownDeviceSigned(ctx); err != nil {
+		s.log.Warn("check the intercom's cross-signing", "err", err)
+	} else {
+		e.status.CrossSigned = signed
+		if !signed {
+			s.log.Warn("the intercom's device is not cross-signed: residents' clients show it as unverified; run intercom provision")
+		}
+	}
 	return e, nil
 }
 

@@ -248,3 +248,90 @@ func TestDendriteEncryptedDirectRoom(t *testing.T) {
 		t.Logf("refused as expected: %v", err)
 	}
 }
+
+// TestDendriteCrossSigningAndIdentityReset: the intercom's identity is
+// made once and signs its device, so a resident sees it cross-signed; a
+// resident's cross-signed device counts as such at the door until the
+// resident resets their identity, after which it is only a device of
+// theirs (door.require_cross_signed then refuses it).
+func TestDendriteCrossSigningAndIdentityReset(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	door := e.cryptoSession(t, true, e.store, t.TempDir())
+	alice := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	for _, s := range []*Session{door, alice} {
+		if err := s.Login(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if door.CryptoStatus().CrossSigned {
+		t.Fatal("cross-signed before provisioning")
+	}
+	cs, err := door.EnsureCrossSigning(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cs.Created || cs.RecoveryKey == "" || cs.MasterKey == "" || !door.CryptoStatus().CrossSigned {
+		t.Fatalf("first EnsureCrossSigning: %+v, status %+v", cs, door.CryptoStatus())
+	}
+	again, err := door.EnsureCrossSigning(ctx, "")
+	if err != nil || again.Created || again.Signed || again.MasterKey != cs.MasterKey {
+		t.Fatalf("second EnsureCrossSigning: %+v, %v; want nothing done", again, err)
+	}
+	if _, err := alice.EnsureCrossSigning(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	doorCh, _ := runUntil(t, door)
+	aliceCh, _ := runUntil(t, alice)
+	rooms, err := door.EnsureDirectRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rooms[callengine.UserID(e.alice.UserID)]
+	eventually(t, "alice joins", 30*time.Second, func() bool {
+		return door.crypt.Load().state.IsInRoom(ctx, id.RoomID(room), id.UserID(e.alice.UserID))
+	})
+	if _, err := door.SendText(ctx, room, "ring", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveType(t, aliceCh, event.EventMessage.Type); got.Seal.Trust != callengine.TrustCrossSigned {
+		t.Errorf("alice sees the door's notice with trust %s, want cross_signed", got.Seal.Trust)
+	}
+	if _, err := alice.SendText(ctx, room, "!open", true); err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveType(t, doorCh, event.EventMessage.Type); got.Seal.Trust != callengine.TrustCrossSigned {
+		t.Errorf("door sees alice's command with trust %s, want cross_signed", got.Seal.Trust)
+	}
+
+	// Alice resets her identity (as "reset cryptographic identity" in
+	// Element does): a new master key signs her device.
+	am := alice.crypt.Load().mach
+	if _, _, err := am.GenerateAndUploadCrossSigningKeysWithPassword(ctx, "alice-password-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.SignOwnDevice(ctx, am.OwnIdentity()); err != nil {
+		t.Fatal(err)
+	}
+	if err := am.SignOwnMasterKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The door learns of the change from the device list in its sync; the
+	// command after it is a device of alice's, no longer cross-signed by
+	// the identity the door first saw.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := alice.SendText(ctx, room, "!open", true); err != nil {
+			t.Fatal(err)
+		}
+		got := receiveType(t, doorCh, event.EventMessage.Type)
+		if got.Seal.Trust == callengine.TrustDevice {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after alice's identity reset the door still sees trust %s", got.Seal.Trust)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -35,7 +35,10 @@ func usage(w io.Writer) {
 commands:
   run --config FILE            run the intercom
   check-config --config FILE   check a config file and list every problem
-  provision --config FILE      log in, create or repair the residents' rooms, print a summary
+  provision --config FILE      log in, create or repair the residents' rooms, cross-sign the
+                               intercom's device, print a summary
+                               (--print-recovery-key: print a new identity's recovery key
+                               instead of keeping it in state_dir)
   relay-off --config FILE      drive the door relay off (systemd ExecStopPost)
   hwtest --config FILE [--yes] test camera, microphone, speaker, ringer, relay and button
   version                      print the version
@@ -61,17 +64,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return checkConfig(path, stdout, stderr)
-	case "provision", "relay-off":
+	case "relay-off":
 		path, ok := configFlag(cmd, args, stderr)
 		if !ok {
 			return 2
 		}
-		if cmd == "relay-off" {
-			return daemon.RelayOff(path, stdout, stderr)
+		return daemon.RelayOff(path, stdout, stderr)
+	case "provision":
+		fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		path := fs.String("config", "/etc/intercom/intercom.yaml", "config file")
+		printKey := fs.Bool("print-recovery-key", false, "print a new identity's recovery key once instead of keeping it in state_dir")
+		if err := fs.Parse(args); err != nil {
+			return 2
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "intercom %s: unexpected argument %q\n", cmd, fs.Arg(0))
+			return 2
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return daemon.Provision(ctx, path, stdout, stderr)
+		return daemon.Provision(ctx, *path, *printKey, stdout, stderr)
 	case "hwtest":
 		fs := flag.NewFlagSet("hwtest", flag.ContinueOnError)
 		fs.SetOutput(stderr)

@@ -142,7 +142,8 @@ func TestProvisionIdempotent(t *testing.T) {
 	}
 
 	first := provisionOnce("first")
-	for _, want := range []string{"logged in now", "3 change(s)", "may be removed"} {
+	// The login, two rooms and the intercom's cross-signing identity.
+	for _, want := range []string{"logged in now", "4 change(s)", "may be removed", "new identity; device cross-signed"} {
 		if !strings.Contains(first, want) {
 			t.Errorf("first run does not say %q", want)
 		}

@@ -15,7 +15,10 @@
 //           {"cmd":"mute","args":{"muted":true}}, {"cmd":"restartIce"},
 //           {"cmd":"rtcJoin","args":{"roomId":"!r:hs","serviceUrl":"http://…","notify":"ring"}},
 //           {"cmd":"rtcDecline","args":{"roomId":"!r:hs","notificationEventId":"$e"}},
-//           {"cmd":"rtcLeave","args":{"roomId":"!r:hs"}};
+//           {"cmd":"rtcLeave","args":{"roomId":"!r:hs"}},
+//           {"cmd":"createRoom","args":{"invite":["@door:hs"],"encrypted":true,"direct":true}},
+//           {"cmd":"sendImage","args":{"roomId":"!r:hs","width":64,"height":48,"mimetype":"image/png"}},
+//           {"cmd":"downloadImage","args":{"url":"mxc://…"}} or {"args":{"file":{…},"mimetype":"image/jpeg"}};
 //           optional "callId" and "id".
 //   stderr: the driver's own diagnostics, the page's console and page errors.
 //
@@ -30,6 +33,9 @@
 //   --force-turn      relay candidates only (js-sdk forceTURN); "ready" waits
 //                     for the homeserver's TURN servers
 //   --no-ice-restart  never restart ICE by itself, only when told to
+//   --encryption      end-to-end encryption (matrix-js-sdk's rust crypto)
+//   --cross-sign      with --encryption and a password: new cross-signing
+//                     keys for the user, this device signed by them
 //   --chromium PATH   browser binary (default: $CHROMIUM or /usr/bin/chromium)
 //
 // The driver exits, closing Chromium, on stdin EOF, SIGTERM or SIGINT.
@@ -54,6 +60,8 @@ const { values: flags } = parseArgs({
     "no-loopback": { type: "boolean", default: false },
     "force-turn": { type: "boolean", default: false },
     "no-ice-restart": { type: "boolean", default: false },
+    encryption: { type: "boolean", default: false },
+    "cross-sign": { type: "boolean", default: false },
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
   },
 });
@@ -153,6 +161,8 @@ async function main() {
   if (!flags["no-loopback"]) hash.set("loopback", "1");
   if (flags["force-turn"]) hash.set("forceturn", "1");
   if (flags["no-ice-restart"]) hash.set("noicerestart", "1");
+  if (flags.encryption) hash.set("encryption", "1");
+  if (flags["cross-sign"]) hash.set("crosssign", "1");
 
   profile = await mkdtemp(join(tmpdir(), "resident-chromium-"));
   context = await chromium.launchPersistentContext(profile, {
@@ -191,7 +201,7 @@ async function main() {
   await page.goto(base + "#" + hash.toString());
 }
 
-const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react", "hold", "mute", "restartIce", "rtcJoin", "rtcDecline", "rtcLeave"]);
+const COMMANDS = new Set(["answer", "reject", "hangup", "placeCall", "videoCapabilities", "click", "sendText", "react", "hold", "mute", "restartIce", "rtcJoin", "rtcDecline", "rtcLeave", "createRoom", "sendImage", "downloadImage"]);
 
 async function command(page, line) {
   let msg;

@@ -9,7 +9,14 @@ import (
 // Event names the page emits (page/resident.js). Every event carries "ts",
 // the page's Date.now(); call events also carry "callId" and "roomId".
 const (
-	EventReady      = "ready"       // first sync done, listening for calls: userId, deviceId, turnServers
+	// First sync done, listening for calls: userId, deviceId, turnServers,
+	// encryption (bool). With encryption also: crossSigned (this device is
+	// signed by its user's self-signing key), masterKey (the user's master
+	// cross-signing key, "" without one), ed25519 and curve25519 (the
+	// device's identity keys) and cryptoTimings {initMs (initRustCrypto),
+	// crossSignMs, keysUploadedMs (until /keys/query lists the device)}.
+	EventReady = "ready"
+
 	EventIncoming   = "incoming"    // an invite rings: callId, roomId, sender, video, inviteTs (origin_server_ts), syncedTs
 	EventAnswered   = "answered"    // answer() was called (before the SDK answers): callId, roomId
 	EventPlacing    = "placing"     // placeCall started a call: callId, roomId
@@ -20,11 +27,33 @@ const (
 	EventHangup     = "hangup"      // the call ended: callId, roomId, reason, party ("local" or "remote")
 	EventLocalMedia = "local_media" // the camera and microphone are open for a call: callId, roomId, audio, video, width, height
 	EventJoined     = "joined"      // autojoin joined a room: roomId
-	EventMessage    = "message"     // an m.room.message from someone else: roomId, eventId, sender, serverTs, msgtype, body, url, mimetype, size
 	EventError      = "error"       // message, and callId/roomId/code when about a call
 	EventNegotiate  = "negotiate"   // an m.call.negotiate from someone else: callId, roomId, sender, partyId, type ("offer"/"answer"), ufrag, directions, serverTs
 	EventHold       = "hold"        // js-sdk's hold state changed: callId, roomId, side ("local": we are held, "remote": we hold them), onHold
 	EventICE        = "ice"         // the ICE connection state changed: callId, roomId, state, localUfrag, remoteUfrag
+
+	// Messages and encryption (page/e2ee.js, page/media.js).
+
+	// An m.room.message from someone else, in cleartext (after decryption
+	// when it was encrypted), once per event: roomId, eventId, sender,
+	// serverTs, msgtype, body, url (a plain attachment), file (an encrypted
+	// attachment's EncryptedFile: url, key, iv, hashes, v; else null),
+	// mimetype, size, width, height (info.w, info.h), encrypted, and for an
+	// encrypted one the shield Element shows beside it: shieldColour
+	// ("NONE", "GREY", "RED") and shieldReason (e.g. "UNSIGNED_DEVICE",
+	// "UNVERIFIED_IDENTITY"; "" with none).
+	EventMessage = "message"
+	// An m.reaction (m.annotation) from someone else, in cleartext: roomId,
+	// eventId, sender, serverTs, relatesTo (the annotated event), key,
+	// encrypted.
+	EventReaction = "reaction"
+	// A room event could not be decrypted: roomId, eventId, sender,
+	// serverTs, reason (matrix-js-sdk's DecryptionFailureCode, e.g.
+	// "MEGOLM_UNKNOWN_INBOUND_SESSION_ID", or "RESIDENT_ENCRYPTION_DISABLED"
+	// for an encrypted event reaching a resident without Encryption) and
+	// message. js-sdk retries when a missing key arrives, so a "message"
+	// for the same event may follow.
+	EventUndecryptable = "undecryptable"
 
 	// MatrixRTC (page/rtc.js). Events seen in sync carry "live": false when
 	// they came with the first sync.

@@ -7,7 +7,9 @@
 // MatrixRTC calls as Element Call and Element X do (rtc.go, page/rtc.js):
 // per-device org.matrix.msc3401.call.member state, rings
 // (org.matrix.msc4075.rtc.notification) and declines, media through a
-// LiveKit SFU with livekit-client.
+// LiveKit SFU with livekit-client. With Options.Encryption it uses
+// end-to-end encryption as Element does (matrix-js-sdk's rust crypto, Olm and
+// Megolm), optionally with a cross-signed device (Options.CrossSign).
 //
 // It needs node, npm and Chromium (/usr/bin/chromium, or $CHROMIUM). Setup
 // installs the pinned npm packages and bundles the page on first use.
@@ -57,6 +59,28 @@ type Options struct {
 	// "failed" and after 2 s "disconnected"), so that a test sees the far
 	// end drive the restart. RestartICE still works.
 	NoICERestart bool
+	// Encryption initialises matrix-js-sdk's rust crypto (Olm/Megolm, as
+	// Element Web) before the first sync: the resident then reads and
+	// writes encrypted rooms, and "ready" waits until the homeserver lists
+	// the device's keys, so that others can encrypt to it at once. The
+	// crypto store is in memory: each Start is a new Olm device, so it needs
+	// a password login (a new device), or an access token whose device has
+	// never uploaded keys. It costs a start about 0.5–1.1 s here
+	// (initRustCrypto, mostly compiling the wasm) plus 0.05–0.2 s until
+	// the keys are listed.
+	Encryption bool
+	// CrossSign (needs Encryption, UserID and Password) creates a new
+	// cross-signing identity for the user (master, self-signing and
+	// user-signing keys; Matrix spec, Client-Server API, Cross-signing) and
+	// signs this device with it; the password answers the user-interactive
+	// auth of the key upload. "ready" then says crossSigned: true. Any other
+	// device of the same user, started before or after without CrossSign,
+	// stays unsigned: so a cross-signed and an unsigned device of one user
+	// are two residents of that user, one with CrossSign and one without;
+	// a signed and an unsigned user are two users, likewise. Each CrossSign
+	// start replaces the user's identity, so only the latest CrossSign
+	// device of a user is signed by its current keys.
+	CrossSign bool
 	// Log receives the driver's diagnostics, the page's console and every
 	// event but stats. Nil discards them.
 	Log io.Writer
@@ -114,6 +138,9 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 	if opts.Homeserver == "" || (opts.AccessToken == "" && (opts.UserID == "" || opts.Password == "")) {
 		return nil, errors.New("resident: need Homeserver and AccessToken, or UserID and Password")
 	}
+	if opts.CrossSign && (!opts.Encryption || opts.UserID == "" || opts.Password == "" || opts.AccessToken != "") {
+		return nil, errors.New("resident: CrossSign needs Encryption and a password login (UserID and Password, no AccessToken)")
+	}
 	dir, err := Setup(ctx)
 	if err != nil {
 		return nil, err
@@ -137,6 +164,12 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 	}
 	if opts.NoICERestart {
 		args = append(args, "--no-ice-restart")
+	}
+	if opts.Encryption {
+		args = append(args, "--encryption")
+	}
+	if opts.CrossSign {
+		args = append(args, "--cross-sign")
 	}
 	log := opts.Log
 	if log == nil {
@@ -365,6 +398,18 @@ func (r *Resident) UserID() string { return r.ready.Str("userId") }
 // party_id (Matrix spec, VoIP: party identifiers).
 func (r *Resident) DeviceID() string { return r.ready.Str("deviceId") }
 
+// Ready returns the "ready" event: userId, deviceId, turnServers and, with
+// encryption, the device's keys and whether it is cross-signed (see
+// EventReady).
+func (r *Resident) Ready() Event { return r.ready }
+
+// CrossSigned reports whether this device is signed by its user's
+// self-signing key, as matrix-js-sdk saw it when the page became ready.
+func (r *Resident) CrossSigned() bool {
+	b, _ := r.ready.Fields["crossSigned"].(bool)
+	return b
+}
+
 // Answer answers the current call, which must be ringing.
 func (r *Resident) Answer() error { return r.simple("answer", nil) }
 
@@ -387,7 +432,8 @@ func (r *Resident) PlaceCall(roomID string) error {
 }
 
 // SendText posts an m.text message with body into a joined room and
-// returns its event ID.
+// returns its event ID. With Encryption and an encrypted room, matrix-js-sdk
+// encrypts it (Megolm) for the devices of the room's members.
 func (r *Resident) SendText(ctx context.Context, roomID, body string) (string, error) {
 	ev, err := r.Do(ctx, "sendText", map[string]any{"args": map[string]any{"roomId": roomID, "body": body}})
 	if err != nil {
@@ -397,9 +443,50 @@ func (r *Resident) SendText(ctx context.Context, roomID, body string) (string, e
 }
 
 // React annotates eventID in roomID with key (m.reaction) and returns the
-// reaction's event ID.
+// reaction's event ID. Like Element Web, matrix-js-sdk sends a reaction in
+// the clear even in an encrypted room (its relation would show anyway); see
+// ReactEncrypted.
 func (r *Resident) React(ctx context.Context, roomID, eventID, key string) (string, error) {
-	ev, err := r.Do(ctx, "react", map[string]any{"args": map[string]any{"roomId": roomID, "eventId": eventID, "key": key}})
+	return r.react(ctx, roomID, eventID, key, false)
+}
+
+// ReactEncrypted is React for an encrypted room (it needs Encryption), with
+// the reaction encrypted (m.room.encrypted, m.relates_to in the clear), as
+// clients that do not make js-sdk's exception for reactions send it.
+func (r *Resident) ReactEncrypted(ctx context.Context, roomID, eventID, key string) (string, error) {
+	return r.react(ctx, roomID, eventID, key, true)
+}
+
+func (r *Resident) react(ctx context.Context, roomID, eventID, key string, encrypt bool) (string, error) {
+	ev, err := r.Do(ctx, "react", map[string]any{"args": map[string]any{"roomId": roomID, "eventId": eventID, "key": key, "encrypt": encrypt}})
+	if err != nil {
+		return "", err
+	}
+	return ev.Str("result"), nil
+}
+
+// CreateRoomOptions describe a room a resident creates.
+type CreateRoomOptions struct {
+	Invite []string // user IDs to invite
+	// Encrypted puts m.room.encryption (m.megolm.v1.aes-sha2) in the
+	// room's initial state, as Element does for every private room.
+	Encrypted bool
+	// Direct makes it a direct chat with Invite[0]: is_direct on the
+	// invite and the m.direct account data Element keeps.
+	Direct bool
+	Name   string // optional m.room.name
+}
+
+// CreateRoom creates a private room (preset private_chat) as this resident
+// and returns its ID once the page's sync has it joined.
+func (r *Resident) CreateRoom(ctx context.Context, opts CreateRoomOptions) (string, error) {
+	invite := opts.Invite
+	if invite == nil {
+		invite = []string{}
+	}
+	ev, err := r.Do(ctx, "createRoom", map[string]any{"args": map[string]any{
+		"invite": invite, "encrypted": opts.Encrypted, "direct": opts.Direct, "name": opts.Name,
+	}})
 	if err != nil {
 		return "", err
 	}
@@ -479,7 +566,8 @@ func (r *Resident) simple(cmd string, args map[string]any) error {
 }
 
 // Do sends one command to the page (a method of window.resident: answer,
-// reject, hangup, placeCall, videoCapabilities, rtcJoin, …; args may carry
+// reject, hangup, placeCall, videoCapabilities, rtcJoin, createRoom,
+// sendImage, downloadImage, …; args may carry
 // "callId", "roomId" or "args") and waits for its reply, whose "result" field holds the value
 // the method returned.
 func (r *Resident) Do(ctx context.Context, cmd string, args map[string]any) (Event, error) {

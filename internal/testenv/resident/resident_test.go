@@ -253,6 +253,16 @@ func TestHandler(t *testing.T) {
 			t.Errorf("GET %s: %s, want 200 with %q", path, res.Status, want)
 		}
 	}
+	// The rust crypto's wasm, where its loader looks for it, of the type
+	// WebAssembly.instantiateStreaming insists on.
+	res, err := http.Head(srv.URL + "/resident/pkg/matrix_sdk_crypto_wasm_bg.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != "application/wasm" {
+		t.Errorf("HEAD the crypto wasm: %s, Content-Type %q; want 200 application/wasm", res.Status, res.Header.Get("Content-Type"))
+	}
 }
 
 func isLoopback(addr string) bool {

@@ -3,7 +3,8 @@
 # dist/. It is idempotent and cheap when nothing changed:
 #   - `npm ci` runs only when node_modules is missing or package-lock.json
 #     differs from the one last installed;
-#   - esbuild runs only when page/ or the lockfile differ from the last build.
+#   - esbuild runs only when page/, the lockfile or this script differ from
+#     the last build.
 # Concurrent runs (several test binaries at once) serialise on a lock file.
 set -eu
 
@@ -26,14 +27,27 @@ if [ ! -f node_modules/.resident-lock-sum ] || [ "$(cat node_modules/.resident-l
 	echo "$lock_sum" >node_modules/.resident-lock-sum
 fi
 
-src_sum=$( (cat package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1)
-if [ ! -f dist/.resident-src-sum ] || [ "$(cat dist/.resident-src-sum)" != "$src_sum" ] || [ ! -f dist/resident.js ]; then
+src_sum=$( (cat setup.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1)
+if [ ! -f dist/.resident-src-sum ] || [ "$(cat dist/.resident-src-sum)" != "$src_sum" ] || [ ! -f dist/resident.js ] ||
+	[ ! -f dist/pkg/matrix_sdk_crypto_wasm_bg.wasm ]; then
 	echo "setup.sh: bundle page/ into dist/" >&2
 	rm -rf dist.tmp
 	mkdir -p dist.tmp
 	./node_modules/.bin/esbuild page/resident.js --bundle --format=esm --target=chrome120 \
 		--sourcemap --log-level=warning --outfile=dist.tmp/resident.js >&2
 	cp page/index.html dist.tmp/index.html
+	# matrix-sdk-crypto-wasm's browser entry fetches its wasm from
+	# new URL("./pkg/matrix_sdk_crypto_wasm_bg.wasm", import.meta.url): in the
+	# bundle that is pkg/ beside resident.js. Only pages with encryption fetch
+	# it. A second, nested copy of the package would mean the bundle may load
+	# another version than the one copied here.
+	wasm_pkg=node_modules/@matrix-org/matrix-sdk-crypto-wasm
+	if [ -d node_modules/matrix-js-sdk/node_modules/@matrix-org/matrix-sdk-crypto-wasm ]; then
+		echo "setup.sh: matrix-js-sdk has its own matrix-sdk-crypto-wasm; copy that wasm instead" >&2
+		exit 1
+	fi
+	mkdir -p dist.tmp/pkg
+	cp "$wasm_pkg/pkg/matrix_sdk_crypto_wasm_bg.wasm" dist.tmp/pkg/
 	echo "$src_sum" >dist.tmp/.resident-src-sum
 	rm -rf dist
 	mv dist.tmp dist

@@ -20,12 +20,18 @@
 //               homeserver's TURN servers
 //   noicerestart 1: never restart ICE by itself (js-sdk does on "failed" and
 //               after 2 s "disconnected"), so that only the far end restarts
+//   encryption  1: end-to-end encryption with matrix-js-sdk's rust crypto
+//               (e2ee.js); needs a device that has no keys on the server yet
+//   crosssign   1: with encryption and a password login, create a new
+//               cross-signing identity for the user and sign this device
 
 import { ClientEvent, createClient, createNewMatrixCall, CallEvent, RoomMemberEvent } from "matrix-js-sdk";
 import { CallErrorCode, CallState } from "matrix-js-sdk/lib/webrtc/call.js";
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
 import { installLoopbackOnly } from "./loopback.js";
 import { installRTC } from "./rtc.js";
+import { crossSign, identity, initCrypto, MEGOLM, onCleartextEvent, sendEncrypted, shield, waitCrossSigned, waitKeysUploaded } from "./e2ee.js";
+import { downloadImage, sendImage } from "./media.js";
 
 const STATS_INTERVAL_MS = 250;
 // How long "ready" waits for TURN servers with forceturn=1.
@@ -354,12 +360,14 @@ const api = {
     return res.event_id;
   },
   // react annotates eventId with key (an m.reaction, as Element's reaction
-  // picker sends it) and resolves with the reaction's event ID.
-  async react({ roomId, eventId, key }) {
+  // picker sends it) and resolves with the reaction's event ID. Like Element
+  // Web, js-sdk sends reactions in the clear even in an encrypted room;
+  // encrypt: true encrypts it there, as other clients do.
+  async react({ roomId, eventId, key, encrypt = false }) {
     await joined(roomId);
-    const res = await client.sendEvent(roomId, "m.reaction", {
-      "m.relates_to": { rel_type: "m.annotation", event_id: eventId, key },
-    });
+    const content = { "m.relates_to": { rel_type: "m.annotation", event_id: eventId, key } };
+    if (encrypt) return sendEncrypted(client, roomId, "m.reaction", content);
+    const res = await client.sendEvent(roomId, "m.reaction", content);
     return res.event_id;
   },
   // hold puts the far end on hold or takes it off (js-sdk setRemoteOnHold:
@@ -391,6 +399,37 @@ const api = {
     const before = ufrags(call.peerConn);
     Object.getPrototypeOf(call.peerConn).restartIce.call(call.peerConn);
     return before;
+  },
+  // createRoom creates a private room, as Element's "New room" or "Start
+  // chat" does, inviting invite (user IDs); encrypted adds m.room.encryption
+  // (Megolm) to its initial state; direct marks it a DM (is_direct, and the
+  // m.direct account data Element keeps). Resolves with the room ID once
+  // this client's sync has the room joined, so that it can be used at once.
+  async createRoom({ invite = [], encrypted = false, direct = false, name = "" }) {
+    const opts = { preset: "private_chat", invite, is_direct: !!direct };
+    if (name) opts.name = name;
+    if (encrypted) opts.initial_state = [{ type: "m.room.encryption", state_key: "", content: { algorithm: MEGOLM } }];
+    const { room_id: roomId } = await client.createRoom(opts);
+    if (direct && invite.length > 0) {
+      const prev = client.getAccountData("m.direct");
+      const dm = { ...(prev ? prev.getContent() : {}) };
+      dm[invite[0]] = [...(dm[invite[0]] || []), roomId];
+      await client.setAccountData("m.direct", dm);
+    }
+    await joined(roomId);
+    return roomId;
+  },
+  // sendImage posts a generated picture as an m.image (media.js): encrypted
+  // when the room is. Resolves with {eventId, encrypted, mxc, bytes, sha256,
+  // width, height, mimetype}.
+  async sendImage(args) {
+    await joined(args.roomId);
+    return sendImage(client, args);
+  },
+  // downloadImage fetches, decrypts (for a `file`) and decodes the
+  // attachment of a "message" event's fields {url, file, mimetype}.
+  async downloadImage(args) {
+    return downloadImage(client, args);
   },
   ringDoorbell,
   // MatrixRTC (rtc.js): rtcJoin({roomId, serviceUrl?, notify?, video?}),
@@ -450,7 +489,72 @@ async function ringDoorbell() {
   if (!res.ok) throw new Error(`ring: HTTP ${res.status}`);
 }
 
+// ---------------------------------------------------------------- room events
+
+// onMessage reports an m.room.message from someone else (the intercom's
+// notices and snapshots) as a "message" event, once per event ID, with the
+// attachment's `file` (EncryptedFile) when it is encrypted and the shield
+// Element would show beside it.
+async function onMessage(ev, seen) {
+  if (ev.getSender() === client.getUserId() || seen.has(ev.getId())) return;
+  seen.add(ev.getId());
+  const c = ev.getContent();
+  emit("message", {
+    roomId: ev.getRoomId(),
+    eventId: ev.getId(),
+    sender: ev.getSender(),
+    serverTs: ev.getTs(),
+    msgtype: c.msgtype || "",
+    body: c.body || "",
+    url: c.url || "",
+    file: c.file || null,
+    mimetype: (c.info && c.info.mimetype) || (c.file && c.file.mimetype) || "",
+    size: (c.info && c.info.size) || 0,
+    width: (c.info && c.info.w) || 0,
+    height: (c.info && c.info.h) || 0,
+    encrypted: ev.isEncrypted(),
+    ...(await shield(client, ev)),
+  });
+}
+
+// onReaction reports an m.reaction (m.annotation) from someone else.
+function onReaction(ev) {
+  if (ev.getSender() === client.getUserId()) return;
+  const rel = ev.getContent()["m.relates_to"] || ev.getWireContent()["m.relates_to"] || {};
+  emit("reaction", {
+    roomId: ev.getRoomId(),
+    eventId: ev.getId(),
+    sender: ev.getSender(),
+    serverTs: ev.getTs(),
+    relatesTo: rel.event_id || "",
+    key: rel.key || "",
+    encrypted: ev.isEncrypted(),
+  });
+}
+
+// onNegotiate reports the far end's m.call.negotiate (Matrix spec, VoIP:
+// renegotiation): its answers to our hold and ICE restart offers, and its
+// own offers.
+function onNegotiate(ev) {
+  if (ev.getSender() === client.getUserId()) return;
+  const c = ev.getContent();
+  const d = c.description || {};
+  emit("negotiate", {
+    callId: c.call_id || "",
+    roomId: ev.getRoomId(),
+    sender: ev.getSender(),
+    partyId: c.party_id || "",
+    type: d.type || "",
+    ufrag: ufrag(d.sdp),
+    directions: directions(d.sdp),
+    serverTs: ev.getTs(),
+  });
+}
+
 // ---------------------------------------------------------------- start
+
+// How long the encryption steps before "ready" took, in ms.
+const cryptoTimings = { initMs: 0, crossSignMs: 0, keysUploadedMs: 0 };
 
 async function login() {
   const baseUrl = params.get("hs").replace(/\/+$/, "");
@@ -481,6 +585,21 @@ async function start() {
     fallbackICEServerAllowed: false,
     forceTURN: flag("forceturn"),
   });
+  if (flag("crosssign") && (!flag("encryption") || !params.get("password"))) {
+    throw new Error("crosssign needs encryption and a password login");
+  }
+  if (flag("encryption")) {
+    setStatus("starting encryption…");
+    cryptoTimings.initMs = await initCrypto(client);
+  }
+  if (flag("crosssign")) {
+    // Before the first sync: a /keys/query answered while the new keys are
+    // on their way up would bring back the user's previous identity, and
+    // the rust crypto would drop the new private keys (seen when a user
+    // already had cross-signing keys from an earlier device).
+    setStatus("cross-signing…");
+    cryptoTimings.crossSignMs = await crossSign(client, { user: params.get("user"), password: params.get("password") });
+  }
 
   // MatrixRTC rings and memberships, watched from the first sync on.
   rtc = installRTC({ client, emit, joined });
@@ -507,46 +626,41 @@ async function start() {
     }
   });
 
-  // Messages from others (the intercom's notices) as "message" events.
-  client.on(ClientEvent.Event, (ev) => {
-    if (ev.getType() !== "m.room.message" || ev.getSender() === client.getUserId()) return;
-    const c = ev.getContent();
-    emit("message", {
-      roomId: ev.getRoomId(),
-      eventId: ev.getId(),
-      sender: ev.getSender(),
-      serverTs: ev.getTs(),
-      msgtype: c.msgtype || "",
-      body: c.body || "",
-      url: c.url || "",
-      mimetype: (c.info && c.info.mimetype) || "",
-      size: (c.info && c.info.size) || 0,
-    });
-  });
-
-  // The far end's m.call.negotiate (Matrix spec, VoIP: renegotiation):
-  // its answers to our hold and ICE restart offers, and its own offers.
-  client.on(ClientEvent.Event, (ev) => {
-    if (ev.getType() !== "m.call.negotiate" || ev.getSender() === client.getUserId()) return;
-    const c = ev.getContent();
-    const d = c.description || {};
-    emit("negotiate", {
-      callId: c.call_id || "",
-      roomId: ev.getRoomId(),
-      sender: ev.getSender(),
-      partyId: c.party_id || "",
-      type: d.type || "",
-      ufrag: ufrag(d.sdp),
-      directions: directions(d.sdp),
-      serverTs: ev.getTs(),
-    });
-  });
-
-  client.on(ClientEvent.Event, (ev) => {
-    if (ev.getType() !== "m.call.invite") return;
-    const callId = ev.getContent().call_id;
-    if (callId && !invites.has(callId)) invites.set(callId, { serverTs: ev.getTs(), syncedTs: Date.now() });
-  });
+  // Room events in cleartext: as they come for rooms without encryption,
+  // after decryption for encrypted ones (e2ee.js).
+  const messagesSeen = new Set();
+  onCleartextEvent(
+    client,
+    (ev) => {
+      switch (ev.getType()) {
+        case "m.room.message":
+          onMessage(ev, messagesSeen).catch((err) => emit("error", { roomId: ev.getRoomId(), message: `message: ${err.message}` }));
+          break;
+        case "m.reaction":
+          onReaction(ev);
+          break;
+        case "m.call.negotiate":
+          onNegotiate(ev);
+          break;
+        case "m.call.invite": {
+          const callId = ev.getContent().call_id;
+          if (callId && !invites.has(callId)) invites.set(callId, { serverTs: ev.getTs(), syncedTs: Date.now() });
+          break;
+        }
+      }
+    },
+    (ev, reason, message) => {
+      if (!ev.getRoomId()) return;
+      emit("undecryptable", {
+        roomId: ev.getRoomId(),
+        eventId: ev.getId(),
+        sender: ev.getSender(),
+        serverTs: ev.getTs(),
+        reason,
+        message,
+      });
+    },
+  );
 
   if (flag("autojoin")) {
     client.on(RoomMemberEvent.Membership, (_ev, member) => {
@@ -582,7 +696,16 @@ async function announceReady() {
       turn = client.getTurnServers().length;
     }
   }
-  emit("ready", { userId: client.getUserId(), deviceId: client.getDeviceId(), turnServers: turn });
+  let e2ee = { encryption: false, crossSigned: false };
+  if (client.getCrypto()) {
+    // Others can encrypt to this device only once the homeserver lists its
+    // keys (cross-signing uploaded them already).
+    cryptoTimings.keysUploadedMs = await waitKeysUploaded(client, { signed: flag("crosssign") });
+    const id = flag("crosssign") ? await waitCrossSigned(client) : await identity(client);
+    e2ee = { encryption: true, ...id, cryptoTimings };
+    setStatus(`ready as ${client.getUserId()}${e2ee.crossSigned ? " (cross-signed)" : ""}`);
+  }
+  emit("ready", { userId: client.getUserId(), deviceId: client.getDeviceId(), turnServers: turn, ...e2ee });
 }
 
 function wireUI() {

@@ -15,6 +15,7 @@
 //   - rtcDecline declines a ring (MSC4310), rtcLeave leaves.
 
 import { ClientEvent } from "matrix-js-sdk";
+import { onCleartextEvent } from "./e2ee.js";
 import { MatrixRTCSessionEvent, parseCallNotificationContent } from "matrix-js-sdk/lib/matrixrtc/index.js";
 import { Room as LiveKitRoom, RoomEvent, Track, setLogLevel } from "livekit-client";
 
@@ -51,7 +52,9 @@ export function installRTC({ client, emit, joined }) {
 
   // --------------------------------------------------------- watching
 
-  client.on(ClientEvent.Event, (ev) => {
+  // Rings and declines are encrypted in an encrypted room: watch them in
+  // cleartext, after decryption.
+  onCleartextEvent(client, (ev) => {
     const type = ev.getType();
     if (type === CALL_MEMBER && ev.isState()) {
       emit("rtcMembership", {

@@ -27,7 +27,17 @@ type doorSystem struct {
 // appended to the file), a 10 s ring and the residents' rooms found.
 func startDoorSystem(t testing.TB, extra string, residents ...string) *doorSystem {
 	t.Helper()
-	e := startSystemWith(t, systemOptions{Config: extra, RingTimeout: 10 * time.Second}, residents...)
+	return startDoorSystemWith(t, systemOptions{Config: extra}, residents...)
+}
+
+// startDoorSystemWith is startDoorSystem with options (Encrypted, the
+// residents' template); the ring is 10 s unless opts say otherwise.
+func startDoorSystemWith(t testing.TB, opts systemOptions, residents ...string) *doorSystem {
+	t.Helper()
+	if opts.RingTimeout == 0 {
+		opts.RingTimeout = 10 * time.Second
+	}
+	e := startSystemWith(t, opts, residents...)
 	s := &doorSystem{e2e: e, rooms: map[string]string{}, relay: watchRelay(t, e.api)}
 	for _, r := range s.residents {
 		s.rooms[r.UserID()] = roomOf(t, r)

@@ -58,6 +58,7 @@ func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e
 		ids = append(ids, u.UserID)
 		ro := opts.Resident
 		ro.Homeserver, ro.UserID, ro.Password, ro.AutoJoin = e.hs.BaseURL, u.UserID, pw, true
+		ro.Encryption = ro.Encryption || opts.Encrypted
 		e.residents = append(e.residents, resident.StartT(t, ro))
 	}
 	extra := opts.Config

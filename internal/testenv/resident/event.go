@@ -109,6 +109,12 @@ func (e Event) Str(key string) string {
 	return s
 }
 
+// Bool returns a boolean field, or false if it is absent or not a bool.
+func (e Event) Bool(key string) bool {
+	b, _ := e.Fields[key].(bool)
+	return b
+}
+
 // Num returns a numeric field, or 0 if it is absent or not a number.
 func (e Event) Num(key string) float64 {
 	f, _ := e.Fields[key].(float64)

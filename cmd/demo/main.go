@@ -165,7 +165,6 @@ matrix:
   user_id: %q
   password_file: ./intercom-password
   device_name: Demo front door
-  encryption: false
 state_dir: ./intercom-state
 residents: [%q]
 ring:
@@ -301,8 +300,10 @@ func pageMux(pageDir, api, page string) (http.Handler, error) {
 func printBanner(w io.Writer, page string, hs *dendrite.Server, residentID, state string) {
 	// The page reads its parameters from the fragment, which never reaches
 	// a server log. autojoin=1 makes it join the direct room the intercom
-	// invites alice to at start-up.
-	link := fmt.Sprintf("%s/resident/#hs=%s&user=%s&password=%s&autojoin=1",
+	// invites alice to at start-up; encryption=1 starts matrix-js-sdk's
+	// rust crypto, as the intercom's rooms are encrypted (matrix.encryption
+	// is on by default).
+	link := fmt.Sprintf("%s/resident/#hs=%s&user=%s&password=%s&autojoin=1&encryption=1",
 		page, fragmentEscape(hs.BaseURL), fragmentEscape(residentID), fragmentEscape(residentPassword))
 	rule := strings.Repeat("=", 72)
 	fmt.Fprintf(w, `

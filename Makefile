@@ -51,6 +51,7 @@ bench: deps
 	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom/e2e
+	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=RingEncryption -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench=MatrixRTC -benchtime=15x -timeout 10m ./cmd/intercom/e2e
 
 # The demo is built and run as its own process rather than with `go run`:

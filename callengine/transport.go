@@ -17,6 +17,9 @@ type RoomEvent struct {
 	Content   json.RawMessage
 	Timestamp time.Time     // origin_server_ts
 	Age       time.Duration // unsigned.age at receipt, 0 if absent; negative if the homeserver said so
+	// Received is when the /sync response that carried the event
+	// arrived, before any decryption; zero if unknown.
+	Received time.Time
 	// Seal says whether the event arrived end-to-end encrypted and how
 	// far its sender's device is trusted. The zero value is a plaintext
 	// event in an unencrypted room.

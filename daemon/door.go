@@ -64,7 +64,12 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 // into the household room too.
 func (p *doorParts) route(calls func(callengine.RoomEvent)) func(callengine.RoomEvent) {
 	return func(ev callengine.RoomEvent) {
-		received := time.Now()
+		// From the sync response's arrival, so that decryption counts
+		// in the command → relay latency.
+		received := ev.Received
+		if received.IsZero() {
+			received = time.Now()
+		}
 		m, ok := matrix.ParseMessage(ev)
 		if !ok {
 			if strings.HasPrefix(ev.Type, "m.call.") || strings.HasPrefix(ev.Type, "org.matrix.call.") {

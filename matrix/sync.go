@@ -236,6 +236,8 @@ type syncLoop struct {
 	rejected int
 	// filterRejected makes the next filter a new one, not the stored one.
 	filterRejected bool
+	// received is when the response being handled arrived.
+	received time.Time
 }
 
 // once runs one /sync and handles its response.
@@ -296,6 +298,7 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 		return fmt.Errorf("sync: %w", err)
 	}
 	l.rejected = 0
+	l.received = l.s.now()
 	l.s.sawServerTime(hresp)
 	var decrypted []ToDeviceEvent
 	if e := l.s.crypt.Load(); e != nil {
@@ -370,6 +373,8 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 		// sent before this response's.
 		for _, ev := range crypt.retryWaiting(ctx) {
 			if l.s.delivers(ev.Type) {
+				// Received when its key came: the wait was the sender's.
+				ev.Received = l.received
 				l.handler(ev)
 			}
 		}
@@ -387,6 +392,7 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 			if e.Type == event.EventEncrypted.Type && crypt != nil {
 				ev, ok := crypt.decryptTimeline(ctx, room, raw, e)
 				if ok && l.s.delivers(ev.Type) {
+					ev.Received = l.received
 					l.handler(ev)
 				}
 				continue
@@ -395,6 +401,7 @@ func (l *syncLoop) handle(ctx context.Context, c *mautrix.Client, resp *syncResp
 				continue
 			}
 			ev := e.roomEvent(room)
+			ev.Received = l.received
 			if crypt != nil {
 				ev.Seal.RoomEncrypted = crypt.roomEncrypted(ctx, room)
 			}

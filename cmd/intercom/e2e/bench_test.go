@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
 // BenchmarkEndToEnd measures what a resident feels, over b.N rings of two
@@ -127,4 +131,65 @@ func BenchmarkLiveView(b *testing.B) {
 	b.ReportMetric(ms(median(frame)), "call-to-frame-ms")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("rounds %d: call → first frame %v", b.N, frame)
+}
+
+// BenchmarkRingEncryption compares ringing one resident in an unencrypted
+// DM ("plain") and in an encrypted one ("encrypted", the resident on
+// matrix-js-sdk's rust crypto), over INTERCOM_BENCH_ROUNDS (default 10)
+// rings: press → the homeserver accepted the m.call.invite (its
+// origin_server_ts; Dendrite runs on this machine's clock), and press →
+// the resident's incoming-call event. Each ring is rejected, so the next
+// starts from idle.
+func BenchmarkRingEncryption(b *testing.B) {
+	for _, enc := range []bool{false, true} {
+		name := "plain"
+		if enc {
+			name = "encrypted"
+		}
+		b.Run(name, func(b *testing.B) { benchRing(b, enc) })
+	}
+}
+
+func benchRing(b *testing.B, encrypted bool) {
+	e := startSystemWith(b, systemOptions{Encrypted: encrypted}, "alice")
+	alice := e.residents[0]
+	rounds := 10
+	if n, err := strconv.Atoi(os.Getenv("INTERCOM_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	time.Sleep(2 * time.Second) // let start-up (and the room keys' sharing) settle
+	idle, err := e.status()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var accepted, incoming []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		for range rounds {
+			e.waitStatus(ctx, "idle", func(s status) bool { return s.State == "idle" })
+			pressed := e.press()
+			in, err := alice.WaitFor(ctx, resident.EventIncoming)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ts := in.Num("inviteTs"); ts > 0 {
+				accepted = append(accepted, time.UnixMilli(int64(ts)).Sub(pressed))
+			}
+			incoming = append(incoming, in.TS.Sub(pressed))
+			if err := alice.Reject(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	if len(accepted) < len(incoming) {
+		b.Errorf("only %d of %d incoming calls carried the invite's origin_server_ts", len(accepted), len(incoming))
+	}
+	b.ReportMetric(ms(median(accepted)), "press-to-invite-accepted-ms")
+	b.ReportMetric(ms(median(incoming)), "press-to-incoming-ms")
+	b.ReportMetric(float64(idle.Process.RSS)/1e6, "idle-rss-MB")
+	b.ReportMetric(0, "ns/op")
+	b.Logf("%d rings: press→invite accepted %v; press→incoming %v", len(incoming), accepted, incoming)
 }

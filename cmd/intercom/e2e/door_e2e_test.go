@@ -423,8 +423,22 @@ func (s *doorSystem) doorStatus(t testing.TB) doorState {
 // (the intercom's own measure), and the resident sending it → relay on.
 // One ring opens the window; door.window is an hour so that it stays open
 // for every round.
+//
+// Sub-benchmarks: "plain" in an unencrypted DM, "encrypted" in an
+// encrypted one with matrix-js-sdk's rust crypto; the intercom's sync →
+// relay includes the Megolm decryption.
 func BenchmarkDoorCommand(b *testing.B) {
-	s := startDoorSystem(b, "door:\n  pulse: 200ms\n  window: 1h\n", "alice")
+	for _, enc := range []bool{false, true} {
+		name := "plain"
+		if enc {
+			name = "encrypted"
+		}
+		b.Run(name, func(b *testing.B) { benchDoorCommand(b, enc) })
+	}
+}
+
+func benchDoorCommand(b *testing.B, encrypted bool) {
+	s := startDoorSystemWith(b, systemOptions{Encrypted: encrypted, Config: "door:\n  pulse: 200ms\n  window: 1h\n"}, "alice")
 	alice := s.residents[0]
 	room := s.rooms[alice.UserID()]
 	rounds := 10

@@ -95,6 +95,9 @@ type e2ee struct {
 	// the token (same device) needs nothing here.
 	cli    *mautrix.Client
 	device id.DeviceID
+	// requestAfter and waitLimit are keyRequestAfter and keyWaitLimit;
+	// tests shorten them.
+	requestAfter, waitLimit time.Duration
 
 	mu      sync.Mutex
 	waiting []*waitingEvent
@@ -200,7 +203,7 @@ func openE2EE(ctx context.Context, s *Session, c *mautrix.Client, opts Encryptio
 		}
 	}()
 	zl := newZerolog(s.log)
-	e := &e2ee{s: s, db: db, device: c.DeviceID}
+	e := &e2ee{s: s, db: db, device: c.DeviceID, requestAfter: keyRequestAfter, waitLimit: keyWaitLimit}
 	e.store = crypto.NewSQLCryptoStore(db, dbutil.ZeroLogger(zl.With().Str("db_section", "crypto").Logger()), "", c.DeviceID, key)
 	if err := e.store.DB.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrCryptoStore, dbPath, err)
@@ -446,17 +449,42 @@ func parseEvent(raw json.RawMessage, room id.RoomID) *event.Event {
 	return &evt
 }
 
-// roomEncrypted reports whether room has m.room.encryption, as far as the
-// state store knows.
+// roomEncrypted reports whether room has m.room.encryption. The state
+// store learns it from the sync, which may not have shown a room just
+// joined or created yet: a room whose state was never fetched is asked
+// for once (GET /state), so that nothing goes out in the clear into an
+// encrypted room because the sync lagged.
 func (e *e2ee) roomEncrypted(ctx context.Context, room id.RoomID) bool {
 	enc, err := e.state.IsEncrypted(ctx, room)
+	if err == nil && !enc {
+		err = e.fetchState(ctx, room)
+		if err == nil {
+			enc, err = e.state.IsEncrypted(ctx, room)
+		}
+	}
 	if err != nil {
-		e.s.log.Error("read room encryption from the state store", "room_id", room, "err", err)
+		e.s.log.Error("find out whether a room is encrypted", "room_id", room, "err", err)
 		// Unknown is treated as encrypted: the door then refuses
-		// plaintext commands, and senders encrypt.
+		// plaintext commands, and senders encrypt (or fail).
 		return true
 	}
 	return enc
+}
+
+// fetchState fills the state store with room's current state (members,
+// encryption) unless that was done before; the sync keeps it current
+// after.
+func (e *e2ee) fetchState(ctx context.Context, room id.RoomID) error {
+	fetched, err := e.state.HasFetchedMembers(ctx, room)
+	if err != nil || fetched {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	if _, err := e.cli.State(rctx, room); err != nil {
+		return fmt.Errorf("fetch state of %s: %w", room, err)
+	}
+	return e.state.MarkMembersFetched(ctx, room)
 }
 
 // decryptTimeline decrypts one m.room.encrypted timeline event. ok is
@@ -558,10 +586,10 @@ func (e *e2ee) retryWaiting(ctx context.Context) []callengine.RoomEvent {
 		}
 		content := w.evt.Content.AsEncrypted()
 		switch {
-		case now.Sub(w.since) >= keyWaitLimit:
-			e.fail(w.raw, w.evt.RoomID, string(content.SessionID), fmt.Sprintf("no room key within %s", keyWaitLimit))
+		case now.Sub(w.since) >= e.waitLimit:
+			e.fail(w.raw, w.evt.RoomID, string(content.SessionID), fmt.Sprintf("no room key within %s", e.waitLimit))
 			continue
-		case !w.requested && now.Sub(w.since) >= keyRequestAfter:
+		case !w.requested && now.Sub(w.since) >= e.requestAfter:
 			w.requested = true
 			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
 			err := e.mach.SendRoomKeyRequest(rctx, w.evt.RoomID, content.SenderKey, content.SessionID, "",
@@ -591,11 +619,11 @@ func (e *e2ee) nextRetry() time.Duration {
 		return 0
 	}
 	now := e.s.now()
-	next := keyWaitLimit
+	next := e.waitLimit
 	for _, w := range e.waiting {
-		at := keyWaitLimit - now.Sub(w.since)
+		at := e.waitLimit - now.Sub(w.since)
 		if !w.requested {
-			at = keyRequestAfter - now.Sub(w.since)
+			at = e.requestAfter - now.Sub(w.since)
 		}
 		next = min(next, max(at, 10*time.Millisecond))
 	}
@@ -662,17 +690,8 @@ func (e *e2ee) seal(ctx context.Context, room id.RoomID, eventType string, body 
 // devices (as ShareWith chooses) have the key of. The members are fetched
 // from the homeserver once per room; the sync keeps them current after.
 func (e *e2ee) share(ctx context.Context, room id.RoomID) error {
-	fetched, err := e.state.HasFetchedMembers(ctx, room)
-	if err != nil {
+	if err := e.fetchState(ctx, room); err != nil {
 		return fmt.Errorf("share room key of %s: %w", room, err)
-	}
-	if !fetched {
-		if _, err := e.cli.State(ctx, room); err != nil {
-			return fmt.Errorf("share room key of %s: fetch members: %w", room, err)
-		}
-		if err := e.state.MarkMembersFetched(ctx, room); err != nil {
-			return fmt.Errorf("share room key of %s: %w", room, err)
-		}
 	}
 	users, err := e.state.GetRoomJoinedOrInvitedMembers(ctx, room)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -334,4 +336,136 @@ func TestDendriteCrossSigningAndIdentityReset(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// holdingTransport keeps back the Olm-encrypted to-device messages (room
+// keys) while hold is set, answering 200 as if delivered; Release sends
+// the kept ones on.
+type holdingTransport struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	hold bool
+	kept []*http.Request
+}
+
+func (h *holdingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	h.mu.Lock()
+	hold := h.hold && r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/sendToDevice/m.room.encrypted/")
+	h.mu.Unlock()
+	if !hold {
+		return h.base.RoundTrip(r)
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	kept := r.Clone(context.Background())
+	kept.Body = io.NopCloser(bytes.NewReader(body))
+	kept.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	h.mu.Lock()
+	h.kept = append(h.kept, kept)
+	h.mu.Unlock()
+	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader("{}")), Request: r}, nil
+}
+
+func (h *holdingTransport) setHold(v bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.hold = v
+}
+
+func (h *holdingTransport) release(t *testing.T) {
+	t.Helper()
+	h.mu.Lock()
+	kept := h.kept
+	h.kept = nil
+	h.mu.Unlock()
+	for _, r := range kept {
+		resp, err := h.base.RoundTrip(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+}
+
+// TestDendriteMissingRoomKey: a command whose room key is late waits (the
+// status names its room and sender) and is delivered once the key comes;
+// one whose key never comes is asked for, then given up on, and never
+// reaches the door.
+func TestDendriteMissingRoomKey(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	door := e.cryptoSession(t, true, e.store, t.TempDir())
+	alice := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	hold := &holdingTransport{base: http.DefaultTransport}
+	alice.http = &http.Client{Transport: hold}
+	for _, s := range []*Session{door, alice} {
+		if err := s.Login(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	de := door.crypt.Load()
+	de.requestAfter, de.waitLimit = 300*time.Millisecond, 2*time.Second
+	doorCh, _ := runUntil(t, door)
+	runUntil(t, alice)
+	rooms, err := door.EnsureDirectRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rooms[callengine.UserID(e.alice.UserID)]
+	eventually(t, "alice joins", 30*time.Second, func() bool {
+		return de.state.IsInRoom(ctx, id.RoomID(room), id.UserID(e.alice.UserID))
+	})
+
+	// The key is late.
+	hold.setHold(true)
+	late, err := alice.SendText(ctx, room, "!open", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the door waiting for the key", 10*time.Second, func() bool {
+		w := door.CryptoStatus().Waiting
+		return len(w) == 1 && w[0].EventID == late && w[0].Room == string(room) && w[0].Sender == e.alice.UserID
+	})
+	hold.setHold(false)
+	hold.release(t)
+	if got := receiveType(t, doorCh, event.EventMessage.Type); got.ID != late || !got.Seal.Encrypted {
+		t.Fatalf("after the late key the door got %s (%+v), want %s", got.ID, got.Seal, late)
+	}
+	if st := door.CryptoStatus(); len(st.Waiting) != 0 || st.Undecryptable != 0 {
+		t.Errorf("status after the late key: %+v", st)
+	}
+
+	// The key never comes: asked for, then given up on.
+	if err := alice.crypt.Load().store.RemoveOutboundGroupSession(ctx, id.RoomID(room)); err != nil {
+		t.Fatal(err)
+	}
+	hold.setHold(true)
+	lost, err := alice.SendText(ctx, room, "!open", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the door giving up", 20*time.Second, func() bool {
+		st := door.CryptoStatus()
+		return st.Undecryptable == 1 && st.LastFailure != nil && st.LastFailure.EventID == lost
+	})
+	st := door.CryptoStatus()
+	if !strings.Contains(st.LastFailure.Reason, "no room key") || st.LastFailure.Sender != e.alice.UserID || len(st.Waiting) != 0 {
+		t.Errorf("status after giving up: %+v (last failure %+v)", st, *st.LastFailure)
+	}
+	select {
+	case ev := <-doorCh:
+		if ev.ID == lost {
+			t.Fatalf("the undecryptable command reached the door: %+v", ev)
+		}
+	default:
+	}
+	// The key request went out to alice's devices (and was kept back with
+	// her answer, if she gave one).
+	hold.mu.Lock()
+	n := len(hold.kept)
+	hold.mu.Unlock()
+	t.Logf("to-device messages kept back from alice: %d", n)
 }

@@ -36,7 +36,7 @@ func offlineE2EE(t testing.TB) *e2ee {
 	}
 	t.Cleanup(func() { db.Close() })
 	ctx := context.Background()
-	e := &e2ee{s: s, db: db, device: c.DeviceID, cli: c}
+	e := &e2ee{s: s, db: db, device: c.DeviceID, cli: c, requestAfter: keyRequestAfter, waitLimit: keyWaitLimit}
 	e.store = crypto.NewSQLCryptoStore(db, dbutil.NoopLogger, "", c.DeviceID, make([]byte, pickleKeyLength))
 	if err := e.store.DB.Upgrade(ctx); err != nil {
 		t.Fatal(err)

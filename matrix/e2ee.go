@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -102,6 +104,10 @@ type e2ee struct {
 	mu      sync.Mutex
 	waiting []*waitingEvent
 	status  CryptoStatus
+	// prepared are the rooms PrepareEncryption was asked for: the sync
+	// loop's warmer keeps their room keys shared (warmLoop).
+	prepared map[id.RoomID]bool
+	warm     chan struct{} // capacity 1: a sync happened
 }
 
 // waitingEvent is an encrypted timeline event whose room key has not
@@ -203,7 +209,8 @@ func openE2EE(ctx context.Context, s *Session, c *mautrix.Client, opts Encryptio
 		}
 	}()
 	zl := newZerolog(s.log)
-	e := &e2ee{s: s, db: db, device: c.DeviceID, requestAfter: keyRequestAfter, waitLimit: keyWaitLimit}
+	e := &e2ee{s: s, db: db, device: c.DeviceID, requestAfter: keyRequestAfter, waitLimit: keyWaitLimit,
+		prepared: map[id.RoomID]bool{}, warm: make(chan struct{}, 1)}
 	e.store = crypto.NewSQLCryptoStore(db, dbutil.ZeroLogger(zl.With().Str("db_section", "crypto").Logger()), "", c.DeviceID, key)
 	if err := e.store.DB.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrCryptoStore, dbPath, err)
@@ -747,9 +754,45 @@ func (s *Session) PrepareEncryption(ctx context.Context, rooms ...callengine.Roo
 	}
 	var errs []error
 	for _, r := range rooms {
+		e.mu.Lock()
+		e.prepared[id.RoomID(r)] = true
+		e.mu.Unlock()
 		if err := e.prepare(ctx, id.RoomID(r)); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// kick tells the warmer that a sync happened: members may have come or
+// gone, devices changed (mautrix then drops the room's outbound session),
+// or the session may have reached its rotation.
+func (e *e2ee) kick() {
+	select {
+	case e.warm <- struct{}{}:
+	default:
+	}
+}
+
+// warmLoop keeps the prepared rooms' Megolm sessions shared, after each
+// sync, off the sync goroutine: a rotated or dropped session is shared
+// again before the next press needs it, not during it. Checking a room
+// whose session is fine costs one read of the store. It returns when ctx
+// ends; Run owns it.
+func (e *e2ee) warmLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.warm:
+		}
+		e.mu.Lock()
+		rooms := slices.Collect(maps.Keys(e.prepared))
+		e.mu.Unlock()
+		for _, r := range rooms {
+			if err := e.prepare(ctx, r); err != nil && ctx.Err() == nil {
+				e.s.log.Warn("share a room key ahead", "room_id", r, "err", err)
+			}
+		}
+	}
 }

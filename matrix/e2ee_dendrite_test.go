@@ -469,3 +469,45 @@ func TestDendriteMissingRoomKey(t *testing.T) {
 	hold.mu.Unlock()
 	t.Logf("to-device messages kept back from alice: %d", n)
 }
+
+// TestDendriteRoomKeysKeptWarm: when a resident adds a device, the door's
+// sync loop shares the prepared room's key with it ahead of the next
+// send, so a press does not pay for it.
+func TestDendriteRoomKeysKeptWarm(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	door := e.cryptoSession(t, true, e.store, t.TempDir())
+	alice := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	for _, s := range []*Session{door, alice} {
+		if err := s.Login(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runUntil(t, door)
+	runUntil(t, alice)
+	rooms, err := door.EnsureDirectRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := id.RoomID(rooms[callengine.UserID(e.alice.UserID)])
+	de := door.crypt.Load()
+	eventually(t, "alice joins", 30*time.Second, func() bool { return de.state.IsInRoom(ctx, room, id.UserID(e.alice.UserID)) })
+	if err := door.PrepareEncryption(ctx, callengine.RoomID(room)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Alice's second device.
+	phone := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	if err := phone.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	phoneKey := phone.crypt.Load().mach.OwnIdentity().IdentityKey
+	eventually(t, "the door sharing the room key with alice's new device", 30*time.Second, func() bool {
+		sess, err := de.store.GetOutboundGroupSession(ctx, room)
+		if err != nil || sess == nil || !sess.Shared {
+			return false
+		}
+		ok, err := de.store.IsOutboundGroupSessionShared(ctx, id.UserID(e.alice.UserID), phoneKey, sess.ID())
+		return err == nil && ok
+	})
+}

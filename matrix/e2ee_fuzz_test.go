@@ -10,6 +10,7 @@ import (
 
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/sqlstatestore"
 )
 
@@ -36,7 +37,8 @@ func offlineE2EE(t testing.TB) *e2ee {
 	}
 	t.Cleanup(func() { db.Close() })
 	ctx := context.Background()
-	e := &e2ee{s: s, db: db, device: c.DeviceID, cli: c, requestAfter: keyRequestAfter, waitLimit: keyWaitLimit}
+	e := &e2ee{s: s, db: db, device: c.DeviceID, cli: c, requestAfter: keyRequestAfter, waitLimit: keyWaitLimit,
+		prepared: map[id.RoomID]bool{}, warm: make(chan struct{}, 1)}
 	e.store = crypto.NewSQLCryptoStore(db, dbutil.NoopLogger, "", c.DeviceID, make([]byte, pickleKeyLength))
 	if err := e.store.DB.Upgrade(ctx); err != nil {
 		t.Fatal(err)

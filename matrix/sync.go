@@ -177,6 +177,13 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 		since = ""
 	}
 	l := &syncLoop{s: s, handler: handler, since: since, saved: since, pending: map[id.RoomID]id.UserID{}}
+	if e := s.crypt.Load(); e != nil {
+		// The room keys' warmer (e2ee.go) lives as long as this loop.
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); e.warmLoop(wctx) }()
+		defer func() { stop(); <-done }()
+	}
 	failures := 0
 	retry := runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax, Jitter: s.jitter}
 	for first := true; ; first = false {
@@ -185,6 +192,9 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 			return context.Cause(ctx)
 		}
 		if err == nil {
+			if e := s.crypt.Load(); e != nil {
+				e.kick()
+			}
 			if failures > 0 {
 				s.log.Info("matrix sync recovered", "failures", failures)
 			}

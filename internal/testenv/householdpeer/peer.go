@@ -79,10 +79,8 @@ type Device struct {
 	rings     atomic.Int64
 	keyframes atomic.Int64
 
-	// Call signalling (to-device events of either family) received
-	// Olm-encrypted or in the clear, and sent each way.
-	recvEncrypted, recvClear atomic.Int64
-	sentEncrypted, sentClear atomic.Int64
+	// Call signalling exchanged with each user (guarded by mu).
+	signalling map[string]*Counts
 	// Rings that came Megolm-encrypted; encrypted events (to-device or
 	// room) that did not decrypt.
 	ringsEncrypted, undecryptable atomic.Int64
@@ -110,7 +108,7 @@ func Start(ctx context.Context, o Options) (_ *Device, err error) {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	d := &Device{o: o, session: base64.StdEncoding.EncodeToString(b), http: &http.Client{},
-		members: map[string]member{}, calls: map[string]*call{}}
+		members: map[string]member{}, calls: map[string]*call{}, signalling: map[string]*Counts{}}
 	if o.Crypto {
 		// Keys first: the intercom may call the device as soon as its
 		// membership is published.
@@ -161,21 +159,48 @@ func (d *Device) Rings() int64 { return d.rings.Load() }
 // Keyframes counts received keyframes.
 func (d *Device) Keyframes() int64 { return d.keyframes.Load() }
 
-// ReceivedEncrypted counts the call to-device events (com.famedly.call.member.*
-// or m.call.*) that arrived Olm-encrypted; ReceivedClear those that
-// arrived in the clear. Both count every such event, whether or not it
-// was then taken.
-func (d *Device) ReceivedEncrypted() int64 { return d.recvEncrypted.Load() }
+// Counts are call signalling events (to-device, com.famedly.call.member.*
+// or m.call.*) a device exchanged, by how they travelled. Received events
+// count whether or not the device then took them; sent ones once the
+// homeserver accepted them.
+type Counts struct {
+	ReceivedEncrypted, ReceivedClear int64
+	SentEncrypted, SentClear         int64
+}
 
-// ReceivedClear: see ReceivedEncrypted.
-func (d *Device) ReceivedClear() int64 { return d.recvClear.Load() }
+func (c Counts) String() string {
+	return fmt.Sprintf("received %d encrypted, %d in the clear; sent %d encrypted, %d in the clear",
+		c.ReceivedEncrypted, c.ReceivedClear, c.SentEncrypted, c.SentClear)
+}
 
-// SentEncrypted counts the call events the device sent Olm-encrypted;
-// SentClear those it sent in the clear.
-func (d *Device) SentEncrypted() int64 { return d.sentEncrypted.Load() }
+// Signalling returns the call events exchanged with user's devices; with
+// user "", with everyone (household devices call each other too).
+func (d *Device) Signalling(user string) Counts {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var sum Counts
+	for u, c := range d.signalling {
+		if user == "" || u == user {
+			sum.ReceivedEncrypted += c.ReceivedEncrypted
+			sum.ReceivedClear += c.ReceivedClear
+			sum.SentEncrypted += c.SentEncrypted
+			sum.SentClear += c.SentClear
+		}
+	}
+	return sum
+}
 
-// SentClear: see SentEncrypted.
-func (d *Device) SentClear() int64 { return d.sentClear.Load() }
+// count records one call event exchanged with user.
+func (d *Device) count(user string, f func(*Counts)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.signalling[user]
+	if c == nil {
+		c = &Counts{}
+		d.signalling[user] = c
+	}
+	f(c)
+}
 
 // EncryptedRings counts the ring notifications that came Megolm-encrypted
 // (included in Rings).
@@ -517,7 +542,7 @@ func (d *Device) send(ctx context.Context, c *call, name string, content map[str
 			d.o.Logf("send %s encrypted: %v", name, err)
 			return
 		}
-		d.sentEncrypted.Add(1)
+		d.count(c.remote.user, func(n *Counts) { n.SentEncrypted++ })
 		return
 	}
 	body := map[string]any{"messages": map[string]any{c.remote.user: map[string]any{c.remote.device: content}}}
@@ -526,7 +551,7 @@ func (d *Device) send(ctx context.Context, c *call, name string, content map[str
 		d.o.Logf("send %s: %v", name, err)
 		return
 	}
-	d.sentClear.Add(1)
+	d.count(c.remote.user, func(n *Counts) { n.SentClear++ })
 }
 
 // isCallEvent reports whether a to-device type is call signalling of
@@ -539,11 +564,13 @@ func (d *Device) toDevice(ctx context.Context, ev toDeviceEvent) {
 	if !isCallEvent(ev.Type) {
 		return
 	}
-	if ev.encrypted {
-		d.recvEncrypted.Add(1)
-	} else {
-		d.recvClear.Add(1)
-	}
+	d.count(ev.Sender, func(n *Counts) {
+		if ev.encrypted {
+			n.ReceivedEncrypted++
+		} else {
+			n.ReceivedClear++
+		}
+	})
 	var e struct {
 		Type    string
 		Sender  string

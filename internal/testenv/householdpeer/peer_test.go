@@ -65,14 +65,13 @@ func TestCryptoPeers(t *testing.T) {
 				}
 			}
 			for name, d := range map[string]*Device{"alice": da, "bob": db} {
-				enc, clear := d.ReceivedEncrypted(), d.ReceivedClear()
-				sentEnc, sentClear := d.SentEncrypted(), d.SentClear()
-				t.Logf("%s: received %d encrypted, %d in the clear; sent %d encrypted, %d in the clear", name, enc, clear, sentEnc, sentClear)
-				if tc.encrypted && (enc == 0 || clear != 0 || sentEnc == 0 || sentClear != 0) {
-					t.Errorf("%s in an encrypted room: received %d encrypted, %d clear; sent %d encrypted, %d clear", name, enc, clear, sentEnc, sentClear)
+				n := d.Signalling("")
+				t.Logf("%s: %v", name, n)
+				if tc.encrypted && (n.ReceivedEncrypted == 0 || n.ReceivedClear != 0 || n.SentEncrypted == 0 || n.SentClear != 0) {
+					t.Errorf("%s in an encrypted room: %v", name, n)
 				}
-				if !tc.encrypted && (enc != 0 || clear == 0 || sentEnc != 0 || sentClear == 0) {
-					t.Errorf("%s in a room in the clear: received %d encrypted, %d clear; sent %d encrypted, %d clear", name, enc, clear, sentEnc, sentClear)
+				if !tc.encrypted && (n.ReceivedEncrypted != 0 || n.ReceivedClear == 0 || n.SentEncrypted != 0 || n.SentClear == 0) {
+					t.Errorf("%s in a room in the clear: %v", name, n)
 				}
 				if d.Undecryptable() != 0 {
 					t.Errorf("%s: %d undecryptable events", name, d.Undecryptable())

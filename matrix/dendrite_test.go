@@ -3,6 +3,8 @@ package matrix
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -25,11 +27,18 @@ import (
 
 const doorPassword = "door-password-1"
 
-// countingTransport counts requests by "METHOD /path-suffix".
+// countingTransport counts requests by "METHOD /path-suffix". If lose is
+// set, the response to the first request it matches is lost: the server
+// handled the request, the client gets an error.
 type countingTransport struct {
-	mu sync.Mutex
-	n  map[string]int
+	mu   sync.Mutex
+	n    map[string]int
+	lose func(*http.Request) bool
 }
+
+// errResponseLost is what a client sees of a response countingTransport
+// lost.
+var errResponseLost = errors.New("test: response lost on the way back")
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.mu.Lock()
@@ -41,8 +50,26 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			c.n[r.Method+" "+p]++
 		}
 	}
+	lose := c.lose != nil && c.lose(r)
+	if lose {
+		c.lose = nil
+	}
 	c.mu.Unlock()
-	return http.DefaultTransport.RoundTrip(r)
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if lose && err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil, errResponseLost
+	}
+	return resp, err
+}
+
+// loseNext makes the response to the next request that match accepts get
+// lost.
+func (c *countingTransport) loseNext(match func(*http.Request) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lose = match
 }
 
 func (c *countingTransport) count(k string) int {

@@ -727,17 +727,25 @@ func (e *e2ee) prepare(ctx context.Context, room id.RoomID) error {
 	return e.share(ctx, room)
 }
 
-// sendToDevice sends content Olm-encrypted to one device of user.
-func (e *e2ee) sendToDevice(ctx context.Context, eventType string, user id.UserID, device id.DeviceID, body json.RawMessage) error {
-	dev, err := e.mach.GetOrFetchDevice(ctx, user, device)
-	if err != nil {
-		return fmt.Errorf("encrypt %s for %s/%s: %w", eventType, user, device, err)
-	}
+// sealToDevice encrypts content with Olm for one device of user (after
+// fetching its keys and claiming a one-time key if there is no session
+// with it yet) and returns the body of the m.room.encrypted to-device
+// request. Sending is the caller's, so that a retry can send the same
+// ciphertext under the same transaction ID.
+func (e *e2ee) sealToDevice(ctx context.Context, eventType string, user id.UserID, device id.DeviceID, body json.RawMessage) (*mautrix.ReqSendToDevice, error) {
 	var content event.Content
 	if err := json.Unmarshal(body, &content); err != nil {
-		return fmt.Errorf("encrypt %s: %w", eventType, err)
+		return nil, fmt.Errorf("encrypt %s: %w", eventType, err)
 	}
-	return e.mach.SendEncryptedToDevice(ctx, dev, event.Type{Type: eventType, Class: event.ToDeviceEventType}, content)
+	req, err := e.mach.EncryptToDevices(ctx, event.Type{Type: eventType, Class: event.ToDeviceEventType},
+		&mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{user: {device: &content}}})
+	if err != nil {
+		return nil, fmt.Errorf("encrypt %s for %s/%s: %w", eventType, user, device, err)
+	}
+	if req.Messages[user][device] == nil {
+		return nil, fmt.Errorf("encrypt %s for %s/%s: no Olm session with the device (no one-time key to claim)", eventType, user, device)
+	}
+	return req, nil
 }
 
 // PrepareEncryption shares the Megolm session of each encrypted room

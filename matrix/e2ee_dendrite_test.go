@@ -511,3 +511,62 @@ func TestDendriteRoomKeysKeptWarm(t *testing.T) {
 		return err == nil && ok
 	})
 }
+
+// TestDendriteEncryptedToDeviceOnce: with the household room encrypted,
+// SendToDevice sends Olm-encrypted, and a retry after a lost response
+// delivers the event once, as in the clear (the transaction ID is kept):
+// the retry sends the same ciphertext again instead of encrypting anew.
+func TestDendriteEncryptedToDeviceOnce(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	door := e.cryptoSession(t, true, e.store, t.TempDir())
+	if err := door.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	if err := alice.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, door)
+	runUntil(t, alice)
+	rooms, err := door.EnsureDirectRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rooms[callengine.UserID(e.alice.UserID)]
+	eventually(t, "alice joins the encrypted DM", 30*time.Second, func() bool {
+		return door.crypt.Load().state.IsInRoom(ctx, id.RoomID(room), id.UserID(e.alice.UserID)) &&
+			door.crypt.Load().roomEncrypted(ctx, id.RoomID(room))
+	})
+	door.SetHouseholdHooks(&HouseholdHooks{Room: room, ToDevice: func(ToDeviceEvent) {}})
+	got := make(chan ToDeviceEvent, 10)
+	alice.SetHouseholdHooks(&HouseholdHooks{Room: room, ToDevice: func(ev ToDeviceEvent) { got <- ev }})
+
+	send := func(callID string) {
+		t.Helper()
+		if err := door.SendToDevice(ctx, "com.famedly.call.member.invite", callengine.UserID(e.alice.UserID), alice.DeviceID(),
+			map[string]any{"call_id": callID}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev := <-got:
+			if !ev.Encrypted || ev.Device != door.DeviceID() || ev.Type != "com.famedly.call.member.invite" ||
+				!bytes.Contains(ev.Content, []byte(callID)) {
+				t.Fatalf("alice got %+v (%s), want %s encrypted from device %s", ev, ev.Content, callID, door.DeviceID())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s never reached alice", callID)
+		}
+	}
+	send("c1")
+	e.count.loseNext(func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/sendToDevice/m.room.encrypted/")
+	})
+	send("c2")
+	send("c3") // a later sync: anything sent twice has arrived by now
+	select {
+	case ev := <-got:
+		t.Errorf("alice got %s twice (%s): the retry was delivered too", ev.Type, ev.Content)
+	case <-time.After(time.Second):
+	}
+}

@@ -165,32 +165,37 @@ func (s *Session) handleHousehold(h *HouseholdHooks, resp *householdSync, decryp
 // retry after a lost response cannot deliver twice.
 //
 // With encryption on and the household room encrypted, the event goes
-// Olm-encrypted to that device, as famedly's SDK sends group call
-// signalling in encrypted rooms; a retry then encrypts anew.
+// Olm-encrypted to that device (as m.room.encrypted), as famedly's SDK
+// sends group call signalling in encrypted rooms. It is encrypted once:
+// a retry sends the same ciphertext under the same transaction ID, where
+// a new encryption would be a new message the homeserver delivers again.
 func (s *Session) SendToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error {
 	body, err := json.Marshal(content)
 	if err != nil {
 		return fmt.Errorf("marshal %s content: %w", eventType, err)
 	}
-	if e, h := s.crypt.Load(), s.household.Load(); e != nil && h != nil && e.roomEncrypted(ctx, id.RoomID(h.Room)) {
-		err := s.do(ctx, "send encrypted to-device "+eventType, sendPolicy, func(ctx context.Context) error {
-			return e.sendToDevice(ctx, eventType, id.UserID(user), id.DeviceID(device), body)
-		})
-		if err != nil {
-			return fmt.Errorf("send %s to %s/%s: %w", eventType, user, device, err)
-		}
-		return nil
-	}
-	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
-	req := map[string]map[string]map[string]json.RawMessage{
+	what, sendType := "send to-device "+eventType, eventType
+	var req any = map[string]map[string]map[string]json.RawMessage{
 		"messages": {string(user): {device: json.RawMessage(body)}},
 	}
-	err = s.do(ctx, "send to-device "+eventType, sendPolicy, func(ctx context.Context) error {
+	e, h := s.crypt.Load(), s.household.Load()
+	if e != nil && h != nil && e.roomEncrypted(ctx, id.RoomID(h.Room)) {
+		what, sendType, req = "send encrypted to-device "+eventType, event.ToDeviceEncrypted.Type, nil
+	}
+	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
+	err = s.do(ctx, what, sendPolicy, func(ctx context.Context) error {
+		if req == nil {
+			sealed, err := e.sealToDevice(ctx, eventType, id.UserID(user), id.DeviceID(device), body)
+			if err != nil {
+				return err
+			}
+			req = sealed
+		}
 		c, err := s.client()
 		if err != nil {
 			return err
 		}
-		_, err = c.MakeRequest(ctx, http.MethodPut, c.BuildClientURL("v3", "sendToDevice", eventType, txn), req, nil)
+		_, err = c.MakeRequest(ctx, http.MethodPut, c.BuildClientURL("v3", "sendToDevice", sendType, txn), req, nil)
 		return err
 	})
 	if err != nil {

@@ -128,8 +128,24 @@ type householdSystem struct {
 // is in the household room.
 func startHousehold(ctx context.Context, t *testing.T, names, residents []string, extra string) *householdSystem {
 	t.Helper()
+	return startHouseholdWith(ctx, t, householdOptions{}, names, residents, extra)
+}
+
+// householdOptions vary what startHouseholdWith starts; the zero value is
+// startHousehold's system.
+type householdOptions struct {
+	// Encryption is the intercom's matrix.encryption.
+	Encryption bool
+	// EncryptedRoom creates the household room with m.room.encryption.
+	EncryptedRoom bool
+}
+
+// startHouseholdWith is startHousehold with options.
+func startHouseholdWith(ctx context.Context, t *testing.T, opts householdOptions, names, residents []string, extra string) *householdSystem {
+	t.Helper()
 	hs := dendrite.StartT(t)
 	e := newE2E(ctx, t, hs)
+	e.encrypted = opts.Encryption
 	bot := e.bot
 	var err error
 	users := map[string]dendrite.User{}
@@ -145,11 +161,16 @@ func startHousehold(ctx context.Context, t *testing.T, names, residents []string
 	var created struct {
 		RoomID string `json:"room_id"`
 	}
-	if err := matrixDo(ctx, hs, users[names[0]].AccessToken, http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{
+	req := map[string]any{
 		"preset": "private_chat", "name": "Home", "invite": invite,
 		"power_level_content_override": map[string]any{"events": map[string]int{
 			"com.famedly.call.member": 0, "org.matrix.msc3401.call.member": 0, "org.matrix.msc4075.rtc.notification": 0}},
-	}, &created); err != nil {
+	}
+	if opts.EncryptedRoom {
+		req["initial_state"] = []any{map[string]any{"type": "m.room.encryption", "state_key": "",
+			"content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}
+	}
+	if err := matrixDo(ctx, hs, users[names[0]].AccessToken, http.MethodPost, "/_matrix/client/v3/createRoom", req, &created); err != nil {
 		t.Fatal(err)
 	}
 	var rs []string
@@ -165,12 +186,20 @@ func startHousehold(ctx context.Context, t *testing.T, names, residents []string
 	return &householdSystem{t: t, ctx: ctx, hs: hs, e: e, room: created.RoomID, users: users, bot: bot}
 }
 
-// device starts the household device of name.
+// device starts the household device of name, without crypto.
 func (s *householdSystem) device(name string) *householdpeer.Device {
+	s.t.Helper()
+	return s.deviceWith(name, false)
+}
+
+// deviceWith starts the household device of name, with end-to-end
+// encryption if crypto is set (householdpeer.Options.Crypto).
+func (s *householdSystem) deviceWith(name string, crypto bool) *householdpeer.Device {
 	s.t.Helper()
 	u := s.users[name]
 	d, err := householdpeer.Start(s.ctx, householdpeer.Options{Homeserver: s.hs.BaseURL, UserID: u.UserID,
-		AccessToken: u.AccessToken, DeviceID: u.DeviceID, Room: s.room, Logf: func(f string, a ...any) { s.t.Logf(name+": "+f, a...) }})
+		AccessToken: u.AccessToken, DeviceID: u.DeviceID, Room: s.room, Crypto: crypto,
+		Logf: func(f string, a ...any) { s.t.Logf(name+": "+f, a...) }})
 	if err != nil {
 		s.t.Fatalf("%s: %v", name, err)
 	}

@@ -6,7 +6,16 @@
 // "user:device" sorts after its own and answers invites from the others,
 // over com.famedly.call.member.* to-device events, and counts the video
 // frames it receives. It deliberately shares no code with
-// callengine/group, so that the two check each other.
+// callengine/group or the intercom's matrix package, so that they check
+// each other.
+//
+// With Options.Crypto it also has end-to-end encryption, as a famedly
+// client in an encrypted room (crypto.go, mautrix's crypto): it uploads
+// device keys, Olm-decrypts the to-device events it gets, decrypts the
+// room's Megolm events (the ring), and sends its own call signalling
+// Olm-encrypted when the room has m.room.encryption (dart-sdk's
+// sendToDeviceEncrypted). It counts the call events it got encrypted and
+// in the clear, so that a test can check the intercom encrypted them all.
 package householdpeer
 
 import (
@@ -20,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +47,14 @@ type Options struct {
 	DeviceID    string
 	Room        string // household room ID
 	Logf        func(format string, args ...any)
+	// Crypto gives the device end-to-end encryption, with its crypto
+	// store (SQLite) in CryptoDir, or in a temporary directory that
+	// Close removes if CryptoDir is empty. The device's keys are
+	// uploaded before it joins the room. Without Crypto the device
+	// sends and reads everything in the clear and ignores
+	// m.room.encrypted.
+	Crypto    bool
+	CryptoDir string
 }
 
 // Device is a running household device.
@@ -44,6 +62,12 @@ type Device struct {
 	o       Options
 	session string
 	http    *http.Client
+	olm     *olm // nil without Options.Crypto
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // the sync loop and the calls it places
+	sendMu    sync.Mutex     // one send at a time, in seq order
+	closeOnce sync.Once
 
 	mu        sync.Mutex
 	members   map[string]member // "user:device" → member
@@ -54,6 +78,12 @@ type Device struct {
 	frames    atomic.Int64
 	rings     atomic.Int64
 	keyframes atomic.Int64
+
+	// Call signalling exchanged with each user (guarded by mu).
+	signalling map[string]*Counts
+	// Rings that came Megolm-encrypted; encrypted events (to-device or
+	// room) that did not decrypt.
+	ringsEncrypted, undecryptable atomic.Int64
 }
 
 type member struct {
@@ -70,15 +100,27 @@ type call struct {
 }
 
 // Start joins the room, publishes the membership and runs the device
-// until ctx ends.
-func Start(ctx context.Context, o Options) (*Device, error) {
+// until ctx ends or Close.
+func Start(ctx context.Context, o Options) (_ *Device, err error) {
 	if o.Logf == nil {
 		o.Logf = func(string, ...any) {}
 	}
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	d := &Device{o: o, session: base64.StdEncoding.EncodeToString(b), http: &http.Client{},
-		members: map[string]member{}, calls: map[string]*call{}}
+		members: map[string]member{}, calls: map[string]*call{}, signalling: map[string]*Counts{}}
+	if o.Crypto {
+		// Keys first: the intercom may call the device as soon as its
+		// membership is published.
+		if d.olm, err = openOlm(ctx, o); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				d.olm.close()
+			}
+		}()
+	}
 	if err := d.do(ctx, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(o.Room), map[string]any{}, nil); err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
@@ -99,7 +141,12 @@ func Start(ctx context.Context, o Options) (*Device, error) {
 	if err := d.publish(ctx, true); err != nil {
 		return nil, err
 	}
-	go d.loop(ctx, first.NextBatch)
+	ctx, d.cancel = context.WithCancel(ctx)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.loop(ctx, first.NextBatch)
+	}()
 	return d, nil
 }
 
@@ -111,6 +158,71 @@ func (d *Device) Rings() int64 { return d.rings.Load() }
 
 // Keyframes counts received keyframes.
 func (d *Device) Keyframes() int64 { return d.keyframes.Load() }
+
+// Counts are call signalling events (to-device, com.famedly.call.member.*
+// or m.call.*) a device exchanged, by how they travelled. Received events
+// count whether or not the device then took them; sent ones once the
+// homeserver accepted them.
+type Counts struct {
+	ReceivedEncrypted, ReceivedClear int64
+	SentEncrypted, SentClear         int64
+}
+
+func (c Counts) String() string {
+	return fmt.Sprintf("received %d encrypted, %d in the clear; sent %d encrypted, %d in the clear",
+		c.ReceivedEncrypted, c.ReceivedClear, c.SentEncrypted, c.SentClear)
+}
+
+// Signalling returns the call events exchanged with user's devices; with
+// user "", with everyone (household devices call each other too).
+func (d *Device) Signalling(user string) Counts {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var sum Counts
+	for u, c := range d.signalling {
+		if user == "" || u == user {
+			sum.ReceivedEncrypted += c.ReceivedEncrypted
+			sum.ReceivedClear += c.ReceivedClear
+			sum.SentEncrypted += c.SentEncrypted
+			sum.SentClear += c.SentClear
+		}
+	}
+	return sum
+}
+
+// count records one call event exchanged with user.
+func (d *Device) count(user string, f func(*Counts)) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	c := d.signalling[user]
+	if c == nil {
+		c = &Counts{}
+		d.signalling[user] = c
+	}
+	f(c)
+}
+
+// EncryptedRings counts the ring notifications that came Megolm-encrypted
+// (included in Rings).
+func (d *Device) EncryptedRings() int64 { return d.ringsEncrypted.Load() }
+
+// Undecryptable counts encrypted events that did not decrypt: malformed
+// to-device ones and room events whose key never came. (To-device events
+// mautrix fails to decrypt are only logged.)
+func (d *Device) Undecryptable() int64 { return d.undecryptable.Load() }
+
+// Connected is the number of calls whose peer connection is connected.
+func (d *Device) Connected() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, c := range d.calls {
+		if c.pc.ConnectionState() == webrtc.PeerConnectionStateConnected {
+			n++
+		}
+	}
+	return n
+}
 
 // MembershipToFirstFrame is the time from publishing the membership to the
 // first complete frame; 0 before one.
@@ -162,7 +274,9 @@ func (d *Device) loop(ctx context.Context, since string) {
 			ToDevice  struct {
 				Events []json.RawMessage `json:"events"`
 			} `json:"to_device"`
-			Rooms struct {
+			DeviceLists json.RawMessage `json:"device_lists"`
+			OTKCount    json.RawMessage `json:"device_one_time_keys_count"`
+			Rooms       struct {
 				Join map[string]struct {
 					State    struct{ Events []json.RawMessage } `json:"state"`
 					Timeline struct{ Events []json.RawMessage } `json:"timeline"`
@@ -177,15 +291,45 @@ func (d *Device) loop(ctx context.Context, since string) {
 			continue
 		}
 		since = resp.NextBatch
-		// State first: an invite may come in the same response as the
+		var events []toDeviceEvent
+		if d.olm != nil {
+			// Crypto before the room: room keys arrive Olm-encrypted,
+			// and the ring in the timeline may need one.
+			var failed int
+			events, failed = d.olm.handleSync(ctx, resp.ToDevice.Events, resp.DeviceLists, resp.OTKCount)
+			d.undecryptable.Add(int64(failed))
+			types, gaveUp := d.olm.retryWaiting(ctx)
+			d.undecryptable.Add(int64(gaveUp))
+			for _, t := range types {
+				d.roomEvent(t, true)
+			}
+		} else {
+			for _, raw := range resp.ToDevice.Events {
+				var e toDeviceEvent
+				if json.Unmarshal(raw, &e) == nil && e.Type != "" {
+					events = append(events, e)
+				}
+			}
+		}
+		// State next: an invite may come in the same response as the
 		// membership of its sender.
 		if j, ok := resp.Rooms.Join[d.o.Room]; ok {
 			for _, raw := range append(j.State.Events, j.Timeline.Events...) {
 				d.stateEvent(ctx, raw)
 			}
 		}
-		for _, raw := range resp.ToDevice.Events {
-			d.toDevice(ctx, raw)
+		for _, e := range events {
+			d.toDevice(ctx, e)
+		}
+	}
+}
+
+// roomEvent counts a timeline event of the room by its (decrypted) type.
+func (d *Device) roomEvent(eventType string, encrypted bool) {
+	if eventType == "org.matrix.msc4075.rtc.notification" {
+		d.rings.Add(1)
+		if encrypted {
+			d.ringsEncrypted.Add(1)
 		}
 	}
 }
@@ -200,8 +344,22 @@ func (d *Device) stateEvent(ctx context.Context, raw json.RawMessage) {
 	if json.Unmarshal(raw, &e) != nil {
 		return
 	}
-	if e.Type == "org.matrix.msc4075.rtc.notification" {
-		d.rings.Add(1)
+	if d.olm != nil {
+		if e.StateKey != nil {
+			d.olm.updateState(ctx, d.o.Room, raw)
+		} else if e.Type == "m.room.encrypted" {
+			t, ok, gaveUp := d.olm.decryptRoomEvent(ctx, d.o.Room, raw)
+			if gaveUp {
+				d.undecryptable.Add(1)
+			}
+			if ok {
+				d.roomEvent(t, true)
+			}
+			return
+		}
+	}
+	if e.StateKey == nil {
+		d.roomEvent(e.Type, false)
 		return
 	}
 	if e.Type != "com.famedly.call.member" || e.StateKey == nil || *e.StateKey != e.Sender || e.Sender == d.o.UserID {
@@ -240,7 +398,11 @@ func (d *Device) stateEvent(ctx context.Context, raw json.RawMessage) {
 	for _, mb := range fresh {
 		// dart-sdk setupP2PCallWithNewMember: the lower "user:device" calls.
 		if d.self() < mb.user+":"+mb.device && !d.hasCallWith(mb) {
-			go d.placeCall(ctx, mb)
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				d.placeCall(ctx, mb)
+			}()
 		}
 	}
 }
@@ -356,7 +518,12 @@ func (d *Device) placeCall(ctx context.Context, m member) {
 	})
 }
 
+// send sends one call event to the call's remote device: Olm-encrypted if
+// the device has crypto and the room is encrypted, as dart-sdk does,
+// else in the clear.
 func (d *Device) send(ctx context.Context, c *call, name string, content map[string]any) {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
 	d.mu.Lock()
 	seq := c.seq
 	c.seq++
@@ -367,17 +534,46 @@ func (d *Device) send(ctx context.Context, c *call, name string, content map[str
 	if name == "invite" {
 		content["device_id"] = d.o.DeviceID // dart-sdk: on the invite only
 	}
+	eventType := "com.famedly.call.member." + name
+	if d.olm != nil && d.olm.roomEncrypted(ctx, d.o.Room) {
+		// dart-sdk skips a device whose keys it does not know; this
+		// one says so in the log.
+		if err := d.olm.sendToDevice(ctx, c.remote.user, c.remote.device, eventType, content); err != nil {
+			d.o.Logf("send %s encrypted: %v", name, err)
+			return
+		}
+		d.count(c.remote.user, func(n *Counts) { n.SentEncrypted++ })
+		return
+	}
 	body := map[string]any{"messages": map[string]any{c.remote.user: map[string]any{c.remote.device: content}}}
-	path := fmt.Sprintf("/_matrix/client/v3/sendToDevice/com.famedly.call.member.%s/hp%d", name, d.txn.Add(1))
+	path := fmt.Sprintf("/_matrix/client/v3/sendToDevice/%s/hp%d", eventType, d.txn.Add(1))
 	if err := d.do(ctx, http.MethodPut, path, body, nil); err != nil {
 		d.o.Logf("send %s: %v", name, err)
+		return
 	}
+	d.count(c.remote.user, func(n *Counts) { n.SentClear++ })
 }
 
-func (d *Device) toDevice(ctx context.Context, raw json.RawMessage) {
+// isCallEvent reports whether a to-device type is call signalling of
+// either family (matrix-voip.md §4.5).
+func isCallEvent(t string) bool {
+	return strings.HasPrefix(t, "com.famedly.call.member.") || strings.HasPrefix(t, "m.call.")
+}
+
+func (d *Device) toDevice(ctx context.Context, ev toDeviceEvent) {
+	if !isCallEvent(ev.Type) {
+		return
+	}
+	d.count(ev.Sender, func(n *Counts) {
+		if ev.encrypted {
+			n.ReceivedEncrypted++
+		} else {
+			n.ReceivedClear++
+		}
+	})
 	var e struct {
-		Type    string `json:"type"`
-		Sender  string `json:"sender"`
+		Type    string
+		Sender  string
 		Content struct {
 			CallID          string                     `json:"call_id"`
 			RoomID          string                     `json:"room_id"`
@@ -392,9 +588,10 @@ func (d *Device) toDevice(ctx context.Context, raw json.RawMessage) {
 				SDPMid        *string `json:"sdpMid"`
 				SDPMLineIndex *uint16 `json:"sdpMLineIndex"`
 			} `json:"candidates"`
-		} `json:"content"`
+		}
 	}
-	if json.Unmarshal(raw, &e) != nil {
+	e.Type, e.Sender = ev.Type, ev.Sender
+	if json.Unmarshal(ev.Content, &e.Content) != nil {
 		return
 	}
 	c := e.Content
@@ -486,12 +683,20 @@ func (d *Device) applyPending(c *call) {
 	}
 }
 
-// Close closes every peer connection.
-func (d *Device) Close() {
+// Close stops the device: its sync loop and the calls it was placing
+// end, every peer connection is closed, and the crypto store too.
+func (d *Device) Close() { d.closeOnce.Do(d.close) }
+
+func (d *Device) close() {
+	d.cancel()
+	d.wg.Wait()
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, c := range d.calls {
 		_ = c.pc.Close()
+	}
+	d.mu.Unlock()
+	if d.olm != nil {
+		d.olm.close()
 	}
 }
 

@@ -41,6 +41,11 @@ func newHousehold(cfg *provisioning.Config, session *matrix.Session, peers calle
 				return "", err
 			}
 			setHooks(hr.Room)
+			// The room key is shared now and kept shared by the sync
+			// loop, so that the ring does not wait for it.
+			if err := session.PrepareEncryption(ctx, hr.Room); err != nil {
+				log.Warn("share the household room's key ahead", "room_id", hr.Room, "err", err)
+			}
 			return hr.Room, nil
 		},
 		RingTimeout:       cfg.Ring.Timeout,

@@ -143,6 +143,15 @@ func (s *Session) handleHousehold(h *HouseholdHooks, resp *householdSync, decryp
 	if initial || h.ToDevice == nil {
 		return
 	}
+	// In an encrypted household room call signalling must arrive
+	// Olm-encrypted from the device it names (famedly's SDK and js-sdk
+	// encrypt it there): a homeserver can deliver any plaintext to-device
+	// event in a member's name, and an invite it forged would get the
+	// camera's picture.
+	sealed := false
+	if e := s.crypt.Load(); e != nil {
+		sealed = e.roomEncrypted(context.Background(), id.RoomID(h.Room))
+	}
 	for _, r := range resp.ToDevice.Events {
 		var e struct {
 			Sender  string          `json:"sender"`
@@ -152,11 +161,42 @@ func (s *Session) handleHousehold(h *HouseholdHooks, resp *householdSync, decryp
 		if json.Unmarshal(r, &e) != nil || e.Type == "" || e.Type == event.ToDeviceEncrypted.Type {
 			continue
 		}
+		if sealed {
+			s.log.Warn("plaintext to-device event ignored: the household room is encrypted", "sender", e.Sender, "type", e.Type)
+			continue
+		}
 		h.ToDevice(ToDeviceEvent{Sender: callengine.UserID(e.Sender), Type: e.Type, Content: e.Content})
 	}
 	for _, e := range decrypted {
+		if why := deviceMismatch(e); why != "" {
+			s.log.Warn("encrypted to-device event ignored", "sender", e.Sender, "type", e.Type, "reason", why)
+			continue
+		}
 		h.ToDevice(e)
 	}
+}
+
+// deviceMismatch says why a decrypted to-device event is not what its
+// sender's device said: the crypto could not name the device, or the
+// event claims another one (its device_id or party_id, which the group
+// call takes as the sender's device); "" if it is.
+func deviceMismatch(e ToDeviceEvent) string {
+	if e.Device == "" {
+		return "the sending device is unknown"
+	}
+	var c struct {
+		DeviceID *string `json:"device_id"`
+		PartyID  *string `json:"party_id"`
+	}
+	if json.Unmarshal(e.Content, &c) != nil {
+		return "undecodable content"
+	}
+	for _, claimed := range []*string{c.DeviceID, c.PartyID} {
+		if claimed != nil && *claimed != e.Device {
+			return fmt.Sprintf("claims device %q, encrypted by %q", *claimed, e.Device)
+		}
+	}
+	return ""
 }
 
 // SendToDevice sends content as a to-device event of eventType to one

@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -116,5 +117,23 @@ func TestHouseholdHooks(t *testing.T) {
 	})
 	if got := logB.get(); len(got) != 3 {
 		t.Errorf("removed hooks got %q", got)
+	}
+}
+
+func TestDeviceMismatch(t *testing.T) {
+	for _, tt := range []struct {
+		ev   ToDeviceEvent
+		want bool // refused
+	}{
+		{ToDeviceEvent{Device: "PHONE", Content: json.RawMessage(`{"device_id":"PHONE","party_id":"PHONE"}`)}, false},
+		{ToDeviceEvent{Device: "PHONE", Content: json.RawMessage(`{"call_id":"c"}`)}, false},
+		{ToDeviceEvent{Device: "", Content: json.RawMessage(`{"device_id":"PHONE"}`)}, true},
+		{ToDeviceEvent{Device: "PHONE", Content: json.RawMessage(`{"device_id":"TABLET"}`)}, true},
+		{ToDeviceEvent{Device: "PHONE", Content: json.RawMessage(`{"party_id":"TABLET"}`)}, true},
+		{ToDeviceEvent{Device: "PHONE", Content: json.RawMessage(`[`)}, true},
+	} {
+		if got := deviceMismatch(tt.ev) != ""; got != tt.want {
+			t.Errorf("%+v (%s): refused %v, want %v", tt.ev, tt.ev.Content, got, tt.want)
+		}
 	}
 }

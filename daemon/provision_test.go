@@ -57,7 +57,7 @@ func addMatrixKey(t *testing.T, path, line string) {
 // replaces her room and invites her again.
 func TestProvision(t *testing.T) {
 	hs := newHS(t)
-	path := writeConfig(t, hs, "household:\n  room: \"#household:hs.test\"\n")
+	path := writeConfigWith(t, hs, true, "household:\n  room: \"#household:hs.test\"\n")
 	addMatrixKey(t, path, "room_avatar: "+writePNG(t, filepath.Dir(path)))
 
 	code, out, errs := provisionRun(t, path)
@@ -122,7 +122,7 @@ func TestProvision(t *testing.T) {
 // status 1.
 func TestProvisionFails(t *testing.T) {
 	hs := newHS(t)
-	badAvatar := writeConfig(t, hs, "")
+	badAvatar := writeConfigWith(t, hs, true, "")
 	notImage := filepath.Join(filepath.Dir(badAvatar), "avatar.txt")
 	if err := os.WriteFile(notImage, []byte("not an image"), 0o600); err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func TestProvisionFails(t *testing.T) {
 // identity's recovery key once and keeps it nowhere.
 func TestProvisionPrintsRecoveryKey(t *testing.T) {
 	hs := newHS(t)
-	path := writeConfig(t, hs, "")
+	path := writeConfigWith(t, hs, true, "")
 	var out, errs strings.Builder
 	if code := Provision(t.Context(), path, true, &out, &errs); code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, out.String(), errs.String())

@@ -40,6 +40,7 @@ const runConfig = `matrix:
   user_id: "@door:hs.test"
   password_file: ./password
   device_name: Front door
+  encryption: %v
 state_dir: ./state
 residents: ["@alice:hs.test"]
 hardware:
@@ -72,9 +73,19 @@ type running struct {
 
 // writeConfig writes the base configuration for hs plus extra YAML and
 // returns the file's path.
+//
+// Encryption is off: the fake homeserver stores and relays events but
+// cannot decrypt them, and these tests read the intercom's call events.
+// The crypto's own tests run against Dendrite (matrix/e2ee_dendrite_test.go,
+// cmd/intercom/e2e); provision's tests turn it on (writeConfigWith).
 func writeConfig(t *testing.T, hs *matrixtest.Server, extra string) string {
 	t.Helper()
-	return provisioningtest.WriteConfig(t, fmt.Sprintf(runConfig, hs.URL)+extra, 0o600)
+	return writeConfigWith(t, hs, false, extra)
+}
+
+func writeConfigWith(t *testing.T, hs *matrixtest.Server, encrypted bool, extra string) string {
+	t.Helper()
+	return provisioningtest.WriteConfig(t, fmt.Sprintf(runConfig, hs.URL, encrypted)+extra, 0o600)
 }
 
 // TestMain keeps ICE on loopback (loopbackOnly) and keeps Run's

@@ -34,7 +34,8 @@ import (
 const testPassword = "hunter2-secret"
 
 // runConfig is the base configuration of these tests; %s is the fake
-// homeserver's URL. api.listen is replaced by a free port after loading.
+// homeserver's URL, %v matrix.encryption. api.listen is replaced by a
+// free port after loading.
 const runConfig = `matrix:
   homeserver: %s
   user_id: "@door:hs.test"

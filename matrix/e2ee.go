@@ -213,11 +213,11 @@ func openE2EE(ctx context.Context, s *Session, c *mautrix.Client, opts Encryptio
 		prepared: map[id.RoomID]bool{}, warm: make(chan struct{}, 1)}
 	e.store = crypto.NewSQLCryptoStore(db, dbutil.ZeroLogger(zl.With().Str("db_section", "crypto").Logger()), "", c.DeviceID, key)
 	if err := e.store.DB.Upgrade(ctx); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrCryptoStore, dbPath, err)
+		return nil, fmt.Errorf("%w: %s is unreadable (%w); restore state_dir from a backup, or %s", ErrCryptoStore, dbPath, err, recoveryHint)
 	}
 	e.state = sqlstatestore.NewSQLStateStore(db, dbutil.ZeroLogger(zl.With().Str("db_section", "state").Logger()), false)
 	if err := e.state.Upgrade(ctx); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrCryptoStore, dbPath, err)
+		return nil, fmt.Errorf("%w: %s is unreadable (%w); restore state_dir from a backup, or %s", ErrCryptoStore, dbPath, err, recoveryHint)
 	}
 	stored, err := e.store.FindDeviceID(ctx)
 	if err != nil {

@@ -249,6 +249,20 @@ func TestDendriteEncryptedDirectRoom(t *testing.T) {
 	} else {
 		t.Logf("refused as expected: %v", err)
 	}
+	door3.Close()
+
+	// A corrupted store: refused too, never replaced.
+	garbage := bytes.Repeat([]byte("not a database "), 512)
+	if err := os.WriteFile(filepath.Join(doorDir, cryptoDBName), garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	door4 := e.cryptoSession(t, true, e.store, doorDir)
+	if err := door4.Login(ctx); !errors.Is(err, ErrCryptoStore) || !strings.Contains(err.Error(), "restore") {
+		t.Errorf("Login with a corrupted crypto store: %v, want ErrCryptoStore with a way out", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(doorDir, cryptoDBName)); !bytes.Equal(b, garbage) {
+		t.Error("the corrupted store was replaced")
+	}
 }
 
 // TestDendriteCrossSigningAndIdentityReset: the intercom's identity is

@@ -347,24 +347,14 @@ func (e *e2ee) close() error {
 	return e.db.Close()
 }
 
-// cryptoSync is the part of a /sync response the crypto reads. Each part
-// is decoded on its own, so that one odd part cannot hide the others.
+// cryptoSync is the part of a /sync response the crypto reads: what the
+// hooks read (to-device events, joined rooms' state and timeline) and the
+// device lists and key counts, each left raw and decoded on its own, so
+// that one odd part cannot hide the others.
 type cryptoSync struct {
-	ToDevice struct {
-		Events []json.RawMessage `json:"events"`
-	} `json:"to_device"`
+	householdSync
 	DeviceLists json.RawMessage `json:"device_lists"`
 	OTKCount    json.RawMessage `json:"device_one_time_keys_count"`
-	Rooms       struct {
-		Join map[id.RoomID]struct {
-			State struct {
-				Events []json.RawMessage `json:"events"`
-			} `json:"state"`
-			Timeline struct {
-				Events []json.RawMessage `json:"events"`
-			} `json:"timeline"`
-		} `json:"join"`
-	} `json:"rooms"`
 }
 
 // handleSync feeds one /sync response to the crypto before anything else

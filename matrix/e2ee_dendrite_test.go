@@ -56,6 +56,21 @@ func (e *hsEnv) cryptoSession(t *testing.T, door bool, store Store, dir string) 
 	return s
 }
 
+// joinedDM makes the door's encrypted DM with alice and waits until the
+// door sees her joined.
+func (e *hsEnv) joinedDM(t *testing.T, door *Session) id.RoomID {
+	t.Helper()
+	rooms, err := door.EnsureDirectRooms(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := id.RoomID(rooms[callengine.UserID(e.alice.UserID)])
+	eventually(t, "alice joins the DM", 30*time.Second, func() bool {
+		return door.crypt.Load().state.IsInRoom(t.Context(), room, id.UserID(e.alice.UserID))
+	})
+	return room
+}
+
 // runUntil runs s until the returned stop is called.
 func runUntil(t *testing.T, s *Session) (<-chan callengine.RoomEvent, func()) {
 	t.Helper()
@@ -300,14 +315,7 @@ func TestDendriteCrossSigningAndIdentityReset(t *testing.T) {
 
 	doorCh, _ := runUntil(t, door)
 	aliceCh, _ := runUntil(t, alice)
-	rooms, err := door.EnsureDirectRooms(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := rooms[callengine.UserID(e.alice.UserID)]
-	eventually(t, "alice joins", 30*time.Second, func() bool {
-		return door.crypt.Load().state.IsInRoom(ctx, id.RoomID(room), id.UserID(e.alice.UserID))
-	})
+	room := callengine.RoomID(e.joinedDM(t, door))
 	if _, err := door.SendText(ctx, room, "ring", false); err != nil {
 		t.Fatal(err)
 	}
@@ -424,14 +432,7 @@ func TestDendriteMissingRoomKey(t *testing.T) {
 	de.requestAfter, de.waitLimit = 300*time.Millisecond, 2*time.Second
 	doorCh, _ := runUntil(t, door)
 	runUntil(t, alice)
-	rooms, err := door.EnsureDirectRooms(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := rooms[callengine.UserID(e.alice.UserID)]
-	eventually(t, "alice joins", 30*time.Second, func() bool {
-		return de.state.IsInRoom(ctx, id.RoomID(room), id.UserID(e.alice.UserID))
-	})
+	room := callengine.RoomID(e.joinedDM(t, door))
 
 	// The key is late.
 	hold.setHold(true)
@@ -499,13 +500,8 @@ func TestDendriteRoomKeysKeptWarm(t *testing.T) {
 	}
 	runUntil(t, door)
 	runUntil(t, alice)
-	rooms, err := door.EnsureDirectRooms(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := id.RoomID(rooms[callengine.UserID(e.alice.UserID)])
+	room := e.joinedDM(t, door)
 	de := door.crypt.Load()
-	eventually(t, "alice joins", 30*time.Second, func() bool { return de.state.IsInRoom(ctx, room, id.UserID(e.alice.UserID)) })
 	if err := door.PrepareEncryption(ctx, callengine.RoomID(room)); err != nil {
 		t.Fatal(err)
 	}

@@ -220,12 +220,38 @@ func TestPlainImage(t *testing.T) {
 
 // wireType checks the type an event has on the homeserver (GET
 // /rooms/{roomId}/event/{eventId}): m.room.encrypted when it was encrypted.
+//
+// Dendrite answers a send before the event is readable (its roomserver
+// applies it asynchronously, and under load that shows as a 404 for a
+// moment), so a 404 is asked again for a few seconds.
 func wireType(ctx context.Context, t *testing.T, base, token, roomID, eventID, want string) {
 	t.Helper()
 	var ev struct {
 		Type string `json:"type"`
 	}
-	clientGet(ctx, t, base, token, "/rooms/"+url.PathEscape(roomID)+"/event/"+url.PathEscape(eventID), &ev)
+	path := "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/event/" + url.PathEscape(eventID)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := res.StatusCode
+		if status == http.StatusOK {
+			err = json.NewDecoder(res.Body).Decode(&ev)
+		}
+		res.Body.Close()
+		if status == http.StatusOK && err == nil {
+			break
+		}
+		if status != http.StatusNotFound || time.Now().After(deadline) {
+			t.Fatalf("GET %s: HTTP %d: %v", path, status, err)
+		}
+	}
 	if ev.Type != want {
 		t.Errorf("event %s is a %q on the homeserver, want %q", eventID, ev.Type, want)
 	}

@@ -10,8 +10,12 @@ import (
 )
 
 // maxArm64Size is the budget for the stripped arm64 binary: it must fit a
-// small board's image with room for updates.
-const maxArm64Size = 25 << 20
+// small board's image with room for updates. It was 25 MiB until issue 14:
+// the binary had reached 25.1 MiB before it (at 997b005), and end-to-end
+// encryption (mautrix's crypto with goolm, its SQLite store with SQLite's
+// C code) adds 2.7 MiB, to 27.8 MiB. Raised to 30 MiB rather than cutting
+// a feature; the next thing to weigh is LiveKit's SDK and its protobufs.
+const maxArm64Size = 30 << 20
 
 // TestReleaseArm64UnderQemu cross-builds the arm64 release binary with
 // scripts/release.sh (Debian's cross toolchain, multiarch libraries) and

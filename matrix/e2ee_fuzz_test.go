@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"go.mau.fi/util/dbutil"
@@ -15,12 +16,17 @@ import (
 )
 
 // offlineE2EE is an e2ee with a real crypto store and OlmMachine whose
-// homeserver answers every request with 404: what the decoders make of
-// a sync response, without a network.
+// homeserver answers every request with 404 but to-device sends (taken,
+// delivered to nobody): what the decoders make of a sync response, and
+// what sending costs, without a network.
 func offlineE2EE(t testing.TB) *e2ee {
 	t.Helper()
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/sendToDevice/") {
+			w.Write([]byte(`{}`)) // accepted, delivered to nobody
+			return
+		}
 		w.WriteHeader(http.StatusNotFound)
 		w.Write([]byte(`{"errcode":"M_UNRECOGNIZED","error":"offline"}`))
 	}))

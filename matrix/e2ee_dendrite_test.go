@@ -580,3 +580,55 @@ func TestDendriteEncryptedToDeviceOnce(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 }
+
+// TestDendriteReplayedCiphertextRefused: the same Megolm ciphertext sent
+// again as a new event (a new event ID and timestamp, as a homeserver or
+// anyone with the sender's token could) does not decrypt a second time:
+// mautrix remembers each (session, message index) with its event, so the
+// door's event-ID memory is not the only guard.
+func TestDendriteReplayedCiphertextRefused(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	door := e.cryptoSession(t, true, e.store, t.TempDir())
+	alice := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	for _, s := range []*Session{door, alice} {
+		if err := s.Login(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doorCh, _ := runUntil(t, door)
+	runUntil(t, alice)
+	room := e.joinedDM(t, door)
+	first, err := alice.SendText(ctx, callengine.RoomID(room), "!open", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveType(t, doorCh, event.EventMessage.Type); got.ID != first {
+		t.Fatalf("door got %s, want %s", got.ID, first)
+	}
+	ac, _ := alice.client()
+	orig, err := ac.GetEvent(ctx, room, id.EventID(first))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if orig.Type != event.EventEncrypted {
+		t.Fatalf("alice's command went out as %s", orig.Type.Type)
+	}
+	resp, err := ac.SendMessageEvent(ctx, room, event.EventEncrypted, json.RawMessage(orig.Content.VeryRaw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replay := string(resp.EventID)
+	eventually(t, "the replay refused", 30*time.Second, func() bool {
+		f := door.CryptoStatus().LastFailure
+		return f != nil && f.EventID == replay
+	})
+	if f := door.CryptoStatus().LastFailure; !strings.Contains(f.Reason, "duplicate") {
+		t.Errorf("replay refused for %q, want a duplicate message index", f.Reason)
+	}
+	select {
+	case ev := <-doorCh:
+		t.Fatalf("the replayed ciphertext reached the door as %s (%s)", ev.ID, ev.Content)
+	case <-time.After(500 * time.Millisecond):
+	}
+}

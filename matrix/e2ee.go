@@ -396,7 +396,6 @@ func (e *e2ee) handleSync(ctx context.Context, body json.RawMessage, initial boo
 		if evt == nil {
 			continue
 		}
-		evt.Type.Class = event.ToDeviceEventType
 		if evt.Type != event.ToDeviceEncrypted {
 			// Key requests, withheld notices; call signalling in the
 			// clear reaches the household hooks from the raw response.
@@ -426,19 +425,23 @@ func (e *e2ee) handleSync(ctx context.Context, body json.RawMessage, initial boo
 }
 
 // parseEvent decodes one client-format event with its content parsed as
-// mautrix knows it, or nil if it does not decode.
+// mautrix knows it, or nil if it does not decode. Room events (room set)
+// are state or message events by their state key; without a room it is a
+// to-device event. The class must be right before parsing: mautrix picks
+// the content type by type and class (m.room_key_request is only known as
+// a to-device event).
 func parseEvent(raw json.RawMessage, room id.RoomID) *event.Event {
 	var evt event.Event
 	if json.Unmarshal(raw, &evt) != nil || evt.Type.Type == "" {
 		return nil
 	}
-	if room != "" {
-		evt.RoomID = room
-	}
-	if evt.StateKey != nil {
-		evt.Type.Class = event.StateEventType
-	} else {
-		evt.Type.Class = event.MessageEventType
+	switch {
+	case room == "":
+		evt.Type.Class = event.ToDeviceEventType
+	case evt.StateKey != nil:
+		evt.RoomID, evt.Type.Class = room, event.StateEventType
+	default:
+		evt.RoomID, evt.Type.Class = room, event.MessageEventType
 	}
 	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
 		return nil
@@ -550,6 +553,11 @@ func (e *e2ee) wait(evt *event.Event, se syncEvent) {
 		"room_id", evt.RoomID, "sender", evt.Sender, "event_id", evt.ID, "session_id", content.SessionID)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	for _, w := range e.waiting {
+		if w.evt.ID == evt.ID {
+			return // the same event again (a sync that repeated it)
+		}
+	}
 	if len(e.waiting) >= maxWaiting {
 		old := e.waiting[0]
 		e.waiting = e.waiting[1:]

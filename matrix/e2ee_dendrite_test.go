@@ -3,6 +3,7 @@ package matrix
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"image"
@@ -46,7 +47,7 @@ func (e *hsEnv) cryptoSession(t *testing.T, door bool, store Store, dir string) 
 		Store:      store,
 		Messages:   true,
 		Encryption: &EncryptionOptions{Dir: dir},
-		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: cryptoTestLogLevel})),
 		HTTPClient: &http.Client{Transport: e.count},
 	})
 	if err != nil {
@@ -632,3 +633,74 @@ func TestDendriteReplayedCiphertextRefused(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// TestDendriteWedgedOlmSession: the door lost its Olm sessions (a state
+// directory restored from an older backup, say), so the room key alice
+// sends over her existing session does not decrypt. mautrix starts a new
+// Olm session with her device (and sends it a dummy event), the door asks
+// for the missing key, and alice's device sends it over the new session:
+// the command that waited is delivered.
+func TestDendriteWedgedOlmSession(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	doorDir := t.TempDir()
+	door := e.cryptoSession(t, true, e.store, doorDir)
+	alice := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	for _, s := range []*Session{door, alice} {
+		if err := s.Login(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doorCh, stopDoor := runUntil(t, door)
+	runUntil(t, alice)
+	room := e.joinedDM(t, door)
+	first, err := alice.SendText(ctx, callengine.RoomID(room), "!open", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveType(t, doorCh, event.EventMessage.Type); got.ID != first {
+		t.Fatalf("door got %s, want %s", got.ID, first)
+	}
+
+	// The door forgets every Olm session.
+	stopDoor()
+	door.Close()
+	db, err := sql.Open("sqlite3-fk-wal", "file:"+filepath.Join(doorDir, cryptoDBName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.Exec(`DELETE FROM crypto_olm_session`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := res.RowsAffected()
+	db.Close()
+	if n == 0 {
+		t.Fatal("no Olm session to forget")
+	}
+	door2 := e.cryptoSession(t, true, e.store, doorDir)
+	if err := door2.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d2 := door2.crypt.Load()
+	d2.requestAfter, d2.waitLimit = 300*time.Millisecond, 30*time.Second
+	doorCh2, _ := runUntil(t, door2)
+
+	// A new room key, sent over alice's old (now wedged) Olm session.
+	if err := alice.crypt.Load().store.RemoveOutboundGroupSession(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := alice.SendText(ctx, callengine.RoomID(room), "!open", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := receiveType(t, doorCh2, event.EventMessage.Type)
+	if got.ID != cmd || !got.Seal.Encrypted {
+		t.Fatalf("after the wedge the door got %s (%+v), want %s", got.ID, got.Seal, cmd)
+	}
+	t.Logf("delivered after the unwedge with seal %+v", got.Seal)
+}
+
+// cryptoTestLogLevel is the level of the crypto tests' logs; debug shows
+// mautrix's own.
+var cryptoTestLogLevel = slog.LevelInfo

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"encoding/json"
 	"reflect"
 	"regexp"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/matrix"
 )
 
 var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
@@ -52,4 +54,55 @@ func TestStatusIsSnakeCase(t *testing.T) {
 	walk("status.matrix", reflect.TypeOf(matrixStatus{}))
 	walk("status.media", reflect.TypeOf(mediaStatus{}))
 	walk("status.matrix.matrixrtc", reflect.TypeOf(rtcSection{}))
+}
+
+// The matrix section says plainly when the homeserver went away and how
+// the last /sync failed, and says nothing of an outage while it answers.
+func TestSyncStatusOutage(t *testing.T) {
+	since := time.Date(2026, 12, 6, 14, 3, 7, 0, time.UTC)
+	tests := []struct {
+		name string
+		in   matrix.Status
+		want map[string]any // keys that must be present with these values; nil: absent
+	}{
+		{
+			name: "homeserver unreachable",
+			in:   matrix.Status{LastSync: since.Add(-time.Minute), ConsecutiveFailures: 3, LastError: "sync: connection refused", UnreachableSince: since},
+			want: map[string]any{"syncing": false, "homeserver_unreachable_since": "2026-12-06T14:03:07Z", "failures": 3.0, "last_error": "sync: connection refused"},
+		},
+		{
+			name: "healthy",
+			in:   matrix.Status{Healthy: true, LastSync: since},
+			want: map[string]any{"syncing": true, "homeserver_unreachable_since": nil, "failures": 0.0, "last_error": ""},
+		},
+		{
+			name: "answering with an error",
+			in:   matrix.Status{ConsecutiveFailures: 1, LastError: "sync: M_UNKNOWN_TOKEN"},
+			want: map[string]any{"syncing": false, "homeserver_unreachable_since": nil, "last_error": "sync: M_UNKNOWN_TOKEN"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := json.Marshal(syncStatus(tt.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]any
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			for k, want := range tt.want {
+				v, ok := got[k]
+				if want == nil {
+					if ok {
+						t.Errorf("%s present (%v), want absent", k, v)
+					}
+					continue
+				}
+				if !ok || v != want {
+					t.Errorf("%s = %v, want %v (in %s)", k, v, want, b)
+				}
+			}
+		})
+	}
 }

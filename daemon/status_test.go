@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"net/http"
 	"reflect"
 	"regexp"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/matrix"
+	"github.com/doorbell/intercom/matrix/matrixtest"
 )
 
 var snakeCase = regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
@@ -104,5 +106,39 @@ func TestSyncStatusOutage(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// /healthz and the matrix section follow the homeserver: a run of failed
+// /syncs turns /healthz to 503 at once with homeserver_unreachable_since
+// and the last error in /api/status, and the first /sync that succeeds
+// turns it back to 200 with the outage gone from the status.
+func TestHealthFollowsHomeserver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the daemon")
+	}
+	hs := newHS(t)
+	r := startDaemon(t, hs, writeConfig(t, hs, ""))
+	// Five failures keep the outage visible for at least 3.75 s of
+	// backoff (0.25 + 0.5 + 1 + 2 with the jitter at its shortest).
+	var errs []matrixtest.Reply
+	for range 5 {
+		errs = append(errs, matrixtest.Error(http.StatusBadGateway, ""))
+	}
+	hs.ScriptSync(errs...)
+	st := r.waitStatus("the outage in the status", func(s runStatus) bool { return s.Matrix.UnreachableSince != nil })
+	// (The top-level "healthy" is read a moment before the matrix
+	// section, so it may still show the sync before the first failure.)
+	if st.Matrix.Syncing || !strings.Contains(st.Matrix.LastError, "502") || st.Matrix.Failures == 0 {
+		t.Errorf("status during the outage: healthy %v, matrix %+v", st.Healthy, st.Matrix)
+	}
+	if since := *st.Matrix.UnreachableSince; time.Since(since) > 10*time.Second || time.Until(since) > 0 {
+		t.Errorf("unreachable since %v", since)
+	}
+	r.waitHTTP("unhealthy", "/healthz", func(code int, _ []byte) bool { return code == http.StatusServiceUnavailable })
+	r.waitHTTP("healthy again", "/healthz", func(code int, _ []byte) bool { return code == http.StatusOK })
+	st = r.waitStatus("the outage gone", func(s runStatus) bool { return s.Healthy })
+	if st.Matrix.UnreachableSince != nil || st.Matrix.LastError != "" || st.Matrix.Failures != 0 {
+		t.Errorf("status after the return: %+v", st.Matrix)
 	}
 }

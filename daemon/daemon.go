@@ -283,25 +283,39 @@ type matrixReporter struct {
 
 // matrixStatus is the matrix section of /api/status.
 type matrixStatus struct {
-	Syncing   bool          `json:"syncing"`
-	LastSync  time.Time     `json:"last_sync"`
-	Failures  int           `json:"failures"`
-	LastError string        `json:"last_error"`
-	UserID    string        `json:"user_id"`
-	DeviceID  string        `json:"device_id"`
-	Household *group.Status `json:"household,omitempty"`
-	MatrixRTC *rtcSection   `json:"matrixrtc,omitempty"`
+	Syncing  bool      `json:"syncing"`
+	LastSync time.Time `json:"last_sync"`
+	// UnreachableSince, present only during an outage, is when the
+	// homeserver stopped answering (no connection, a timeout or a 5xx);
+	// LastError says how the last /sync failed.
+	UnreachableSince *time.Time    `json:"homeserver_unreachable_since,omitempty"`
+	Failures         int           `json:"failures"`
+	LastError        string        `json:"last_error"`
+	UserID           string        `json:"user_id"`
+	DeviceID         string        `json:"device_id"`
+	Household        *group.Status `json:"household,omitempty"`
+	MatrixRTC        *rtcSection   `json:"matrixrtc,omitempty"`
 	// Encryption is nil with matrix.encryption off.
 	Encryption *encryptionStatus `json:"encryption,omitempty"`
 }
 
 func (r matrixReporter) Healthy() bool { return r.s.Healthy() }
 func (r matrixReporter) Report() any {
-	st := r.s.Status()
-	return matrixStatus{Syncing: st.Healthy, LastSync: st.LastSync, Failures: st.ConsecutiveFailures,
-		LastError: st.LastError, UserID: string(r.s.UserID()), DeviceID: r.s.DeviceID(),
-		Household: householdStatus(r.hh), MatrixRTC: r.rtc.rtcStatus(),
-		Encryption: newEncryptionStatus(r.s.CryptoStatus())}
+	st := syncStatus(r.s.Status())
+	st.UserID, st.DeviceID = string(r.s.UserID()), r.s.DeviceID()
+	st.Household, st.MatrixRTC = householdStatus(r.hh), r.rtc.rtcStatus()
+	st.Encryption = newEncryptionStatus(r.s.CryptoStatus())
+	return st
+}
+
+// syncStatus is the sync loop's part of the matrix section.
+func syncStatus(st matrix.Status) matrixStatus {
+	out := matrixStatus{Syncing: st.Healthy, LastSync: st.LastSync, Failures: st.ConsecutiveFailures, LastError: st.LastError}
+	if !st.UnreachableSince.IsZero() {
+		since := st.UnreachableSince
+		out.UnreachableSince = &since
+	}
+	return out
 }
 
 // householdStatus is the household call's last status; nil with group

@@ -23,10 +23,12 @@ import (
 // progress (a successful /sync, or one more counted failure) before the
 // watchdog stops being petted. A live loop shows progress at least every
 // request timeout plus backoff: 60 s for a /sync that hangs (30 s long poll
-// + 30 s request allowance) and at most 30 s of backoff. A homeserver that
-// is down therefore does not restart the intercom (a restart cannot fix the
-// network and would only drop the local API); a loop that hangs in-process
-// does.
+// + 30 s request allowance) and at most 30 s of backoff (4 s during an
+// outage, 30 s when a 429 asks for it). A homeserver that is down
+// therefore does not restart the intercom (a restart cannot fix the
+// network and would only drop the local API and the door): the session
+// is unhealthy from its first failed /sync, but each failure it counts
+// is progress. A loop that hangs in-process does restart it.
 const syncStall = 2 * time.Minute
 
 // newSupervisor watches the Matrix session and the optional loop probes.

@@ -16,9 +16,27 @@ import (
 const (
 	// Backoff of the sync loop and of start-up requests (Login,
 	// EnsureDirectRooms): exponential from loopBackoffBase, capped at
-	// loopBackoffMax, with equal jitter, reset on success.
+	// loopBackoffMax (start-up) or syncBackoffMax (the sync loop), with
+	// equal jitter, reset on success.
 	loopBackoffBase = 500 * time.Millisecond
 	loopBackoffMax  = 30 * time.Second
+
+	// syncBackoffMax caps the sync loop's wait between failed /syncs, so
+	// that the intercom is back within about 5 s of its homeserver: equal
+	// jitter makes the capped wait 2–4 s, the first /sync after a
+	// failure asks for an immediate answer, and a homeserver restarting
+	// on the same machine answers within half a second of starting. That
+	// is one cheap request (a refused connection, a proxy's 502, an
+	// incremental /sync) every 3 s on average per intercom during an
+	// outage, spread by the jitter so that a homeserver serving many
+	// intercoms sees them trickle in, not arrive in lockstep, when it
+	// returns. A longer cap would spare it little and leave a visitor at
+	// the door unannounced for longer.
+	syncBackoffMax = 4 * time.Second
+	// rateLimitMax caps how long the sync loop honours a 429's wait
+	// (retry_after_ms or Retry-After); above syncBackoffMax it is the
+	// homeserver asking to be spared, not an outage.
+	rateLimitMax = 30 * time.Second
 
 	// Sending a call event is bounded: the call engine has its own timers
 	// (invite lifetime, candidate flushes), so a send gives up after a few
@@ -55,6 +73,21 @@ func transient(err error) (retry bool, after time.Duration) {
 		return true, 0
 	}
 	return false, 0
+}
+
+// unreachable reports whether err from a mautrix request means the
+// homeserver did not answer: no response at all (connection refused or
+// reset, DNS, a timeout) or a 5xx, which a reverse proxy gives when the
+// homeserver behind it is down.
+func unreachable(err error) bool {
+	var herr mautrix.HTTPError
+	if !errors.As(err, &herr) {
+		return false
+	}
+	if herr.Response == nil {
+		return herr.WrappedError != nil && !errors.Is(herr.WrappedError, context.Canceled)
+	}
+	return herr.Response.StatusCode >= 500
 }
 
 // statusCode is the HTTP status of a failed mautrix request, 0 if none.

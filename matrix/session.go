@@ -22,14 +22,15 @@ import (
 )
 
 const (
-	// pollTimeout is the /sync long-poll timeout. Healthy allows two of
-	// these (plus slack) between successful syncs.
+	// pollTimeout is the /sync long-poll timeout.
 	pollTimeout = 30 * time.Second
 	// requestTimeout bounds one non-sync request attempt.
 	requestTimeout = 30 * time.Second
 	// healthWindow is how recent the last successful sync must be for
-	// Healthy to report true: two poll intervals and some slack for the
-	// request itself.
+	// Healthy to report true even when no /sync has failed since: a long
+	// poll that hangs on a dead connection fails only after pollTimeout +
+	// requestTimeout, and this catches a loop stuck for longer. A failed
+	// /sync makes the session unhealthy at once, whatever this says.
 	healthWindow = 2*pollTimeout + 10*time.Second
 )
 
@@ -74,10 +75,17 @@ type Options struct {
 
 // Status describes the sync loop for the status API.
 type Status struct {
+	// Healthy: the last /sync succeeded, within healthWindow. A long poll
+	// in flight keeps it; the first failed /sync ends it.
 	Healthy             bool
 	LastSync            time.Time // last successful /sync; zero if none yet
 	ConsecutiveFailures int
 	LastError           string // of the last failed /sync; "" after a success
+	// UnreachableSince is when the homeserver stopped answering: the
+	// first of the current run of failed /syncs that got no answer
+	// (connection refused, timeout) or a 5xx. Zero while it answers, even
+	// with an error (a rejected token, a 429).
+	UnreachableSince time.Time
 }
 
 // Session is the intercom's Matrix session. Its methods may be called from
@@ -252,12 +260,12 @@ func (s *Session) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.status
-	st.Healthy = !st.LastSync.IsZero() && s.now().Sub(st.LastSync) < healthWindow
+	st.Healthy = !st.LastSync.IsZero() && st.ConsecutiveFailures == 0 && s.now().Sub(st.LastSync) < healthWindow
 	return st
 }
 
-// Healthy reports whether a /sync succeeded within about two poll
-// intervals.
+// Healthy reports whether the last /sync succeeded, less than
+// healthWindow ago (Status.Healthy).
 func (s *Session) Healthy() bool { return s.Status().Healthy }
 
 // Close releases the idle connections of the HTTP client it made. Run

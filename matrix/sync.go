@@ -159,8 +159,12 @@ func (e *syncEvent) roomEvent(room id.RoomID) callengine.RoomEvent {
 // events have been handed over.
 //
 // Failures of /sync are retried forever with exponential backoff (0.5 s
-// doubling to 30 s, jittered, reset on success), so the loop outlives the
-// homeserver going away. A rejected access token is replaced by a new
+// doubling to syncBackoffMax, 4 s, jittered, reset on success; a 429's
+// own wait up to rateLimitMax), so the loop outlives the homeserver going
+// away and notices its return within a few seconds. The first failure
+// makes the session unhealthy (Status), and the /sync after a failure
+// asks for an immediate answer, so that it turns healthy again as soon as
+// the homeserver answers rather than a long poll later. A rejected access token is replaced by a new
 // password login if a password is configured. Only one Run may be active
 // at a time (ErrRunning).
 func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) error {
@@ -185,9 +189,9 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 		defer func() { stop(); <-done }()
 	}
 	failures := 0
-	retry := runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax, Jitter: s.jitter}
+	retry := runloop.Backoff{Base: loopBackoffBase, Max: syncBackoffMax, Jitter: s.jitter}
 	for first := true; ; first = false {
-		err := l.once(ctx, first)
+		err := l.once(ctx, first || failures > 0)
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
@@ -201,12 +205,21 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 			failures = 0
 			retry.Reset()
 			s.setStatus(func(st *Status) {
-				st.LastSync, st.ConsecutiveFailures, st.LastError = s.now(), 0, ""
+				st.LastSync, st.ConsecutiveFailures, st.LastError, st.UnreachableSince = s.now(), 0, "", time.Time{}
 			})
 			continue
 		}
 		failures++
-		s.setStatus(func(st *Status) { st.ConsecutiveFailures, st.LastError = failures, err.Error() })
+		down := unreachable(err)
+		s.setStatus(func(st *Status) {
+			st.ConsecutiveFailures, st.LastError = failures, err.Error()
+			switch {
+			case !down:
+				st.UnreachableSince = time.Time{}
+			case st.UnreachableSince.IsZero():
+				st.UnreachableSince = s.now()
+			}
+		})
 		if isUnknownToken(err) {
 			s.log.Error("matrix access token rejected", "err", err)
 			if rerr := s.relogin(ctx); rerr != nil && ctx.Err() == nil {
@@ -219,7 +232,11 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 		} else {
 			s.log.Debug("matrix sync failed, backing off", "failures", failures, "err", err)
 		}
-		if s.sleep(ctx, retry.Next()) != nil {
+		wait := retry.Next()
+		if _, after := transient(err); after > wait {
+			wait = min(after, rateLimitMax)
+		}
+		if s.sleep(ctx, wait) != nil {
 			return context.Cause(ctx)
 		}
 	}
@@ -250,8 +267,10 @@ type syncLoop struct {
 	received time.Time
 }
 
-// once runs one /sync and handles its response.
-func (l *syncLoop) once(ctx context.Context, first bool) error {
+// once runs one /sync and handles its response. With immediate (the
+// first /sync of a Run, or the first after a failure) it asks the
+// homeserver not to long-poll.
+func (l *syncLoop) once(ctx context.Context, immediate bool) error {
 	c, err := l.s.client()
 	if err != nil {
 		return err
@@ -270,8 +289,9 @@ func (l *syncLoop) once(ctx context.Context, first bool) error {
 			timeout = min(timeout, d)
 		}
 	}
-	if first || l.since == "" {
-		// Answer at once at start-up so that Healthy turns true quickly.
+	if immediate || l.since == "" {
+		// Answer at once at start-up and after a failure so that
+		// Healthy turns true as soon as the homeserver answers.
 		timeout = 0
 	}
 	query := map[string]string{

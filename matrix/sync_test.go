@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"maunium.net/go/mautrix"
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/internal/runloop"
@@ -262,57 +266,184 @@ func TestRunBackoff(t *testing.T) {
 	waitIdle(t, f)
 	stop()
 	ms := time.Millisecond
-	// Jitter 0: half of 0.5 s·2^n, capped at half of 30 s; reset by the
-	// success; an undecodable answer counts as a failure.
-	want := []time.Duration{250 * ms, 500 * ms, 1000 * ms, 2000 * ms, 4000 * ms, 8000 * ms, 15000 * ms, 15000 * ms, 15000 * ms, 250 * ms, 500 * ms}
+	// Jitter 0: half of 0.5 s·2^n, capped at half of syncBackoffMax (4 s);
+	// reset by the success; an undecodable answer counts as a failure.
+	want := []time.Duration{250 * ms, 500 * ms, 1000 * ms, 2000 * ms, 2000 * ms, 2000 * ms, 2000 * ms, 2000 * ms, 2000 * ms, 250 * ms, 500 * ms}
 	if got := sl.get(); !equalDurations(got, want) {
 		t.Errorf("waits = %v\nwant    %v", got, want)
 	}
 }
 
 func TestBackoffJitterBounds(t *testing.T) {
-	for attempt := 1; attempt < 70; attempt++ {
-		lo := (&runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax, Jitter: func(int64) int64 { return 0 }}).Delay(attempt)
-		hi := (&runloop.Backoff{Base: loopBackoffBase, Max: loopBackoffMax, Jitter: func(n int64) int64 { return n - 1 }}).Delay(attempt)
-		if lo <= 0 || hi > loopBackoffMax || hi < lo {
-			t.Fatalf("attempt %d: backoff in [%v, %v]", attempt, lo, hi)
+	for _, limit := range []time.Duration{loopBackoffMax, syncBackoffMax} {
+		for attempt := 1; attempt < 70; attempt++ {
+			lo := (&runloop.Backoff{Base: loopBackoffBase, Max: limit, Jitter: func(int64) int64 { return 0 }}).Delay(attempt)
+			hi := (&runloop.Backoff{Base: loopBackoffBase, Max: limit, Jitter: func(n int64) int64 { return n - 1 }}).Delay(attempt)
+			if lo <= 0 || hi > limit || hi < lo {
+				t.Fatalf("max %v, attempt %d: backoff in [%v, %v]", limit, attempt, lo, hi)
+			}
 		}
+	}
+	// Recovery within 5 s of the homeserver's return needs the capped wait
+	// (with jitter at its longest) to leave a second for the /sync itself.
+	if syncBackoffMax > 4*time.Second {
+		t.Errorf("syncBackoffMax = %v: a returning homeserver may wait longer than 5 s for the intercom", syncBackoffMax)
 	}
 }
 
-func TestRunStatus(t *testing.T) {
+// gatedSleep holds the sync loop in each backoff wait until the test lets
+// it go, so the test can read the status of a loop that is failing.
+type gatedSleep struct {
+	waits   chan time.Duration
+	release chan struct{}
+}
+
+func newGatedSleep(s *Session) *gatedSleep {
+	g := &gatedSleep{waits: make(chan time.Duration), release: make(chan struct{})}
+	s.sleep = func(ctx context.Context, d time.Duration) error {
+		select {
+		case g.waits <- d:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case <-g.release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return g
+}
+
+// next returns the wait the loop is now in.
+func (g *gatedSleep) next(t *testing.T) time.Duration {
+	t.Helper()
+	select {
+	case d := <-g.waits:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sync loop never backed off")
+		return 0
+	}
+}
+
+// Health follows the homeserver: healthy through idle long polls, unhealthy
+// from the first failed /sync (unreachable since then for a 5xx, not for a
+// 429, which is an answer), healthy again with the first /sync that
+// succeeds, which asks for an immediate answer rather than a long poll.
+func TestRunHealthTransitions(t *testing.T) {
 	f := newFakeHS(t)
 	s, _ := loggedIn(t, f)
-	now := time.Unix(1_800_000_000, 0)
+	g := newGatedSleep(s)
 	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0).UTC()
 	s.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	if s.Healthy() {
 		t.Fatal("healthy before any sync")
 	}
-	f.scriptSync(okReply(`{"next_batch":"s1"}`), errReply(500, ""), errReply(500, ""))
-	_, stop := startRunNoIdle(t, s, func() bool {
-		return len(f.requests("GET sync")) > 3 && s.Status().ConsecutiveFailures == 0
-	})
-	stop()
-	st := s.Status()
-	if !st.Healthy || !st.LastSync.Equal(now) || st.ConsecutiveFailures != 0 || st.LastError != "" {
-		t.Errorf("status after recovery = %+v", st)
-	}
-	mu.Lock()
-	now = now.Add(healthWindow)
-	mu.Unlock()
-	if s.Healthy() {
-		t.Error("still healthy two poll intervals after the last sync")
+
+	f.scriptSync(okReply(`{"next_batch":"s1"}`))
+	_, stop := startRun(t, s)
+	waitIdle(t, f) // a long poll in flight after a success
+	if st := s.Status(); !st.Healthy || !st.UnreachableSince.IsZero() || st.ConsecutiveFailures != 0 {
+		t.Fatalf("status while long-polling = %+v", st)
 	}
 
-	// Three errors for the two wanted: the first run's last long poll,
-	// cancelled by stop, can still reach the fake server after this and
-	// take one of them.
-	f.scriptSync(errReply(500, "M_UNKNOWN"), errReply(500, "M_UNKNOWN"), errReply(500, "M_UNKNOWN"))
-	_, stop = startRunNoIdle(t, s, func() bool { return s.Status().ConsecutiveFailures >= 2 })
+	advance(time.Minute)
+	down := s.now()
+	f.scriptSync(errReply(502, ""), errReply(503, "M_UNKNOWN"),
+		reply{status: 429, body: `{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":10000}`})
+	steps := []struct {
+		name             string
+		wait             time.Duration
+		unreachable      time.Time
+		failures         int
+		errContains      string
+		advanceAfterward time.Duration
+	}{
+		{"first 5xx", 250 * time.Millisecond, down, 1, "HTTP 502", time.Second},
+		{"second 5xx keeps the start of the outage", 500 * time.Millisecond, down, 2, "HTTP 503", time.Second},
+		{"429 is an answer, with its own wait", 10 * time.Second, time.Time{}, 3, "M_LIMIT_EXCEEDED", 10 * time.Second},
+	}
+	for _, st := range steps {
+		if d := g.next(t); d != st.wait {
+			t.Errorf("%s: waits %v, want %v", st.name, d, st.wait)
+		}
+		got := s.Status()
+		if got.Healthy || !got.UnreachableSince.Equal(st.unreachable) || got.ConsecutiveFailures != st.failures || !strings.Contains(got.LastError, st.errContains) {
+			t.Errorf("%s: status = %+v", st.name, got)
+		}
+		advance(st.advanceAfterward)
+		g.release <- struct{}{}
+	}
+	// Nothing scripted: the fake answers the immediate /sync at once.
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.Healthy() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not healthy after the homeserver answered: %+v", s.Status())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := s.Status(); st.ConsecutiveFailures != 0 || st.LastError != "" || !st.UnreachableSince.IsZero() || !st.LastSync.Equal(s.now()) {
+		t.Errorf("status after recovery = %+v", st)
+	}
+	waitIdle(t, f)
 	stop()
-	if st := s.Status(); st.ConsecutiveFailures < 2 || !strings.Contains(st.LastError, "HTTP 500") {
-		t.Errorf("status during outage = %+v", st)
+
+	// The timeouts asked for: immediate at start and after each failure,
+	// a long poll after each success.
+	var timeouts []string
+	for _, r := range f.requests("GET sync") {
+		timeouts = append(timeouts, r.query.Get("timeout"))
+	}
+	if len(timeouts) < 6 {
+		t.Fatalf("only %d /syncs: %v", len(timeouts), timeouts)
+	}
+	var failedAt []int // the /syncs after the 502, the 503 and the 429
+	for i, r := range f.requests("GET sync") {
+		if i > 0 && r.query.Get("timeout") == "0" {
+			failedAt = append(failedAt, i)
+		}
+	}
+	if len(failedAt) != 3 {
+		t.Errorf("%d immediate /syncs after the first, want 3 (one after each failure): %v", len(failedAt), timeouts)
+	}
+	if last := timeouts[len(timeouts)-1]; last != "30000" {
+		t.Errorf("after the recovery the loop asks for timeout %s, want a long poll", last)
+	}
+
+	// A loop that stops finishing /syncs (stuck, not failing) turns
+	// unhealthy after healthWindow.
+	advance(healthWindow)
+	if s.Healthy() {
+		t.Error("still healthy healthWindow after the last sync")
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	resp := func(code int) *http.Response { return &http.Response{StatusCode: code} }
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", mautrix.HTTPError{Message: "request error", WrappedError: syscall.ECONNREFUSED}, true},
+		{"attempt timed out", fmt.Errorf("sync: %w", mautrix.HTTPError{WrappedError: context.DeadlineExceeded}), true},
+		{"bad gateway", mautrix.HTTPError{Response: resp(502)}, true},
+		{"internal error", mautrix.HTTPError{Response: resp(500)}, true},
+		{"rate limited", mautrix.HTTPError{Response: resp(429)}, false},
+		{"token rejected", mautrix.HTTPError{Response: resp(401)}, false},
+		{"cancelled by us", mautrix.HTTPError{WrappedError: context.Canceled}, false},
+		{"not an HTTP error", errors.New("no client"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := unreachable(tt.err); got != tt.want {
+				t.Errorf("unreachable(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
 	}
 }
 

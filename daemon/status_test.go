@@ -119,10 +119,12 @@ func TestHealthFollowsHomeserver(t *testing.T) {
 	}
 	hs := newHS(t)
 	r := startDaemon(t, hs, writeConfig(t, hs, ""))
-	// Five failures keep the outage visible for at least 3.75 s of
-	// backoff (0.25 + 0.5 + 1 + 2 with the jitter at its shortest).
+	// Three failures keep the outage visible for at least 1.75 s of
+	// backoff (0.25 + 0.5 + 1 with the jitter at its shortest) and end it
+	// within 3.5 s (0.5 + 1 + 2 at its longest), well inside waitHTTP's
+	// 10 s: five, with the 4 s cap, could take 11.5 s.
 	var errs []matrixtest.Reply
-	for range 5 {
+	for range 3 {
 		errs = append(errs, matrixtest.Error(http.StatusBadGateway, ""))
 	}
 	hs.ScriptSync(errs...)

@@ -257,8 +257,13 @@ func openE2EE(ctx context.Context, s *Session, c *mautrix.Client, opts Encryptio
 	e.status = CryptoStatus{Enabled: true, DeviceID: string(c.DeviceID), Ed25519: string(own.SigningKey)}
 	// Whether residents see this device as verified: a status, not a
 	// reason to refuse to start (provision sets it up).
-	if _, err := e.mach.FetchKeys(ctx, []id.UserID{c.UserID}, true); err != nil {
-		s.log.Warn("fetch the intercom's own keys", "err", err)
+	_, fetchErr := e.mach.FetchKeys(ctx, []id.UserID{c.UserID}, true)
+	// mautrix caches the own cross-signing keys on first use without a
+	// lock; use it here, before the sync loop and the warmer share the
+	// machine.
+	_, _ = e.mach.GetOwnCrossSigningPublicKeys(ctx)
+	if fetchErr != nil {
+		s.log.Warn("fetch the intercom's own keys", "err", fetchErr)
 	} else if signed, err := e.ownDeviceSigned(ctx); err != nil {
 		s.log.Warn("check the intercom's cross-signing", "err", err)
 	} else {

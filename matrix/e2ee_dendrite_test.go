@@ -315,7 +315,7 @@ func TestDendriteCrossSigningAndIdentityReset(t *testing.T) {
 	}
 
 	doorCh, _ := runUntil(t, door)
-	aliceCh, _ := runUntil(t, alice)
+	aliceCh, stopAlice := runUntil(t, alice)
 	room := callengine.RoomID(e.joinedDM(t, door))
 	if _, err := door.SendText(ctx, room, "ring", false); err != nil {
 		t.Fatal(err)
@@ -331,7 +331,10 @@ func TestDendriteCrossSigningAndIdentityReset(t *testing.T) {
 	}
 
 	// Alice resets her identity (as "reset cryptographic identity" in
-	// Element does): a new master key signs her device.
+	// Element does): a new master key signs her device. Her sync loop is
+	// stopped meanwhile: mautrix's OlmMachine keeps its own cross-signing
+	// keys unguarded, and a client does this from one place.
+	stopAlice()
 	am := alice.crypt.Load().mach
 	if _, _, err := am.GenerateAndUploadCrossSigningKeysWithPassword(ctx, "alice-password-1", ""); err != nil {
 		t.Fatal(err)
@@ -342,6 +345,7 @@ func TestDendriteCrossSigningAndIdentityReset(t *testing.T) {
 	if err := am.SignOwnMasterKey(ctx); err != nil {
 		t.Fatal(err)
 	}
+	runUntil(t, alice)
 	// The door learns of the change from the device list in its sync; the
 	// command after it is a device of alice's, no longer cross-signed by
 	// the identity the door first saw.

@@ -36,6 +36,9 @@ type e2e struct {
 	cmd       *exec.Cmd
 	log       *lockedBuffer
 	residents []*resident.Resident
+	// exited is closed when the running intercom process has exited
+	// (launch's waiter); nil before the first launch.
+	exited chan struct{}
 	// encrypted is matrix.encryption; off by default here, so that the
 	// tests of the unencrypted paths keep them (residents without crypto
 	// cannot read an encrypted DM). The encryption tests turn it on.
@@ -122,18 +125,29 @@ func startSystem(t testing.TB, residents ...string) *e2e {
 
 // stop ends the intercom with SIGTERM, as systemd does, and waits.
 func (e *e2e) stop() {
-	if e.cmd == nil || e.cmd.Process == nil || e.cmd.ProcessState != nil {
+	if e.cmd == nil || e.cmd.Process == nil || e.exited == nil || e.hasExited() {
 		return
 	}
 	_ = e.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = e.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-e.exited:
 	case <-time.After(10 * time.Second):
 		e.t.Errorf("intercom did not stop within 10 s of SIGTERM")
 		_ = e.cmd.Process.Kill()
-		<-done
+		<-e.exited
+	}
+}
+
+// hasExited reports whether the launched intercom process has exited.
+func (e *e2e) hasExited() bool {
+	if e.exited == nil {
+		return false
+	}
+	select {
+	case <-e.exited:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -201,8 +215,8 @@ func (e *e2e) waitStatus(ctx context.Context, what string, cond func(status) boo
 		if err == nil {
 			last = s
 		}
-		if e.cmd.ProcessState != nil {
-			e.t.Fatalf("intercom exited while waiting for %s", what)
+		if e.hasExited() {
+			e.t.Fatalf("intercom exited while waiting for %s:\n%s", what, lastLines(e.log.String(), 30))
 		}
 		select {
 		case <-ctx.Done():

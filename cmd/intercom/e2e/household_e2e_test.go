@@ -61,7 +61,7 @@ func (e *e2e) householdStatus(ctx context.Context, what string, cond func(househ
 			}
 			last = s
 		}
-		if e.cmd.ProcessState != nil {
+		if e.hasExited() {
 			e.t.Fatalf("intercom exited while waiting for %s", what)
 		}
 		select {

@@ -37,7 +37,7 @@ func (e *e2e) waitHealthz(ctx context.Context, code int) time.Time {
 		if e.healthz() == code {
 			return time.Now()
 		}
-		if e.cmd.ProcessState != nil {
+		if e.hasExited() {
 			e.t.Fatalf("intercom exited while waiting for /healthz %d", code)
 		}
 		select {

@@ -145,6 +145,11 @@ func (e *e2e) launch(ctx context.Context) {
 	if err := e.cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	// One waiter per process: the waits below notice an intercom that
+	// exited (a configuration it refused) at once, not at their deadline.
+	exited := make(chan struct{})
+	e.exited = exited
+	go func(cmd *exec.Cmd) { _ = cmd.Wait(); close(exited) }(e.cmd)
 	e.waitStatus(ctx, "healthy", func(s status) bool { return s.Healthy })
 }
 

@@ -169,7 +169,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	intercom := device.New(device.Config{
 		Caller: rings, Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
-		Sync:   matrixReporter{s: session, hh: hh, rtc: mrtc},
+		Sync:   matrixReporter{s: session, hh: hh, rtc: mrtc, visitors: doors.visitors},
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
 	})
@@ -181,6 +181,10 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	g.Go(func() error { return rings.Run(gctx) })
 	g.Go(func() error { return session.Run(gctx, doors.route(engine.HandleRoomEvent)) })
 	g.Go(func() error { return doors.door.Run(gctx) })
+	// Missed-visitor notices kept in state_dir until the homeserver takes
+	// them (issue 15): those of a press during an outage, and those a
+	// restart left undelivered.
+	g.Go(func() error { return doors.visitors.Run(gctx) })
 	g.Go(func() error {
 		return runTURN(gctx, cfg, session, peers, engine.RefreshPool, log.With("component", "turn"))
 	})
@@ -276,9 +280,10 @@ func (d *directory) get() []callengine.Resident {
 // and the household call and MatrixRTC when they are on, each under its
 // own key whatever else is configured.
 type matrixReporter struct {
-	s   *matrix.Session
-	hh  *group.Runner // nil with group calls off
-	rtc *matrixRTC
+	s        *matrix.Session
+	hh       *group.Runner // nil with group calls off
+	rtc      *matrixRTC
+	visitors *device.VisitorQueue
 }
 
 // matrixStatus is the matrix section of /api/status.
@@ -297,6 +302,9 @@ type matrixStatus struct {
 	MatrixRTC        *rtcSection   `json:"matrixrtc,omitempty"`
 	// Encryption is nil with matrix.encryption off.
 	Encryption *encryptionStatus `json:"encryption,omitempty"`
+	// PendingVisitorNotices counts missed-visitor notices kept in
+	// state_dir until the homeserver takes them.
+	PendingVisitorNotices int `json:"pending_visitor_notices"`
 }
 
 func (r matrixReporter) Healthy() bool { return r.s.Healthy() }
@@ -305,6 +313,9 @@ func (r matrixReporter) Report() any {
 	st.UserID, st.DeviceID = string(r.s.UserID()), r.s.DeviceID()
 	st.Household, st.MatrixRTC = householdStatus(r.hh), r.rtc.rtcStatus()
 	st.Encryption = newEncryptionStatus(r.s.CryptoStatus())
+	if r.visitors != nil {
+		st.PendingVisitorNotices = r.visitors.Pending()
+	}
 	return st
 }
 

@@ -20,6 +20,9 @@ import (
 type doorParts struct {
 	door    *device.Door
 	notices *device.Notices
+	// visitors keeps missed-visitor notices until they are delivered
+	// (state_dir/visitors); its Run is one of the daemon's loops.
+	visitors *device.VisitorQueue
 	// serverTime is the homeserver's clock as the sync last showed it
 	// (matrix.Session.ServerTime); nil or zero: unknown.
 	serverTime func() (server, at time.Time)
@@ -42,13 +45,18 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 	if !cfg.Notices.Snapshot {
 		snap = nil
 	}
+	visitors, err := device.NewVisitorQueue(cfg.StateDir, session, log.With("component", "visitors"))
+	if err != nil {
+		return nil, err
+	}
 	notices := device.NewNotices(device.NoticeOptions{
 		Messenger: session, Snapshot: snap, Ring: cfg.Notices.Ring, Missed: cfg.Notices.Missed,
 		CommandHint: hint, Door: door, Household: household, Logger: log.With("component", "notices"),
+		Visitors: visitors,
 	})
 	log.Info("door control", "commands", eff.Commands, "reaction", eff.ReactionKey, "pulse", eff.Pulse,
 		"authorized", len(eff.Authorized), "only_during_call", eff.OnlyDuringCall, "window", eff.Window)
-	return &doorParts{door: door, notices: notices, serverTime: session.ServerTime}, nil
+	return &doorParts{door: door, notices: notices, visitors: visitors, serverTime: session.ServerTime}, nil
 }
 
 // route returns the sync handler: call events to the call engine, room

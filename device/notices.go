@@ -38,6 +38,17 @@ type NoticeOptions struct {
 	Logger    *slog.Logger
 	// Location formats times in notices; default time.Local.
 	Location *time.Location
+	// Visitors, if set, keeps each missed-visitor notice in the state
+	// directory until it is delivered (VisitorQueue), so that a visitor
+	// who rang while the homeserver was away is told of once it is back.
+	// Nil posts it once, best effort.
+	Visitors VisitorLog
+}
+
+// VisitorLog keeps a missed-visitor notice until it reaches its rooms;
+// VisitorQueue implements it.
+type VisitorLog interface {
+	Add(rangAt time.Time, text string, rooms []callengine.RoomID, jpeg []byte) error
 }
 
 // Household is the household group call as the notices see it;
@@ -122,14 +133,36 @@ func (n *Notices) Follow(st callengine.Status) {
 	timedOut := slices.ContainsFunc(st.Calls, func(c callengine.CallStatus) bool {
 		return c.Reason == callengine.ReasonInviteTimeout
 	})
-	if r.answered || !timedOut || !n.opts.Missed {
+	// A ring whose invites could not be sent (the homeserver away) ends
+	// with unknown_error: nobody heard it, so it is a missed visitor too.
+	unreached := slices.ContainsFunc(st.Calls, func(c callengine.CallStatus) bool {
+		return c.Reason == callengine.ReasonUnknownError
+	})
+	if r.answered || !(timedOut || unreached) || !n.opts.Missed {
 		return
 	}
-	n.log.Info("missed visitor", "rang_at", r.started, "rooms", len(r.rooms))
-	text := fmt.Sprintf("Missed visitor: someone rang at %s and nobody answered.", r.started.In(n.opts.Location).Format("15:04:05"))
-	for _, room := range r.rooms {
-		n.post(room, text, true, r.snapshot, "missed")
+	at := r.started.In(n.opts.Location).Format("15:04:05")
+	text := fmt.Sprintf("Missed visitor: someone rang at %s and nobody answered.", at)
+	if unreached && !timedOut {
+		text = fmt.Sprintf("Missed visitor: someone rang at %s while the door could not reach you.", at)
 	}
+	n.log.Info("missed visitor", "rang_at", r.started, "rooms", len(r.rooms), "unreached", unreached)
+	if n.opts.Visitors == nil {
+		for _, room := range r.rooms {
+			n.post(room, text, true, r.snapshot, "missed")
+		}
+		return
+	}
+	// Queued with its snapshot once the camera has it, off Follow's
+	// goroutine; the queue delivers it, now or once the homeserver is
+	// back.
+	n.wg.Add(1)
+	go func(rangAt time.Time, rooms []callengine.RoomID, pic func() []byte) {
+		defer n.wg.Done()
+		if err := n.opts.Visitors.Add(rangAt, text, rooms, pic()); err != nil {
+			n.log.Error("queue the missed-visitor notice", "err", err)
+		}
+	}(r.started, slices.Clone(r.rooms), r.snapshot)
 }
 
 func (n *Notices) startRing(st callengine.Status) {

@@ -2,7 +2,9 @@ package device
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,5 +168,43 @@ func TestNoticesHouseholdRoom(t *testing.T) {
 	n2.Wait()
 	if texts, _ := msg2.snapshot(); len(texts) != 0 {
 		t.Errorf("missed notice although a household device answered: %q", texts)
+	}
+}
+
+// recordingVisitors is a VisitorLog that keeps what it is given.
+type recordingVisitors struct {
+	mu   sync.Mutex
+	adds []string // "rangAt|text|rooms|jpeg bytes"
+}
+
+func (r *recordingVisitors) Add(rangAt time.Time, text string, rooms []callengine.RoomID, jpeg []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.adds = append(r.adds, fmt.Sprintf("%s|%s|%v|%d", rangAt.UTC().Format("15:04:05"), text, rooms, len(jpeg)))
+	return nil
+}
+
+// TestNoticesUnreachedRingQueued: a ring whose invites could not be sent
+// (unknown_error: the homeserver away) is a missed visitor too, and with
+// a visitor log the notice goes there, snapshot included, not straight to
+// the rooms.
+func TestNoticesUnreachedRingQueued(t *testing.T) {
+	msg := &fakeMessenger{}
+	log := &recordingVisitors{}
+	n := NewNotices(NoticeOptions{Messenger: msg, Snapshot: fakeSnapshot{}, Ring: true, Missed: true, Location: time.UTC, Visitors: log})
+	n.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1"))
+	n.Follow(ringStatus(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonUnknownError, "c1"))
+	n.Wait()
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.adds) != 1 || !strings.Contains(log.adds[0], "12:00:00|Missed visitor: someone rang at 12:00:00 while the door could not reach you.|[!ra:hs.test]|") ||
+		strings.HasSuffix(log.adds[0], "|0") {
+		t.Fatalf("queued %q", log.adds)
+	}
+	texts, _ := msg.snapshot()
+	for _, s := range texts {
+		if strings.Contains(s, "Missed") {
+			t.Errorf("missed notice posted directly: %q", s)
+		}
 	}
 }

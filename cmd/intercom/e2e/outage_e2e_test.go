@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -185,4 +187,74 @@ func slicesMax(ds []time.Duration) time.Duration {
 		m = max(m, d)
 	}
 	return m
+}
+
+// TestPressDuringOutageE2E: a press while the homeserver is stopped is
+// not lost. The ring cannot reach anyone, so the intercom keeps a
+// missed-visitor notice (with its snapshot) in state_dir; once the
+// homeserver is back the resident gets it, once.
+func TestPressDuringOutageE2E(t *testing.T) {
+	e := startSystem(t, "alice")
+	alice := e.residents[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	e.waitHealthz(ctx, http.StatusOK)
+
+	e.stopHomeserver()
+	e.waitHealthz(ctx, http.StatusServiceUnavailable)
+	pressed := e.press()
+	var queued int
+	for queued == 0 {
+		queued = e.pendingVisitors()
+		if ctx.Err() != nil {
+			t.Fatal("the press during the outage was never queued")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("press → missed-visitor notice queued in state_dir: %v", time.Since(pressed).Round(time.Millisecond))
+	files, _ := filepath.Glob(filepath.Join(e.dir, "state", "visitors", "*.json"))
+	if queued != 1 || len(files) != 1 {
+		t.Fatalf("%d queued, files %v; want 1", queued, files)
+	}
+
+	back := e.startHomeserver(ctx)
+	msg := waitMessage(ctx, t, alice, "m.text", "could not reach you")
+	img := waitMessage(ctx, t, alice, "m.image", "")
+	t.Logf("homeserver back → notice at the resident %v: %q (snapshot %v bytes)", msg.TS.Sub(back).Round(time.Millisecond), msg.Str("body"), img.Num("size"))
+	if !strings.Contains(msg.Str("body"), "Missed visitor: someone rang at ") {
+		t.Errorf("notice %q", msg.Str("body"))
+	}
+	for e.pendingVisitors() != 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the queue never emptied")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Once: nothing more arrives.
+	time.Sleep(2 * time.Second)
+	n := 0
+	for _, ev := range alice.Events() {
+		if ev.Name == "message" && strings.Contains(ev.Str("body"), "could not reach you") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("the resident got the notice %d times, want once", n)
+	}
+}
+
+// pendingVisitors is matrix.pending_visitor_notices of /api/status.
+func (e *e2e) pendingVisitors() int {
+	e.t.Helper()
+	s, err := e.status()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var m struct {
+		Pending int `json:"pending_visitor_notices"`
+	}
+	if err := json.Unmarshal(s.Matrix, &m); err != nil {
+		e.t.Fatalf("matrix status %s: %v", s.Matrix, err)
+	}
+	return m.Pending
 }

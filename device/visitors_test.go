@@ -1,0 +1,172 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/doorbell/intercom/callengine"
+)
+
+// awayMessenger fails every send while down is set, as a Session does
+// while the homeserver is away; it records what reached each room.
+type awayMessenger struct {
+	fakeMessenger
+	mu   sync.Mutex
+	down bool
+}
+
+func (m *awayMessenger) setDown(v bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.down = v
+}
+
+func (m *awayMessenger) isDown() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.down
+}
+
+func (m *awayMessenger) SendText(ctx context.Context, room callengine.RoomID, text string, notify bool) (string, error) {
+	if m.isDown() {
+		return "", errors.New("homeserver unreachable")
+	}
+	return m.fakeMessenger.SendText(ctx, room, text, notify)
+}
+
+func (m *awayMessenger) SendJPEG(ctx context.Context, room callengine.RoomID, body, name string, jpeg []byte) (string, error) {
+	if m.isDown() {
+		return "", errors.New("homeserver unreachable")
+	}
+	return m.fakeMessenger.SendJPEG(ctx, room, body, name, jpeg)
+}
+
+func (m *awayMessenger) posted() (texts, images []string) {
+	m.fakeMessenger.mu.Lock()
+	defer m.fakeMessenger.mu.Unlock()
+	return append([]string(nil), m.texts...), append([]string(nil), m.images...)
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestVisitorQueueOutage: a notice queued while the homeserver is away
+// survives a restart of the queue, is delivered once it is back, into
+// every room with its snapshot, and never twice.
+func TestVisitorQueueOutage(t *testing.T) {
+	dir := t.TempDir()
+	msg := &awayMessenger{down: true}
+	q, err := NewVisitorQueue(dir, msg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rang := time.Date(2026, 12, 6, 14, 3, 0, 0, time.UTC)
+	rooms := []callengine.RoomID{"!a:hs", "!b:hs"}
+	if err := q.Add(rang, "someone rang at 14:03", rooms, []byte("jpeg-bytes")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+	time.Sleep(50 * time.Millisecond) // one failed attempt
+	cancel()
+	<-done
+	if texts, _ := msg.posted(); len(texts) != 0 || q.Pending() != 1 {
+		t.Fatalf("posted %v while away; pending %d", texts, q.Pending())
+	}
+	for _, f := range []string{"json", "jpg"} {
+		fi, err := os.Stat(filepath.Join(dir, "visitors", fmt.Sprintf("%020d.%s", rang.UnixNano(), f)))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("record file .%s: %v %v", f, fi, err)
+		}
+	}
+
+	// A restart: the record is read back and delivered once the
+	// homeserver answers.
+	msg.setDown(false)
+	q2, err := NewVisitorQueue(dir, msg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q2.Pending() != 1 {
+		t.Fatalf("pending after restart %d, want 1", q2.Pending())
+	}
+	ctx2, cancel2 := context.WithCancel(t.Context())
+	done2 := make(chan error, 1)
+	go func() { done2 <- q2.Run(ctx2) }()
+	waitUntil(t, "delivery", func() bool { return q2.Pending() == 0 })
+	cancel2()
+	<-done2
+	texts, images := msg.posted()
+	if len(texts) != 2 || len(images) != 2 || !strings.Contains(texts[0], "!a:hs|true|someone rang at 14:03") || !strings.Contains(texts[1], "!b:hs") {
+		t.Fatalf("texts %v, images %v", texts, images)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "visitors", "*"))
+	if len(left) != 0 {
+		t.Errorf("files left after delivery: %v", left)
+	}
+	// A third start delivers nothing again.
+	q3, err := NewVisitorQueue(dir, msg, nil)
+	if err != nil || q3.Pending() != 0 {
+		t.Fatalf("third start: pending %d, %v", q3.Pending(), err)
+	}
+}
+
+// TestVisitorQueuePartial: a room already reached is not posted to again
+// when delivery resumes; the queue keeps at most maxVisitors records.
+func TestVisitorQueuePartial(t *testing.T) {
+	dir := t.TempDir()
+	msg := &awayMessenger{}
+	q, err := NewVisitorQueue(dir, msg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := visitorRecord{ID: "00000000000000000001", RangAt: time.Unix(0, 1), Text: "t",
+		Rooms: []callengine.RoomID{"!a:hs", "!b:hs"}, Done: []callengine.RoomID{"!a:hs"}}
+	if err := q.saveLocked(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.deliverAll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if texts, _ := msg.posted(); len(texts) != 1 || !strings.HasPrefix(texts[0], "!b:hs|") {
+		t.Fatalf("texts %v, want !b:hs only", texts)
+	}
+
+	msg.setDown(true)
+	for i := range maxVisitors + 5 {
+		if err := q.Add(time.Unix(100+int64(i), 0), "t", []callengine.RoomID{"!a:hs"}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := q.load()
+	if err != nil || len(recs) != maxVisitors || !recs[0].RangAt.Equal(time.Unix(105, 0)) {
+		t.Fatalf("%d records kept (first %v), want the newest %d: %v", len(recs), recs[0].RangAt, maxVisitors, err)
+	}
+	if q.Pending() != maxVisitors {
+		t.Errorf("pending %d, want %d", q.Pending(), maxVisitors)
+	}
+	// An unreadable record is set aside, not retried forever.
+	if err := os.WriteFile(filepath.Join(dir, "visitors", "00000000000000000009.json"), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if recs, _ := q.load(); len(recs) != maxVisitors {
+		t.Errorf("%d records after a bad one", len(recs))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "visitors", "00000000000000000009.json.bad")); err != nil {
+		t.Errorf("bad record not set aside: %v", err)
+	}
+}

@@ -172,6 +172,10 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		Sync:   matrixReporter{s: session, hh: hh, rtc: mrtc, visitors: doors.visitors},
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
+		// A press that reaches nobody (the homeserver away) still rings
+		// the bell for the ring timeout (issue 15). A reload of
+		// ring.timeout does not change it until the next start.
+		LocalRing: cfg.Ring.Timeout,
 	})
 	api.Handle("/", intercom.Handler())
 	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}

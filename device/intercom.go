@@ -66,6 +66,13 @@ type Config struct {
 	// Heartbeat is how often Run reports that it is alive while idle
 	// (default DefaultHeartbeat); see Heartbeat.
 	Heartbeat time.Duration
+
+	// LocalRing is how long the bell rings after a press that reached
+	// nobody (issue 15): when the ring could not be placed, or ended with
+	// every call failed to send (unknown_error, the homeserver away), the
+	// visitor still hears the bell for the whole ring timeout, as at a
+	// door with no network at all. 0: the bell follows the ring alone.
+	LocalRing time.Duration
 }
 
 // Intercom is the doorbell's state machine around the call engine.
@@ -73,6 +80,7 @@ type Intercom struct {
 	cfg     Config
 	log     *slog.Logger
 	presses chan string
+	hangups chan struct{} // Hangup to Run: the local ring ends
 	events  *broadcaster
 	beat    heartbeat
 
@@ -90,7 +98,8 @@ func New(cfg Config) *Intercom {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
-	d := &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), events: newBroadcaster(), started: time.Now()}
+	d := &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), hangups: make(chan struct{}, 1),
+		events: newBroadcaster(), started: time.Now()}
 	d.beat.beat()
 	d.attachDoor()
 	return d
@@ -123,18 +132,38 @@ func (d *Intercom) Run(ctx context.Context) error {
 	last := d.cfg.Caller.Status().Phase
 	tick := time.NewTicker(d.cfg.Heartbeat)
 	defer tick.Stop()
+	// The local ring: until localUntil the bell rings although the ring
+	// reached nobody; localEnd wakes the loop when it is over.
+	var localUntil time.Time
+	localEnd := time.NewTimer(time.Hour)
+	localEnd.Stop()
+	defer localEnd.Stop()
+	bell := func(st callengine.Status) {
+		if d.cfg.Ringer == nil {
+			return
+		}
+		local := time.Now().Before(localUntil) && unreached(st)
+		d.cfg.Ringer.Set(st.Phase == callengine.PhaseRinging || local)
+	}
 	for {
 		d.beat.beat()
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-localEnd.C:
+			bell(d.cfg.Caller.Status())
+		case <-d.hangups:
+			localUntil = time.Time{}
+			bell(d.cfg.Caller.Status())
 		case src := <-d.presses:
-			d.press(ctx, src)
-		case st := <-updates:
-			if d.cfg.Ringer != nil {
-				d.cfg.Ringer.Set(st.Phase == callengine.PhaseRinging)
+			if d.press(ctx, src) && d.cfg.LocalRing > 0 {
+				localUntil = time.Now().Add(d.cfg.LocalRing)
+				localEnd.Reset(d.cfg.LocalRing)
 			}
+			bell(d.cfg.Caller.Status())
+		case st := <-updates:
+			bell(st)
 			d.follow(st)
 			if st.Phase != last {
 				d.log.Info("intercom state", "state", st.Phase, "was", last)
@@ -145,7 +174,9 @@ func (d *Intercom) Run(ctx context.Context) error {
 	}
 }
 
-func (d *Intercom) press(ctx context.Context, src string) {
+// press rings the residents; it reports whether this press is a new
+// visitor (not one during a call already going on).
+func (d *Intercom) press(ctx context.Context, src string) bool {
 	d.mu.Lock()
 	d.pressN++
 	d.lastPress = time.Now()
@@ -158,10 +189,31 @@ func (d *Intercom) press(ctx context.Context, src string) {
 		d.log.Info("ringing residents", "source", src, "residents", len(residents))
 	case errors.Is(err, callengine.ErrBusy):
 		d.log.Info("press while a call is active", "source", src)
+		return false
 	default:
 		d.log.Error("ring residents", "source", src, "err", err)
 		d.events.publish("error", map[string]any{"error": err.Error()})
 	}
+	return true
+}
+
+// unreached reports whether st is the end of a ring that reached nobody:
+// idle, with no call, or with every call ended by unknown_error (its
+// invite could not be sent). A ring a resident answered, rejected or let
+// time out is not.
+func unreached(st callengine.Status) bool {
+	if st.Phase == callengine.PhaseInCall {
+		return false
+	}
+	if st.Phase == callengine.PhaseRinging {
+		return true
+	}
+	for _, c := range st.Calls {
+		if c.Reason != callengine.ReasonUnknownError {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *Intercom) safeState() {
@@ -175,8 +227,14 @@ func (d *Intercom) safeState() {
 	}
 }
 
-// Hangup ends the current call or ring.
-func (d *Intercom) Hangup() { d.cfg.Caller.Hangup() }
+// Hangup ends the current call or ring, and the bell's local ring.
+func (d *Intercom) Hangup() {
+	select {
+	case d.hangups <- struct{}{}:
+	default: // one is pending already
+	}
+	d.cfg.Caller.Hangup()
+}
 
 // Healthy reports whether the Matrix sync is working.
 func (d *Intercom) Healthy() bool { return d.cfg.Sync == nil || d.cfg.Sync.Healthy() }

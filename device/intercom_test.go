@@ -174,3 +174,77 @@ func TestPressRingsAndAPI(t *testing.T) {
 		t.Fatal("outputs left on after Run")
 	}
 }
+
+// failingCaller is a Caller whose rings reach nobody: each ends at once
+// with its call's invite unsent (unknown_error), as with the homeserver
+// away.
+type failingCaller struct{ fakeCaller }
+
+func (f *failingCaller) Ring(ctx context.Context, r []callengine.Resident) error {
+	if err := f.fakeCaller.Ring(ctx, r); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.status.Calls = []callengine.CallStatus{{CallID: "c1", State: callengine.LegEnded, Reason: callengine.ReasonUnknownError}}
+	f.mu.Unlock()
+	f.set(callengine.PhaseIdle)
+	return nil
+}
+
+// recRinger records the bell.
+type recRinger struct {
+	mu      sync.Mutex
+	ringing bool
+}
+
+func (r *recRinger) Set(on bool) { r.mu.Lock(); r.ringing = on; r.mu.Unlock() }
+func (r *recRinger) Ringing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ringing
+}
+func (r *recRinger) Output() bool { return r.Ringing() }
+
+// TestLocalRingWhenNobodyIsReached: a press whose ring reaches nobody
+// rings the bell for LocalRing all the same; a hangup stops it; a ring
+// that reached a resident leaves the bell to the ring.
+func TestLocalRingWhenNobodyIsReached(t *testing.T) {
+	caller := &failingCaller{fakeCaller{status: callengine.Status{Phase: callengine.PhaseIdle}}}
+	bell := &recRinger{}
+	const localRing = 1500 * time.Millisecond
+	d := New(Config{Caller: caller, Ringer: bell, LocalRing: localRing,
+		Residents: func() []callengine.Resident { return []callengine.Resident{{User: "@a:t", Room: "!a:t"}} }})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+
+	pressed := time.Now()
+	d.Press("gpio")
+	waitFor(t, "the bell on", bell.Ringing)
+	time.Sleep(100 * time.Millisecond)
+	if !bell.Ringing() {
+		t.Fatal("the bell stopped with the failed ring, before LocalRing")
+	}
+	waitFor(t, "the bell off after LocalRing", func() bool { return !bell.Ringing() })
+	if d := time.Since(pressed); d < localRing {
+		t.Errorf("the bell rang %v, want LocalRing (%v)", d, localRing)
+	}
+
+	d.Press("gpio")
+	waitFor(t, "the bell on again", bell.Ringing)
+	d.Hangup()
+	waitFor(t, "the bell off on hangup", func() bool { return !bell.Ringing() })
+
+	// A ring that reached a resident (ended by a reject): the bell
+	// follows the ring.
+	caller.mu.Lock()
+	caller.status.Calls = []callengine.CallStatus{{CallID: "c2", State: callengine.LegEnded, Reason: callengine.ReasonUserHangup}}
+	caller.mu.Unlock()
+	caller.set(callengine.PhaseIdle)
+	if unreached(caller.Status()) {
+		t.Error("a rejected ring counted as reaching nobody")
+	}
+	cancel()
+	<-done
+}

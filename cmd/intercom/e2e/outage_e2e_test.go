@@ -203,6 +203,16 @@ func TestPressDuringOutageE2E(t *testing.T) {
 	e.stopHomeserver()
 	e.waitHealthz(ctx, http.StatusServiceUnavailable)
 	pressed := e.press()
+	for {
+		if st, err := e.status(); err == nil && st.Ringer.Ringing {
+			t.Logf("press → bell on during the outage: %v (polled)", time.Since(pressed).Round(time.Millisecond))
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the bell never rang")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	var queued int
 	for queued == 0 {
 		queued = e.pendingVisitors()
@@ -215,6 +225,11 @@ func TestPressDuringOutageE2E(t *testing.T) {
 	files, _ := filepath.Glob(filepath.Join(e.dir, "state", "visitors", "*.json"))
 	if queued != 1 || len(files) != 1 {
 		t.Fatalf("%d queued, files %v; want 1", queued, files)
+	}
+	// The ring reached nobody, and the visitor still hears the bell for
+	// the ring timeout (30 s here).
+	if st, err := e.status(); err != nil || !st.Ringer.Ringing || st.State != "idle" {
+		t.Errorf("after the failed ring: state %q, ringer ringing %v (%v); want the bell on", st.State, st.Ringer.Ringing, err)
 	}
 
 	back := e.startHomeserver(ctx)

@@ -164,7 +164,10 @@ func benchRing(b *testing.B, encrypted bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var accepted, incoming []time.Duration
+	// The resident's side, from its page's clock: invite accepted → its
+	// sync handed the cleartext invite over (delivery, and decryption in
+	// an encrypted room), → js-sdk fired incoming.
+	var accepted, incoming, toClear, clearToIncoming []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		for range rounds {
@@ -176,6 +179,10 @@ func benchRing(b *testing.B, encrypted bool) {
 			}
 			if ts := in.Num("inviteTs"); ts > 0 {
 				accepted = append(accepted, time.UnixMilli(int64(ts)).Sub(pressed))
+				if synced := in.Num("syncedTs"); synced > 0 {
+					toClear = append(toClear, time.Duration(synced-ts)*time.Millisecond)
+					clearToIncoming = append(clearToIncoming, in.TS.Sub(time.UnixMilli(int64(synced))))
+				}
 			}
 			incoming = append(incoming, in.TS.Sub(pressed))
 			if err := alice.Reject(); err != nil {
@@ -189,6 +196,8 @@ func benchRing(b *testing.B, encrypted bool) {
 	}
 	b.ReportMetric(ms(median(accepted)), "press-to-invite-accepted-ms")
 	b.ReportMetric(ms(median(incoming)), "press-to-incoming-ms")
+	b.ReportMetric(ms(median(toClear)), "accepted-to-cleartext-ms")
+	b.ReportMetric(ms(median(clearToIncoming)), "cleartext-to-incoming-ms")
 	b.ReportMetric(float64(idle.Process.RSS)/1e6, "idle-rss-MB")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%d rings: press→invite accepted %v; press→incoming %v", len(incoming), accepted, incoming)

@@ -50,9 +50,14 @@ type Engine struct {
 	// never block on it.
 	inbox  runloop.Queue[any]
 	status *runloop.Latest[Status]
+	beat   runloop.Heartbeat // Run went round (the watchdog reads it)
 
 	stopped chan struct{}
 }
+
+// Heartbeat is when Run last went round: at least every
+// runloop.HeartbeatEvery while it runs, unless a step is stuck.
+func (e *Engine) Heartbeat() time.Time { return e.beat.Last() }
 
 // NewEngine returns an engine; nothing runs until Run.
 func NewEngine(cfg EngineConfig, t Transport, pf PeerFactory) *Engine {
@@ -203,11 +208,16 @@ func (e *Engine) Run(ctx context.Context) error {
 		bg: runloop.NewGroup(ctx), ctx: ctx,
 	}
 	r.fillPool()
+	tick := time.NewTicker(runloop.HeartbeatEvery)
+	defer tick.Stop()
 	for {
+		e.beat.Beat()
 		select {
 		case <-ctx.Done():
 			r.shutdown()
 			return nil
+		case <-tick.C:
+			continue
 		case <-e.inbox.Wait():
 		}
 		for _, item := range e.inbox.Take() {

@@ -243,3 +243,17 @@ func TestEngineRefreshPool(t *testing.T) {
 		<-done
 	})
 }
+
+// An idle engine still goes round, so the watchdog can tell it from a
+// stuck one.
+func TestEngineHeartbeat(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	e, _, _, done := startEngine(t, ctx)
+	defer func() { cancel(); <-done }()
+	start := time.Now()
+	for deadline := start.Add(10 * time.Second); !e.Heartbeat().After(start.Add(500 * time.Millisecond)); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no heartbeat after %v while idle (last %v)", time.Since(start), e.Heartbeat())
+		}
+	}
+}

@@ -203,6 +203,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	g.Go(func() error {
 		return daemonSupervisor(log, session, len(residents),
 			loop{"device loop", intercom}, loop{"door loop", doors.door},
+			loop{"call engine", engine}, loop{"ring coordinator", rings},
 			loop{"gpio button loop", hw.button}, loop{"ringer loop", ringer}).Run(gctx)
 	})
 	reload := daemonTargets(cfg, session, dir, engine, doors.door, log)

@@ -112,7 +112,7 @@ type Door struct {
 	inbox  runloop.Queue[doorMsg]
 	pulses chan pulseOrder
 	start  time.Time
-	beat   heartbeat
+	beat   runloop.Heartbeat
 
 	mu      sync.Mutex
 	publish func(kind string, data any)
@@ -154,13 +154,13 @@ func NewDoor(opts DoorOptions) (*Door, error) {
 	d.start = d.now()
 	d.policy = NewDoorPolicy(opts.Policy, d.start, mem)
 	d.cfg = d.policy.Config()
-	d.beat.beat()
+	d.beat.Beat()
 	return d, nil
 }
 
 // Heartbeat is when Run last went round its loop: at least every
 // DoorOptions.Heartbeat while it runs, unless it is stuck.
-func (d *Door) Heartbeat() time.Time { return d.beat.last() }
+func (d *Door) Heartbeat() time.Time { return d.beat.Last() }
 
 // Config returns the effective door configuration: the latest one applied
 // by SetConfig, defaults filled in.
@@ -233,7 +233,7 @@ func (d *Door) Run(ctx context.Context) error {
 	tick := time.NewTicker(d.opts.Heartbeat)
 	defer tick.Stop()
 	for {
-		d.beat.beat()
+		d.beat.Beat()
 		select {
 		case <-ctx.Done():
 			return nil

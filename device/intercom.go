@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/internal/runloop"
 )
 
 // Caller rings residents; callengine.Engine implements it.
@@ -82,7 +83,7 @@ type Intercom struct {
 	presses chan string
 	hangups chan struct{} // Hangup to Run: the local ring ends
 	events  *broadcaster
-	beat    heartbeat
+	beat    runloop.Heartbeat
 
 	mu        sync.Mutex
 	pressN    uint64
@@ -100,7 +101,7 @@ func New(cfg Config) *Intercom {
 	}
 	d := &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), hangups: make(chan struct{}, 1),
 		events: newBroadcaster(), started: time.Now()}
-	d.beat.beat()
+	d.beat.Beat()
 	d.attachDoor()
 	return d
 }
@@ -108,7 +109,7 @@ func New(cfg Config) *Intercom {
 // Heartbeat is when Run last went round its loop: at least every
 // Config.Heartbeat while it runs, unless it is stuck (in a press the call
 // engine never answers, for one).
-func (d *Intercom) Heartbeat() time.Time { return d.beat.last() }
+func (d *Intercom) Heartbeat() time.Time { return d.beat.Last() }
 
 // Press records a doorbell press from source ("gpio", "api"). It never
 // blocks: presses beyond a small backlog are dropped, which is what a
@@ -146,7 +147,7 @@ func (d *Intercom) Run(ctx context.Context) error {
 		d.cfg.Ringer.Set(st.Phase == callengine.PhaseRinging || local)
 	}
 	for {
-		d.beat.beat()
+		d.beat.Beat()
 		select {
 		case <-ctx.Done():
 			return nil

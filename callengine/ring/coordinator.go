@@ -54,7 +54,12 @@ type Coordinator struct {
 	inbox   runloop.Queue[any] // presses, path changes, timers
 	stopped chan struct{}
 	status  *runloop.Latest[callengine.Status]
+	beat    runloop.Heartbeat // Run went round (the watchdog reads it)
 }
+
+// Heartbeat is when Run last went round: at least every
+// runloop.HeartbeatEvery while it runs, unless a step is stuck.
+func (c *Coordinator) Heartbeat() time.Time { return c.beat.Last() }
 
 type pressRequest struct {
 	residents []callengine.Resident
@@ -140,10 +145,15 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	tick := time.NewTicker(runloop.HeartbeatEvery)
+	defer tick.Stop()
 	for {
+		c.beat.Beat()
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			continue
 		case <-c.inbox.Wait():
 		}
 		for _, it := range c.inbox.Take() {

@@ -70,11 +70,13 @@ func NewEngine(cfg EngineConfig, t Transport, pf PeerFactory) *Engine {
 	if cfg.PoolSize < 0 {
 		cfg.PoolSize = 0
 	}
-	return &Engine{
+	e := &Engine{
 		cfg: cfg, transport: t, peers: pf, log: cfg.Logger,
 		status:  runloop.NewLatest(Status{Phase: PhaseIdle, Calls: []CallStatus{}}),
 		stopped: make(chan struct{}),
 	}
+	e.beat.Beat() // alive from the start, so a watchdog probe before Run passes
+	return e
 }
 
 // Work items of the engine's inbox besides machine Events.

@@ -200,11 +200,17 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	g.Go(func() error { return mrtc.Run(gctx, rooms) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
 	// READY=1 and the watchdog (supervise.go); SIGHUP reloads (reload.go).
+	loops := []loop{{"device loop", intercom}, {"door loop", doors.door},
+		{"call engine", engine}, {"ring coordinator", rings}}
+	if hh != nil {
+		loops = append(loops, loop{"household runner", hh})
+	}
+	if mrtc != nil {
+		loops = append(loops, loop{"matrixrtc runner", mrtc.runner})
+	}
 	g.Go(func() error {
-		return daemonSupervisor(log, session, len(residents),
-			loop{"device loop", intercom}, loop{"door loop", doors.door},
-			loop{"call engine", engine}, loop{"ring coordinator", rings},
-			loop{"gpio button loop", hw.button}, loop{"ringer loop", ringer}).Run(gctx)
+		return daemonSupervisor(log, session, len(residents), append(loops,
+			loop{"gpio button loop", hw.button}, loop{"ringer loop", ringer})...).Run(gctx)
 	})
 	reload := daemonTargets(cfg, session, dir, engine, doors.door, log)
 	g.Go(func() error { return newReloader(cfg, reload, log).Run(gctx, hup) })

@@ -110,11 +110,11 @@ type loop struct {
 
 // daemonSupervisor is the supervisor Run runs: it watches the Matrix
 // sync, and every loop that reports a heartbeat (the press loop, the door
-// runner, the GPIO button, the classic call engine and the ring
-// coordinator). The household and MatrixRTC runners report none yet: the
-// household runner waits for its room before its loop starts (through a
-// homeserver outage too, which must not restart the service), so its
-// heartbeat needs to cover that wait first.
+// runner, the GPIO button, the classic call engine, the ring coordinator,
+// and the household and MatrixRTC runners when they run). The household
+// runner waits for its room before its loop starts, through a homeserver
+// outage too, which must not restart the service: it beats while it
+// waits (runloop.Heartbeat.BeatUntil).
 func daemonSupervisor(log *slog.Logger, session syncSource, residents int, loops ...loop) *systemd.Supervisor {
 	var probes []systemd.Probe
 	for _, l := range loops {

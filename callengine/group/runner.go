@@ -71,6 +71,7 @@ type Runner struct {
 
 	inbox runloop.Queue[item] // the machine's inputs
 	sends runloop.Sender      // membership, ring and to-device events, in order
+	beat  runloop.Heartbeat   // Run is alive (the watchdog reads it)
 	// ring is the ring's view of status (ring.Line).
 	ring *runloop.Latest[callengine.Status]
 
@@ -97,8 +98,10 @@ func NewRunner(cfg RunnerConfig, t Transport, peers callengine.PeerFactory) *Run
 	if cfg.SessionID == "" {
 		cfg.SessionID = newSessionID()
 	}
-	return &Runner{cfg: cfg, t: t, peers: peers, log: cfg.Logger,
+	r := &Runner{cfg: cfg, t: t, peers: peers, log: cfg.Logger,
 		ring: runloop.NewLatest(ringStatus(Status{}, time.Time{}))}
+	r.beat.Beat() // alive from the start, so a watchdog probe before Run passes
+	return r
 }
 
 // newSessionID is the intercom's membershipID for this run: 16 random
@@ -232,10 +235,23 @@ func (r *Runner) retry(ctx context.Context, what string, op func() error) error 
 	})
 }
 
+// Heartbeat is when Run last showed it is alive: at least every
+// runloop.HeartbeatEvery, while it waits for the room and while its loop
+// runs, unless a step is stuck.
+func (r *Runner) Heartbeat() time.Time { return r.beat.Last() }
+
 // Run joins the household room, reads its memberships and runs the
 // machine until ctx ends. On the way out it leaves the call, closes every
 // peer and waits for every goroutine it started.
 func (r *Runner) Run(ctx context.Context) error {
+	// Joining the room and reading its state wait out a homeserver
+	// outage: alive, not stuck, so the heartbeat goes on meanwhile.
+	stopWaitBeat := r.beat.BeatUntil()
+	defer func() {
+		if stopWaitBeat != nil {
+			stopWaitBeat()
+		}
+	}()
 	var room callengine.RoomID
 	if err := r.retry(ctx, "household room", func() (err error) {
 		room, err = r.cfg.JoinRoom(ctx)
@@ -275,10 +291,17 @@ func (r *Runner) Run(ctx context.Context) error {
 	for _, e := range state {
 		l.step(item{ev: stateEvent(e)})
 	}
+	stopWaitBeat()
+	stopWaitBeat = nil
+	tick := time.NewTicker(runloop.HeartbeatEvery)
+	defer tick.Stop()
 	for {
+		r.beat.Beat()
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			continue
 		case <-r.inbox.Wait():
 		}
 		for _, it := range r.inbox.Take() {

@@ -79,6 +79,7 @@ func NewCoordinator(cfg Config) *Coordinator {
 	for _, pl := range cfg.Paths {
 		c.lines[pl.Path] = pl.Line
 	}
+	c.beat.Beat() // alive from the start, so a watchdog probe before Run passes
 	return c
 }
 

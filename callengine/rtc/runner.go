@@ -70,6 +70,7 @@ type Runner struct {
 
 	inbox runloop.Queue[item]
 	sends runloop.Sender
+	beat  runloop.Heartbeat // Run went round (the watchdog reads it)
 	// stopped counts the times the ring was told to stop (withdrawn, hung
 	// up, ended). A ring notification queued behind other sends checks it
 	// when its turn comes, so a ring taken elsewhere meanwhile never
@@ -99,6 +100,7 @@ func NewRunner(cfg RunnerConfig, t Transport, sfu SFU) *Runner {
 	r := &Runner{cfg: cfg, t: t, sfu: sfu, log: cfg.Logger, encrypted: map[callengine.RoomID]bool{},
 		status: Status{Phase: PhaseIdle, Rooms: []RoomStatus{}}}
 	r.ring = runloop.NewLatest(ringStatus(r.status))
+	r.beat.Beat() // alive from the start, so a watchdog probe before Run passes
 	return r
 }
 
@@ -219,10 +221,15 @@ func (r *Runner) Run(ctx context.Context) error {
 	l.bg.Go(r.sends.Run)
 	r.log.Info("MatrixRTC ringing ready", "identity", r.cfg.Machine.Self.Identity(), "service_url", r.cfg.Machine.ServiceURL)
 	defer l.shutdown()
+	tick := time.NewTicker(runloop.HeartbeatEvery)
+	defer tick.Stop()
 	for {
+		r.beat.Beat()
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			continue
 		case <-r.inbox.Wait():
 		}
 		for _, it := range r.inbox.Take() {
@@ -230,6 +237,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// Heartbeat is when Run last went round: at least every
+// runloop.HeartbeatEvery while it runs, unless a step is stuck.
+func (r *Runner) Heartbeat() time.Time { return r.beat.Last() }
 
 // loop is the state Run's goroutine owns.
 type loop struct {

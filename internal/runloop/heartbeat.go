@@ -30,3 +30,26 @@ func (h *Heartbeat) Last() time.Time {
 	}
 	return time.Time{}
 }
+
+// BeatUntil beats h every HeartbeatEvery on a goroutine of its own until
+// the returned stop is called (stop waits for it): for a loop that must
+// first wait for something outside (a room to join through a homeserver
+// outage) and is alive, not stuck, meanwhile.
+func (h *Heartbeat) BeatUntil() (stop func()) {
+	h.Beat()
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(HeartbeatEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+				h.Beat()
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}

@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 
 # coturn: the TURN server of the relay-only call tests (cmd/intercom/e2e), which
 # start their own `turnserver` on 127.0.0.1.
-packages=(pkg-config libvpx-dev libopus-dev libasound2-dev chromium iproute2 util-linux systemd coturn)
+# libolm-dev: only for go commands run without -tags=goolm (go vet, gopls,
+# a plain go test), which compile mautrix's crypto against libolm's
+# headers; every build the Makefile, release.sh and Buildroot make uses
+# the pure-Go goolm and needs no libolm (docs/ARCHITECTURE.md).
+packages=(pkg-config libvpx-dev libopus-dev libasound2-dev libolm-dev chromium iproute2 util-linux systemd coturn)
 # `deps.sh release`: also the cross toolchains (make release, test-release).
 [[ ${1:-} == release ]] && source scripts/deps-release.sh
 missing=()

@@ -132,11 +132,6 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		return err
 	}
 
-	// Encrypted rooms get their room keys shared ahead, off the path to
-	// READY=1, so that a press costs one encryption per room, not a
-	// round of key claims (matrix/e2ee.go).
-	go prepareEncryption(ctx, session, rooms, log)
-
 	// MatrixRTC ringing (rtcsetup.go): nil unless matrixrtc.enabled. Made
 	// after login, which gives the device ID its identity needs, and
 	// before the sync loop, whose filter must include its events.
@@ -181,6 +176,10 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// Encrypted rooms get their room keys shared ahead, off the path to
+	// READY=1, so that a press costs one encryption per room, not a
+	// round of key claims (matrix/e2ee.go).
+	g.Go(func() error { prepareEncryption(gctx, session, rooms, log); return nil })
 	g.Go(func() error { return engine.Run(gctx) })
 	g.Go(func() error { return rings.Run(gctx) })
 	g.Go(func() error { return session.Run(gctx, doors.route(engine.HandleRoomEvent)) })

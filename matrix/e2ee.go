@@ -369,12 +369,7 @@ type cryptoSync struct {
 // Olm-decrypted. Room keys are taken in here; the decrypted to-device
 // events that are not crypto's own (call signalling) are returned for the
 // household hooks.
-func (e *e2ee) handleSync(ctx context.Context, body json.RawMessage, initial bool) []ToDeviceEvent {
-	var resp cryptoSync
-	if err := json.Unmarshal(body, &resp); err != nil {
-		e.s.log.Warn("undecodable sync response for the crypto", "err", err)
-		return nil
-	}
+func (e *e2ee) handleSync(ctx context.Context, resp *cryptoSync, initial bool) []ToDeviceEvent {
 	for room, j := range resp.Rooms.Join {
 		for _, list := range [][]json.RawMessage{j.State.Events, j.Timeline.Events} {
 			for _, raw := range list {

@@ -94,25 +94,20 @@ type householdSync struct {
 	} `json:"rooms"`
 }
 
-// handleStateHooks decodes one sync response (raw is the whole body) once
-// for the household and MatrixRTC hooks, when any is set. Both are loaded
-// once, so a whole response goes to the same hooks even if they are
-// replaced meanwhile.
+// handleStateHooks hands one sync response's parts (decoded once by the
+// sync loop for the crypto and these hooks) to the household and
+// MatrixRTC hooks, when any is set. Both are loaded once, so a whole
+// response goes to the same hooks even if they are replaced meanwhile.
 //
 // decrypted are the to-device events that arrived Olm-encrypted, already
-// decrypted (e2ee.go); their encrypted form in raw is skipped.
-func (s *Session) handleStateHooks(raw json.RawMessage, decrypted []ToDeviceEvent, initial bool) {
+// decrypted (e2ee.go); their encrypted form in resp is skipped.
+func (s *Session) handleStateHooks(resp *householdSync, decrypted []ToDeviceEvent, initial bool) {
 	hh, rh := s.household.Load(), s.rtc.Load()
-	if len(raw) == 0 || (hh == nil && rh == nil) {
+	if resp == nil || (hh == nil && rh == nil) {
 		return
 	}
-	var resp householdSync
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		s.log.Warn("undecodable sync response for the call hooks", "err", err)
-		return
-	}
-	s.handleHousehold(hh, &resp, decrypted, initial)
-	s.handleRTC(rh, &resp, initial)
+	s.handleHousehold(hh, resp, decrypted, initial)
+	s.handleRTC(rh, resp, initial)
 }
 
 // handleHousehold hands one sync response's state and to-device events to

@@ -330,14 +330,28 @@ func (l *syncLoop) once(ctx context.Context, immediate bool) error {
 	l.rejected = 0
 	l.received = l.s.now()
 	l.s.sawServerTime(hresp)
+	// The crypto and the call hooks read the same parts of the response
+	// (to-device events, joined rooms' state and timeline): decoded once
+	// for both, and only when one of them is there.
+	crypt := l.s.crypt.Load()
+	var parts *cryptoSync
+	if crypt != nil || l.s.household.Load() != nil || l.s.rtc.Load() != nil {
+		parts = &cryptoSync{}
+		if err := json.Unmarshal(body, parts); err != nil {
+			l.s.log.Warn("undecodable sync response for the crypto and the call hooks", "err", err)
+			parts = nil
+		}
+	}
 	var decrypted []ToDeviceEvent
-	if e := l.s.crypt.Load(); e != nil {
+	if crypt != nil && parts != nil {
 		// Before anyone reads the response: room keys, device lists
 		// and the state of encrypted rooms (e2ee.go).
-		decrypted = e.handleSync(ctx, body, l.since == "")
+		decrypted = crypt.handleSync(ctx, parts, l.since == "")
 	}
 	l.handle(ctx, c, &resp, l.since == "")
-	l.s.handleStateHooks(body, decrypted, l.since == "") // household.go, rtc.go: call memberships, to-device events, declines
+	if parts != nil {
+		l.s.handleStateHooks(&parts.householdSync, decrypted, l.since == "") // household.go, rtc.go: call memberships, to-device events, declines
+	}
 	if resp.NextBatch != "" {
 		l.since = resp.NextBatch
 	}

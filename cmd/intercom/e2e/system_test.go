@@ -67,6 +67,9 @@ func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e
 	}
 	e.writeConfig(ids, opts.RingTimeout, extra)
 	e.launch(ctx)
+	if opts.Encrypted {
+		e.waitKeysSharedAhead(ctx)
+	}
 	for _, r := range e.residents {
 		if _, err := r.WaitFor(ctx, "joined"); err != nil {
 			t.Fatalf("%s never joined the direct room: %v", r.UserID(), err)
@@ -200,4 +203,26 @@ func candidateType(addr string) string {
 		return addr[i+1:]
 	}
 	return ""
+}
+
+// waitKeysSharedAhead waits until the intercom has shared its rooms' keys
+// ahead (daemon/encryption.go), then a second for the residents' syncs to
+// take them. A press right after start would otherwise race its own room
+// key to the resident, and matrix-js-sdk drops an m.call.invite that it
+// could decrypt only once the key came (its call handler saw a decryption
+// failure, not a call): real intercoms share the keys long before a
+// visitor comes.
+func (e *e2e) waitKeysSharedAhead(ctx context.Context) {
+	e.t.Helper()
+	for !strings.Contains(e.log.String(), "room keys shared ahead") {
+		if e.hasExited() {
+			e.t.Fatalf("intercom exited before sharing its room keys:\n%s", lastLines(e.log.String(), 30))
+		}
+		select {
+		case <-ctx.Done():
+			e.t.Fatalf("the intercom never shared its room keys ahead: %v", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	time.Sleep(time.Second)
 }

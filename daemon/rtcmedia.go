@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/media"
 	mlivekit "github.com/doorbell/intercom/media/livekit"
 )
@@ -15,7 +16,9 @@ import (
 // camera and microphone. presence reports remote participants arriving
 // and leaving; lost reports the connection ending by itself. Closing the
 // returned Closer leaves the SFU.
-type sfuJoin func(ctx context.Context, tok mlivekit.Token, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
+// keys is nil in an unencrypted room; otherwise every frame is encrypted
+// and decrypted with the call's keys.
+type sfuJoin func(ctx context.Context, tok mlivekit.Token, keys *rtc.CallKeys, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
 
 // tokenSource gives the intercom a LiveKit token for a Matrix room's call:
 // mlivekit.ServiceTokens or mlivekit.MintedTokens.
@@ -31,16 +34,16 @@ type livekitSFU struct {
 	log    *slog.Logger
 }
 
-func (s livekitSFU) Join(ctx context.Context, room callengine.RoomID, presence func(string, bool), lost func(error)) (io.Closer, error) {
+func (s livekitSFU) Join(ctx context.Context, room callengine.RoomID, keys *rtc.CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
 	tok, err := s.tokens.Token(ctx, room)
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.join(ctx, tok, presence, lost)
+	c, err := s.join(ctx, tok, keys, presence, lost)
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("joined SFU", "room_id", room, "url", tok.URL)
+	s.log.Info("joined SFU", "room_id", room, "url", tok.URL, "encrypted", keys != nil)
 	return c, nil
 }
 
@@ -49,8 +52,12 @@ func (s livekitSFU) Join(ctx context.Context, room callengine.RoomID, presence f
 // shared meter. The Publisher's events become presence and loss reports;
 // the forwarding goroutine ends when the Publisher closes its events.
 func livekitJoin(stream *media.Stream, speaker media.Speaker, meter *media.AudioMeter, log *slog.Logger) sfuJoin {
-	return func(ctx context.Context, tok mlivekit.Token, presence func(string, bool), lost func(error)) (io.Closer, error) {
-		p, err := mlivekit.Join(ctx, tok.URL, tok.JWT, mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log})
+	return func(ctx context.Context, tok mlivekit.Token, keys *rtc.CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
+		cfg := mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log}
+		if keys != nil {
+			cfg.Crypto = mlivekit.NewCallCrypto(keys)
+		}
+		p, err := mlivekit.Join(ctx, tok.URL, tok.JWT, cfg)
 		if err != nil {
 			return nil, err
 		}

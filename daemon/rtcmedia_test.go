@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/doorbell/intercom/callengine"
+	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/matrix/matrixtest"
 	mlivekit "github.com/doorbell/intercom/media/livekit"
@@ -126,7 +127,7 @@ func (closer) Close() error { return nil }
 // either failing fails the join.
 func TestLiveKitSFU(t *testing.T) {
 	var joined []mlivekit.Token
-	join := func(_ context.Context, tok mlivekit.Token, _ func(string, bool), _ func(error)) (io.Closer, error) {
+	join := func(_ context.Context, tok mlivekit.Token, _ *rtc.CallKeys, _ func(string, bool), _ func(error)) (io.Closer, error) {
 		joined = append(joined, tok)
 		if tok.JWT == "refused" {
 			return nil, errors.New("refused")
@@ -138,14 +139,14 @@ func TestLiveKitSFU(t *testing.T) {
 	noop := func(string, bool) {}
 	lost := func(error) {}
 
-	c, err := livekitSFU{tokens: fixedTokens{tok: mlivekit.Token{URL: "wss://sfu", JWT: "ok"}}, join: join, log: log}.Join(t.Context(), "!r:hs.test", noop, lost)
+	c, err := livekitSFU{tokens: fixedTokens{tok: mlivekit.Token{URL: "wss://sfu", JWT: "ok"}}, join: join, log: log}.Join(t.Context(), "!r:hs.test", nil, noop, lost)
 	if err != nil || c == nil || !strings.Contains(logs.String(), "joined SFU") {
 		t.Errorf("join: %v, %v; log %s", c, err, logs)
 	}
-	if _, err := (livekitSFU{tokens: fixedTokens{tok: mlivekit.Token{JWT: "refused"}}, join: join, log: log}).Join(t.Context(), "!r:hs.test", noop, lost); err == nil {
+	if _, err := (livekitSFU{tokens: fixedTokens{tok: mlivekit.Token{JWT: "refused"}}, join: join, log: log}).Join(t.Context(), "!r:hs.test", nil, noop, lost); err == nil {
 		t.Error("refused join succeeded")
 	}
-	if _, err := (livekitSFU{tokens: fixedTokens{err: errors.New("no token")}, join: join, log: log}).Join(t.Context(), "!r:hs.test", noop, lost); err == nil {
+	if _, err := (livekitSFU{tokens: fixedTokens{err: errors.New("no token")}, join: join, log: log}).Join(t.Context(), "!r:hs.test", nil, noop, lost); err == nil {
 		t.Error("join without a token succeeded")
 	}
 	if len(joined) != 2 {

@@ -74,12 +74,20 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	mcfg := rtc.DefaultConfig(self, mc.ServiceURL)
 	mcfg.RingTimeout = cfg.Ring.Timeout
 	m.householdRooms = householdRooms
-	m.runner = rtc.NewRunner(rtc.RunnerConfig{Machine: mcfg, Household: householdRooms, Logger: m.log}, session, sfu)
+	// With the session's encryption on, encrypted rooms' calls are
+	// joined with encrypted media; without it they are left to classic
+	// calls.
+	m.runner = rtc.NewRunner(rtc.RunnerConfig{Machine: mcfg, Household: householdRooms, Logger: m.log,
+		MediaEncryption: session.Encrypting()}, session, sfu)
 	session.SetRTCHooks(&matrix.RTCHooks{
-		StateTypes: []string{rtc.TypeMember, rtc.TypeEncryption},
-		State:      m.runner.HandleState,
-		EventTypes: []string{rtc.TypeDecline},
-		Event:      m.runner.HandleRoomEvent,
+		StateTypes:    []string{rtc.TypeMember, rtc.TypeEncryption},
+		State:         m.runner.HandleState,
+		EventTypes:    []string{rtc.TypeDecline},
+		Event:         m.runner.HandleRoomEvent,
+		ToDeviceTypes: []string{rtc.TypeEncryptionKeys},
+		ToDevice: func(e matrix.ToDeviceEvent) {
+			m.runner.HandleToDevice(e.Sender, e.Device, e.Type, e.Content, e.Encrypted)
+		},
 	})
 	return m, nil
 }

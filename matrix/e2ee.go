@@ -746,6 +746,25 @@ func (e *e2ee) sealToDevice(ctx context.Context, eventType string, user id.UserI
 	return req, nil
 }
 
+// trustedEnough applies matrix.share_keys to a device that is to get a
+// secret outside Megolm (a MatrixRTC media key, which shows the camera):
+// with cross_signed, only devices cross-signed by their user, as for room
+// keys.
+func (e *e2ee) trustedEnough(ctx context.Context, user id.UserID, device id.DeviceID) error {
+	min := e.mach.SendKeysMinTrust
+	if min <= id.TrustStateUnset {
+		return nil
+	}
+	d, err := e.mach.GetOrFetchDevice(ctx, user, device)
+	if err != nil {
+		return fmt.Errorf("device %s/%s: %w", user, device, err)
+	}
+	if got := e.mach.ResolveTrust(d); got < min {
+		return fmt.Errorf("device %s/%s is %s, matrix.share_keys wants %s", user, device, got, min)
+	}
+	return nil
+}
+
 // PrepareEncryption shares the Megolm session of each encrypted room
 // among rooms with its members' devices ahead of the first send, so that a
 // press costs one encryption (microseconds) instead of claiming one-time

@@ -23,6 +23,9 @@ var (
 	// not the one whose keys the homeserver has. The intercom then refuses
 	// to start rather than take on a new identity silently.
 	ErrCryptoStore = errors.New("matrix: crypto store")
+	// ErrCryptoOff: something that must be end-to-end encrypted was asked
+	// of a session with matrix.encryption off.
+	ErrCryptoOff = errors.New("matrix: end-to-end encryption is off")
 	// ErrDeviceChanged is returned when a new login got another device
 	// than the one the crypto store belongs to.
 	ErrDeviceChanged = errors.New("matrix: login changed the device of the crypto store")

@@ -107,7 +107,7 @@ func (s *Session) handleStateHooks(resp *householdSync, decrypted []ToDeviceEven
 		return
 	}
 	s.handleHousehold(hh, resp, decrypted, initial)
-	s.handleRTC(rh, resp, initial)
+	s.handleRTC(rh, resp, decrypted, initial)
 }
 
 // handleHousehold hands one sync response's state and to-device events to
@@ -205,6 +205,26 @@ func deviceMismatch(e ToDeviceEvent) string {
 // a retry sends the same ciphertext under the same transaction ID, where
 // a new encryption would be a new message the homeserver delivers again.
 func (s *Session) SendToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error {
+	e, h := s.crypt.Load(), s.household.Load()
+	return s.sendToDevice(ctx, eventType, user, device, content, e != nil && h != nil && e.roomEncrypted(ctx, id.RoomID(h.Room)))
+}
+
+// SendEncryptedToDevice sends content Olm-encrypted to one device of user,
+// whatever the room: MatrixRTC media keys (io.element.call.encryption_keys)
+// are never sent in the clear. It fails with ErrCryptoOff when encryption
+// is off. Retries are as SendToDevice's.
+func (s *Session) SendEncryptedToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error {
+	e := s.crypt.Load()
+	if e == nil {
+		return fmt.Errorf("send %s to %s/%s: %w", eventType, user, device, ErrCryptoOff)
+	}
+	if err := e.trustedEnough(ctx, id.UserID(user), id.DeviceID(device)); err != nil {
+		return fmt.Errorf("send %s: %w", eventType, err)
+	}
+	return s.sendToDevice(ctx, eventType, user, device, content, true)
+}
+
+func (s *Session) sendToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any, encrypt bool) error {
 	body, err := json.Marshal(content)
 	if err != nil {
 		return fmt.Errorf("marshal %s content: %w", eventType, err)
@@ -213,8 +233,8 @@ func (s *Session) SendToDevice(ctx context.Context, eventType string, user calle
 	var req any = map[string]map[string]map[string]json.RawMessage{
 		"messages": {string(user): {device: json.RawMessage(body)}},
 	}
-	e, h := s.crypt.Load(), s.household.Load()
-	if e != nil && h != nil && e.roomEncrypted(ctx, id.RoomID(h.Room)) {
+	e := s.crypt.Load()
+	if encrypt {
 		what, sendType, req = "send encrypted to-device "+eventType, event.ToDeviceEncrypted.Type, nil
 	}
 	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))

@@ -29,6 +29,11 @@ type RTCHooks struct {
 	// stored token (backlog) and except the intercom's own.
 	EventTypes []string
 	Event      func(callengine.RoomEvent)
+	// ToDeviceTypes are the to-device event types ToDevice gets (media
+	// keys), with every sync; Encrypted tells one that came Olm-encrypted
+	// (and names its Device) from one sent in the clear.
+	ToDeviceTypes []string
+	ToDevice      func(ToDeviceEvent)
 }
 
 // SetRTCHooks registers a copy of h; a nil h removes them. Like
@@ -37,7 +42,7 @@ type RTCHooks struct {
 func (s *Session) SetRTCHooks(h *RTCHooks) {
 	if h != nil {
 		c := *h
-		c.StateTypes, c.EventTypes = slices.Clone(h.StateTypes), slices.Clone(h.EventTypes)
+		c.StateTypes, c.EventTypes, c.ToDeviceTypes = slices.Clone(h.StateTypes), slices.Clone(h.EventTypes), slices.Clone(h.ToDeviceTypes)
 		h = &c
 	}
 	s.rtc.Store(h)
@@ -69,9 +74,26 @@ func addTypes(p *mautrix.FilterPart, names ...string) {
 
 // handleRTC hands one sync response's membership state and room events to
 // h (nil: none), room by room in a stable order.
-func (s *Session) handleRTC(h *RTCHooks, resp *householdSync, initial bool) {
+func (s *Session) handleRTC(h *RTCHooks, resp *householdSync, decrypted []ToDeviceEvent, initial bool) {
 	if h == nil {
 		return
+	}
+	if h.ToDevice != nil && len(h.ToDeviceTypes) > 0 {
+		for _, r := range resp.ToDevice.Events {
+			var e struct {
+				Sender  string          `json:"sender"`
+				Type    string          `json:"type"`
+				Content json.RawMessage `json:"content"`
+			}
+			if json.Unmarshal(r, &e) == nil && slices.Contains(h.ToDeviceTypes, e.Type) {
+				h.ToDevice(ToDeviceEvent{Sender: callengine.UserID(e.Sender), Type: e.Type, Content: e.Content})
+			}
+		}
+		for _, e := range decrypted {
+			if slices.Contains(h.ToDeviceTypes, e.Type) {
+				h.ToDevice(e)
+			}
+		}
 	}
 	var self id.UserID
 	if c, err := s.client(); err == nil {

@@ -281,6 +281,10 @@ func (s *Session) Close() error {
 	return err
 }
 
+// Encrypting reports whether end-to-end encryption is on (after Login
+// with matrix.encryption).
+func (s *Session) Encrypting() bool { return s.crypt.Load() != nil }
+
 // CryptoStatus reports end-to-end encryption for the status API; Enabled
 // is false when it is off or Login has not opened it yet.
 func (s *Session) CryptoStatus() CryptoStatus {

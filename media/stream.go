@@ -149,6 +149,20 @@ type codecState struct {
 	// two peers' reports cannot apply their targets out of order.
 	rateMu sync.Mutex
 	stats  EncoderStats // guarded by Stream.mu
+	// taps get every sample written to the track (Stream.Tap).
+	tapMu sync.RWMutex
+	taps  map[*tapFn]struct{}
+}
+
+type tapFn struct{ fn func(pionmedia.Sample) }
+
+// tap hands a written sample to the codec's taps.
+func (st *codecState) tap(smp pionmedia.Sample) {
+	st.tapMu.RLock()
+	defer st.tapMu.RUnlock()
+	for t := range st.taps {
+		t.fn(smp)
+	}
 }
 
 // NewStream prepares a stream. No source is opened and no encoder runs
@@ -213,6 +227,35 @@ func (s *Stream) Track(c Codec) *webrtc.TrackLocalStaticSample {
 		return st.track
 	}
 	return nil
+}
+
+// Tap calls fn with every sample of codec c as it is written to the
+// shared track, on the encoder's goroutine: fn must be quick and must not
+// keep smp.Data, which the encoder may reuse. It is how a user that needs
+// other bytes than the shared track's (an SFU connection that encrypts
+// each frame, once, for all its subscribers) follows the one encoder
+// without a second encode. Tap does not start the encoder (Acquire
+// does); the returned cancel is idempotent.
+func (s *Stream) Tap(c Codec, fn func(smp pionmedia.Sample)) (cancel func(), err error) {
+	st := s.codecs[c]
+	if st == nil {
+		return nil, fmt.Errorf("tap %s: %w", c, ErrNoEncoder)
+	}
+	t := &tapFn{fn: fn}
+	st.tapMu.Lock()
+	if st.taps == nil {
+		st.taps = map[*tapFn]struct{}{}
+	}
+	st.taps[t] = struct{}{}
+	st.tapMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			st.tapMu.Lock()
+			delete(st.taps, t)
+			st.tapMu.Unlock()
+		})
+	}, nil
 }
 
 // Acquire marks one more user of codec c, starting its encoder (and the
@@ -417,7 +460,9 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		}
 		lastWrite[st.codec] = frame.Time
 		key := IsKeyFrame(st.codec, data)
-		werr := st.track.WriteSample(pionmedia.Sample{Data: data, Duration: dur, Timestamp: frame.Time})
+		smp := pionmedia.Sample{Data: data, Duration: dur, Timestamp: frame.Time}
+		werr := st.track.WriteSample(smp)
+		st.tap(smp)
 		s.record(st, func(e *EncoderStats) {
 			e.EncodeTime += took
 			e.Frames++
@@ -662,7 +707,9 @@ func (s *Stream) runAudio(ctx context.Context, p *pipeline) error {
 			s.recordError(st, fmt.Errorf("encode opus: %w", err))
 			continue
 		}
-		werr := st.track.WriteSample(pionmedia.Sample{Data: data, Duration: AudioFrame})
+		smp := pionmedia.Sample{Data: data, Duration: AudioFrame}
+		werr := st.track.WriteSample(smp)
+		st.tap(smp)
 		s.record(st, func(e *EncoderStats) {
 			e.EncodeTime += took
 			e.Frames++

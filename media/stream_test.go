@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 )
 
 // fakeVideo is a hand-written VideoEncoder: a keyframe (H.264 IDR NAL) when
@@ -413,5 +415,53 @@ func TestVideoLoopStopsWhileAFrameIsHandled(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("round %d: release hangs", i)
 		}
+	}
+}
+
+// TestStreamTap: a tap sees every sample the shared track gets, from the
+// one encoder, and nothing once cancelled.
+func TestStreamTap(t *testing.T) {
+	fk := newFakes()
+	s := newTestStream(t, fk)
+	var mu sync.Mutex
+	got := map[Codec]int{}
+	var cancels []func()
+	for _, c := range []Codec{H264, Opus} {
+		cancel, err := s.Tap(c, func(smp pionmedia.Sample) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(smp.Data) > 0 {
+				got[c]++
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancels = append(cancels, cancel)
+		release, err := s.Acquire(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+	}
+	if _, err := s.Tap("video/AV1", func(pionmedia.Sample) {}); err == nil {
+		t.Error("tap of a codec without an encoder")
+	}
+	count := func(c Codec) int { mu.Lock(); defer mu.Unlock(); return got[c] }
+	waitFor(t, "tapped frames", func() bool { return count(H264) >= 5 && count(Opus) >= 3 })
+	for _, c := range []Codec{H264, Opus} {
+		if n := fk.live[c].Load(); n != 1 {
+			t.Errorf("%s: %d encoders, want 1", c, n)
+		}
+	}
+	for _, cancel := range cancels {
+		cancel()
+		cancel()
+	}
+	before := count(H264)
+	frames := stats(s, H264).Frames
+	waitFor(t, "frames after cancel", func() bool { return stats(s, H264).Frames >= frames+3 })
+	if after := count(H264); after > before+1 { // one may have been in flight
+		t.Errorf("tap got %d samples after cancel", after-before)
 	}
 }

@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,6 +19,8 @@ func FuzzMachine(f *testing.F) {
 	f.Add([]byte{0, 3, 4, 5, 1, 2, 6, 7, 8})
 	f.Add([]byte{0, 3, 4, 9, 10, 11, 12, 13})
 	f.Add([]byte{0, 0, 14, 5, 2, 15, 16})
+	f.Add([]byte{0x20, 3, 4, 17, 5, 13, 7, 0x68, 17, 1}) // encrypted: keys, joins, a leave, the key timer
+
 	f.Fuzz(func(t *testing.T, script []byte) {
 		m := newMachine()
 		now := t0
@@ -31,9 +34,15 @@ func FuzzMachine(f *testing.F) {
 			room := rooms[i%2]
 			now = now.Add(time.Duration(op%7) * time.Second)
 			var ev Event
-			switch op % 17 {
+			switch op % 18 {
 			case 0:
-				ev = RingRequested{Targets: targets()}
+				ts := targets()
+				if op&0x20 != 0 { // encrypted rooms: media keys
+					for i := range ts {
+						ts[i].Encrypted = true
+					}
+				}
+				ev = RingRequested{Targets: ts}
 			case 1:
 				ev = HangupRequested{}
 			case 2:
@@ -49,7 +58,7 @@ func FuzzMachine(f *testing.F) {
 			case 7:
 				ev = MemberChanged{Room: roomA, Event: leaveEvent(alice, now)}
 			case 8:
-				ev = TimerFired{ID: TimerID{Kind: TimerKind(int(op>>5) % 3), Room: room}}
+				ev = TimerFired{ID: TimerID{Kind: TimerKind(int(op>>5) % 4), Room: room}}
 			case 9:
 				ev = DeclineReceived{Room: room, Sender: alice.User, Content: contents[int(op>>5)%len(contents)]}
 			case 10:
@@ -66,8 +75,31 @@ func FuzzMachine(f *testing.F) {
 				ev = SFUChanged{Room: room, Err: errors.New("gone")}
 			case 16:
 				ev = MemberChanged{Room: room, Event: joinEvent(self, now)}
+			case 17:
+				from := []Device{alice, bob, self}[int(op>>5)%3]
+				ev = MediaKeyReceived{Key: MediaKey{Room: room, From: from, Index: op, Key: []byte("0123456789abcdef")}}
 			}
-			for _, eff := range m.Step(now, ev) {
+			keyed := map[callengine.RoomID]bool{}
+			effs := m.Step(now, ev)
+			for _, eff := range effs {
+				switch e := eff.(type) {
+				case UseMediaKey:
+					keyed[e.Room] = true
+				case JoinSFU:
+					if l := m.legs[e.Room]; l != nil && l.keys != nil && !keyed[e.Room] {
+						t.Fatalf("encrypted room %s joined before its key was set", e.Room)
+					}
+				case ShareMediaKey:
+					if len(e.To) == 0 || slices.Contains(e.To, self) {
+						t.Fatalf("media key shared with %v", e.To)
+					}
+				case RemoteMediaKey:
+					if e.Identity == self.Identity() {
+						t.Fatal("own key taken as a participant's")
+					}
+				}
+			}
+			for _, eff := range effs {
 				switch e := eff.(type) {
 				case PublishMembership:
 					inCall[e.Room] = true
@@ -95,6 +127,26 @@ func FuzzMachine(f *testing.F) {
 			if (m.Phase() == PhaseInCall) != (answers == 1) {
 				t.Fatalf("phase %s with %d answers", m.Phase(), answers)
 			}
+		}
+	})
+}
+
+// FuzzDecodeEncryptionKeys: any content decodes or fails with
+// ErrMalformed, never panics; what decodes names the encrypting device
+// and a usable key.
+func FuzzDecodeEncryptionKeys(f *testing.F) {
+	f.Add([]byte(`{"keys":{"index":0,"key":"BQUFBQUFBQUFBQUFBQUFBQ=="},"member":{"id":"x","claimed_device_id":"ALICEPHONE"},"room_id":"!a:example.org","session":{"call_id":"","application":"m.call","scope":"m.room"},"sent_ts":1}`))
+	f.Add([]byte(`{"keys":[{"index":0,"key":"BQUFBQUFBQUFBQUFBQUFBQ=="}]}`))
+	f.Fuzz(func(t *testing.T, content []byte) {
+		mk, err := DecodeEncryptionKeys(alice.User, alice.DeviceID, content)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v is not ErrMalformed", err)
+			}
+			return
+		}
+		if mk.From != alice || mk.Room == "" || len(mk.Key) < MediaKeyBytes || len(mk.Key) > maxMediaKeyBytes {
+			t.Fatalf("decoded %+v", mk)
 		}
 	})
 }

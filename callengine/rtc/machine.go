@@ -24,6 +24,10 @@ type Target struct {
 	Room      callengine.RoomID
 	Residents []callengine.UserID // whose joining answers, and whose decline counts
 	Group     bool
+	// Encrypted: the room is end-to-end encrypted, so the call's media
+	// are too (mediakeys.go): the intercom makes and shares a media key
+	// and uses the members' keys.
+	Encrypted bool
 }
 
 // Config is what the machine knows about the intercom.
@@ -47,12 +51,20 @@ type Config struct {
 	// AnswerSkew: a membership older than the ring by more than this is
 	// not an answer (it is a leftover or an unrelated call).
 	AnswerSkew time.Duration
+	// KeyUseDelay is how long after sending a rotated media key the
+	// intercom starts encrypting with it; KeyGrace how young a key must
+	// be to be given to a new joiner instead of rotated (mediakeys.go).
+	KeyUseDelay, KeyGrace time.Duration
+	// NewKey makes a random media key of MediaKeyBytes; crypto/rand by
+	// default (tests make predictable ones).
+	NewKey func() []byte
 }
 
 // DefaultConfig returns the timings used unless configured otherwise.
 func DefaultConfig(self Device, serviceURL string) Config {
 	return Config{Self: self, ServiceURL: serviceURL, RingTimeout: 60 * time.Second,
-		MembershipLifetime: 5 * time.Minute, PresenceGrace: 20 * time.Second, AnswerSkew: 30 * time.Second}
+		MembershipLifetime: 5 * time.Minute, PresenceGrace: 20 * time.Second, AnswerSkew: 30 * time.Second,
+		KeyUseDelay: time.Second, KeyGrace: 10 * time.Second}
 }
 
 // --- Events ---
@@ -116,6 +128,10 @@ type ParticipantChanged struct {
 // TimerFired: a timer started by StartTimer ran out.
 type TimerFired struct{ ID TimerID }
 
+// MediaKeyReceived: a member's media key arrived (decoded and checked by
+// DecodeEncryptionKeys).
+type MediaKeyReceived struct{ Key MediaKey }
+
 func (RingRequested) event()      {}
 func (HangupRequested) event()    {}
 func (AnsweredElsewhere) event()  {}
@@ -126,6 +142,7 @@ func (DeclineReceived) event()    {}
 func (SFUChanged) event()         {}
 func (ParticipantChanged) event() {}
 func (TimerFired) event()         {}
+func (MediaKeyReceived) event()   {}
 
 // --- Effects ---
 
@@ -189,6 +206,32 @@ type Ignored struct {
 // PhaseChanged: the phase changed.
 type PhaseChanged struct{ Phase Phase }
 
+// ShareMediaKey: send the intercom's media key for Room's call to these
+// devices, Olm-encrypted (TypeEncryptionKeys).
+type ShareMediaKey struct {
+	Room  callengine.RoomID
+	Index uint8
+	Key   []byte
+	To    []Device
+}
+
+// UseMediaKey: encrypt the intercom's media in Room's call with this key
+// from now on.
+type UseMediaKey struct {
+	Room  callengine.RoomID
+	Index uint8
+	Key   []byte
+}
+
+// RemoteMediaKey: decrypt the media of the participant with this LiveKit
+// identity in Room's call with this key when a frame names Index.
+type RemoteMediaKey struct {
+	Room     callengine.RoomID
+	Identity string
+	Index    uint8
+	Key      []byte
+}
+
 func (PublishMembership) effect() {}
 func (ClearMembership) effect()   {}
 func (SendNotification) effect()  {}
@@ -200,6 +243,9 @@ func (Answered) effect()          {}
 func (Ended) effect()             {}
 func (Ignored) effect()           {}
 func (PhaseChanged) effect()      {}
+func (ShareMediaKey) effect()     {}
+func (UseMediaKey) effect()       {}
+func (RemoteMediaKey) effect()    {}
 
 // TimerKind names what a timer is for.
 type TimerKind int
@@ -208,6 +254,7 @@ const (
 	TimerRing     TimerKind = iota // whole ring; Room is empty
 	TimerRefresh                   // membership refresh of Room
 	TimerPresence                  // answerer missing from Room's SFU
+	TimerKeyUse                    // a rotated media key of Room is due for use
 )
 
 // TimerID identifies a timer.
@@ -239,6 +286,7 @@ type leg struct {
 	present  map[string]bool   // LiveKit identities at the SFU
 	answered bool
 	sfuUp    bool
+	keys     *legKeys // encrypted rooms only
 }
 
 // Machine is the MatrixRTC ringing state machine. It is not safe for
@@ -291,6 +339,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		out = m.participant(e)
 	case TimerFired:
 		out = m.timer(now, e.ID)
+	case MediaKeyReceived:
+		out = m.mediaKey(e.Key)
 	}
 	if m.phase != before {
 		m.since = now
@@ -308,8 +358,15 @@ func (m *Machine) ring(now time.Time, e RingRequested) []Effect {
 		if t.Room == "" || m.legs[t.Room] != nil {
 			continue
 		}
-		m.legs[t.Room] = &leg{target: t, created: now, declined: map[callengine.UserID]bool{},
+		l := &leg{target: t, created: now, declined: map[callengine.UserID]bool{},
 			members: map[string]Member{}, present: map[string]bool{}}
+		m.legs[t.Room] = l
+		if t.Encrypted {
+			// The first key is used at once: the SFU connection must
+			// never publish a frame in the clear.
+			l.keys = newLegKeys(m.newKey(), now)
+			out = append(out, UseMediaKey{Room: t.Room, Index: l.keys.index, Key: l.keys.key})
+		}
 		out = append(out,
 			PublishMembership{Room: t.Room, StateKey: StateKey(m.cfg.Self),
 				Content: NewMembership(m.cfg.Self, t.Room, m.cfg.ServiceURL, m.cfg.MembershipLifetime, time.Time{})},
@@ -397,28 +454,37 @@ func (m *Machine) member(now time.Time, e MemberChanged) []Effect {
 		if was && l.answered && len(l.members) == 0 {
 			return m.leave(now, e.Room, ReasonResidentLeft)
 		}
-		return nil
+		return m.distributeKeys(now, e.Room, l)
 	}
 	l.members[id] = mem
+	keys := m.distributeKeys(now, e.Room, l)
 	if m.phase != PhaseRinging {
-		return nil
+		return keys
 	}
+	out := m.answer(now, e.Room, l, mem)
+	return append(keys, out...)
+}
+
+// answer takes a resident's membership in a ringing room as the answer
+// when it may be one.
+func (m *Machine) answer(now time.Time, room callengine.RoomID, l *leg, mem Member) []Effect {
+	id := mem.Identity()
 	if !slices.Contains(l.target.Residents, mem.User) {
-		return []Effect{Ignored{Room: e.Room, Sender: mem.User, What: TypeMember, Reason: "not a resident rung there"}}
+		return []Effect{Ignored{Room: room, Sender: mem.User, What: TypeMember, Reason: "not a resident rung there"}}
 	}
 	if !mem.Seen.IsZero() && mem.Seen.Before(m.ringStart.Add(-m.cfg.AnswerSkew)) {
-		return []Effect{Ignored{Room: e.Room, Sender: mem.User, What: TypeMember, Reason: "membership older than the ring"}}
+		return []Effect{Ignored{Room: room, Sender: mem.User, What: TypeMember, Reason: "membership older than the ring"}}
 	}
 	// The first resident to join answers; every other call is left.
 	l.answered, m.answerer, m.phase = true, mem.Device, PhaseInCall
-	out := []Effect{StopTimer{ID: TimerID{Kind: TimerRing}}, Answered{Room: e.Room, By: mem.Device}}
+	out := []Effect{StopTimer{ID: TimerID{Kind: TimerRing}}, Answered{Room: room, By: mem.Device}}
 	for _, r := range slices.Sorted(maps.Keys(m.legs)) {
-		if r != e.Room {
+		if r != room {
 			out = append(out, m.leave(now, r, ReasonAnsweredElsewhere)...)
 		}
 	}
 	if !l.present[id] {
-		out = append(out, StartTimer{ID: TimerID{Kind: TimerPresence, Room: e.Room}, After: m.cfg.PresenceGrace})
+		out = append(out, StartTimer{ID: TimerID{Kind: TimerPresence, Room: room}, After: m.cfg.PresenceGrace})
 	}
 	return out
 }
@@ -483,6 +549,10 @@ func (m *Machine) timer(now time.Time, id TimerID) []Effect {
 		if l := m.legs[id.Room]; l != nil && l.answered && !m.anyMemberPresent(l) {
 			return m.leave(now, id.Room, ReasonResidentLeft)
 		}
+	case TimerKeyUse:
+		if l := m.legs[id.Room]; l != nil && l.keys != nil {
+			return []Effect{UseMediaKey{Room: id.Room, Index: l.keys.index, Key: l.keys.key}}
+		}
 	}
 	return nil
 }
@@ -498,6 +568,7 @@ func (m *Machine) leave(now time.Time, room callengine.RoomID, reason string) []
 		LeaveSFU{Room: room},
 		StopTimer{ID: TimerID{Kind: TimerRefresh, Room: room}},
 		StopTimer{ID: TimerID{Kind: TimerPresence, Room: room}},
+		StopTimer{ID: TimerID{Kind: TimerKeyUse, Room: room}},
 	}
 	if len(m.legs) == 0 {
 		out = append(out, m.idle(reason)...)
@@ -524,6 +595,10 @@ type RoomStatus struct {
 	Answered bool              `json:"answered"`
 	SFU      bool              `json:"sfu_connected"`
 	Members  []string          `json:"members"`
+	// Encrypted: the call's media are end-to-end encrypted; KeyIndex is
+	// the index of the intercom's current media key there.
+	Encrypted bool  `json:"encrypted"`
+	KeyIndex  uint8 `json:"key_index,omitempty"`
 }
 
 // Status is the MatrixRTC part of /api/status.
@@ -543,8 +618,11 @@ func (m *Machine) Status() Status {
 	}
 	for _, r := range slices.Sorted(maps.Keys(m.legs)) {
 		l := m.legs[r]
-		s.Rooms = append(s.Rooms, RoomStatus{Room: r, Answered: l.answered, SFU: l.sfuUp,
-			Members: slices.Sorted(maps.Keys(l.members))})
+		rs := RoomStatus{Room: r, Answered: l.answered, SFU: l.sfuUp, Members: slices.Sorted(maps.Keys(l.members))}
+		if l.keys != nil {
+			rs.Encrypted, rs.KeyIndex = true, l.keys.index
+		}
+		s.Rooms = append(s.Rooms, rs)
 	}
 	return s
 }

@@ -26,19 +26,26 @@ type Transport interface {
 	PutState(ctx context.Context, room callengine.RoomID, eventType, stateKey string, content any) (string, error)
 	// SendEvent sends a room event and returns its event ID.
 	SendEvent(ctx context.Context, room callengine.RoomID, eventType string, content any) (string, error)
+	// SendEncryptedToDevice sends content Olm-encrypted to one device of
+	// user (media keys: never in the clear).
+	SendEncryptedToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error
 }
 
 // SFU connects the intercom to rooms' SFUs. The daemon's gets a LiveKit
 // token for the room's call and joins as a publisher of the door's camera
 // and microphone; tests use a fake.
 type SFU interface {
-	// Join connects to room's SFU. presence reports remote participants
+	// Join connects to room's SFU. keys is nil in an unencrypted room;
+	// in an encrypted one the connection encrypts every frame it sends
+	// with the intercom's current key and decrypts each participant's
+	// with theirs (it must send nothing before the first own key, which
+	// keys holds before Join is called). presence reports remote participants
 	// (LiveKit identity "<user>:<device>") arriving and leaving; lost
 	// reports the connection ending by itself (nil: no reason given).
 	// Both must not block. Closing the returned Closer leaves the SFU.
 	// ctx ends when the runner no longer wants the connection; Join may
 	// still return one, which the runner then closes.
-	Join(ctx context.Context, room callengine.RoomID, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
+	Join(ctx context.Context, room callengine.RoomID, keys *CallKeys, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
 }
 
 // RunnerConfig configures a Runner.
@@ -47,6 +54,10 @@ type RunnerConfig struct {
 	// Household returns the rooms rung as a group (the household room),
 	// read at each ring; nil or empty: none.
 	Household func() []callengine.RoomID
+	// MediaEncryption: the intercom can take part in encrypted rooms'
+	// calls (Olm for the media keys, frame encryption on the SFU
+	// connection). Without it encrypted rooms are left to classic calls.
+	MediaEncryption bool
 	// AfterFunc schedules the machine's timers; time.AfterFunc by default
 	// (tests run under testing/synctest, whose clock it follows).
 	AfterFunc runloop.AfterFunc
@@ -80,8 +91,9 @@ type Runner struct {
 
 	mu     sync.Mutex
 	status Status // the machine's last status
-	// encrypted rooms are left to classic calls: this MatrixRTC media is
-	// not end-to-end encrypted yet, and Element would refuse it.
+	// encrypted rooms: their calls' media are end-to-end encrypted, or,
+	// without RunnerConfig.MediaEncryption, they are left to classic
+	// calls (Element Call would refuse plain media there).
 	encrypted map[callengine.RoomID]bool
 }
 
@@ -115,8 +127,8 @@ func (r *Runner) HandleState(e callengine.StateEvent) {
 		}
 		if json.Unmarshal(e.Content, &c) == nil && c.Algorithm != "" {
 			r.mu.Lock()
-			if !r.encrypted[e.Room] {
-				r.log.Warn("room is end-to-end encrypted: MatrixRTC calls are not yet, so it is rung with classic calls only", "room_id", e.Room)
+			if !r.encrypted[e.Room] && !r.cfg.MediaEncryption {
+				r.log.Warn("room is end-to-end encrypted but encryption is off here, so it is rung with classic calls only", "room_id", e.Room)
 			}
 			r.encrypted[e.Room] = true
 			r.mu.Unlock()
@@ -136,23 +148,46 @@ func (r *Runner) HandleRoomEvent(e callengine.RoomEvent) {
 	r.push(item{ev: DeclineReceived{Room: e.Room, Sender: e.Sender, Content: e.Content}})
 }
 
-// Ring rings the residents' rooms (and the household room) that are not
-// encrypted; ErrNoRooms if there is none.
+// HandleToDevice takes a to-device event from the sync loop: media keys
+// (TypeEncryptionKeys) that arrived Olm-encrypted from sender's device
+// reach the machine; anything else is dropped, a key in the clear with a
+// log line. It never blocks.
+func (r *Runner) HandleToDevice(sender callengine.UserID, device, eventType string, content []byte, encrypted bool) {
+	if eventType != TypeEncryptionKeys {
+		return
+	}
+	if !encrypted {
+		r.log.Warn("media key ignored: it came in the clear", "user_id", sender)
+		return
+	}
+	mk, err := DecodeEncryptionKeys(sender, device, content)
+	if err != nil {
+		r.log.Warn("media key ignored", "user_id", sender, "device_id", device, "err", err)
+		return
+	}
+	r.push(item{ev: MediaKeyReceived{Key: mk}})
+}
+
+// Ring rings the residents' rooms (and the household room); encrypted
+// ones only with RunnerConfig.MediaEncryption. ErrNoRooms if there is
+// none.
 func (r *Runner) Ring(_ context.Context, residents []callengine.Resident) error {
 	var targets []Target
 	all := make([]callengine.UserID, 0, len(residents))
 	r.mu.Lock()
+	add := func(t Target) {
+		t.Encrypted = r.encrypted[t.Room]
+		if !t.Encrypted || r.cfg.MediaEncryption {
+			targets = append(targets, t)
+		}
+	}
 	for _, res := range residents {
 		all = append(all, res.User)
-		if !r.encrypted[res.Room] {
-			targets = append(targets, Target{Room: res.Room, Residents: []callengine.UserID{res.User}})
-		}
+		add(Target{Room: res.Room, Residents: []callengine.UserID{res.User}})
 	}
 	if r.cfg.Household != nil {
 		for _, room := range r.cfg.Household() {
-			if !r.encrypted[room] {
-				targets = append(targets, Target{Room: room, Residents: all, Group: true})
-			}
+			add(Target{Room: room, Residents: all, Group: true})
 		}
 	}
 	r.mu.Unlock()
@@ -216,7 +251,7 @@ func userOfIdentity(identity string) string {
 // has ended.
 func (r *Runner) Run(ctx context.Context) error {
 	l := &loop{r: r, m: New(r.cfg.Machine), ctx: ctx, sfus: map[callengine.RoomID]io.Closer{},
-		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
+		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, keys: map[callengine.RoomID]*CallKeys{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
 		bg: runloop.NewGroup(ctx)}
 	l.bg.Go(r.sends.Run)
 	r.log.Info("MatrixRTC ringing ready", "identity", r.cfg.Machine.Self.Identity(), "service_url", r.cfg.Machine.ServiceURL)
@@ -249,6 +284,7 @@ type loop struct {
 	ctx    context.Context
 	sfus   map[callengine.RoomID]io.Closer
 	sfuCtx map[callengine.RoomID]context.CancelFunc // from JoinSFU to LeaveSFU
+	keys   map[callengine.RoomID]*CallKeys          // encrypted rooms, from the first key to LeaveSFU
 	timers *runloop.Timers[TimerID]
 	bg     *runloop.Group // SFU joins and closes, the sender
 }
@@ -335,8 +371,10 @@ func (l *loop) execute(eff Effect) {
 		// The connection lives until LeaveSFU cancels this context.
 		jctx, cancel := context.WithCancel(l.ctx)
 		l.sfuCtx[e.Room] = cancel
-		l.bg.Go(func(context.Context) { l.joinSFU(jctx, e.Room) })
+		keys := l.keys[e.Room]
+		l.bg.Go(func(context.Context) { l.joinSFU(jctx, e.Room, keys) })
 	case LeaveSFU:
+		delete(l.keys, e.Room)
 		if cancel := l.sfuCtx[e.Room]; cancel != nil {
 			cancel()
 			delete(l.sfuCtx, e.Room)
@@ -345,6 +383,23 @@ func (l *loop) execute(eff Effect) {
 			delete(l.sfus, e.Room)
 			l.bg.Go(func(context.Context) { _ = c.Close() })
 		}
+	case UseMediaKey:
+		l.callKeys(e.Room).add(KeyUpdate{Own: true, Index: e.Index, Key: e.Key})
+		r.log.Debug("media key in use", "room_id", e.Room, "index", e.Index)
+	case RemoteMediaKey:
+		l.callKeys(e.Room).add(KeyUpdate{Identity: e.Identity, Index: e.Index, Key: e.Key})
+		r.log.Debug("media key received", "room_id", e.Room, "identity", e.Identity, "index", e.Index)
+	case ShareMediaKey:
+		content := NewEncryptionKeys(r.cfg.Machine.Self, e.Room, e.Index, e.Key, time.Now())
+		r.sends.Add(func(ctx context.Context) {
+			for _, d := range e.To {
+				if err := r.t.SendEncryptedToDevice(ctx, TypeEncryptionKeys, d.User, d.DeviceID, content); err != nil {
+					r.log.Error("share media key", "room_id", e.Room, "to", d.Identity(), "err", err)
+					continue
+				}
+				r.log.Debug("media key shared", "room_id", e.Room, "to", d.Identity(), "index", e.Index)
+			}
+		})
 	case StartTimer:
 		id := e.ID
 		l.timers.Start(id, e.After, func() { r.push(item{ev: TimerFired{ID: id}}) })
@@ -364,9 +419,19 @@ func (l *loop) execute(eff Effect) {
 	}
 }
 
+// callKeys is room's key store, made at its first key.
+func (l *loop) callKeys(room callengine.RoomID) *CallKeys {
+	k := l.keys[room]
+	if k == nil {
+		k = &CallKeys{}
+		l.keys[room] = k
+	}
+	return k
+}
+
 // joinSFU connects to room's SFU; the outcome, presence and loss come
 // back through the inbox.
-func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID) {
+func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID, keys *CallKeys) {
 	r := l.r
 	presence := func(identity string, present bool) {
 		r.push(item{ev: ParticipantChanged{Room: room, Identity: identity, Present: present}})
@@ -378,7 +443,7 @@ func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID) {
 		r.log.Warn("SFU connection lost", "room_id", room, "err", err)
 		r.push(item{ev: SFUChanged{Room: room, Err: err}})
 	}
-	c, err := r.sfu.Join(ctx, room, presence, lost)
+	c, err := r.sfu.Join(ctx, room, keys, presence, lost)
 	if err != nil {
 		r.log.Error("join SFU", "room_id", room, "err", err)
 		r.push(item{ev: SFUChanged{Room: room, Err: err}})

@@ -28,6 +28,27 @@ type fakeTransport struct {
 	// until it is closed (a slow homeserver).
 	hold     chan struct{}
 	holdFrom int
+	toDevice []sentToDevice
+}
+
+type sentToDevice struct {
+	Type    string
+	To      Device
+	Content json.RawMessage
+}
+
+func (f *fakeTransport) SendEncryptedToDevice(_ context.Context, typ string, user callengine.UserID, device string, content any) error {
+	b, _ := json.Marshal(content)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.toDevice = append(f.toDevice, sentToDevice{Type: typ, To: Device{User: user, DeviceID: device}, Content: b})
+	return nil
+}
+
+func (f *fakeTransport) sentToDevice() []sentToDevice {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.toDevice)
 }
 
 type sentState struct {
@@ -110,6 +131,7 @@ type fakeSFU struct {
 
 type fakeConn struct {
 	mu       sync.Mutex
+	keys     *CallKeys
 	closed   bool
 	presence func(string, bool)
 	lost     func(error)
@@ -128,7 +150,7 @@ func (c *fakeConn) isClosed() bool {
 	return c.closed
 }
 
-func (s *fakeSFU) Join(_ context.Context, room callengine.RoomID, presence func(string, bool), lost func(error)) (io.Closer, error) {
+func (s *fakeSFU) Join(_ context.Context, room callengine.RoomID, keys *CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
 	s.mu.Lock()
 	gate := s.gate
 	s.mu.Unlock()
@@ -143,7 +165,7 @@ func (s *fakeSFU) Join(_ context.Context, room callengine.RoomID, presence func(
 	if s.conns == nil {
 		s.conns = map[callengine.RoomID][]*fakeConn{}
 	}
-	c := &fakeConn{presence: presence, lost: lost}
+	c := &fakeConn{presence: presence, lost: lost, keys: keys}
 	s.conns[room] = append(s.conns[room], c)
 	return c, nil
 }

@@ -19,10 +19,14 @@
 //     feedback, for the sender to run its own estimator on; we run none,
 //     so the encoder keeps the stream's target (REMB from the 1:1 peers
 //     still moves it). A REMB, should an SFU send one, is honoured.
-//   - End-to-end encryption: Element Call encrypts media per participant
-//     (LiveKit's frame encryption, keys sent over Matrix) in encrypted
-//     rooms; the shared tracks carry plain frames, so such a call would
-//     need an encrypting copy of the track for the SFU.
+//
+// End-to-end encryption (Config.Crypto, encrypted rooms): Element Call
+// encrypts every frame with LiveKit's frame encryption under per
+// participant keys sent over Matrix. The shared tracks carry plain frames
+// for the 1:1 peers, so an encrypted participant publishes tracks of its
+// own, fed by a tap on the stream (Stream.Tap): each frame the one
+// encoder makes is encrypted once, and the SFU forwards those bytes to
+// every subscriber. The residents' audio is decrypted before the decoder.
 //   - The SDK's pion logs go to its package logger (lksdk.SetLogger).
 package livekit
 
@@ -45,6 +49,7 @@ import (
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
+	pionmedia "github.com/pion/webrtc/v4/pkg/media"
 )
 
 // Config configures Join.
@@ -67,10 +72,24 @@ type Config struct {
 	// (ten attempts, quadratic back-off), which for a door means a minute
 	// of a call nobody sees. Default 15 s.
 	ReconnectTimeout time.Duration
+	// Crypto, when set, encrypts every frame published and decrypts every
+	// frame received (an encrypted room's call); nil publishes the shared
+	// tracks as they are.
+	Crypto FrameCrypto
 	// Logger receives the Publisher's and the SDK room's log. The SDK logs
 	// its peer connections (pion) through its package logger, which only
 	// lksdk.SetLogger changes, once, for the whole process.
 	Logger *slog.Logger
+}
+
+// FrameCrypto is LiveKit frame encryption for one call: Encrypt seals one
+// encoded frame of the door's (an H.264 access unit, a VP8 frame, an Opus
+// packet) under the door's current key, Decrypt opens one frame of the
+// participant with that LiveKit identity. Both are called from media
+// goroutines, concurrently; an error drops that frame.
+type FrameCrypto interface {
+	Encrypt(c media.Codec, frame []byte) ([]byte, error)
+	Decrypt(c media.Codec, identity string, frame []byte) ([]byte, error)
 }
 
 // Participant is a remote participant present in the room.
@@ -90,7 +109,11 @@ type Publisher struct {
 	codec  media.Codec
 	meter  *media.AudioMeter
 	sink   media.Speaker
+	crypto FrameCrypto
 	log    *slog.Logger
+	// cryptoErrs counts frames dropped because they could not be
+	// encrypted (no key yet) or decrypted.
+	encryptErrs, decryptErrs atomic.Uint64
 
 	reconnectTimeout time.Duration
 
@@ -154,6 +177,7 @@ func Join(ctx context.Context, url, token string, cfg Config) (*Publisher, error
 		codec:            cfg.Codec,
 		meter:            cfg.Meter,
 		sink:             cfg.Speaker,
+		crypto:           cfg.Crypto,
 		log:              cfg.Logger,
 		events:           make(chan Event, 16),
 		queue:            newEventQueue(),
@@ -213,14 +237,25 @@ func Join(ctx context.Context, url, token string, cfg Config) (*Publisher, error
 // encoders.
 func (p *Publisher) publish(room *lksdk.Room) error {
 	f := p.stream.Format()
-	video := p.stream.Track(p.codec)
+	video, audio := p.stream.Track(p.codec), p.stream.Track(media.Opus)
+	enc := livekit.Encryption_NONE
+	if p.crypto != nil {
+		var err error
+		if video, err = p.encryptedTrack(p.codec); err != nil {
+			return err
+		}
+		if audio, err = p.encryptedTrack(media.Opus); err != nil {
+			return err
+		}
+		enc = livekit.Encryption_GCM
+	}
 	if _, err := room.LocalParticipant.PublishTrack(video, &lksdk.TrackPublicationOptions{
-		Name: "camera", Source: livekit.TrackSource_CAMERA, VideoWidth: f.Width, VideoHeight: f.Height,
+		Name: "camera", Source: livekit.TrackSource_CAMERA, VideoWidth: f.Width, VideoHeight: f.Height, Encryption: enc,
 	}); err != nil {
 		return fmt.Errorf("publish %s camera: %w", p.codec, err)
 	}
-	if _, err := room.LocalParticipant.PublishTrack(p.stream.Track(media.Opus), &lksdk.TrackPublicationOptions{
-		Name: "microphone", Source: livekit.TrackSource_MICROPHONE,
+	if _, err := room.LocalParticipant.PublishTrack(audio, &lksdk.TrackPublicationOptions{
+		Name: "microphone", Source: livekit.TrackSource_MICROPHONE, Encryption: enc,
 	}); err != nil {
 		return fmt.Errorf("publish microphone: %w", err)
 	}
@@ -235,6 +270,37 @@ func (p *Publisher) publish(room *lksdk.Room) error {
 	}
 	p.log.Debug("livekit: published", "video", string(p.codec), "width", f.Width, "height", f.Height)
 	return nil
+}
+
+// encryptedTrack is a track of codec c for this participant alone, fed
+// with the stream's frames encrypted once each by p.crypto (the tap ends
+// at teardown with the encoders' releases).
+func (p *Publisher) encryptedTrack(c media.Codec) (*webrtc.TrackLocalStaticSample, error) {
+	shared := p.stream.Track(c)
+	t, err := webrtc.NewTrackLocalStaticSample(shared.Codec(), shared.ID(), shared.StreamID())
+	if err != nil {
+		return nil, fmt.Errorf("encrypted %s track: %w", c, err)
+	}
+	var logged atomic.Bool
+	cancel, err := p.stream.Tap(c, func(smp pionmedia.Sample) {
+		data, err := p.crypto.Encrypt(c, smp.Data)
+		if err != nil {
+			// Never send a frame in the clear: drop it.
+			if p.encryptErrs.Add(1); !logged.Swap(true) {
+				p.log.Warn("livekit: frame not encrypted, dropped", "codec", string(c), "err", err)
+			}
+			return
+		}
+		smp.Data = data
+		_ = t.WriteSample(smp)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encrypted %s track: %w", c, err)
+	}
+	p.mu.Lock()
+	p.releases = append(p.releases, cancel)
+	p.mu.Unlock()
+	return t, nil
 }
 
 // callbacks translates the SDK's room callbacks into events, audio
@@ -499,6 +565,12 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string, levelExt uint8) 
 	}
 	defer rx.Close()
 	var logged bool
+	var opened, failed uint64
+	if p.crypto != nil {
+		defer func() {
+			p.log.Debug("livekit: remote audio decryption", "identity", id, "frames", opened, "failed", failed)
+		}()
+	}
 	for {
 		pkt, _, err := t.ReadRTP()
 		if err != nil {
@@ -512,6 +584,17 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string, levelExt uint8) 
 			if payload, _, err = media.PrimaryFromRED(payload); err != nil {
 				continue
 			}
+		}
+		if p.crypto != nil {
+			if payload, err = p.crypto.Decrypt(media.Opus, id, payload); err != nil {
+				failed++
+				if p.decryptErrs.Add(1); !logged {
+					logged = true
+					p.log.Warn("livekit: remote audio not decrypted", "identity", id, "err", err)
+				}
+				continue
+			}
+			opened++
 		}
 		if err := rx.WriteOpus(payload, media.LevelOf(&pkt.Header, levelExt), time.Now()); err != nil && !logged {
 			logged = true // one line per track: a broken stream repeats

@@ -40,6 +40,24 @@ func startRTCSystem(t testing.TB, selfMinted bool, extra string) *rtcSystem {
 // runs (after the intercom's account and the residents are registered).
 func startRTCSystemFor(t testing.TB, selfMinted bool, extraFor func(hs *dendrite.Server) string) *rtcSystem {
 	t.Helper()
+	return startRTCSystemOpts(t, rtcOptions{SelfMinted: selfMinted, ExtraFor: extraFor})
+}
+
+// rtcOptions are startRTCSystemOpts's.
+type rtcOptions struct {
+	SelfMinted bool
+	// Encrypted: matrix.encryption on, the residents with crypto, the
+	// direct rooms encrypted.
+	Encrypted bool
+	ExtraFor  func(hs *dendrite.Server) string
+}
+
+func startRTCSystemOpts(t testing.TB, o rtcOptions) *rtcSystem {
+	t.Helper()
+	selfMinted, extraFor := o.SelfMinted, o.ExtraFor
+	if extraFor == nil {
+		extraFor = func(*dendrite.Server) string { return "" }
+	}
 	if testing.Short() {
 		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
 	}
@@ -72,6 +90,7 @@ func startRTCSystemFor(t testing.TB, selfMinted bool, extraFor func(hs *dendrite
 	// The SFU's candidates are on the veth address: the residents' pages
 	// must accept more than loopback (everything stays in the namespace).
 	opts.Resident.AnyInterface = true
+	opts.Encrypted = o.Encrypted
 	rs.e2e = startSystemWith(t, opts, "alice", "bob")
 	return rs
 }

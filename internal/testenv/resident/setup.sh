@@ -29,7 +29,7 @@ fi
 
 src_sum=$( (cat setup.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1)
 if [ ! -f dist/.resident-src-sum ] || [ "$(cat dist/.resident-src-sum)" != "$src_sum" ] || [ ! -f dist/resident.js ] ||
-	[ ! -f dist/pkg/matrix_sdk_crypto_wasm_bg.wasm ]; then
+	[ ! -f dist/pkg/matrix_sdk_crypto_wasm_bg.wasm ] || [ ! -f dist/lk-e2ee-worker.mjs ]; then
 	echo "setup.sh: bundle page/ into dist/" >&2
 	rm -rf dist.tmp
 	mkdir -p dist.tmp
@@ -48,6 +48,10 @@ if [ ! -f dist/.resident-src-sum ] || [ "$(cat dist/.resident-src-sum)" != "$src
 	fi
 	mkdir -p dist.tmp/pkg
 	cp "$wasm_pkg/pkg/matrix_sdk_crypto_wasm_bg.wasm" dist.tmp/pkg/
+	# livekit-client's frame encryption runs in a worker the page starts
+	# from new URL("./lk-e2ee-worker.mjs", import.meta.url) (encrypted
+	# MatrixRTC rooms only); the package ships it built.
+	cp node_modules/livekit-client/dist/livekit-client.e2ee.worker.mjs dist.tmp/lk-e2ee-worker.mjs
 	echo "$src_sum" >dist.tmp/.resident-src-sum
 	rm -rf dist
 	mv dist.tmp dist

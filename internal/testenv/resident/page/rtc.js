@@ -17,7 +17,29 @@
 import { ClientEvent } from "matrix-js-sdk";
 import { onCleartextEvent } from "./e2ee.js";
 import { MatrixRTCSessionEvent, parseCallNotificationContent } from "matrix-js-sdk/lib/matrixrtc/index.js";
-import { Room as LiveKitRoom, RoomEvent, Track, setLogLevel } from "livekit-client";
+import {
+  BaseKeyProvider,
+  Room as LiveKitRoom,
+  RoomEvent,
+  Track,
+  createKeyMaterialFromBuffer,
+  setLogLevel,
+} from "livekit-client";
+
+// SessionKeyProvider feeds livekit-client's frame encryption with the
+// per-participant media keys matrix-js-sdk's MatrixRTCSession hands out
+// (EncryptionKeyChanged: our own key and each member's, Olm-encrypted
+// io.element.call.encryption_keys), keyed by LiveKit identity, with the
+// key provider options Element Call's MatrixKeyProvider uses.
+class SessionKeyProvider extends BaseKeyProvider {
+  constructor() {
+    super({ ratchetWindowSize: 10, keyringSize: 256 });
+  }
+  async setKey(key, index, identity) {
+    const material = await createKeyMaterialFromBuffer(key);
+    this.onSetEncryptionKey(material, identity, index);
+  }
+}
 
 export const CALL_MEMBER = "org.matrix.msc3401.call.member";
 export const RTC_NOTIFICATION = "org.matrix.msc4075.rtc.notification";
@@ -398,9 +420,22 @@ export function installRTC({ client, emit, joined }) {
       (await waitMemberships(session, serviceUrlOf, SERVICE_URL_WAIT_MS, `a livekit_service_url in the call of ${roomId}`));
     serviceUrl = serviceUrl.replace(/\/+$/, "");
 
-    const call = { roomId, t0, session, lk: null, elements: [], firstFrame: false, closed: false, timings: {} };
+    // In an encrypted room, as Element Call: per-participant media keys
+    // over Olm to-device messages and LiveKit frame encryption.
+    const crypto = client.getCrypto();
+    const encrypted = !!crypto && (await crypto.isEncryptionEnabledInRoom(roomId));
+    const call = { roomId, t0, session, lk: null, elements: [], firstFrame: false, closed: false, timings: {}, encrypted };
     calls.set(roomId, call);
     const mark = (name) => (call.timings[name] = Math.round(performance.now() - t0));
+    let keyProvider = null;
+    if (encrypted) {
+      keyProvider = new SessionKeyProvider();
+      call.onKey = (key, index, membership, identity) => {
+        emit("rtcMediaKey", { roomId, identity, index, sender: membership.userId ?? membership.sender ?? "" });
+        keyProvider.setKey(key, index, identity).catch((err) => emit("error", { message: `media key: ${err}` }));
+      };
+      session.on(MatrixRTCSessionEvent.EncryptionKeyChanged, call.onKey);
+    }
     try {
       // Element Call's compatibility mode: our own SFU first in
       // foci_preferred (livekit_alias = the room ID, for older clients) and
@@ -412,7 +447,7 @@ export function installRTC({ client, emit, joined }) {
         [],
         { type: "livekit", livekit_service_url: serviceUrl, livekit_alias: roomId },
         {
-          manageMediaKeys: false,
+          manageMediaKeys: encrypted,
           callIntent: video ? "video" : "audio",
           notificationType: notify || undefined,
         },
@@ -434,8 +469,23 @@ export function installRTC({ client, emit, joined }) {
       const { url, jwt } = JSON.parse(body);
       mark("token");
 
-      const lk = new LiveKitRoom({ adaptiveStream: false, dynacast: false, publishDefaults: { simulcast: false } });
+      const lk = new LiveKitRoom({
+        adaptiveStream: false,
+        dynacast: false,
+        publishDefaults: { simulcast: false },
+        e2ee: encrypted
+          ? { keyProvider, worker: new Worker(new URL("./lk-e2ee-worker.mjs", import.meta.url), { type: "module" }) }
+          : undefined,
+      });
       call.lk = lk;
+      if (encrypted) {
+        lk.on(RoomEvent.EncryptionError, (err, participant) =>
+          emit("rtcEncryptionError", { roomId, identity: participant?.identity ?? "", message: String(err) }),
+        );
+        await lk.setE2EEEnabled(true);
+        // Keys that arrived before the LiveKit room existed.
+        session.reemitEncryptionKeys();
+      }
       lk.on(RoomEvent.TrackSubscribed, (track, _pub, participant) => onTrack(call, track, participant));
       lk.on(RoomEvent.ParticipantConnected, (p) => emit("rtcParticipant", { roomId, identity: p.identity, joined: true }));
       lk.on(RoomEvent.ParticipantDisconnected, (p) => emit("rtcParticipant", { roomId, identity: p.identity, joined: false }));
@@ -459,6 +509,7 @@ export function installRTC({ client, emit, joined }) {
         stateKey: `_${me()}_${client.getDeviceId()}_m.call`,
         participants: [...lk.remoteParticipants.keys()],
         timings: call.timings,
+        encrypted,
       };
       emit("rtcJoined", fields);
       return fields;
@@ -471,6 +522,7 @@ export function installRTC({ client, emit, joined }) {
   async function closeCall(call) {
     call.closed = true;
     calls.delete(call.roomId);
+    if (call.onKey) call.session.off(MatrixRTCSessionEvent.EncryptionKeyChanged, call.onKey);
     if (call.lk) await call.lk.disconnect();
     for (const el of call.elements) {
       el.srcObject = null;

@@ -1,0 +1,107 @@
+package livekit
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/doorbell/intercom/callengine/rtc"
+	"github.com/doorbell/intercom/media"
+	"github.com/doorbell/intercom/media/framecrypt"
+)
+
+// CallCrypto is the FrameCrypto of one encrypted room's call: the door's
+// key ring and one ring per participant, kept in step with the call's
+// keys as the MatrixRTC runner hands them out (rtc.CallKeys). Frames of a
+// participant whose key has not arrived fail to decrypt and are dropped.
+type CallCrypto struct {
+	own *framecrypt.KeyRing
+	enc map[media.Codec]*framecrypt.Encryptor
+
+	mu     sync.Mutex
+	remote map[string]*participantKeys // by LiveKit identity
+	errs   []error                     // keys that could not be used, for the log
+}
+
+type participantKeys struct {
+	ring *framecrypt.KeyRing
+	dec  map[media.Codec]*framecrypt.Decryptor
+}
+
+// NewCallCrypto follows keys from now on (and every key given so far).
+func NewCallCrypto(keys *rtc.CallKeys) *CallCrypto {
+	c := &CallCrypto{own: framecrypt.NewKeyRing(), enc: map[media.Codec]*framecrypt.Encryptor{}, remote: map[string]*participantKeys{}}
+	for mc, fc := range cryptoCodecs {
+		c.enc[mc] = framecrypt.NewEncryptor(c.own, fc)
+	}
+	keys.Watch(c.update)
+	return c
+}
+
+// cryptoCodecs maps the stream's cryptoCodecs to the cryptor's.
+var cryptoCodecs = map[media.Codec]framecrypt.Codec{media.H264: framecrypt.H264, media.VP8: framecrypt.VP8, media.Opus: framecrypt.Opus}
+
+// update takes one key from the runner (under the CallKeys lock).
+func (c *CallCrypto) update(u rtc.KeyUpdate) {
+	if u.Own {
+		if err := c.own.SetKey(u.Index, u.Key); err != nil {
+			c.fail(err)
+			return
+		}
+		if err := c.own.SetCurrent(u.Index); err != nil {
+			c.fail(err)
+		}
+		return
+	}
+	c.mu.Lock()
+	p := c.remote[u.Identity]
+	if p == nil {
+		p = &participantKeys{ring: framecrypt.NewKeyRing(), dec: map[media.Codec]*framecrypt.Decryptor{}}
+		for mc, fc := range cryptoCodecs {
+			p.dec[mc] = framecrypt.NewDecryptor(p.ring, fc)
+		}
+		c.remote[u.Identity] = p
+	}
+	c.mu.Unlock()
+	if err := p.ring.SetKey(u.Index, u.Key); err != nil {
+		c.fail(fmt.Errorf("key of %s: %w", u.Identity, err))
+	}
+}
+
+func (c *CallCrypto) fail(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.errs) < 16 {
+		c.errs = append(c.errs, err)
+	}
+}
+
+// Errors returns the keys that could not be used (at most 16).
+func (c *CallCrypto) Errors() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]error(nil), c.errs...)
+}
+
+// Encrypt seals one of the door's frames with its current key.
+func (c *CallCrypto) Encrypt(mc media.Codec, frame []byte) ([]byte, error) {
+	e := c.enc[mc]
+	if e == nil {
+		return nil, fmt.Errorf("encrypt %s: %w", mc, framecrypt.ErrCodec)
+	}
+	return e.Encrypt(frame)
+}
+
+// Decrypt opens one frame of the participant with that identity.
+func (c *CallCrypto) Decrypt(mc media.Codec, identity string, frame []byte) ([]byte, error) {
+	c.mu.Lock()
+	p := c.remote[identity]
+	c.mu.Unlock()
+	if p == nil {
+		return nil, fmt.Errorf("decrypt %s of %s: %w", mc, identity, framecrypt.ErrNoKey)
+	}
+	d := p.dec[mc]
+	if d == nil {
+		return nil, fmt.Errorf("decrypt %s: %w", mc, framecrypt.ErrCodec)
+	}
+	return d.Decrypt(frame)
+}

@@ -216,6 +216,14 @@ func TestLivekitClientCompat(t *testing.T) {
 		// depacketizer before livekit-client sees it.
 		ops = append(ops, lkcrypt.Op{Op: "decrypt", Codec: f.codec.String(), Type: typ, Keys: keys, Frame: overRTP(t, f.codec, goFrames[len(goFrames)-2])})
 	}
+	// Go's RBSP escaping as livekit-client unescapes it: a frame whose
+	// ciphertext is full of start codes and zeros.
+	heavyRing, heavy := escapeHeavyH264(t, 200, cur, escapeHeavyCiphertext())
+	heavyEnc, err := NewEncryptor(heavyRing, H264).Encrypt(heavy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops = append(ops, lkcrypt.Op{Op: "decrypt", Codec: "h264", Type: "delta", Keys: keys, Frame: overRTP(t, H264, heavyEnc)})
 	// A frame under a key livekit-client does not have is dropped: the
 	// harness does see failures.
 	wrong := ringWith(t, 4)
@@ -256,6 +264,9 @@ func TestLivekitClientCompat(t *testing.T) {
 			}
 			t.Logf("%d bytes → livekit-client %d bytes, Go %d bytes", len(f.frame), len(lk.Frame), len(goFrames[2*i]))
 		})
+	}
+	if r := res[len(res)-2]; r.Dropped || !bytes.Equal(r.Frame, heavy) {
+		t.Fatalf("livekit-client did not decrypt Go's escape-heavy H.264 frame: dropped=%v %s", r.Dropped, strings.Join(r.Errors, "; "))
 	}
 	if last := res[len(res)-1]; !last.Dropped {
 		t.Fatal("livekit-client decrypted a frame under a key it does not have")

@@ -79,42 +79,33 @@ func normalized(c Codec, frame []byte) []byte {
 }
 
 func TestH264EscapesCiphertext(t *testing.T) {
-	// Encrypt frames until some need escaping: 00 00 0x (x ≤ 3) turns up
-	// in GCM output about once in 2^22 positions, so within a few thousand
-	// 4 KB frames (and in 20000 all but surely).
-	ring := ringWith(t, 0)
-	enc := NewEncryptor(ring, H264)
-	dec := NewDecryptor(ring, H264)
+	want := escapeHeavyCiphertext()
+	ring, frame := escapeHeavyH264(t, 0, testKey(0), want)
+	out, err := NewEncryptor(ring, H264).Encrypt(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
 	const clear = 6
-	escaped := 0
-	for i := 0; i < 20000 && escaped < 3; i++ {
-		frame := h264Delta(4096, uint64(i))
-		out, err := enc.Encrypt(frame)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(out) != len(frame)+Overhead {
-			escaped++
-			if !needsRBSPUnescaping(out[clear:]) {
-				t.Fatalf("frame %d grew by %d bytes without an escape", i, len(out)-len(frame)-Overhead)
-			}
-		}
-		for j := clear; j+2 < len(out); j++ {
-			if out[j] == 0 && out[j+1] == 0 && out[j+2] < 3 {
-				t.Fatalf("frame %d: unescaped 00 00 %02x at %d", i, out[j+2], j)
-			}
-		}
-		got, err := dec.Decrypt(out)
-		if err != nil {
-			t.Fatalf("frame %d: %v", i, err)
-		}
-		if !bytes.Equal(got, frame) {
-			t.Fatalf("frame %d: round trip differs", i)
+	escaped := appendRBSPEscaped(nil, want)
+	if !bytes.HasPrefix(out[clear:], escaped) {
+		t.Fatal("the ciphertext is not the one the test built, or not escaped as expected")
+	}
+	if len(escaped) == len(want) {
+		t.Fatal("nothing escaped: the test proves nothing")
+	}
+	for j := clear; j+2 < len(out); j++ {
+		if out[j] == 0 && out[j+1] == 0 && out[j+2] < 3 {
+			t.Fatalf("unescaped 00 00 %02x at %d", out[j+2], j)
 		}
 	}
-	if escaped == 0 {
-		t.Fatal("no frame needed escaping: the test proves nothing")
+	got, err := NewDecryptor(ring, H264).Decrypt(out)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if !bytes.Equal(got, frame) {
+		t.Fatal("round trip differs")
+	}
+	t.Logf("%d escapes in %d bytes of ciphertext", len(escaped)-len(want), len(want))
 }
 
 func TestDecryptErrors(t *testing.T) {

@@ -1,6 +1,8 @@
 package framecrypt
 
 import (
+	"bytes"
+	"crypto/cipher"
 	"math/rand/v2"
 	"testing"
 )
@@ -109,4 +111,37 @@ func opusFrame(size int, seed uint64) []byte {
 	}
 	f[0] = 0x78 // SILK-only wideband, 20 ms, one frame (RFC 6716 section 3.1)
 	return f
+}
+
+// escapeHeavyH264 returns a ring sending with raw at index and an H.264
+// delta frame whose ciphertext, encrypted next by that ring, is want: the
+// ring's IV salt and counter are fixed, so the GCM keystream is known
+// (CTR from the IV followed by counter 2, NIST SP 800-38D section 7.1) and
+// the plaintext is want XOR keystream. Frames whose ciphertext needs RBSP
+// escaping are otherwise rare (00 00 0x, x ≤ 3, about once in 2^22 bytes).
+func escapeHeavyH264(t testing.TB, index uint8, raw, want []byte) (*KeyRing, []byte) {
+	t.Helper()
+	r := NewKeyRing()
+	if err := r.SetKey(index, raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetCurrent(index); err != nil {
+		t.Fatal(err)
+	}
+	r.ivSalt = [ivLength]byte{0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x07, 0x18, 0x29, 0x3a, 0x4b, 0x5c}
+	r.ivCounter.Store(41)
+	var iv [ivLength]byte
+	r.nextIV(iv[:])
+	r.ivCounter.Store(41) // Encrypt draws the same IV
+	counter := append(iv[:], 0, 0, 0, 2)
+	stream := cipher.NewCTR(r.key(index).block, counter)
+	plain := make([]byte, len(want))
+	stream.XORKeyStream(plain, want)
+	return r, append([]byte{0, 0, 0, 1, 0x41, 0x9a}, plain...)
+}
+
+// escapeHeavyCiphertext is ciphertext full of what RBSP escaping must
+// escape: start codes, runs of zeros, 00 00 followed by 00–03.
+func escapeHeavyCiphertext() []byte {
+	return bytes.Repeat([]byte{0, 0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 0, 0, 0, 0xff, 0, 0, 1}, 40)
 }

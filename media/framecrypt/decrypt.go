@@ -53,7 +53,8 @@ func (d *Decryptor) SetSIFTrailer(trailer []byte) {
 //
 // The returned slice is the Decryptor's own buffer, valid until the next
 // call (except for the empty and server-injected frames, which are
-// sub-slices of frame). frame is not modified.
+// sub-slices of frame). frame is not modified, and must not be a slice of
+// that buffer.
 func (d *Decryptor) Decrypt(frame []byte) ([]byte, error) {
 	if len(frame) == 0 {
 		return frame, nil

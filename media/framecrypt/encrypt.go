@@ -50,7 +50,8 @@ func NewEncryptor(r *KeyRing, c Codec) *Encryptor {
 //
 // The returned slice is the Encryptor's own buffer: it is valid until the
 // next call, so the caller hands it on (pion's WriteSample packetises and
-// copies before it returns) and does not keep it. frame is not modified.
+// copies before it returns) and does not keep it. frame is not modified,
+// and must not be a slice of that buffer.
 // An empty frame (Opus DTX) is returned as is, unencrypted, as
 // livekit-client does.
 func (e *Encryptor) Encrypt(frame []byte) ([]byte, error) {

@@ -47,6 +47,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzPrimaryFromRED$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzVoices$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzOpusReceiver$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzDecrypt$$ -fuzztime=30s ./media/framecrypt
 
 # Benchmarks whose medians the issues ask for.
 bench: deps

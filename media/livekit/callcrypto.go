@@ -24,6 +24,7 @@ type CallCrypto struct {
 
 type participantKeys struct {
 	ring *framecrypt.KeyRing
+	mu   sync.Mutex // the decryptors reuse their buffers
 	dec  map[media.Codec]*framecrypt.Decryptor
 }
 
@@ -82,7 +83,10 @@ func (c *CallCrypto) Errors() []error {
 	return append([]error(nil), c.errs...)
 }
 
-// Encrypt seals one of the door's frames with its current key.
+// Encrypt seals one of the door's frames with its current key. The
+// result is valid until the next Encrypt of that codec: the one caller
+// per codec (the stream's encoder goroutine, through the track's tap)
+// hands it to WriteSample, which copies it.
 func (c *CallCrypto) Encrypt(mc media.Codec, frame []byte) ([]byte, error) {
 	e := c.enc[mc]
 	if e == nil {
@@ -91,7 +95,8 @@ func (c *CallCrypto) Encrypt(mc media.Codec, frame []byte) ([]byte, error) {
 	return e.Encrypt(frame)
 }
 
-// Decrypt opens one frame of the participant with that identity.
+// Decrypt opens one frame of the participant with that identity into a
+// new slice.
 func (c *CallCrypto) Decrypt(mc media.Codec, identity string, frame []byte) ([]byte, error) {
 	c.mu.Lock()
 	p := c.remote[identity]
@@ -103,5 +108,13 @@ func (c *CallCrypto) Decrypt(mc media.Codec, identity string, frame []byte) ([]b
 	if d == nil {
 		return nil, fmt.Errorf("decrypt %s: %w", mc, framecrypt.ErrCodec)
 	}
-	return d.Decrypt(frame)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out, err := d.Decrypt(frame)
+	if err != nil {
+		return nil, err
+	}
+	// A copy: the decryptor's buffer is reused, the receiver may keep
+	// the frame (an Opus packet: about a hundred bytes).
+	return append([]byte(nil), out...), nil
 }

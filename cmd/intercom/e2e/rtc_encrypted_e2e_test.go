@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"strings"
+	"regexp"
 	"testing"
 	"time"
 
@@ -59,9 +59,9 @@ func TestMatrixRTCEncryptedE2E(t *testing.T) {
 	}
 	// The intercom's key reaches her over Olm.
 	key := waitEvent(ctx, t, alice, "rtcMediaKey", pressed, func(ev resident.Event) bool { return ev.Str("sender") == s.bot.UserID })
-	t.Logf("alice joins → the intercom's media key: %v", key.TS.Sub(joined.TS))
+	t.Logf("press → the intercom's media key at alice: %v", key.TS.Sub(pressed))
 	ff := waitEvent(ctx, t, alice, resident.EventRTCFirstFrame, pressed, func(resident.Event) bool { return true })
-	t.Logf("alice joins → first decoded frame: %v (%vx%v)", ff.TS.Sub(joined.TS), ff.Fields["width"], ff.Fields["height"])
+	t.Logf("alice joins → first decoded frame: %.0f ms (%vx%v)", ff.Num("ms"), ff.Fields["width"], ff.Fields["height"])
 	if _, err := bob.WaitFor(ctx, resident.EventHangup); err != nil {
 		t.Fatalf("bob's classic call still rings after alice answered: %v", err)
 	}
@@ -79,15 +79,12 @@ func TestMatrixRTCEncryptedE2E(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	var encrypted bool
 	for _, ev := range alice.Events() {
 		if ev.Name == "rtcEncryptionError" {
 			t.Logf("alice: frame encryption error (before the keys arrived?): %v", ev.Fields)
 		}
 	}
-	raw := statusJSON(t, s.api)
-	encrypted = strings.Contains(raw, `"encrypted":true`)
-	if !encrypted {
+	if raw := statusJSON(t, s.api); !regexp.MustCompile(`"encrypted":\s*true`).MatchString(raw) {
 		t.Errorf("status does not show the MatrixRTC call encrypted: %s", raw)
 	}
 

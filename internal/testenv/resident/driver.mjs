@@ -90,6 +90,7 @@ const log = (...a) => process.stderr.write(`resident: ${a.join(" ")}\n`);
 const MIME = {
   ".html": "text/html; charset=utf-8",
   ".js": "text/javascript; charset=utf-8",
+  ".mjs": "text/javascript; charset=utf-8", // livekit-client's e2ee worker
   ".map": "application/json",
   ".wasm": "application/wasm",
 };

@@ -192,6 +192,14 @@ async function main() {
     const who = frame === String(ecServer.address().port) ? "ec" : "host";
     // The page's clock, to line the console up with the events.
     log(`${Date.now()} ${who} console.${msg.type()}:`, msg.text());
+    // Element Call logs each remote track it subscribes to and whether the
+    // track is end-to-end encrypted (LiveKit frame encryption); nothing
+    // else outside the iframe shows it. Its wording is pinned with the
+    // package version.
+    const sub = who === "ec" && /\[RemoteTracks\] Subscribed: (\w+) (\w+) (\S+) of (\S+) encrypted=(true|false)/.exec(msg.text());
+    if (sub) {
+      out({ event: "ecSubscribed", ts: Date.now(), kind: sub[1], source: sub[2], trackSid: sub[3], participant: sub[4], encrypted: sub[5] === "true" });
+    }
   });
   page.on("pageerror", (err) => log("page error:", err.stack || err.message));
   page.on("crash", () => {

@@ -582,11 +582,12 @@ func (b *tailBuffer) String() string {
 	return string(bytes.TrimSpace(b.buf))
 }
 
-// testWriter sends whole lines to t.Log.
+// testWriter sends whole lines to t.Log, after prefix.
 type testWriter struct {
-	mu  sync.Mutex
-	t   testing.TB
-	buf []byte
+	mu     sync.Mutex
+	t      testing.TB
+	prefix string
+	buf    []byte
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
@@ -598,7 +599,7 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		w.t.Log(string(w.buf[:i]))
+		w.t.Log(w.prefix + string(w.buf[:i]))
 		w.buf = w.buf[i+1:]
 	}
 	return len(p), nil

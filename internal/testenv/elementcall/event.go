@@ -16,6 +16,9 @@ const (
 	EventReady = "ready"
 	// Autojoin joined a room: roomId.
 	EventJoined = "joined"
+	// A room member's membership changed in this client's view: roomId,
+	// userId, membership ("invite", "join", "leave", …).
+	EventRoomMember = "roomMember"
 	// An org.matrix.msc4075.rtc.notification from someone else (MSC4075),
 	// in cleartext: roomId, eventId, sender, notificationType, senderTs,
 	// lifetime, serverTs (origin_server_ts), relatesTo, mentionsMe,
@@ -47,10 +50,16 @@ const (
 	// encrypted, devices.
 	EventToDeviceSent = "toDeviceSent"
 	// First decoded remote video frame in a frame's peer connections
-	// (framestats.js): origin, width, height, codec.
+	// (framestats.js): origin, width, height, codec, and trackTs and
+	// connectedTs (ms since the epoch) of the peer connection that decoded
+	// it: see MediaReady.
 	EventFirstFrame = "frameFirst"
 	// Every ~250 ms while a frame has peer connections: see Stats.
 	EventStats = "frameStats"
+	// Element Call subscribed to a remote LiveKit track (from its console):
+	// kind ("audio"/"video"), source, trackSid, participant (LiveKit
+	// identity), encrypted (LiveKit frame encryption on that track).
+	EventECSubscribed = "ecSubscribed"
 	// Something failed: message (and roomId when about a room).
 	EventError = "error"
 )
@@ -104,6 +113,18 @@ type Stats struct {
 	AudioBytesSent       int       `json:"audioBytesSent"` // Element Call's microphone
 	AudioPacketsSent     int       `json:"audioPacketsSent"`
 	VideoFramesSent      int       `json:"videoFramesSent"` // Element Call's camera
+}
+
+// MediaReady returns when the peer connection behind a first-frame event
+// had both its remote video track and a connected transport: from then on
+// only the sender's key frame, the SFU's forwarding and the decoder stand
+// between it and the frame. Zero if the event does not say.
+func MediaReady(firstFrame Event) time.Time {
+	track, conn := firstFrame.Num("trackTs"), firstFrame.Num("connectedTs")
+	if track == 0 || conn == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(max(track, conn)))
 }
 
 // parseEvent decodes one line of the driver's stdout.

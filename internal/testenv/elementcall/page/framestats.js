@@ -5,7 +5,11 @@
 // Call. It reports, through the driver's exposed ecEmit:
 //   frameFirst  the first decoded remote video frame of the frame's peer
 //               connections (W3C webrtc-stats inbound-rtp framesDecoded
-//               turning non-zero), with its size and codec;
+//               turning non-zero), with its size and codec, and when that
+//               peer connection got its remote video track (trackTs) and
+//               became connected (connectedTs): from the later of the two
+//               on, only the sender's key frame, the SFU and the decoder
+//               stand between the call and its first frame;
 //   frameStats  every ~250 ms while a peer connection lives: decoded video
 //               frames, remote audio energy and packets, and what the frame
 //               sends (outbound-rtp).
@@ -26,12 +30,21 @@
     if (typeof window.ecEmit === "function") window.ecEmit(ev).catch(() => {});
   };
 
+  // When each peer connection got its first remote video track and became
+  // connected (this frame's clock).
+  const trackTs = new WeakMap();
+  const connectedTs = new WeakMap();
+
   class PeerConnection extends Orig {
     constructor(...args) {
       super(...args);
       pcs.add(this);
       this.addEventListener("connectionstatechange", () => {
+        if (this.connectionState === "connected" && !connectedTs.has(this)) connectedTs.set(this, Date.now());
         if (this.connectionState === "closed") pcs.delete(this);
+      });
+      this.addEventListener("track", (ev) => {
+        if (ev.track.kind === "video" && !trackTs.has(this)) trackTs.set(this, Date.now());
       });
       schedule();
     }
@@ -61,6 +74,7 @@
       audioPacketsSent: 0,
       videoFramesSent: 0,
     };
+    let firstPc = null;
     for (const pc of live) {
       let report;
       try {
@@ -76,6 +90,7 @@
         if (r.type === "inbound-rtp" && r.kind === "video") {
           s.videoPacketsReceived += r.packetsReceived || 0;
           if ((r.framesDecoded || 0) > s.framesDecoded) {
+            firstPc = pc;
             s.framesDecoded = r.framesDecoded || 0;
             s.frameWidth = r.frameWidth || 0;
             s.frameHeight = r.frameHeight || 0;
@@ -95,7 +110,13 @@
     }
     if (!firstSeen && s.framesDecoded > 0) {
       firstSeen = true;
-      emit("frameFirst", { width: s.frameWidth, height: s.frameHeight, codec: s.videoCodec });
+      emit("frameFirst", {
+        width: s.frameWidth,
+        height: s.frameHeight,
+        codec: s.videoCodec,
+        trackTs: trackTs.get(firstPc) || 0,
+        connectedTs: connectedTs.get(firstPc) || 0,
+      });
     }
     const now = Date.now();
     if (live.length > 0 && now - lastStats >= POLL_MS - 5) {

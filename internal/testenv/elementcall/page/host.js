@@ -116,6 +116,9 @@ async function start() {
   }
   client.on(ClientEvent.Event, onCleartext);
   client.on(MatrixEventEvent.Decrypted, onCleartext);
+  client.on(RoomMemberEvent.Membership, (_ev, member) => {
+    emit("roomMember", { roomId: member.roomId, userId: member.userId, membership: member.membership });
+  });
   if (flag("autojoin")) {
     client.on(RoomMemberEvent.Membership, (_ev, member) => {
       if (member.userId !== client.getUserId() || member.membership !== "invite") return;

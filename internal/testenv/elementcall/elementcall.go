@@ -375,11 +375,12 @@ func (h *Host) Join(ctx context.Context, roomID, intent string) (Event, error) {
 	if intent == "" {
 		intent = IntentJoinExistingDM
 	}
-	opened := time.Now().Add(-time.Second) // the page's clock may trail a little
-	if _, err := h.Do(ctx, "join", map[string]any{"roomId": roomID, "intent": intent}); err != nil {
+	reply, err := h.Do(ctx, "join", map[string]any{"roomId": roomID, "intent": intent})
+	if err != nil {
 		return Event{}, err
 	}
-	return h.WaitMatch(ctx, EventWidgetOpened, opened, func(ev Event) bool { return ev.Str("roomId") == roomID })
+	id := widgetID(reply)
+	return h.WaitMatch(ctx, EventWidgetOpened, time.Time{}, func(ev Event) bool { return ev.Str("widgetId") == id })
 }
 
 // WaitFirstFrame returns the next first-decoded-frame event from Element
@@ -429,12 +430,20 @@ func (h *Host) WaitStats(ctx context.Context, cond func(Stats) bool) (Stats, err
 // Element Web's hang-up button does) and waits until it has asked to be
 // closed and its iframe is gone.
 func (h *Host) Hangup(ctx context.Context) error {
-	since := time.Now().Add(-time.Second)
-	if _, err := h.Do(ctx, "hangup", nil); err != nil {
+	reply, err := h.Do(ctx, "hangup", nil)
+	if err != nil {
 		return err
 	}
-	_, err := h.WaitMatch(ctx, EventWidgetClosed, since, nil)
+	id := widgetID(reply)
+	_, err = h.WaitMatch(ctx, EventWidgetClosed, time.Time{}, func(ev Event) bool { return ev.Str("widgetId") == id })
 	return err
+}
+
+// widgetID is the widget ID in a join or hangup command's reply.
+func widgetID(reply Event) string {
+	res, _ := reply.Fields["result"].(map[string]any)
+	id, _ := res["widgetId"].(string)
+	return id
 }
 
 // CreateRoomOptions describe a room the host creates.

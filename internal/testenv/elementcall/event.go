@@ -44,7 +44,7 @@ const (
 	EventECHangup = "ecHangup"
 	// Element Call asked to be closed (io.element.close): roomId.
 	EventECClose = "ecClose"
-	// The iframe is gone: roomId, reason.
+	// The iframe is gone: roomId, widgetId, reason.
 	EventWidgetClosed = "widgetClosed"
 	// Element Call sent to-device messages through the host: type,
 	// encrypted, devices.

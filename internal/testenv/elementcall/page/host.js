@@ -260,9 +260,9 @@ function open(roomId, intent) {
     api.removeAllListeners();
     iframe.remove();
     if (widget && widget.api === api) widget = null;
-    emit("widgetClosed", { roomId, reason });
+    emit("widgetClosed", { roomId, widgetId, reason });
   }
-  widget = { roomId, api, iframe, stop };
+  widget = { roomId, widgetId, api, iframe, stop };
   return { widgetId, url, encrypted };
 }
 
@@ -284,8 +284,9 @@ window.host = {
   // call and then asks to be closed (io.element.close).
   async hangup() {
     if (!widget) throw new Error("Element Call is not open");
+    const { widgetId } = widget;
     await widget.api.transport.send(EC.hangup, {});
-    return null;
+    return { widgetId };
   },
   // close removes the widget at once, as closing the call view does.
   async close() {

@@ -76,6 +76,8 @@
     };
     let firstPc = null;
     for (const pc of live) {
+      // The state change event may still be queued behind this poll.
+      if (pc.connectionState === "connected" && !connectedTs.has(pc)) connectedTs.set(pc, Date.now());
       let report;
       try {
         report = await pc.getStats();

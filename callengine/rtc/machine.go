@@ -239,6 +239,10 @@ type leg struct {
 	present  map[string]bool   // LiveKit identities at the SFU
 	answered bool
 	sfuUp    bool
+
+	// identities are each member's possible LiveKit identities
+	// (identity.go: "<user>:<device>" or the /get_token hash).
+	identities map[string][]string
 }
 
 // Machine is the MatrixRTC ringing state machine. It is not safe for
@@ -291,6 +295,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		out = m.participant(e)
 	case TimerFired:
 		out = m.timer(now, e.ID)
+	case TransportChanged: // transport.go
+		m.cfg.ServiceURL = e.ServiceURL
 	}
 	if m.phase != before {
 		m.since = now
@@ -302,6 +308,10 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 func (m *Machine) ring(now time.Time, e RingRequested) []Effect {
 	if m.phase != PhaseIdle {
 		return []Effect{Ignored{What: "ring", Reason: "busy: " + string(m.phase)}}
+	}
+	if m.cfg.ServiceURL == "" {
+		// A membership without a transport is one no client can join.
+		return []Effect{Ignored{What: "ring", Reason: "no MatrixRTC transport known yet"}}
 	}
 	var out []Effect
 	for _, t := range e.Targets {
@@ -394,12 +404,14 @@ func (m *Machine) member(now time.Time, e MemberChanged) []Effect {
 	if left || (!mem.Expires.IsZero() && !mem.Expires.After(now)) {
 		_, was := l.members[id]
 		delete(l.members, id)
+		l.setIdentities(id, nil)
 		if was && l.answered && len(l.members) == 0 {
 			return m.leave(now, e.Room, ReasonResidentLeft)
 		}
 		return nil
 	}
 	l.members[id] = mem
+	l.setIdentities(id, Identities(mem.Device, MemberID(e.Event)))
 	if m.phase != PhaseRinging {
 		return nil
 	}
@@ -417,7 +429,7 @@ func (m *Machine) member(now time.Time, e MemberChanged) []Effect {
 			out = append(out, m.leave(now, r, ReasonAnsweredElsewhere)...)
 		}
 	}
-	if !l.present[id] {
+	if !l.memberPresent(id) {
 		out = append(out, StartTimer{ID: TimerID{Kind: TimerPresence, Room: e.Room}, After: m.cfg.PresenceGrace})
 	}
 	return out
@@ -454,7 +466,7 @@ func (m *Machine) participant(e ParticipantChanged) []Effect {
 
 func (m *Machine) anyMemberPresent(l *leg) bool {
 	for id := range l.members {
-		if l.present[id] {
+		if l.memberPresent(id) {
 			return true
 		}
 	}

@@ -53,7 +53,10 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 		return nil, nil
 	}
 	self := rtc.Device{User: session.UserID(), DeviceID: session.DeviceID()}
-	var tokens tokenSource = mlivekit.ServiceTokens{URL: mc.ServiceURL, HTTP: &http.Client{}, DeviceID: session.DeviceID(),
+	// The SFU the intercom publishes on must give it the identity
+	// "<user>:<device>" that clients pair with its membership: /sfu/get
+	// (mlivekit.EndpointLegacy says why).
+	var tokens tokenSource = &mlivekit.ServiceTokens{URL: mc.ServiceURL, Endpoint: mlivekit.EndpointLegacy, HTTP: &http.Client{}, Self: self,
 		OpenID: func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }}
 	if mc.SelfMinted() {
 		tokens = mlivekit.MintedTokens{URL: mc.LiveKit.URL, Key: mc.LiveKit.APIKey, Secret: mc.LiveKit.Secret, Self: self}

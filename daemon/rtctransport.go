@@ -3,8 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +17,7 @@ import (
 	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
 	mlivekit "github.com/doorbell/intercom/media/livekit"
+	"github.com/doorbell/intercom/provisioning"
 )
 
 // With matrixrtc.enabled and no livekit_service_url the intercom's
@@ -160,4 +165,65 @@ type transportTokens struct {
 
 func (t transportTokens) Token(ctx context.Context, room callengine.RoomID) (mlivekit.Token, error) {
 	return t.tokens.TokenFrom(ctx, t.transport.url(), room, t.tokens.Endpoint)
+}
+
+// describeTimeout bounds the discovery check-config and provision make.
+const describeTimeout = 20 * time.Second
+
+// DescribeRTCTransport says, for check-config and provision, which
+// MatrixRTC transport the intercom would use: the configured one, or what
+// the homeserver advertises now (asked with the access token kept in
+// state_dir or configured; without one only the .well-known can answer).
+// It returns "" with MatrixRTC off. It changes nothing.
+func DescribeRTCTransport(ctx context.Context, cfg *provisioning.Config) string {
+	mc := cfg.MatrixRTC
+	switch {
+	case !mc.Enabled:
+		return ""
+	case !mc.Discovers():
+		how := "tokens from its /sfu/get"
+		if mc.SelfMinted() {
+			how = "tokens self-minted for " + mc.LiveKit.URL
+		}
+		return fmt.Sprintf("matrixrtc: transport from the configuration: %s (%s)", mc.ServiceURL, how)
+	}
+	token := cfg.Matrix.AccessToken
+	if c, ok, err := provisioning.PeekCredentials(cfg.StateDir); err == nil && ok && c.AccessToken != "" &&
+		c.UserID == cfg.Matrix.UserID {
+		token = c.AccessToken
+	}
+	_, server, _ := strings.Cut(cfg.Matrix.UserID, ":")
+	ctx, cancel := context.WithTimeout(ctx, describeTimeout)
+	defer cancel()
+	d := matrix.RTCDiscovery{Homeserver: cfg.Matrix.Homeserver, ServerName: server, AccessToken: token,
+		HTTP: &http.Client{}, Timeout: describeTimeout / 4}
+	found, err := d.Discover(ctx)
+	if err == nil {
+		return fmt.Sprintf("matrixrtc: transport discovered from the homeserver: %s (via %s)", found.ServiceURL, found.Source)
+	}
+	var de *matrix.RTCDiscoveryError
+	if !errors.As(err, &de) {
+		return "matrixrtc: transport not checked: " + err.Error()
+	}
+	if de.Unreachable {
+		return fmt.Sprintf("matrixrtc: the homeserver %s could not be reached (offline?), so its transport is unknown; "+
+			"the intercom asks it at start and rings through MatrixRTC once it answers with one (%s)",
+			cfg.Matrix.Homeserver, strings.Join(de.Tried, "; "))
+	}
+	login := ""
+	if de.NeedsLogin {
+		login = " (not logged in yet, so /rtc/transports could not be asked: run intercom provision)"
+	}
+	return fmt.Sprintf("matrixrtc: none advertised%s: MatrixRTC ringing stays off until the homeserver advertises a LiveKit transport "+
+		"(Synapse: experimental_features.msc4143_enabled with matrix_rtc.transports; any homeserver: "+
+		"org.matrix.msc4143.rtc_foci in https://%s/.well-known/matrix/client) or matrixrtc.livekit_service_url is set (%s)",
+		login, wellKnownHostOf(server), strings.Join(de.Tried, "; "))
+}
+
+// wellKnownHostOf is a server name without its port.
+func wellKnownHostOf(server string) string {
+	if h, _, err := net.SplitHostPort(server); err == nil {
+		return h
+	}
+	return server
 }

@@ -191,3 +191,20 @@ func TestDiscoverRTCTransportUnreachable(t *testing.T) {
 		t.Fatalf("cancelled: %v", err)
 	}
 }
+
+// TestDendriteRTCTransports: Dendrite has no transport endpoint and no
+// well-known: a logged-in session hears "none advertised", not
+// "unreachable", and a logged-out one ErrNotLoggedIn.
+func TestDendriteRTCTransports(t *testing.T) {
+	e := startHS(t)
+	s := e.loggedIn(t)
+	_, err := s.DiscoverRTCTransport(t.Context())
+	var de *RTCDiscoveryError
+	if !errors.Is(err, ErrNoRTCTransport) || !errors.As(err, &de) || de.NeedsLogin {
+		t.Fatalf("Dendrite: %v", err)
+	}
+	t.Logf("Dendrite: %v", err)
+	if _, err := e.session(t).DiscoverRTCTransport(t.Context()); !errors.Is(err, ErrNotLoggedIn) {
+		t.Fatalf("before login: %v", err)
+	}
+}

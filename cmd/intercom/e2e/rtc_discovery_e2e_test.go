@@ -206,7 +206,7 @@ func TestMatrixRTCDiscoveredTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	answered := time.Now()
-	aliceDev := rtc.Device{User: callengine.UserID(alice.UserID()), DeviceID: deviceOf(t, joined)}
+	aliceDev := rtc.Device{User: callengine.UserID(alice.UserID()), DeviceID: deviceOf(t, alice, joined)}
 	if id := joined.Str("identity"); id != rtc.HashedIdentity(aliceDev, aliceDev.Identity()) || joined.Str("serviceUrl") != rs.svc {
 		t.Fatalf("alice at the SFU as %q through %q: want the /get_token hash through %s", id, joined.Str("serviceUrl"), rs.svc)
 	}
@@ -251,13 +251,13 @@ func TestMatrixRTCDiscoveredTransport(t *testing.T) {
 }
 
 // deviceOf is the resident's device ID, from its membership's state key
-// "_<user>_<device>_m.call".
-func deviceOf(t testing.TB, joined resident.Event) string {
+// "_<user>_<device>_m.call" (device IDs may hold underscores).
+func deviceOf(t testing.TB, r *resident.Resident, joined resident.Event) string {
 	t.Helper()
-	key := strings.TrimSuffix(joined.Str("stateKey"), "_m.call")
-	i := strings.LastIndexByte(key, '_')
-	if i < 0 {
-		t.Fatalf("state key %q", joined.Str("stateKey"))
+	key := joined.Str("stateKey")
+	prefix, suffix := "_"+r.UserID()+"_", "_m.call"
+	if !strings.HasPrefix(key, prefix) || !strings.HasSuffix(key, suffix) || len(key) <= len(prefix)+len(suffix) {
+		t.Fatalf("state key %q", key)
 	}
-	return key[i+1:]
+	return key[len(prefix) : len(key)-len(suffix)]
 }

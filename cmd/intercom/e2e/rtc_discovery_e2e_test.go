@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -260,4 +261,42 @@ func deviceOf(t testing.TB, r *resident.Resident, joined resident.Event) string 
 		t.Fatalf("state key %q", key)
 	}
 	return key[len(prefix) : len(key)-len(suffix)]
+}
+
+// TestProvisionSaysRTCTransport: `intercom provision` (logged in) and
+// then `intercom check-config` (with the kept login) say which transport
+// the homeserver advertises, or that it advertises none.
+func TestProvisionSaysRTCTransport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Dendrite")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	hs := dendrite.StartT(t)
+	alice, err := hs.Register(ctx, "alice", "alice-password")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const service = "https://rtc.example.org/livekit/jwt"
+	adv := startAdvertiser(t, hs.BaseURL, service)
+	hs.BaseURL = adv.URL // the configuration written below names the advertiser
+	path := provisionSetupExtra(t, ctx, hs, "matrixrtc:\n  enabled: true\n", alice)
+	run := func(cmd string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := runIntercom(t, []string{cmd, "--config", path}, &out, &errOut); code != 0 {
+			t.Fatalf("%s: exit %d\n%s%s", cmd, code, out.String(), errOut.String())
+		}
+		return out.String()
+	}
+	if out := run("provision"); !strings.Contains(out, "matrixrtc: none advertised: MatrixRTC ringing stays off until") {
+		t.Fatalf("provision without a transport:\n%s", out)
+	}
+	adv.on.Store(true)
+	want := "matrixrtc: transport discovered from the homeserver: " + service + " (via " + adv.URL + "/_matrix/client/v1/rtc/transports)"
+	for _, cmd := range []string{"provision", "check-config"} {
+		if out := run(cmd); !strings.Contains(out, want) {
+			t.Fatalf("%s:\n%s\nwant %q", cmd, out, want)
+		}
+	}
 }

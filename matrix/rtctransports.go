@@ -46,15 +46,6 @@ const maxRTCAnswer = 64 << 10
 // rtcDiscoveryTimeout bounds each discovery request.
 const rtcDiscoveryTimeout = 10 * time.Second
 
-var (
-	// ErrNoRTCTransport: every source answered, and none advertises a
-	// LiveKit transport.
-	ErrNoRTCTransport = errors.New("matrix: the homeserver advertises no MatrixRTC LiveKit transport")
-	// ErrRTCUnreachable: nothing was found, and the homeserver itself
-	// could not be asked (no answer, or a 5xx from a proxy in front of it).
-	ErrRTCUnreachable = errors.New("matrix: homeserver unreachable for MatrixRTC transport discovery")
-)
-
 // RTCTransport is the LiveKit transport a homeserver advertises: the JWT
 // service the intercom gets its tokens from and names in its membership.
 type RTCTransport struct {

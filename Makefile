@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzDoorPolicy$$ -fuzztime=30s ./device
 	$(GO) test -run=^$$ -fuzz=^FuzzParseMessage$$ -fuzztime=30s ./matrix
 	$(GO) test -run=^$$ -fuzz=^FuzzCryptoSync$$ -fuzztime=30s ./matrix
+	$(GO) test -run=^$$ -fuzz=^FuzzRTCTransports$$ -fuzztime=30s ./matrix
 	$(GO) test -run=^$$ -fuzz=^FuzzDecodeToDevice$$ -fuzztime=30s ./callengine/group
 	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine/group
 	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine/rtc

@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		lines = append(lines, ring.PathLine{Path: ring.Household, Line: hh})
 	}
 	if mrtc != nil {
-		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc.runner})
+		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc.line()})
 	}
 	rings := ring.NewCoordinator(ring.Config{Paths: lines, Logger: log.With("component", "ring")})
 

@@ -78,8 +78,9 @@ func TestServiceTokens(t *testing.T) {
 	}
 	srv := httptest.NewServer(http.HandlerFunc(answer))
 	defer srv.Close()
-	src := mlivekit.ServiceTokens{URL: srv.URL + "/", HTTP: srv.Client(), DeviceID: session.DeviceID(),
-		OpenID: func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }}
+	self := rtc.Device{User: session.UserID(), DeviceID: session.DeviceID()}
+	openID := func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }
+	src := &mlivekit.ServiceTokens{URL: srv.URL + "/", Endpoint: mlivekit.EndpointLegacy, HTTP: srv.Client(), Self: self, OpenID: openID}
 
 	tok, err := src.Token(t.Context(), "!ok:hs.test")
 	if err != nil || tok != (mlivekit.Token{URL: "wss://sfu.hs.test", JWT: "a.b.c"}) {
@@ -90,17 +91,16 @@ func TestServiceTokens(t *testing.T) {
 	}
 
 	for room, want := range map[callengine.RoomID]string{
-		"!down:hs.test":    "livekit JWT service: 503 Service Unavailable: no SFU configured",
-		"!odd:hs.test":     "livekit JWT service: answer without url and jwt",
-		"!garbage:hs.test": "livekit JWT service: answer without url and jwt: <html>",
+		"!down:hs.test":    "livekit JWT service /sfu/get: HTTP 503: no SFU configured",
+		"!odd:hs.test":     "livekit JWT service /sfu/get: answer without url and jwt",
+		"!garbage:hs.test": "livekit JWT service /sfu/get: answer without url and jwt: <html>",
 	} {
 		if _, err := src.Token(t.Context(), room); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", room, err, want)
 		}
 	}
-	gone := src
-	gone.URL = "http://127.0.0.1:1"
-	if _, err := gone.Token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "livekit JWT service: ") {
+	gone := &mlivekit.ServiceTokens{URL: "http://127.0.0.1:1", Endpoint: mlivekit.EndpointLegacy, HTTP: srv.Client(), Self: self, OpenID: openID}
+	if _, err := gone.Token(t.Context(), "!ok:hs.test"); err == nil || !strings.Contains(err.Error(), "livekit JWT service /sfu/get: ") {
 		t.Errorf("unreachable service: %v", err)
 	}
 	hs.Script("POST openid", matrixtest.Error(http.StatusForbidden, "M_FORBIDDEN"))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
+	"github.com/doorbell/intercom/callengine/ring"
 	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/media"
@@ -40,6 +41,10 @@ type matrixRTC struct {
 	// householdRooms are the household rooms a press rings (nil without
 	// matrixrtc.household).
 	householdRooms func() []callengine.RoomID
+	// transport is the JWT service advertised and asked for tokens
+	// (rtctransport.go); discover: it comes from the homeserver.
+	transport *rtcTransport
+	discover  bool
 }
 
 // newDaemonRTC makes the MatrixRTC side when matrixrtc.enabled: tokens
@@ -53,12 +58,22 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 		return nil, nil
 	}
 	self := rtc.Device{User: session.UserID(), DeviceID: session.DeviceID()}
-	var tokens tokenSource = mlivekit.ServiceTokens{URL: mc.ServiceURL, HTTP: &http.Client{}, DeviceID: session.DeviceID(),
-		OpenID: func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }}
+	// The JWT service: configured, or discovered from the homeserver
+	// once Run has asked it (rtctransport.go).
+	transport := &rtcTransport{}
+	if mc.ServiceURL != "" {
+		transport.set(mc.ServiceURL, "config")
+	}
+	// The SFU the intercom publishes on must give it the identity
+	// "<user>:<device>" that clients pair with its membership: /sfu/get
+	// (mlivekit.EndpointLegacy says why).
+	var tokens tokenSource = transportTokens{transport: transport, tokens: &mlivekit.ServiceTokens{Endpoint: mlivekit.EndpointLegacy,
+		HTTP: &http.Client{}, Self: self, OpenID: func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }}}
 	if mc.SelfMinted() {
 		tokens = mlivekit.MintedTokens{URL: mc.LiveKit.URL, Key: mc.LiveKit.APIKey, Secret: mc.LiveKit.Secret, Self: self}
 	}
-	m := &matrixRTC{session: session, self: self, log: log.With("component", "matrixrtc"), householdName: householdRoomName(cfg)}
+	m := &matrixRTC{session: session, self: self, log: log.With("component", "matrixrtc"), householdName: householdRoomName(cfg),
+		transport: transport, discover: mc.Discovers()}
 	var householdRooms func() []callengine.RoomID
 	switch {
 	case mc.Household && hh != nil:
@@ -79,6 +94,7 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	// calls.
 	m.runner = rtc.NewRunner(rtc.RunnerConfig{Machine: mcfg, Household: householdRooms, Logger: m.log,
 		MediaEncryption: session.Encrypting()}, session, sfu)
+	transport.changed = m.runner.SetTransport
 	session.SetRTCHooks(&matrix.RTCHooks{
 		StateTypes:    []string{rtc.TypeMember, rtc.TypeEncryption},
 		State:         m.runner.HandleState,
@@ -91,6 +107,10 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	})
 	return m, nil
 }
+
+// line is the matrixrtc path for the ring coordinator: the runner, which
+// refuses rings until a transport is known.
+func (m *matrixRTC) line() ring.Line { return rtcLine{Runner: m.runner, transport: m.transport} }
 
 // joinedHousehold is the household room Run joined for MatrixRTC; none
 // before.
@@ -107,6 +127,8 @@ type rtcSection struct {
 	// HouseholdRooms are the household rooms a press rings through
 	// MatrixRTC: none until joined, or without matrixrtc.household.
 	HouseholdRooms []callengine.RoomID `json:"household_rooms"`
+	// Transport is the JWT service in use, or why none is known yet.
+	Transport transportStatus `json:"transport"`
 }
 
 // rtcStatus is the MatrixRTC section; nil with MatrixRTC off.
@@ -114,7 +136,7 @@ func (m *matrixRTC) rtcStatus() *rtcSection {
 	if m == nil {
 		return nil
 	}
-	st := rtcSection{Status: m.runner.MachineStatus(), HouseholdRooms: []callengine.RoomID{}}
+	st := rtcSection{Status: m.runner.MachineStatus(), HouseholdRooms: []callengine.RoomID{}, Transport: m.transport.status()}
 	if m.householdRooms != nil {
 		st.HouseholdRooms = append(st.HouseholdRooms, m.householdRooms()...)
 	}
@@ -129,6 +151,9 @@ func (m *matrixRTC) Run(ctx context.Context, rooms map[callengine.UserID]calleng
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	if m.discover {
+		wg.Go(func() { discoverTransport(ctx, m.session, m.transport, m.log) })
+	}
 	wg.Go(func() {
 		m.prepareRooms(ctx, slices.Collect(maps.Values(rooms)))
 		switch {

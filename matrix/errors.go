@@ -29,4 +29,12 @@ var (
 	// ErrDeviceChanged is returned when a new login got another device
 	// than the one the crypto store belongs to.
 	ErrDeviceChanged = errors.New("matrix: login changed the device of the crypto store")
+	// ErrNoRTCTransport: every source of MatrixRTC transport discovery
+	// answered (rtctransports.go), and none advertises a LiveKit
+	// transport.
+	ErrNoRTCTransport = errors.New("matrix: the homeserver advertises no MatrixRTC LiveKit transport")
+	// ErrRTCUnreachable: discovery found nothing, and the homeserver
+	// itself could not be asked (no answer, or a 5xx from a proxy in
+	// front of it).
+	ErrRTCUnreachable = errors.New("matrix: homeserver unreachable for MatrixRTC transport discovery")
 )

@@ -16,7 +16,8 @@ type MatrixRTC struct {
 	// ServiceURL is the LiveKit JWT service (Element's lk-jwt-service):
 	// the intercom exchanges a Matrix OpenID token there for its own
 	// LiveKit token unless LiveKit is set, and it is always what the
-	// intercom advertises to residents' clients in its membership.
+	// intercom advertises to residents' clients in its membership. Empty:
+	// the one the homeserver advertises (Discovers).
 	ServiceURL string
 	// LiveKit, when URL is set, is the SFU the intercom mints its own
 	// tokens for (self-hosters without the JWT service).
@@ -35,6 +36,15 @@ type LiveKit struct {
 
 // SelfMinted reports whether the intercom mints its own LiveKit tokens.
 func (m MatrixRTC) SelfMinted() bool { return m.LiveKit.URL != "" }
+
+// Discovers reports whether the JWT service comes from the homeserver
+// (matrix.DiscoverRTCTransport: /rtc/transports, then the .well-known's
+// rtc_foci) rather than from the configuration: MatrixRTC is on and
+// livekit_service_url is not set. The intercom then asks at start, and
+// again until the homeserver advertises one; MatrixRTC rings nobody
+// before that. With self-minted tokens only the advertised URL comes
+// from there.
+func (m MatrixRTC) Discovers() bool { return m.Enabled && m.ServiceURL == "" }
 
 // ReadLiveKitKeys reads the API key pair of self-minted mode. It is
 // called at start-up, not by Parse, which must not read files.
@@ -98,8 +108,10 @@ func init() {
 	crossChecks = append(crossChecks, checkMatrixRTC)
 }
 
-// checkMatrixRTC: an enabled MatrixRTC needs a way to get tokens, and
-// self-minted tokens need both key files.
+// checkMatrixRTC: self-minted tokens need both key files. An enabled
+// MatrixRTC without livekit_service_url is valid: the homeserver may
+// advertise its transport (Discovers); whether it does is for
+// check-config and provision to say, which may ask it.
 func checkMatrixRTC(c *Config, at lineOf) []Problem {
 	m := c.MatrixRTC
 	var probs []Problem
@@ -108,9 +120,6 @@ func checkMatrixRTC(c *Config, at lineOf) []Problem {
 	}
 	if m.SelfMinted() && (m.LiveKit.APIKeyFile == "" || m.LiveKit.APISecretFile == "") {
 		bad("matrixrtc.livekit", "matrixrtc.livekit.url needs api_key_file and api_secret_file")
-	}
-	if m.Enabled && m.ServiceURL == "" && !m.SelfMinted() {
-		bad("matrixrtc.enabled", "matrixrtc needs livekit_service_url (the JWT service) or livekit.url with its API key files")
 	}
 	if m.Enabled && m.Household && c.Household.Room == "" {
 		bad("matrixrtc.household", "matrixrtc.household needs household.room")

@@ -15,7 +15,7 @@ func TestMatrixRTCKeys(t *testing.T) {
 		{"", "", false},
 		{"matrixrtc:\n  enabled: true\n  livekit_service_url: https://rtc.example.org/livekit/jwt\n", "", false},
 		{"matrixrtc:\n  enabled: true\n  livekit:\n    url: wss://lk.example.org\n    api_key_file: /k\n    api_secret_file: /s\n", "", true},
-		{"matrixrtc:\n  enabled: true\n", "needs livekit_service_url", false},
+		{"matrixrtc:\n  enabled: true\n", "", false}, // the homeserver's transport, discovered
 		{"matrixrtc:\n  enabled: true\n  livekit:\n    url: wss://lk.example.org\n", "needs api_key_file and api_secret_file", false},
 		{"matrixrtc:\n  enabled: true\n  livekit_service_url: ftp://x\n", "http:// or https://", false},
 		{"matrixrtc:\n  enabled: true\n  livekit:\n    url: \"wss://key:secret@lk.example.org\"\n    api_key_file: /k\n    api_secret_file: /s\n", "user name or password", false},
@@ -34,6 +34,9 @@ func TestMatrixRTCKeys(t *testing.T) {
 		}
 		if cfg.MatrixRTC.SelfMinted() != c.selfMinted {
 			t.Errorf("%q: self-minted %v", c.yaml, cfg.MatrixRTC.SelfMinted())
+		}
+		if want := cfg.MatrixRTC.Enabled && !strings.Contains(c.yaml, "livekit_service_url"); cfg.MatrixRTC.Discovers() != want {
+			t.Errorf("%q: discovers %v, want %v", c.yaml, cfg.MatrixRTC.Discovers(), want)
 		}
 	}
 }

@@ -119,6 +119,7 @@ var schema = []field{
 	// by default.
 	optional("matrixrtc.enabled", false, func(c *Config) *bool { return &c.MatrixRTC.Enabled },
 		boolean),
+	// Empty: the transport the homeserver advertises (Discovers).
 	optional("matrixrtc.livekit_service_url", "", func(c *Config) *string { return &c.MatrixRTC.ServiceURL },
 		str, webURL),
 	optional("matrixrtc.livekit.url", "", func(c *Config) *string { return &c.MatrixRTC.LiveKit.URL },

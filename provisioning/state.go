@@ -312,3 +312,10 @@ func (s *State) remove(name string) error {
 	}
 	return atomicfile.SyncDir(s.dir)
 }
+
+// PeekCredentials reads the credentials kept in dir without opening the
+// state (which creates the directory and probes it): for check-config,
+// which must change nothing. ok is false when there are none.
+func PeekCredentials(dir string) (c Credentials, ok bool, err error) {
+	return (&State{dir: filepath.Clean(dir)}).Credentials()
+}

@@ -287,6 +287,10 @@ type leg struct {
 	answered bool
 	sfuUp    bool
 	keys     *legKeys // encrypted rooms only
+
+	// identities are each member's possible LiveKit identities
+	// (identity.go: "<user>:<device>" or the /get_token hash).
+	identities map[string][]string
 }
 
 // Machine is the MatrixRTC ringing state machine. It is not safe for
@@ -341,6 +345,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		out = m.timer(now, e.ID)
 	case MediaKeyReceived:
 		out = m.mediaKey(e.Key)
+	case TransportChanged: // transport.go
+		m.cfg.ServiceURL = e.ServiceURL
 	}
 	if m.phase != before {
 		m.since = now
@@ -352,6 +358,10 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 func (m *Machine) ring(now time.Time, e RingRequested) []Effect {
 	if m.phase != PhaseIdle {
 		return []Effect{Ignored{What: "ring", Reason: "busy: " + string(m.phase)}}
+	}
+	if m.cfg.ServiceURL == "" {
+		// A membership without a transport is one no client can join.
+		return []Effect{Ignored{What: "ring", Reason: "no MatrixRTC transport known yet"}}
 	}
 	var out []Effect
 	for _, t := range e.Targets {
@@ -451,12 +461,14 @@ func (m *Machine) member(now time.Time, e MemberChanged) []Effect {
 	if left || (!mem.Expires.IsZero() && !mem.Expires.After(now)) {
 		_, was := l.members[id]
 		delete(l.members, id)
+		l.setIdentities(id, nil)
 		if was && l.answered && len(l.members) == 0 {
 			return m.leave(now, e.Room, ReasonResidentLeft)
 		}
 		return m.distributeKeys(now, e.Room, l)
 	}
 	l.members[id] = mem
+	l.setIdentities(id, Identities(mem.Device, MemberID(e.Event)))
 	keys := m.distributeKeys(now, e.Room, l)
 	if m.phase != PhaseRinging {
 		return keys
@@ -483,7 +495,7 @@ func (m *Machine) answer(now time.Time, room callengine.RoomID, l *leg, mem Memb
 			out = append(out, m.leave(now, r, ReasonAnsweredElsewhere)...)
 		}
 	}
-	if !l.present[id] {
+	if !l.memberPresent(id) {
 		out = append(out, StartTimer{ID: TimerID{Kind: TimerPresence, Room: room}, After: m.cfg.PresenceGrace})
 	}
 	return out
@@ -520,7 +532,7 @@ func (m *Machine) participant(e ParticipantChanged) []Effect {
 
 func (m *Machine) anyMemberPresent(l *leg) bool {
 	for id := range l.members {
-		if l.present[id] {
+		if l.memberPresent(id) {
 			return true
 		}
 	}

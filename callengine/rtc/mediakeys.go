@@ -203,7 +203,7 @@ func (m *Machine) distributeKeys(now time.Time, room callengine.RoomID, l *leg) 
 	kept := k.early[:0]
 	for _, mk := range k.early {
 		if _, ok := l.members[mk.From.Identity()]; ok {
-			out = append(out, RemoteMediaKey{Room: room, Identity: mk.From.Identity(), Index: mk.Index, Key: mk.Key})
+			out = append(out, remoteKeys(room, l, mk)...)
 		} else {
 			kept = append(kept, mk)
 		}
@@ -257,13 +257,27 @@ func (m *Machine) mediaKey(mk MediaKey) []Effect {
 	case mk.From == m.cfg.Self:
 		return nil
 	}
-	id := mk.From.Identity()
-	if _, ok := l.members[id]; ok {
-		return []Effect{RemoteMediaKey{Room: mk.Room, Identity: id, Index: mk.Index, Key: mk.Key}}
+	if _, ok := l.members[mk.From.Identity()]; ok {
+		return remoteKeys(mk.Room, l, mk)
 	}
 	if len(l.keys.early) == maxEarlyKeys {
 		l.keys.early = slices.Delete(l.keys.early, 0, 1)
 	}
 	l.keys.early = append(l.keys.early, mk)
 	return nil
+}
+
+// remoteKeys gives a member's key to every LiveKit identity it may have
+// at the SFU: "<user>:<device>", which Element Call pairs with a session
+// membership, and the /get_token hash (identity.go), under which a client
+// that took its token there appears.
+func remoteKeys(room callengine.RoomID, l *leg, mk MediaKey) []Effect {
+	id := mk.From.Identity()
+	out := []Effect{RemoteMediaKey{Room: room, Identity: id, Index: mk.Index, Key: mk.Key}}
+	for _, other := range l.identities[id] {
+		if other != id {
+			out = append(out, RemoteMediaKey{Room: room, Identity: other, Index: mk.Index, Key: mk.Key})
+		}
+	}
+	return out
 }

@@ -234,8 +234,11 @@ func TestRunnerMediaKeys(t *testing.T) {
 		r.HandleToDevice(alice.User, alice.DeviceID, TypeEncryptionKeys, content, true)
 		r.HandleState(stateOf(roomA, joinEvent(alice, time.Now())))
 		synctest.Wait()
-		if len(got) != 2 || got[1].Own || got[1].Identity != alice.Identity() || !bytes.Equal(got[1].Key, ak) {
-			t.Fatalf("keys after alice joined: %+v", got)
+		// Her key, under both identities she may have at the SFU.
+		want := []string{alice.Identity(), HashedIdentity(alice, alice.Identity())}
+		if len(got) != 3 || got[1].Own || got[2].Own || got[1].Identity != want[0] || got[2].Identity != want[1] ||
+			!bytes.Equal(got[1].Key, ak) || !bytes.Equal(got[2].Key, ak) {
+			t.Fatalf("keys after alice joined: %+v, want hers for %v", got, want)
 		}
 		sent := tr.sentToDevice()
 		if len(sent) != 1 || sent[0].Type != TypeEncryptionKeys || sent[0].To != alice {

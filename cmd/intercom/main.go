@@ -84,7 +84,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return daemon.Provision(ctx, *path, *printKey, stdout, stderr)
+		code := daemon.Provision(ctx, *path, *printKey, stdout, stderr)
+		if code == 0 {
+			// Now logged in: /rtc/transports can be asked.
+			printRTCTransport(ctx, *path, stdout)
+		}
+		return code
 	case "hwtest":
 		fs := flag.NewFlagSet("hwtest", flag.ContinueOnError)
 		fs.SetOutput(stderr)
@@ -145,5 +150,22 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
 	fmt.Fprintf(stdout, "%s: ok\n%s\n", path, cfg)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if line := daemon.DescribeRTCTransport(ctx, cfg); line != "" {
+		fmt.Fprintln(stdout, line)
+	}
 	return 0
+}
+
+// printRTCTransport says which MatrixRTC transport the intercom will use,
+// after provision (which has loaded and checked the configuration).
+func printRTCTransport(ctx context.Context, path string, stdout io.Writer) {
+	cfg, _ := daemon.LoadConfig(path, io.Discard)
+	if cfg == nil {
+		return
+	}
+	if line := daemon.DescribeRTCTransport(ctx, cfg); line != "" {
+		fmt.Fprintln(stdout, line)
+	}
 }

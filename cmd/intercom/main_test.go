@@ -4,6 +4,9 @@ import (
 	"github.com/doorbell/intercom/provisioning/provisioningtest"
 
 	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,5 +93,56 @@ func TestCheckConfigWarnsWorldReadableSecret(t *testing.T) {
 	}
 	if strings.Contains(out.String()+errOut.String(), "hunter2") {
 		t.Fatal("check-config printed the password")
+	}
+}
+
+// check-config says where MatrixRTC's transport comes from: the
+// homeserver's advertisement (asked with the kept login), nothing, or a
+// homeserver it cannot reach (offline), without creating state_dir.
+func TestCheckConfigMatrixRTCTransport(t *testing.T) {
+	advertise := ""
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports" && advertise != "" {
+			fmt.Fprintf(w, `{"rtc_transports":[{"type":"livekit","livekit_service_url":%q}]}`, advertise)
+			return
+		}
+		http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusNotFound)
+	}))
+	defer hs.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	for _, tc := range []struct {
+		name, homeserver, advertise, extra, want string
+	}{
+		{"discovered", hs.URL, "https://rtc.example.org/livekit/jwt", "",
+			"matrixrtc: transport discovered from the homeserver: https://rtc.example.org/livekit/jwt (via " + hs.URL + "/_matrix/client/unstable/org.matrix.msc4143/rtc/transports)"},
+		{"none advertised", hs.URL, "", "", "matrixrtc: none advertised: MatrixRTC ringing stays off until"},
+		{"offline", closed.URL, "", "", "matrixrtc: the homeserver " + closed.URL + " could not be reached (offline?)"},
+		{"configured", closed.URL, "", "  livekit_service_url: https://jwt.example.org\n",
+			"matrixrtc: transport from the configuration: https://jwt.example.org (tokens from its /sfu/get)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			advertise = tc.advertise
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "password"), []byte("door-password\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, "intercom.yaml")
+			cfg := "matrix:\n  homeserver: " + tc.homeserver + "\n  user_id: \"@door:example.org\"\n  password_file: ./password\n" +
+				"state_dir: ./state\nresidents: [\"@alice:example.org\"]\nmatrixrtc:\n  enabled: true\n" + tc.extra
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			if code := run([]string{"check-config", "--config", path}, &out, &errOut); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if !strings.Contains(out.String(), tc.want) {
+				t.Fatalf("output:\n%s\nwant a line with %q", out.String(), tc.want)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
+				t.Error("check-config created the state directory")
+			}
+		})
 	}
 }

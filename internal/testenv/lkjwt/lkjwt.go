@@ -74,6 +74,9 @@ type Options struct {
 	// HTTPClient asks the homeserver; nil means a client that ignores
 	// proxy settings (the homeserver is on loopback) with a 10 s timeout.
 	HTTPClient *http.Client
+	// NoGetToken leaves /get_token out (404, as from releases before it),
+	// so that clients must fall back to /sfu/get.
+	NoGetToken bool
 }
 
 // RoomAlias returns the LiveKit room name for a Matrix room and MatrixRTC
@@ -168,7 +171,9 @@ func New(opts Options) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/sfu/get", cors(s.handleLegacy))
-	mux.HandleFunc("/get_token", cors(s.handleGetToken))
+	if !opts.NoGetToken {
+		mux.HandleFunc("/get_token", cors(s.handleGetToken))
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.WriteHeader(http.StatusMethodNotAllowed)

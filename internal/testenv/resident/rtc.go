@@ -20,6 +20,10 @@ type RTCJoinOptions struct {
 	// NoVideo publishes the microphone only (by default the fake camera
 	// too) and sets m.call.intent "audio".
 	NoVideo bool
+	// GetToken asks the service's POST /get_token (member ID: the
+	// membershipID js-sdk writes, "<user>:<device>") instead of /sfu/get,
+	// so the page is at the SFU under the hashed identity.
+	GetToken bool
 }
 
 // RTCJoin joins the MatrixRTC call in roomID as Element Call does: a
@@ -44,6 +48,9 @@ func (r *Resident) RTCJoinWith(ctx context.Context, o RTCJoinOptions) (Event, er
 	}
 	if o.Notify != "" {
 		args["notify"] = o.Notify
+	}
+	if o.GetToken {
+		args["getToken"] = true
 	}
 	reply, err := r.Do(ctx, "rtcJoin", map[string]any{"args": args})
 	if err != nil {

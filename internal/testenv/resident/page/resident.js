@@ -432,7 +432,7 @@ const api = {
     return downloadImage(client, args);
   },
   ringDoorbell,
-  // MatrixRTC (rtc.js): rtcJoin({roomId, serviceUrl?, notify?, video?}),
+  // MatrixRTC (rtc.js): rtcJoin({roomId, serviceUrl?, notify?, video?, getToken?}),
   // rtcDecline({roomId, notificationEventId}), rtcLeave({roomId}).
   async rtcJoin(args) {
     return rtcReady().rtcJoin(args);

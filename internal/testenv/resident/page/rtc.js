@@ -403,9 +403,12 @@ export function installRTC({ client, emit, joined }) {
   // serviceUrl (default: the oldest other member's livekit_service_url),
   // notify ("ring" or "notification": send an rtc.notification after our
   // membership, as the first joiner does), video (default true: publish
-  // the fake camera too). Resolves, once published and our membership is
-  // back from sync, with what rtcJoined reports.
-  async function rtcJoin({ roomId, serviceUrl, notify, video = true }) {
+  // the fake camera too), getToken (ask the service's /get_token instead
+  // of /sfu/get: the LiveKit identity is then the hash of user, device and
+  // the membershipID js-sdk writes in our membership, "<user>:<device>").
+  // Resolves, once published and our membership is back from sync, with
+  // what rtcJoined reports.
+  async function rtcJoin({ roomId, serviceUrl, notify, video = true, getToken = false }) {
     const t0 = performance.now();
     if (calls.has(roomId)) throw new Error(`already in the call of ${roomId}`);
     await joined(roomId);
@@ -459,13 +462,23 @@ export function installRTC({ client, emit, joined }) {
       own.catch(() => {}); // awaited below
 
       const openid = await client.getOpenIdToken();
-      const res = await fetch(`${serviceUrl}/sfu/get`, {
+      const device = client.getDeviceId();
+      const endpoint = getToken ? "/get_token" : "/sfu/get";
+      const request = getToken
+        ? {
+            room_id: roomId,
+            slot_id: "m.call#ROOM",
+            openid_token: openid,
+            member: { id: `${me()}:${device}`, claimed_user_id: me(), claimed_device_id: device },
+          }
+        : { room: roomId, openid_token: openid, device_id: device };
+      const res = await fetch(`${serviceUrl}${endpoint}`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ room: roomId, openid_token: openid, device_id: client.getDeviceId() }),
+        body: JSON.stringify(request),
       });
       const body = await res.text();
-      if (!res.ok) throw new Error(`POST ${serviceUrl}/sfu/get: HTTP ${res.status}: ${body}`);
+      if (!res.ok) throw new Error(`POST ${serviceUrl}${endpoint}: HTTP ${res.status}: ${body}`);
       const { url, jwt } = JSON.parse(body);
       mark("token");
 

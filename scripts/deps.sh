@@ -36,5 +36,8 @@ if ((${#missing[@]})); then
 fi
 
 internal/testenv/resident/setup.sh
+# The real Element Call (npm @element-hq/element-call-embedded) in its
+# widget host: installed here, before the tests and their timeouts.
+internal/testenv/elementcall/setup.sh
 internal/testenv/dendrite/build.sh >/dev/null
 internal/testenv/livekit/build.sh >/dev/null

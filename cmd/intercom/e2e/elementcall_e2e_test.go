@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,6 +29,15 @@ type ecSystem struct {
 
 func startElementCallSystem(t testing.TB) *ecSystem {
 	t.Helper()
+	return startElementCallSystemWith(t, false)
+}
+
+// startElementCallSystemWith: encrypted turns on the intercom's
+// matrix.encryption (so carol's DM is created encrypted) and the host's
+// crypto (so Element Call runs per-participant media keys and LiveKit
+// frame encryption, as it does in every encrypted room).
+func startElementCallSystemWith(t testing.TB, encrypted bool) *ecSystem {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
 	}
@@ -42,6 +52,7 @@ func startElementCallSystem(t testing.TB) *ecSystem {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	e := newE2E(ctx, t, dendrite.StartTWith(t, dendrite.Options{OpenIDUserInfo: true}))
+	e.encrypted = encrypted
 	svc := lkjwt.Start(t, lkjwt.Options{Homeserver: e.hs.BaseURL, LiveKitURL: sfu.URL, APIKey: sfu.APIKey, APISecret: sfu.APISecret})
 	const password = "carol-password"
 	carol, err := e.hs.Register(ctx, "carol", password)
@@ -52,9 +63,13 @@ func startElementCallSystem(t testing.TB) *ecSystem {
 	// creates the DM.
 	host := elementcall.StartT(t, elementcall.Options{
 		Homeserver: e.hs.BaseURL, UserID: carol.UserID, Password: password, ServiceURL: svc, AutoJoin: true,
+		Encryption: encrypted,
 	})
 	e.writeConfig([]string{carol.UserID}, 0, fmt.Sprintf("matrixrtc:\n  enabled: true\n  livekit_service_url: %s\n", svc))
 	e.launch(ctx)
+	if encrypted {
+		e.waitKeysSharedAhead(ctx)
+	}
 	joined, err := host.WaitFor(ctx, elementcall.EventJoined)
 	if err != nil {
 		t.Fatalf("carol never joined the direct room: %v", err)
@@ -69,7 +84,21 @@ func startElementCallSystem(t testing.TB) *ecSystem {
 // Element Call hangs up, the door's call ends and its membership is
 // cleared.
 func TestElementCall(t *testing.T) {
-	s := startElementCallSystem(t)
+	for _, encrypted := range []bool{false, true} {
+		name := "unencrypted"
+		if encrypted {
+			name = "encrypted"
+		}
+		t.Run(name, func(t *testing.T) { testElementCall(t, encrypted) })
+	}
+}
+
+// testElementCall is TestElementCall in an unencrypted or an encrypted
+// DM. In the encrypted one Element Call decoding the door's video and the
+// intercom hearing Element Call prove the media keys went both ways over
+// Olm and the frame encryption matches livekit-client's.
+func testElementCall(t *testing.T, encrypted bool) {
+	s := startElementCallSystemWith(t, encrypted)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
@@ -105,6 +134,21 @@ func TestElementCall(t *testing.T) {
 		return ev.Bool("self") && ev.Str("roomId") == s.room && len(c) > 0
 	}); err != nil {
 		t.Fatal(err)
+	}
+	if encrypted {
+		// Element Call sees the door's tracks as frame-encrypted.
+		for _, kind := range []string{"audio", "video"} {
+			sub, err := s.host.WaitMatch(ctx, elementcall.EventECSubscribed, opened.TS, func(ev elementcall.Event) bool { return ev.Str("kind") == kind })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !sub.Bool("encrypted") {
+				t.Errorf("Element Call subscribed to the door's %s in the clear: %v", kind, sub.Fields)
+			}
+		}
+		if raw := statusJSON(t, s.api); !regexp.MustCompile(`"encrypted":\s*true`).MatchString(raw) {
+			t.Errorf("the door's MatrixRTC call is not encrypted: %s", raw)
+		}
 	}
 	st := s.waitStatus(ctx, "in a MatrixRTC call with carol", func(st status) bool {
 		for _, c := range st.Calls {

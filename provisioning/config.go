@@ -29,6 +29,10 @@ type Config struct {
 	Matrix    Matrix
 	StateDir  string   // resolved relative to the config file's directory
 	Residents []string // Matrix user IDs, at least one, no duplicates
+	// ResidentPaths are the paths (PathClassic, PathMatrixRTC) of the
+	// residents whose entry names them; every other resident is rung on
+	// every path. Read it through RingsOn.
+	ResidentPaths map[string][]string
 	Ring      Ring
 	Door      Door
 	Notices   Notices

@@ -31,6 +31,7 @@ type fakeTransport struct {
 }
 
 type sentState struct {
+	ID       string
 	Room     callengine.RoomID
 	StateKey string
 	Content  json.RawMessage
@@ -61,8 +62,9 @@ func (f *fakeTransport) PutState(_ context.Context, room callengine.RoomID, typ,
 		return "", errors.New("unexpected state type " + typ)
 	}
 	f.n++
-	f.puts = append(f.puts, sentState{Room: room, StateKey: key, Content: b})
-	return "$member-" + string(room) + "-" + string(rune('0'+f.n)), nil
+	id := "$member-" + string(room) + "-" + string(rune('0'+f.n))
+	f.puts = append(f.puts, sentState{ID: id, Room: room, StateKey: key, Content: b})
+	return id, nil
 }
 
 func (f *fakeTransport) SendEvent(_ context.Context, room callengine.RoomID, typ string, content any) (string, error) {
@@ -293,8 +295,12 @@ func TestRunnerAnswer(t *testing.T) {
 		if c := h.sfu.conn(roomA); c.isClosed() {
 			t.Fatal("the answered room's SFU connection was closed")
 		}
-		// The intercom's own membership echoed by sync changes nothing.
-		h.r.HandleState(stateOf(roomA, joinEvent(self, time.Now())))
+		// The intercom's own membership echoed by sync changes nothing
+		// but the created_ts of the refresh, which follows the
+		// homeserver's clock (10 minutes behind the board's here).
+		echo := joinEvent(self, time.Now().Add(-10*time.Minute))
+		echo.EventID = h.tr.putsIn(roomA)[0].ID
+		h.r.HandleState(stateOf(roomA, echo))
 		// Past the ring timeout and the first refresh: still in the call,
 		// with a second membership carrying the first one's created_ts.
 		time.Sleep(4*time.Minute + time.Second)
@@ -305,8 +311,8 @@ func TestRunnerAnswer(t *testing.T) {
 		}
 		var m Membership
 		_ = json.Unmarshal(puts[1].Content, &m)
-		if m.CreatedTS == 0 {
-			t.Errorf("refresh without created_ts: %s", puts[1].Content)
+		if m.CreatedTS != echo.Timestamp.UnixMilli() {
+			t.Errorf("refresh's created_ts is not the first membership's origin_server_ts %d: %s", echo.Timestamp.UnixMilli(), puts[1].Content)
 		}
 		if st := h.r.Status(); st.Phase != callengine.PhaseInCall {
 			t.Fatalf("call ended by itself: %+v", st)

@@ -29,10 +29,6 @@ type Config struct {
 	Matrix    Matrix
 	StateDir  string   // resolved relative to the config file's directory
 	Residents []string // Matrix user IDs, at least one, no duplicates
-	// ResidentPaths are the paths (PathClassic, PathMatrixRTC) of the
-	// residents whose entry names them; every other resident is rung on
-	// every path. Read it through RingsOn.
-	ResidentPaths map[string][]string
 	Ring      Ring
 	Door      Door
 	Notices   Notices
@@ -47,6 +43,11 @@ type Config struct {
 	API       API      // api.go
 	Video     Video
 	Log       Log
+
+	// ResidentPaths are the paths (PathClassic, PathMatrixRTC) of the
+	// residents whose entry names them; every other resident is rung on
+	// every path. Read it through RingsOn.
+	ResidentPaths map[string][]string
 
 	// Warnings are problems that do not stop the intercom, such as a secret
 	// file other users can read. check-config prints them; the daemon logs

@@ -231,23 +231,23 @@ const (
 
 type leg struct {
 	target   Target
-	created  time.Time // when the first membership was sent (the board's clock)
+	created  time.Time // when the first membership was sent
 	sent     string    // membership event ID, once known
-	// first is the first membership's event ID and firstTS its
-	// origin_server_ts once sync shows it: the homeserver's clock, which
-	// a refresh's created_ts must be on (phones judge expiry by it; the
-	// board's clock may be off). ownSeen keeps the timestamps of the
-	// intercom's own membership events sync showed before their send
-	// reported its ID (the echo can win the race).
-	first   string
-	firstTS time.Time
-	ownSeen map[string]time.Time
 	notified string    // notification event ID, once known
 	declined map[callengine.UserID]bool
 	members  map[string]Member // remote devices in the call, by Identity
 	present  map[string]bool   // LiveKit identities at the SFU
 	answered bool
 	sfuUp    bool
+	// first is the first membership's event ID and firstTS its
+	// origin_server_ts once sync shows it: the homeserver's clock, which
+	// a refresh's created_ts must be on (phones judge expiry by it; the
+	// board's clock, created above, may be off). ownSeen keeps the
+	// timestamps of the intercom's own membership events sync showed
+	// before their send reported its ID (the echo can win the race).
+	first   string
+	firstTS time.Time
+	ownSeen map[string]time.Time
 }
 
 // Machine is the MatrixRTC ringing state machine. It is not safe for

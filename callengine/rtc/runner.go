@@ -80,6 +80,10 @@ type Runner struct {
 
 	mu     sync.Mutex
 	status Status // the machine's last status
+	// out is closed while no ring is on its way (RingsOut); asked
+	// counts rings handed in that the loop has not taken yet.
+	out   chan struct{}
+	asked int
 	// encrypted rooms are left to classic calls: this MatrixRTC media is
 	// not end-to-end encrypted yet, and Element would refuse it.
 	encrypted map[callengine.RoomID]bool
@@ -116,6 +120,8 @@ func NewRunner(cfg RunnerConfig, t Transport, sfu SFU) *Runner {
 	r := &Runner{cfg: cfg, t: t, sfu: sfu, log: cfg.Logger, encrypted: map[callengine.RoomID]bool{},
 		status: Status{Phase: PhaseIdle, Rooms: []RoomStatus{}}}
 	r.ring = runloop.NewLatest(ringStatus(r.status))
+	r.out = make(chan struct{})
+	close(r.out)
 	r.beat.Beat() // alive from the start, so a watchdog probe before Run passes
 	return r
 }
@@ -171,12 +177,32 @@ func (r *Runner) Ring(_ context.Context, residents []callengine.Resident) error 
 			}
 		}
 	}
+	if len(targets) > 0 {
+		r.asked++
+		select {
+		case <-r.out:
+			r.out = make(chan struct{})
+		default:
+		}
+	}
 	r.mu.Unlock()
 	if len(targets) == 0 {
 		return ErrNoRooms
 	}
 	r.push(item{ev: RingRequested{Targets: targets}})
 	return nil
+}
+
+// RingsOut is closed once no ring of the press is still on its way to the
+// homeserver: every room's ring has left, failed, or was given up (at
+// most JoinDeferMax after the press). The daemon holds the ring notices
+// until then: the homeserver takes a room's events one after another, so
+// a notice and a snapshot sent at the press into the same room made the
+// ring wait for them.
+func (r *Runner) RingsOut() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out
 }
 
 // Withdraw: the ring was answered on another path.
@@ -287,6 +313,25 @@ func (l *loop) sender(room callengine.RoomID) *runloop.Sender {
 	return s
 }
 
+// settleOut closes RingsOut once no ring is on its way: none handed in
+// and not taken (took: this step took one), none waiting to leave (a
+// room's deferred SFU join waits exactly as long as its ring).
+func (l *loop) settleOut(took bool) {
+	r := l.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if took {
+		r.asked--
+	}
+	if r.asked == 0 && len(l.joins) == 0 {
+		select {
+		case <-r.out:
+		default:
+			close(r.out)
+		}
+	}
+}
+
 // startJoin starts room's deferred SFU join, if one waits.
 func (l *loop) startJoin(room callengine.RoomID) {
 	if join := l.joins[room]; join != nil {
@@ -336,6 +381,7 @@ func (l *loop) step(it item) {
 	r := l.r
 	if it.join != "" {
 		l.startJoin(it.join)
+		l.settleOut(false)
 		return
 	}
 	if e, ok := it.ev.(SFUChanged); ok && it.sfu != nil {
@@ -356,6 +402,8 @@ func (l *loop) step(it item) {
 	r.mu.Lock()
 	r.status = st
 	r.mu.Unlock()
+	_, took := it.ev.(RingRequested)
+	l.settleOut(took)
 	r.ring.Publish(ringStatus(st))
 }
 

@@ -419,10 +419,27 @@ func TestRunnerRoomsInParallel(t *testing.T) {
 			}
 		}
 		h.tr.hold, h.tr.holdFrom, h.tr.holdRoom = make(chan struct{}), 1, roomA
+		closed := func() bool {
+			select {
+			case <-h.r.RingsOut():
+				return true
+			default:
+				return false
+			}
+		}
+		if !closed() {
+			t.Fatal("RingsOut open before any ring")
+		}
 		if err := h.r.Ring(t.Context(), residents); err != nil {
 			t.Fatal(err)
 		}
+		if closed() {
+			t.Fatal("RingsOut closed as the ring was handed in")
+		}
 		synctest.Wait()
+		if closed() {
+			t.Fatal("RingsOut closed while room A's ring is held up")
+		}
 		events := h.tr.sentEvents()
 		for _, room := range []callengine.RoomID{roomB, roomH} {
 			puts := h.tr.putsIn(room)
@@ -441,6 +458,9 @@ func TestRunnerRoomsInParallel(t *testing.T) {
 		synctest.Wait()
 		if sfu.conn(roomA) == nil {
 			t.Fatalf("room A: SFU not joined %v after the ring started", JoinDeferMax)
+		}
+		if !closed() {
+			t.Fatalf("RingsOut still open %v after the press", JoinDeferMax)
 		}
 		close(h.tr.hold)
 		synctest.Wait()

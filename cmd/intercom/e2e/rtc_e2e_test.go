@@ -294,8 +294,18 @@ func (s *rtcSystem) heardAudio() bool {
 // clock), press → alice's client receives the ring, and alice joins → her
 // first decoded frame through the SFU (the page's own clock from the join
 // command; the token, LiveKit connection and subscription are inside it).
-func BenchmarkMatrixRTC(b *testing.B) {
-	s := startRTCSystem(b, false, "")
+func BenchmarkMatrixRTC(b *testing.B) { benchMatrixRTC(b, nil) }
+
+// BenchmarkMatrixRTCPaths is BenchmarkMatrixRTC with each resident rung
+// one way, as issue 18 lets an installer ask: alice (Element X) only
+// through MatrixRTC, bob only with a classic call. No invite shares
+// alice's room with the membership and the ring.
+func BenchmarkMatrixRTCPaths(b *testing.B) {
+	benchMatrixRTC(b, map[string]string{"alice": "[matrixrtc]", "bob": "[classic]"})
+}
+
+func benchMatrixRTC(b *testing.B, paths map[string]string) {
+	s := startRTCSystemWith(b, false, func(*dendrite.Server) string { return "" }, paths)
 	alice, bob := s.residents[0], s.residents[1]
 	room := roomOf(b, alice)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -333,7 +343,7 @@ func BenchmarkMatrixRTC(b *testing.B) {
 	// benchmark's log, which the testing package truncates.
 	line := fmt.Sprintf("rounds %d: press → ring's origin_server_ts %v; press → ring at alice %v; join → first frame %v", b.N, atServer, ring, frame)
 	b.Log(line)
-	fmt.Println("BenchmarkMatrixRTC", line)
+	fmt.Println(b.Name(), line)
 }
 
 // TestClassicAnswerStopsMatrixRTC: bob answering the classic call takes

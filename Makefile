@@ -45,6 +45,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine/group
 	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine/rtc
 	$(GO) test -run=^$$ -fuzz=^FuzzDecodeEncryptionKeys$$ -fuzztime=30s ./callengine/rtc
+	$(GO) test -run=^$$ -fuzz=^FuzzRoomNotifyPower$$ -fuzztime=30s ./callengine/rtc
 	$(GO) test -run=^$$ -fuzz=^FuzzPrimaryFromRED$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzVoices$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzOpusReceiver$$ -fuzztime=30s ./media

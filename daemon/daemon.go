@@ -108,7 +108,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	if hh != nil {
 		hhNotices = hh // ring and missed notices also go to the household room
 	}
-	doors, err := newDoorParts(cfg, session, relay, stream, hhNotices, log)
+	// Ring notices wait for the MatrixRTC rings to leave (ringsfirst.go).
+	gate := &ringsFirst{}
+	doors, err := newDoorParts(cfg, session, relay, stream, hhNotices, gate, log)
 	if err != nil {
 		return err
 	}
@@ -139,6 +141,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	if err != nil {
 		return err
 	}
+	if mrtc != nil {
+		gate.follow(mrtc.runner.RingsOut)
+	}
 
 	calls := callengine.DefaultConfig(callengine.PartyID(session.DeviceID()))
 	calls.RingTimeout = cfg.Ring.Timeout
@@ -159,7 +164,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	if mrtc != nil {
 		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc.line()})
 	}
-	rings := ring.NewCoordinator(ring.Config{Paths: lines, Logger: log.With("component", "ring")})
+	// Residents may ask to be rung only one way (residents[].paths).
+	paths := newRingPaths(cfg)
+	rings := ring.NewCoordinator(ring.Config{Paths: lines, Rings: paths.rings, Logger: log.With("component", "ring")})
 
 	intercom := device.New(device.Config{
 		Caller: rings, Ringer: ringer, Relay: relay, Residents: dir.get,
@@ -196,7 +203,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	if hh != nil {
 		g.Go(func() error { return hh.Run(gctx) })
 	}
-	g.Go(func() error { return mrtc.Run(gctx, rooms) })
+	g.Go(func() error { return mrtc.Run(gctx, paths.rtcRooms(rooms)) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
 	// READY=1 and the watchdog (supervise.go); SIGHUP reloads (reload.go).
 	loops := []loop{{"device loop", intercom}, {"door loop", doors.door},
@@ -212,6 +219,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 			loop{"gpio button loop", hw.button}, loop{"ringer loop", ringer})...).Run(gctx)
 	})
 	reload := daemonTargets(cfg, session, dir, engine, doors.door, log)
+	reload.ResidentPaths = paths.set
 	g.Go(func() error { return newReloader(cfg, reload, log).Run(gctx, hup) })
 	// The rooms' name and avatar (provision.go), best effort and off the
 	// path to READY=1.

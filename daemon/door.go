@@ -31,8 +31,9 @@ type doorParts struct {
 // newDoorParts builds the door (policy, relay, audit notices) and the ring
 // and missed-visitor notices, with doorPolicy's configuration (the same a
 // reload applies).
-// household, if not nil, adds the household room to the notices' rooms.
-func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, household device.Household, log *slog.Logger) (*doorParts, error) {
+// household, if not nil, adds the household room to the notices' rooms;
+// gate, if not nil, holds the ring notices until the rings have left.
+func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, household device.Household, gate *ringsFirst, log *slog.Logger) (*doorParts, error) {
 	door, err := device.NewDoor(device.DoorOptions{
 		Policy: doorPolicy(cfg), Relay: relay, Messenger: session, StateDir: cfg.StateDir,
 		Logger: log.With("component", "door"),
@@ -50,7 +51,7 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 		return nil, err
 	}
 	notices := device.NewNotices(device.NoticeOptions{
-		Messenger: session, Snapshot: snap, Ring: cfg.Notices.Ring, Missed: cfg.Notices.Missed,
+		Messenger: gate.messenger(session), Snapshot: gate.snapshotter(snap), Ring: cfg.Notices.Ring, Missed: cfg.Notices.Missed,
 		CommandHint: hint, Door: door, Household: household, Logger: log.With("component", "notices"),
 		Visitors: visitors,
 	})

@@ -19,9 +19,10 @@ import (
 )
 
 // SIGHUP (systemctl reload) re-reads the configuration file and applies
-// what can change without a restart: the residents (rooms for new ones are
-// made first; removed ones stop ringing at once, and only the new set's
-// room invites are joined), the door policy (authorised users, pulse
+// what can change without a restart: the residents and their paths
+// (rooms for new ones are made first; removed ones stop ringing at once,
+// and only the new set's room invites are joined; a resident's room that
+// newly takes MatrixRTC gets its room chores at the next start), the door policy (authorised users, pulse
 // length, call window, replies; not the command texts and the reaction
 // key, which the ring notices announce) and the ring timeout (from the
 // next ring). The file is validated first; a file with problems changes
@@ -45,6 +46,9 @@ type reloadTargets struct {
 	Residents func(ctx context.Context, residents []string) error
 	// RingTimeout changes how long later rings last.
 	RingTimeout func(time.Duration)
+	// ResidentPaths changes which paths ring which resident from the
+	// next press (residents[].paths).
+	ResidentPaths func(map[string][]string)
 	// Door replaces the door policy's configuration; its memory stays.
 	Door func(device.DoorConfig)
 }
@@ -187,6 +191,15 @@ func (r *reloader) reload(ctx context.Context) (applied []string) {
 			applied = append(applied, "residents")
 		}
 	}
+	if !reflect.DeepEqual(old.ResidentPaths, next.ResidentPaths) {
+		if r.targets.ResidentPaths == nil {
+			r.log.Warn("reload: residents' paths take effect only after a restart")
+		} else {
+			r.targets.ResidentPaths(next.ResidentPaths)
+			merged.ResidentPaths = next.ResidentPaths
+			applied = append(applied, "residents.paths")
+		}
+	}
 	// The door follows the residents actually in force (door.authorized
 	// defaults to them), so a failed residents change leaves it too.
 	door := old.Door
@@ -232,7 +245,7 @@ func (r *reloader) reload(ctx context.Context) (applied []string) {
 func restartOnly(old, next *provisioning.Config) []string {
 	// Door is compared key by key in reload (commands and reaction are
 	// restart-only).
-	reloadable := map[string]bool{"Path": true, "Warnings": true, "Residents": true, "Ring": true, "Door": true}
+	reloadable := map[string]bool{"Path": true, "Warnings": true, "Residents": true, "ResidentPaths": true, "Ring": true, "Door": true}
 	a, b := reflect.ValueOf(*old), reflect.ValueOf(*next)
 	var changed []string
 	for i := range a.NumField() {

@@ -149,3 +149,23 @@ func TestReloadPartial(t *testing.T) {
 		t.Fatal("reload logged the password")
 	}
 }
+
+// A resident's paths change from the next press, without a restart.
+func TestReloadAppliesResidentPaths(t *testing.T) {
+	f := newReloadFixture(t, true)
+	var got []map[string][]string
+	f.r.targets.ResidentPaths = func(p map[string][]string) { got = append(got, p) }
+	f.write(t, strings.Replace(reloadBase, `["@alice:example.org"]`, `[{user_id: "@alice:example.org", paths: [classic]}]`, 1))
+	if applied := f.r.reload(t.Context()); !slices.Equal(applied, []string{"residents.paths"}) {
+		t.Fatalf("applied %v\n%s", applied, f.logs.String())
+	}
+	if len(got) != 1 || !slices.Equal(got[0]["@alice:example.org"], []string{"classic"}) {
+		t.Fatalf("paths target got %v", got)
+	}
+	if strings.Contains(f.logs.String(), "restart") {
+		t.Errorf("paths reported as needing a restart:\n%s", f.logs.String())
+	}
+	if applied := f.r.reload(t.Context()); len(applied) != 0 {
+		t.Fatalf("second reload applied %v", applied)
+	}
+}

@@ -2,10 +2,12 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +47,7 @@ type matrixRTC struct {
 	// (rtctransport.go); discover: it comes from the homeserver.
 	transport *rtcTransport
 	discover  bool
+	push      roomPushes
 }
 
 // newDaemonRTC makes the MatrixRTC side when matrixrtc.enabled: tokens
@@ -95,9 +98,10 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	m.runner = rtc.NewRunner(rtc.RunnerConfig{Machine: mcfg, Household: householdRooms, Logger: m.log,
 		MediaEncryption: session.Encrypting()}, session, sfu)
 	transport.changed = m.runner.SetTransport
+	m.push.log, m.push.self = m.log, self.User
 	session.SetRTCHooks(&matrix.RTCHooks{
-		StateTypes:    []string{rtc.TypeMember, rtc.TypeEncryption},
-		State:         m.runner.HandleState,
+		StateTypes:    []string{rtc.TypeMember, rtc.TypeEncryption, rtc.TypePowerLevels},
+		State:         m.handleState,
 		EventTypes:    []string{rtc.TypeDecline},
 		Event:         m.runner.HandleRoomEvent,
 		ToDeviceTypes: []string{rtc.TypeEncryptionKeys},
@@ -121,6 +125,18 @@ func (m *matrixRTC) joinedHousehold() []callengine.RoomID {
 	return nil
 }
 
+// handleState takes the sync's state events for MatrixRTC: the rooms'
+// power levels here, memberships and encryption in the runner.
+func (m *matrixRTC) handleState(e callengine.StateEvent) {
+	if e.Type == rtc.TypePowerLevels {
+		if e.StateKey == "" {
+			m.push.levels(e.Room, e.Content)
+		}
+		return
+	}
+	m.runner.HandleState(e)
+}
+
 // rtcSection is the matrix status's matrixrtc part.
 type rtcSection struct {
 	rtc.Status
@@ -129,6 +145,9 @@ type rtcSection struct {
 	HouseholdRooms []callengine.RoomID `json:"household_rooms"`
 	// Transport is the JWT service in use, or why none is known yet.
 	Transport transportStatus `json:"transport"`
+	// Push says, for each room MatrixRTC rings, whether the ring's
+	// @room mention can push the residents there.
+	Push []roomPush `json:"push"`
 }
 
 // rtcStatus is the MatrixRTC section; nil with MatrixRTC off.
@@ -136,7 +155,7 @@ func (m *matrixRTC) rtcStatus() *rtcSection {
 	if m == nil {
 		return nil
 	}
-	st := rtcSection{Status: m.runner.MachineStatus(), HouseholdRooms: []callengine.RoomID{}, Transport: m.transport.status()}
+	st := rtcSection{Status: m.runner.MachineStatus(), HouseholdRooms: []callengine.RoomID{}, Transport: m.transport.status(), Push: m.push.status()}
 	if m.householdRooms != nil {
 		st.HouseholdRooms = append(st.HouseholdRooms, m.householdRooms()...)
 	}
@@ -187,15 +206,21 @@ func (m *matrixRTC) Run(ctx context.Context, rooms map[callengine.UserID]calleng
 func (m *matrixRTC) prepareRooms(ctx context.Context, rooms []callengine.RoomID) {
 	key := rtc.StateKey(m.self)
 	for _, room := range rooms {
+		m.push.rung(room)
 		if changed, err := m.session.AllowCallMembership(ctx, room); err != nil {
 			m.log.Warn("residents may be unable to join MatrixRTC calls in this room", "room_id", room, "err", err)
 		} else if changed {
 			m.log.Info("allowed call memberships in room", "room_id", room)
 		}
-		state, err := m.session.RoomStateEvents(ctx, room, rtc.TypeMember, rtc.TypeSlot)
+		state, err := m.session.RoomStateEvents(ctx, room, rtc.TypeMember, rtc.TypeSlot, rtc.TypePowerLevels)
 		if err != nil {
 			m.log.Warn("read call memberships", "room_id", room, "err", err)
 			continue
+		}
+		for _, e := range state {
+			if e.Type == rtc.TypePowerLevels && e.StateKey == "" {
+				m.push.levels(room, e.Content)
+			}
 		}
 		// js-sdk 43 (Element Web, Element Call) drops rings for a slot
 		// that is not open.
@@ -234,4 +259,91 @@ func (m *matrixRTC) householdRoom(ctx context.Context, alias string) {
 	}
 	m.joined.Store(&room)
 	m.prepareRooms(ctx, []callengine.RoomID{room})
+}
+
+// roomPush is, for one room MatrixRTC rings, whether the ring's @room
+// mention can push the residents: the intercom's power there against the
+// room's notifications.room level (matrix-voip.md §9). In the direct
+// rooms it created the intercom has power 100; in a household room
+// somebody else made it may have 0.
+type roomPush struct {
+	Room       callengine.RoomID `json:"room_id"`
+	Power      int64             `json:"power"`
+	RoomNotify int64             `json:"notifications_room"`
+	// Problem, when set, is what an installer must fix.
+	Problem string `json:"problem,omitempty"`
+}
+
+// roomPushes follows the power levels of the rooms MatrixRTC rings, from
+// the start-up chores and from sync (a room's power levels can change at
+// any time), and says once per change when the intercom cannot @room
+// there. The sync goroutine and the chores both write it.
+type roomPushes struct {
+	log  *slog.Logger
+	self callengine.UserID
+
+	mu     sync.Mutex
+	known  map[callengine.RoomID]roomPush // every room whose levels were seen
+	rings  map[callengine.RoomID]bool     // rooms MatrixRTC rings
+	logged map[callengine.RoomID]string   // the problem last logged
+}
+
+// levels takes a room's m.room.power_levels content.
+func (p *roomPushes) levels(room callengine.RoomID, content []byte) {
+	have, need, err := rtc.RoomNotifyPower(content, p.self)
+	rp := roomPush{Room: room, Power: have, RoomNotify: need}
+	switch {
+	case err != nil:
+		rp.Problem = fmt.Sprintf("cannot read the room's power levels (%v); residents may not be pushed", err)
+	case have < need:
+		rp.Problem = fmt.Sprintf("cannot @room-notify: power %d < %d (notifications.room); residents are pushed only where their homeserver pushes user mentions", have, need)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.known == nil {
+		p.known = map[callengine.RoomID]roomPush{}
+	}
+	p.known[room] = rp
+	p.report(room)
+}
+
+// rung marks room as one MatrixRTC rings.
+func (p *roomPushes) rung(room callengine.RoomID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rings == nil {
+		p.rings, p.logged = map[callengine.RoomID]bool{}, map[callengine.RoomID]string{}
+	}
+	p.rings[room] = true
+	p.report(room)
+}
+
+// report logs a rung room's problem when it appears, changes or goes.
+// The caller holds mu.
+func (p *roomPushes) report(room callengine.RoomID) {
+	rp, ok := p.known[room]
+	if !ok || !p.rings[room] || p.logged[room] == rp.Problem {
+		return
+	}
+	if rp.Problem != "" {
+		p.log.Warn("MatrixRTC rings here may not push: give the intercom the power level of notifications.room", "room_id", room,
+			"power", rp.Power, "notifications_room", rp.RoomNotify, "problem", rp.Problem)
+	} else {
+		p.log.Info("the intercom may @room-notify here now", "room_id", room, "power", rp.Power)
+	}
+	p.logged[room] = rp.Problem
+}
+
+// status lists the rooms MatrixRTC rings whose power levels are known.
+func (p *roomPushes) status() []roomPush {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := []roomPush{}
+	for room := range p.rings {
+		if rp, ok := p.known[room]; ok {
+			out = append(out, rp)
+		}
+	}
+	slices.SortFunc(out, func(a, b roomPush) int { return strings.Compare(string(a.Room), string(b.Room)) })
+	return out
 }

@@ -44,6 +44,11 @@ type Config struct {
 	Video     Video
 	Log       Log
 
+	// ResidentPaths are the paths (PathClassic, PathMatrixRTC) of the
+	// residents whose entry names them; every other resident is rung on
+	// every path. Read it through RingsOn.
+	ResidentPaths map[string][]string
+
 	// Warnings are problems that do not stop the intercom, such as a secret
 	// file other users can read. check-config prints them; the daemon logs
 	// them.

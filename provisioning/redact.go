@@ -43,6 +43,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Attr{Key: "matrix", Value: c.Matrix.LogValue()},
 		slog.String("state_dir", c.StateDir),
 		slog.Any("residents", c.Residents),
+		slog.Any("resident_paths", c.ResidentPaths), // only those that say; the others ring every way
 		slog.Group("ring", slog.Duration("timeout", c.Ring.Timeout)),
 		slog.Group("hardware", slog.String("gpio", c.Hardware.GPIO), slog.String("camera", c.Hardware.Camera), slog.String("audio", c.Hardware.Audio)),
 		slog.Attr{Key: "api", Value: c.API.LogValue()},

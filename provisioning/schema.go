@@ -41,8 +41,9 @@ var schema = []field{
 
 	required("state_dir", func(c *Config) *string { return &c.StateDir },
 		path),
-	required("residents", func(c *Config) *[]string { return &c.Residents },
-		userIDList),
+	// Each resident is a user ID, or {user_id, paths} to ring them on
+	// only some paths (residents.go).
+	residentsField(),
 
 	// The ring timeout is also the lifetime of the m.call.invite (Matrix
 	// spec, VoIP: "lifetime" in milliseconds). Clients ignore an invite once
@@ -209,6 +210,7 @@ var schema = []field{
 var crossChecks = []func(c *Config, at lineOf) []Problem{
 	checkOneSecretFile,
 	checkResidentsExcludeSelf,
+	checkResidentPaths,
 	checkGPIOPins,
 	checkVideoBitrates,
 }

@@ -2,6 +2,8 @@ package ring
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -42,6 +44,12 @@ type Config struct {
 	// AfterFunc schedules the machine's timers; time.AfterFunc by default
 	// (tests run under testing/synctest, whose clock it follows).
 	AfterFunc runloop.AfterFunc
+	// Rings reports whether a press rings user on path (residents may
+	// ask to be rung only one way: an Element X user gets no classic
+	// call, which it shows as "Unsupported call"). It is asked at every
+	// press, so a reload takes effect at the next one. nil: every
+	// resident on every path.
+	Rings func(p Path, user callengine.UserID) bool
 }
 
 // Coordinator runs the Machine on one goroutine (Run) against real lines.
@@ -179,9 +187,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 					case RingPath:
 						var err error
 						if press != nil {
-							err = c.lines[x.Path].Ring(ctx, press.residents)
+							err = c.ringPath(ctx, x.Path, press.residents)
 						}
-						if err != nil {
+						switch {
+						case errors.Is(err, errNobodyOnPath):
+							c.log.Info("path not rung: no resident is rung this way", "path", x.Path)
+						case err != nil:
 							c.log.Warn("path did not ring", "path", x.Path, "err", err)
 						}
 						queue = append(queue, RingResult{Path: x.Path, Err: err})
@@ -203,4 +214,25 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			c.status.Publish(m.Status())
 		}
 	}
+}
+
+// errNobodyOnPath: every resident of the press asked not to be rung on
+// the path. Like a path without rooms, it does not stop the others.
+var errNobodyOnPath = fmt.Errorf("%w rung on this path", callengine.ErrNoResidents)
+
+// ringPath rings path with the residents who are rung that way.
+func (c *Coordinator) ringPath(ctx context.Context, path Path, residents []callengine.Resident) error {
+	if c.cfg.Rings != nil && len(residents) > 0 {
+		who := make([]callengine.Resident, 0, len(residents))
+		for _, r := range residents {
+			if c.cfg.Rings(path, r.User) {
+				who = append(who, r)
+			}
+		}
+		if len(who) == 0 {
+			return errNobodyOnPath
+		}
+		residents = who
+	}
+	return c.lines[path].Ring(ctx, residents)
 }

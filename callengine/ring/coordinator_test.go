@@ -3,6 +3,7 @@ package ring
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -23,13 +24,15 @@ type fakeLine struct {
 	hangups  int
 	// onRing, if set, is the status the line shows once rung.
 	onRing *callengine.Status
+	rung   []callengine.Resident // of the last Ring
 }
 
 func newFakeLine() *fakeLine { return &fakeLine{st: callengine.Status{Phase: callengine.PhaseIdle}} }
 
-func (f *fakeLine) Ring(context.Context, []callengine.Resident) error {
+func (f *fakeLine) Ring(_ context.Context, residents []callengine.Resident) error {
 	f.mu.Lock()
 	f.rings++
+	f.rung = residents
 	err, next := f.ringErr, f.onRing
 	f.mu.Unlock()
 	if err == nil && next != nil {
@@ -163,6 +166,58 @@ func TestCoordinatorStartGrace(t *testing.T) {
 		synctest.Wait()
 		if c.Status().Phase != callengine.PhaseIdle {
 			t.Fatalf("phase %s after the grace", c.Status().Phase)
+		}
+	})
+}
+
+// Residents who ask for one path are rung only on it; a path none of the
+// press's residents is rung on is not asked at all and does not stop the
+// others, and the press still rings.
+func TestCoordinatorRingsResidentsOnTheirPaths(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		direct, rtc := newFakeLine(), newFakeLine()
+		direct.onRing, rtc.onRing = ringing(), ringing()
+		only := map[callengine.UserID]Path{"@x:h": MatrixRTC, "@c:h": Direct}
+		c := NewCoordinator(Config{Paths: []PathLine{{Direct, direct}, {MatrixRTC, rtc}},
+			Rings: func(p Path, u callengine.UserID) bool { o, ok := only[u]; return !ok || o == p }})
+		ctx, stop := context.WithCancel(t.Context())
+		defer stop()
+		go func() { _ = c.Run(ctx) }()
+
+		all := []callengine.Resident{{User: "@b:h", Room: "!b"}, {User: "@c:h", Room: "!c"}, {User: "@x:h", Room: "!x"}}
+		if err := c.Ring(ctx, all); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		users := func(rs []callengine.Resident) (out []callengine.UserID) {
+			for _, r := range rs {
+				out = append(out, r.User)
+			}
+			return out
+		}
+		if got := users(direct.rung); !slices.Equal(got, []callengine.UserID{"@b:h", "@c:h"}) {
+			t.Errorf("classic calls to %v, want @b:h and @c:h", got)
+		}
+		if got := users(rtc.rung); !slices.Equal(got, []callengine.UserID{"@b:h", "@x:h"}) {
+			t.Errorf("MatrixRTC rings %v, want @b:h and @x:h", got)
+		}
+		c.Hangup()
+		direct.set(callengine.Status{Phase: callengine.PhaseIdle})
+		rtc.set(callengine.Status{Phase: callengine.PhaseIdle})
+		synctest.Wait()
+
+		// Only a MatrixRTC-only resident: the classic path is skipped,
+		// the press rings.
+		direct.rung = nil
+		if err := c.Ring(ctx, all[2:]); err != nil {
+			t.Fatalf("press with only a MatrixRTC resident: %v", err)
+		}
+		synctest.Wait()
+		if r, _, _ := direct.counts(); r != 1 || direct.rung != nil {
+			t.Errorf("classic path asked again (%d rings, %v)", r, direct.rung)
+		}
+		if r, _, _ := rtc.counts(); r != 2 {
+			t.Errorf("MatrixRTC rung %d times, want 2", r)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
@@ -191,4 +192,94 @@ func DecodeDecline(content []byte) (notification string, err error) {
 		return "", fmt.Errorf("%w: decline needs an m.reference relation", ErrMalformed)
 	}
 	return c.RelatesTo.EventID, nil
+}
+
+// NewRing is the ring (MSC4075 org.matrix.msc4075.rtc.notification) for
+// target, referring to the intercom's membership event there. It mentions
+// both the residents rung in that room and the whole room, because
+// neither alone pushes everywhere (matrix-voip.md §9): the ring has no
+// push rule of its own, so a phone is pushed only through
+// .m.rule.is_user_mention or .m.rule.is_room_mention; Dendrite (and
+// Synapse in some versions) lacks those server-side, where only the
+// client's own is_room_mention fires; that one needs the sender to hold
+// the room's notifications.room power level, which the intercom has in
+// the direct rooms it created (power 100) but maybe not in a household
+// room somebody else made, where the user mentions still push on servers
+// that have the rule.
+func NewRing(t Target, membershipEvent string, now time.Time, lifetime time.Duration) group.Notification {
+	n := group.NewRing(membershipEvent, now, lifetime)
+	n.SlotID = Slot
+	users := make([]string, len(t.Residents))
+	for i, u := range t.Residents {
+		users[i] = string(u)
+	}
+	n.Mentions = group.Mentions{UserIDs: users, Room: true}
+	return n
+}
+
+// TypePowerLevels is the room's power levels (Matrix spec,
+// m.room.power_levels).
+const TypePowerLevels = "m.room.power_levels"
+
+// DefaultRoomNotifyLevel is the power level @room mentions need when the
+// power levels do not say (Matrix spec, m.room.power_levels:
+// notifications.room defaults to 50).
+const DefaultRoomNotifyLevel = 50
+
+// MaxPowerLevelsBytes bounds the power levels read; the spec's limit
+// for a whole event is 64 KiB.
+const MaxPowerLevelsBytes = 64 << 10
+
+// RoomNotifyPower reads m.room.power_levels content: the power user holds
+// (users[user], else users_default, else 0) and the level a room mention
+// needs (notifications.room, else 50). Levels may be JSON integers or, in
+// rooms of versions before 10, strings of an integer, which is how
+// servers still read them; anything else is malformed.
+func RoomNotifyPower(content []byte, user callengine.UserID) (have, need int64, err error) {
+	if len(content) > MaxPowerLevelsBytes {
+		return 0, 0, fmt.Errorf("%w: power levels are %d bytes", ErrMalformed, len(content))
+	}
+	var c struct {
+		Users         map[string]json.RawMessage `json:"users"`
+		UsersDefault  json.RawMessage            `json:"users_default"`
+		Notifications map[string]json.RawMessage `json:"notifications"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return 0, 0, fmt.Errorf("%w: power levels: %v", ErrMalformed, err)
+	}
+	level := func(raw json.RawMessage, dflt int64, what string) (int64, error) {
+		if len(raw) == 0 || string(raw) == "null" {
+			return dflt, nil
+		}
+		v, err := powerLevel(raw)
+		if err != nil {
+			return 0, fmt.Errorf("%w: power levels: %s: %v", ErrMalformed, what, err)
+		}
+		return v, nil
+	}
+	if have, err = level(c.UsersDefault, 0, "users_default"); err != nil {
+		return 0, 0, err
+	}
+	if raw, ok := c.Users[string(user)]; ok {
+		if have, err = level(raw, have, "users"); err != nil {
+			return 0, 0, err
+		}
+	}
+	if need, err = level(c.Notifications["room"], DefaultRoomNotifyLevel, "notifications.room"); err != nil {
+		return 0, 0, err
+	}
+	return have, need, nil
+}
+
+// powerLevel is one level: an integer, or a string holding one.
+func powerLevel(raw json.RawMessage) (int64, error) {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		raw = json.RawMessage(strings.TrimSpace(s))
+	}
+	var v int64
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return 0, fmt.Errorf("not an integer: %.32s", raw)
+	}
+	return v, nil
 }

@@ -291,6 +291,16 @@ type leg struct {
 	// identities are each member's possible LiveKit identities
 	// (identity.go: "<user>:<device>" or the /get_token hash).
 	identities map[string][]string
+
+	// first is the first membership's event ID and firstTS its
+	// origin_server_ts once sync shows it: the homeserver's clock, which
+	// a refresh's created_ts must be on (phones judge expiry by it; the
+	// board's clock, created above, may be off). ownSeen keeps the
+	// timestamps of the intercom's own membership events sync showed
+	// before their send reported its ID (the echo can win the race).
+	first   string
+	firstTS time.Time
+	ownSeen map[string]time.Time
 }
 
 // Machine is the MatrixRTC ringing state machine. It is not safe for
@@ -407,19 +417,15 @@ func (m *Machine) membershipSent(now time.Time, e MembershipSent) []Effect {
 	}
 	first := l.sent == ""
 	l.sent = e.EventID
+	if first {
+		l.first = e.EventID
+		l.firstTS = l.ownSeen[e.EventID]
+		l.ownSeen = nil
+	}
 	if !first || m.phase != PhaseRinging {
 		return nil
 	}
-	n := group.NewRing(e.EventID, now, m.cfg.RingTimeout)
-	n.SlotID = Slot
-	if !l.target.Group {
-		users := make([]string, len(l.target.Residents))
-		for i, u := range l.target.Residents {
-			users[i] = string(u)
-		}
-		n.Mentions = group.Mentions{UserIDs: users}
-	}
-	return []Effect{SendNotification{Room: e.Room, Content: n}}
+	return []Effect{SendNotification{Room: e.Room, Content: NewRing(l.target, e.EventID, now, m.cfg.RingTimeout)}}
 }
 
 func (m *Machine) decline(now time.Time, e DeclineReceived) []Effect {
@@ -455,7 +461,8 @@ func (m *Machine) member(now time.Time, e MemberChanged) []Effect {
 		return []Effect{Ignored{Room: e.Room, Sender: e.Event.Sender, What: TypeMember, Reason: err.Error()}}
 	}
 	if mem.Device == m.cfg.Self {
-		return nil // our own membership, echoed by sync
+		m.ownEcho(l, mem) // our own membership, echoed by sync
+		return nil
 	}
 	id := mem.Identity()
 	if left || (!mem.Expires.IsZero() && !mem.Expires.After(now)) {
@@ -550,11 +557,8 @@ func (m *Machine) timer(now time.Time, id TimerID) []Effect {
 		if l == nil {
 			return nil
 		}
-		// Same created_ts, a longer expires: one continuous membership.
-		life := now.Sub(l.created) + m.cfg.MembershipLifetime
 		return []Effect{
-			PublishMembership{Room: id.Room, StateKey: StateKey(m.cfg.Self),
-				Content: NewMembership(m.cfg.Self, id.Room, m.cfg.ServiceURL, life, l.created)},
+			PublishMembership{Room: id.Room, StateKey: StateKey(m.cfg.Self), Content: m.refreshed(now, l, id.Room)},
 			StartTimer{ID: id, After: m.refreshAfter()},
 		}
 	case TimerPresence:
@@ -567,6 +571,44 @@ func (m *Machine) timer(now time.Time, id TimerID) []Effect {
 		}
 	}
 	return nil
+}
+
+// maxOwnSeen bounds the own membership events remembered before the
+// first send reports its ID; one is all a well-behaved homeserver shows.
+const maxOwnSeen = 8
+
+// ownEcho notes when the homeserver stamped the intercom's own first
+// membership of the call in room.
+func (m *Machine) ownEcho(l *leg, mem Member) {
+	switch {
+	case mem.Seen.IsZero() || mem.EventID == "" || !l.firstTS.IsZero():
+	case l.first != "":
+		if mem.EventID == l.first {
+			l.firstTS = mem.Seen
+		}
+	case len(l.ownSeen) < maxOwnSeen:
+		if l.ownSeen == nil {
+			l.ownSeen = map[string]time.Time{}
+		}
+		l.ownSeen[mem.EventID] = mem.Seen
+	}
+}
+
+// refreshed is the membership that keeps the call in room going: the
+// same created_ts as the first, on the homeserver's clock, and an expires
+// that runs lifetime past now (js-sdk copies created_ts and lengthens
+// expires, so receivers see one continuous membership). The time since
+// the first membership is measured on the board's clock, which may be
+// off by hours but ticks at the right rate. If sync never showed the
+// first event, created_ts is left out and expires counts from this
+// event's own origin_server_ts (matrix-voip.md §4.2): still the
+// homeserver's clock, never the board's.
+func (m *Machine) refreshed(now time.Time, l *leg, room callengine.RoomID) Membership {
+	if l.firstTS.IsZero() {
+		return NewMembership(m.cfg.Self, room, m.cfg.ServiceURL, m.cfg.MembershipLifetime, time.Time{})
+	}
+	life := now.Sub(l.created) + m.cfg.MembershipLifetime
+	return NewMembership(m.cfg.Self, room, m.cfg.ServiceURL, life, l.firstTS)
 }
 
 // leave leaves one room's call; when it was the last, the machine is idle.

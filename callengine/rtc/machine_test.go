@@ -267,25 +267,80 @@ func TestMembershipsThatAreNotAnswers(t *testing.T) {
 
 func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
+// ownEcho is the intercom's own membership event id as sync shows it,
+// stamped at (the homeserver's clock).
+func ownEcho(id string, at time.Time) group.MemberEvent {
+	ev := joinEvent(self, at)
+	ev.EventID = id
+	return ev
+}
+
+// The refresh keeps created_ts on the homeserver's clock: the board's is
+// an hour fast here, and the first membership's origin_server_ts is what
+// phones judged its expiry by.
 func TestRefreshKeepsCreatedAndExtendsExpiry(t *testing.T) {
+	const skew = time.Hour // board clock ahead of the homeserver's
+	serverTS := t0.Add(-skew + 25*time.Millisecond)
+	for _, tt := range []struct {
+		name string
+		// echoFirst: sync shows the membership before its send reports.
+		echoFirst bool
+	}{{"echo after the send", false}, {"echo before the send", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMachine()
+			m.Step(t0, RingRequested{Targets: targets()})
+			if tt.echoFirst {
+				m.Step(t0.Add(15*time.Millisecond), MemberChanged{Room: roomA, Event: ownEcho("$member-a", serverTS)})
+			}
+			m.Step(t0.Add(20*time.Millisecond), MembershipSent{Room: roomA, EventID: "$member-a"})
+			if !tt.echoFirst {
+				m.Step(t0.Add(40*time.Millisecond), MemberChanged{Room: roomA, Event: ownEcho("$member-a", serverTS)})
+			}
+			m.Step(t0.Add(time.Second), MemberChanged{Room: roomA, Event: joinEvent(alice, t0.Add(time.Second))})
+			at := t0.Add(4 * time.Minute)
+			effs := m.Step(at, TimerFired{ID: TimerID{Kind: TimerRefresh, Room: roomA}})
+			p := find[PublishMembership](effs)
+			if len(p) != 1 {
+				t.Fatalf("no refresh: %v", effs)
+			}
+			if p[0].Content.CreatedTS != serverTS.UnixMilli() {
+				t.Errorf("created_ts %d, want the first membership's origin_server_ts %d (board clock: %d)",
+					p[0].Content.CreatedTS, serverTS.UnixMilli(), t0.UnixMilli())
+			}
+			// Expiry = created_ts + expires ≈ the homeserver's now + lifetime.
+			if want := (4*time.Minute + DefaultConfig(self, "").MembershipLifetime).Milliseconds(); p[0].Content.Expires != want {
+				t.Errorf("expires %d, want %d", p[0].Content.Expires, want)
+			}
+			m.Step(at.Add(30*time.Millisecond), MembershipSent{Room: roomA, EventID: "$member-a2"})
+			// The refresh's own echo does not move created_ts.
+			m.Step(at.Add(50*time.Millisecond), MemberChanged{Room: roomA, Event: ownEcho("$member-a2", at.Add(-skew))})
+			effs = m.Step(at.Add(4*time.Minute), TimerFired{ID: TimerID{Kind: TimerRefresh, Room: roomA}})
+			if p := find[PublishMembership](effs); len(p) != 1 || p[0].Content.CreatedTS != serverTS.UnixMilli() {
+				t.Errorf("second refresh %+v: want created_ts %d still", p, serverTS.UnixMilli())
+			}
+			// A failed refresh keeps the call: the membership has minutes left.
+			if effs := m.Step(at, MembershipSent{Room: roomA, Err: errors.New("503")}); len(effs) != 0 {
+				t.Errorf("failed refresh ended the call: %v", effs)
+			}
+		})
+	}
+}
+
+// Without the first membership's origin_server_ts (sync never showed it),
+// the refresh leaves created_ts out and lasts one lifetime from its own
+// origin_server_ts: the board's clock is never written.
+func TestRefreshWithoutEchoOmitsCreated(t *testing.T) {
 	m := newMachine()
 	ringAndNotify(t, m)
-	m.Step(t0.Add(time.Second), MemberChanged{Room: roomA, Event: joinEvent(alice, t0.Add(time.Second))})
-	at := t0.Add(4 * time.Minute)
-	effs := m.Step(at, TimerFired{ID: TimerID{Kind: TimerRefresh, Room: roomA}})
+	// Another own membership event (not the first) tells nothing.
+	m.Step(t0.Add(time.Second), MemberChanged{Room: roomA, Event: ownEcho("$other", t0)})
+	effs := m.Step(t0.Add(4*time.Minute), TimerFired{ID: TimerID{Kind: TimerRefresh, Room: roomA}})
 	p := find[PublishMembership](effs)
 	if len(p) != 1 {
 		t.Fatalf("no refresh: %v", effs)
 	}
-	if p[0].Content.CreatedTS != t0.UnixMilli() {
-		t.Errorf("created_ts %d, want the first join's %d", p[0].Content.CreatedTS, t0.UnixMilli())
-	}
-	if want := (4*time.Minute + DefaultConfig(self, "").MembershipLifetime).Milliseconds(); p[0].Content.Expires != want {
-		t.Errorf("expires %d, want %d", p[0].Content.Expires, want)
-	}
-	// A failed refresh keeps the call: the membership has minutes left.
-	if effs := m.Step(at, MembershipSent{Room: roomA, Err: errors.New("503")}); len(effs) != 0 {
-		t.Errorf("failed refresh ended the call: %v", effs)
+	if p[0].Content.CreatedTS != 0 || p[0].Content.Expires != DefaultConfig(self, "").MembershipLifetime.Milliseconds() {
+		t.Errorf("refresh created_ts %d expires %d: want none and one lifetime", p[0].Content.CreatedTS, p[0].Content.Expires)
 	}
 }
 

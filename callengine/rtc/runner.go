@@ -65,9 +65,10 @@ type RunnerConfig struct {
 }
 
 // Runner runs MatrixRTC ringing (matrixrtc.enabled): the pure Machine on
-// one goroutine (Run), its Matrix sends on an ordered sender (a ring must
-// follow its membership, a clear the join), its SFU connections joined
-// off the loop.
+// one goroutine (Run), its Matrix sends on one ordered sender per room (a
+// ring must follow its membership, a clear the join; rooms do not wait
+// for each other), its SFU connections joined off the loop once the
+// room's ring has left.
 //
 // It is the matrixrtc path's ring.Line: the ring coordinator rings it
 // alongside the other paths and withdraws it when another answers. Every
@@ -80,7 +81,6 @@ type Runner struct {
 	log *slog.Logger
 
 	inbox runloop.Queue[item]
-	sends runloop.Sender
 	beat  runloop.Heartbeat // Run went round (the watchdog reads it)
 	// stopped counts the times the ring was told to stop (withdrawn, hung
 	// up, ended). A ring notification queued behind other sends checks it
@@ -91,6 +91,10 @@ type Runner struct {
 
 	mu     sync.Mutex
 	status Status // the machine's last status
+	// out is closed while no ring is on its way (RingsOut); asked
+	// counts rings handed in that the loop has not taken yet.
+	out   chan struct{}
+	asked int
 	// encrypted rooms: their calls' media are end-to-end encrypted, or,
 	// without RunnerConfig.MediaEncryption, they are left to classic
 	// calls (Element Call would refuse plain media there).
@@ -98,11 +102,27 @@ type Runner struct {
 }
 
 // item is one input of the machine; sfu is set with a successful
-// SFUChanged, whose connection the loop takes over.
+// SFUChanged, whose connection the loop takes over. An item with join
+// set is the loop's own: start that room's deferred SFU join.
 type item struct {
-	ev  Event
-	sfu io.Closer
+	ev   Event
+	sfu  io.Closer
+	join callengine.RoomID
 }
+
+// JoinDeferMax is how long a room's SFU join waits for the room's ring to
+// leave. Connecting to LiveKit (a token from the JWT service, a WebSocket,
+// two DTLS handshakes, ICE) costs a burst of CPU on a small board, and the
+// homeserver handling the press's events shares the CPU on a
+// self-hosted one; a resident needs seconds to answer, so the join can
+// wait the tens of milliseconds the ring takes. If the ring never reports
+// (stopped before its turn, a membership that never returns) the join
+// starts after this anyway.
+const JoinDeferMax = time.Second
+
+// timerJoinSFU is the runner's own timer kind (the machine's are
+// TimerRing…TimerPresence): the deadline of a deferred SFU join.
+const timerJoinSFU TimerKind = 100
 
 // NewRunner returns a runner; nothing runs until Run.
 func NewRunner(cfg RunnerConfig, t Transport, sfu SFU) *Runner {
@@ -112,6 +132,8 @@ func NewRunner(cfg RunnerConfig, t Transport, sfu SFU) *Runner {
 	r := &Runner{cfg: cfg, t: t, sfu: sfu, log: cfg.Logger, encrypted: map[callengine.RoomID]bool{},
 		status: Status{Phase: PhaseIdle, Rooms: []RoomStatus{}}}
 	r.ring = runloop.NewLatest(ringStatus(r.status))
+	r.out = make(chan struct{})
+	close(r.out)
 	r.beat.Beat() // alive from the start, so a watchdog probe before Run passes
 	return r
 }
@@ -190,12 +212,32 @@ func (r *Runner) Ring(_ context.Context, residents []callengine.Resident) error 
 			add(Target{Room: room, Residents: all, Group: true})
 		}
 	}
+	if len(targets) > 0 {
+		r.asked++
+		select {
+		case <-r.out:
+			r.out = make(chan struct{})
+		default:
+		}
+	}
 	r.mu.Unlock()
 	if len(targets) == 0 {
 		return ErrNoRooms
 	}
 	r.push(item{ev: RingRequested{Targets: targets}})
 	return nil
+}
+
+// RingsOut is closed once no ring of the press is still on its way to the
+// homeserver: every room's ring has left, failed, or was given up (at
+// most JoinDeferMax after the press). The daemon holds the ring notices
+// until then: the homeserver takes a room's events one after another, so
+// a notice and a snapshot sent at the press into the same room made the
+// ring wait for them.
+func (r *Runner) RingsOut() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.out
 }
 
 // Withdraw: the ring was answered on another path.
@@ -252,8 +294,7 @@ func userOfIdentity(identity string) string {
 func (r *Runner) Run(ctx context.Context) error {
 	l := &loop{r: r, m: New(r.cfg.Machine), ctx: ctx, sfus: map[callengine.RoomID]io.Closer{},
 		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, keys: map[callengine.RoomID]*CallKeys{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
-		bg: runloop.NewGroup(ctx)}
-	l.bg.Go(r.sends.Run)
+		bg: runloop.NewGroup(ctx), sends: map[callengine.RoomID]*runloop.Sender{}, joins: map[callengine.RoomID]func(){}}
 	r.log.Info("MatrixRTC ringing ready", "identity", r.cfg.Machine.Self.Identity(), "service_url", r.cfg.Machine.ServiceURL)
 	defer l.shutdown()
 	tick := time.NewTicker(runloop.HeartbeatEvery)
@@ -286,7 +327,54 @@ type loop struct {
 	sfuCtx map[callengine.RoomID]context.CancelFunc // from JoinSFU to LeaveSFU
 	keys   map[callengine.RoomID]*CallKeys          // encrypted rooms, from the first key to LeaveSFU
 	timers *runloop.Timers[TimerID]
-	bg     *runloop.Group // SFU joins and closes, the sender
+	bg     *runloop.Group // SFU joins and closes, the senders
+	// sends are the rooms' ordered send queues, made at a room's first
+	// send and kept while Run runs (one per room ever rung: the residents'
+	// rooms and the household room). Per room, because the homeserver
+	// takes each room's events in order anyway, and one queue for all
+	// made the second room's ring wait for the first room's requests.
+	sends map[callengine.RoomID]*runloop.Sender
+	// joins are SFU joins waiting for their room's ring (JoinDeferMax).
+	joins map[callengine.RoomID]func()
+}
+
+// sender is room's send queue.
+func (l *loop) sender(room callengine.RoomID) *runloop.Sender {
+	s := l.sends[room]
+	if s == nil {
+		s = &runloop.Sender{}
+		l.sends[room] = s
+		l.bg.Go(s.Run)
+	}
+	return s
+}
+
+// settleOut closes RingsOut once no ring is on its way: none handed in
+// and not taken (took: this step took one), none waiting to leave (a
+// room's deferred SFU join waits exactly as long as its ring).
+func (l *loop) settleOut(took bool) {
+	r := l.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if took {
+		r.asked--
+	}
+	if r.asked == 0 && len(l.joins) == 0 {
+		select {
+		case <-r.out:
+		default:
+			close(r.out)
+		}
+	}
+}
+
+// startJoin starts room's deferred SFU join, if one waits.
+func (l *loop) startJoin(room callengine.RoomID) {
+	if join := l.joins[room]; join != nil {
+		delete(l.joins, room)
+		l.timers.Stop(TimerID{Kind: timerJoinSFU, Room: room})
+		join()
+	}
 }
 
 // shutdown leaves every call, then stops everything the loop started.
@@ -294,9 +382,17 @@ func (l *loop) shutdown() {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(l.ctx), 5*time.Second)
 	defer cancel()
 	l.step(item{ev: HangupRequested{}})
-	if err := l.r.sends.Flush(ctx); err != nil {
-		l.r.log.Warn("leave MatrixRTC calls", "err", err)
+	// The rooms' leaves go out in parallel, each after what its room
+	// still had queued.
+	var wg sync.WaitGroup
+	for room, s := range l.sends {
+		wg.Go(func() {
+			if err := s.Flush(ctx); err != nil {
+				l.r.log.Warn("leave MatrixRTC call", "room_id", room, "err", err)
+			}
+		})
 	}
+	wg.Wait()
 	l.timers.StopAll()
 	for room, cancel := range l.sfuCtx {
 		delete(l.sfuCtx, room)
@@ -319,6 +415,11 @@ func (l *loop) shutdown() {
 // publishes the status.
 func (l *loop) step(it item) {
 	r := l.r
+	if it.join != "" {
+		l.startJoin(it.join)
+		l.settleOut(false)
+		return
+	}
 	if e, ok := it.ev.(SFUChanged); ok && it.sfu != nil {
 		if _, wanted := l.sfuCtx[e.Room]; !wanted {
 			c := it.sfu // left before the connection was up
@@ -330,10 +431,15 @@ func (l *loop) step(it item) {
 	for _, eff := range l.m.Step(time.Now(), it.ev) {
 		l.execute(eff)
 	}
+	if e, ok := it.ev.(NotificationSent); ok {
+		l.startJoin(e.Room) // the ring is out (or failed): the SFU's turn
+	}
 	st := l.m.Status()
 	r.mu.Lock()
 	r.status = st
 	r.mu.Unlock()
+	_, took := it.ev.(RingRequested)
+	l.settleOut(took)
 	r.ring.Publish(ringStatus(st))
 }
 
@@ -341,7 +447,7 @@ func (l *loop) execute(eff Effect) {
 	r := l.r
 	switch e := eff.(type) {
 	case PublishMembership:
-		r.sends.Add(func(ctx context.Context) {
+		l.sender(e.Room).Add(func(ctx context.Context) {
 			id, err := r.t.PutState(ctx, e.Room, TypeMember, e.StateKey, e.Content)
 			if err != nil {
 				r.log.Error("publish call membership", "room_id", e.Room, "err", err)
@@ -349,14 +455,14 @@ func (l *loop) execute(eff Effect) {
 			r.push(item{ev: MembershipSent{Room: e.Room, EventID: id, Err: err}})
 		})
 	case ClearMembership:
-		r.sends.Add(func(ctx context.Context) {
+		l.sender(e.Room).Add(func(ctx context.Context) {
 			if _, err := r.t.PutState(ctx, e.Room, TypeMember, e.StateKey, struct{}{}); err != nil {
 				r.log.Error("clear call membership", "room_id", e.Room, "err", err)
 			}
 		})
 	case SendNotification:
 		ring := r.stopped.Load()
-		r.sends.Add(func(ctx context.Context) {
+		l.sender(e.Room).Add(func(ctx context.Context) {
 			if r.stopped.Load() != ring {
 				r.log.Debug("MatrixRTC ring not sent: stopped before its turn", "room_id", e.Room)
 				return
@@ -368,13 +474,18 @@ func (l *loop) execute(eff Effect) {
 			r.push(item{ev: NotificationSent{Room: e.Room, EventID: id, Err: err}})
 		})
 	case JoinSFU:
-		// The connection lives until LeaveSFU cancels this context.
+		// The connection lives until LeaveSFU cancels this context. It
+		// starts once the room's ring has left (JoinDeferMax).
 		jctx, cancel := context.WithCancel(l.ctx)
 		l.sfuCtx[e.Room] = cancel
-		keys := l.keys[e.Room]
-		l.bg.Go(func(context.Context) { l.joinSFU(jctx, e.Room, keys) })
+		room := e.Room
+		keys := l.keys[room]
+		l.joins[room] = func() { l.bg.Go(func(context.Context) { l.joinSFU(jctx, room, keys) }) }
+		l.timers.Start(TimerID{Kind: timerJoinSFU, Room: room}, JoinDeferMax, func() { r.push(item{join: room}) })
 	case LeaveSFU:
 		delete(l.keys, e.Room)
+		delete(l.joins, e.Room)
+		l.timers.Stop(TimerID{Kind: timerJoinSFU, Room: e.Room})
 		if cancel := l.sfuCtx[e.Room]; cancel != nil {
 			cancel()
 			delete(l.sfuCtx, e.Room)
@@ -391,7 +502,7 @@ func (l *loop) execute(eff Effect) {
 		r.log.Debug("media key received", "room_id", e.Room, "identity", e.Identity, "index", e.Index)
 	case ShareMediaKey:
 		content := NewEncryptionKeys(r.cfg.Machine.Self, e.Room, e.Index, e.Key, time.Now())
-		r.sends.Add(func(ctx context.Context) {
+		l.sender(e.Room).Add(func(ctx context.Context) {
 			for _, d := range e.To {
 				if err := r.t.SendEncryptedToDevice(ctx, TypeEncryptionKeys, d.User, d.DeviceID, content); err != nil {
 					r.log.Error("share media key", "room_id", e.Room, "to", d.Identity(), "err", err)

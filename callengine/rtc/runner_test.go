@@ -24,10 +24,12 @@ type fakeTransport struct {
 	puts   []sentState
 	events []sentEvent
 	n      int
-	// hold, if set, keeps every put from the holdFrom-th on waiting
-	// until it is closed (a slow homeserver).
+	// hold, if set, keeps every put from the holdFrom-th on (only those
+	// in holdRoom, if set) waiting until it is closed (a slow
+	// homeserver).
 	hold     chan struct{}
 	holdFrom int
+	holdRoom callengine.RoomID
 	toDevice []sentToDevice
 }
 
@@ -52,6 +54,7 @@ func (f *fakeTransport) sentToDevice() []sentToDevice {
 }
 
 type sentState struct {
+	ID       string
 	Room     callengine.RoomID
 	StateKey string
 	Content  json.RawMessage
@@ -71,7 +74,7 @@ type sentEvent struct {
 func (f *fakeTransport) PutState(_ context.Context, room callengine.RoomID, typ, key string, content any) (string, error) {
 	b, _ := json.Marshal(content)
 	f.mu.Lock()
-	hold := f.hold != nil && f.n+1 >= f.holdFrom
+	hold := f.hold != nil && f.n+1 >= f.holdFrom && (f.holdRoom == "" || f.holdRoom == room)
 	f.mu.Unlock()
 	if hold {
 		<-f.hold
@@ -82,8 +85,9 @@ func (f *fakeTransport) PutState(_ context.Context, room callengine.RoomID, typ,
 		return "", errors.New("unexpected state type " + typ)
 	}
 	f.n++
-	f.puts = append(f.puts, sentState{Room: room, StateKey: key, Content: b})
-	return "$member-" + string(room) + "-" + string(rune('0'+f.n)), nil
+	id := "$member-" + string(room) + "-" + string(rune('0'+f.n))
+	f.puts = append(f.puts, sentState{ID: id, Room: room, StateKey: key, Content: b})
+	return id, nil
 }
 
 func (f *fakeTransport) SendEvent(_ context.Context, room callengine.RoomID, typ string, content any) (string, error) {
@@ -127,6 +131,8 @@ type fakeSFU struct {
 	fail  map[callengine.RoomID]bool
 	gate  chan struct{} // when set, Join waits for it, ignoring ctx
 	conns map[callengine.RoomID][]*fakeConn
+	// onJoin, if set, is called at the start of every Join.
+	onJoin func(room callengine.RoomID)
 }
 
 type fakeConn struct {
@@ -152,8 +158,11 @@ func (c *fakeConn) isClosed() bool {
 
 func (s *fakeSFU) Join(_ context.Context, room callengine.RoomID, keys *CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
 	s.mu.Lock()
-	gate := s.gate
+	gate, onJoin := s.gate, s.onJoin
 	s.mu.Unlock()
+	if onJoin != nil {
+		onJoin(room)
+	}
 	if gate != nil {
 		<-gate
 	}
@@ -315,8 +324,12 @@ func TestRunnerAnswer(t *testing.T) {
 		if c := h.sfu.conn(roomA); c.isClosed() {
 			t.Fatal("the answered room's SFU connection was closed")
 		}
-		// The intercom's own membership echoed by sync changes nothing.
-		h.r.HandleState(stateOf(roomA, joinEvent(self, time.Now())))
+		// The intercom's own membership echoed by sync changes nothing
+		// but the created_ts of the refresh, which follows the
+		// homeserver's clock (10 minutes behind the board's here).
+		echo := joinEvent(self, time.Now().Add(-10*time.Minute))
+		echo.EventID = h.tr.putsIn(roomA)[0].ID
+		h.r.HandleState(stateOf(roomA, echo))
 		// Past the ring timeout and the first refresh: still in the call,
 		// with a second membership carrying the first one's created_ts.
 		time.Sleep(4*time.Minute + time.Second)
@@ -327,8 +340,8 @@ func TestRunnerAnswer(t *testing.T) {
 		}
 		var m Membership
 		_ = json.Unmarshal(puts[1].Content, &m)
-		if m.CreatedTS == 0 {
-			t.Errorf("refresh without created_ts: %s", puts[1].Content)
+		if m.CreatedTS != echo.Timestamp.UnixMilli() {
+			t.Errorf("refresh's created_ts is not the first membership's origin_server_ts %d: %s", echo.Timestamp.UnixMilli(), puts[1].Content)
 		}
 		if st := h.r.Status(); st.Phase != callengine.PhaseInCall {
 			t.Fatalf("call ended by itself: %+v", st)
@@ -389,18 +402,16 @@ func TestRunnerAnsweredElsewhere(t *testing.T) {
 	})
 }
 
-// TestRunnerNoRingAfterWithdraw: a ring notification still queued behind
-// other rooms' memberships when another path takes the ring never leaves:
-// it would reach the resident after the answer.
+// TestRunnerNoRingAfterWithdraw: a ring whose membership the homeserver
+// still holds when another path takes the ring never leaves: it would
+// reach the resident after the answer.
 func TestRunnerNoRingAfterWithdraw(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := startRTC(t, &fakeSFU{})
-		h.tr.hold, h.tr.holdFrom = make(chan struct{}), 2
+		h.tr.hold, h.tr.holdFrom = make(chan struct{}), 1
 		if err := h.r.Ring(t.Context(), residents); err != nil {
 			t.Fatal(err)
 		}
-		// The first room's membership is in; its ring waits behind the
-		// second room's membership, which the homeserver holds.
 		synctest.Wait()
 		h.r.Withdraw()
 		synctest.Wait()
@@ -410,6 +421,79 @@ func TestRunnerNoRingAfterWithdraw(t *testing.T) {
 			t.Fatalf("rings sent after the withdraw: %+v", ev)
 		}
 		h.wantIdle(t, ReasonAnsweredElsewhere)
+		h.wantLeft(t, roomA, roomB, roomH)
+	})
+}
+
+// TestRunnerRoomsInParallel: one room's slow membership delays neither
+// another room's membership nor its ring (issue 18: one queue for all
+// rooms put the second room's ring 250–380 ms after the press); within a
+// room the ring still follows its membership, and the room's SFU join
+// waits for its ring, or JoinDeferMax when the ring is held up.
+func TestRunnerRoomsInParallel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sfu := &fakeSFU{}
+		h := startRTC(t, sfu)
+		var early []callengine.RoomID // SFU joins before their room's ring
+		sfu.onJoin = func(room callengine.RoomID) {
+			if !slices.ContainsFunc(h.tr.sentEvents(), func(e sentEvent) bool { return e.Room == room }) {
+				early = append(early, room)
+			}
+		}
+		h.tr.hold, h.tr.holdFrom, h.tr.holdRoom = make(chan struct{}), 1, roomA
+		closed := func() bool {
+			select {
+			case <-h.r.RingsOut():
+				return true
+			default:
+				return false
+			}
+		}
+		if !closed() {
+			t.Fatal("RingsOut open before any ring")
+		}
+		if err := h.r.Ring(t.Context(), residents); err != nil {
+			t.Fatal(err)
+		}
+		if closed() {
+			t.Fatal("RingsOut closed as the ring was handed in")
+		}
+		synctest.Wait()
+		if closed() {
+			t.Fatal("RingsOut closed while room A's ring is held up")
+		}
+		events := h.tr.sentEvents()
+		for _, room := range []callengine.RoomID{roomB, roomH} {
+			puts := h.tr.putsIn(room)
+			i := slices.IndexFunc(events, func(e sentEvent) bool { return e.Room == room })
+			if len(puts) != 1 || i < 0 || events[i].RelatesTo != puts[0].ID {
+				t.Fatalf("room %s waits for room A: memberships %+v, rings %+v", room, puts, events)
+			}
+			if sfu.conn(room) == nil {
+				t.Errorf("room %s: SFU not joined after its ring", room)
+			}
+		}
+		if sfu.conn(roomA) != nil || len(h.tr.putsIn(roomA)) != 0 {
+			t.Fatalf("room A: joined the SFU or put its membership while the homeserver holds it")
+		}
+		time.Sleep(JoinDeferMax)
+		synctest.Wait()
+		if sfu.conn(roomA) == nil {
+			t.Fatalf("room A: SFU not joined %v after the ring started", JoinDeferMax)
+		}
+		if !closed() {
+			t.Fatalf("RingsOut still open %v after the press", JoinDeferMax)
+		}
+		close(h.tr.hold)
+		synctest.Wait()
+		if i := slices.IndexFunc(h.tr.sentEvents(), func(e sentEvent) bool { return e.Room == roomA }); i < 0 {
+			t.Fatal("room A: no ring once its membership went through")
+		}
+		if !slices.Equal(early, []callengine.RoomID{roomA}) {
+			t.Errorf("SFU joined before the ring in %v, want only room A (held up)", early)
+		}
+		h.r.Hangup()
+		synctest.Wait()
 		h.wantLeft(t, roomA, roomB, roomH)
 	})
 }

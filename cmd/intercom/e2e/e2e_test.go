@@ -43,6 +43,9 @@ type e2e struct {
 	// tests of the unencrypted paths keep them (residents without crypto
 	// cannot read an encrypted DM). The encryption tests turn it on.
 	encrypted bool
+	// paths are residents' entries in the mapping form (user ID →
+	// their paths as a YAML list); the others are plain user IDs.
+	paths map[string]string
 }
 
 type lockedBuffer struct {

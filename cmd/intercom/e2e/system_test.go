@@ -34,6 +34,9 @@ type systemOptions struct {
 	ConfigFor func(hs *dendrite.Server, dir string) string
 	// Encrypted turns on matrix.encryption, and the residents' crypto.
 	Encrypted bool
+	// ResidentPaths writes these residents (by name) with their paths,
+	// a YAML list such as "[matrixrtc]"; the others are plain user IDs.
+	ResidentPaths map[string]string
 }
 
 // startSystemWith is startSystem with options: Dendrite, the residents
@@ -56,6 +59,12 @@ func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e
 			t.Fatal(err)
 		}
 		ids = append(ids, u.UserID)
+		if p, ok := opts.ResidentPaths[name]; ok {
+			if e.paths == nil {
+				e.paths = map[string]string{}
+			}
+			e.paths[u.UserID] = p
+		}
 		ro := opts.Resident
 		ro.Homeserver, ro.UserID, ro.Password, ro.AutoJoin = e.hs.BaseURL, u.UserID, pw, true
 		ro.Encryption = ro.Encryption || opts.Encrypted
@@ -101,6 +110,11 @@ func newE2E(ctx context.Context, t testing.TB, hs *dendrite.Server) *e2e {
 		if t.Failed() || os.Getenv("INTERCOM_E2E_LOG") != "" {
 			t.Logf("intercom log:\n%s", e.log.String())
 		}
+		// A benchmark's log is truncated by the testing package: keep
+		// the whole intercom log in a file when asked.
+		if f := os.Getenv("INTERCOM_E2E_LOG_FILE"); f != "" {
+			_ = os.WriteFile(f, []byte(e.log.String()), 0o600)
+		}
 	})
 	return e
 }
@@ -115,6 +129,9 @@ func (e *e2e) writeConfig(residents []string, ring time.Duration, extra string) 
 	ids := make([]string, len(residents))
 	for i, r := range residents {
 		ids[i] = strconv.Quote(r)
+		if p, ok := e.paths[r]; ok {
+			ids[i] = fmt.Sprintf("{user_id: %q, paths: %s}", r, p)
+		}
 	}
 	cfg := fmt.Sprintf(`matrix:
   homeserver: %s

@@ -60,7 +60,8 @@ const (
 
 	// An org.matrix.msc4075.rtc.notification from someone else: roomId,
 	// eventId, sender, notificationType ("ring"/"notification"), lifetime,
-	// senderTs, serverTs, mentionsMe, relatesTo ({rel_type, event_id}),
+	// senderTs, serverTs, mentionsMe, mentions ({room, userIds}: its
+	// m.mentions), relatesTo ({rel_type, event_id}),
 	// callIntent, slotId, and sdkValid/sdkReason: whether matrix-js-sdk's own
 	// parseCallNotificationContent accepts it (it wants an open
 	// org.matrix.msc4143.rtc.slot state event since 43.x).

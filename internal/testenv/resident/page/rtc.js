@@ -139,6 +139,7 @@ export function installRTC({ client, emit, joined }) {
       senderTs: typeof c.sender_ts === "number" ? c.sender_ts : 0,
       serverTs: ev.getTs(),
       mentionsMe: m.room === true || (Array.isArray(m.user_ids) && m.user_ids.includes(me())),
+      mentions: { room: m.room === true, userIds: Array.isArray(m.user_ids) ? m.user_ids : [] },
       relatesTo: c["m.relates_to"] || null,
       callIntent: c["m.call.intent"] || "",
       slotId: c.slot_id || "",

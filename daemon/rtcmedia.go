@@ -31,6 +31,11 @@ type tokenSource interface {
 type livekitSFU struct {
 	tokens tokenSource
 	join   sfuJoin
+	// remote gets tokens from other members' JWT services (multi-SFU:
+	// /get_token first, as Element Call does for SFUs it only subscribes
+	// on); listen joins those SFUs without publishing.
+	remote *mlivekit.ServiceTokens
+	listen sfuJoin
 	log    *slog.Logger
 }
 
@@ -47,13 +52,31 @@ func (s livekitSFU) Join(ctx context.Context, room callengine.RoomID, keys *rtc.
 	return c, nil
 }
 
+// Subscribe joins the SFU behind another member's transport, to listen.
+func (s livekitSFU) Subscribe(ctx context.Context, room callengine.RoomID, serviceURL string, keys *rtc.CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
+	if s.remote == nil || s.listen == nil {
+		return nil, fmt.Errorf("join the SFU of %s: no way to get tokens there", serviceURL)
+	}
+	tok, err := s.remote.TokenFrom(ctx, serviceURL, room, mlivekit.EndpointAuto)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.listen(ctx, tok, keys, presence, lost)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("joined a resident's SFU to listen", "room_id", room, "service_url", serviceURL, "url", tok.URL, "encrypted", keys != nil)
+	return c, nil
+}
+
 // livekitJoin joins SFUs as a media/livekit Publisher: the stream's own
 // encoders (no second encode), residents' audio to the speaker and the
 // shared meter. The Publisher's events become presence and loss reports;
 // the forwarding goroutine ends when the Publisher closes its events.
-func livekitJoin(stream *media.Stream, speaker media.Speaker, meter *media.AudioMeter, log *slog.Logger) sfuJoin {
+// With subscribeOnly it publishes nothing (another member's SFU).
+func livekitJoin(stream *media.Stream, speaker media.Speaker, meter *media.AudioMeter, log *slog.Logger, subscribeOnly bool) sfuJoin {
 	return func(ctx context.Context, tok mlivekit.Token, keys *rtc.CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
-		cfg := mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log}
+		cfg := mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log, SubscribeOnly: subscribeOnly}
 		if keys != nil {
 			cfg.Crypto = mlivekit.NewCallCrypto(keys)
 		}

@@ -70,8 +70,9 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	// The SFU the intercom publishes on must give it the identity
 	// "<user>:<device>" that clients pair with its membership: /sfu/get
 	// (mlivekit.EndpointLegacy says why).
+	openID := func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }
 	var tokens tokenSource = transportTokens{transport: transport, tokens: &mlivekit.ServiceTokens{Endpoint: mlivekit.EndpointLegacy,
-		HTTP: &http.Client{}, Self: self, OpenID: func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }}}
+		HTTP: &http.Client{}, Self: self, OpenID: openID}}
 	if mc.SelfMinted() {
 		tokens = mlivekit.MintedTokens{URL: mc.LiveKit.URL, Key: mc.LiveKit.APIKey, Secret: mc.LiveKit.Secret, Self: self}
 	}
@@ -88,7 +89,9 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	}
 	lklog := log.With("component", "livekit")
 	mlivekit.SetProcessLogger(lklog)
-	sfu := livekitSFU{tokens: tokens, join: livekitJoin(stream, hw.sink(), meter, lklog), log: m.log}
+	sfu := livekitSFU{tokens: tokens, join: livekitJoin(stream, hw.sink(), meter, lklog, false),
+		remote: &mlivekit.ServiceTokens{Endpoint: mlivekit.EndpointAuto, HTTP: &http.Client{}, Self: self, OpenID: openID},
+		listen: livekitJoin(stream, hw.sink(), meter, lklog, true), log: m.log}
 	mcfg := rtc.DefaultConfig(self, mc.ServiceURL)
 	mcfg.RingTimeout = cfg.Ring.Timeout
 	m.householdRooms = householdRooms

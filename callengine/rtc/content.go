@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -135,6 +136,11 @@ type Member struct {
 	// when the membership lapses (zero: never said).
 	Seen    time.Time
 	Expires time.Time
+	// ServiceURL is the LiveKit JWT service of the SFU the member
+	// publishes on in a multi-SFU call (focus_active.focus_selection
+	// "multi_sfu": its foci_preferred[0]); "" when it follows the oldest
+	// membership's SFU or names none.
+	ServiceURL string
 }
 
 // DecodeMember reads one call.member state event. left is true for a
@@ -162,7 +168,32 @@ func DecodeMember(ev group.MemberEvent) (m Member, left bool, err error) {
 		return m, false, fmt.Errorf("%w: state key %q is not the sender's device %q", ErrMalformed, ev.StateKey, ec.DeviceID)
 	}
 	m.DeviceID, m.Expires = ec.DeviceID, ec.Expires
+	m.ServiceURL = publishedOn(ev.Content)
 	return m, false, nil
+}
+
+// publishedOn is the service URL of the transport a multi-SFU member
+// publishes on (js-sdk CallMembership.getTransport: with focus_selection
+// "multi_sfu" the member's own foci_preferred[0]); "" otherwise. Only an
+// http(s) URL is taken: it is where the intercom will ask for a token.
+func publishedOn(content []byte) string {
+	var c struct {
+		FocusActive struct {
+			FocusSelection string `json:"focus_selection"`
+		} `json:"focus_active"`
+		FociPreferred []Focus `json:"foci_preferred"`
+	}
+	if json.Unmarshal(content, &c) != nil || c.FocusActive.FocusSelection != "multi_sfu" || len(c.FociPreferred) == 0 {
+		return ""
+	}
+	f := c.FociPreferred[0]
+	if f.Type != group.FocusLiveKit || len(f.ServiceURL) > 2048 {
+		return ""
+	}
+	if u, err := url.Parse(f.ServiceURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return ""
+	}
+	return strings.TrimRight(f.ServiceURL, "/")
 }
 
 // deviceOfKey extracts the device from "_<user>_<device>_m.call" (or the

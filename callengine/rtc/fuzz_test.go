@@ -34,7 +34,7 @@ func FuzzMachine(f *testing.F) {
 			room := rooms[i%2]
 			now = now.Add(time.Duration(op%7) * time.Second)
 			var ev Event
-			switch op % 18 {
+			switch op % 19 {
 			case 0:
 				ts := targets()
 				if op&0x20 != 0 { // encrypted rooms: media keys
@@ -52,7 +52,11 @@ func FuzzMachine(f *testing.F) {
 			case 4:
 				ev = NotificationSent{Room: room, EventID: "$ring-" + string(room)}
 			case 5:
-				ev = MemberChanged{Room: roomA, Event: joinEvent(alice, now)}
+				if op&0x20 != 0 { // publishing on another SFU (multi-SFU)
+					ev = MemberChanged{Room: roomA, Event: joinEventOn(alice, now, otherSFU)}
+				} else {
+					ev = MemberChanged{Room: roomA, Event: joinEvent(alice, now)}
+				}
 			case 6:
 				ev = ParticipantChanged{Room: room, Identity: alice.Identity(), Present: op&0x20 != 0}
 			case 7:
@@ -75,6 +79,8 @@ func FuzzMachine(f *testing.F) {
 				ev = SFUChanged{Room: room, Err: errors.New("gone")}
 			case 16:
 				ev = MemberChanged{Room: room, Event: joinEvent(self, now)}
+			case 18:
+				ev = RemoteSFUChanged{Room: room, ServiceURL: otherSFU, Connected: op&0x20 != 0}
 			case 17:
 				from := []Device{alice, bob, self}[int(op>>5)%3]
 				ev = MediaKeyReceived{Key: MediaKey{Room: room, From: from, Index: op, Key: []byte("0123456789abcdef")}}
@@ -109,6 +115,10 @@ func FuzzMachine(f *testing.F) {
 					atSFU[e.Room] = true
 				case LeaveSFU:
 					delete(atSFU, e.Room)
+				case JoinRemoteSFU:
+					atSFU[e.Room+"|"+callengine.RoomID(e.ServiceURL)] = true
+				case LeaveRemoteSFU:
+					delete(atSFU, e.Room+"|"+callengine.RoomID(e.ServiceURL))
 				case Answered:
 					answers++
 				case Ended:

@@ -287,6 +287,9 @@ type leg struct {
 	answered bool
 	sfuUp    bool
 	keys     *legKeys // encrypted rooms only
+	// remote are the other members' SFUs joined to listen (multisfu.go),
+	// by service URL.
+	remote map[string]bool
 
 	// identities are each member's possible LiveKit identities
 	// (identity.go: "<user>:<device>" or the /get_token hash).
@@ -355,6 +358,8 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		out = m.timer(now, e.ID)
 	case MediaKeyReceived:
 		out = m.mediaKey(e.Key)
+	case RemoteSFUChanged:
+		out = m.remoteSFU(e)
 	case TransportChanged: // transport.go
 		m.cfg.ServiceURL = e.ServiceURL
 	}
@@ -472,11 +477,11 @@ func (m *Machine) member(now time.Time, e MemberChanged) []Effect {
 		if was && l.answered && len(l.members) == 0 {
 			return m.leave(now, e.Room, ReasonResidentLeft)
 		}
-		return m.distributeKeys(now, e.Room, l)
+		return append(m.distributeKeys(now, e.Room, l), m.followTransports(e.Room, l)...)
 	}
 	l.members[id] = mem
 	l.setIdentities(id, Identities(mem.Device, MemberID(e.Event)))
-	keys := m.distributeKeys(now, e.Room, l)
+	keys := append(m.distributeKeys(now, e.Room, l), m.followTransports(e.Room, l)...)
 	if m.phase != PhaseRinging {
 		return keys
 	}
@@ -616,14 +621,15 @@ func (m *Machine) leave(now time.Time, room callengine.RoomID, reason string) []
 	if m.legs[room] == nil {
 		return nil
 	}
+	l := m.legs[room]
 	delete(m.legs, room)
-	out := []Effect{
+	out := append(leaveRemotes(room, l),
 		ClearMembership{Room: room, StateKey: StateKey(m.cfg.Self)},
 		LeaveSFU{Room: room},
 		StopTimer{ID: TimerID{Kind: TimerRefresh, Room: room}},
 		StopTimer{ID: TimerID{Kind: TimerPresence, Room: room}},
 		StopTimer{ID: TimerID{Kind: TimerKeyUse, Room: room}},
-	}
+	)
 	if len(m.legs) == 0 {
 		out = append(out, m.idle(reason)...)
 	}

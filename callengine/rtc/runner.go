@@ -46,6 +46,11 @@ type SFU interface {
 	// ctx ends when the runner no longer wants the connection; Join may
 	// still return one, which the runner then closes.
 	Join(ctx context.Context, room callengine.RoomID, keys *CallKeys, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
+	// Subscribe connects to the SFU behind another member's transport
+	// (serviceURL) for room's call without publishing (multisfu.go): it
+	// reports presence and plays their audio, decrypted with keys when
+	// set, and is otherwise as Join.
+	Subscribe(ctx context.Context, room callengine.RoomID, serviceURL string, keys *CallKeys, presence func(identity string, present bool), lost func(error)) (io.Closer, error)
 }
 
 // RunnerConfig configures a Runner.
@@ -293,7 +298,8 @@ func userOfIdentity(identity string) string {
 // has ended.
 func (r *Runner) Run(ctx context.Context) error {
 	l := &loop{r: r, m: New(r.cfg.Machine), ctx: ctx, sfus: map[callengine.RoomID]io.Closer{},
-		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, keys: map[callengine.RoomID]*CallKeys{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
+		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, keys: map[callengine.RoomID]*CallKeys{},
+		remote: map[remoteKey]io.Closer{}, remoteCtx: map[remoteKey]context.CancelFunc{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
 		bg: runloop.NewGroup(ctx), sends: map[callengine.RoomID]*runloop.Sender{}, joins: map[callengine.RoomID]func(){}}
 	r.log.Info("MatrixRTC ringing ready", "identity", r.cfg.Machine.Self.Identity(), "service_url", r.cfg.Machine.ServiceURL)
 	defer l.shutdown()
@@ -326,6 +332,10 @@ type loop struct {
 	sfus   map[callengine.RoomID]io.Closer
 	sfuCtx map[callengine.RoomID]context.CancelFunc // from JoinSFU to LeaveSFU
 	keys   map[callengine.RoomID]*CallKeys          // encrypted rooms, from the first key to LeaveSFU
+	// remote and remoteCtx are the subscribe-only connections to other
+	// members' SFUs (multisfu.go), from JoinRemoteSFU to LeaveRemoteSFU.
+	remote    map[remoteKey]io.Closer
+	remoteCtx map[remoteKey]context.CancelFunc
 	timers *runloop.Timers[TimerID]
 	bg     *runloop.Group // SFU joins and closes, the senders
 	// sends are the rooms' ordered send queues, made at a room's first
@@ -402,6 +412,14 @@ func (l *loop) shutdown() {
 		delete(l.sfus, room)
 		_ = c.Close()
 	}
+	for k, cancel := range l.remoteCtx {
+		delete(l.remoteCtx, k)
+		cancel()
+	}
+	for k, c := range l.remote {
+		delete(l.remote, k)
+		_ = c.Close()
+	}
 	l.bg.Stop()
 	// Connections that came up while shutting down arrived in the inbox.
 	for _, it := range l.r.inbox.Take() {
@@ -427,6 +445,15 @@ func (l *loop) step(it item) {
 			return
 		}
 		l.sfus[e.Room] = it.sfu
+	}
+	if e, ok := it.ev.(RemoteSFUChanged); ok && it.sfu != nil {
+		k := remoteKey{e.Room, e.ServiceURL}
+		if _, wanted := l.remoteCtx[k]; !wanted {
+			c := it.sfu // left before the connection was up
+			l.bg.Go(func(context.Context) { _ = c.Close() })
+			return
+		}
+		l.remote[k] = it.sfu
 	}
 	for _, eff := range l.m.Step(time.Now(), it.ev) {
 		l.execute(eff)
@@ -492,6 +519,22 @@ func (l *loop) execute(eff Effect) {
 		}
 		if c := l.sfus[e.Room]; c != nil {
 			delete(l.sfus, e.Room)
+			l.bg.Go(func(context.Context) { _ = c.Close() })
+		}
+	case JoinRemoteSFU:
+		k := remoteKey{e.Room, e.ServiceURL}
+		ctx, cancel := context.WithCancel(l.ctx)
+		l.remoteCtx[k] = cancel
+		keys := l.keys[e.Room]
+		l.bg.Go(func(context.Context) { l.joinRemote(ctx, e.Room, e.ServiceURL, keys) })
+	case LeaveRemoteSFU:
+		k := remoteKey{e.Room, e.ServiceURL}
+		if cancel := l.remoteCtx[k]; cancel != nil {
+			cancel()
+			delete(l.remoteCtx, k)
+		}
+		if c := l.remote[k]; c != nil {
+			delete(l.remote, k)
 			l.bg.Go(func(context.Context) { _ = c.Close() })
 		}
 	case UseMediaKey:

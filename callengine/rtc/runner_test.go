@@ -179,6 +179,11 @@ func (s *fakeSFU) Join(_ context.Context, room callengine.RoomID, keys *CallKeys
 	return c, nil
 }
 
+// Subscribe is Join for another member's SFU, kept under "room|url".
+func (s *fakeSFU) Subscribe(ctx context.Context, room callengine.RoomID, serviceURL string, keys *CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
+	return s.Join(ctx, callengine.RoomID(string(room)+"|"+serviceURL), keys, presence, lost)
+}
+
 // conn is room's latest connection; nil if none.
 func (s *fakeSFU) conn(room callengine.RoomID) *fakeConn {
 	s.mu.Lock()

@@ -72,6 +72,11 @@ type Config struct {
 	// (ten attempts, quadratic back-off), which for a door means a minute
 	// of a call nobody sees. Default 15 s.
 	ReconnectTimeout time.Duration
+	// SubscribeOnly joins without publishing: the connection to another
+	// member's SFU in a multi-SFU call (Element Call's default), where
+	// the door only listens to the participants who publish there; its
+	// own media stay on its own SFU, encoded and encrypted once.
+	SubscribeOnly bool
 	// Crypto, when set, encrypts every frame published and decrypts every
 	// frame received (an encrypted room's call); nil publishes the shared
 	// tracks as they are.
@@ -216,9 +221,11 @@ func Join(ctx context.Context, url, token string, cfg Config) (*Publisher, error
 	p.mu.Lock()
 	p.connected = true
 	p.mu.Unlock()
-	if err := p.publish(room); err != nil {
-		p.Close()
-		return nil, err
+	if !cfg.SubscribeOnly {
+		if err := p.publish(room); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
 	// Participants already in the room: the SDK reports them as part of
 	// the join, not as arrivals.

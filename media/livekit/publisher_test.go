@@ -470,3 +470,52 @@ func TestJoinNeedsStream(t *testing.T) {
 		t.Errorf("err %v, want ErrNoStream", err)
 	}
 }
+
+// TestSubscribeOnly: a subscribe-only connection (another member's SFU in
+// a multi-SFU call) publishes nothing and starts no encoder, yet reports
+// who is there and plays their voice.
+func TestSubscribeOnly(t *testing.T) {
+	lkserver.SkipWithoutClientAddress(t)
+	srv := lkserver.StartT(t, lkserver.Options{})
+	stream := newStream(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	spk := &pcmCapture{}
+	meter := media.NewAudioMeter()
+	tok, err := srv.Token("door-listener", "call", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Join(ctx, srv.URL, tok, Config{Stream: stream, Speaker: spk, Meter: meter, SubscribeOnly: true, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	talk, err := media.NewStream(media.StreamConfig{ID: "resident", Encoders: media.Encoders{Opus: codec.NewOpus}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer talk.Close()
+	release, err := talk.Acquire(media.Opus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	v := joinViewer(t, srv, "@alice:remote:PHONE", "call", talk)
+	if ev := nextEvent(t, p, 10*time.Second); ev.Kind != ParticipantJoined || ev.Identity != "@alice:remote:PHONE" {
+		t.Fatalf("event %+v, want alice joined", ev)
+	}
+	waitFor(t, "the resident's voice at the door", 10*time.Second, func() bool {
+		n, _ := spk.get()
+		return n >= media.SampleRate/2 && meter.Snapshot().Level > -40
+	})
+	time.Sleep(500 * time.Millisecond)
+	if n := v.videoPkts.Load() + v.audioPkts.Load(); n != 0 {
+		t.Errorf("the viewer got %d packets from a subscribe-only door", n)
+	}
+	for _, c := range []media.Codec{media.H264, media.Opus} {
+		if st := encStats(stream, c); st.Users != 0 || st.Starts != 0 {
+			t.Errorf("%s encoder used by a subscribe-only connection: %+v", c, st)
+		}
+	}
+}

@@ -38,6 +38,22 @@ func startElementCallSystem(t testing.TB) *ecSystem {
 // frame encryption, as it does in every encrypted room).
 func startElementCallSystemWith(t testing.TB, encrypted bool) *ecSystem {
 	t.Helper()
+	return startElementCallSystemOpts(t, ecOptions{Encrypted: encrypted})
+}
+
+// ecOptions are startElementCallSystemOpts's.
+type ecOptions struct {
+	Encrypted bool
+	// SecondSFU gives carol's homeserver a transport of its own: a second
+	// livekit-server with its own JWT service, which her Element Call
+	// publishes on (multi-SFU, Element Call's default). The intercom keeps
+	// publishing on the first.
+	SecondSFU bool
+}
+
+func startElementCallSystemOpts(t testing.TB, o ecOptions) *ecSystem {
+	t.Helper()
+	encrypted := o.Encrypted
 	if testing.Short() {
 		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
 	}
@@ -54,6 +70,11 @@ func startElementCallSystemWith(t testing.TB, encrypted bool) *ecSystem {
 	e := newE2E(ctx, t, dendrite.StartTWith(t, dendrite.Options{OpenIDUserInfo: true}))
 	e.encrypted = encrypted
 	svc := lkjwt.Start(t, lkjwt.Options{Homeserver: e.hs.BaseURL, LiveKitURL: sfu.URL, APIKey: sfu.APIKey, APISecret: sfu.APISecret})
+	carolSvc := svc
+	if o.SecondSFU {
+		sfu2 := livekit.StartT(t, livekit.Options{NodeIP: nodeIP})
+		carolSvc = lkjwt.Start(t, lkjwt.Options{Homeserver: e.hs.BaseURL, LiveKitURL: sfu2.URL, APIKey: sfu2.APIKey, APISecret: sfu2.APISecret})
+	}
 	const password = "carol-password"
 	carol, err := e.hs.Register(ctx, "carol", password)
 	if err != nil {
@@ -62,7 +83,7 @@ func startElementCallSystemWith(t testing.TB, encrypted bool) *ecSystem {
 	// Listening (and joining on invite) before the intercom starts and
 	// creates the DM.
 	host := elementcall.StartT(t, elementcall.Options{
-		Homeserver: e.hs.BaseURL, UserID: carol.UserID, Password: password, ServiceURL: svc, AutoJoin: true,
+		Homeserver: e.hs.BaseURL, UserID: carol.UserID, Password: password, ServiceURL: carolSvc, AutoJoin: true,
 		Encryption: encrypted,
 	})
 	e.writeConfig([]string{carol.UserID}, 0, fmt.Sprintf("matrixrtc:\n  enabled: true\n  livekit_service_url: %s\n", svc))
@@ -251,4 +272,42 @@ func BenchmarkElementCall(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%d rounds: press → ring accepted %v; press → ring seen %v; open → io.element.join %v; io.element.join → first frame %v; media up → first frame %v",
 		len(ring), accepted, ring, join, frame, media)
+}
+
+// TestElementCallTwoSFUs: carol's Element Call publishes on her own
+// homeserver's SFU (a second livekit-server and JWT service), as Element
+// Call does by default (multi-SFU), in an encrypted DM. The door keeps
+// publishing on its own SFU, where Element Call subscribes to it, and
+// listens on hers: she sees the door, the door hears her, and her
+// presence there keeps the call.
+func TestElementCallTwoSFUs(t *testing.T) {
+	s := startElementCallSystemOpts(t, ecOptions{Encrypted: true, SecondSFU: true})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	pressed := s.press()
+	if _, err := s.host.WaitRing(ctx, s.room); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.host.Join(ctx, s.room, ""); err != nil {
+		t.Fatal(err)
+	}
+	ff, err := s.host.WaitFirstFrame(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("press → Element Call's first frame of the door across SFUs: %v", ff.TS.Sub(pressed))
+	if _, err := s.host.WaitStats(ctx, func(st elementcall.Stats) bool { return st.FramesDecoded > 30 && st.TotalAudioEnergy > 0 }); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(ctx, "the intercom hears carol from her SFU", func(status) bool { return s.heardAudio() })
+	s.waitStatus(ctx, "in a MatrixRTC call with carol", func(st status) bool { return st.State == "in_call" })
+	// Past the presence grace (20 s): she is seen only at her own SFU.
+	time.Sleep(22 * time.Second)
+	if st, err := s.status(); err != nil || st.State != "in_call" {
+		t.Fatalf("call ended while carol was at her own SFU: %+v, %v", st, err)
+	}
+	if err := s.host.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.waitStatus(ctx, "idle after Element Call hung up", func(st status) bool { return st.State == "idle" })
 }

@@ -336,8 +336,8 @@ type loop struct {
 	// members' SFUs (multisfu.go), from JoinRemoteSFU to LeaveRemoteSFU.
 	remote    map[remoteKey]io.Closer
 	remoteCtx map[remoteKey]context.CancelFunc
-	timers *runloop.Timers[TimerID]
-	bg     *runloop.Group // SFU joins and closes, the senders
+	timers    *runloop.Timers[TimerID]
+	bg        *runloop.Group // SFU joins and closes, the senders
 	// sends are the rooms' ordered send queues, made at a room's first
 	// send and kept while Run runs (one per room ever rung: the residents'
 	// rooms and the household room). Per room, because the homeserver

@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"context"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -126,25 +127,14 @@ type remoteKey struct {
 	url  string
 }
 
-// joinRemote connects to another member's SFU; the outcome, presence and
-// loss come back through the inbox.
+// joinRemote connects to another member's SFU to listen; the outcome,
+// presence and loss come back through the inbox.
 func (l *loop) joinRemote(ctx context.Context, room callengine.RoomID, serviceURL string, keys *CallKeys) {
-	r := l.r
-	presence := func(identity string, present bool) {
-		r.push(item{ev: ParticipantChanged{Room: room, Identity: identity, Present: present}})
-	}
-	lost := func(err error) {
-		if err == nil {
-			err = errSFUClosed
-		}
-		r.log.Warn("remote SFU connection lost", "room_id", room, "service_url", serviceURL, "err", err)
-		r.push(item{ev: RemoteSFUChanged{Room: room, ServiceURL: serviceURL, Err: err}})
-	}
-	c, err := r.sfu.Subscribe(ctx, room, serviceURL, keys, presence, lost)
-	if err != nil {
-		r.log.Error("join remote SFU", "room_id", room, "service_url", serviceURL, "err", err)
-		r.push(item{ev: RemoteSFUChanged{Room: room, ServiceURL: serviceURL, Err: err}})
-		return
-	}
-	r.push(item{ev: RemoteSFUChanged{Room: room, ServiceURL: serviceURL, Connected: true}, sfu: c})
+	l.connect(room, "SFU at "+serviceURL,
+		func(presence func(string, bool), lost func(error)) (io.Closer, error) {
+			return l.r.sfu.Subscribe(ctx, room, serviceURL, keys, presence, lost)
+		},
+		func(connected bool, err error) Event {
+			return RemoteSFUChanged{Room: room, ServiceURL: serviceURL, Connected: connected, Err: err}
+		})
 }

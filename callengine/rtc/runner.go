@@ -586,6 +586,18 @@ func (l *loop) callKeys(room callengine.RoomID) *CallKeys {
 // joinSFU connects to room's SFU; the outcome, presence and loss come
 // back through the inbox.
 func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID, keys *CallKeys) {
+	l.connect(room, "SFU",
+		func(presence func(string, bool), lost func(error)) (io.Closer, error) {
+			return l.r.sfu.Join(ctx, room, keys, presence, lost)
+		},
+		func(connected bool, err error) Event { return SFUChanged{Room: room, Connected: connected, Err: err} })
+}
+
+// connect runs one SFU connection off the loop (the room's own, or
+// another member's in multisfu.go): presence and loss, then the outcome
+// as the event changed makes, all through the inbox; a connection that
+// came up travels with its event, for the loop to keep or close.
+func (l *loop) connect(room callengine.RoomID, what string, dial func(presence func(string, bool), lost func(error)) (io.Closer, error), changed func(connected bool, err error) Event) {
 	r := l.r
 	presence := func(identity string, present bool) {
 		r.push(item{ev: ParticipantChanged{Room: room, Identity: identity, Present: present}})
@@ -594,14 +606,14 @@ func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID, keys *CallKe
 		if err == nil {
 			err = errSFUClosed
 		}
-		r.log.Warn("SFU connection lost", "room_id", room, "err", err)
-		r.push(item{ev: SFUChanged{Room: room, Err: err}})
+		r.log.Warn(what+" connection lost", "room_id", room, "err", err)
+		r.push(item{ev: changed(false, err)})
 	}
-	c, err := r.sfu.Join(ctx, room, keys, presence, lost)
+	c, err := dial(presence, lost)
 	if err != nil {
-		r.log.Error("join SFU", "room_id", room, "err", err)
-		r.push(item{ev: SFUChanged{Room: room, Err: err}})
+		r.log.Error("join "+what, "room_id", room, "err", err)
+		r.push(item{ev: changed(false, err)})
 		return
 	}
-	r.push(item{ev: SFUChanged{Room: room, Connected: true}, sfu: c})
+	r.push(item{ev: changed(true, nil), sfu: c})
 }

@@ -54,17 +54,7 @@ type ecOptions struct {
 func startElementCallSystemOpts(t testing.TB, o ecOptions) *ecSystem {
 	t.Helper()
 	encrypted := o.Encrypted
-	if testing.Short() {
-		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
-	}
-	// pion (in livekit-server and the intercom) gathers no loopback
-	// candidates: the SFU and the intercom use the namespace's veth address.
-	livekit.SkipWithoutClientAddress(t)
-	nodeIP := os.Getenv(livekit.VethIPEnv)
-	if nodeIP == "" {
-		nodeIP = "127.0.0.1"
-	}
-	sfu := livekit.StartT(t, livekit.Options{NodeIP: nodeIP})
+	sfu := startSFU(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	e := newE2E(ctx, t, dendrite.StartTWith(t, dendrite.Options{OpenIDUserInfo: true}))
@@ -72,7 +62,7 @@ func startElementCallSystemOpts(t testing.TB, o ecOptions) *ecSystem {
 	svc := lkjwt.Start(t, lkjwt.Options{Homeserver: e.hs.BaseURL, LiveKitURL: sfu.URL, APIKey: sfu.APIKey, APISecret: sfu.APISecret})
 	carolSvc := svc
 	if o.SecondSFU {
-		sfu2 := livekit.StartT(t, livekit.Options{NodeIP: nodeIP})
+		sfu2 := livekit.StartT(t, livekit.Options{NodeIP: sfuNodeIP()})
 		carolSvc = lkjwt.Start(t, lkjwt.Options{Homeserver: e.hs.BaseURL, LiveKitURL: sfu2.URL, APIKey: sfu2.APIKey, APISecret: sfu2.APISecret})
 	}
 	const password = "carol-password"

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +19,6 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/rtc"
 	"github.com/doorbell/intercom/internal/testenv/dendrite"
-	"github.com/doorbell/intercom/internal/testenv/livekit"
 	"github.com/doorbell/intercom/internal/testenv/lkjwt"
 	"github.com/doorbell/intercom/internal/testenv/resident"
 )
@@ -147,15 +145,7 @@ func transportOf(st status) (serviceURL, source, problem string) {
 // and sound flow both ways, and it outlasts the presence grace, which a
 // presence rule that knew only "<user>:<device>" would not let it.
 func TestMatrixRTCDiscoveredTransport(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
-	}
-	livekit.SkipWithoutClientAddress(t)
-	nodeIP := os.Getenv(livekit.VethIPEnv)
-	if nodeIP == "" {
-		nodeIP = "127.0.0.1"
-	}
-	sfu := livekit.StartT(t, livekit.Options{NodeIP: nodeIP})
+	sfu := startSFU(t)
 	rs := &rtcSystem{sfu: sfu}
 	var adv *advertiser
 	opts := systemOptions{

@@ -67,18 +67,7 @@ func startRTCSystemOpts(t testing.TB, o rtcOptions) *rtcSystem {
 	if extraFor == nil {
 		extraFor = func(*dendrite.Server) string { return "" }
 	}
-	if testing.Short() {
-		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
-	}
-	// pion (inside livekit-server and the intercom's LiveKit client)
-	// gathers no loopback candidates: use the namespace's veth address
-	// when TestMain made one.
-	livekit.SkipWithoutClientAddress(t)
-	nodeIP := os.Getenv(livekit.VethIPEnv)
-	if nodeIP == "" {
-		nodeIP = "127.0.0.1"
-	}
-	sfu := livekit.StartT(t, livekit.Options{NodeIP: nodeIP})
+	sfu := startSFU(t)
 	rs := &rtcSystem{sfu: sfu}
 	opts := systemOptions{
 		Homeserver: dendrite.Options{OpenIDUserInfo: true},
@@ -103,6 +92,27 @@ func startRTCSystemOpts(t testing.TB, o rtcOptions) *rtcSystem {
 	opts.ResidentPaths = o.Paths
 	rs.e2e = startSystemWith(t, opts, "alice", "bob")
 	return rs
+}
+
+// startSFU skips the test under -short or without a non-loopback address
+// for pion, and starts a livekit-server. pion (inside livekit-server and
+// the intercom's LiveKit client) gathers no loopback candidates: the SFU
+// uses the namespace's veth address when TestMain made one.
+func startSFU(t testing.TB) *livekit.Server {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: needs Dendrite, livekit-server and Chromium")
+	}
+	livekit.SkipWithoutClientAddress(t)
+	return livekit.StartT(t, livekit.Options{NodeIP: sfuNodeIP()})
+}
+
+// sfuNodeIP is the address a livekit-server in these tests announces.
+func sfuNodeIP() string {
+	if ip := os.Getenv(livekit.VethIPEnv); ip != "" {
+		return ip
+	}
+	return "127.0.0.1"
 }
 
 // waitEvent waits for an event called name, at or after since, that

@@ -10,7 +10,7 @@ import (
 
 // ringsFirst holds the ring notices and their snapshot until the press's
 // MatrixRTC rings have left (rtc.Runner.RingsOut: at most
-// rtc.JoinDeferMax). A homeserver takes each room's events one after
+// rtc.RingsOutMax). A homeserver takes each room's events one after
 // another (Dendrite's room server queues them per room), and a notice and
 // a snapshot sent into a resident's room at the press went ahead of the
 // intercom's call membership there and so of its ring: 100–200 ms of the

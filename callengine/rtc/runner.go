@@ -72,8 +72,7 @@ type RunnerConfig struct {
 // Runner runs MatrixRTC ringing (matrixrtc.enabled): the pure Machine on
 // one goroutine (Run), its Matrix sends on one ordered sender per room (a
 // ring must follow its membership, a clear the join; rooms do not wait
-// for each other), its SFU connections joined off the loop once the
-// room's ring has left.
+// for each other), its SFU connections joined off the loop.
 //
 // It is the matrixrtc path's ring.Line: the ring coordinator rings it
 // alongside the other paths and withdraws it when another answers. Every
@@ -107,27 +106,22 @@ type Runner struct {
 }
 
 // item is one input of the machine; sfu is set with a successful
-// SFUChanged, whose connection the loop takes over. An item with join
-// set is the loop's own: start that room's deferred SFU join.
+// SFUChanged, whose connection the loop takes over. An item with rung
+// set is the loop's own: stop waiting for that room's ring (RingsOutMax).
 type item struct {
 	ev   Event
 	sfu  io.Closer
-	join callengine.RoomID
+	rung callengine.RoomID
 }
 
-// JoinDeferMax is how long a room's SFU join waits for the room's ring to
-// leave. Connecting to LiveKit (a token from the JWT service, a WebSocket,
-// two DTLS handshakes, ICE) costs a burst of CPU on a small board, and the
-// homeserver handling the press's events shares the CPU on a
-// self-hosted one; a resident needs seconds to answer, so the join can
-// wait the tens of milliseconds the ring takes. If the ring never reports
-// (stopped before its turn, a membership that never returns) the join
-// starts after this anyway.
-const JoinDeferMax = time.Second
+// RingsOutMax bounds how long RingsOut waits for a room's ring, when the
+// ring never reports (stopped before its turn, a membership that does not
+// come back): the notices held for it must still go out.
+const RingsOutMax = time.Second
 
-// timerJoinSFU is the runner's own timer kind (the machine's are
-// TimerRing…TimerPresence): the deadline of a deferred SFU join.
-const timerJoinSFU TimerKind = 100
+// timerRingOut is the runner's own timer kind (the machine's are
+// TimerRing…TimerPresence): RingsOutMax for one room.
+const timerRingOut TimerKind = 100
 
 // NewRunner returns a runner; nothing runs until Run.
 func NewRunner(cfg RunnerConfig, t Transport, sfu SFU) *Runner {
@@ -235,7 +229,7 @@ func (r *Runner) Ring(_ context.Context, residents []callengine.Resident) error 
 
 // RingsOut is closed once no ring of the press is still on its way to the
 // homeserver: every room's ring has left, failed, or was given up (at
-// most JoinDeferMax after the press). The daemon holds the ring notices
+// most RingsOutMax after the press). The daemon holds the ring notices
 // until then: the homeserver takes a room's events one after another, so
 // a notice and a snapshot sent at the press into the same room made the
 // ring wait for them.
@@ -300,7 +294,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	l := &loop{r: r, m: New(r.cfg.Machine), ctx: ctx, sfus: map[callengine.RoomID]io.Closer{},
 		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, keys: map[callengine.RoomID]*CallKeys{},
 		remote: map[remoteKey]io.Closer{}, remoteCtx: map[remoteKey]context.CancelFunc{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
-		bg: runloop.NewGroup(ctx), sends: map[callengine.RoomID]*runloop.Sender{}, joins: map[callengine.RoomID]func(){}}
+		bg: runloop.NewGroup(ctx), sends: map[callengine.RoomID]*runloop.Sender{}, unrung: map[callengine.RoomID]bool{}}
 	r.log.Info("MatrixRTC ringing ready", "identity", r.cfg.Machine.Self.Identity(), "service_url", r.cfg.Machine.ServiceURL)
 	defer l.shutdown()
 	tick := time.NewTicker(runloop.HeartbeatEvery)
@@ -344,8 +338,8 @@ type loop struct {
 	// takes each room's events in order anyway, and one queue for all
 	// made the second room's ring wait for the first room's requests.
 	sends map[callengine.RoomID]*runloop.Sender
-	// joins are SFU joins waiting for their room's ring (JoinDeferMax).
-	joins map[callengine.RoomID]func()
+	// unrung are the rooms rung whose ring has not left yet (RingsOut).
+	unrung map[callengine.RoomID]bool
 }
 
 // sender is room's send queue.
@@ -361,7 +355,7 @@ func (l *loop) sender(room callengine.RoomID) *runloop.Sender {
 
 // settleOut closes RingsOut once no ring is on its way: none handed in
 // and not taken (took: this step took one), none waiting to leave (a
-// room's deferred SFU join waits exactly as long as its ring).
+// room whose ring has yet to leave).
 func (l *loop) settleOut(took bool) {
 	r := l.r
 	r.mu.Lock()
@@ -369,7 +363,7 @@ func (l *loop) settleOut(took bool) {
 	if took {
 		r.asked--
 	}
-	if r.asked == 0 && len(l.joins) == 0 {
+	if r.asked == 0 && len(l.unrung) == 0 {
 		select {
 		case <-r.out:
 		default:
@@ -378,13 +372,10 @@ func (l *loop) settleOut(took bool) {
 	}
 }
 
-// startJoin starts room's deferred SFU join, if one waits.
-func (l *loop) startJoin(room callengine.RoomID) {
-	if join := l.joins[room]; join != nil {
-		delete(l.joins, room)
-		l.timers.Stop(TimerID{Kind: timerJoinSFU, Room: room})
-		join()
-	}
+// rung: room's ring has left, failed, or is no longer waited for.
+func (l *loop) rung(room callengine.RoomID) {
+	delete(l.unrung, room)
+	l.timers.Stop(TimerID{Kind: timerRingOut, Room: room})
 }
 
 // shutdown leaves every call, then stops everything the loop started.
@@ -433,8 +424,8 @@ func (l *loop) shutdown() {
 // publishes the status.
 func (l *loop) step(it item) {
 	r := l.r
-	if it.join != "" {
-		l.startJoin(it.join)
+	if it.rung != "" {
+		l.rung(it.rung)
 		l.settleOut(false)
 		return
 	}
@@ -459,7 +450,7 @@ func (l *loop) step(it item) {
 		l.execute(eff)
 	}
 	if e, ok := it.ev.(NotificationSent); ok {
-		l.startJoin(e.Room) // the ring is out (or failed): the SFU's turn
+		l.rung(e.Room)
 	}
 	st := l.m.Status()
 	r.mu.Lock()
@@ -502,17 +493,22 @@ func (l *loop) execute(eff Effect) {
 		})
 	case JoinSFU:
 		// The connection lives until LeaveSFU cancels this context. It
-		// starts once the room's ring has left (JoinDeferMax).
+		// starts at once, in parallel with the membership and the ring:
+		// started after the ring instead (tried for issue 18) it did not
+		// make the ring measurably quicker, and a resident who answered
+		// at once waited for the door's video.
 		jctx, cancel := context.WithCancel(l.ctx)
 		l.sfuCtx[e.Room] = cancel
 		room := e.Room
 		keys := l.keys[room]
-		l.joins[room] = func() { l.bg.Go(func(context.Context) { l.joinSFU(jctx, room, keys) }) }
-		l.timers.Start(TimerID{Kind: timerJoinSFU, Room: room}, JoinDeferMax, func() { r.push(item{join: room}) })
+		l.bg.Go(func(context.Context) { l.joinSFU(jctx, room, keys) })
+		// JoinSFU comes once per room rung, with its first membership:
+		// its ring is on its way from now (RingsOut).
+		l.unrung[room] = true
+		l.timers.Start(TimerID{Kind: timerRingOut, Room: room}, RingsOutMax, func() { r.push(item{rung: room}) })
 	case LeaveSFU:
 		delete(l.keys, e.Room)
-		delete(l.joins, e.Room)
-		l.timers.Stop(TimerID{Kind: timerJoinSFU, Room: e.Room})
+		l.rung(e.Room)
 		if cancel := l.sfuCtx[e.Room]; cancel != nil {
 			cancel()
 			delete(l.sfuCtx, e.Room)

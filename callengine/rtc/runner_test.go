@@ -131,8 +131,6 @@ type fakeSFU struct {
 	fail  map[callengine.RoomID]bool
 	gate  chan struct{} // when set, Join waits for it, ignoring ctx
 	conns map[callengine.RoomID][]*fakeConn
-	// onJoin, if set, is called at the start of every Join.
-	onJoin func(room callengine.RoomID)
 }
 
 type fakeConn struct {
@@ -158,11 +156,8 @@ func (c *fakeConn) isClosed() bool {
 
 func (s *fakeSFU) Join(_ context.Context, room callengine.RoomID, keys *CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
 	s.mu.Lock()
-	gate, onJoin := s.gate, s.onJoin
+	gate := s.gate
 	s.mu.Unlock()
-	if onJoin != nil {
-		onJoin(room)
-	}
 	if gate != nil {
 		<-gate
 	}
@@ -433,18 +428,12 @@ func TestRunnerNoRingAfterWithdraw(t *testing.T) {
 // TestRunnerRoomsInParallel: one room's slow membership delays neither
 // another room's membership nor its ring (issue 18: one queue for all
 // rooms put the second room's ring 250–380 ms after the press); within a
-// room the ring still follows its membership, and the room's SFU join
-// waits for its ring, or JoinDeferMax when the ring is held up.
+// room the ring still follows its membership, and SFU joins do not wait.
+// RingsOut stays open while a ring is on its way, RingsOutMax at most.
 func TestRunnerRoomsInParallel(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sfu := &fakeSFU{}
 		h := startRTC(t, sfu)
-		var early []callengine.RoomID // SFU joins before their room's ring
-		sfu.onJoin = func(room callengine.RoomID) {
-			if !slices.ContainsFunc(h.tr.sentEvents(), func(e sentEvent) bool { return e.Room == room }) {
-				early = append(early, room)
-			}
-		}
 		h.tr.hold, h.tr.holdFrom, h.tr.holdRoom = make(chan struct{}), 1, roomA
 		closed := func() bool {
 			select {
@@ -474,32 +463,49 @@ func TestRunnerRoomsInParallel(t *testing.T) {
 			if len(puts) != 1 || i < 0 || events[i].RelatesTo != puts[0].ID {
 				t.Fatalf("room %s waits for room A: memberships %+v, rings %+v", room, puts, events)
 			}
+		}
+		for _, room := range []callengine.RoomID{roomA, roomB, roomH} {
 			if sfu.conn(room) == nil {
-				t.Errorf("room %s: SFU not joined after its ring", room)
+				t.Errorf("room %s: SFU not joined at once", room)
 			}
 		}
-		if sfu.conn(roomA) != nil || len(h.tr.putsIn(roomA)) != 0 {
-			t.Fatalf("room A: joined the SFU or put its membership while the homeserver holds it")
+		if len(h.tr.putsIn(roomA)) != 0 {
+			t.Fatalf("room A: membership put while the homeserver holds it")
 		}
-		time.Sleep(JoinDeferMax)
+		time.Sleep(RingsOutMax)
 		synctest.Wait()
-		if sfu.conn(roomA) == nil {
-			t.Fatalf("room A: SFU not joined %v after the ring started", JoinDeferMax)
-		}
 		if !closed() {
-			t.Fatalf("RingsOut still open %v after the press", JoinDeferMax)
+			t.Fatalf("RingsOut still open %v after the press", RingsOutMax)
 		}
 		close(h.tr.hold)
 		synctest.Wait()
 		if i := slices.IndexFunc(h.tr.sentEvents(), func(e sentEvent) bool { return e.Room == roomA }); i < 0 {
 			t.Fatal("room A: no ring once its membership went through")
 		}
-		if !slices.Equal(early, []callengine.RoomID{roomA}) {
-			t.Errorf("SFU joined before the ring in %v, want only room A (held up)", early)
-		}
 		h.r.Hangup()
 		synctest.Wait()
 		h.wantLeft(t, roomA, roomB, roomH)
+	})
+}
+
+// RingsOut closes as soon as every room's ring has left, without waiting
+// for RingsOutMax.
+func TestRunnerRingsOut(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startRTC(t, &fakeSFU{})
+		if err := h.r.Ring(t.Context(), residents); err != nil {
+			t.Fatal(err)
+		}
+		out := h.r.RingsOut()
+		synctest.Wait()
+		select {
+		case <-out:
+		default:
+			t.Fatal("RingsOut open after every ring left")
+		}
+		if n := len(h.tr.sentEvents()); n != 3 {
+			t.Fatalf("%d rings, want 3", n)
+		}
 	})
 }
 

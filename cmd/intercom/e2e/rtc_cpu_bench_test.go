@@ -36,9 +36,10 @@ const rtcCPUSubscribers = 4
 // Once all four decode the door's video and the door receives their
 // audio, it samples the intercom process's CPU time (user+system, every
 // thread, from the kernel's per-process CPU clock) over
-// INTERCOM_BENCH_ROUNDS (default 5) windows of 10 s, checking after each
-// window that the four still decode and the door still receives four
-// streams. It reports the median CPU seconds per second of each mode, the
+// INTERCOM_BENCH_ROUNDS (default 5) windows of 10 s in which all four kept
+// decoding and the door kept receiving four streams (a window where one
+// fell behind is logged and not counted; as many of those as rounds fail
+// the benchmark). It reports the median CPU seconds per second of each mode, the
 // machine's median busy share (the pages, the SFU and the homeserver run
 // on the same cores), and in "encrypted" the ratio of the two medians.
 //
@@ -164,7 +165,11 @@ func benchRTCCPU(b *testing.B, encrypted bool) (cpu, busy []float64) {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
-	for w := range rounds {
+	for w := 0; len(cpu) < rounds; w++ {
+		if w == 2*rounds {
+			logDevices(b, devices)
+			b.Fatalf("only %d of %d windows had all four watching and heard", len(cpu), w)
+		}
 		st0, err := s.status()
 		if err != nil {
 			b.Fatal(err)
@@ -193,23 +198,27 @@ func benchRTCCPU(b *testing.B, encrypted bool) (cpu, busy []float64) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		// A window counts only if all four kept decoding the door's video
-		// and the door kept receiving audio from four (50 Opus packets a
-		// second each; 40 allows for loss and the stats' timing).
 		frames1, ok := watching(frames0)
 		pps := float64(st1.Media.ReceivedAudio.Packets-st0.Media.ReceivedAudio.Packets) / el
-		if !ok || pps < rtcCPUSubscribers*40 {
-			logDevices(b, devices)
-			b.Fatalf("window %d: devices decoded %v → %v frames, door received %.0f audio packets/s: want all four watching and heard", w, frames0, frames1, pps)
-		}
 		c := (c1 - c0).Seconds() / el
 		m := m1.busyPercent(m0)
-		cpu, busy = append(cpu, c), append(busy, m)
 		fps := make([]string, len(devices))
 		for i := range devices {
 			fps[i] = fmt.Sprintf("%.1f", float64(frames1[i]-frames0[i])/el)
 		}
-		b.Logf("window %d (encrypted %v): door %.4f CPU s/s, machine %.0f %% busy, door receives %.0f audio packets/s, devices decode %s fps", w, encrypted, c, m, pps, strings.Join(fps, "/"))
+		line := fmt.Sprintf("window %d (encrypted %v): door %.4f CPU s/s, machine %.0f %% busy, door receives %.0f audio packets/s, devices decode %s fps", w, encrypted, c, m, pps, strings.Join(fps, "/"))
+		// A window counts only if all four kept decoding the door's video
+		// and the door kept receiving audio from four (50 Opus packets a
+		// second each; 40 allows for loss and the stats' timing): on a
+		// saturated machine the pages fall behind now and then (most in
+		// the encrypted run, where livekit-client decrypts in JavaScript),
+		// and a door with less to receive would look cheaper than it is.
+		if !ok || pps < rtcCPUSubscribers*40 {
+			b.Logf("%s: not counted, the subscribers fell behind", line)
+			continue
+		}
+		cpu, busy = append(cpu, c), append(busy, m)
+		b.Logf("%s", line)
 	}
 	b.StopTimer()
 	// The per-process CPU clock and /proc's tick counts are the same

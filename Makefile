@@ -57,7 +57,7 @@ bench: deps
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=RingEncryption -benchtime=1x -timeout 20m ./cmd/intercom/e2e
-	$(GO) test -run=^$$ -bench=^BenchmarkMatrixRTC$$ -benchtime=15x -timeout 10m ./cmd/intercom/e2e
+	$(GO) test -run=^$$ -bench='^BenchmarkMatrixRTC(Paths)?$$' -benchtime=15x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench=MatrixRTCEncryptionCPU -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench=ElementCall -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=7 $(GO) test -run=^$$ -bench=HomeserverOutage -benchtime=1x -timeout 10m ./cmd/intercom/e2e

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -73,16 +72,13 @@ func (e *e2e) householdStatus(ctx context.Context, what string, cond func(househ
 }
 
 // cpuTicks is the intercom's user+system CPU time in clock ticks
-// (/proc/PID/stat fields 14 and 15; 100 per second on Linux).
-func cpuTicks(t *testing.T, pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// (procTicks), or the test fails.
+func cpuTicks(t testing.TB, pid int) int64 {
+	n, err := procTicks(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return u + s
+	return n
 }
 
 func matrixDo(ctx context.Context, hs *dendrite.Server, token, method, path string, in, out any) error {

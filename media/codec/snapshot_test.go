@@ -179,4 +179,3 @@ func TestSnapshotOfH264Camera(t *testing.T) {
 		checkJPEG(t, b, f)
 	})
 }
-

@@ -14,19 +14,8 @@ set -eu
 dir=$(cd "$(dirname "$0")" && pwd)
 cd "$dir"
 
-for tool in node npm sha256sum flock; do
-	command -v "$tool" >/dev/null 2>&1 || { echo "setup.sh: $tool not found" >&2; exit 1; }
-done
-
-exec 9>"$dir/.setup.lock"
-flock 9
-
-lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f node_modules/.elementcall-lock-sum ] || [ "$(cat node_modules/.elementcall-lock-sum)" != "$lock_sum" ]; then
-	echo "setup.sh: npm ci" >&2
-	npm ci --no-audit --no-fund --loglevel=error >&2
-	echo "$lock_sum" >node_modules/.elementcall-lock-sum
-fi
+. "$dir/../nodeproc/setup-lib.sh"
+npm_install elementcall
 
 ec=node_modules/@element-hq/element-call-embedded/dist
 if [ ! -f "$ec/index.html" ]; then
@@ -34,7 +23,7 @@ if [ ! -f "$ec/index.html" ]; then
 	exit 1
 fi
 
-src_sum=$( (cat setup.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1)
+src_sum=$(src_sum)
 if [ ! -f dist/.elementcall-src-sum ] || [ "$(cat dist/.elementcall-src-sum)" != "$src_sum" ] || [ ! -f dist/host.js ] ||
 	[ ! -f dist/pkg/matrix_sdk_crypto_wasm_bg.wasm ]; then
 	echo "setup.sh: bundle page/ into dist/" >&2

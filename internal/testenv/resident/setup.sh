@@ -11,23 +11,10 @@ set -eu
 dir=$(cd "$(dirname "$0")" && pwd)
 cd "$dir"
 
-for tool in node npm sha256sum flock; do
-	command -v "$tool" >/dev/null 2>&1 || { echo "setup.sh: $tool not found" >&2; exit 1; }
-done
+. "$dir/../nodeproc/setup-lib.sh"
+npm_install resident
 
-exec 9>"$dir/.setup.lock"
-flock 9
-
-lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f node_modules/.resident-lock-sum ] || [ "$(cat node_modules/.resident-lock-sum)" != "$lock_sum" ]; then
-	echo "setup.sh: npm ci" >&2
-	# npm's own progress and warnings (matrix-js-sdk declares node >= 22 but
-	# only runs in the browser here) go to stderr; stdout stays quiet.
-	npm ci --no-audit --no-fund --loglevel=error >&2
-	echo "$lock_sum" >node_modules/.resident-lock-sum
-fi
-
-src_sum=$( (cat setup.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1)
+src_sum=$(src_sum)
 if [ ! -f dist/.resident-src-sum ] || [ "$(cat dist/.resident-src-sum)" != "$src_sum" ] || [ ! -f dist/resident.js ] ||
 	[ ! -f dist/pkg/matrix_sdk_crypto_wasm_bg.wasm ] || [ ! -f dist/lk-e2ee-worker.mjs ]; then
 	echo "setup.sh: bundle page/ into dist/" >&2

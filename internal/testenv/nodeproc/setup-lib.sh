@@ -1,0 +1,31 @@
+# setup-lib.sh is sourced by the browser harnesses' setup.sh
+# (../resident/setup.sh, ../elementcall/setup.sh), after they cd into their
+# own directory: the prelude they share.
+
+# npm_install NAME checks the tools, takes the harness's lock file (held
+# until the script exits: concurrent runs from several test binaries
+# serialise on it) and runs `npm ci` only when node_modules is missing or
+# package-lock.json differs from the one last installed.
+npm_install() {
+	for tool in node npm sha256sum flock; do
+		command -v "$tool" >/dev/null 2>&1 || { echo "setup.sh: $tool not found" >&2; exit 1; }
+	done
+
+	exec 9>"$PWD/.setup.lock"
+	flock 9
+
+	lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+	if [ ! -f "node_modules/.$1-lock-sum" ] || [ "$(cat "node_modules/.$1-lock-sum")" != "$lock_sum" ]; then
+		echo "setup.sh: npm ci" >&2
+		# npm's own progress and warnings (matrix-js-sdk declares node >= 22
+		# but only runs in the browser here) go to stderr; stdout stays quiet.
+		npm ci --no-audit --no-fund --loglevel=error >&2
+		echo "$lock_sum" >"node_modules/.$1-lock-sum"
+	fi
+}
+
+# src_sum prints a hash of what the bundle is built from: setup.sh, the
+# lockfile and every file under page/.
+src_sum() {
+	(cat setup.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1
+}

@@ -147,18 +147,7 @@ func StartT(t testing.TB, opts Options) *Host {
 	if opts.Log == nil {
 		opts.Log = nodeproc.TestLog(t, "")
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
-	defer cancel()
-	h, err := Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := h.Close(); err != nil {
-			t.Errorf("close element call host: %v", err)
-		}
-	})
-	return h
+	return nodeproc.StartT(t, "element call host", startTimeout, func(ctx context.Context) (*Host, error) { return Start(ctx, opts) })
 }
 
 // UserID is the logged-in user.

@@ -35,14 +35,7 @@ if [ ! -f dist/.elementcall-src-sum ] || [ "$(cat dist/.elementcall-src-sum)" !=
 	# any of the frame's own scripts: a classic script, no imports.
 	cp page/host.html dist.tmp/index.html
 	cp page/framestats.js dist.tmp/framestats.js
-	# matrix-sdk-crypto-wasm fetches its wasm relative to the bundle
-	# (pkg/ beside host.js); only a host with encryption fetches it.
-	if [ -d node_modules/matrix-js-sdk/node_modules/@matrix-org/matrix-sdk-crypto-wasm ]; then
-		echo "setup.sh: matrix-js-sdk has its own matrix-sdk-crypto-wasm; copy that wasm instead" >&2
-		exit 1
-	fi
-	mkdir -p dist.tmp/pkg
-	cp node_modules/@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm dist.tmp/pkg/
+	copy_crypto_wasm dist.tmp
 	echo "$src_sum" >dist.tmp/.elementcall-src-sum
 	rm -rf dist
 	mv dist.tmp dist

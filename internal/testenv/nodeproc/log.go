@@ -2,9 +2,11 @@ package nodeproc
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"sync"
 	"testing"
+	"time"
 )
 
 // syncWriter serialises writes from the stderr copier and the event reader.
@@ -68,4 +70,23 @@ func (w *testLog) Write(p []byte) (int, error) {
 		w.t.Log(w.prefix + string(w.buf[:i]))
 		w.buf = w.buf[i+1:]
 	}
+}
+
+// StartT calls start for a test, bounded by timeout and the test's
+// context, fails the test if it fails, and closes what it started in
+// t.Cleanup; what names it in the cleanup's error ("resident").
+func StartT[T interface{ Close() error }](t testing.TB, what string, timeout time.Duration, start func(context.Context) (T, error)) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	v, err := start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := v.Close(); err != nil {
+			t.Errorf("close %s: %v", what, err)
+		}
+	})
+	return v
 }

@@ -24,8 +24,23 @@ npm_install() {
 	fi
 }
 
-# src_sum prints a hash of what the bundle is built from: setup.sh, the
-# lockfile and every file under page/.
+# src_sum prints a hash of what the bundle is built from: setup.sh, this
+# file, the lockfile and every file under page/.
 src_sum() {
-	(cat setup.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1
+	(cat setup.sh ../nodeproc/setup-lib.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1
+}
+
+# copy_crypto_wasm DIST copies matrix-sdk-crypto-wasm's wasm into DIST/pkg:
+# the package's browser entry fetches it from
+# new URL("./pkg/matrix_sdk_crypto_wasm_bg.wasm", import.meta.url), which in
+# a bundle is pkg/ beside the bundle. Only pages with encryption fetch it. A
+# second, nested copy of the package would mean the bundle may load another
+# version than the one copied here.
+copy_crypto_wasm() {
+	if [ -d node_modules/matrix-js-sdk/node_modules/@matrix-org/matrix-sdk-crypto-wasm ]; then
+		echo "setup.sh: matrix-js-sdk has its own matrix-sdk-crypto-wasm; copy that wasm instead" >&2
+		exit 1
+	fi
+	mkdir -p "$1/pkg"
+	cp node_modules/@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm "$1/pkg/"
 }

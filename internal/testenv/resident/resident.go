@@ -190,18 +190,7 @@ func StartT(t testing.TB, opts Options) *Resident {
 	if opts.Log == nil {
 		opts.Log = nodeproc.TestLog(t, "")
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
-	defer cancel()
-	r, err := Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			t.Errorf("close resident: %v", err)
-		}
-	})
-	return r
+	return nodeproc.StartT(t, "resident", startTimeout, func(ctx context.Context) (*Resident, error) { return Start(ctx, opts) })
 }
 
 // WaitFor returns the next event called name: the first one after the event

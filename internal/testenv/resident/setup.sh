@@ -23,18 +23,7 @@ if [ ! -f dist/.resident-src-sum ] || [ "$(cat dist/.resident-src-sum)" != "$src
 	./node_modules/.bin/esbuild page/resident.js --bundle --format=esm --target=chrome120 \
 		--sourcemap --log-level=warning --outfile=dist.tmp/resident.js >&2
 	cp page/index.html dist.tmp/index.html
-	# matrix-sdk-crypto-wasm's browser entry fetches its wasm from
-	# new URL("./pkg/matrix_sdk_crypto_wasm_bg.wasm", import.meta.url): in the
-	# bundle that is pkg/ beside resident.js. Only pages with encryption fetch
-	# it. A second, nested copy of the package would mean the bundle may load
-	# another version than the one copied here.
-	wasm_pkg=node_modules/@matrix-org/matrix-sdk-crypto-wasm
-	if [ -d node_modules/matrix-js-sdk/node_modules/@matrix-org/matrix-sdk-crypto-wasm ]; then
-		echo "setup.sh: matrix-js-sdk has its own matrix-sdk-crypto-wasm; copy that wasm instead" >&2
-		exit 1
-	fi
-	mkdir -p dist.tmp/pkg
-	cp "$wasm_pkg/pkg/matrix_sdk_crypto_wasm_bg.wasm" dist.tmp/pkg/
+	copy_crypto_wasm dist.tmp
 	# livekit-client's frame encryption runs in a worker the page starts
 	# from new URL("./lk-e2ee-worker.mjs", import.meta.url) (encrypted
 	# MatrixRTC rooms only); the package ships it built.

@@ -25,9 +25,10 @@ npm_install() {
 }
 
 # src_sum prints a hash of what the bundle is built from: setup.sh, this
-# file, the lockfile and every file under page/.
+# file, the lockfile and every file under page/ and ../nodeproc/page/ (the
+# page modules both harnesses bundle).
 src_sum() {
-	(cat setup.sh ../nodeproc/setup-lib.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1
+	(cat setup.sh ../nodeproc/setup-lib.sh package-lock.json; find page ../nodeproc/page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1
 }
 
 # copy_crypto_wasm DIST copies matrix-sdk-crypto-wasm's wasm into DIST/pkg:

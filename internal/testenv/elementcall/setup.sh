@@ -4,8 +4,8 @@
 # into dist/. It is idempotent and cheap when nothing changed:
 #   - `npm ci` runs only when node_modules is missing or package-lock.json
 #     differs from the one last installed;
-#   - esbuild runs only when page/, the lockfile or this script differ from
-#     the last build.
+#   - esbuild runs only when page/ (or ../nodeproc/page/), the lockfile, this
+#     script or ../nodeproc/setup-lib.sh differ from the last build.
 # Concurrent runs (several test binaries at once) serialise on a lock file.
 # Element Call's own files are served from node_modules as npm installed
 # them: nothing of theirs is rebuilt or copied.
@@ -23,20 +23,12 @@ if [ ! -f "$ec/index.html" ]; then
 	exit 1
 fi
 
-src_sum=$(src_sum)
-if [ ! -f dist/.elementcall-src-sum ] || [ "$(cat dist/.elementcall-src-sum)" != "$src_sum" ] || [ ! -f dist/host.js ] ||
-	[ ! -f dist/pkg/matrix_sdk_crypto_wasm_bg.wasm ]; then
-	echo "setup.sh: bundle page/ into dist/" >&2
-	rm -rf dist.tmp
-	mkdir -p dist.tmp
-	./node_modules/.bin/esbuild page/host.js --bundle --format=esm --target=chrome120 \
-		--sourcemap --log-level=warning --outfile=dist.tmp/host.js >&2
+if needs_bundle elementcall host.js pkg/matrix_sdk_crypto_wasm_bg.wasm; then
+	bundle host
 	# The init script runs in every frame (Element Call's iframe too) before
 	# any of the frame's own scripts: a classic script, no imports.
 	cp page/host.html dist.tmp/index.html
 	cp page/framestats.js dist.tmp/framestats.js
 	copy_crypto_wasm dist.tmp
-	echo "$src_sum" >dist.tmp/.elementcall-src-sum
-	rm -rf dist
-	mv dist.tmp dist
+	publish elementcall
 fi

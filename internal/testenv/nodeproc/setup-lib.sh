@@ -45,3 +45,37 @@ copy_crypto_wasm() {
 	mkdir -p "$1/pkg"
 	cp node_modules/@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm "$1/pkg/"
 }
+
+# needs_bundle NAME FILE... sets src_sum and succeeds when dist/ is stale:
+# its stamp (.NAME-src-sum) is missing or not src_sum, or one of the FILEs
+# (relative to dist/) is missing.
+needs_bundle() {
+	name=$1
+	shift
+	src_sum=$(src_sum)
+	if [ ! -f "dist/.$name-src-sum" ] || [ "$(cat "dist/.$name-src-sum")" != "$src_sum" ]; then
+		return 0
+	fi
+	for f in "$@"; do
+		[ -f "dist/$f" ] || return 0
+	done
+	return 1
+}
+
+# bundle ENTRY starts a fresh dist.tmp/ with page/ENTRY.js bundled by
+# esbuild (ES modules for Chromium 120, with a source map).
+bundle() {
+	echo "setup.sh: bundle page/ into dist/" >&2
+	rm -rf dist.tmp
+	mkdir -p dist.tmp
+	./node_modules/.bin/esbuild "page/$1.js" --bundle --format=esm --target=chrome120 \
+		--sourcemap --log-level=warning --outfile="dist.tmp/$1.js" >&2
+}
+
+# publish NAME stamps dist.tmp/ with src_sum and puts it in dist/'s place,
+# so that an interrupted build never leaves a dist/ that looks complete.
+publish() {
+	echo "$src_sum" >"dist.tmp/.$1-src-sum"
+	rm -rf dist
+	mv dist.tmp dist
+}

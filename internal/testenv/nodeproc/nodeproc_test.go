@@ -1,13 +1,11 @@
 package nodeproc
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,7 +13,7 @@ import (
 
 // startTest starts testdata/driver.mjs, a real node process speaking the
 // drivers' line protocol without a browser.
-func startTest(t *testing.T, opts Options) (*Proc, Event, *lockedBuffer) {
+func startTest(t *testing.T, opts Options) (*Proc, Event, *tailBuffer) {
 	t.Helper()
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Skip("needs node")
@@ -24,7 +22,7 @@ func startTest(t *testing.T, opts Options) (*Proc, Event, *lockedBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &lockedBuffer{}
+	log := &tailBuffer{max: 1 << 20}
 	opts.Name, opts.Dir, opts.Log = "test", dir, log
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -168,20 +166,3 @@ type recordTB struct {
 }
 
 func (r *recordTB) Log(a ...any) { *r.lines = append(*r.lines, a[0].(string)) }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}

@@ -8,7 +8,8 @@ import (
 
 // DirEnv names an environment variable that points at this package's
 // directory (driver.mjs, setup.sh) when it cannot be found from the source
-// path or the working directory.
+// path or the working directory. The directory needs its sibling
+// nodeproc beside it: driver.mjs, setup.sh and the page import from there.
 const DirEnv = "INTERCOM_ELEMENTCALL_DIR"
 
 // setup runs setup.sh once per process.

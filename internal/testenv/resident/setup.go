@@ -11,7 +11,8 @@ import (
 // DirEnv names an environment variable that points at this package's
 // directory (the one holding driver.mjs and setup.sh) when it cannot be found
 // from the source path or the working directory, e.g. for a binary built with
-// -trimpath and run elsewhere.
+// -trimpath and run elsewhere. The directory needs its sibling
+// nodeproc beside it: driver.mjs, setup.sh and the page import from there.
 const DirEnv = "INTERCOM_RESIDENT_DIR"
 
 // setup runs setup.sh once per process.

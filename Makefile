@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzVoices$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzOpusReceiver$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzDecrypt$$ -fuzztime=30s ./media/framecrypt
+	$(GO) test -run=^$$ -fuzz=^FuzzParseEvent$$ -fuzztime=30s ./internal/testenv/nodeproc
 
 # Benchmarks whose medians the issues ask for.
 bench: deps

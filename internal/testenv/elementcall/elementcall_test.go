@@ -9,38 +9,22 @@ import (
 	"github.com/doorbell/intercom/internal/testenv/dendrite"
 	"github.com/doorbell/intercom/internal/testenv/livekit"
 	"github.com/doorbell/intercom/internal/testenv/lkjwt"
+	"github.com/doorbell/intercom/internal/testenv/nodeproc"
 )
 
-func TestParseEvent(t *testing.T) {
-	for _, tc := range []struct {
-		line    string
-		name    string
-		wantErr bool
-	}{
-		{line: `{"event":"ring","ts":1724312345678,"roomId":"!r:hs","live":true}`, name: EventRing},
-		{line: `{"event":"frameStats","ts":1,"framesDecoded":3}`, name: EventStats},
-		{line: `{"ts":1}`, wantErr: true},
-		{line: `{"event":""}`, wantErr: true},
-		{line: `not json`, wantErr: true},
-	} {
-		ev, err := parseEvent([]byte(tc.line))
-		if (err != nil) != tc.wantErr {
-			t.Errorf("parseEvent(%s): error %v, want error %v", tc.line, err, tc.wantErr)
-			continue
-		}
-		if err == nil && ev.Name != tc.name {
-			t.Errorf("parseEvent(%s): name %q, want %q", tc.line, ev.Name, tc.name)
-		}
+func TestMediaReady(t *testing.T) {
+	ff, err := nodeproc.ParseEvent([]byte(`{"event":"frameFirst","ts":300,"trackTs":100,"connectedTs":200}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	ev, _ := parseEvent([]byte(`{"event":"ring","ts":1724312345678,"roomId":"!r:hs","live":true}`))
-	if ev.TS.UnixMilli() != 1724312345678 || ev.Str("roomId") != "!r:hs" || !ev.Bool("live") {
-		t.Errorf("parseEvent: %+v", ev)
-	}
-	ff, _ := parseEvent([]byte(`{"event":"frameFirst","ts":300,"trackTs":100,"connectedTs":200}`))
 	if got := MediaReady(ff); got.UnixMilli() != 200 {
 		t.Errorf("MediaReady = %v, want the later of track and connection (200 ms)", got.UnixMilli())
 	}
-	if got := MediaReady(ev); !got.IsZero() {
+	ring, err := nodeproc.ParseEvent([]byte(`{"event":"ring","ts":1724312345678,"roomId":"!r:hs","live":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := MediaReady(ring); !got.IsZero() {
 		t.Errorf("MediaReady of a ring = %v, want zero", got)
 	}
 }
@@ -187,5 +171,5 @@ func TestEncryptedPair(t *testing.T) {
 
 // prefixed sends whole lines to t.Log with a name in front.
 func prefixed(t testing.TB, name string) io.Writer {
-	return &testWriter{t: t, prefix: name + ": "}
+	return nodeproc.TestLog(t, name+": ")
 }

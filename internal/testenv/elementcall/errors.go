@@ -1,11 +1,16 @@
 package elementcall
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/doorbell/intercom/internal/testenv/nodeproc"
+)
 
 var (
 	// ErrExited is returned by the waits and commands once the driver
-	// process has ended (after Close, or because it failed).
-	ErrExited = errors.New("elementcall: driver process has exited")
+	// process has ended (after Close, or because it failed). It is
+	// nodeproc's, shared with the resident harness.
+	ErrExited = nodeproc.ErrExited
 
 	// ErrNoSource is returned by Setup when it cannot find this package's
 	// directory (driver.mjs, page/, package-lock.json) on disk.

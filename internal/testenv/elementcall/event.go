@@ -1,9 +1,9 @@
 package elementcall
 
 import (
-	"encoding/json"
-	"fmt"
 	"time"
+
+	"github.com/doorbell/intercom/internal/testenv/nodeproc"
 )
 
 // Event names. Every event carries "ts", the emitting frame's Date.now()
@@ -64,36 +64,9 @@ const (
 	EventError = "error"
 )
 
-// Event is one event from the host page or a frame.
-type Event struct {
-	Name   string
-	TS     time.Time      // the frame's Date.now() when it emitted the event
-	Fields map[string]any // every other field, as encoding/json decodes it
-	Raw    json.RawMessage
-}
-
-// Str returns a string field, or "" if it is absent or not a string.
-func (e Event) Str(key string) string {
-	s, _ := e.Fields[key].(string)
-	return s
-}
-
-// Bool returns a boolean field, or false.
-func (e Event) Bool(key string) bool {
-	b, _ := e.Fields[key].(bool)
-	return b
-}
-
-// Num returns a numeric field, or 0.
-func (e Event) Num(key string) float64 {
-	f, _ := e.Fields[key].(float64)
-	return f
-}
-
-// Decode unmarshals the whole event object into v.
-func (e Event) Decode(v any) error { return json.Unmarshal(e.Raw, v) }
-
-func (e Event) String() string { return fmt.Sprintf("%s %s", e.Name, e.Raw) }
+// Event is one event from the host page or a frame, or a command's reply
+// (Do): its Str, Bool, Num and Decode read its fields.
+type Event = nodeproc.Event
 
 // Stats is what a frame's peer connections receive and send (W3C
 // webrtc-stats inbound-rtp and outbound-rtp), summed over its connections;
@@ -125,20 +98,4 @@ func MediaReady(firstFrame Event) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMilli(int64(max(track, conn)))
-}
-
-// parseEvent decodes one line of the driver's stdout.
-func parseEvent(line []byte) (Event, error) {
-	var fields map[string]any
-	if err := json.Unmarshal(line, &fields); err != nil {
-		return Event{}, fmt.Errorf("decode event %q: %w", line, err)
-	}
-	name, _ := fields["event"].(string)
-	if name == "" {
-		return Event{}, fmt.Errorf("decode event %q: no event name", line)
-	}
-	ts, _ := fields["ts"].(float64)
-	delete(fields, "event")
-	delete(fields, "ts")
-	return Event{Name: name, TS: time.UnixMilli(int64(ts)), Fields: fields, Raw: append(json.RawMessage(nil), line...)}, nil
 }

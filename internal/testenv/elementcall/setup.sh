@@ -4,8 +4,8 @@
 # into dist/. It is idempotent and cheap when nothing changed:
 #   - `npm ci` runs only when node_modules is missing or package-lock.json
 #     differs from the one last installed;
-#   - esbuild runs only when page/, the lockfile or this script differ from
-#     the last build.
+#   - esbuild runs only when page/ (or ../nodeproc/page/), the lockfile, this
+#     script or ../nodeproc/setup-lib.sh differ from the last build.
 # Concurrent runs (several test binaries at once) serialise on a lock file.
 # Element Call's own files are served from node_modules as npm installed
 # them: nothing of theirs is rebuilt or copied.
@@ -14,19 +14,8 @@ set -eu
 dir=$(cd "$(dirname "$0")" && pwd)
 cd "$dir"
 
-for tool in node npm sha256sum flock; do
-	command -v "$tool" >/dev/null 2>&1 || { echo "setup.sh: $tool not found" >&2; exit 1; }
-done
-
-exec 9>"$dir/.setup.lock"
-flock 9
-
-lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f node_modules/.elementcall-lock-sum ] || [ "$(cat node_modules/.elementcall-lock-sum)" != "$lock_sum" ]; then
-	echo "setup.sh: npm ci" >&2
-	npm ci --no-audit --no-fund --loglevel=error >&2
-	echo "$lock_sum" >node_modules/.elementcall-lock-sum
-fi
+. "$dir/../nodeproc/setup-lib.sh"
+npm_install elementcall
 
 ec=node_modules/@element-hq/element-call-embedded/dist
 if [ ! -f "$ec/index.html" ]; then
@@ -34,27 +23,12 @@ if [ ! -f "$ec/index.html" ]; then
 	exit 1
 fi
 
-src_sum=$( (cat setup.sh package-lock.json; find page -type f | LC_ALL=C sort | xargs cat) | sha256sum | cut -d' ' -f1)
-if [ ! -f dist/.elementcall-src-sum ] || [ "$(cat dist/.elementcall-src-sum)" != "$src_sum" ] || [ ! -f dist/host.js ] ||
-	[ ! -f dist/pkg/matrix_sdk_crypto_wasm_bg.wasm ]; then
-	echo "setup.sh: bundle page/ into dist/" >&2
-	rm -rf dist.tmp
-	mkdir -p dist.tmp
-	./node_modules/.bin/esbuild page/host.js --bundle --format=esm --target=chrome120 \
-		--sourcemap --log-level=warning --outfile=dist.tmp/host.js >&2
+if needs_bundle elementcall host.js pkg/matrix_sdk_crypto_wasm_bg.wasm; then
+	bundle host
 	# The init script runs in every frame (Element Call's iframe too) before
 	# any of the frame's own scripts: a classic script, no imports.
 	cp page/host.html dist.tmp/index.html
 	cp page/framestats.js dist.tmp/framestats.js
-	# matrix-sdk-crypto-wasm fetches its wasm relative to the bundle
-	# (pkg/ beside host.js); only a host with encryption fetches it.
-	if [ -d node_modules/matrix-js-sdk/node_modules/@matrix-org/matrix-sdk-crypto-wasm ]; then
-		echo "setup.sh: matrix-js-sdk has its own matrix-sdk-crypto-wasm; copy that wasm instead" >&2
-		exit 1
-	fi
-	mkdir -p dist.tmp/pkg
-	cp node_modules/@matrix-org/matrix-sdk-crypto-wasm/pkg/matrix_sdk_crypto_wasm_bg.wasm dist.tmp/pkg/
-	echo "$src_sum" >dist.tmp/.elementcall-src-sum
-	rm -rf dist
-	mv dist.tmp dist
+	copy_crypto_wasm dist.tmp
+	publish elementcall
 fi

@@ -1,9 +1,9 @@
 package resident
 
 import (
-	"encoding/json"
-	"fmt"
 	"time"
+
+	"github.com/doorbell/intercom/internal/testenv/nodeproc"
 )
 
 // Event names the page emits (page/resident.js). Every event carries "ts",
@@ -96,39 +96,9 @@ const (
 	EventRTCLeft = "rtcLeft"
 )
 
-// Event is one event from the page.
-type Event struct {
-	Name   string
-	TS     time.Time      // the page's Date.now() when it emitted the event
-	Fields map[string]any // every other field of the JSON object, as encoding/json decodes it
-	Raw    json.RawMessage
-}
-
-// Str returns a string field, or "" if it is absent or not a string.
-func (e Event) Str(key string) string {
-	s, _ := e.Fields[key].(string)
-	return s
-}
-
-// Bool returns a boolean field, or false if it is absent or not a bool.
-func (e Event) Bool(key string) bool {
-	b, _ := e.Fields[key].(bool)
-	return b
-}
-
-// Num returns a numeric field, or 0 if it is absent or not a number.
-func (e Event) Num(key string) float64 {
-	f, _ := e.Fields[key].(float64)
-	return f
-}
-
-// CallID returns the event's call ID, if it is about a call.
-func (e Event) CallID() string { return e.Str("callId") }
-
-// Decode unmarshals the whole event object into v.
-func (e Event) Decode(v any) error { return json.Unmarshal(e.Raw, v) }
-
-func (e Event) String() string { return fmt.Sprintf("%s %s", e.Name, e.Raw) }
+// Event is one event from the page, or a command's reply (Do): its Str,
+// Bool, Num, CallID and Decode read its fields.
+type Event = nodeproc.Event
 
 // Stats is what the resident receives in a call, from the W3C webrtc-stats
 // of its peer connection (inbound-rtp, codec, selected candidate pair).
@@ -185,20 +155,4 @@ type RTCStats struct {
 		TotalAudioEnergy     float64 `json:"totalAudioEnergy"`
 		AudioPacketsReceived int     `json:"audioPacketsReceived"`
 	} `json:"remote"` // per remote participant
-}
-
-// parseEvent decodes one line of the driver's stdout.
-func parseEvent(line []byte) (Event, error) {
-	var fields map[string]any
-	if err := json.Unmarshal(line, &fields); err != nil {
-		return Event{}, fmt.Errorf("decode event %q: %w", line, err)
-	}
-	name, _ := fields["event"].(string)
-	if name == "" {
-		return Event{}, fmt.Errorf("decode event %q: no event name", line)
-	}
-	ts, _ := fields["ts"].(float64)
-	delete(fields, "event")
-	delete(fields, "ts")
-	return Event{Name: name, TS: time.UnixMilli(int64(ts)), Fields: fields, Raw: append(json.RawMessage(nil), line...)}, nil
 }

@@ -16,20 +16,15 @@
 package resident
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doorbell/intercom/internal/testenv/nodeproc"
 )
 
 // Options configure one resident.
@@ -93,36 +88,17 @@ const (
 	startTimeout = 2 * time.Minute
 	// commandTimeout bounds Answer, Reject, Hangup and PlaceCall.
 	commandTimeout = 30 * time.Second
-	// closeGrace is how long Close waits after closing stdin before it
-	// sends SIGTERM, and again before SIGKILL.
-	closeGrace = 10 * time.Second
 )
 
 // Resident is one running resident: a node process (driver.mjs) with its
 // Chromium. Its methods are safe for concurrent use.
 type Resident struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	log    io.Writer
-	stderr *tailBuffer
+	p     *nodeproc.Proc
+	ready Event // set by Start, read-only after
 
-	writeMu sync.Mutex // serialises commands on stdin
-
-	mu      sync.Mutex
-	events  []Event        // every event but replies, in arrival order
-	cursor  map[string]int // per event name: where the next WaitFor looks from
-	changed chan struct{}  // closed and replaced whenever events or exited change
-	replies map[int]chan Event
-	nextID  int
-	stats   Stats
-	rtc     RTCStats
-	ready   Event
-
-	exited  chan struct{} // closed when the driver has exited and been reaped
-	exitErr error         // set before exited is closed
-
-	closeOnce sync.Once
-	closeErr  error
+	mu    sync.Mutex
+	stats Stats
+	rtc   RTCStats
 }
 
 // Start sets up the package (see Setup), spawns `node driver.mjs`, and
@@ -145,75 +121,66 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 	if err != nil {
 		return nil, err
 	}
-	node, err := exec.LookPath("node")
+	var args []string
+	for _, f := range []struct {
+		on   bool
+		flag string
+	}{
+		{opts.AutoAnswer, "--autoanswer"},
+		{opts.AutoJoin, "--autojoin"},
+		{opts.AnyInterface, "--no-loopback"},
+		{opts.ForceTURN, "--force-turn"},
+		{opts.NoICERestart, "--no-ice-restart"},
+		{opts.Encryption, "--encryption"},
+		{opts.CrossSign, "--cross-sign"},
+	} {
+		if f.on {
+			args = append(args, f.flag)
+		}
+	}
+	r := &Resident{}
+	r.p, r.ready, err = nodeproc.Start(ctx, nodeproc.Options{
+		Name: "resident",
+		Dir:  dir,
+		Args: args,
+		Env: []string{
+			"RESIDENT_HOMESERVER=" + opts.Homeserver,
+			"RESIDENT_USER=" + opts.UserID,
+			"RESIDENT_PASSWORD=" + opts.Password,
+			"RESIDENT_ACCESS_TOKEN=" + opts.AccessToken,
+		},
+		Log:    opts.Log,
+		Quiet:  []string{EventStats, EventRTCStats},
+		Handle: r.handle,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("start resident: %w", err)
-	}
-	args := []string{filepath.Join(dir, "driver.mjs")}
-	if opts.AutoAnswer {
-		args = append(args, "--autoanswer")
-	}
-	if opts.AutoJoin {
-		args = append(args, "--autojoin")
-	}
-	if opts.AnyInterface {
-		args = append(args, "--no-loopback")
-	}
-	if opts.ForceTURN {
-		args = append(args, "--force-turn")
-	}
-	if opts.NoICERestart {
-		args = append(args, "--no-ice-restart")
-	}
-	if opts.Encryption {
-		args = append(args, "--encryption")
-	}
-	if opts.CrossSign {
-		args = append(args, "--cross-sign")
-	}
-	log := opts.Log
-	if log == nil {
-		log = io.Discard
-	}
-	r := &Resident{
-		log:     &syncWriter{w: log},
-		stderr:  &tailBuffer{max: 8 << 10},
-		cursor:  make(map[string]int),
-		changed: make(chan struct{}),
-		replies: make(map[int]chan Event),
-		exited:  make(chan struct{}),
-	}
-	r.cmd = exec.Command(node, args...)
-	r.cmd.Dir = dir
-	// Credentials go through the environment, not argv, so they do not show
-	// in a process list.
-	r.cmd.Env = append(os.Environ(),
-		"RESIDENT_HOMESERVER="+opts.Homeserver,
-		"RESIDENT_USER="+opts.UserID,
-		"RESIDENT_PASSWORD="+opts.Password,
-		"RESIDENT_ACCESS_TOKEN="+opts.AccessToken,
-	)
-	r.cmd.Stderr = io.MultiWriter(r.log, r.stderr)
-	// Its own process group: a terminal's Ctrl-C reaches the test binary
-	// only, which then closes the driver's stdin; the driver closes Chromium.
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if r.stdin, err = r.cmd.StdinPipe(); err != nil {
-		return nil, fmt.Errorf("start resident: %w", err)
-	}
-	stdout, err := r.cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("start resident: %w", err)
-	}
-	if err := r.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start resident: %w", err)
-	}
-	go r.read(stdout)
-
-	if err := r.waitReady(ctx); err != nil {
-		_ = r.Close()
-		return nil, fmt.Errorf("start resident %s: %w\n%s", opts.UserID, err, r.stderr.String())
+		return nil, fmt.Errorf("start resident %s: %w", opts.UserID, err)
 	}
 	return r, nil
+}
+
+// handle keeps the latest stats and rtcStats for LastStats and
+// LastRTCStats; every event stays in the log.
+func (r *Resident) handle(ev Event) bool {
+	switch ev.Name {
+	case EventStats:
+		var s Stats
+		if err := ev.Decode(&s); err == nil {
+			s.TS = ev.TS
+			r.mu.Lock()
+			r.stats = s
+			r.mu.Unlock()
+		}
+	case EventRTCStats:
+		var s RTCStats
+		if err := ev.Decode(&s); err == nil {
+			s.TS = ev.TS
+			r.mu.Lock()
+			r.rtc = s
+			r.mu.Unlock()
+		}
+	}
+	return true
 }
 
 // StartT starts a resident for a test and stops it in t.Cleanup. Without
@@ -221,160 +188,20 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 func StartT(t testing.TB, opts Options) *Resident {
 	t.Helper()
 	if opts.Log == nil {
-		opts.Log = &testWriter{t: t}
+		opts.Log = nodeproc.TestLog(t, "")
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), startTimeout)
-	defer cancel()
-	r, err := Start(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := r.Close(); err != nil {
-			t.Errorf("close resident: %v", err)
-		}
-	})
-	return r
-}
-
-// waitReady waits for "ready", failing early on an "error" event (a failed
-// login, say) or the driver's exit.
-func (r *Resident) waitReady(ctx context.Context) error {
-	for {
-		r.mu.Lock()
-		for _, ev := range r.events {
-			switch ev.Name {
-			case EventReady:
-				r.ready = ev
-				r.mu.Unlock()
-				return nil
-			case EventError:
-				r.mu.Unlock()
-				return errors.New(ev.Str("message"))
-			}
-		}
-		changed := r.changed
-		exited := r.isExitedLocked()
-		r.mu.Unlock()
-		if exited {
-			return r.exitError()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for ready: %w", context.Cause(ctx))
-		case <-changed:
-		}
-	}
-}
-
-// read owns the driver's stdout: it records events, hands replies to the
-// commands waiting for them, and reaps the process at EOF.
-func (r *Resident) read(stdout io.Reader) {
-	sc := bufio.NewScanner(stdout)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		ev, err := parseEvent(sc.Bytes())
-		if err != nil {
-			fmt.Fprintf(r.log, "resident: %v\n", err)
-			continue
-		}
-		if ev.Name != EventStats && ev.Name != EventRTCStats && ev.Name != "reply" {
-			fmt.Fprintf(r.log, "resident event: %s\n", ev.Raw)
-		}
-		r.mu.Lock()
-		if ev.Name == "reply" {
-			if ch, ok := r.replies[int(ev.Num("id"))]; ok {
-				ch <- ev // buffered, one reply per id
-				delete(r.replies, int(ev.Num("id")))
-			}
-			r.mu.Unlock()
-			continue
-		}
-		if ev.Name == EventStats {
-			var s Stats
-			if err := ev.Decode(&s); err == nil {
-				s.TS = ev.TS
-				r.stats = s
-			}
-		}
-		if ev.Name == EventRTCStats {
-			var s RTCStats
-			if err := ev.Decode(&s); err == nil {
-				s.TS = ev.TS
-				r.rtc = s
-			}
-		}
-		r.events = append(r.events, ev)
-		r.broadcastLocked()
-		r.mu.Unlock()
-	}
-	// Drain whatever is left so the driver never blocks on a full pipe.
-	_, _ = io.Copy(io.Discard, stdout)
-	err := r.cmd.Wait()
-	r.mu.Lock()
-	r.exitErr = err
-	close(r.exited)
-	r.broadcastLocked()
-	r.mu.Unlock()
-}
-
-func (r *Resident) broadcastLocked() {
-	close(r.changed)
-	r.changed = make(chan struct{})
-}
-
-func (r *Resident) isExitedLocked() bool {
-	select {
-	case <-r.exited:
-		return true
-	default:
-		return false
-	}
-}
-
-func (r *Resident) exitError() error {
-	<-r.exited
-	if r.exitErr != nil {
-		return fmt.Errorf("%w: %v", ErrExited, r.exitErr)
-	}
-	return ErrExited
+	return nodeproc.StartT(t, "resident", startTimeout, func(ctx context.Context) (*Resident, error) { return Start(ctx, opts) })
 }
 
 // WaitFor returns the next event called name: the first one after the event
 // of that name WaitFor returned last, whether it already came or is still
 // to come. Events of other names do not affect it.
 func (r *Resident) WaitFor(ctx context.Context, name string) (Event, error) {
-	for {
-		r.mu.Lock()
-		for i := r.cursor[name]; i < len(r.events); i++ {
-			if r.events[i].Name == name {
-				r.cursor[name] = i + 1
-				ev := r.events[i]
-				r.mu.Unlock()
-				return ev, nil
-			}
-		}
-		r.cursor[name] = len(r.events)
-		changed := r.changed
-		exited := r.isExitedLocked()
-		r.mu.Unlock()
-		if exited {
-			return Event{}, fmt.Errorf("wait for %s: %w", name, r.exitError())
-		}
-		select {
-		case <-ctx.Done():
-			return Event{}, fmt.Errorf("wait for %s: %w", name, context.Cause(ctx))
-		case <-changed:
-		}
-	}
+	return r.p.WaitFor(ctx, name)
 }
 
 // Events returns a copy of every event so far (not command replies).
-func (r *Resident) Events() []Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]Event(nil), r.events...)
-}
+func (r *Resident) Events() []Event { return r.p.Events() }
 
 // LastStats returns the latest stats event (zero before the first call).
 func (r *Resident) LastStats() Stats {
@@ -575,129 +402,16 @@ func (r *Resident) Do(ctx context.Context, cmd string, args map[string]any) (Eve
 	for k, v := range args {
 		msg[k] = v
 	}
-	ch := make(chan Event, 1)
-	r.mu.Lock()
-	r.nextID++
-	id := r.nextID
-	r.replies[id] = ch
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		delete(r.replies, id)
-		r.mu.Unlock()
-	}()
-	msg["cmd"], msg["id"] = cmd, id
-	line, err := json.Marshal(msg)
+	msg["cmd"] = cmd
+	ev, err := r.p.Do(ctx, msg)
 	if err != nil {
-		return Event{}, fmt.Errorf("resident %s: %w", cmd, err)
+		return ev, fmt.Errorf("resident %s: %w", cmd, err)
 	}
-	r.writeMu.Lock()
-	_, err = r.stdin.Write(append(line, '\n'))
-	r.writeMu.Unlock()
-	if err != nil {
-		return Event{}, fmt.Errorf("resident %s: %w", cmd, err)
-	}
-	select {
-	case ev := <-ch:
-		if msg := ev.Str("error"); msg != "" {
-			return ev, fmt.Errorf("resident %s: %s", cmd, msg)
-		}
-		return ev, nil
-	case <-r.exited:
-		return Event{}, fmt.Errorf("resident %s: %w", cmd, r.exitError())
-	case <-ctx.Done():
-		return Event{}, fmt.Errorf("resident %s: %w", cmd, context.Cause(ctx))
-	}
+	return ev, nil
 }
 
 // Close stops the resident: it closes the driver's stdin (the driver then
 // closes Chromium and exits), sends SIGTERM to the driver's PID if it has not
 // exited after a grace period, and SIGKILL after another. It returns the
 // driver's exit error, if any.
-func (r *Resident) Close() error {
-	r.closeOnce.Do(func() {
-		r.writeMu.Lock()
-		_ = r.stdin.Close()
-		r.writeMu.Unlock()
-		pid := r.cmd.Process.Pid
-		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-			if r.waitExit(closeGrace) {
-				break
-			}
-			fmt.Fprintf(r.log, "resident: driver %d still running, sending %v\n", pid, sig)
-			_ = syscall.Kill(pid, sig)
-		}
-		<-r.exited
-		r.closeErr = r.exitErr
-	})
-	return r.closeErr
-}
-
-// waitExit reports whether the driver exits within d.
-func (r *Resident) waitExit(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-r.exited:
-		return true
-	case <-t.C:
-		return false
-	}
-}
-
-// syncWriter serialises writes from the stderr copier and the event reader.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-// tailBuffer keeps the last max bytes written, for error messages.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if over := len(b.buf) - b.max; over > 0 {
-		b.buf = append(b.buf[:0], b.buf[over:]...)
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(bytes.TrimSpace(b.buf))
-}
-
-// testWriter sends whole lines to t.Log.
-type testWriter struct {
-	mu  sync.Mutex
-	t   testing.TB
-	buf []byte
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf = append(w.buf, p...)
-	for {
-		i := bytes.IndexByte(w.buf, '\n')
-		if i < 0 {
-			break
-		}
-		w.t.Log(string(w.buf[:i]))
-		w.buf = w.buf[i+1:]
-	}
-	return len(p), nil
-}
+func (r *Resident) Close() error { return r.p.Close() }

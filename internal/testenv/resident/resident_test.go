@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/internal/testenv/dendrite"
+	"github.com/doorbell/intercom/internal/testenv/nodeproc"
 	"github.com/doorbell/intercom/internal/testenv/resident"
 )
 
@@ -355,27 +357,6 @@ func clientAPI(ctx context.Context, t *testing.T, base, token, path string, body
 }
 
 // prefixed logs through t.Log with a name in front of each line.
-func prefixed(t *testing.T, name string) *lineLog {
-	return &lineLog{t: t, prefix: name + ": "}
-}
-
-type lineLog struct {
-	mu     sync.Mutex
-	t      *testing.T
-	prefix string
-	buf    []byte
-}
-
-func (l *lineLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, p...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		l.t.Log(l.prefix + string(l.buf[:i]))
-		l.buf = l.buf[i+1:]
-	}
+func prefixed(t *testing.T, name string) io.Writer {
+	return nodeproc.TestLog(t, name+": ")
 }

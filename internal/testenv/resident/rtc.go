@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+
+	"github.com/doorbell/intercom/internal/testenv/nodeproc"
 )
 
 // RTCJoinOptions are the arguments of RTCJoinWith.
@@ -66,7 +68,7 @@ func (r *Resident) RTCJoinWith(ctx context.Context, o RTCJoinOptions) (Event, er
 	if err != nil {
 		return Event{}, fmt.Errorf("resident rtcJoin: %w", err)
 	}
-	return parseEvent(raw)
+	return nodeproc.ParseEvent(raw)
 }
 
 // RTCDecline declines a MatrixRTC ring: an org.matrix.msc4310.rtc.decline

@@ -22,6 +22,7 @@
 import { ClientEvent, createClient, MatrixEventEvent, RoomMemberEvent, RoomStateEvent } from "matrix-js-sdk";
 import { ClientWidgetApi, Widget, WidgetApiFromWidgetAction } from "matrix-widget-api";
 import { HostDriver } from "./driver.js";
+import { autoJoin } from "../../nodeproc/page/autojoin.js";
 
 const RING_TYPES = new Set(["org.matrix.msc4075.rtc.notification", "m.rtc.notification"]);
 const MEMBER_TYPE = "org.matrix.msc3401.call.member";
@@ -122,15 +123,7 @@ async function start() {
   client.on(RoomMemberEvent.Membership, (_ev, member) => {
     emit("roomMember", { roomId: member.roomId, userId: member.userId, membership: member.membership });
   });
-  if (flag("autojoin")) {
-    client.on(RoomMemberEvent.Membership, (_ev, member) => {
-      if (member.userId !== client.getUserId() || member.membership !== "invite") return;
-      client
-        .joinRoom(member.roomId)
-        .then(() => emit("joined", { roomId: member.roomId }))
-        .catch((err) => emit("error", { roomId: member.roomId, message: `join: ${err.message}` }));
-    });
-  }
+  if (flag("autojoin")) autoJoin(client, RoomMemberEvent.Membership, emit);
   client.on(ClientEvent.Sync, (state, _prev, data) => {
     if (state === "PREPARED" && !prepared) {
       prepared = true;

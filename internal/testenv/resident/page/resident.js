@@ -30,6 +30,7 @@ import { CallErrorCode, CallState } from "matrix-js-sdk/lib/webrtc/call.js";
 import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler.js";
 import { installLoopbackOnly } from "./loopback.js";
 import { installRTC } from "./rtc.js";
+import { autoJoin } from "../../nodeproc/page/autojoin.js";
 import { crossSign, identity, initCrypto, MEGOLM, onCleartextEvent, sendEncrypted, shield, waitCrossSigned, waitKeysUploaded } from "./e2ee.js";
 import { downloadImage, sendImage } from "./media.js";
 
@@ -662,15 +663,7 @@ async function start() {
     },
   );
 
-  if (flag("autojoin")) {
-    client.on(RoomMemberEvent.Membership, (_ev, member) => {
-      if (member.userId !== client.getUserId() || member.membership !== "invite") return;
-      client
-        .joinRoom(member.roomId)
-        .then(() => emit("joined", { roomId: member.roomId }))
-        .catch((err) => emit("error", { roomId: member.roomId, message: `join: ${err.message}` }));
-    });
-  }
+  if (flag("autojoin")) autoJoin(client, RoomMemberEvent.Membership, emit);
 
   client.on(ClientEvent.Sync, (state, _prev, data) => {
     if (state === "PREPARED") {

@@ -60,7 +60,8 @@ bench: deps
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=RingEncryption -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkMatrixRTC(Paths)?$$' -benchtime=15x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench=MatrixRTCEncryptionCPU -benchtime=1x -timeout 20m ./cmd/intercom/e2e
-	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench=ElementCall -benchtime=1x -timeout 10m ./cmd/intercom/e2e
+	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench='^BenchmarkElementCall$$' -benchtime=1x -timeout 10m ./cmd/intercom/e2e
+	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench='^BenchmarkElementCallSFUs$$' -benchtime=1x -timeout 15m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=7 $(GO) test -run=^$$ -bench=HomeserverOutage -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 
 # The demo is built and run as its own process rather than with `go run`:

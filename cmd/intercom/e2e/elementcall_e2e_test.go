@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -300,4 +301,72 @@ func TestElementCallTwoSFUs(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitStatus(ctx, "idle after Element Call hung up", func(st status) bool { return st.State == "idle" })
+}
+
+// BenchmarkElementCallSFUs measures the door's CPU in an encrypted call
+// with the real Element Call, when carol publishes on the door's SFU (one
+// SFU) and when she publishes on her own (two: the door publishes on its
+// own and listens, subscribe-only, on hers). Each mode is its own
+// system; INTERCOM_BENCH_ROUNDS 10-second windows each (default 5), once
+// Element Call decodes the door and the door hears her.
+func BenchmarkElementCallSFUs(b *testing.B) {
+	rounds := 5
+	if n, err := strconv.Atoi(os.Getenv("INTERCOM_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	med := map[bool]float64{}
+	for _, two := range []bool{false, true} {
+		name := "one-sfu"
+		if two {
+			name = "two-sfus"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := startElementCallSystemOpts(b, ecOptions{Encrypted: true, SecondSFU: two})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			s.press()
+			if _, err := s.host.WaitRing(ctx, s.room); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.host.Join(ctx, s.room, ""); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.host.WaitStats(ctx, func(st elementcall.Stats) bool { return st.FramesDecoded > 30 && st.TotalAudioEnergy > 0 }); err != nil {
+				b.Fatal(err)
+			}
+			s.waitStatus(ctx, "the intercom hears carol", func(status) bool { return s.heardAudio() })
+			pid := s.cmd.Process.Pid
+			var samples []float64
+			for range b.N {
+				for range rounds {
+					c0, err := processCPU(pid)
+					if err != nil {
+						b.Fatal(err)
+					}
+					t0 := time.Now()
+					time.Sleep(10 * time.Second)
+					c1, err := processCPU(pid)
+					if err != nil {
+						b.Fatal(err)
+					}
+					samples = append(samples, (c1-c0).Seconds()/time.Since(t0).Seconds())
+				}
+			}
+			if st, err := s.status(); err != nil || st.State != "in_call" {
+				b.Fatalf("the call did not last the windows: %+v, %v", st, err)
+			}
+			slices.Sort(samples)
+			med[two] = samples[len(samples)/2]
+			b.ReportMetric(med[two], "door-cpu-s/s")
+			// The spread, in the results: Go cuts a benchmark's log at
+			// ten lines, which the harnesses' own lines fill.
+			b.ReportMetric(samples[0], "min-s/s")
+			b.ReportMetric(samples[len(samples)-1], "max-s/s")
+			b.ReportMetric(0, "ns/op")
+			b.Logf("%s: door CPU per window (s/s, sorted): %.4f", name, samples)
+		})
+	}
+	if med[false] > 0 && med[true] > 0 {
+		b.Logf("door CPU, two SFUs / one SFU: %.2f (medians %.4f / %.4f s/s)", med[true]/med[false], med[true], med[false])
+	}
 }

@@ -78,7 +78,7 @@ func livekitJoin(stream *media.Stream, speaker media.Speaker, meter *media.Audio
 	return func(ctx context.Context, tok mlivekit.Token, keys *rtc.CallKeys, presence func(string, bool), lost func(error)) (io.Closer, error) {
 		cfg := mlivekit.Config{Stream: stream, Speaker: speaker, Meter: meter, Logger: log, SubscribeOnly: subscribeOnly}
 		if keys != nil {
-			cfg.Crypto = mlivekit.NewCallCrypto(keys)
+			cfg.Crypto = mlivekit.NewCallCrypto(keys, log)
 		}
 		p, err := mlivekit.Join(ctx, tok.URL, tok.JWT, cfg)
 		if err != nil {

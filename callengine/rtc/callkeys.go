@@ -25,7 +25,8 @@ type KeyUpdate struct {
 // maxKeyUpdates bounds the replay log: far more than a call's rotations.
 const maxKeyUpdates = 1024
 
-func (k *CallKeys) add(u KeyUpdate) {
+// Add gives one more key (the runner does, as the machine hands keys out).
+func (k *CallKeys) Add(u KeyUpdate) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if len(k.updates) == maxKeyUpdates {

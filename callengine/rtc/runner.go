@@ -534,10 +534,10 @@ func (l *loop) execute(eff Effect) {
 			l.bg.Go(func(context.Context) { _ = c.Close() })
 		}
 	case UseMediaKey:
-		l.callKeys(e.Room).add(KeyUpdate{Own: true, Index: e.Index, Key: e.Key})
+		l.callKeys(e.Room).Add(KeyUpdate{Own: true, Index: e.Index, Key: e.Key})
 		r.log.Debug("media key in use", "room_id", e.Room, "index", e.Index)
 	case RemoteMediaKey:
-		l.callKeys(e.Room).add(KeyUpdate{Identity: e.Identity, Index: e.Index, Key: e.Key})
+		l.callKeys(e.Room).Add(KeyUpdate{Identity: e.Identity, Index: e.Index, Key: e.Key})
 		r.log.Debug("media key received", "room_id", e.Room, "identity", e.Identity, "index", e.Index)
 	case ShareMediaKey:
 		content := NewEncryptionKeys(r.cfg.Machine.Self, e.Room, e.Index, e.Key, time.Now())

@@ -2,6 +2,7 @@ package livekit
 
 import (
 	"fmt"
+	"log/slog"
 	"sync"
 
 	"github.com/doorbell/intercom/callengine/rtc"
@@ -17,9 +18,10 @@ type CallCrypto struct {
 	own *framecrypt.KeyRing
 	enc map[media.Codec]*framecrypt.Encryptor
 
+	log *slog.Logger
+
 	mu     sync.Mutex
 	remote map[string]*participantKeys // by LiveKit identity
-	errs   []error                     // keys that could not be used, for the log
 }
 
 type participantKeys struct {
@@ -28,9 +30,13 @@ type participantKeys struct {
 	dec  map[media.Codec]*framecrypt.Decryptor
 }
 
-// NewCallCrypto follows keys from now on (and every key given so far).
-func NewCallCrypto(keys *rtc.CallKeys) *CallCrypto {
-	c := &CallCrypto{own: framecrypt.NewKeyRing(), enc: map[media.Codec]*framecrypt.Encryptor{}, remote: map[string]*participantKeys{}}
+// NewCallCrypto follows keys from now on (and every key given so far);
+// a key that cannot be used is logged to log.
+func NewCallCrypto(keys *rtc.CallKeys, log *slog.Logger) *CallCrypto {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &CallCrypto{own: framecrypt.NewKeyRing(), enc: map[media.Codec]*framecrypt.Encryptor{}, remote: map[string]*participantKeys{}, log: log}
 	for mc, fc := range cryptoCodecs {
 		c.enc[mc] = framecrypt.NewEncryptor(c.own, fc)
 	}
@@ -38,7 +44,7 @@ func NewCallCrypto(keys *rtc.CallKeys) *CallCrypto {
 	return c
 }
 
-// cryptoCodecs maps the stream's cryptoCodecs to the cryptor's.
+// cryptoCodecs maps the stream's codecs to the cryptor's.
 var cryptoCodecs = map[media.Codec]framecrypt.Codec{media.H264: framecrypt.H264, media.VP8: framecrypt.VP8, media.Opus: framecrypt.Opus}
 
 // update takes one key from the runner (under the CallKeys lock).
@@ -68,20 +74,7 @@ func (c *CallCrypto) update(u rtc.KeyUpdate) {
 	}
 }
 
-func (c *CallCrypto) fail(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.errs) < 16 {
-		c.errs = append(c.errs, err)
-	}
-}
-
-// Errors returns the keys that could not be used (at most 16).
-func (c *CallCrypto) Errors() []error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]error(nil), c.errs...)
-}
+func (c *CallCrypto) fail(err error) { c.log.Warn("livekit: media key not usable", "err", err) }
 
 // Encrypt seals one of the door's frames with its current key. The
 // result is valid until the next Encrypt of that codec: the one caller

@@ -116,9 +116,6 @@ type Publisher struct {
 	sink   media.Speaker
 	crypto FrameCrypto
 	log    *slog.Logger
-	// cryptoErrs counts frames dropped because they could not be
-	// encrypted (no key yet) or decrypted.
-	encryptErrs, decryptErrs atomic.Uint64
 
 	reconnectTimeout time.Duration
 
@@ -293,7 +290,7 @@ func (p *Publisher) encryptedTrack(c media.Codec) (*webrtc.TrackLocalStaticSampl
 		data, err := p.crypto.Encrypt(c, smp.Data)
 		if err != nil {
 			// Never send a frame in the clear: drop it.
-			if p.encryptErrs.Add(1); !logged.Swap(true) {
+			if !logged.Swap(true) {
 				p.log.Warn("livekit: frame not encrypted, dropped", "codec", string(c), "err", err)
 			}
 			return
@@ -595,7 +592,7 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string, levelExt uint8) 
 		if p.crypto != nil {
 			if payload, err = p.crypto.Decrypt(media.Opus, id, payload); err != nil {
 				failed++
-				if p.decryptErrs.Add(1); !logged {
+				if !logged {
 					logged = true
 					p.log.Warn("livekit: remote audio not decrypted", "identity", id, "err", err)
 				}

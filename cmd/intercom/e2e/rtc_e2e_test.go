@@ -177,25 +177,14 @@ func TestMatrixRTCAnswer(t *testing.T) {
 	t.Logf("status: %+v", st.Calls)
 
 	// Picture and sound both ways.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		rs := alice.LastRTCStats()
-		heard := s.heardAudio()
-		if rs.FramesDecoded > 30 && rs.TotalAudioEnergy > 0 && heard {
-			t.Logf("alice: %d frames %dx%d %s, audio energy %.3g; intercom hears her", rs.FramesDecoded, rs.FrameWidth, rs.FrameHeight, rs.VideoCodec, rs.TotalAudioEnergy)
-			if st, err := s.status(); err == nil {
-				ra := st.Media.ReceivedAudio
-				// livekit-server 1.13.5 does not offer subscribers the
-				// RFC 6464 extension, so through the SFU every packet is
-				// decoded; this shows it if a server starts to.
-				t.Logf("through the SFU: %d packets, %d not decoded by their level", ra.Packets, ra.Skipped)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("media incomplete: alice %+v, intercom hears her: %v", rs, heard)
-		}
-		time.Sleep(100 * time.Millisecond)
+	rs := s.waitMediaBothWays(t, alice)
+	t.Logf("alice: %d frames %dx%d %s, audio energy %.3g; intercom hears her", rs.FramesDecoded, rs.FrameWidth, rs.FrameHeight, rs.VideoCodec, rs.TotalAudioEnergy)
+	if st, err := s.status(); err == nil {
+		ra := st.Media.ReceivedAudio
+		// livekit-server 1.13.5 does not offer subscribers the RFC 6464
+		// extension, so through the SFU every packet is decoded; this
+		// shows it if a server starts to.
+		t.Logf("through the SFU: %d packets, %d not decoded by their level", ra.Packets, ra.Skipped)
 	}
 
 	// Alice leaves: the intercom leaves and clears its membership.
@@ -314,6 +303,25 @@ func TestMatrixRTCDeclineSelfMinted(t *testing.T) {
 
 // heardAudio reports whether the intercom has received non-silent audio
 // from a resident (status media.received_audio).
+// waitMediaBothWays waits (30 s at most) until r decodes the door's
+// video and audio through the SFU and the intercom hears r, and returns
+// r's stats then.
+func (s *rtcSystem) waitMediaBothWays(t testing.TB, r *resident.Resident) resident.RTCStats {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rs := r.LastRTCStats()
+		heard := s.heardAudio()
+		if rs.FramesDecoded > 30 && rs.TotalAudioEnergy > 0 && heard {
+			return rs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("media incomplete: %s %+v, intercom hears them: %v", r.UserID(), rs, heard)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func (s *rtcSystem) heardAudio() bool {
 	st, err := s.status()
 	return err == nil && st.Media.ReceivedAudio.Packets > 50 && st.Media.ReceivedAudio.Level > -60 // dBov

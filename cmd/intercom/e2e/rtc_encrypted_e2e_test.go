@@ -66,19 +66,8 @@ func TestMatrixRTCEncryptedE2E(t *testing.T) {
 		t.Fatalf("bob's classic call still rings after alice answered: %v", err)
 	}
 
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		rs := alice.LastRTCStats()
-		heard := s.heardAudio()
-		if rs.FramesDecoded > 30 && rs.TotalAudioEnergy > 0 && heard {
-			t.Logf("alice decodes %d frames %dx%d %s, audio energy %.3g; the intercom hears her", rs.FramesDecoded, rs.FrameWidth, rs.FrameHeight, rs.VideoCodec, rs.TotalAudioEnergy)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("media incomplete: alice %+v, intercom hears her: %v", rs, heard)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	rs := s.waitMediaBothWays(t, alice)
+	t.Logf("alice decodes %d frames %dx%d %s, audio energy %.3g; the intercom hears her", rs.FramesDecoded, rs.FrameWidth, rs.FrameHeight, rs.VideoCodec, rs.TotalAudioEnergy)
 	for _, ev := range alice.Events() {
 		if ev.Name == "rtcEncryptionError" {
 			t.Logf("alice: frame encryption error (before the keys arrived?): %v", ev.Fields)

@@ -17,7 +17,6 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
-	"github.com/doorbell/intercom/callengine/ring"
 	"github.com/doorbell/intercom/device"
 	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
@@ -31,6 +30,14 @@ import (
 // done; version is the build's, for the log. Every part is checked before
 // anything starts, so a broken setup never leaves a half-running
 // intercom.
+//
+// The door comes first (issue 15): the button, the bell, the relay, the
+// camera and the local API run from the first second and never wait for
+// the homeserver. The Matrix side (matrixside.go: login, the residents'
+// rooms, the call engines) comes up beside them, however long the
+// homeserver takes; a press before that rings the bell for the ring
+// timeout, keeps the visitor as missed, and rings the residents if the
+// Matrix side is up before the bell stops.
 func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
 	hup, stopHUP := reloadSignals() // reload.go: SIGHUP must not kill a starting daemon
@@ -67,10 +74,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	if err != nil {
 		return err
 	}
-	residents := make([]callengine.UserID, len(cfg.Residents))
-	for i, r := range cfg.Residents {
-		residents[i] = callengine.UserID(r)
-	}
+	// The session is made here but reaches the homeserver only on the
+	// Matrix side; until then its sends fail and are retried by whoever
+	// made them (the visitor queue).
 	session, err := newSession(cfg, state, log)
 	if err != nil {
 		return err
@@ -108,122 +114,42 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	if hh != nil {
 		hhNotices = hh // ring and missed notices also go to the household room
 	}
+	dir := &directory{}
 	// Ring notices wait for the MatrixRTC rings to leave (ringsfirst.go).
 	gate := &ringsFirst{}
-	doors, err := newDoorParts(cfg, session, relay, stream, hhNotices, gate, log)
+	doors, err := newDoorParts(cfg, session, relay, stream, hhNotices, gate, noticeRooms(dir, hh), log)
 	if err != nil {
 		return err
 	}
 
-	// Log in and make sure every resident has a room before answering
-	// presses. Login itself waits out an unreachable homeserver (a board
-	// often boots before its network is up) and fails only on what waiting
-	// cannot fix, such as a wrong password.
-	if err := session.Login(ctx); err != nil {
-		return fmt.Errorf("log in: %w", err)
-	}
-	dir := &directory{}
-	var rooms map[callengine.UserID]callengine.RoomID
-	if err := retry(ctx, log, "direct rooms", func() error {
-		var err error
-		if rooms, err = session.EnsureDirectRooms(ctx); err == nil {
-			dir.set(rooms)
-		}
-		return err
-	}); err != nil {
-		return err
-	}
-
-	// MatrixRTC ringing (rtcsetup.go): nil unless matrixrtc.enabled. Made
-	// after login, which gives the device ID its identity needs, and
-	// before the sync loop, whose filter must include its events.
-	mrtc, err := newDaemonRTC(cfg, session, stream, hw, meter, hh, log)
-	if err != nil {
-		return err
-	}
-	if mrtc != nil {
-		gate.follow(mrtc.runner.RingsOut)
-	}
-
-	calls := callengine.DefaultConfig(callengine.PartyID(session.DeviceID()))
-	calls.RingTimeout = cfg.Ring.Timeout
-	calls.LiveView = liveViewers(cfg)
-	engine := callengine.NewEngine(callengine.EngineConfig{
-		Machine:  calls,
-		OwnUser:  session.UserID(),
-		PoolSize: len(residents),
-		Logger:   log.With("component", "calls"),
-	}, session, peers)
-
-	// One rule for who rings and who wins (callengine/ring): a press
-	// rings every path, the first answer on any path withdraws the rest.
-	lines := []ring.PathLine{{Path: ring.Direct, Line: engine}}
-	if hh != nil {
-		lines = append(lines, ring.PathLine{Path: ring.Household, Line: hh})
-	}
-	if mrtc != nil {
-		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc.line()})
-	}
-	// Residents may ask to be rung only one way (residents[].paths).
-	paths := newRingPaths(cfg)
-	rings := ring.NewCoordinator(ring.Config{Paths: lines, Rings: paths.rings, Logger: log.With("component", "ring")})
-
+	// The Matrix side (matrixside.go) fills these in once it is up.
+	side := &matrixSide{cfg: cfg, session: session, stream: stream, hw: hw, meter: meter, peers: peers,
+		hh: hh, gate: gate, doors: doors, dir: dir, apiAddr: ln.Addr().String(), log: log}
 	intercom := device.New(device.Config{
-		Caller: rings, Ringer: ringer, Relay: relay, Residents: dir.get,
+		// Caller: none until the Matrix side attaches its ring
+		// coordinator (matrixSide.up).
+		Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
-		Sync:   matrixReporter{s: session, hh: hh, rtc: mrtc, visitors: doors.visitors},
+		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors},
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
-		// A press that reaches nobody (the homeserver away) still rings
-		// the bell for the ring timeout (issue 15). A reload of
-		// ring.timeout does not change it until the next start.
+		// A press that reaches nobody (the homeserver away, or not
+		// reached yet) still rings the bell for the ring timeout, and
+		// the residents are rung if it comes back meanwhile (issue 15).
+		// A reload of ring.timeout does not change it until the next
+		// start.
 		LocalRing: cfg.Ring.Timeout,
 	})
+	side.intercom = intercom
 	api.Handle("/", intercom.Handler())
 	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
-	// Encrypted rooms get their room keys shared ahead, off the path to
-	// READY=1, so that a press costs one encryption per room, not a
-	// round of key claims (matrix/e2ee.go).
-	g.Go(func() error { prepareEncryption(gctx, session, rooms, log); return nil })
-	g.Go(func() error { return engine.Run(gctx) })
-	g.Go(func() error { return rings.Run(gctx) })
-	g.Go(func() error { return session.Run(gctx, doors.route(engine.HandleRoomEvent)) })
+	// The door, from the first second.
 	g.Go(func() error { return doors.door.Run(gctx) })
-	// Missed-visitor notices kept in state_dir until the homeserver takes
-	// them (issue 15): those of a press during an outage, and those a
-	// restart left undelivered.
-	g.Go(func() error { return doors.visitors.Run(gctx) })
-	g.Go(func() error {
-		return runTURN(gctx, cfg, session, peers, engine.RefreshPool, log.With("component", "turn"))
-	})
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
-	if hh != nil {
-		g.Go(func() error { return hh.Run(gctx) })
-	}
-	g.Go(func() error { return mrtc.Run(gctx, paths.rtcRooms(rooms)) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
-	// READY=1 and the watchdog (supervise.go); SIGHUP reloads (reload.go).
-	loops := []loop{{"device loop", intercom}, {"door loop", doors.door},
-		{"call engine", engine}, {"ring coordinator", rings}}
-	if hh != nil {
-		loops = append(loops, loop{"household runner", hh})
-	}
-	if mrtc != nil {
-		loops = append(loops, loop{"matrixrtc runner", mrtc.runner})
-	}
-	g.Go(func() error {
-		return daemonSupervisor(log, session, len(residents), append(loops,
-			loop{"gpio button loop", hw.button}, loop{"ringer loop", ringer})...).Run(gctx)
-	})
-	reload := daemonTargets(cfg, session, dir, engine, doors.door, log)
-	reload.ResidentPaths = paths.set
-	g.Go(func() error { return newReloader(cfg, reload, log).Run(gctx, hup) })
-	// The rooms' name and avatar (provision.go), best effort and off the
-	// path to READY=1.
-	g.Go(func() error { applyRoomLook(gctx, cfg, session, rooms, log.With("component", "rooms")); return nil })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("api: %w", err)
@@ -236,7 +162,21 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		defer cancel()
 		return srv.Shutdown(sctx)
 	})
-	log.Info("intercom ready", "api", ln.Addr().String(), "api_token", cfg.API.Token != "", "residents", len(residents), "user_id", session.UserID(), "device_id", session.DeviceID())
+	// Missed-visitor notices kept in state_dir until the homeserver takes
+	// them (issue 15): those of a press during an outage or before the
+	// Matrix side was up, and those a restart left undelivered. They wait
+	// for rooms to be known.
+	g.Go(func() error { return doors.visitors.Run(gctx) })
+	// READY=1 once the Matrix sync is up; the watchdog (and, until then,
+	// the start timeout's extensions) from the first second, over the
+	// door's loops and, once they run, the Matrix side's (supervise.go).
+	g.Go(func() error {
+		return daemonSupervisor(log, session, side, len(cfg.Residents),
+			loop{"device loop", intercom}, loop{"door loop", doors.door},
+			loop{"gpio button loop", hw.button}, loop{"ringer loop", ringer}).Run(gctx)
+	})
+	g.Go(func() error { return side.run(gctx, g, hup) })
+	log.Info("door up", "api", ln.Addr().String(), "api_token", cfg.API.Token != "", "residents", len(cfg.Residents))
 	err = g.Wait()
 	if ctx.Err() != nil {
 		// Asked to stop (SIGTERM from systemd, Ctrl-C): the parts return
@@ -300,7 +240,7 @@ func (d *directory) get() []callengine.Resident {
 type matrixReporter struct {
 	s        *matrix.Session
 	hh       *group.Runner // nil with group calls off
-	rtc      *matrixRTC
+	side     *matrixSide
 	visitors *device.VisitorQueue
 }
 
@@ -308,6 +248,9 @@ type matrixReporter struct {
 type matrixStatus struct {
 	Syncing  bool      `json:"syncing"`
 	LastSync time.Time `json:"last_sync"`
+	// Setup, present until the Matrix side is up, says what it waits
+	// for ("logging in", "login failed: …"); the door works meanwhile.
+	Setup string `json:"setup,omitempty"`
 	// UnreachableSince, present only during an outage, is when the
 	// homeserver stopped answering (no connection, a timeout or a 5xx);
 	// LastError says how the last /sync failed.
@@ -329,7 +272,10 @@ func (r matrixReporter) Healthy() bool { return r.s.Healthy() }
 func (r matrixReporter) Report() any {
 	st := syncStatus(r.s.Status())
 	st.UserID, st.DeviceID = string(r.s.UserID()), r.s.DeviceID()
-	st.Household, st.MatrixRTC = householdStatus(r.hh), r.rtc.rtcStatus()
+	st.Household = householdStatus(r.hh)
+	if r.side != nil {
+		st.Setup, st.MatrixRTC = r.side.Stage(), r.side.rtc.Load().rtcStatus()
+	}
 	st.Encryption = newEncryptionStatus(r.s.CryptoStatus())
 	if r.visitors != nil {
 		st.PendingVisitorNotices = r.visitors.Pending()

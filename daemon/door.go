@@ -33,7 +33,9 @@ type doorParts struct {
 // reload applies).
 // household, if not nil, adds the household room to the notices' rooms;
 // gate, if not nil, holds the ring notices until the rings have left.
-func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, household device.Household, gate *ringsFirst, log *slog.Logger) (*doorParts, error) {
+// rooms says where a missed visitor is told of when no room was known at
+// the press (the residents' and the household's, as known by then).
+func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay device.PulseRelay, snap device.Snapshotter, household device.Household, gate *ringsFirst, rooms func() []callengine.RoomID, log *slog.Logger) (*doorParts, error) {
 	door, err := device.NewDoor(device.DoorOptions{
 		Policy: doorPolicy(cfg), Relay: relay, Messenger: session, StateDir: cfg.StateDir,
 		Logger: log.With("component", "door"),
@@ -46,7 +48,7 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 	if !cfg.Notices.Snapshot {
 		snap = nil
 	}
-	visitors, err := device.NewVisitorQueue(cfg.StateDir, session, log.With("component", "visitors"))
+	visitors, err := device.NewVisitorQueue(cfg.StateDir, session, rooms, log.With("component", "visitors"))
 	if err != nil {
 		return nil, err
 	}

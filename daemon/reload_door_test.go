@@ -124,7 +124,7 @@ func TestDoorPolicyMatchesStart(t *testing.T) {
 	}
 	cfg := *f.r.cfg
 	cfg.StateDir = ""
-	parts, err := newDoorParts(&cfg, session, relay, nil, nil, nil, slog.New(slog.DiscardHandler))
+	parts, err := newDoorParts(&cfg, session, relay, nil, nil, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

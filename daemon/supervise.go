@@ -110,16 +110,41 @@ type loop struct {
 
 // daemonSupervisor is the supervisor Run runs: it watches the Matrix
 // sync, and every loop that reports a heartbeat (the press loop, the door
-// runner, the GPIO button, the classic call engine, the ring coordinator,
-// and the household and MatrixRTC runners when they run). The household
+// runner, the GPIO button, the ringer from the start; the classic call
+// engine, the ring coordinator, and the household and MatrixRTC runners
+// once the Matrix side runs them). The household
 // runner waits for its room before its loop starts, through a homeserver
 // outage too, which must not restart the service: it beats while it
 // waits (runloop.Heartbeat.BeatUntil).
-func daemonSupervisor(log *slog.Logger, session syncSource, residents int, loops ...loop) *systemd.Supervisor {
+func daemonSupervisor(log *slog.Logger, session syncSource, side lateLoops, residents int, loops ...loop) *systemd.Supervisor {
 	var probes []systemd.Probe
 	for _, l := range loops {
 		probes = append(probes, heartbeatProbe(l.name, l.loop, loopHeartbeatWithin)...)
 	}
-	return newSupervisor(log.With("component", "systemd"), session,
+	if side != nil {
+		probes = append(probes, systemd.Probe{Name: "matrix side", Check: side.check})
+	}
+	s := newSupervisor(log.With("component", "systemd"), session,
 		func() string { return fmt.Sprintf("ready; %d resident(s)", residents) }, probes...)
+	if side != nil {
+		s.StartStatus = side.startStatus
+		// The sync loop is watched once it runs.
+		syncCheck := s.Probes[0].Check
+		s.Probes[0].Check = func(now time.Time) error {
+			if !side.syncRunning() {
+				return nil
+			}
+			return syncCheck(now)
+		}
+	}
+	return s
+}
+
+// lateLoops are loops that start after the supervisor (the Matrix side's,
+// once the homeserver has answered): check watches those that run, and
+// startStatus says what the start waits for.
+type lateLoops interface {
+	check(now time.Time) error
+	startStatus() string
+	syncRunning() bool
 }

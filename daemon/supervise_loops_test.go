@@ -113,13 +113,36 @@ func TestDaemonSupervisorLoops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := daemonSupervisor(slog.New(slog.DiscardHandler), &fakeSync{}, 1,
+	side := &matrixSide{}
+	s := daemonSupervisor(slog.New(slog.DiscardHandler), &fakeSync{}, side, 1,
 		loop{"device loop", ic}, loop{"gpio button loop", button}, loop{"no heartbeat", struct{}{}})
 	var names []string
+	var sideProbe func(time.Time) error
 	for _, p := range s.Probes {
 		names = append(names, p.Name)
+		if p.Name == "matrix side" {
+			sideProbe = p.Check
+		}
 	}
-	if got := strings.Join(names, ","); got != "matrix sync,device loop,gpio button loop" {
+	if got := strings.Join(names, ","); got != "matrix sync,device loop,gpio button loop,matrix side" {
 		t.Fatalf("probes %s", got)
 	}
+	// The Matrix side's loops are watched once they run, not before: an
+	// engine made long after the start has an old heartbeat.
+	now := time.Now()
+	if err := sideProbe(now.Add(time.Hour)); err != nil {
+		t.Fatalf("no Matrix loop running yet, probe says %v", err)
+	}
+	side.watch(loop{"call engine", beatAt{now}}, loop{"no heartbeat", struct{}{}})
+	if err := sideProbe(now.Add(time.Second)); err != nil {
+		t.Fatalf("fresh engine: %v", err)
+	}
+	if err := sideProbe(now.Add(time.Minute)); err == nil || !strings.Contains(err.Error(), "call engine: no heartbeat") {
+		t.Fatalf("stale engine: %v", err)
+	}
 }
+
+// beatAt is a loop whose last heartbeat is fixed.
+type beatAt struct{ t time.Time }
+
+func (b beatAt) Heartbeat() time.Time { return b.t }

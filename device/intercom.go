@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/doorbell/intercom/callengine"
@@ -46,6 +47,9 @@ type Directory func() []callengine.Resident
 
 // Config holds the intercom's parts.
 type Config struct {
+	// Caller rings the residents. It may be nil until the Matrix side is
+	// up (Attach): the door works before and without it, a press then
+	// rings the bell alone and is kept as a missed visitor.
 	Caller    Caller
 	Ringer    Ringer
 	Relay     Relay
@@ -82,6 +86,8 @@ type Intercom struct {
 	log     *slog.Logger
 	presses chan string
 	hangups chan struct{} // Hangup to Run: the local ring ends
+	attach  chan struct{} // Attach to Run: subscribe to the new caller
+	caller  atomic.Pointer[callerBox]
 	events  *broadcaster
 	beat    runloop.Heartbeat
 
@@ -100,10 +106,47 @@ func New(cfg Config) *Intercom {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
 	d := &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), hangups: make(chan struct{}, 1),
-		events: newBroadcaster(), started: time.Now()}
+		attach: make(chan struct{}, 1), events: newBroadcaster(), started: time.Now()}
+	if cfg.Caller != nil {
+		d.caller.Store(&callerBox{cfg.Caller})
+	}
 	d.beat.Beat()
 	d.attachDoor()
 	return d
+}
+
+// callerBox lets an interface value live in an atomic.Pointer.
+type callerBox struct{ Caller }
+
+// ErrNotConnected is a press's ring before there is a Caller: the
+// intercom has not reached the homeserver since it started.
+var ErrNotConnected = errors.New("not connected to the homeserver yet")
+
+// Attach gives the intercom its Caller once the Matrix side is up; the
+// next press rings the residents, and so does a visitor whose bell is
+// still ringing. It may be called once, before or while Run runs.
+func (d *Intercom) Attach(c Caller) {
+	d.caller.Store(&callerBox{c})
+	select {
+	case d.attach <- struct{}{}:
+	default:
+	}
+}
+
+// callerNow is the Caller, nil before Attach.
+func (d *Intercom) callerNow() Caller {
+	if b := d.caller.Load(); b != nil {
+		return b.Caller
+	}
+	return nil
+}
+
+// callStatus is the Caller's status; idle without one.
+func (d *Intercom) callStatus() callengine.Status {
+	if c := d.callerNow(); c != nil {
+		return c.Status()
+	}
+	return callengine.Status{Phase: callengine.PhaseIdle, Since: d.started}
 }
 
 // Heartbeat is when Run last went round its loop: at least every
@@ -127,23 +170,35 @@ func (d *Intercom) Press(source string) bool {
 // Run handles presses and follows the call engine until ctx is done. It
 // returns with the ringer silenced and the relay de-energised.
 func (d *Intercom) Run(ctx context.Context) error {
-	updates, unsubscribe := d.cfg.Caller.Subscribe()
-	defer unsubscribe()
+	var updates <-chan callengine.Status
+	unsubscribe := func() {}
+	defer func() { unsubscribe() }()
+	subscribe := func() {
+		if c := d.callerNow(); c != nil && updates == nil {
+			updates, unsubscribe = c.Subscribe()
+		}
+	}
+	subscribe()
 	defer d.safeState()
-	last := d.cfg.Caller.Status().Phase
+	last := d.callStatus().Phase
 	tick := time.NewTicker(d.cfg.Heartbeat)
 	defer tick.Stop()
-	// The local ring: until localUntil the bell rings although the ring
-	// reached nobody; localEnd wakes the loop when it is over.
-	var localUntil time.Time
+	// The visitor whose bell rings locally because the residents could
+	// not be rung: until v.until the bell rings, and while it does the
+	// residents are rung as soon as the homeserver answers again.
+	var v *visit
 	localEnd := time.NewTimer(time.Hour)
 	localEnd.Stop()
 	defer localEnd.Stop()
+	// retry polls for the homeserver's return while a visitor waits.
+	retry := time.NewTicker(visitRetryPoll)
+	retry.Stop()
+	defer retry.Stop()
 	bell := func(st callengine.Status) {
 		if d.cfg.Ringer == nil {
 			return
 		}
-		local := time.Now().Before(localUntil) && unreached(st)
+		local := v != nil && time.Now().Before(v.until) && unreached(st)
 		d.cfg.Ringer.Set(st.Phase == callengine.PhaseRinging || local)
 	}
 	for {
@@ -152,18 +207,76 @@ func (d *Intercom) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-		case <-localEnd.C:
-			bell(d.cfg.Caller.Status())
-		case <-d.hangups:
-			localUntil = time.Time{}
-			bell(d.cfg.Caller.Status())
-		case src := <-d.presses:
-			if d.press(ctx, src) && d.cfg.LocalRing > 0 {
-				localUntil = time.Now().Add(d.cfg.LocalRing)
-				localEnd.Reset(d.cfg.LocalRing)
+		case <-d.attach:
+			subscribe()
+			if v != nil {
+				d.retryVisit(ctx, v, false)
 			}
-			bell(d.cfg.Caller.Status())
+		case <-retry.C:
+			if v == nil || !v.waiting() {
+				retry.Stop()
+				break
+			}
+			d.retryVisit(ctx, v, false)
+			bell(d.callStatus())
+		case <-localEnd.C:
+			if v != nil && !time.Now().Before(v.until) {
+				retry.Stop()
+				if !v.ringing {
+					v = nil // else its ring still has to be settled
+				}
+			}
+			bell(d.callStatus())
+		case <-d.hangups:
+			if v != nil {
+				v.until = time.Time{}
+				v = nil
+				retry.Stop()
+			}
+			bell(d.callStatus())
+		case src := <-d.presses:
+			now := time.Now()
+			if v != nil && v.waiting() && now.Before(v.until) {
+				// The same visitor pressing again while the bell
+				// still rings for them: one visitor, one notice; the
+				// bell rings on from this press, and the residents
+				// are tried again at once.
+				d.countPress(src)
+				v.until = now.Add(d.cfg.LocalRing)
+				localEnd.Reset(d.cfg.LocalRing)
+				v.next = time.Time{}
+				d.retryVisit(ctx, v, true)
+				bell(d.callStatus())
+				break
+			}
+			nv := &visit{at: now, until: now.Add(d.cfg.LocalRing)}
+			nv.placing(d.callStatus())
+			placed, visitor := d.press(ctx, src)
+			if visitor {
+				// Without a local ring (LocalRing 0) the visitor is
+				// still followed, to keep them as missed if nobody
+				// could be rung, but not retried.
+				v = nv
+				if d.cfg.LocalRing > 0 {
+					localEnd.Reset(d.cfg.LocalRing)
+				}
+				v.ringing = placed
+				d.settleVisit(v, d.callStatus())
+				if v.waiting() {
+					retry.Reset(visitRetryPoll)
+				}
+			}
+			bell(d.callStatus())
 		case st := <-updates:
+			if v != nil {
+				d.settleVisit(v, st)
+				switch {
+				case !time.Now().Before(v.until) && !v.ringing:
+					v = nil // its bell has stopped: no more tries
+				case v.waiting():
+					retry.Reset(visitRetryPoll)
+				}
+			}
 			bell(st)
 			d.follow(st)
 			if st.Phase != last {
@@ -175,27 +288,130 @@ func (d *Intercom) Run(ctx context.Context) error {
 	}
 }
 
-// press rings the residents; it reports whether this press is a new
-// visitor (not one during a call already going on).
-func (d *Intercom) press(ctx context.Context, src string) bool {
+// visitRetryPoll is how often a visitor whose ring reached nobody checks
+// whether the residents can be rung again: the homeserver's return must
+// ring them within a second or so (issue 15 allows 5 s end to end).
+const visitRetryPoll = 200 * time.Millisecond
+
+// visit is a visitor whose bell rings locally (Config.LocalRing) because
+// the residents could not be rung, and whose residents are rung as soon
+// as the homeserver answers while the bell still rings. Run owns it.
+type visit struct {
+	at    time.Time // the press
+	until time.Time // the bell rings locally until then
+	// ringing: a ring placed for this visitor goes on; its calls are the
+	// first whose IDs are not in before (the coordinator answers Ring
+	// before it publishes the new ring's status).
+	ringing bool
+	before  map[callengine.CallID]bool
+	// recorded: the visitor is kept as missed (Notices.Unreached);
+	// reached: the residents were rung (withdrawn, no more tries).
+	recorded, reached bool
+	next              time.Time // no new try before then
+	tries             int
+}
+
+// waiting: the visitor's residents are still to be rung.
+func (v *visit) waiting() bool { return !v.reached && !v.ringing }
+
+// placing notes, before Ring, the calls of the caller's status st (an
+// earlier ring's), so that the new ring is told apart.
+func (v *visit) placing(st callengine.Status) {
+	v.before = map[callengine.CallID]bool{}
+	for _, c := range st.Calls {
+		v.before[c.CallID] = true
+	}
+}
+
+// settleVisit follows the visitor's ring to its end: a ring that reached
+// nobody keeps the visitor as missed (once), one that reached a resident
+// (answered, rejected, timed out) withdraws that and ends the tries.
+func (d *Intercom) settleVisit(v *visit, st callengine.Status) {
+	if v.ringing {
+		ours := len(st.Calls) > 0 && !v.before[st.Calls[0].CallID]
+		if !ours || st.Phase == callengine.PhaseRinging {
+			return // still ringing, or a status from before the ring
+		}
+		v.ringing = false
+		if !unreached(st) {
+			v.reached = true
+			if v.recorded && d.cfg.Notices != nil {
+				d.cfg.Notices.Reached(v.at)
+			}
+			if v.tries > 0 {
+				d.log.Info("visitor's residents rung after all", "rang_at", v.at, "tries", v.tries)
+			}
+			return
+		}
+	}
+	if !v.reached && !v.recorded {
+		v.recorded = true
+		if d.cfg.Notices != nil {
+			d.cfg.Notices.Unreached(v.at, v.until)
+		}
+	}
+}
+
+// retryVisit rings v's residents again if they may be reachable now: a
+// Caller, the homeserver answering (unless pressed: the visitor pressing
+// again is always worth a try), no ring going on, and at most one try per
+// second or few (a homeserver that answers /sync but refuses the invites
+// is not hammered).
+func (d *Intercom) retryVisit(ctx context.Context, v *visit, pressed bool) {
+	c := d.callerNow()
+	now := time.Now()
+	if c == nil || !v.waiting() || !now.Before(v.until) || now.Before(v.next) || !pressed && !d.Healthy() ||
+		c.Status().Phase != callengine.PhaseIdle {
+		return
+	}
+	v.tries++
+	v.next = now.Add(min(time.Duration(v.tries)*time.Second, 4*time.Second))
+	residents := d.cfg.Residents()
+	v.placing(c.Status())
+	if d.cfg.Notices != nil {
+		d.cfg.Notices.RingFor(v.at)
+	}
+	err := c.Ring(ctx, residents)
+	if err != nil {
+		d.log.Warn("ring the waiting visitor's residents", "rang_at", v.at, "try", v.tries, "err", err)
+		return
+	}
+	d.log.Info("homeserver answering again: ringing the residents for the visitor at the door", "rang_at", v.at, "try", v.tries, "residents", len(residents))
+	v.ringing = true
+	d.settleVisit(v, c.Status())
+}
+
+// countPress counts a press and tells the event stream.
+func (d *Intercom) countPress(src string) {
 	d.mu.Lock()
 	d.pressN++
 	d.lastPress = time.Now()
 	d.mu.Unlock()
 	d.events.publish("press", map[string]any{"source": src, "time": time.Now()})
+}
+
+// press rings the residents. placed: the ring was placed; visitor: this
+// press is a new visitor (not one during a call already going on).
+func (d *Intercom) press(ctx context.Context, src string) (placed, visitor bool) {
+	d.countPress(src)
 	residents := d.cfg.Residents()
-	err := d.cfg.Caller.Ring(ctx, residents)
+	c := d.callerNow()
+	err := ErrNotConnected
+	if c != nil {
+		err = c.Ring(ctx, residents)
+	}
 	switch {
 	case err == nil:
 		d.log.Info("ringing residents", "source", src, "residents", len(residents))
+		return true, true
 	case errors.Is(err, callengine.ErrBusy):
 		d.log.Info("press while a call is active", "source", src)
-		return false
+		return false, false
 	default:
 		d.log.Error("ring residents", "source", src, "err", err)
 		d.events.publish("error", map[string]any{"error": err.Error()})
 	}
-	return true
+	return false, true
 }
 
 // unreached reports whether st is the end of a ring that reached nobody:
@@ -234,7 +450,9 @@ func (d *Intercom) Hangup() {
 	case d.hangups <- struct{}{}:
 	default: // one is pending already
 	}
-	d.cfg.Caller.Hangup()
+	if c := d.callerNow(); c != nil {
+		c.Hangup()
+	}
 }
 
 // Healthy reports whether the Matrix sync is working.
@@ -270,7 +488,7 @@ type RelayStatus struct {
 
 // Status returns the current status document.
 func (d *Intercom) Status() Status {
-	cs := d.cfg.Caller.Status()
+	cs := d.callStatus()
 	s := Status{State: cs.Phase, Since: cs.Since, Calls: cs.Calls, Healthy: d.Healthy(), Started: d.started, Process: processStatus()}
 	if s.Calls == nil {
 		s.Calls = []callengine.CallStatus{}

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -178,17 +180,50 @@ func TestPressRingsAndAPI(t *testing.T) {
 // failingCaller is a Caller whose rings reach nobody: each ends at once
 // with its call's invite unsent (unknown_error), as with the homeserver
 // away.
-type failingCaller struct{ fakeCaller }
+// Once reach is set, its rings ring (and show a call) like fakeCaller's.
+type failingCaller struct {
+	fakeCaller
+	reach atomic.Bool
+	n     int
+}
 
 func (f *failingCaller) Ring(ctx context.Context, r []callengine.Resident) error {
-	if err := f.fakeCaller.Ring(ctx, r); err != nil {
-		return err
-	}
 	f.mu.Lock()
-	f.status.Calls = []callengine.CallStatus{{CallID: "c1", State: callengine.LegEnded, Reason: callengine.ReasonUnknownError}}
+	if f.status.Phase != callengine.PhaseIdle {
+		f.mu.Unlock()
+		return callengine.ErrBusy
+	}
+	f.rings = append(f.rings, r)
+	f.n++
+	id := callengine.CallID(fmt.Sprintf("c%d", f.n))
+	if f.reach.Load() {
+		f.status.Calls = []callengine.CallStatus{{CallID: id, State: callengine.LegRinging}}
+		f.mu.Unlock()
+		f.set(callengine.PhaseRinging)
+		return nil
+	}
+	f.status.Calls = []callengine.CallStatus{{CallID: id, State: callengine.LegEnded, Reason: callengine.ReasonUnknownError}}
 	f.mu.Unlock()
 	f.set(callengine.PhaseIdle)
 	return nil
+}
+
+// end ends the current ring's call with reason, in phase.
+func (f *failingCaller) end(phase callengine.Phase, state callengine.LegState, reason string) {
+	f.mu.Lock()
+	calls := slices.Clone(f.status.Calls) // published statuses share the old slice
+	for i := range calls {
+		calls[i].State, calls[i].Reason = state, reason
+	}
+	f.status.Calls = calls
+	f.mu.Unlock()
+	f.set(phase)
+}
+
+func (f *failingCaller) ringCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.rings)
 }
 
 // recRinger records the bell.
@@ -209,7 +244,7 @@ func (r *recRinger) Output() bool { return r.Ringing() }
 // rings the bell for LocalRing all the same; a hangup stops it; a ring
 // that reached a resident leaves the bell to the ring.
 func TestLocalRingWhenNobodyIsReached(t *testing.T) {
-	caller := &failingCaller{fakeCaller{status: callengine.Status{Phase: callengine.PhaseIdle}}}
+	caller := &failingCaller{fakeCaller: fakeCaller{status: callengine.Status{Phase: callengine.PhaseIdle}}}
 	bell := &recRinger{}
 	const localRing = 1500 * time.Millisecond
 	d := New(Config{Caller: caller, Ringer: bell, LocalRing: localRing,
@@ -238,13 +273,142 @@ func TestLocalRingWhenNobodyIsReached(t *testing.T) {
 
 	// A ring that reached a resident (ended by a reject): the bell
 	// follows the ring.
-	caller.mu.Lock()
-	caller.status.Calls = []callengine.CallStatus{{CallID: "c2", State: callengine.LegEnded, Reason: callengine.ReasonUserHangup}}
-	caller.mu.Unlock()
-	caller.set(callengine.PhaseIdle)
+	caller.end(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonUserHangup)
 	if unreached(caller.Status()) {
 		t.Error("a rejected ring counted as reaching nobody")
 	}
 	cancel()
 	<-done
+}
+
+// visitRig is an Intercom whose caller fails until told otherwise, with
+// the homeserver's health, the bell and the visitor log recorded.
+type visitRig struct {
+	d      *Intercom
+	caller *failingCaller
+	sync   *fakeSync
+	bell   *recRinger
+	log    *recordingVisitors
+	n      *Notices
+}
+
+func newVisitRig(t *testing.T, localRing time.Duration, attached bool) *visitRig {
+	t.Helper()
+	r := &visitRig{caller: &failingCaller{fakeCaller: fakeCaller{status: callengine.Status{Phase: callengine.PhaseIdle}}},
+		sync: &fakeSync{}, bell: &recRinger{}, log: &recordingVisitors{}}
+	r.n = NewNotices(NoticeOptions{Missed: true, Visitors: r.log, Location: time.UTC})
+	cfg := Config{Ringer: r.bell, LocalRing: localRing, Sync: r.sync, Notices: r.n,
+		Residents: func() []callengine.Resident { return []callengine.Resident{{User: "@a:t", Room: "!a:t"}} }}
+	if attached {
+		cfg.Caller = r.caller
+	}
+	r.d = New(cfg)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; r.n.Wait() })
+	return r
+}
+
+// TestPressBeforeMatrix: with no Caller yet (the intercom has not reached
+// the homeserver since it started) a press rings the bell for LocalRing
+// and keeps the visitor as missed, for every room and not before the bell
+// stops; the status says idle.
+func TestPressBeforeMatrix(t *testing.T) {
+	const localRing = 700 * time.Millisecond
+	r := newVisitRig(t, localRing, false)
+	pressed := time.Now()
+	r.d.Press("gpio")
+	waitFor(t, "the bell on", r.bell.Ringing)
+	waitFor(t, "the visitor kept", func() bool { a, _ := r.log.snapshot(); return len(a) == 1 })
+	adds, _ := r.log.snapshot()
+	if !strings.Contains(adds[0], "could not reach you.|[]|") {
+		t.Errorf("kept %q", adds)
+	}
+	if st := r.d.Status(); st.State != callengine.PhaseIdle || st.Presses != 1 {
+		t.Errorf("status %+v", st)
+	}
+	waitFor(t, "the bell off", func() bool { return !r.bell.Ringing() })
+	if d := time.Since(pressed); d < localRing {
+		t.Errorf("the bell rang %v, want %v", d, localRing)
+	}
+	if _, c := r.log.snapshot(); len(c) != 0 {
+		t.Errorf("withdrawn %v", c)
+	}
+}
+
+// TestVisitorRungWhenMatrixArrives: a visitor who pressed before the
+// Matrix side was up is rung once it is attached and the homeserver
+// answers, while the bell still rings for them; the kept notice is
+// withdrawn when the ring reaches a resident.
+func TestVisitorRungWhenMatrixArrives(t *testing.T) {
+	r := newVisitRig(t, 5*time.Second, false)
+	r.d.Press("gpio")
+	waitFor(t, "the visitor kept", func() bool { a, _ := r.log.snapshot(); return len(a) == 1 })
+	r.caller.reach.Store(true)
+	r.d.Attach(r.caller)
+	time.Sleep(3 * visitRetryPoll)
+	if r.caller.ringCount() != 0 {
+		t.Fatal("rang before the homeserver answered /sync")
+	}
+	r.sync.healthy.Store(true)
+	waitFor(t, "the residents rung", func() bool { return r.caller.Status().Phase == callengine.PhaseRinging })
+	r.caller.end(callengine.PhaseInCall, callengine.LegConnected, "")
+	waitFor(t, "the notice withdrawn", func() bool { _, c := r.log.snapshot(); return len(c) == 1 })
+	waitFor(t, "the bell off once answered", func() bool { return !r.bell.Ringing() })
+	if n := r.caller.ringCount(); n != 1 {
+		t.Errorf("%d rings, want 1", n)
+	}
+}
+
+// TestVisitorRungWhenHomeserverReturns: a press during an outage rings
+// nobody (every invite unsent); the bell rings locally and the visitor
+// is kept once; when the homeserver answers again within LocalRing the
+// residents are rung, and a ring that reached them (here: unanswered,
+// timed out) withdraws the kept notice, leaving the "nobody answered"
+// notice to the ring's own notices. A second press meanwhile is the same
+// visitor.
+func TestVisitorRungWhenHomeserverReturns(t *testing.T) {
+	r := newVisitRig(t, 5*time.Second, true)
+	r.d.Press("gpio")
+	waitFor(t, "the visitor kept", func() bool { a, _ := r.log.snapshot(); return len(a) == 1 })
+	r.d.Press("gpio") // the visitor again: tried again, still nobody
+	waitFor(t, "the second press tried", func() bool { return r.caller.ringCount() >= 2 })
+	if !r.bell.Ringing() {
+		t.Fatal("the bell is not ringing for the visitor")
+	}
+	r.caller.reach.Store(true)
+	r.sync.healthy.Store(true)
+	waitFor(t, "the residents rung", func() bool { return r.caller.Status().Phase == callengine.PhaseRinging })
+	r.caller.end(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonInviteTimeout)
+	waitFor(t, "the notice withdrawn", func() bool { _, c := r.log.snapshot(); return len(c) == 1 })
+	waitFor(t, "the bell off after the ring", func() bool { return !r.bell.Ringing() })
+	time.Sleep(3 * visitRetryPoll)
+	r.n.Wait()
+	adds, _ := r.log.snapshot()
+	if n := r.caller.ringCount(); len(adds) != 2 || n != 3 {
+		t.Fatalf("kept %q and rang %d times, want the withdrawn visitor, the ring's own missed notice, and 3 rings", adds, n)
+	}
+	// The late ring's missed notice tells the time of the first press.
+	if want := strings.SplitN(adds[0], "|", 2)[0] + "|Missed visitor: someone rang at " + strings.SplitN(adds[0], "|", 2)[0] + " and nobody answered."; !strings.HasPrefix(adds[1], want) {
+		t.Errorf("the ring's missed notice %q, want %q…", adds[1], want)
+	}
+}
+
+// TestVisitorNotRungAfterTheBell: once the bell has stopped, the
+// homeserver's return rings nobody (the visitor has likely gone) and the
+// kept notice stays.
+func TestVisitorNotRungAfterTheBell(t *testing.T) {
+	r := newVisitRig(t, 300*time.Millisecond, true)
+	r.d.Press("gpio")
+	waitFor(t, "the bell off", func() bool { a, _ := r.log.snapshot(); return len(a) == 1 && !r.bell.Ringing() })
+	r.caller.reach.Store(true)
+	r.sync.healthy.Store(true)
+	time.Sleep(3 * visitRetryPoll)
+	if n := r.caller.ringCount(); n != 1 {
+		t.Errorf("%d rings, want the press's only", n)
+	}
+	if _, c := r.log.snapshot(); len(c) != 0 {
+		t.Errorf("withdrawn %v", c)
+	}
 }

@@ -48,7 +48,10 @@ type NoticeOptions struct {
 // VisitorLog keeps a missed-visitor notice until it reaches its rooms;
 // VisitorQueue implements it.
 type VisitorLog interface {
-	Add(rangAt time.Time, text string, rooms []callengine.RoomID, jpeg []byte) error
+	Add(v Visitor) error
+	// Cancel withdraws the notice of the visitor who rang at rangAt, if
+	// it is still waiting.
+	Cancel(rangAt time.Time)
 }
 
 // Household is the household group call as the notices see it;
@@ -72,6 +75,10 @@ type Notices struct {
 
 	// Follow's state: it is called from one goroutine (Intercom.Run).
 	ring *ringTrack
+	// visitorAt, when set (RingFor), is when the visitor of the next ring
+	// pressed: a ring placed late, once the homeserver was back, tells
+	// the time they rang, not the time it reached the residents.
+	visitorAt time.Time
 
 	wg sync.WaitGroup
 }
@@ -133,42 +140,75 @@ func (n *Notices) Follow(st callengine.Status) {
 	timedOut := slices.ContainsFunc(st.Calls, func(c callengine.CallStatus) bool {
 		return c.Reason == callengine.ReasonInviteTimeout
 	})
-	// A ring whose invites could not be sent (the homeserver away) ends
-	// with unknown_error: nobody heard it, so it is a missed visitor too.
-	unreached := slices.ContainsFunc(st.Calls, func(c callengine.CallStatus) bool {
-		return c.Reason == callengine.ReasonUnknownError
-	})
-	if r.answered || !(timedOut || unreached) || !n.opts.Missed {
+	// A ring whose invites could not be sent at all (the homeserver
+	// away) is the Intercom's to tell of (Unreached), once the bell has
+	// stopped and the residents could not be rung after all.
+	if r.answered || !timedOut || !n.opts.Missed {
 		return
 	}
 	at := r.started.In(n.opts.Location).Format("15:04:05")
 	text := fmt.Sprintf("Missed visitor: someone rang at %s and nobody answered.", at)
-	if unreached && !timedOut {
-		text = fmt.Sprintf("Missed visitor: someone rang at %s while the door could not reach you.", at)
-	}
-	n.log.Info("missed visitor", "rang_at", r.started, "rooms", len(r.rooms), "unreached", unreached)
+	n.log.Info("missed visitor", "rang_at", r.started, "rooms", len(r.rooms))
 	if n.opts.Visitors == nil {
 		for _, room := range r.rooms {
 			n.post(room, text, true, r.snapshot, "missed")
 		}
 		return
 	}
-	// Queued with its snapshot once the camera has it, off Follow's
-	// goroutine; the queue delivers it, now or once the homeserver is
-	// back.
+	n.queue(Visitor{RangAt: r.started, Text: text, Rooms: slices.Clone(r.rooms)}, r.snapshot)
+}
+
+// Unreached keeps the notice of a visitor who rang at rangAt while the
+// residents could not be rung (the homeserver away, or not reached yet
+// since start), with a snapshot taken now, for delivery from until on
+// (when the bell stops): into every resident's room as known then. The
+// Intercom calls it once per visitor; Reached withdraws it.
+func (n *Notices) Unreached(rangAt, until time.Time) {
+	if !n.opts.Missed {
+		return
+	}
+	text := fmt.Sprintf("Missed visitor: someone rang at %s while the door could not reach you.", rangAt.In(n.opts.Location).Format("15:04:05"))
+	n.log.Info("missed visitor: the residents could not be rung", "rang_at", rangAt)
+	if n.opts.Visitors == nil {
+		n.log.Warn("no visitor queue: the notice of a visitor nobody could be told of is lost", "rang_at", rangAt)
+		return
+	}
+	n.queue(Visitor{RangAt: rangAt, Text: text, NotBefore: until}, n.snapshotOnce())
+}
+
+// Reached withdraws the notice Unreached kept for the visitor who rang at
+// rangAt: the residents were rung after all (the homeserver came back
+// while the bell still rang).
+func (n *Notices) Reached(rangAt time.Time) {
+	if n.opts.Missed && n.opts.Visitors != nil {
+		n.opts.Visitors.Cancel(rangAt)
+	}
+}
+
+// queue adds v to the visitor log with its snapshot once the camera has
+// it, off the caller's goroutine.
+func (n *Notices) queue(v Visitor, pic func() []byte) {
 	n.wg.Add(1)
-	go func(rangAt time.Time, rooms []callengine.RoomID, pic func() []byte) {
+	go func() {
 		defer n.wg.Done()
-		if err := n.opts.Visitors.Add(rangAt, text, rooms, pic()); err != nil {
+		v.JPEG = pic()
+		if err := n.opts.Visitors.Add(v); err != nil {
 			n.log.Error("queue the missed-visitor notice", "err", err)
 		}
-	}(r.started, slices.Clone(r.rooms), r.snapshot)
+	}()
 }
+
+// RingFor says that the next ring is for a visitor who pressed at t.
+// Called from Follow's goroutine.
+func (n *Notices) RingFor(t time.Time) { n.visitorAt = t }
 
 func (n *Notices) startRing(st callengine.Status) {
 	r := &ringTrack{calls: map[callengine.CallID]bool{}, started: time.Now()}
 	if !st.Since.IsZero() {
 		r.started = st.Since
+	}
+	if !n.visitorAt.IsZero() {
+		r.started, n.visitorAt = n.visitorAt, time.Time{}
 	}
 	for _, c := range st.Calls {
 		r.calls[c.CallID] = true

@@ -3,6 +3,7 @@ package device
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -173,21 +174,39 @@ func TestNoticesHouseholdRoom(t *testing.T) {
 
 // recordingVisitors is a VisitorLog that keeps what it is given.
 type recordingVisitors struct {
-	mu   sync.Mutex
-	adds []string // "rangAt|text|rooms|jpeg bytes"
+	mu        sync.Mutex
+	adds      []string // "rangAt|text|rooms|jpeg bytes|notBefore"
+	cancelled []time.Time
 }
 
-func (r *recordingVisitors) Add(rangAt time.Time, text string, rooms []callengine.RoomID, jpeg []byte) error {
+func (r *recordingVisitors) Add(v Visitor) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.adds = append(r.adds, fmt.Sprintf("%s|%s|%v|%d", rangAt.UTC().Format("15:04:05"), text, rooms, len(jpeg)))
+	nb := ""
+	if !v.NotBefore.IsZero() {
+		nb = v.NotBefore.UTC().Format("15:04:05")
+	}
+	r.adds = append(r.adds, fmt.Sprintf("%s|%s|%v|%d|%s", v.RangAt.UTC().Format("15:04:05"), v.Text, v.Rooms, len(v.JPEG), nb))
 	return nil
 }
 
+func (r *recordingVisitors) Cancel(rangAt time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cancelled = append(r.cancelled, rangAt)
+}
+
+func (r *recordingVisitors) snapshot() ([]string, []time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.adds), slices.Clone(r.cancelled)
+}
+
 // TestNoticesUnreachedRingQueued: a ring whose invites could not be sent
-// (unknown_error: the homeserver away) is a missed visitor too, and with
-// a visitor log the notice goes there, snapshot included, not straight to
-// the rooms.
+// (unknown_error: the homeserver away) is not the notices' to tell of
+// (the Intercom retries it while the bell rings); Unreached keeps the
+// visitor, snapshot included, for every resident room as known at
+// delivery and not before the bell stops; Reached withdraws it.
 func TestNoticesUnreachedRingQueued(t *testing.T) {
 	msg := &fakeMessenger{}
 	log := &recordingVisitors{}
@@ -195,11 +214,19 @@ func TestNoticesUnreachedRingQueued(t *testing.T) {
 	n.Follow(ringStatus(callengine.PhaseRinging, callengine.LegRinging, "", "c1"))
 	n.Follow(ringStatus(callengine.PhaseIdle, callengine.LegEnded, callengine.ReasonUnknownError, "c1"))
 	n.Wait()
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if len(log.adds) != 1 || !strings.Contains(log.adds[0], "12:00:00|Missed visitor: someone rang at 12:00:00 while the door could not reach you.|[!ra:hs.test]|") ||
-		strings.HasSuffix(log.adds[0], "|0") {
-		t.Fatalf("queued %q", log.adds)
+	if adds, _ := log.snapshot(); len(adds) != 0 {
+		t.Fatalf("an unreached ring queued %q by itself", adds)
+	}
+	n.Unreached(t0, t0.Add(30*time.Second))
+	n.Wait()
+	adds, _ := log.snapshot()
+	if len(adds) != 1 || !strings.HasPrefix(adds[0], "12:00:00|Missed visitor: someone rang at 12:00:00 while the door could not reach you.|[]|") ||
+		!strings.HasSuffix(adds[0], "|12:00:30") || strings.Contains(adds[0], "|0|") {
+		t.Fatalf("queued %q", adds)
+	}
+	n.Reached(t0)
+	if _, cancelled := log.snapshot(); len(cancelled) != 1 || !cancelled[0].Equal(t0) {
+		t.Errorf("cancelled %v", cancelled)
 	}
 	texts, _ := msg.snapshot()
 	for _, s := range texts {

@@ -29,13 +29,18 @@ import (
 // room it reached, so only a crash between a room's send and that write
 // can post to that room again.
 type VisitorQueue struct {
-	dir  string
-	msg  Messenger
-	log  *slog.Logger
-	kick chan struct{}
+	dir   string
+	msg   Messenger
+	rooms func() []callengine.RoomID
+	log   *slog.Logger
+	kick  chan struct{}
 
 	mu      sync.Mutex // serialises the records' files
 	pending int
+	// cancelled holds the IDs of records withdrawn before their Add
+	// arrived (the Add waits for the camera's snapshot, a withdrawal
+	// does not): such an Add is dropped. Bounded by maxVisitors.
+	cancelled []string
 }
 
 // Bounds of the queue.
@@ -50,19 +55,49 @@ const (
 // visitorRecord is one queued notice (visitors/<id>.json; its snapshot,
 // if any, is visitors/<id>.jpg).
 type visitorRecord struct {
-	ID       string              `json:"id"`
-	RangAt   time.Time           `json:"rang_at"`
-	Text     string              `json:"text"`
-	Rooms    []callengine.RoomID `json:"rooms"`
+	ID     string              `json:"id"`
+	RangAt time.Time           `json:"rang_at"`
+	Text   string              `json:"text"`
+	Rooms  []callengine.RoomID `json:"rooms"`
+	// AllRooms: the rooms are every resident's (and the household's),
+	// as known when it is delivered: a press before the intercom had
+	// ever reached the homeserver knows no room yet. They are fixed
+	// into Rooms at the first delivery attempt that knows some.
+	AllRooms bool                `json:"all_rooms,omitempty"`
 	Done     []callengine.RoomID `json:"done"`
 	Snapshot bool                `json:"snapshot"`
+	// NotBefore holds the notice back: while the bell still rings for
+	// the visitor, the residents may yet be rung (the homeserver back
+	// within the ring timeout) and the notice withdrawn.
+	NotBefore time.Time `json:"not_before,omitzero"`
 }
 
+// Visitor is one missed-visitor notice to keep until delivered.
+type Visitor struct {
+	RangAt time.Time
+	Text   string
+	// Rooms to post into; nil: every resident's room as known at
+	// delivery (VisitorQueue's rooms function).
+	Rooms []callengine.RoomID
+	// JPEG is the snapshot; nil: none.
+	JPEG []byte
+	// NotBefore: not delivered before this time (zero: at once).
+	NotBefore time.Time
+}
+
+// visitorID names the record of a visitor who rang at t: one record per
+// ring time, so Cancel finds it from the time alone.
+func visitorID(t time.Time) string { return fmt.Sprintf("%020d", t.UnixNano()) }
+
 // NewVisitorQueue opens (creating if needed) stateDir/visitors. msg posts
-// the notices; log may be nil.
-func NewVisitorQueue(stateDir string, msg Messenger, log *slog.Logger) (*VisitorQueue, error) {
+// the notices; rooms says which rooms a Visitor without rooms goes to
+// (nil: none known, such a record waits); log may be nil.
+func NewVisitorQueue(stateDir string, msg Messenger, rooms func() []callengine.RoomID, log *slog.Logger) (*VisitorQueue, error) {
 	if msg == nil {
 		return nil, errors.New("visitor queue: no messenger")
+	}
+	if rooms == nil {
+		rooms = func() []callengine.RoomID { return nil }
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -71,7 +106,7 @@ func NewVisitorQueue(stateDir string, msg Messenger, log *slog.Logger) (*Visitor
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("visitor queue: %w", err)
 	}
-	q := &VisitorQueue{dir: dir, msg: msg, log: log, kick: make(chan struct{}, 1)}
+	q := &VisitorQueue{dir: dir, msg: msg, rooms: rooms, log: log, kick: make(chan struct{}, 1)}
 	recs, err := q.load()
 	if err != nil {
 		return nil, err
@@ -87,18 +122,23 @@ func (q *VisitorQueue) Pending() int {
 	return q.pending
 }
 
-// Add queues a notice of a visitor who rang at rangAt for rooms, with its
-// snapshot (nil: none). It returns once the record is on disk.
-func (q *VisitorQueue) Add(rangAt time.Time, text string, rooms []callengine.RoomID, jpeg []byte) error {
-	if len(rooms) == 0 {
-		return nil
-	}
-	rec := visitorRecord{ID: fmt.Sprintf("%020d", rangAt.UnixNano()), RangAt: rangAt, Text: text,
-		Rooms: slices.Clone(rooms), Snapshot: len(jpeg) > 0}
+// Add queues the notice of v. It returns once the record is on disk. A
+// record of the same ring time replaces the earlier one.
+func (q *VisitorQueue) Add(v Visitor) error {
+	rec := visitorRecord{ID: visitorID(v.RangAt), RangAt: v.RangAt, Text: v.Text,
+		Rooms: slices.Clone(v.Rooms), AllRooms: v.Rooms == nil, Snapshot: len(v.JPEG) > 0, NotBefore: v.NotBefore}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if i := slices.Index(q.cancelled, rec.ID); i >= 0 {
+		q.cancelled = slices.Delete(q.cancelled, i, i+1)
+		q.log.Info("missed-visitor notice withdrawn before it was queued", "rang_at", v.RangAt)
+		return nil
+	}
+	if _, err := os.Stat(q.path(rec.ID, ".json")); err == nil {
+		q.pending-- // replaced, not added
+	}
 	if rec.Snapshot {
-		if err := atomicfile.WriteFile(q.path(rec.ID, ".jpg"), jpeg, 0o600); err != nil {
+		if err := atomicfile.WriteFile(q.path(rec.ID, ".jpg"), v.JPEG, 0o600); err != nil {
 			return fmt.Errorf("queue visitor: %w", err)
 		}
 	}
@@ -120,14 +160,40 @@ func (q *VisitorQueue) Add(rangAt time.Time, text string, rooms []callengine.Roo
 	return nil
 }
 
+// Cancel withdraws the notice of the visitor who rang at rangAt, if it
+// has not been delivered yet: the residents were rung after all. One
+// already partly delivered is left to finish, so every room tells the
+// same story.
+func (q *VisitorQueue) Cancel(rangAt time.Time) {
+	id := visitorID(rangAt)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	b, err := os.ReadFile(q.path(id, ".json"))
+	if errors.Is(err, os.ErrNotExist) {
+		q.cancelled = append(q.cancelled, id)
+		if len(q.cancelled) > maxVisitors {
+			q.cancelled = q.cancelled[1:]
+		}
+		return
+	}
+	var rec visitorRecord
+	if err == nil && json.Unmarshal(b, &rec) == nil && len(rec.Done) > 0 {
+		return
+	}
+	q.log.Info("missed-visitor notice withdrawn: the residents were rung", "rang_at", rangAt)
+	q.removeLocked(id)
+}
+
 // Run delivers the queued records until ctx ends; it returns ctx's cause.
 // A failed delivery is retried after a backoff (1 s doubling to 30 s); a
-// new record tries again at once.
+// new record tries again at once, and a record held back (NotBefore) when
+// its time comes.
 func (q *VisitorQueue) Run(ctx context.Context) error {
 	retry := runloop.Backoff{Base: time.Second, Max: visitorRetryMax}
 	for {
 		wait := time.Duration(0)
-		if err := q.deliverAll(ctx); err != nil {
+		next, err := q.deliverAll(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
 				return context.Cause(ctx)
 			}
@@ -135,6 +201,11 @@ func (q *VisitorQueue) Run(ctx context.Context) error {
 			q.log.Warn("missed-visitor notices not delivered yet; retrying", "pending", q.Pending(), "in", wait, "err", err)
 		} else {
 			retry.Reset()
+		}
+		if !next.IsZero() {
+			if d := time.Until(next); wait == 0 || d < wait {
+				wait = max(d, time.Millisecond)
+			}
 		}
 		var timer <-chan time.Time
 		if wait > 0 {
@@ -149,25 +220,39 @@ func (q *VisitorQueue) Run(ctx context.Context) error {
 	}
 }
 
-// deliverAll delivers every record, oldest first, and stops at the first
-// failure (the homeserver is likely still away).
-func (q *VisitorQueue) deliverAll(ctx context.Context) error {
+// deliverAll delivers every record that is due, oldest first, and stops
+// at the first failure (the homeserver is likely still away). next is
+// when the earliest record held back falls due (zero: none is).
+func (q *VisitorQueue) deliverAll(ctx context.Context) (next time.Time, err error) {
 	q.mu.Lock()
 	recs, err := q.load()
 	q.mu.Unlock()
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
+	now := time.Now()
 	for _, rec := range recs {
+		if now.Before(rec.NotBefore) {
+			if next.IsZero() || rec.NotBefore.Before(next) {
+				next = rec.NotBefore
+			}
+			continue
+		}
 		if err := q.deliver(ctx, rec); err != nil {
-			return err
+			return next, err
 		}
 	}
-	return nil
+	return next, nil
 }
 
 // deliver posts one record into each room it has not reached yet.
 func (q *VisitorQueue) deliver(ctx context.Context, rec visitorRecord) error {
+	if rec.AllRooms && len(rec.Rooms) == 0 {
+		rec.Rooms = slices.Clone(q.rooms())
+		if len(rec.Rooms) == 0 {
+			return fmt.Errorf("the notice of %s: no resident room known yet", rec.RangAt.Format(time.RFC3339))
+		}
+	}
 	var jpeg []byte
 	if rec.Snapshot {
 		b, err := os.ReadFile(q.path(rec.ID, ".jpg"))

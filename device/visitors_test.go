@@ -69,13 +69,13 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 func TestVisitorQueueOutage(t *testing.T) {
 	dir := t.TempDir()
 	msg := &awayMessenger{down: true}
-	q, err := NewVisitorQueue(dir, msg, nil)
+	q, err := NewVisitorQueue(dir, msg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rang := time.Date(2026, 12, 6, 14, 3, 0, 0, time.UTC)
 	rooms := []callengine.RoomID{"!a:hs", "!b:hs"}
-	if err := q.Add(rang, "someone rang at 14:03", rooms, []byte("jpeg-bytes")); err != nil {
+	if err := q.Add(Visitor{RangAt: rang, Text: "someone rang at 14:03", Rooms: rooms, JPEG: []byte("jpeg-bytes")}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -97,7 +97,7 @@ func TestVisitorQueueOutage(t *testing.T) {
 	// A restart: the record is read back and delivered once the
 	// homeserver answers.
 	msg.setDown(false)
-	q2, err := NewVisitorQueue(dir, msg, nil)
+	q2, err := NewVisitorQueue(dir, msg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestVisitorQueueOutage(t *testing.T) {
 		t.Errorf("files left after delivery: %v", left)
 	}
 	// A third start delivers nothing again.
-	q3, err := NewVisitorQueue(dir, msg, nil)
+	q3, err := NewVisitorQueue(dir, msg, nil, nil)
 	if err != nil || q3.Pending() != 0 {
 		t.Fatalf("third start: pending %d, %v", q3.Pending(), err)
 	}
@@ -130,7 +130,7 @@ func TestVisitorQueueOutage(t *testing.T) {
 func TestVisitorQueuePartial(t *testing.T) {
 	dir := t.TempDir()
 	msg := &awayMessenger{}
-	q, err := NewVisitorQueue(dir, msg, nil)
+	q, err := NewVisitorQueue(dir, msg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestVisitorQueuePartial(t *testing.T) {
 	if err := q.saveLocked(rec); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.deliverAll(t.Context()); err != nil {
+	if _, err := q.deliverAll(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if texts, _ := msg.posted(); len(texts) != 1 || !strings.HasPrefix(texts[0], "!b:hs|") {
@@ -148,7 +148,7 @@ func TestVisitorQueuePartial(t *testing.T) {
 
 	msg.setDown(true)
 	for i := range maxVisitors + 5 {
-		if err := q.Add(time.Unix(100+int64(i), 0), "t", []callengine.RoomID{"!a:hs"}, nil); err != nil {
+		if err := q.Add(Visitor{RangAt: time.Unix(100+int64(i), 0), Text: "t", Rooms: []callengine.RoomID{"!a:hs"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -169,4 +169,60 @@ func TestVisitorQueuePartial(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "visitors", "00000000000000000009.json.bad")); err != nil {
 		t.Errorf("bad record not set aside: %v", err)
 	}
+}
+
+// TestVisitorQueueHeldAllRoomsCancel: a visitor without rooms (rung
+// before any room was known) waits until rooms are known and goes to
+// every one; a record held back (NotBefore) is not posted before its
+// time, and then without waiting for another kick; a withdrawn record is
+// never posted, whether Cancel comes after its Add or before it.
+func TestVisitorQueueHeldAllRoomsCancel(t *testing.T) {
+	dir := t.TempDir()
+	msg := &awayMessenger{}
+	var mu sync.Mutex
+	var known []callengine.RoomID
+	rooms := func() []callengine.RoomID { mu.Lock(); defer mu.Unlock(); return known }
+	q, err := NewVisitorQueue(dir, msg, rooms, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+
+	// Withdrawn before its Add arrives (the snapshot was slow).
+	early := time.Unix(50, 0)
+	q.Cancel(early)
+	if err := q.Add(Visitor{RangAt: early, Text: "withdrawn early"}); err != nil {
+		t.Fatal(err)
+	}
+	// Held back 300 ms, for every room.
+	held := time.Now()
+	if err := q.Add(Visitor{RangAt: held, Text: "held", NotBefore: held.Add(300 * time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	// Withdrawn after its Add, while held back.
+	late := held.Add(time.Millisecond)
+	if err := q.Add(Visitor{RangAt: late, Text: "withdrawn late", NotBefore: held.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	q.Cancel(late)
+	if q.Pending() != 1 {
+		t.Fatalf("pending %d, want the held one only", q.Pending())
+	}
+	time.Sleep(500 * time.Millisecond) // past NotBefore, but no room known
+	if texts, _ := msg.posted(); len(texts) != 0 {
+		t.Fatalf("posted %v before any room was known", texts)
+	}
+	mu.Lock()
+	known = []callengine.RoomID{"!a:hs", "!b:hs"}
+	mu.Unlock()
+	waitUntil(t, "delivery to every known room", func() bool { return q.Pending() == 0 })
+	texts, _ := msg.posted()
+	if len(texts) != 2 || !strings.HasPrefix(texts[0], "!a:hs|true|held") || !strings.HasPrefix(texts[1], "!b:hs|true|held") {
+		t.Fatalf("texts %v", texts)
+	}
+	cancel()
+	<-done
 }

@@ -17,9 +17,12 @@ const (
 	// Backoff of the sync loop and of start-up requests (Login,
 	// EnsureDirectRooms): exponential from loopBackoffBase, capped at
 	// loopBackoffMax (start-up) or syncBackoffMax (the sync loop), with
-	// equal jitter, reset on success.
+	// equal jitter, reset on success. Start-up waits as little as the
+	// sync loop, for the same reason: the door already runs while the
+	// intercom logs in (issue 15), and a visitor pressing meanwhile is
+	// rung once login and the rooms are through.
 	loopBackoffBase = 500 * time.Millisecond
-	loopBackoffMax  = 30 * time.Second
+	loopBackoffMax  = syncBackoffMax
 
 	// syncBackoffMax caps the sync loop's wait between failed /syncs, so
 	// that the intercom is back within about 5 s of its homeserver: equal
@@ -147,11 +150,13 @@ func (s *Session) do(ctx context.Context, what string, p retryPolicy, op func(ct
 		err := op(actx)
 		cancel()
 		if err == nil {
+			s.startFailed(what, nil)
 			return nil
 		}
 		if ctx.Err() != nil {
 			return errors.Join(err, context.Cause(ctx))
 		}
+		s.startFailed(what, err)
 		retry, after := transient(err)
 		if !retry || (p.attempts > 0 && attempt >= p.attempts) {
 			return err
@@ -162,13 +167,39 @@ func (s *Session) do(ctx context.Context, what string, p retryPolicy, op func(ct
 				return err
 			}
 			wait = after
-			if p.maxRetryAfter == 0 && wait > b.Max {
-				wait = b.Max
+			if p.maxRetryAfter == 0 && wait > max(b.Max, rateLimitMax) {
+				wait = max(b.Max, rateLimitMax)
 			}
 		}
 		s.log.Warn("matrix request failed, retrying", "op", what, "attempt", attempt, "delay", wait, "err", err)
 		if serr := s.sleep(ctx, wait); serr != nil {
 			return errors.Join(err, serr)
 		}
+	}
+}
+
+// startFailed records the outcome of a request made before the first
+// successful /sync (logging in, the residents' rooms) in the status, as
+// the sync loop does for /sync: until the intercom has synced once, these
+// are what tell whether the homeserver answers. err nil: it answered.
+// Later requests leave the status to the sync loop.
+func (s *Session) startFailed(what string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := &s.status
+	if !st.LastSync.IsZero() {
+		return
+	}
+	if err == nil {
+		st.ConsecutiveFailures, st.LastError, st.UnreachableSince = 0, "", time.Time{}
+		return
+	}
+	st.ConsecutiveFailures++
+	st.LastError = what + ": " + err.Error()
+	switch {
+	case !unreachable(err):
+		st.UnreachableSince = time.Time{}
+	case st.UnreachableSince.IsZero():
+		st.UnreachableSince = s.now()
 	}
 }

@@ -3,6 +3,7 @@ package systemd
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,6 +59,9 @@ type Supervisor struct {
 	Ready func() error
 	// Status is the STATUS= line sent with READY=1; nil sends none.
 	Status func() string
+	// StartStatus is the STATUS= line sent while Ready still fails (what
+	// the daemon waits for); nil sends none.
+	StartStatus func() string
 	// Probes are the main loops the watchdog watches.
 	Probes []Probe
 
@@ -103,12 +107,29 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		poll = DefaultReadyPoll
 	}
 	tick := time.NewTicker(poll)
+	// Until READY=1 systemd's watchdog is not armed, only the start
+	// timeout. The daemon's local parts already run (a door works before
+	// its homeserver answers), so while they are alive the start timeout
+	// is pushed on by one watchdog interval at a time (EXTEND_TIMEOUT_USEC,
+	// systemd 236+): a start that waits for the network lasts as long as
+	// the network is away, and a loop stuck meanwhile still ends it
+	// within one interval, as the watchdog would.
+	var extend <-chan time.Time
+	failing := ""
+	if s.Watchdog > 0 && s.Ready != nil && s.Ready() != nil {
+		et := time.NewTicker(s.Watchdog / 2)
+		defer et.Stop()
+		extend = et.C
+		s.extendIfAlive(&failing)
+	}
 	for s.Ready != nil && s.Ready() != nil {
 		select {
 		case <-ctx.Done():
 			tick.Stop()
 			return nil
 		case <-tick.C:
+		case <-extend:
+			s.extendIfAlive(&failing)
 		}
 	}
 	tick.Stop()
@@ -125,7 +146,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// tick does not fire the watchdog.
 	pet := time.NewTicker(s.Watchdog / 2)
 	defer pet.Stop()
-	failing := ""
 	s.petIfAlive(&failing)
 	for {
 		select {
@@ -137,10 +157,30 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 }
 
-// petIfAlive pings the watchdog when every probe passes. failing remembers
-// which loops were last reported stuck, so a stuck loop is logged once, not
-// at each tick.
+// extendIfAlive extends the start timeout by one watchdog interval when
+// every probe passes, with the start status.
+func (s *Supervisor) extendIfAlive(failing *string) {
+	if !s.alive(failing) {
+		return
+	}
+	msg := "EXTEND_TIMEOUT_USEC=" + strconv.FormatInt(s.Watchdog.Microseconds(), 10)
+	if s.StartStatus != nil {
+		msg += "\nSTATUS=" + oneLine(s.StartStatus())
+	}
+	s.send(msg)
+}
+
+// petIfAlive pings the watchdog when every probe passes.
 func (s *Supervisor) petIfAlive(failing *string) {
+	if s.alive(failing) {
+		s.send("WATCHDOG=1")
+	}
+}
+
+// alive reports whether every probe passes. failing remembers which loops
+// were last reported stuck, so a stuck loop is logged once, not at each
+// tick.
+func (s *Supervisor) alive(failing *string) bool {
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
@@ -161,13 +201,13 @@ func (s *Supervisor) petIfAlive(failing *string) {
 			s.send("STATUS=stuck: " + oneLine(msg))
 			*failing = key
 		}
-		return
+		return false
 	}
 	if *failing != "" {
 		s.log().Info("main loops healthy again; petting the systemd watchdog")
 		*failing = ""
 	}
-	s.send("WATCHDOG=1")
+	return true
 }
 
 func (s *Supervisor) send(state string) {

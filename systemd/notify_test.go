@@ -73,8 +73,11 @@ func TestSupervisorNotifyProtocol(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
-	if msgs := sock.Collect(150 * time.Millisecond); len(msgs) > 0 {
-		t.Fatalf("sent %q before ready", msgs)
+	// Before ready only start-timeout extensions, one interval each.
+	for _, m := range sock.Collect(150 * time.Millisecond) {
+		if m != "EXTEND_TIMEOUT_USEC=200000" {
+			t.Fatalf("sent %q before ready", m)
+		}
 	}
 	up.Store(true)
 	if m := sock.Next(t, time.Second); m != "READY=1\nSTATUS=ringing 2 residents" {
@@ -189,6 +192,57 @@ func (r *recorder) sent() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.msgs...)
+}
+
+// Until Ready passes, the start timeout is extended by one watchdog
+// interval at half the interval while every probe passes (the door's
+// local loops run before the homeserver answers), with the start status;
+// a stuck loop stops the extensions, so systemd's start timeout ends a
+// start whose loops hang, as the watchdog would after READY=1.
+func TestSupervisorExtendsStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &recorder{}
+		var up atomic.Bool
+		loop := &fakeLoop{}
+		s := &Supervisor{
+			Ready: func() error {
+				if !up.Load() {
+					return errors.New("homeserver not reached yet")
+				}
+				return nil
+			},
+			StartStatus: func() string { return "door up; homeserver\nunreachable" },
+			Status:      func() string { return "ready" },
+			Watchdog:    time.Second,
+			Notifier:    r,
+			Probes:      []Probe{{Name: "button loop", Check: loop.check}},
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		time.Sleep(1900 * time.Millisecond)
+		want := "EXTEND_TIMEOUT_USEC=1000000\nSTATUS=door up; homeserver unreachable"
+		msgs := r.sent()
+		if k := count(msgs, "EXTEND_TIMEOUT_USEC="); k != 4 || msgs[0] != want {
+			t.Fatalf("%d extensions in 1.9 s at a 1 s watchdog, want 4 (at once, then every 500 ms) like %q: %q", k, want, msgs)
+		}
+		if count(msgs, "READY=1") != 0 || count(msgs, "WATCHDOG=1") != 0 {
+			t.Fatalf("ready or pinged before Ready passed: %q", msgs)
+		}
+		loop.set(errors.New("no heartbeat for 31s"))
+		time.Sleep(2 * time.Second)
+		if k := count(r.sent(), "EXTEND_TIMEOUT_USEC="); k != 4 {
+			t.Fatalf("%d extensions, want none more while a loop is stuck", k)
+		}
+		loop.set(nil)
+		up.Store(true)
+		time.Sleep(time.Second)
+		cancel()
+		<-done
+		if k := count(r.sent(), "READY=1"); k != 1 {
+			t.Fatalf("READY=1 sent %d times: %q", k, r.sent())
+		}
+	})
 }
 
 // With its own Notifier and clock the Supervisor needs no socket and no

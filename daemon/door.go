@@ -52,6 +52,7 @@ func newDoorParts(cfg *provisioning.Config, session *matrix.Session, relay devic
 	if err != nil {
 		return nil, err
 	}
+	visitors.Online = session.Healthy
 	notices := device.NewNotices(device.NoticeOptions{
 		Messenger: gate.messenger(session), Snapshot: gate.snapshotter(snap), Ring: cfg.Notices.Ring, Missed: cfg.Notices.Missed,
 		CommandHint: hint, Door: door, Household: household, Logger: log.With("component", "notices"),

@@ -293,6 +293,11 @@ func (d *Intercom) Run(ctx context.Context) error {
 // ring them within a second or so (issue 15 allows 5 s end to end).
 const visitRetryPoll = 200 * time.Millisecond
 
+// visitHoldGrace is added to the ring timeout to hold a kept notice while
+// a late ring goes on: the ring's own end comes within the timeout, and
+// its end reason a moment later.
+const visitHoldGrace = 10 * time.Second
+
 // visit is a visitor whose bell rings locally (Config.LocalRing) because
 // the residents could not be rung, and whose residents are rung as soon
 // as the homeserver answers while the bell still rings. Run owns it.
@@ -333,6 +338,13 @@ func (d *Intercom) settleVisit(v *visit, st callengine.Status) {
 			return // still ringing, or a status from before the ring
 		}
 		v.ringing = false
+		if v.recorded && unreached(st) {
+			// Nobody again: the kept notice goes when the bell stops.
+			if d.cfg.Notices != nil {
+				d.cfg.Notices.Hold(v.at, v.until)
+			}
+			return
+		}
 		if !unreached(st) {
 			v.reached = true
 			if v.recorded && d.cfg.Notices != nil {
@@ -378,6 +390,12 @@ func (d *Intercom) retryVisit(ctx context.Context, v *visit, pressed bool) {
 	}
 	d.log.Info("homeserver answering again: ringing the residents for the visitor at the door", "rang_at", v.at, "try", v.tries, "residents", len(residents))
 	v.ringing = true
+	if v.recorded && d.cfg.Notices != nil {
+		// Not told of while the ring may reach them: withdrawn if it
+		// does, released if it does not, delivered after this at the
+		// latest should the intercom stop meanwhile.
+		d.cfg.Notices.Hold(v.at, now.Add(d.cfg.LocalRing+visitHoldGrace))
+	}
 	d.settleVisit(v, c.Status())
 }
 

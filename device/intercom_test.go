@@ -385,6 +385,14 @@ func TestVisitorRungWhenHomeserverReturns(t *testing.T) {
 	waitFor(t, "the bell off after the ring", func() bool { return !r.bell.Ringing() })
 	time.Sleep(3 * visitRetryPoll)
 	r.n.Wait()
+	r.log.mu.Lock()
+	holds := slices.Clone(r.log.holds)
+	r.log.mu.Unlock()
+	// Held while the late ring went on (the failed retry of the second
+	// press released it to the bell's end, then the late ring held it).
+	if len(holds) == 0 || holds[len(holds)-1] < 5*time.Second {
+		t.Errorf("holds after the press %v, want the last beyond the ring timeout", holds)
+	}
 	adds, _ := r.log.snapshot()
 	if n := r.caller.ringCount(); len(adds) != 2 || n != 3 {
 		t.Fatalf("kept %q and rang %d times, want the withdrawn visitor, the ring's own missed notice, and 3 rings", adds, n)

@@ -50,8 +50,9 @@ type NoticeOptions struct {
 type VisitorLog interface {
 	Add(v Visitor) error
 	// Cancel withdraws the notice of the visitor who rang at rangAt, if
-	// it is still waiting.
+	// it is still waiting; Hold holds it back until notBefore.
 	Cancel(rangAt time.Time)
+	Hold(rangAt, notBefore time.Time)
 }
 
 // Household is the household group call as the notices see it;
@@ -182,6 +183,14 @@ func (n *Notices) Unreached(rangAt, until time.Time) {
 func (n *Notices) Reached(rangAt time.Time) {
 	if n.opts.Missed && n.opts.Visitors != nil {
 		n.opts.Visitors.Cancel(rangAt)
+	}
+}
+
+// Hold holds the notice Unreached kept for the visitor who rang at rangAt
+// back until notBefore: the residents are being rung for them.
+func (n *Notices) Hold(rangAt, notBefore time.Time) {
+	if n.opts.Missed && n.opts.Visitors != nil {
+		n.opts.Visitors.Hold(rangAt, notBefore)
 	}
 }
 

@@ -177,6 +177,7 @@ type recordingVisitors struct {
 	mu        sync.Mutex
 	adds      []string // "rangAt|text|rooms|jpeg bytes|notBefore"
 	cancelled []time.Time
+	holds     []time.Duration // after rangAt
 }
 
 func (r *recordingVisitors) Add(v Visitor) error {
@@ -194,6 +195,12 @@ func (r *recordingVisitors) Cancel(rangAt time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.cancelled = append(r.cancelled, rangAt)
+}
+
+func (r *recordingVisitors) Hold(rangAt, notBefore time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.holds = append(r.holds, notBefore.Sub(rangAt))
 }
 
 func (r *recordingVisitors) snapshot() ([]string, []time.Time) {

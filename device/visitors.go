@@ -29,6 +29,13 @@ import (
 // room it reached, so only a crash between a room's send and that write
 // can post to that room again.
 type VisitorQueue struct {
+	// Online, if set before Run, says whether the homeserver answers
+	// (the Matrix sync is healthy): while a failed delivery waits out
+	// its backoff, its turning true retries at once, so a visitor is
+	// told of within a second of the homeserver's return, not at the
+	// next backoff step.
+	Online func() bool
+
 	dir   string
 	msg   Messenger
 	rooms func() []callengine.RoomID
@@ -37,10 +44,11 @@ type VisitorQueue struct {
 
 	mu      sync.Mutex // serialises the records' files
 	pending int
-	// cancelled holds the IDs of records withdrawn before their Add
-	// arrived (the Add waits for the camera's snapshot, a withdrawal
-	// does not): such an Add is dropped. Bounded by maxVisitors.
-	cancelled []string
+	// early holds what Cancel and Hold said of records whose Add had not
+	// arrived yet (the Add waits for the camera's snapshot, they do
+	// not): a zero time drops the Add, another time becomes its
+	// NotBefore. Bounded by maxVisitors.
+	early map[string]time.Time
 }
 
 // Bounds of the queue.
@@ -129,10 +137,13 @@ func (q *VisitorQueue) Add(v Visitor) error {
 		Rooms: slices.Clone(v.Rooms), AllRooms: v.Rooms == nil, Snapshot: len(v.JPEG) > 0, NotBefore: v.NotBefore}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if i := slices.Index(q.cancelled, rec.ID); i >= 0 {
-		q.cancelled = slices.Delete(q.cancelled, i, i+1)
-		q.log.Info("missed-visitor notice withdrawn before it was queued", "rang_at", v.RangAt)
-		return nil
+	if t, ok := q.early[rec.ID]; ok {
+		delete(q.early, rec.ID)
+		if t.IsZero() {
+			q.log.Info("missed-visitor notice withdrawn before it was queued", "rang_at", v.RangAt)
+			return nil
+		}
+		rec.NotBefore = t
 	}
 	if _, err := os.Stat(q.path(rec.ID, ".json")); err == nil {
 		q.pending-- // replaced, not added
@@ -164,24 +175,55 @@ func (q *VisitorQueue) Add(v Visitor) error {
 // has not been delivered yet: the residents were rung after all. One
 // already partly delivered is left to finish, so every room tells the
 // same story.
-func (q *VisitorQueue) Cancel(rangAt time.Time) {
+func (q *VisitorQueue) Cancel(rangAt time.Time) { q.amend(rangAt, time.Time{}) }
+
+// Hold holds the notice of the visitor who rang at rangAt back until
+// notBefore, if it has not been delivered yet: the residents are being
+// rung, and it is withdrawn if that reaches them. Held in the record, so
+// a restart meanwhile delivers it after all.
+func (q *VisitorQueue) Hold(rangAt, notBefore time.Time) {
+	if !notBefore.IsZero() {
+		q.amend(rangAt, notBefore)
+	}
+}
+
+// amend removes (notBefore zero) or holds back the record of rangAt, or
+// remembers it for the record's Add.
+func (q *VisitorQueue) amend(rangAt, notBefore time.Time) {
 	id := visitorID(rangAt)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	b, err := os.ReadFile(q.path(id, ".json"))
 	if errors.Is(err, os.ErrNotExist) {
-		q.cancelled = append(q.cancelled, id)
-		if len(q.cancelled) > maxVisitors {
-			q.cancelled = q.cancelled[1:]
+		if q.early == nil {
+			q.early = map[string]time.Time{}
 		}
+		if len(q.early) >= maxVisitors {
+			clear(q.early) // Adds that never came; a real one is rare
+		}
+		q.early[id] = notBefore
 		return
 	}
 	var rec visitorRecord
-	if err == nil && json.Unmarshal(b, &rec) == nil && len(rec.Done) > 0 {
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	if err != nil || len(rec.Done) > 0 {
+		return // unreadable (load sets it aside), or under way
+	}
+	if notBefore.IsZero() {
+		q.log.Info("missed-visitor notice withdrawn: the residents were rung", "rang_at", rangAt)
+		q.removeLocked(id)
 		return
 	}
-	q.log.Info("missed-visitor notice withdrawn: the residents were rung", "rang_at", rangAt)
-	q.removeLocked(id)
+	rec.NotBefore = notBefore
+	if err := q.saveLocked(rec); err != nil {
+		q.log.Error("hold a missed-visitor notice", "rang_at", rangAt, "err", err)
+	}
+	select {
+	case q.kick <- struct{}{}: // Run recomputes its wake-up
+	default:
+	}
 }
 
 // Run delivers the queued records until ctx ends; it returns ctx's cause.
@@ -207,18 +249,45 @@ func (q *VisitorQueue) Run(ctx context.Context) error {
 				wait = max(d, time.Millisecond)
 			}
 		}
-		var timer <-chan time.Time
-		if wait > 0 {
-			timer = time.After(wait)
-		}
-		select {
-		case <-ctx.Done():
+		if !q.sleep(ctx, wait, err != nil) {
 			return context.Cause(ctx)
-		case <-q.kick:
-		case <-timer:
 		}
 	}
 }
+
+// sleep waits for wait (0: until kicked), a kick, or, after a failure
+// (failed), the homeserver's return; false if ctx ended.
+func (q *VisitorQueue) sleep(ctx context.Context, wait time.Duration, failed bool) bool {
+	var timer <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		timer = t.C
+	}
+	var poll <-chan time.Time
+	if failed && q.Online != nil && !q.Online() {
+		t := time.NewTicker(onlinePoll)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-q.kick:
+			return true
+		case <-timer:
+			return true
+		case <-poll:
+			if q.Online() {
+				return true
+			}
+		}
+	}
+}
+
+// onlinePoll is how often a waiting queue asks Online.
+const onlinePoll = 250 * time.Millisecond
 
 // deliverAll delivers every record that is due, oldest first, and stops
 // at the first failure (the homeserver is likely still away). next is

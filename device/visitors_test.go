@@ -226,3 +226,45 @@ func TestVisitorQueueHeldAllRoomsCancel(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestVisitorQueueHold: Hold moves a record's delivery time, before its
+// Add arrives too, and the running queue follows it; a held record is
+// kept on disk with its new time, so a restart honours it.
+func TestVisitorQueueHold(t *testing.T) {
+	dir := t.TempDir()
+	msg := &awayMessenger{}
+	rooms := func() []callengine.RoomID { return []callengine.RoomID{"!a:hs"} }
+	q, err := NewVisitorQueue(dir, msg, rooms, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx) }()
+
+	now := time.Now()
+	a, b := now, now.Add(time.Millisecond)
+	if err := q.Add(Visitor{RangAt: a, Text: "a", NotBefore: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	q.Hold(b, now.Add(time.Hour)) // before b's Add
+	if err := q.Add(Visitor{RangAt: b, Text: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if texts, _ := msg.posted(); len(texts) != 0 {
+		t.Fatalf("posted %v while held", texts)
+	}
+	recs, _ := q.load()
+	if len(recs) != 2 || !recs[1].NotBefore.Equal(now.Add(time.Hour)) {
+		t.Fatalf("records %+v", recs)
+	}
+	q.Hold(a, time.Now().Add(100*time.Millisecond))
+	waitUntil(t, "a delivered once its hold is shortened", func() bool { return q.Pending() == 1 })
+	if texts, _ := msg.posted(); len(texts) != 1 || !strings.HasSuffix(texts[0], "|a") {
+		t.Fatalf("posted %v", texts)
+	}
+	cancel()
+	<-done
+}

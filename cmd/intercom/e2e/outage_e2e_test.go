@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/doorbell/intercom/internal/testenv/resident"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -189,12 +190,75 @@ func slicesMax(ds []time.Duration) time.Duration {
 	return m
 }
 
+// outageRing is the ring timeout of the outage tests: the bell rings this
+// long for a visitor nobody could be told of.
+const outageRing = 10 * time.Second
+
+// waitBell polls /api/status every 2 ms until the bell is on (or off),
+// and returns when it first was.
+func (e *e2e) waitBell(ctx context.Context, on bool) time.Time {
+	e.t.Helper()
+	for {
+		if st, err := e.status(); err == nil && st.Ringer.Ringing == on {
+			return time.Now()
+		}
+		if e.hasExited() {
+			e.t.Fatal("intercom exited")
+		}
+		if ctx.Err() != nil {
+			e.t.Fatalf("the bell never turned %v", on)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitPending waits until matrix.pending_visitor_notices is n.
+func (e *e2e) waitPending(ctx context.Context, n int) {
+	e.t.Helper()
+	for e.pendingVisitors() != n {
+		if ctx.Err() != nil {
+			e.t.Fatalf("pending visitor notices never %d (%d)", n, e.pendingVisitors())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// noticesAt counts the resident's messages whose body contains s.
+func noticesAt(r *resident.Resident, s string) int {
+	n := 0
+	for _, ev := range r.Events() {
+		if ev.Name == "message" && strings.Contains(ev.Str("body"), s) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkMissedNotice waits for the "could not reach you" notice and its
+// snapshot at r, checks that it tells the press's time, and that it comes
+// once.
+func checkMissedNotice(ctx context.Context, t *testing.T, r *resident.Resident, pressed, back time.Time) {
+	t.Helper()
+	msg := waitMessage(ctx, t, r, "m.text", "could not reach you")
+	img := waitMessage(ctx, t, r, "m.image", "")
+	t.Logf("homeserver back → notice at the resident %v: %q (snapshot %v bytes)", msg.TS.Sub(back).Round(time.Millisecond), msg.Str("body"), img.Num("size"))
+	if at := pressed.Format("15:04:05"); !strings.Contains(msg.Str("body"), "Missed visitor: someone rang at "+at) &&
+		!strings.Contains(msg.Str("body"), "Missed visitor: someone rang at "+pressed.Add(-time.Second).Format("15:04:05")) {
+		t.Errorf("notice %q, want the press's time %s", msg.Str("body"), at)
+	}
+	time.Sleep(2 * time.Second) // once: nothing more arrives
+	if n := noticesAt(r, "could not reach you"); n != 1 {
+		t.Errorf("the resident got the notice %d times, want once", n)
+	}
+}
+
 // TestPressDuringOutageE2E: a press while the homeserver is stopped is
-// not lost. The ring cannot reach anyone, so the intercom keeps a
-// missed-visitor notice (with its snapshot) in state_dir; once the
-// homeserver is back the resident gets it, once.
+// not lost. The ring cannot reach anyone: the bell rings for the ring
+// timeout, and the intercom keeps a missed-visitor notice (with its
+// snapshot) in state_dir; the homeserver is back only after the bell
+// stopped, so the resident gets the notice, once, with the press's time.
 func TestPressDuringOutageE2E(t *testing.T) {
-	e := startSystem(t, "alice")
+	e := startSystemWith(t, systemOptions{RingTimeout: outageRing}, "alice")
 	alice := e.residents[0]
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -203,59 +267,125 @@ func TestPressDuringOutageE2E(t *testing.T) {
 	e.stopHomeserver()
 	e.waitHealthz(ctx, http.StatusServiceUnavailable)
 	pressed := e.press()
-	for {
-		if st, err := e.status(); err == nil && st.Ringer.Ringing {
-			t.Logf("press → bell on during the outage: %v (polled)", time.Since(pressed).Round(time.Millisecond))
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the bell never rang")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	var queued int
-	for queued == 0 {
-		queued = e.pendingVisitors()
-		if ctx.Err() != nil {
-			t.Fatal("the press during the outage was never queued")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	t.Logf("press → bell on during the outage: %v (polled)", e.waitBell(ctx, true).Sub(pressed).Round(time.Millisecond))
+	e.waitPending(ctx, 1)
 	t.Logf("press → missed-visitor notice queued in state_dir: %v", time.Since(pressed).Round(time.Millisecond))
 	files, _ := filepath.Glob(filepath.Join(e.dir, "state", "visitors", "*.json"))
-	if queued != 1 || len(files) != 1 {
-		t.Fatalf("%d queued, files %v; want 1", queued, files)
+	if len(files) != 1 {
+		t.Fatalf("files %v; want 1 record", files)
 	}
-	// The ring reached nobody, and the visitor still hears the bell for
-	// the ring timeout (30 s here).
 	if st, err := e.status(); err != nil || !st.Ringer.Ringing || st.State != "idle" {
 		t.Errorf("after the failed ring: state %q, ringer ringing %v (%v); want the bell on", st.State, st.Ringer.Ringing, err)
 	}
+	off := e.waitBell(ctx, false)
+	if d := off.Sub(pressed); d < outageRing {
+		t.Errorf("the bell rang %v, want the ring timeout (%v)", d, outageRing)
+	}
 
 	back := e.startHomeserver(ctx)
-	msg := waitMessage(ctx, t, alice, "m.text", "could not reach you")
-	img := waitMessage(ctx, t, alice, "m.image", "")
-	t.Logf("homeserver back → notice at the resident %v: %q (snapshot %v bytes)", msg.TS.Sub(back).Round(time.Millisecond), msg.Str("body"), img.Num("size"))
-	if !strings.Contains(msg.Str("body"), "Missed visitor: someone rang at ") {
-		t.Errorf("notice %q", msg.Str("body"))
+	checkMissedNotice(ctx, t, alice, pressed, back)
+	e.waitPending(ctx, 0)
+}
+
+// TestPressDuringBlipE2E: a press during a brief outage (the homeserver
+// back while the bell still rings) reaches the resident: the intercom
+// rings them once the homeserver answers, and the missed-visitor notice it
+// had kept is withdrawn, so a resident who rejected the call is not told
+// later that the door could not reach them.
+func TestPressDuringBlipE2E(t *testing.T) {
+	e := startSystem(t, "alice") // ring timeout 30 s
+	alice := e.residents[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	e.waitHealthz(ctx, http.StatusOK)
+
+	e.stopHomeserver()
+	e.waitHealthz(ctx, http.StatusServiceUnavailable)
+	pressed := e.press()
+	e.waitBell(ctx, true)
+	e.waitPending(ctx, 1)
+	back := e.startHomeserver(ctx)
+	if _, err := alice.WaitFor(ctx, "incoming"); err != nil {
+		t.Fatalf("the homeserver came back within the ring timeout, but alice was not rung: %v", err)
 	}
-	for e.pendingVisitors() != 0 {
+	t.Logf("homeserver back → alice rung: %v (press %v before)", time.Since(back).Round(time.Millisecond), back.Sub(pressed).Round(time.Millisecond))
+	if err := alice.Reject(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPending(ctx, 0) // withdrawn: she was reached
+	e.waitStatus(ctx, "idle after the reject", func(s status) bool { return s.State == "idle" && !s.Ringer.Ringing })
+	time.Sleep(3 * time.Second)
+	if n := noticesAt(alice, "could not reach you"); n != 0 {
+		t.Errorf("alice was rung but still told %d times that the door could not reach her", n)
+	}
+}
+
+// TestStartWithoutHomeserverE2E: an intercom that starts while its
+// homeserver is down (a board booting before its network) has its door
+// working at once: the API answers, a press rings the bell for the ring
+// timeout and is kept, and the status says what is missing. Once the
+// homeserver is up the intercom logs in, gets healthy, tells the resident
+// of the visitor, and the next press rings her.
+func TestStartWithoutHomeserverE2E(t *testing.T) {
+	e := startSystemWith(t, systemOptions{RingTimeout: outageRing}, "alice")
+	alice := e.residents[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	e.stop()
+	e.stopHomeserver()
+
+	started := time.Now()
+	e.start()
+	for {
+		if _, err := e.status(); err == nil {
+			break
+		}
+		if e.hasExited() || ctx.Err() != nil {
+			t.Fatal("the API never answered while the homeserver was down")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("start → API answers, homeserver down: %v", time.Since(started).Round(time.Millisecond))
+	pressed := e.press()
+	t.Logf("press → bell on before login: %v (polled)", e.waitBell(ctx, true).Sub(pressed).Round(time.Millisecond))
+	e.waitPending(ctx, 1)
+	var m struct {
+		Setup            string `json:"setup"`
+		UnreachableSince string `json:"homeserver_unreachable_since"`
+	}
+	for m.UnreachableSince == "" {
+		s, err := e.status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(s.Matrix, &m); err != nil {
+			t.Fatal(err)
+		}
 		if ctx.Err() != nil {
-			t.Fatal("the queue never emptied")
+			t.Fatalf("status never said the homeserver is unreachable: %s", s.Matrix)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	// Once: nothing more arrives.
-	time.Sleep(2 * time.Second)
-	n := 0
-	for _, ev := range alice.Events() {
-		if ev.Name == "message" && strings.Contains(ev.Str("body"), "could not reach you") {
-			n++
-		}
+	if m.Setup != "logging in" || e.healthz() != http.StatusServiceUnavailable {
+		t.Errorf("before login: setup %q, /healthz %d", m.Setup, e.healthz())
 	}
-	if n != 1 {
-		t.Errorf("the resident got the notice %d times, want once", n)
+	t.Logf("status before login: %+v", m)
+	e.waitBell(ctx, false)
+
+	back := e.startHomeserver(ctx)
+	healthy := e.waitHealthz(ctx, http.StatusOK)
+	t.Logf("homeserver back → intercom healthy (logged in, rooms, first sync): %v", healthy.Sub(back).Round(time.Millisecond))
+	checkMissedNotice(ctx, t, alice, pressed, back)
+	e.waitPending(ctx, 0)
+
+	e.press()
+	if _, err := alice.WaitFor(ctx, "incoming"); err != nil {
+		t.Fatalf("a press after the late login did not ring alice: %v", err)
 	}
+	if err := alice.Reject(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitStatus(ctx, "idle after the reject", func(s status) bool { return s.State == "idle" })
 }
 
 // pendingVisitors is matrix.pending_visitor_notices of /api/status.

@@ -159,6 +159,14 @@ log:
 // starts it again on the same configuration and state.
 func (e *e2e) launch(ctx context.Context) {
 	e.t.Helper()
+	e.start()
+	e.waitStatus(ctx, "healthy", func(s status) bool { return s.Healthy })
+}
+
+// start starts the intercom binary on its configuration (ICE kept on
+// loopback) and returns at once.
+func (e *e2e) start() {
+	e.t.Helper()
 	e.cmd = exec.Command(e.bin, "run", "--config", e.cfgPath)
 	e.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
@@ -170,7 +178,6 @@ func (e *e2e) launch(ctx context.Context) {
 	exited := make(chan struct{})
 	e.exited = exited
 	go func(cmd *exec.Cmd) { _ = cmd.Wait(); close(exited) }(e.cmd)
-	e.waitStatus(ctx, "healthy", func(s status) bool { return s.Healthy })
 }
 
 // answerCall presses the button, has r answer and waits for its first

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -179,12 +180,38 @@ func New(opts Options) (*Session, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if s.http == nil {
-		s.http, s.ownHTTP = &http.Client{}, true
+		s.http, s.ownHTTP = &http.Client{Transport: newTransport()}, true
 	}
 	if err := s.SetResidents(opts.Residents); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// TCP keepalive of the connections to the homeserver. A /sync long poll
+// is idle for up to pollTimeout; if the network path dies without a reset
+// (a Wi-Fi drop, a router's reboot, a NAT that forgot the flow), nothing
+// arrives to say so and the poll would wait for its request deadline
+// (pollTimeout plus requestTimeout, a minute). Probes every keepAliveIdle
+// of idleness, keepAliveCount of them unanswered, end such a connection
+// after keepAliveIdle + keepAliveCount × keepAliveIdle (20 s), so the
+// intercom admits the outage (unhealthy) and reconnects that much sooner.
+// A probe is a bare ACK every few seconds on one idle connection: nothing
+// a board's link or a homeserver notices.
+const (
+	keepAliveIdle  = 5 * time.Second
+	keepAliveCount = 3
+)
+
+// newTransport is http.DefaultTransport's configuration with keepalive
+// probes that notice a silent drop (above).
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAliveConfig: net.KeepAliveConfig{
+		Enable: true, Idle: keepAliveIdle, Interval: keepAliveIdle, Count: keepAliveCount,
+	}}
+	t.DialContext = d.DialContext
+	return t
 }
 
 // SetResidents replaces the residents (a configuration reload): from now

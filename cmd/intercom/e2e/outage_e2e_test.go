@@ -142,9 +142,13 @@ func TestHomeserverRestartE2E(t *testing.T) {
 // back (Dendrite answers /versions) → /healthz 200, medians and maxima.
 // /healthz is polled every 10 ms, which bounds the resolution. Each
 // outage lasts a few seconds, long enough for the sync backoff to reach
-// its cap.
+// its cap. In each outage the visitor presses once: press (POST /api/ring
+// answered) → bell on (/api/status polled every 2 ms), and, the homeserver
+// back within the ring timeout, homeserver back → the resident's page
+// shows the incoming call (she rejects it).
 func BenchmarkHomeserverOutage(b *testing.B) {
-	e := startSystem(b, "alice") // the intercom needs a resident to start
+	e := startSystem(b, "alice")
+	alice := e.residents[0]
 	rounds := 5
 	if n, err := strconv.Atoi(os.Getenv("INTERCOM_BENCH_ROUNDS")); err == nil && n > 0 {
 		rounds = n
@@ -152,7 +156,7 @@ func BenchmarkHomeserverOutage(b *testing.B) {
 	outageFor := 8 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var toDown, toUp, stopTook []time.Duration
+	var toDown, toUp, stopTook, toBell, toRinging, toRung []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		for range rounds {
@@ -165,10 +169,25 @@ func BenchmarkHomeserverOutage(b *testing.B) {
 			down := e.waitHealthz(ctx, http.StatusServiceUnavailable)
 			stopTook = append(stopTook, stopped.Sub(t0))
 			toDown = append(toDown, max(down.Sub(stopped), 0))
+			pressed := e.press()
+			toBell = append(toBell, e.waitBell(ctx, true).Sub(pressed))
 			time.Sleep(outageFor - time.Since(stopped))
 			back := e.startHomeserver(ctx)
 			up := e.waitHealthz(ctx, http.StatusOK)
 			toUp = append(toUp, up.Sub(back))
+			// The intercom's share: its late ring placed (its invite then
+			// leaves within one send), before the resident's own sync,
+			// which backed off through the outage too, brings it to her.
+			e.waitStatus(ctx, "ringing again", func(s status) bool { return s.State == "ringing" })
+			toRinging = append(toRinging, time.Since(back))
+			if _, err := alice.WaitFor(ctx, "incoming"); err != nil {
+				b.Fatalf("the visitor of the outage was not rung once the homeserver was back: %v", err)
+			}
+			toRung = append(toRung, time.Since(back))
+			if err := alice.Reject(); err != nil {
+				b.Fatal(err)
+			}
+			e.waitStatus(ctx, "idle after the reject", func(s status) bool { return s.State == "idle" && !s.Ringer.Ringing })
 		}
 	}
 	b.StopTimer()
@@ -176,10 +195,16 @@ func BenchmarkHomeserverOutage(b *testing.B) {
 	b.ReportMetric(ms(slicesMax(toDown)), "stopped-to-503-max-ms")
 	b.ReportMetric(ms(median(toUp)), "back-to-200-ms")
 	b.ReportMetric(ms(slicesMax(toUp)), "back-to-200-max-ms")
+	b.ReportMetric(ms(median(toBell)), "press-to-bell-ms")
+	b.ReportMetric(ms(slicesMax(toBell)), "press-to-bell-max-ms")
+	b.ReportMetric(ms(median(toRinging)), "back-to-ringing-ms")
+	b.ReportMetric(ms(median(toRung)), "back-to-rung-ms")
+	b.ReportMetric(ms(slicesMax(toRung)), "back-to-rung-max-ms")
 	b.ReportMetric(0, "ns/op")
 	// testing keeps only the first 10 lines of a benchmark's log, which
 	// the harness's own lines fill: print the rounds where they are seen.
-	fmt.Printf("BenchmarkHomeserverOutage: %d rounds: stopped→503 %v; back→200 %v; dendrite's own stop took %v\n", len(toUp), toDown, toUp, stopTook)
+	fmt.Printf("BenchmarkHomeserverOutage: %d rounds: stopped→503 %v; back→200 %v; press→bell %v; back→ringing again %v; back→resident rung %v; dendrite's own stop took %v\n",
+		len(toUp), toDown, toUp, toBell, toRinging, toRung, stopTook)
 }
 
 func slicesMax(ds []time.Duration) time.Duration {

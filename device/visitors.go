@@ -25,9 +25,11 @@ import (
 // the order they rang, retrying with backoff, and deletes each once every
 // room has its text and snapshot.
 //
-// Delivery is at least once per room: a record is rewritten after each
-// room it reached, so only a crash between a room's send and that write
-// can post to that room again.
+// Delivery is once per room: a record is rewritten after each room it
+// reached, and the sends carry transaction IDs of their own
+// (OnceMessenger), so a crash between a room's send and that write posts
+// to that room again only if the homeserver has forgotten the
+// transaction by the restart.
 type VisitorQueue struct {
 	// Online, if set before Run, says whether the homeserver answers
 	// (the Matrix sync is healthy): while a failed delivery waits out
@@ -335,10 +337,10 @@ func (q *VisitorQueue) deliver(ctx context.Context, rec visitorRecord) error {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, sendTimeout)
-		id, err := q.msg.SendText(sctx, room, rec.Text, true)
+		id, err := q.sendText(sctx, room, rec.Text, rec.ID+"|"+string(room)+"|text")
 		if err == nil && len(jpeg) > 0 {
 			name := fmt.Sprintf("door-%s.jpg", rec.RangAt.UTC().Format("20060102-150405"))
-			_, err = q.msg.SendJPEG(sctx, room, "Snapshot from the door", name, jpeg)
+			_, err = q.sendJPEG(sctx, room, "Snapshot from the door", name, jpeg, rec.ID+"|"+string(room)+"|image")
 		}
 		cancel()
 		if err != nil {
@@ -358,6 +360,30 @@ func (q *VisitorQueue) deliver(ctx context.Context, rec visitorRecord) error {
 	defer q.mu.Unlock()
 	q.removeLocked(rec.ID)
 	return nil
+}
+
+// OnceMessenger sends a message under a key that makes the homeserver
+// take it once (a transaction ID of its own: matrix.Session implements it).
+// The queue sends through it when its Messenger has it, so that a crash
+// between a room's send and the record's rewrite does not post there
+// twice after the restart.
+type OnceMessenger interface {
+	SendTextOnce(ctx context.Context, room callengine.RoomID, text string, notify bool, key string) (string, error)
+	SendJPEGOnce(ctx context.Context, room callengine.RoomID, body, name string, jpeg []byte, key string) (string, error)
+}
+
+func (q *VisitorQueue) sendText(ctx context.Context, room callengine.RoomID, text, key string) (string, error) {
+	if o, ok := q.msg.(OnceMessenger); ok {
+		return o.SendTextOnce(ctx, room, text, true, key)
+	}
+	return q.msg.SendText(ctx, room, text, true)
+}
+
+func (q *VisitorQueue) sendJPEG(ctx context.Context, room callengine.RoomID, body, name string, jpeg []byte, key string) (string, error) {
+	if o, ok := q.msg.(OnceMessenger); ok {
+		return o.SendJPEGOnce(ctx, room, body, name, jpeg, key)
+	}
+	return q.msg.SendJPEG(ctx, room, body, name, jpeg)
 }
 
 // load reads the records, oldest first. A record that does not decode is

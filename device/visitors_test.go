@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -267,4 +268,60 @@ func TestVisitorQueueHold(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// onceMessenger records the keys of its "once" sends.
+type onceMessenger struct {
+	awayMessenger
+	keys []string
+}
+
+func (m *onceMessenger) SendTextOnce(ctx context.Context, room callengine.RoomID, text string, notify bool, key string) (string, error) {
+	m.mu.Lock()
+	m.keys = append(m.keys, key)
+	m.mu.Unlock()
+	return m.SendText(ctx, room, text, notify)
+}
+
+func (m *onceMessenger) SendJPEGOnce(ctx context.Context, room callengine.RoomID, body, name string, jpeg []byte, key string) (string, error) {
+	m.mu.Lock()
+	m.keys = append(m.keys, key)
+	m.mu.Unlock()
+	return m.SendJPEG(ctx, room, body, name, jpeg)
+}
+
+// TestVisitorQueueSendsOnce: with a messenger that can send once, a
+// record's sends carry keys of its own per room and part, the same when
+// it is delivered again after a crash that lost the record's progress
+// (the homeserver then takes the repeat as the first).
+func TestVisitorQueueSendsOnce(t *testing.T) {
+	dir := t.TempDir()
+	msg := &onceMessenger{}
+	q, err := NewVisitorQueue(dir, msg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := visitorRecord{ID: "00000000000000000007", RangAt: time.Unix(0, 7), Text: "t",
+		Rooms: []callengine.RoomID{"!a:hs", "!b:hs"}, Snapshot: true}
+	if err := os.WriteFile(q.path(rec.ID, ".jpg"), []byte("jpeg"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.saveLocked(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.deliver(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: the record as it was before any room was marked.
+	if err := os.WriteFile(q.path(rec.ID, ".jpg"), []byte("jpeg"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.deliver(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"00000000000000000007|!a:hs|text", "00000000000000000007|!a:hs|image",
+		"00000000000000000007|!b:hs|text", "00000000000000000007|!b:hs|image"}
+	if got := msg.keys; len(got) != 8 || !slices.Equal(got[:4], want) || !slices.Equal(got[4:], want) {
+		t.Fatalf("keys %q, want %q twice", got, want)
+	}
 }

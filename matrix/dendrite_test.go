@@ -601,3 +601,34 @@ func TestDendriteFilterReusedAcrossRuns(t *testing.T) {
 		t.Errorf("store = %+v", e.store.get())
 	}
 }
+
+// TestDendriteSendOnce: a message sent "once" under a key and sent again
+// under the same key by a new Session on the same stored login (a
+// restart) is one event: the real homeserver answers the repeated
+// transaction ID with the first event; another key makes another event.
+func TestDendriteSendOnce(t *testing.T) {
+	e := startHS(t)
+	s := e.loggedIn(t)
+	ctx := t.Context()
+	rooms, err := s.EnsureDirectRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rooms[callengine.UserID(e.alice.UserID)]
+	first, err := s.SendTextOnce(ctx, room, "someone rang at 14:03", true, "visitor-1|"+string(room)+"|text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted := e.loggedIn(t) // resumes the stored token
+	again, err := restarted.SendTextOnce(ctx, room, "someone rang at 14:03", true, "visitor-1|"+string(room)+"|text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := restarted.SendTextOnce(ctx, room, "someone rang at 14:05", true, "visitor-2|"+string(room)+"|text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first == "" || again != first || other == first {
+		t.Fatalf("events %q, %q (same key after a restart), %q (another key)", first, again, other)
+	}
+}

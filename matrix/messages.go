@@ -3,6 +3,8 @@ package matrix
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"image/jpeg"
@@ -89,11 +91,45 @@ func ParseMessage(ev callengine.RoomEvent) (m Message, ok bool) {
 
 // SendEvent is SendRoomEvent that also returns the new event's ID.
 func (s *Session) SendEvent(ctx context.Context, room callengine.RoomID, eventType string, content any) (string, error) {
+	return s.sendEvent(ctx, room, eventType, content, fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1)))
+}
+
+// onceTxn is the transaction ID of a message sent "once" under key: the
+// same key gives the same ID in every run of the intercom (a hash, so the
+// key's own characters never reach a URL). A homeserver answers a repeated
+// transaction ID of the same device with the event it already made
+// (Matrix spec, "Transaction identifiers") for as long as it remembers
+// it: Synapse and Dendrite keep them for tens of minutes, so a send
+// repeated after a crash and restart posts nothing twice.
+func onceTxn(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "intercom.once." + hex.EncodeToString(sum[:16])
+}
+
+// SendTextOnce is SendText under a transaction ID made from key (onceTxn):
+// for a message that must not be posted twice although its sender may
+// send it again after a restart (a kept missed-visitor notice).
+func (s *Session) SendTextOnce(ctx context.Context, room callengine.RoomID, text string, notify bool, key string) (string, error) {
+	return s.sendEvent(ctx, room, event.EventMessage.Type, textContent(text, notify), onceTxn(key))
+}
+
+// SendJPEGOnce is SendJPEG with the m.image event sent as SendTextOnce
+// sends. The upload itself is not deduplicated: a repeat leaves an unused
+// copy in the media repository, not a second message.
+func (s *Session) SendJPEGOnce(ctx context.Context, room callengine.RoomID, body, name string, data []byte, key string) (string, error) {
+	content, err := s.imageContent(ctx, room, body, name, data)
+	if err != nil {
+		return "", err
+	}
+	return s.sendEvent(ctx, room, event.EventMessage.Type, content, onceTxn(key))
+}
+
+// sendEvent sends content under transaction ID txn.
+func (s *Session) sendEvent(ctx context.Context, room callengine.RoomID, eventType string, content any, txn string) (string, error) {
 	body, err := json.Marshal(content)
 	if err != nil {
 		return "", fmt.Errorf("marshal %s content: %w", eventType, err)
 	}
-	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
 	typ := event.Type{Type: eventType, Class: event.MessageEventType}
 	var sealed any // what goes out: body, or its encryption (e2ee.go)
 	var eventID string
@@ -130,11 +166,16 @@ func (s *Session) SendEvent(ctx context.Context, room callengine.RoomID, eventTy
 // (residents' push rules notify them), else m.notice (Matrix spec,
 // "m.notice": for automated messages, not notified by default).
 func (s *Session) SendText(ctx context.Context, room callengine.RoomID, text string, notify bool) (string, error) {
+	return s.SendEvent(ctx, room, event.EventMessage.Type, textContent(text, notify))
+}
+
+// textContent is the content SendText sends.
+func textContent(text string, notify bool) map[string]any {
 	mt := event.MsgNotice
 	if notify {
 		mt = event.MsgText
 	}
-	return s.SendEvent(ctx, room, event.EventMessage.Type, map[string]any{"msgtype": mt, "body": text})
+	return map[string]any{"msgtype": mt, "body": text}
 }
 
 // maxUpload bounds an image the intercom uploads; a snapshot is a few tens
@@ -179,9 +220,19 @@ func (s *Session) upload(ctx context.Context, name, mime string, data []byte) (s
 // lay it out before they download it. body is the text clients without
 // images show.
 func (s *Session) SendJPEG(ctx context.Context, room callengine.RoomID, body, name string, data []byte) (string, error) {
+	content, err := s.imageContent(ctx, room, body, name, data)
+	if err != nil {
+		return "", err
+	}
+	return s.SendEvent(ctx, room, event.EventMessage.Type, content)
+}
+
+// imageContent uploads data (encrypted in an encrypted room) and returns
+// the m.image content that shows it.
+func (s *Session) imageContent(ctx context.Context, room callengine.RoomID, body, name string, data []byte) (map[string]any, error) {
 	cfg, err := jpeg.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		return "", fmt.Errorf("send image %s: not a JPEG: %w", name, err)
+		return nil, fmt.Errorf("send image %s: not a JPEG: %w", name, err)
 	}
 	content := map[string]any{
 		"msgtype":  event.MsgImage,
@@ -201,15 +252,15 @@ func (s *Session) SendJPEG(ctx context.Context, room callengine.RoomID, body, na
 		file := attachment.NewEncryptedFile()
 		uri, err := s.upload(ctx, name, "application/octet-stream", file.Encrypt(data))
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		content["file"] = &event.EncryptedFileInfo{EncryptedFile: *file, URL: id.ContentURIString(uri)}
 	} else {
 		uri, err := s.UploadJPEG(ctx, name, data)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		content["url"] = uri
 	}
-	return s.SendEvent(ctx, room, event.EventMessage.Type, content)
+	return content, nil
 }

@@ -100,6 +100,9 @@ type (
 	ringTimeoutChange struct{ d time.Duration }
 	// refreshPool is RefreshPool's request.
 	refreshPool struct{}
+	// inspect runs on the loop's goroutine with the loop's state: the
+	// tests read the tables through it, which nothing else may touch.
+	inspect func(*runner)
 )
 
 // slot is one peer the engine owns, pooled or attached to a call.
@@ -281,6 +284,8 @@ func (r *runner) handle(item any) {
 		r.e.log.Info("ring timeout changed", "ring_timeout", it.d)
 	case Event:
 		r.step(it)
+	case inspect:
+		it(r)
 	default:
 		r.e.log.Error("callengine: unexpected inbox item", "type", fmt.Sprintf("%T", item))
 	}
@@ -341,7 +346,10 @@ func (r *runner) ring(residents []Resident) error {
 	for _, res := range residents {
 		s, err := r.takePeer()
 		if err != nil {
+			// The machine never heard of these calls: nothing else
+			// would ever remove them from the table.
 			for _, t := range taken {
+				delete(r.calls, t.callID)
 				r.closePeer(t)
 			}
 			return err

@@ -413,22 +413,27 @@ type Machine struct {
 	cfg   Config
 	phase Phase
 
-	joined        bool
-	membershipEv  string // event ID of the last own membership
-	publishing    bool   // the joining membership is not confirmed yet
-	ringPending   bool   // a notification waits for MembershipPublished
-	liveOnly      bool   // joined for a live view: no ring, allowed users only
-	ringExpired   bool
-	rung          bool // rung, and no device connected since: the ring is open
-	hadConnected  bool
-	rewaiting     bool // connected devices are gone, members remain: ring timeout runs
-	nextCall      int
-	members       map[callengine.UserID]*userMembers
-	keyOwner      map[string]callengine.UserID // the user of each state key in members
-	left          map[callengine.UserID]bool
-	elementCall   map[string]ElementCallMember // by state key
-	legs          map[callengine.CallID]*leg
-	reorder       map[string]*Reorder // by sender + call ID
+	joined       bool
+	membershipEv string // event ID of the last own membership
+	publishing   bool   // the joining membership is not confirmed yet
+	ringPending  bool   // a notification waits for MembershipPublished
+	liveOnly     bool   // joined for a live view: no ring, allowed users only
+	ringExpired  bool
+	rung         bool // rung, and no device connected since: the ring is open
+	hadConnected bool
+	rewaiting    bool // connected devices are gone, members remain: ring timeout runs
+	nextCall     int
+	members      map[callengine.UserID]*userMembers
+	keyOwner     map[string]callengine.UserID // the user of each state key in members
+	left         map[callengine.UserID]bool
+	elementCall  map[string]ElementCallMember // by state key
+	legs         map[callengine.CallID]*leg
+	reorder      map[string]*Reorder // by sender + call ID, while the call is on or its events wait
+	// ended are the reorder keys of the calls ended last, oldest first
+	// (at most maxEndedCalls): their late or repeated events are dropped
+	// without a reorder buffer of their own, which would otherwise take
+	// an ended call's repeated invite for a new call.
+	ended         []string
 	expiryPlanned time.Time
 	// seen holds the session of every valid device at the last reconcile:
 	// a device missing from it (it joined, rejoined or restarted) may start
@@ -924,6 +929,16 @@ func (m *Machine) endLeg(l *leg, notify bool, reason string, emit func(...Effect
 		m.send(l, callengine.TypeHangup, &callengine.Hangup{Common: m.common(l), Reason: reason}, emit)
 	}
 	delete(m.legs, l.id)
+	// The call's reorder buffer goes with it (a reorder timer still
+	// pending finds nothing and does nothing), so that calls a long
+	// live view sees come and go do not pile up buffers until
+	// maxReorderCalls refuses new ones.
+	key := reorderKey(l.peer.User, l.id)
+	delete(m.reorder, key)
+	if len(m.ended) == maxEndedCalls {
+		m.ended = slices.Delete(m.ended, 0, 1)
+	}
+	m.ended = append(m.ended, key)
 	emit(ClosePeer{CallID: l.id}, StopTimer{ID: TimerID{Kind: TimerConnect, Key: string(l.id)}})
 }
 
@@ -1061,9 +1076,12 @@ func (m *Machine) timer(now time.Time, id TimerID, emit func(...Effect)) {
 			return
 		}
 		sender := callengine.UserID(senderOfKey(id.Key))
+		var call callengine.CallID
 		for _, td := range r.Flush() {
 			m.dispatch(now, sender, td, emit)
+			call = td.CallID()
 		}
+		m.dropIdleReorder(id.Key, call, r)
 	}
 }
 
@@ -1080,8 +1098,22 @@ func senderOfKey(k string) string {
 	return k
 }
 
-// maxReorderCalls bounds the reorder buffers kept, one per sender and call.
-const maxReorderCalls = 256
+// maxReorderCalls bounds the reorder buffers kept, one per sender and
+// call; maxEndedCalls the ended calls whose late events are recognised.
+const (
+	maxReorderCalls = 256
+	maxEndedCalls   = 64
+)
+
+// dropIdleReorder forgets key's reorder buffer r once it holds nothing
+// and belongs to no call (events of an unknown or refused call): only a
+// live call's buffer must remember which seq comes next.
+func (m *Machine) dropIdleReorder(key string, call callengine.CallID, r *Reorder) {
+	if call == "" || m.legs[call] != nil || !r.Deadline().IsZero() || m.reorder[key] != r {
+		return
+	}
+	delete(m.reorder, key)
+}
 
 // toDevice validates a to-device call event against the group call:
 // room_id and conf_id must be this call's, dest_session_id the
@@ -1130,6 +1162,10 @@ func (m *Machine) toDevice(now time.Time, e ToDeviceReceived, emit func(...Effec
 		return
 	}
 	key := reorderKey(e.Sender, td.CallID())
+	if slices.Contains(m.ended, key) {
+		emit(Ignored{Sender: e.Sender, Type: e.Type, Reason: "call already ended", Quiet: true})
+		return
+	}
 	r := m.reorder[key]
 	if r == nil {
 		if len(m.reorder) >= maxReorderCalls {
@@ -1146,6 +1182,7 @@ func (m *Machine) toDevice(now time.Time, e ToDeviceReceived, emit func(...Effec
 	if !had && !r.Deadline().IsZero() {
 		emit(StartTimer{ID: TimerID{Kind: TimerReorder, Key: key}, After: ReorderWait})
 	}
+	m.dropIdleReorder(key, td.CallID(), r)
 }
 
 // dispatch handles one validated to-device call event in seq order.
@@ -1206,7 +1243,6 @@ func (m *Machine) dispatch(now time.Time, sender callengine.UserID, td ToDevice,
 	case *callengine.Hangup, *callengine.Reject:
 		if l != nil {
 			m.endLeg(l, false, "", emit)
-			delete(m.reorder, reorderKey(sender, callID))
 		}
 	case *callengine.Negotiate:
 		if l == nil || !l.peerReady() {

@@ -129,8 +129,8 @@ type remoteKey struct {
 
 // joinRemote connects to another member's SFU to listen; the outcome,
 // presence and loss come back through the inbox.
-func (l *loop) joinRemote(ctx context.Context, room callengine.RoomID, serviceURL string, keys *CallKeys) {
-	l.connect(room, "SFU at "+serviceURL,
+func (l *loop) joinRemote(ctx context.Context, join uint64, room callengine.RoomID, serviceURL string, keys *CallKeys) {
+	l.connect(join, room, "SFU at "+serviceURL,
 		func(presence func(string, bool), lost func(error)) (io.Closer, error) {
 			return l.r.sfu.Subscribe(ctx, room, serviceURL, keys, presence, lost)
 		},

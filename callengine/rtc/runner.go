@@ -112,6 +112,17 @@ type item struct {
 	ev   Event
 	sfu  io.Closer
 	rung callengine.RoomID
+	// join is the SFU connection attempt an SFUChanged or
+	// RemoteSFUChanged comes from (sfuJoin.id); 0 for other items.
+	join uint64
+}
+
+// sfuJoin is one attempt at an SFU connection, from JoinSFU (or
+// JoinRemoteSFU) to its leave. A room left and rung again before the
+// first attempt came back has two under way: only the latest counts.
+type sfuJoin struct {
+	cancel context.CancelFunc
+	id     uint64
 }
 
 // RingsOutMax bounds how long RingsOut waits for a room's ring, when the
@@ -292,8 +303,8 @@ func userOfIdentity(identity string) string {
 // has ended.
 func (r *Runner) Run(ctx context.Context) error {
 	l := &loop{r: r, m: New(r.cfg.Machine), ctx: ctx, sfus: map[callengine.RoomID]io.Closer{},
-		sfuCtx: map[callengine.RoomID]context.CancelFunc{}, keys: map[callengine.RoomID]*CallKeys{},
-		remote: map[remoteKey]io.Closer{}, remoteCtx: map[remoteKey]context.CancelFunc{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
+		sfuCtx: map[callengine.RoomID]sfuJoin{}, keys: map[callengine.RoomID]*CallKeys{},
+		remote: map[remoteKey]io.Closer{}, remoteCtx: map[remoteKey]sfuJoin{}, timers: runloop.NewTimers[TimerID](r.cfg.AfterFunc),
 		bg: runloop.NewGroup(ctx), sends: map[callengine.RoomID]*runloop.Sender{}, unrung: map[callengine.RoomID]bool{}}
 	r.log.Info("MatrixRTC ringing ready", "identity", r.cfg.Machine.Self.Identity(), "service_url", r.cfg.Machine.ServiceURL)
 	defer l.shutdown()
@@ -324,12 +335,13 @@ type loop struct {
 	m      *Machine
 	ctx    context.Context
 	sfus   map[callengine.RoomID]io.Closer
-	sfuCtx map[callengine.RoomID]context.CancelFunc // from JoinSFU to LeaveSFU
-	keys   map[callengine.RoomID]*CallKeys          // encrypted rooms, from the first key to LeaveSFU
+	sfuCtx map[callengine.RoomID]sfuJoin   // from JoinSFU to LeaveSFU
+	keys   map[callengine.RoomID]*CallKeys // encrypted rooms, from the first key to LeaveSFU
 	// remote and remoteCtx are the subscribe-only connections to other
 	// members' SFUs (multisfu.go), from JoinRemoteSFU to LeaveRemoteSFU.
 	remote    map[remoteKey]io.Closer
-	remoteCtx map[remoteKey]context.CancelFunc
+	remoteCtx map[remoteKey]sfuJoin
+	joins     uint64 // sfuJoin ids given so far
 	timers    *runloop.Timers[TimerID]
 	bg        *runloop.Group // SFU joins and closes, the senders
 	// sends are the rooms' ordered send queues, made at a room's first
@@ -395,17 +407,17 @@ func (l *loop) shutdown() {
 	}
 	wg.Wait()
 	l.timers.StopAll()
-	for room, cancel := range l.sfuCtx {
+	for room, j := range l.sfuCtx {
 		delete(l.sfuCtx, room)
-		cancel()
+		j.cancel()
 	}
 	for room, c := range l.sfus {
 		delete(l.sfus, room)
 		_ = c.Close()
 	}
-	for k, cancel := range l.remoteCtx {
+	for k, j := range l.remoteCtx {
 		delete(l.remoteCtx, k)
-		cancel()
+		j.cancel()
 	}
 	for k, c := range l.remote {
 		delete(l.remote, k)
@@ -420,6 +432,20 @@ func (l *loop) shutdown() {
 	}
 }
 
+// closeStale closes a connection nobody wants any more, off the loop.
+func (l *loop) closeStale(c io.Closer) {
+	if c != nil {
+		l.bg.Go(func(context.Context) { _ = c.Close() })
+	}
+}
+
+// newJoin starts an SFU connection attempt under a context of its own.
+func (l *loop) newJoin() (context.Context, sfuJoin) {
+	ctx, cancel := context.WithCancel(l.ctx)
+	l.joins++
+	return ctx, sfuJoin{cancel: cancel, id: l.joins}
+}
+
 // step feeds one input to the machine, executes its effects and
 // publishes the status.
 func (l *loop) step(it item) {
@@ -429,22 +455,27 @@ func (l *loop) step(it item) {
 		l.settleOut(false)
 		return
 	}
-	if e, ok := it.ev.(SFUChanged); ok && it.sfu != nil {
-		if _, wanted := l.sfuCtx[e.Room]; !wanted {
-			c := it.sfu // left before the connection was up
-			l.bg.Go(func(context.Context) { _ = c.Close() })
+	if e, ok := it.ev.(SFUChanged); ok && it.join != 0 {
+		if j, wanted := l.sfuCtx[e.Room]; !wanted || j.id != it.join {
+			// Left before the connection was up, or an earlier
+			// attempt: its connection (open, or it would leak) and
+			// its failure or loss belong to no call.
+			l.closeStale(it.sfu)
 			return
 		}
-		l.sfus[e.Room] = it.sfu
+		if it.sfu != nil {
+			l.sfus[e.Room] = it.sfu
+		}
 	}
-	if e, ok := it.ev.(RemoteSFUChanged); ok && it.sfu != nil {
+	if e, ok := it.ev.(RemoteSFUChanged); ok && it.join != 0 {
 		k := remoteKey{e.Room, e.ServiceURL}
-		if _, wanted := l.remoteCtx[k]; !wanted {
-			c := it.sfu // left before the connection was up
-			l.bg.Go(func(context.Context) { _ = c.Close() })
+		if j, wanted := l.remoteCtx[k]; !wanted || j.id != it.join {
+			l.closeStale(it.sfu)
 			return
 		}
-		l.remote[k] = it.sfu
+		if it.sfu != nil {
+			l.remote[k] = it.sfu
+		}
 	}
 	for _, eff := range l.m.Step(time.Now(), it.ev) {
 		l.execute(eff)
@@ -497,11 +528,14 @@ func (l *loop) execute(eff Effect) {
 		// started after the ring instead (tried for issue 18) it did not
 		// make the ring measurably quicker, and a resident who answered
 		// at once waited for the door's video.
-		jctx, cancel := context.WithCancel(l.ctx)
-		l.sfuCtx[e.Room] = cancel
+		jctx, j := l.newJoin()
+		if old, ok := l.sfuCtx[e.Room]; ok {
+			old.cancel()
+		}
+		l.sfuCtx[e.Room] = j
 		room := e.Room
 		keys := l.keys[room]
-		l.bg.Go(func(context.Context) { l.joinSFU(jctx, room, keys) })
+		l.bg.Go(func(context.Context) { l.joinSFU(jctx, j.id, room, keys) })
 		// JoinSFU comes once per room rung, with its first membership:
 		// its ring is on its way from now (RingsOut).
 		l.unrung[room] = true
@@ -509,8 +543,8 @@ func (l *loop) execute(eff Effect) {
 	case LeaveSFU:
 		delete(l.keys, e.Room)
 		l.rung(e.Room)
-		if cancel := l.sfuCtx[e.Room]; cancel != nil {
-			cancel()
+		if j, ok := l.sfuCtx[e.Room]; ok {
+			j.cancel()
 			delete(l.sfuCtx, e.Room)
 		}
 		if c := l.sfus[e.Room]; c != nil {
@@ -519,14 +553,17 @@ func (l *loop) execute(eff Effect) {
 		}
 	case JoinRemoteSFU:
 		k := remoteKey{e.Room, e.ServiceURL}
-		ctx, cancel := context.WithCancel(l.ctx)
-		l.remoteCtx[k] = cancel
+		ctx, j := l.newJoin()
+		if old, ok := l.remoteCtx[k]; ok {
+			old.cancel()
+		}
+		l.remoteCtx[k] = j
 		keys := l.keys[e.Room]
-		l.bg.Go(func(context.Context) { l.joinRemote(ctx, e.Room, e.ServiceURL, keys) })
+		l.bg.Go(func(context.Context) { l.joinRemote(ctx, j.id, e.Room, e.ServiceURL, keys) })
 	case LeaveRemoteSFU:
 		k := remoteKey{e.Room, e.ServiceURL}
-		if cancel := l.remoteCtx[k]; cancel != nil {
-			cancel()
+		if j, ok := l.remoteCtx[k]; ok {
+			j.cancel()
 			delete(l.remoteCtx, k)
 		}
 		if c := l.remote[k]; c != nil {
@@ -581,8 +618,8 @@ func (l *loop) callKeys(room callengine.RoomID) *CallKeys {
 
 // joinSFU connects to room's SFU; the outcome, presence and loss come
 // back through the inbox.
-func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID, keys *CallKeys) {
-	l.connect(room, "SFU",
+func (l *loop) joinSFU(ctx context.Context, join uint64, room callengine.RoomID, keys *CallKeys) {
+	l.connect(join, room, "SFU",
 		func(presence func(string, bool), lost func(error)) (io.Closer, error) {
 			return l.r.sfu.Join(ctx, room, keys, presence, lost)
 		},
@@ -593,7 +630,7 @@ func (l *loop) joinSFU(ctx context.Context, room callengine.RoomID, keys *CallKe
 // another member's in multisfu.go): presence and loss, then the outcome
 // as the event changed makes, all through the inbox; a connection that
 // came up travels with its event, for the loop to keep or close.
-func (l *loop) connect(room callengine.RoomID, what string, dial func(presence func(string, bool), lost func(error)) (io.Closer, error), changed func(connected bool, err error) Event) {
+func (l *loop) connect(join uint64, room callengine.RoomID, what string, dial func(presence func(string, bool), lost func(error)) (io.Closer, error), changed func(connected bool, err error) Event) {
 	r := l.r
 	presence := func(identity string, present bool) {
 		r.push(item{ev: ParticipantChanged{Room: room, Identity: identity, Present: present}})
@@ -603,13 +640,13 @@ func (l *loop) connect(room callengine.RoomID, what string, dial func(presence f
 			err = errSFUClosed
 		}
 		r.log.Warn(what+" connection lost", "room_id", room, "err", err)
-		r.push(item{ev: changed(false, err)})
+		r.push(item{ev: changed(false, err), join: join})
 	}
 	c, err := dial(presence, lost)
 	if err != nil {
 		r.log.Error("join "+what, "room_id", room, "err", err)
-		r.push(item{ev: changed(false, err)})
+		r.push(item{ev: changed(false, err), join: join})
 		return
 	}
-	r.push(item{ev: changed(true, nil), sfu: c})
+	r.push(item{ev: changed(true, nil), sfu: c, join: join})
 }

@@ -46,6 +46,8 @@ type e2e struct {
 	// paths are residents' entries in the mapping form (user ID →
 	// their paths as a YAML list); the others are plain user IDs.
 	paths map[string]string
+	// env is added to the intercom's environment (systemOptions.Env).
+	env []string
 }
 
 type lockedBuffer struct {
@@ -166,6 +168,7 @@ type status struct {
 		RSS          int64  `json:"rss_bytes"`
 		HeapInUse    uint64 `json:"heap_in_use"`
 		HeapReleased uint64 `json:"heap_released"`
+		GoMapped     uint64 `json:"go_mapped_bytes"`
 		Goroutines   int    `json:"goroutines"`
 	} `json:"process"`
 	Matrix json.RawMessage `json:"matrix"`

@@ -59,6 +59,10 @@ type rtcOptions struct {
 	ExtraFor  func(hs *dendrite.Server) string
 	// Paths are the residents' paths (systemOptions.ResidentPaths).
 	Paths map[string]string
+	// RingTimeout is ring.timeout (systemOptions.RingTimeout).
+	RingTimeout time.Duration
+	// Env is added to the intercom's environment (systemOptions.Env).
+	Env []string
 }
 
 func startRTCSystemOpts(t testing.TB, o rtcOptions) *rtcSystem {
@@ -90,6 +94,8 @@ func startRTCSystemOpts(t testing.TB, o rtcOptions) *rtcSystem {
 	opts.Resident.AnyInterface = true
 	opts.Encrypted = o.Encrypted
 	opts.ResidentPaths = o.Paths
+	opts.RingTimeout = o.RingTimeout
+	opts.Env = o.Env
 	rs.e2e = startSystemWith(t, opts, "alice", "bob")
 	return rs
 }

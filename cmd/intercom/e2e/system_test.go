@@ -37,6 +37,9 @@ type systemOptions struct {
 	// ResidentPaths writes these residents (by name) with their paths,
 	// a YAML list such as "[matrixrtc]"; the others are plain user IDs.
 	ResidentPaths map[string]string
+	// Env is added to the intercom's environment (and no other
+	// process's), e.g. "GOGC=50".
+	Env []string
 }
 
 // startSystemWith is startSystem with options: Dendrite, the residents
@@ -51,6 +54,7 @@ func startSystemWith(t testing.TB, opts systemOptions, residents ...string) *e2e
 	defer cancel()
 	e := newE2E(ctx, t, dendrite.StartTWith(t, opts.Homeserver))
 	e.encrypted = opts.Encrypted
+	e.env = opts.Env
 	var ids []string
 	for _, name := range residents {
 		pw := name + "-password"
@@ -168,7 +172,7 @@ func (e *e2e) launch(ctx context.Context) {
 func (e *e2e) start() {
 	e.t.Helper()
 	e.cmd = exec.Command(e.bin, "run", "--config", e.cfgPath)
-	e.cmd.Env = append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1")
+	e.cmd.Env = append(append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1"), e.env...)
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
 		e.t.Fatal(err)

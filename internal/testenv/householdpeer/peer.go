@@ -73,6 +73,7 @@ type Device struct {
 	members   map[string]member // "user:device" → member
 	calls     map[string]*call  // by call_id
 	txn       atomic.Int64
+	txnPrefix [4]byte   // random per Device
 	joinedAt  time.Time // own membership published
 	firstAt   time.Time // first complete video frame
 	frames    atomic.Int64
@@ -109,6 +110,7 @@ func Start(ctx context.Context, o Options) (_ *Device, err error) {
 	_, _ = rand.Read(b)
 	d := &Device{o: o, session: base64.StdEncoding.EncodeToString(b), http: &http.Client{},
 		members: map[string]member{}, calls: map[string]*call{}, signalling: map[string]*Counts{}}
+	_, _ = rand.Read(d.txnPrefix[:])
 	if o.Crypto {
 		// Keys first: the intercom may call the device as soon as its
 		// membership is published.
@@ -546,7 +548,10 @@ func (d *Device) send(ctx context.Context, c *call, name string, content map[str
 		return
 	}
 	body := map[string]any{"messages": map[string]any{c.remote.user: map[string]any{c.remote.device: content}}}
-	path := fmt.Sprintf("/_matrix/client/v3/sendToDevice/%s/hp%d", eventType, d.txn.Add(1))
+	// Transaction IDs are scoped to the access token: a second Device on
+	// the same token (a restarted app) must not reuse the first one's,
+	// or the homeserver takes its sends for retries and drops them.
+	path := fmt.Sprintf("/_matrix/client/v3/sendToDevice/%s/hp%x.%d", eventType, d.txnPrefix, d.txn.Add(1))
 	if err := d.do(ctx, http.MethodPut, path, body, nil); err != nil {
 		d.o.Logf("send %s: %v", name, err)
 		return

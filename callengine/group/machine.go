@@ -247,6 +247,13 @@ type RestartAnswerApplied struct {
 	Err    error
 }
 
+// SendFailed reports a to-device event of a call the homeserver did not
+// take (SendToDevice with its CallID and Type).
+type SendFailed struct {
+	CallID callengine.CallID
+	Type   string
+}
+
 // LocalCandidates are candidates the local peer of a call gathered.
 type LocalCandidates struct {
 	CallID     callengine.CallID
@@ -274,6 +281,7 @@ func (OfferAccepted) event()        {}
 func (AnswerApplied) event()        {}
 func (NegotiationAnswered) event()  {}
 func (RestartOffered) event()       {}
+func (SendFailed) event()           {}
 func (RestartAnswerApplied) event() {}
 func (LocalCandidates) event()      {}
 func (PeerChanged) event()          {}
@@ -441,8 +449,10 @@ type leg struct {
 	offer         string // a held invite's SDP
 	// lost: the connected call's media is lost and being recovered
 	// (TimerRestart runs). restarting: the intercom's ICE restart offer
-	// is being made or is out, waiting for the answer.
+	// is being made or is out, waiting for the answer; unanswered counts
+	// the retries that found it still unanswered.
 	lost, restarting bool
+	unanswered       int
 }
 
 func (l *leg) peerReady() bool { return l.state == legConnecting || l.state == legConnected }
@@ -583,6 +593,12 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 		}, emit)
 	case RestartOffered:
 		m.restartOffered(e, emit)
+	case SendFailed:
+		if l := m.legs[e.CallID]; l != nil && l.restarting && e.Type == ToDeviceType(l.family, callengine.TypeNegotiate) {
+			// The offer never left (the homeserver is unreachable too):
+			// the next retry makes another.
+			l.restarting = false
+		}
 	case RestartAnswerApplied:
 		if l := m.legs[e.CallID]; l != nil && e.Err != nil {
 			// The restart is as good as lost; the retry makes another.
@@ -1164,7 +1180,7 @@ func (m *Machine) restartICE(l *leg, emit func(...Effect)) {
 	if l.restarting {
 		return
 	}
-	l.restarting = true
+	l.restarting, l.unanswered = true, 0
 	emit(RestartICE{CallID: l.id}, StartTimer{ID: TimerID{Kind: TimerRetry, Key: string(l.id)}, After: m.cfg.restartRetry()})
 }
 
@@ -1226,12 +1242,17 @@ func (m *Machine) timer(now time.Time, id TimerID, emit func(...Effect)) {
 		l := m.legs[callengine.CallID(id.Key)]
 		switch {
 		case l == nil || !l.lost:
-		case l.restarting:
+		case l.restarting && l.unanswered == 0:
 			// The answer to the last offer has not come (the homeserver
 			// may be slow to deliver it); a second offer now would
 			// collide with it. Wait another round.
+			l.unanswered++
 			emit(StartTimer{ID: id, After: m.cfg.restartRetry()})
 		default:
+			// Answered and still not connected, or unanswered for two
+			// rounds (the offer or its answer was lost on the way): a
+			// new offer, with new credentials, replaces it.
+			l.restarting = false
 			m.restartICE(l, emit)
 		}
 	case TimerRestart:

@@ -186,8 +186,9 @@ func TestShortDisconnectNoRestart(t *testing.T) {
 
 // TestICERestartOnFailedAndRetry: a failed connection restarts at once;
 // a restart that does not connect (made while the link was down, it
-// gathered nothing) is made again every RestartRetry, and an offer whose
-// answer has not come yet is not doubled.
+// gathered nothing) is made again every RestartRetry; an offer whose
+// answer has not come yet is not doubled for one round, and replaced
+// after two or when it could not be sent.
 func TestICERestartOnFailedAndRetry(t *testing.T) {
 	h := newHarness(t)
 	id := outboundCall(t, h)
@@ -228,6 +229,26 @@ func TestICERestartOnFailedAndRetry(t *testing.T) {
 	h.advance(DefaultRestartRetry)
 	if effs = h.step(TimerFired{ID: TimerID{Kind: TimerRetry, Key: string(id)}}); find[RestartICE](effs) == nil {
 		t.Fatalf("no restart after a failed offer: %v", effs)
+	}
+	// An offer the homeserver refused (it is unreachable too): the next
+	// retry makes another.
+	effs = h.step(RestartOffered{CallID: id, SDP: fxSDP})
+	neg := find[SendToDevice](effs)
+	h.step(SendFailed{CallID: id, Type: neg.Type})
+	h.advance(DefaultRestartRetry)
+	if effs = h.step(TimerFired{ID: TimerID{Kind: TimerRetry, Key: string(id)}}); find[RestartICE](effs) == nil {
+		t.Fatalf("no restart after the offer was not sent: %v", effs)
+	}
+	// An offer sent but never answered (the answer lost on the way): a
+	// new one after two rounds.
+	h.step(RestartOffered{CallID: id, SDP: fxSDP})
+	h.advance(DefaultRestartRetry)
+	if effs = h.step(TimerFired{ID: TimerID{Kind: TimerRetry, Key: string(id)}}); find[RestartICE](effs) != nil {
+		t.Fatalf("new offer after one unanswered round: %v", effs)
+	}
+	h.advance(DefaultRestartRetry)
+	if effs = h.step(TimerFired{ID: TimerID{Kind: TimerRetry, Key: string(id)}}); find[RestartICE](effs) == nil {
+		t.Fatalf("no new offer after two unanswered rounds: %v", effs)
 	}
 }
 

@@ -413,6 +413,7 @@ func (l *loop) execute(eff Effect) Event {
 		r.sends.Add(func(ctx context.Context) {
 			if err := r.t.SendToDevice(ctx, e.Type, e.To.User, e.To.DeviceID, e.Content); err != nil {
 				r.log.Warn("send to-device call event", "call_id", e.CallID, "type", e.Type, "err", err)
+				r.push(item{ev: SendFailed{CallID: e.CallID, Type: e.Type}})
 			}
 		})
 	case CreateOffer:

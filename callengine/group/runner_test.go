@@ -608,9 +608,11 @@ func TestRunnerRestartsICE(t *testing.T) {
 		if r := td.Call.(*callengine.Hangup).Reason; r != callengine.ReasonICEFailed || !p.isClosed() {
 			t.Fatalf("hangup reason %q, peer closed %v", r, p.isClosed())
 		}
-		// One restart out and unanswered: no second offer on top of it.
-		if n := p.restartCount(); n != 2 {
-			t.Errorf("%d restarts, want 2 (one per loss; the second never answered)", n)
+		// The first loss took one restart; the second one at once, a
+		// new one at 6 s and 12 s (each unanswered for two rounds of 3 s),
+		// and none past the 15 s bound.
+		if n := p.restartCount(); n != 4 {
+			t.Errorf("%d restarts, want 4", n)
 		}
 	})
 }

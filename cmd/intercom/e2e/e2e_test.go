@@ -46,6 +46,10 @@ type e2e struct {
 	// paths are residents' entries in the mapping form (user ID →
 	// their paths as a YAML list); the others are plain user IDs.
 	paths map[string]string
+	// iceOnVeth launches the intercom without INTERCOM_ICE_LOOPBACK: its
+	// peer connections gather on the namespace's veth pair, which a test
+	// can take down (setVeth), instead of 127.0.0.1.
+	iceOnVeth bool
 }
 
 type lockedBuffer struct {

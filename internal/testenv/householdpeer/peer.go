@@ -4,8 +4,9 @@
 // It publishes a com.famedly.call.member membership (state key = user ID,
 // mesh focus, its own session), places the mesh call to members whose
 // "user:device" sorts after its own and answers invites from the others,
-// over com.famedly.call.member.* to-device events, and counts the video
-// frames it receives. It deliberately shares no code with
+// over com.famedly.call.member.* to-device events, answers the caller's
+// renegotiation offers (ICE restarts) as dart-sdk does, and counts the
+// video frames it receives and when they came. It deliberately shares no code with
 // callengine/group or the intercom's matrix package, so that they check
 // each other.
 //

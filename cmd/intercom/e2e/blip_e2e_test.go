@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/internal/testenv/householdpeer"
 	"github.com/doorbell/intercom/internal/testenv/resident"
 )
@@ -151,7 +152,8 @@ func TestHouseholdNetworkBlip(t *testing.T) {
 
 // BenchmarkNetworkBlip measures the recovery from network blips during a
 // connected call, INTERCOM_BENCH_ROUNDS rounds (default 5) of a shortBlip
-// then a longBlip, and prints the medians per path and blip length:
+// then a long one (longBlip plus a part of group.DefaultRestartRetry that
+// grows each round), and prints the medians per path and blip length:
 //   - household: from both addresses of the veth pair back (the return of
 //     the second `ip addr add`) to the arrival of the first complete video
 //     frame at the household device after it (its own frame log: exact to
@@ -172,11 +174,17 @@ func BenchmarkNetworkBlip(b *testing.B) {
 	blips := func(b *testing.B, stopped func(from, to time.Time) (bool, string), resumed func(up time.Time) time.Duration) (short, long []time.Duration) {
 		b.ResetTimer()
 		for range b.N {
-			for range rounds {
+			for i := range rounds {
+				// The long blips' lengths spread over one restart retry
+				// period: when the link comes back relative to the
+				// household's next retry decides its figure (0 to
+				// RestartRetry), and one fixed length would always hit
+				// the same phase.
+				spread := time.Duration(i) * group.DefaultRestartRetry / time.Duration(rounds)
 				for _, c := range []struct {
 					down time.Duration
 					into *[]time.Duration
-				}{{shortBlip, &short}, {longBlip, &long}} {
+				}{{shortBlip, &short}, {longBlip + spread, &long}} {
 					up := blip(b, c.down, stopped)
 					*c.into = append(*c.into, resumed(up))
 					time.Sleep(3 * time.Second) // settled before the next blip
@@ -194,7 +202,7 @@ func BenchmarkNetworkBlip(b *testing.B) {
 		defer cancel()
 		_, zoe := householdBlipSystem(ctx, b)
 		short, long := blips(b, noFrames(zoe), func(up time.Time) time.Duration { return householdResumed(ctx, b, zoe, up, resumeBound) })
-		fmt.Printf("BenchmarkNetworkBlip/household: link up → first frame: %v down %v (median %v); %v down %v (median %v); ICE restarts answered %d\n",
+		fmt.Printf("BenchmarkNetworkBlip/household: link up → first frame: %v down %v (median %v); %v+ down %v (median %v); ICE restarts answered %d\n",
 			shortBlip, short, median(short), longBlip, long, median(long), zoe.Renegotiations())
 	})
 	b.Run("matrixrtc", func(b *testing.B) {
@@ -202,7 +210,7 @@ func BenchmarkNetworkBlip(b *testing.B) {
 		defer cancel()
 		_, alice := rtcBlipSystem(ctx, b)
 		short, long := blips(b, noRTCFrames(alice), func(up time.Time) time.Duration { return rtcWaitResumed(ctx, b, alice, up, resumeBound) })
-		fmt.Printf("BenchmarkNetworkBlip/matrixrtc: link up → alice decodes new video: %v down %v (median %v); %v down %v (median %v)\n",
+		fmt.Printf("BenchmarkNetworkBlip/matrixrtc: link up → alice decodes new video: %v down %v (median %v); %v+ down %v (median %v)\n",
 			shortBlip, short, median(short), longBlip, long, median(long))
 	})
 }

@@ -62,6 +62,7 @@ bench: deps
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench=MatrixRTCEncryptionCPU -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench='^BenchmarkElementCall$$' -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench='^BenchmarkElementCallSFUs$$' -benchtime=1x -timeout 15m ./cmd/intercom/e2e
+	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench='^BenchmarkNetworkBlip$$' -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=7 $(GO) test -run=^$$ -bench=HomeserverOutage -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=500 $(GO) test -run=^$$ -bench='^BenchmarkSoak$$' -benchtime=1x -timeout 90m ./cmd/intercom/e2e
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,8 +73,9 @@ func FuzzDecodeToDevice(f *testing.F) {
 // FuzzMachine feeds random sequences of memberships, to-device calls,
 // peer outcomes and timers, with small limits, and checks the invariants
 // of issue 19, finding 5: never more calls than MaxCalls, never more
-// devices of one user in calls than MaxDevicesPerUser, and no peer made
-// while out of the call.
+// devices of one user in calls than MaxDevicesPerUser, no peer made
+// while out of the call, and ICE restarts only of connected calls the
+// intercom placed.
 func FuzzMachine(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11})
 	f.Add([]byte{0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2})
@@ -112,10 +114,17 @@ func FuzzMachine(f *testing.F) {
 				if len(calls) > 0 {
 					id := calls[arg%len(calls)]
 					ev = []Event{OfferCreated{CallID: id, SDP: fxSDP}, OfferAccepted{CallID: id, SDP: fxSDP},
-						PeerChanged{CallID: id, State: callengine.PeerState(arg % 6)}}[arg%3]
+						PeerChanged{CallID: id, State: callengine.PeerState(arg % 6)},
+						RestartOffered{CallID: id, SDP: fxSDP}, RestartAnswerApplied{CallID: id}}[arg%5]
 				}
 			case 8:
-				ev = TimerFired{ID: TimerID{Kind: TimerKind(1 + arg%5)}}
+				// Per-call timers (TimerConnect, the recovery's) carry the
+				// call's ID.
+				id := TimerID{Kind: TimerKind(1 + arg%8)}
+				if len(calls) > 0 && id.Kind != TimerRing && id.Kind != TimerRefresh && id.Kind != TimerExpiry {
+					id.Key = string(calls[arg%len(calls)])
+				}
+				ev = TimerFired{ID: id}
 			case 9:
 				ev = AnsweredElsewhere{}
 			case 10:
@@ -129,8 +138,11 @@ func FuzzMachine(f *testing.F) {
 			if op%12 == 8 {
 				now = now.Add(time.Duration(arg) * time.Second)
 			}
+			var restarts []callengine.CallID
 			for _, e := range m.Step(now, ev) {
 				switch e := e.(type) {
+				case RestartICE:
+					restarts = append(restarts, e.CallID)
 				case CreateOffer:
 					calls = append(calls, e.CallID)
 					if !m.Joined() {
@@ -144,6 +156,14 @@ func FuzzMachine(f *testing.F) {
 				}
 			}
 			st := m.Status(now)
+			for _, id := range restarts {
+				// Only a connected call the intercom placed is restarted
+				// by it (the caller restarts).
+				if i := slices.IndexFunc(st.Calls, func(c CallStatus) bool { return c.CallID == id }); i < 0 ||
+					!st.Calls[i].Outbound || st.Calls[i].State != string(legConnected) {
+					t.Fatalf("ICE restart of call %s: %+v", id, st.Calls)
+				}
+			}
 			if len(st.Calls) > maxCalls {
 				t.Fatalf("%d calls, at most %d", len(st.Calls), maxCalls)
 			}

@@ -73,7 +73,33 @@ type Config struct {
 	// invites beyond it are rejected (household.max_calls). Zero means
 	// DefaultMaxCalls.
 	MaxCalls int
+	// DisconnectedGrace: a connected call whose media stays disconnected
+	// this long is being recovered (js-sdk restarts ICE after 2 s too).
+	// Zero means DefaultDisconnectedGrace.
+	DisconnectedGrace time.Duration
+	// RestartTimeout bounds the recovery of a connected call whose media
+	// was lost; then it ends with ice_failed. Zero means
+	// DefaultRestartTimeout.
+	RestartTimeout time.Duration
+	// RestartRetry: an ICE restart of the intercom's that has not
+	// connected within it is made again. pion gathers candidates only on
+	// interfaces that are up, so a restart made while the link was down
+	// offers nothing to connect with once it is back; browsers gather
+	// again by themselves, pion does not. Zero means DefaultRestartRetry.
+	RestartRetry time.Duration
 }
+
+// Recovery of a connected call whose media was lost (issue 15: a network
+// blip resumes the media through an ICE restart). The classic path's
+// machine uses the same grace and bound.
+const (
+	DefaultDisconnectedGrace = 2 * time.Second
+	DefaultRestartTimeout    = 15 * time.Second
+	// DefaultRestartRetry leaves a restart on a LAN (a few round trips)
+	// or through TURN (an allocation more) time to connect, and bounds
+	// link back → media at about this plus one signalling round trip.
+	DefaultRestartRetry = 3 * time.Second
+)
 
 // Limits of the mesh unless configured otherwise (issue 19, finding 5).
 // Every membership state key a member publishes could otherwise become a
@@ -95,7 +121,8 @@ const (
 func DefaultConfig(self Device, session string, room callengine.RoomID) Config {
 	return Config{Self: self, SessionID: session, Room: room, RingTimeout: 60 * time.Second,
 		InviteLifetime: 60 * time.Second, ConnectTimeout: 30 * time.Second, Family: FamilyFamedly,
-		MaxDevicesPerUser: DefaultMaxDevicesPerUser, MaxCalls: DefaultMaxCalls}
+		MaxDevicesPerUser: DefaultMaxDevicesPerUser, MaxCalls: DefaultMaxCalls,
+		DisconnectedGrace: DefaultDisconnectedGrace, RestartTimeout: DefaultRestartTimeout, RestartRetry: DefaultRestartRetry}
 }
 
 func (c Config) maxDevicesPerUser() int {
@@ -110,6 +137,27 @@ func (c Config) maxCalls() int {
 		return c.MaxCalls
 	}
 	return DefaultMaxCalls
+}
+
+func (c Config) disconnectedGrace() time.Duration {
+	if c.DisconnectedGrace > 0 {
+		return c.DisconnectedGrace
+	}
+	return DefaultDisconnectedGrace
+}
+
+func (c Config) restartTimeout() time.Duration {
+	if c.RestartTimeout > 0 {
+		return c.RestartTimeout
+	}
+	return DefaultRestartTimeout
+}
+
+func (c Config) restartRetry() time.Duration {
+	if c.RestartRetry > 0 {
+		return c.RestartRetry
+	}
+	return DefaultRestartRetry
 }
 
 // --- Events ---
@@ -185,6 +233,27 @@ type NegotiationAnswered struct {
 	Err    error
 }
 
+// RestartOffered is the outcome of RestartICE: the local offer with new
+// ICE credentials.
+type RestartOffered struct {
+	CallID callengine.CallID
+	SDP    string
+	Err    error
+}
+
+// RestartAnswerApplied is the outcome of ApplyRestartAnswer.
+type RestartAnswerApplied struct {
+	CallID callengine.CallID
+	Err    error
+}
+
+// SendFailed reports a to-device event of a call the homeserver did not
+// take (SendToDevice with its CallID and Type).
+type SendFailed struct {
+	CallID callengine.CallID
+	Type   string
+}
+
 // LocalCandidates are candidates the local peer of a call gathered.
 type LocalCandidates struct {
 	CallID     callengine.CallID
@@ -200,20 +269,23 @@ type PeerChanged struct {
 // TimerFired is a timer started by StartTimer running out.
 type TimerFired struct{ ID TimerID }
 
-func (RingRequested) event()       {}
-func (LeaveRequested) event()      {}
-func (AnsweredElsewhere) event()   {}
-func (MemberChanged) event()       {}
-func (RoomMemberChanged) event()   {}
-func (ToDeviceReceived) event()    {}
-func (MembershipPublished) event() {}
-func (OfferCreated) event()        {}
-func (OfferAccepted) event()       {}
-func (AnswerApplied) event()       {}
-func (NegotiationAnswered) event() {}
-func (LocalCandidates) event()     {}
-func (PeerChanged) event()         {}
-func (TimerFired) event()          {}
+func (RingRequested) event()        {}
+func (LeaveRequested) event()       {}
+func (AnsweredElsewhere) event()    {}
+func (MemberChanged) event()        {}
+func (RoomMemberChanged) event()    {}
+func (ToDeviceReceived) event()     {}
+func (MembershipPublished) event()  {}
+func (OfferCreated) event()         {}
+func (OfferAccepted) event()        {}
+func (AnswerApplied) event()        {}
+func (NegotiationAnswered) event()  {}
+func (RestartOffered) event()       {}
+func (SendFailed) event()           {}
+func (RestartAnswerApplied) event() {}
+func (LocalCandidates) event()      {}
+func (PeerChanged) event()          {}
+func (TimerFired) event()           {}
 
 // --- Effects ---
 
@@ -262,6 +334,17 @@ type AnswerNegotiation struct {
 	SDP    string
 }
 
+// RestartICE asks a call's peer for an offer with new ICE credentials
+// (callengine.Peer.RestartICE); outcome RestartOffered.
+type RestartICE struct{ CallID callengine.CallID }
+
+// ApplyRestartAnswer applies the remote's answer to the intercom's ICE
+// restart offer; outcome RestartAnswerApplied.
+type ApplyRestartAnswer struct {
+	CallID callengine.CallID
+	SDP    string
+}
+
 // ApplyCandidates hands remote candidates to a call's peer.
 type ApplyCandidates struct {
 	CallID     callengine.CallID
@@ -293,29 +376,34 @@ type Ignored struct {
 // PhaseChanged reports a new phase.
 type PhaseChanged struct{ Phase Phase }
 
-func (PublishMembership) effect() {}
-func (SendNotification) effect()  {}
-func (SendToDevice) effect()      {}
-func (CreateOffer) effect()       {}
-func (AcceptOffer) effect()       {}
-func (ApplyAnswer) effect()       {}
-func (AnswerNegotiation) effect() {}
-func (ApplyCandidates) effect()   {}
-func (ClosePeer) effect()         {}
-func (StartTimer) effect()        {}
-func (StopTimer) effect()         {}
-func (Ignored) effect()           {}
-func (PhaseChanged) effect()      {}
+func (PublishMembership) effect()  {}
+func (SendNotification) effect()   {}
+func (SendToDevice) effect()       {}
+func (CreateOffer) effect()        {}
+func (AcceptOffer) effect()        {}
+func (ApplyAnswer) effect()        {}
+func (AnswerNegotiation) effect()  {}
+func (RestartICE) effect()         {}
+func (ApplyRestartAnswer) effect() {}
+func (ApplyCandidates) effect()    {}
+func (ClosePeer) effect()          {}
+func (StartTimer) effect()         {}
+func (StopTimer) effect()          {}
+func (Ignored) effect()            {}
+func (PhaseChanged) effect()       {}
 
 // TimerKind names a timer.
 type TimerKind int
 
 const (
-	TimerRing    TimerKind = iota + 1 // nobody connected in time: leave
-	TimerRefresh                      // re-send the own membership
-	TimerExpiry                       // a member's membership expires
-	TimerConnect                      // one call never connected
-	TimerReorder                      // a seq gap waited long enough
+	TimerRing         TimerKind = iota + 1 // nobody connected in time: leave
+	TimerRefresh                           // re-send the own membership
+	TimerExpiry                            // a member's membership expires
+	TimerConnect                           // one call never connected
+	TimerReorder                           // a seq gap waited long enough
+	TimerDisconnected                      // a call's media disconnected for DisconnectedGrace: recover it
+	TimerRestart                           // a call's media did not recover within RestartTimeout: ice_failed
+	TimerRetry                             // the intercom's ICE restart did not connect: restart again
 )
 
 // TimerID identifies a timer: its kind and, for per-call timers, the call.
@@ -359,6 +447,12 @@ type leg struct {
 	pendingRemote []callengine.Candidate
 	pendingLocal  []callengine.Candidate
 	offer         string // a held invite's SDP
+	// lost: the connected call's media is lost and being recovered
+	// (TimerRestart runs). restarting: the intercom's ICE restart offer
+	// is being made or is out, waiting for the answer; unanswered counts
+	// the retries that found it still unanswered.
+	lost, restarting bool
+	unanswered       int
 }
 
 func (l *leg) peerReady() bool { return l.state == legConnecting || l.state == legConnected }
@@ -502,6 +596,19 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 			Lifetime:    m.cfg.InviteLifetime.Milliseconds(),
 			Description: callengine.SessionDescription{Type: "answer", SDP: e.SDP},
 		}, emit)
+	case RestartOffered:
+		m.restartOffered(e, emit)
+	case SendFailed:
+		if l := m.legs[e.CallID]; l != nil && l.restarting && e.Type == ToDeviceType(l.family, callengine.TypeNegotiate) {
+			// The offer never left (the homeserver is unreachable too):
+			// the next retry makes another.
+			l.restarting = false
+		}
+	case RestartAnswerApplied:
+		if l := m.legs[e.CallID]; l != nil && e.Err != nil {
+			// The restart is as good as lost; the retry makes another.
+			emit(Ignored{Sender: l.peer.User, Type: callengine.TypeNegotiate, Reason: "apply the answer to our ICE restart: " + e.Err.Error()})
+		}
 	case LocalCandidates:
 		l := m.legs[e.CallID]
 		if l == nil {
@@ -940,6 +1047,11 @@ func (m *Machine) endLeg(l *leg, notify bool, reason string, emit func(...Effect
 	}
 	m.ended = append(m.ended, key)
 	emit(ClosePeer{CallID: l.id}, StopTimer{ID: TimerID{Kind: TimerConnect, Key: string(l.id)}})
+	if l.state == legConnected {
+		emit(StopTimer{ID: TimerID{Kind: TimerDisconnected, Key: string(l.id)}},
+			StopTimer{ID: TimerID{Kind: TimerRestart, Key: string(l.id)}},
+			StopTimer{ID: TimerID{Kind: TimerRetry, Key: string(l.id)}})
+	}
 }
 
 func (m *Machine) offerCreated(now time.Time, e OfferCreated, emit func(...Effect)) {
@@ -1025,17 +1137,88 @@ func (m *Machine) peerChanged(e PeerChanged, emit func(...Effect)) {
 	}
 	switch e.State {
 	case callengine.PeerConnected:
-		if l.state == legConnecting {
+		switch l.state {
+		case legConnecting:
 			l.state = legConnected
 			m.hadConnected, m.rewaiting, m.rung = true, false, false
 			emit(StopTimer{ID: TimerID{Kind: TimerConnect, Key: string(l.id)}})
 			m.setPhase(PhaseInCall, emit)
+		case legConnected:
+			// Back, by itself or through a restart. An answer to a
+			// restart still out is applied when it comes: the peer waits
+			// for it.
+			l.lost = false
+			emit(StopTimer{ID: TimerID{Kind: TimerDisconnected, Key: string(l.id)}},
+				StopTimer{ID: TimerID{Kind: TimerRestart, Key: string(l.id)}},
+				StopTimer{ID: TimerID{Kind: TimerRetry, Key: string(l.id)}})
+		}
+	case callengine.PeerDisconnected:
+		if l.state == legConnected && !l.lost {
+			// Often transient (Wi-Fi roaming, a short blip): pion's
+			// consent checks bring it back by themselves if the path
+			// returns soon.
+			emit(StartTimer{ID: TimerID{Kind: TimerDisconnected, Key: string(l.id)}, After: m.cfg.disconnectedGrace()})
 		}
 	case callengine.PeerFailed:
-		m.endLeg(l, true, callengine.ReasonICEFailed, emit)
+		switch {
+		case l.state == legConnected && !l.lost:
+			m.recover(l, emit)
+		case l.state == legConnected && !l.restarting && l.outbound:
+			// The restart's own checks failed: try with new candidates.
+			m.restartICE(l, emit)
+		case l.state != legConnected:
+			m.endLeg(l, true, callengine.ReasonICEFailed, emit)
+		}
 	case callengine.PeerClosed:
 		m.endLeg(l, true, callengine.ReasonUserHangup, emit)
 	}
+}
+
+// recover starts the recovery of a connected call whose media was lost:
+// it must be back within RestartTimeout or the call ends with ice_failed,
+// as js-sdk ends a call disconnected too long (CallErrorCode.IceFailed).
+// The side that placed the call restarts ICE (MSC3401 mesh calls follow
+// the 1:1 rules: m.call.negotiate, the caller impolite); when the device
+// placed it, the intercom waits for its restart offer.
+func (m *Machine) recover(l *leg, emit func(...Effect)) {
+	l.lost = true
+	emit(StopTimer{ID: TimerID{Kind: TimerDisconnected, Key: string(l.id)}},
+		StartTimer{ID: TimerID{Kind: TimerRestart, Key: string(l.id)}, After: m.cfg.restartTimeout()})
+	if l.outbound {
+		m.restartICE(l, emit)
+	}
+}
+
+// restartICE asks the peer for an ICE restart offer unless one is already
+// out, and plans the next attempt in case this one does not connect.
+func (m *Machine) restartICE(l *leg, emit func(...Effect)) {
+	if l.restarting {
+		return
+	}
+	l.restarting, l.unanswered = true, 0
+	emit(RestartICE{CallID: l.id}, StartTimer{ID: TimerID{Kind: TimerRetry, Key: string(l.id)}, After: m.cfg.restartRetry()})
+}
+
+// restartOffered sends the restart offer as an m.call.negotiate, with the
+// stream metadata as invites carry it.
+func (m *Machine) restartOffered(e RestartOffered, emit func(...Effect)) {
+	l := m.legs[e.CallID]
+	if l == nil || !l.restarting {
+		return
+	}
+	if e.Err != nil {
+		l.restarting = false // TimerRetry tries again
+		emit(Ignored{Sender: l.peer.User, Type: callengine.TypeNegotiate, Reason: "ICE restart offer failed: " + e.Err.Error()})
+		return
+	}
+	md := metadata(l.streamID)
+	m.send(l, callengine.TypeNegotiate, &callengine.Negotiate{
+		Common:           m.common(l),
+		Lifetime:         m.cfg.InviteLifetime.Milliseconds(),
+		Description:      callengine.SessionDescription{Type: "offer", SDP: e.SDP},
+		Metadata:         md,
+		MetadataUnstable: md,
+	}, emit)
 }
 
 func (m *Machine) timer(now time.Time, id TimerID, emit func(...Effect)) {
@@ -1065,6 +1248,31 @@ func (m *Machine) timer(now time.Time, id TimerID, emit func(...Effect)) {
 				reason = callengine.ReasonInviteTimeout
 			}
 			m.endLeg(l, true, reason, emit)
+		}
+	case TimerDisconnected:
+		if l := m.legs[callengine.CallID(id.Key)]; l != nil && l.state == legConnected && !l.lost {
+			m.recover(l, emit)
+		}
+	case TimerRetry:
+		l := m.legs[callengine.CallID(id.Key)]
+		switch {
+		case l == nil || !l.lost:
+		case l.restarting && l.unanswered == 0:
+			// The answer to the last offer has not come (the homeserver
+			// may be slow to deliver it); a second offer now would
+			// collide with it. Wait another round.
+			l.unanswered++
+			emit(StartTimer{ID: id, After: m.cfg.restartRetry()})
+		default:
+			// Answered and still not connected, or unanswered for two
+			// rounds (the offer or its answer was lost on the way): a
+			// new offer, with new credentials, replaces it.
+			l.restarting = false
+			m.restartICE(l, emit)
+		}
+	case TimerRestart:
+		if l := m.legs[callengine.CallID(id.Key)]; l != nil && l.lost {
+			m.endLeg(l, true, callengine.ReasonICEFailed, emit)
 		}
 	case TimerReorder:
 		r := m.reorder[id.Key]
@@ -1248,10 +1456,19 @@ func (m *Machine) dispatch(now time.Time, sender callengine.UserID, td ToDevice,
 		if l == nil || !l.peerReady() {
 			return
 		}
-		if c.Description.Type == "offer" {
-			emit(AnswerNegotiation{CallID: callID, SDP: c.Description.SDP})
-		} else {
+		switch {
+		case c.Description.Type == "answer" && l.restarting:
+			l.restarting = false
+			emit(ApplyRestartAnswer{CallID: callID, SDP: c.Description.SDP})
+		case c.Description.Type == "answer":
 			emit(Ignored{Sender: sender, Type: td.CallType, Reason: "negotiate answer without an offer of ours"})
+		case l.restarting:
+			// Perfect negotiation (matrix-voip.md §1.6): the intercom
+			// only restarts calls it placed, where it is impolite, and
+			// drops the colliding offer; the device, polite, takes ours.
+			emit(Ignored{Sender: sender, Type: td.CallType, Reason: "colliding offer while our ICE restart is out"})
+		default:
+			emit(AnswerNegotiation{CallID: callID, SDP: c.Description.SDP})
 		}
 	case *callengine.SelectAnswer:
 		// The intercom answered; the caller confirming it changes nothing.
@@ -1275,6 +1492,9 @@ type CallStatus struct {
 	Outbound bool              `json:"outbound"`
 	Family   string            `json:"family"`
 	State    string            `json:"state"`
+	// Recovering: connected, its media lost and being recovered (an ICE
+	// restart, within Config.RestartTimeout).
+	Recovering bool `json:"recovering,omitempty"`
 }
 
 // Status is the household call for the status document.
@@ -1308,7 +1528,7 @@ func (m *Machine) Status(now time.Time) Status {
 		l := m.legs[id]
 		calls[l.peer] = string(l.state)
 		st.Calls = append(st.Calls, CallStatus{CallID: l.id, User: l.peer.User, DeviceID: l.peer.DeviceID,
-			Outbound: l.outbound, Family: l.family.String(), State: string(l.state)})
+			Outbound: l.outbound, Family: l.family.String(), State: string(l.state), Recovering: l.lost})
 	}
 	for _, user := range slices.Sorted(maps.Keys(m.members)) {
 		u := m.members[user]

@@ -413,6 +413,7 @@ func (l *loop) execute(eff Effect) Event {
 		r.sends.Add(func(ctx context.Context) {
 			if err := r.t.SendToDevice(ctx, e.Type, e.To.User, e.To.DeviceID, e.Content); err != nil {
 				r.log.Warn("send to-device call event", "call_id", e.CallID, "type", e.Type, "err", err)
+				r.push(item{ev: SendFailed{CallID: e.CallID, Type: e.Type}})
 			}
 		})
 	case CreateOffer:
@@ -444,6 +445,22 @@ func (l *loop) execute(eff Effect) Event {
 			sdp, err := p.AnswerOffer(e.SDP)
 			return NegotiationAnswered{CallID: e.CallID, SDP: sdp, Err: err}
 		}
+	case RestartICE:
+		err := errNoPeer
+		if p := l.peers[e.CallID]; p != nil {
+			var sdp string
+			if sdp, err = p.RestartICE(); err == nil {
+				r.log.Info("household call: restarting ICE", "call_id", e.CallID)
+				return RestartOffered{CallID: e.CallID, SDP: sdp}
+			}
+		}
+		return RestartOffered{CallID: e.CallID, Err: err}
+	case ApplyRestartAnswer:
+		err := errNoPeer
+		if p := l.peers[e.CallID]; p != nil {
+			err = p.SetAnswer(e.SDP)
+		}
+		return RestartAnswerApplied{CallID: e.CallID, Err: err}
 	case ApplyCandidates:
 		if p := l.peers[e.CallID]; p != nil {
 			if err := p.AddCandidates(e.Candidates); err != nil {

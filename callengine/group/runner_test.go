@@ -119,6 +119,8 @@ type fakePeer struct {
 	cands  []callengine.Candidate
 	closed bool
 	sink   func(callengine.PeerEvent)
+	// restarts counts RestartICE calls.
+	restarts int
 }
 
 func (p *fakePeer) Offer() string    { return fxSDP }
@@ -136,7 +138,12 @@ func (p *fakePeer) AddCandidates(c []callengine.Candidate) error {
 	return nil
 }
 func (p *fakePeer) AnswerOffer(string) (string, error) { return fxSDP, nil }
-func (p *fakePeer) RestartICE() (string, error)        { return fxSDP, nil }
+func (p *fakePeer) RestartICE() (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.restarts++
+	return fxSDP, nil
+}
 func (p *fakePeer) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -151,9 +158,15 @@ func (p *fakePeer) isClosed() bool {
 }
 
 // connect reports the peer's media up, as pion would.
-func (p *fakePeer) connect() {
-	st := callengine.PeerConnected
-	p.sink(callengine.PeerEvent{State: &st})
+func (p *fakePeer) connect() { p.report(callengine.PeerConnected) }
+
+// report reports a connection state, as pion would.
+func (p *fakePeer) report(st callengine.PeerState) { p.sink(callengine.PeerEvent{State: &st}) }
+
+func (p *fakePeer) restartCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.restarts
 }
 
 type fakeFactory struct {
@@ -525,4 +538,81 @@ func TestRingStatus(t *testing.T) {
 			t.Errorf("leg %s: %+v, want %s", state, st.Calls[0], want)
 		}
 	}
+}
+
+// TestRunnerRestartsICE: the runner carries out the machine's ICE restart
+// of a call it placed: the peer's restart offer leaves as a negotiate to
+// the device, the device's answer reaches the peer, and the call goes on.
+// A second loss with no answer ends the call with ice_failed after the
+// restart timeout.
+func TestRunnerRestartsICE(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		zed := Device{User: "@zed:example.org", DeviceID: "PHONE"}
+		h := startRunner(t, membershipOf(zed.User, zed.DeviceID, "zs"))
+		_ = h.r.Ring(t.Context(), nil)
+		synctest.Wait()
+		invites := h.tr.toDeviceOf("com.famedly.call.member.invite")
+		if len(invites) != 1 {
+			t.Fatalf("invites %+v", invites)
+		}
+		td, _ := DecodeToDevice(invites[0].Type, invites[0].Content)
+		id := td.CallID()
+		zedSends := func(name string, call any) {
+			b, _ := EncodeToDevice(Envelope{RoomID: fxRoom, ConfID: string(fxRoom), DeviceID: zed.DeviceID, SenderSessionID: "zs", DestSessionID: fxSession}, call)
+			h.r.HandleToDevice(zed.User, ToDeviceType(FamilyFamedly, "m.call."+name), b)
+			synctest.Wait()
+		}
+		zedSends("answer", &callengine.Answer{Common: callengine.Common{CallID: id, PartyID: "PHONE", Version: "1"},
+			Answer: callengine.SessionDescription{Type: "answer", SDP: fxSDP}})
+		p := h.pf.all()[0]
+		p.connect()
+		synctest.Wait()
+		h.wantPhase(t, callengine.PhaseInCall)
+
+		p.report(callengine.PeerDisconnected)
+		synctest.Wait()
+		time.Sleep(DefaultDisconnectedGrace)
+		synctest.Wait()
+		negs := h.tr.toDeviceOf("com.famedly.call.member.negotiate")
+		if p.restartCount() != 1 || len(negs) != 1 || negs[0].To != zed {
+			t.Fatalf("after %v disconnected: %d restarts, negotiates %+v", DefaultDisconnectedGrace, p.restartCount(), negs)
+		}
+		if c := h.r.MachineStatus().Calls; len(c) != 1 || !c[0].Recovering {
+			t.Fatalf("calls while recovering %+v", c)
+		}
+		const restartAnswer = "v=0\r\na=ice-ufrag:zed2\r\n"
+		zedSends("negotiate", &callengine.Negotiate{Common: callengine.Common{CallID: id, PartyID: "PHONE", Version: "1"},
+			Lifetime: 10000, Description: callengine.SessionDescription{Type: "answer", SDP: restartAnswer}})
+		p.mu.Lock()
+		got := p.answer
+		p.mu.Unlock()
+		if got != restartAnswer {
+			t.Fatalf("peer's answer %q, want the restart's", got)
+		}
+		p.connect()
+		synctest.Wait()
+		if c := h.r.MachineStatus().Calls; len(c) != 1 || c[0].Recovering || c[0].State != string(legConnected) {
+			t.Fatalf("calls after recovery %+v", c)
+		}
+
+		// Lost for good: restarts every RestartRetry, then ice_failed.
+		p.report(callengine.PeerFailed)
+		synctest.Wait()
+		time.Sleep(DefaultRestartTimeout)
+		synctest.Wait()
+		hangups := h.tr.toDeviceOf("com.famedly.call.member.hangup")
+		if len(hangups) != 1 {
+			t.Fatalf("hangups %+v", hangups)
+		}
+		td, _ = DecodeToDevice(hangups[0].Type, hangups[0].Content)
+		if r := td.Call.(*callengine.Hangup).Reason; r != callengine.ReasonICEFailed || !p.isClosed() {
+			t.Fatalf("hangup reason %q, peer closed %v", r, p.isClosed())
+		}
+		// The first loss took one restart; the second one at once, a
+		// new one at 6 s and 12 s (each unanswered for two rounds of 3 s),
+		// and none past the 15 s bound.
+		if n := p.restartCount(); n != 4 {
+			t.Errorf("%d restarts, want 4", n)
+		}
+	})
 }

@@ -48,6 +48,10 @@ type e2e struct {
 	paths map[string]string
 	// env is added to the intercom's environment (systemOptions.Env).
 	env []string
+	// iceOnVeth launches the intercom without INTERCOM_ICE_LOOPBACK: its
+	// peer connections gather on the namespace's veth pair, which a test
+	// can take down (setVeth), instead of 127.0.0.1.
+	iceOnVeth bool
 }
 
 type lockedBuffer struct {

@@ -31,8 +31,10 @@ type householdStatus struct {
 				Call  string `json:"call"`
 			} `json:"members"`
 			Calls []struct {
-				User  string `json:"user_id"`
-				State string `json:"state"`
+				CallID     string `json:"call_id"`
+				User       string `json:"user_id"`
+				State      string `json:"state"`
+				Recovering bool   `json:"recovering"`
 			} `json:"calls"`
 		} `json:"household"`
 	} `json:"matrix"`
@@ -105,7 +107,7 @@ func matrixDo(ctx context.Context, hs *dendrite.Server, token, method, path stri
 // householdSystem is the intercom and household devices on a real
 // Dendrite, in a household room made by alice (see startHousehold).
 type householdSystem struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	hs    *dendrite.Server
 	e     *e2e
@@ -122,7 +124,7 @@ type householdSystem struct {
 // without a client) and extra YAML ("{name}" stands for that user's ID),
 // starts the intercom and waits until it
 // is in the household room.
-func startHousehold(ctx context.Context, t *testing.T, names, residents []string, extra string) *householdSystem {
+func startHousehold(ctx context.Context, t testing.TB, names, residents []string, extra string) *householdSystem {
 	t.Helper()
 	return startHouseholdWith(ctx, t, householdOptions{}, names, residents, extra)
 }
@@ -134,14 +136,18 @@ type householdOptions struct {
 	Encryption bool
 	// EncryptedRoom creates the household room with m.room.encryption.
 	EncryptedRoom bool
+	// ICEOnVeth: the intercom's peer connections gather on the veth pair
+	// (e2e.iceOnVeth), so that taking it down breaks the media path.
+	ICEOnVeth bool
 }
 
 // startHouseholdWith is startHousehold with options.
-func startHouseholdWith(ctx context.Context, t *testing.T, opts householdOptions, names, residents []string, extra string) *householdSystem {
+func startHouseholdWith(ctx context.Context, t testing.TB, opts householdOptions, names, residents []string, extra string) *householdSystem {
 	t.Helper()
 	hs := dendrite.StartT(t)
 	e := newE2E(ctx, t, hs)
 	e.encrypted = opts.Encryption
+	e.iceOnVeth = opts.ICEOnVeth
 	bot := e.bot
 	var err error
 	users := map[string]dendrite.User{}
@@ -192,10 +198,17 @@ func (s *householdSystem) device(name string) *householdpeer.Device {
 // encryption if crypto is set (householdpeer.Options.Crypto).
 func (s *householdSystem) deviceWith(name string, crypto bool) *householdpeer.Device {
 	s.t.Helper()
+	return s.deviceOpts(name, householdpeer.Options{Crypto: crypto})
+}
+
+// deviceOpts starts the household device of name with o, its account and
+// the room filled in.
+func (s *householdSystem) deviceOpts(name string, o householdpeer.Options) *householdpeer.Device {
+	s.t.Helper()
 	u := s.users[name]
-	d, err := householdpeer.Start(s.ctx, householdpeer.Options{Homeserver: s.hs.BaseURL, UserID: u.UserID,
-		AccessToken: u.AccessToken, DeviceID: u.DeviceID, Room: s.room, Crypto: crypto,
-		Logf: func(f string, a ...any) { s.t.Logf(name+": "+f, a...) }})
+	o.Homeserver, o.UserID, o.AccessToken, o.DeviceID, o.Room = s.hs.BaseURL, u.UserID, u.AccessToken, u.DeviceID, s.room
+	o.Logf = func(f string, a ...any) { s.t.Logf(name+": "+f, a...) }
+	d, err := householdpeer.Start(s.ctx, o)
 	if err != nil {
 		s.t.Fatalf("%s: %v", name, err)
 	}

@@ -120,3 +120,24 @@ func addVeth() error {
 	}
 	return nil
 }
+
+// setVeth takes the veth pair's addresses away or gives them back: a
+// network blip for whatever runs over them (media on the pair's
+// addresses), while lo, and Dendrite on it, stay up. Taking the links
+// down would not do: both ends are in this namespace, and Linux keeps
+// delivering to the addresses of a link that is down (their local
+// routes stay, through lo). Without its addresses nothing reaches the
+// pair, sends to it fail, and pion gathers nothing on it; given back,
+// sockets still bound to them work again.
+func setVeth(up bool) error {
+	op := "del"
+	if up {
+		op = "add"
+	}
+	for _, l := range []struct{ dev, addr string }{{vethName, vethIP}, {vethPeer, vethPeerIP}} {
+		if out, err := exec.Command("ip", "addr", op, l.addr+"/24", "dev", l.dev).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip addr %s %s dev %s: %w: %s", op, l.addr, l.dev, err, out)
+		}
+	}
+	return nil
+}

@@ -159,7 +159,7 @@ log:
 }
 
 // launch starts the intercom binary on its configuration (ICE kept on
-// loopback) and waits until its Matrix sync is healthy. After stop it
+// loopback unless iceOnVeth) and waits until its Matrix sync is healthy. After stop it
 // starts it again on the same configuration and state.
 func (e *e2e) launch(ctx context.Context) {
 	e.t.Helper()
@@ -172,7 +172,10 @@ func (e *e2e) launch(ctx context.Context) {
 func (e *e2e) start() {
 	e.t.Helper()
 	e.cmd = exec.Command(e.bin, "run", "--config", e.cfgPath)
-	e.cmd.Env = append(append(os.Environ(), "INTERCOM_ICE_LOOPBACK=1"), e.env...)
+	e.cmd.Env = append(os.Environ(), e.env...)
+	if !e.iceOnVeth {
+		e.cmd.Env = append(e.cmd.Env, "INTERCOM_ICE_LOOPBACK=1")
+	}
 	e.cmd.Stdout, e.cmd.Stderr = e.log, e.log
 	if err := e.cmd.Start(); err != nil {
 		e.t.Fatal(err)

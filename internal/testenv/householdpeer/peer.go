@@ -4,8 +4,9 @@
 // It publishes a com.famedly.call.member membership (state key = user ID,
 // mesh focus, its own session), places the mesh call to members whose
 // "user:device" sorts after its own and answers invites from the others,
-// over com.famedly.call.member.* to-device events, and counts the video
-// frames it receives. It deliberately shares no code with
+// over com.famedly.call.member.* to-device events, answers the caller's
+// renegotiation offers (ICE restarts) as dart-sdk does, and counts the
+// video frames it receives and when they came. It deliberately shares no code with
 // callengine/group or the intercom's matrix package, so that they check
 // each other.
 //
@@ -55,6 +56,10 @@ type Options struct {
 	// m.room.encrypted.
 	Crypto    bool
 	CryptoDir string
+	// ICEAddress, when set, is the one IPv4 address the device gathers
+	// host candidates on (a veth address of the test's network
+	// namespace, which a test can take down); empty means 127.0.0.1.
+	ICEAddress string
 }
 
 // Device is a running household device.
@@ -79,6 +84,12 @@ type Device struct {
 	frames    atomic.Int64
 	rings     atomic.Int64
 	keyframes atomic.Int64
+	// frameTimes holds when the last len(frameTimes) frames arrived, a
+	// ring indexed by the frame count (guarded by mu).
+	frameTimes [512]time.Time
+	// renegotiations counts the negotiate offers (ICE restarts) the
+	// device answered.
+	renegotiations atomic.Int64
 
 	// Call signalling exchanged with each user (guarded by mu).
 	signalling map[string]*Counts
@@ -154,6 +165,31 @@ func Start(ctx context.Context, o Options) (_ *Device, err error) {
 
 // Frames is the number of complete video frames received.
 func (d *Device) Frames() int64 { return d.frames.Load() }
+
+// FirstFrameAfter returns when the first complete video frame after t
+// arrived; false if none has yet, or if so many came since that it is no
+// longer known (the last 512 are).
+func (d *Device) FirstFrameAfter(t time.Time) (time.Time, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := d.frames.Load()
+	size := int64(len(d.frameTimes))
+	var first time.Time
+	for i := n; i > 0 && i > n-size; i-- {
+		at := d.frameTimes[i%size]
+		if !at.After(t) {
+			return first, !first.IsZero()
+		}
+		first = at
+	}
+	// Every frame known came after t: the first one is only known if
+	// no frame was forgotten.
+	return first, !first.IsZero() && n <= size
+}
+
+// Renegotiations counts the negotiate offers the device answered (the
+// intercom's ICE restarts).
+func (d *Device) Renegotiations() int64 { return d.renegotiations.Load() }
 
 // Rings counts ring notifications seen.
 func (d *Device) Rings() int64 { return d.rings.Load() }
@@ -426,8 +462,12 @@ func (d *Device) newPC(c *call) (*webrtc.PeerConnection, error) {
 		return nil, err
 	}
 	se := webrtc.SettingEngine{}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
+	if a := net.ParseIP(d.o.ICEAddress); a != nil {
+		se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(a) })
+	} else {
+		se.SetIncludeLoopbackCandidate(true)
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
+	}
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
@@ -484,11 +524,14 @@ func (d *Device) readVideo(t *webrtc.TrackRemote) {
 			if d.keyframes.Load() == 0 {
 				continue
 			}
-			if d.frames.Add(1) == 1 {
-				d.mu.Lock()
-				d.firstAt = time.Now()
-				d.mu.Unlock()
+			now := time.Now()
+			d.mu.Lock()
+			n := d.frames.Add(1)
+			if n == 1 {
+				d.firstAt = now
 			}
+			d.frameTimes[n%int64(len(d.frameTimes))] = now
+			d.mu.Unlock()
 		}
 	}
 }
@@ -588,6 +631,7 @@ func (d *Device) toDevice(ctx context.Context, ev toDeviceEvent) {
 			DestSessionID   string                     `json:"dest_session_id"`
 			Offer           *webrtc.SessionDescription `json:"offer"`
 			Answer          *webrtc.SessionDescription `json:"answer"`
+			Description     *webrtc.SessionDescription `json:"description"`
 			Candidates      []struct {
 				Candidate     string  `json:"candidate"`
 				SDPMid        *string `json:"sdpMid"`
@@ -668,6 +712,28 @@ func (d *Device) toDevice(ctx context.Context, ev toDeviceEvent) {
 			d.mu.Unlock()
 			_ = cl.pc.AddICECandidate(ci)
 		}
+	case "com.famedly.call.member.negotiate":
+		// The caller's ICE restart (or any renegotiation): answered as
+		// dart-sdk does, with a negotiate answer. This device never
+		// restarts itself, so an answer here has no offer of its own.
+		if cl == nil || c.Description == nil || c.Description.Type != webrtc.SDPTypeOffer {
+			return
+		}
+		if err := cl.pc.SetRemoteDescription(*c.Description); err != nil {
+			d.o.Logf("negotiate offer: %v", err)
+			return
+		}
+		ans, err := cl.pc.CreateAnswer(nil)
+		if err != nil {
+			d.o.Logf("negotiate answer: %v", err)
+			return
+		}
+		done := webrtc.GatheringCompletePromise(cl.pc)
+		_ = cl.pc.SetLocalDescription(ans)
+		<-done
+		d.renegotiations.Add(1)
+		d.send(ctx, cl, "negotiate", map[string]any{"lifetime": 10000,
+			"description": map[string]any{"type": "answer", "sdp": cl.pc.LocalDescription().SDP}})
 	case "com.famedly.call.member.hangup":
 		if cl != nil {
 			_ = cl.pc.Close()

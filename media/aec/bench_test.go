@@ -14,7 +14,7 @@ import (
 // so -benchtime=1x already gives a stable figure.
 func BenchmarkFrame(b *testing.B) {
 	sc := scenario{delay: 60 * time.Millisecond, seed: 1}
-	sig := makeSignals(sc)
+	sig := newSource(sc.seed).delayed(sc.delay)
 	mic := make([]float64, len(sig.echo))
 	for i := range mic {
 		mic[i] = sig.echo[i] + sig.near[i]

@@ -78,6 +78,7 @@ func speech(seed uint64, n int, tk talker, level float64) []float64 {
 	// low-passes for the source's spectral tilt.
 	var (
 		phase, lp1, lp2 float64
+		f0              float64
 		r1, r2, r3      resonator
 		si              int
 		vibrato         = rng.Float64() * 2 * math.Pi
@@ -94,9 +95,9 @@ func speech(seed uint64, n int, tk talker, level float64) []float64 {
 			r1.tune(form[0]*tk.formants, 80, fs)
 			r2.tune(form[1]*tk.formants, 100, fs)
 			r3.tune(form[2]*tk.formants, 140, fs)
+			tt := float64(i) / fs
+			f0 = tk.f0 * (1 + 0.12*math.Sin(2*math.Pi*0.9*tt+vibrato) + 0.05*math.Sin(2*math.Pi*3.1*tt))
 		}
-		tt := float64(i) / fs
-		f0 := tk.f0 * (1 + 0.12*math.Sin(2*math.Pi*0.9*tt+vibrato) + 0.05*math.Sin(2*math.Pi*3.1*tt))
 		phase += f0 / fs
 		var ex float64
 		if phase >= 1 {
@@ -174,7 +175,7 @@ type tap struct {
 }
 
 // room returns an echo path: the direct sound from the speaker after delay
-// samples, a dense first 3 ms (the box and its mounting), then sparse
+// samples, a dense first 2 ms (the box and its mounting), then sparse
 // reflections growing denser as they decay exponentially (RT60 about
 // 180 ms) up to 150 ms, scaled so the echo's energy is gain dB relative to
 // what is played.
@@ -183,17 +184,19 @@ func room(seed uint64, delay int, gain float64) []tap {
 	const fs = float64(media.SampleRate)
 	tau := 0.18 / 6.9 * fs // energy falls 60 dB in RT60
 	var taps []tap
-	for i := 0; i < int(0.003*fs); i++ {
+	for i := 0; i < int(0.002*fs); i++ {
 		g := rng.NormFloat64() * math.Exp(-float64(i)/tau) * 0.3
 		if i == 0 {
 			g = 1
 		}
 		taps = append(taps, tap{delay + i, g})
 	}
-	for t := 0.003 * fs; t < 0.15*fs; {
-		// Reflection density grows with the square of time in a room.
+	for t := 0.002 * fs; t < 0.15*fs; {
+		// Reflection density grows with the square of time in a room, up
+		// to about a thousand a second, where the tail is diffuse anyway
+		// (and the convolution stays cheap under the race detector).
 		rate := 0.002 * (1 + math.Pow(t/(0.01*fs), 2))
-		t += 1 + rng.ExpFloat64()/min(rate, 0.25)
+		t += 1 + rng.ExpFloat64()/min(rate, 0.02)
 		taps = append(taps, tap{delay + int(t), rng.NormFloat64() * 0.4 * math.Exp(-t/tau)})
 	}
 	var e float64

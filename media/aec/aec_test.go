@@ -1,0 +1,105 @@
+package aec
+
+import (
+	"errors"
+	"math"
+	"slices"
+	"testing"
+	"time"
+)
+
+// With every stage off (an installer's hardware does it all) the
+// microphone must come out untouched, whatever the library.
+func TestStagesOffPassThrough(t *testing.T) {
+	far := toPCM(speech(7, at(time.Second), farTalker, farLevel))
+	mic := toPCM(speech(8, at(time.Second), nearTalker, nearLevel))
+	for _, lib := range []Library{WebRTC, Speex} {
+		t.Run(string(lib), func(t *testing.T) {
+			p, err := New(Options{Library: lib, NoEcho: true, NoNoise: true, NoGain: true, NoHighPass: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			out := slices.Clone(mic)
+			for off := 0; off < len(out); off += 2 * FrameSamples {
+				if err := p.Far(far[off : off+2*FrameSamples]); err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Near(out[off : off+2*FrameSamples]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !slices.Equal(out, mic) {
+				t.Error("microphone changed with every stage off")
+			}
+		})
+	}
+}
+
+func TestErrors(t *testing.T) {
+	if _, err := New(Options{Library: "nope"}); !errors.Is(err, ErrLibrary) {
+		t.Errorf("unknown library: %v, want ErrLibrary", err)
+	}
+	for _, lib := range []Library{WebRTC, Speex} {
+		p, err := New(Options{Library: lib})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Near(make([]int16, FrameSamples+1)); !errors.Is(err, ErrFrameSize) {
+			t.Errorf("%s: odd frame: %v, want ErrFrameSize", lib, err)
+		}
+		if err := p.Far(make([]int16, 100)); !errors.Is(err, ErrFrameSize) {
+			t.Errorf("%s: odd far frame: %v, want ErrFrameSize", lib, err)
+		}
+		p.Close()
+		p.Close()
+		if err := p.Near(make([]int16, FrameSamples)); !errors.Is(err, ErrClosed) {
+			t.Errorf("%s: after Close: %v, want ErrClosed", lib, err)
+		}
+	}
+}
+
+// The sound card's delay can change under the door (a USB card replugged,
+// a resampled path); Speex aligns the reference by the hint, so SetDelay
+// must carry the change. The echo path's delay jumps from 30 to 110 ms at
+// 8 s; with the hint following, the echo is cancelled again by 15–18 s.
+func TestSpeexFollowsDelay(t *testing.T) {
+	const seed = 3
+	before, after := 30*time.Millisecond, 110*time.Millisecond
+	n := at(scenarioTo)
+	src := newSource(seed)
+	far, e1, e2 := src.far, src.delayed(before).echo, src.delayed(after).echo
+	mic := append(e1[:at(doubleFrom):at(doubleFrom)], e2[at(doubleFrom):]...)
+	erle := func(follow bool) float64 {
+		p, err := New(Options{Library: Speex, NoGain: true, Delay: before})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		f, m := toPCM(far), toPCM(mic)
+		for off := 0; off < n; off += FrameSamples {
+			if follow && off == at(doubleFrom) {
+				p.SetDelay(after)
+			}
+			if err := p.Far(f[off : off+FrameSamples]); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Near(m[off : off+FrameSamples]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var a, b float64
+		for off := at(recovered); off < n; off += FrameSamples {
+			a += energy(mic[off : off+FrameSamples])
+			for _, v := range m[off : off+FrameSamples] {
+				b += float64(v) / 32767 * float64(v) / 32767
+			}
+		}
+		return 10 * math.Log10(a/b)
+	}
+	followed, stale := erle(true), erle(false)
+	t.Logf("ERLE 15–18 s after the delay jumped: %.1f dB with the hint following, %.1f dB with a stale hint", followed, stale)
+	if followed < 30 {
+		t.Errorf("ERLE %.1f dB after the delay change with SetDelay, want ≥ 30", followed)
+	}
+}

@@ -103,3 +103,38 @@ func TestSpeexFollowsDelay(t *testing.T) {
 		t.Errorf("ERLE %.1f dB after the delay change with SetDelay, want ≥ 30", followed)
 	}
 }
+
+// The speaker's goroutine hands in the reference while the microphone's
+// cleans its frames; the race detector checks the lock that orders them.
+func TestFarAndNearConcurrently(t *testing.T) {
+	for _, lib := range []Library{WebRTC, Speex} {
+		t.Run(string(lib), func(t *testing.T) {
+			p, err := New(Options{Library: lib, Delay: 40 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			far := toPCM(speech(5, at(time.Second), farTalker, farLevel))
+			done := make(chan error, 1)
+			go func() {
+				for off := 0; off < len(far); off += 2 * FrameSamples {
+					if err := p.Far(far[off : off+2*FrameSamples]); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			mic := make([]int16, 2*FrameSamples)
+			for range 50 {
+				if err := p.Near(mic); err != nil {
+					t.Fatal(err)
+				}
+				p.SetDelay(50 * time.Millisecond)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -72,10 +72,10 @@ func at(d time.Duration) int { return int(d * media.SampleRate / time.Second) }
 
 // result is what one library did with one scenario.
 type result struct {
-	erle                         float64 // dB, resident alone after convergence
-	erle2to4, erle4to6, erle6to8 float64
-	erleAfter                    float64 // dB, resident alone after double talk
-	nearLoss                     float64 // dB the visitor's voice lost during double talk
+	erle      float64 // dB, resident alone after convergence
+	erleEarly float64 // dB, the same in 2–4 s only
+	erleAfter float64 // dB, resident alone after double talk
+	nearLoss  float64 // dB the visitor's voice lost during double talk
 }
 
 // run processes the microphone signal frame by frame beside its reference,
@@ -145,22 +145,20 @@ func measureOpts(t testing.TB, opts Options, sc scenario, sig signals) result {
 	}
 	return result{
 		erle:      ratio(sig.echo, without, converged, doubleFrom, sig.echo),
-		erle2to4:  ratio(sig.echo, without, 2*time.Second, 4*time.Second, sig.echo),
-		erle4to6:  ratio(sig.echo, without, 4*time.Second, 6*time.Second, sig.echo),
-		erle6to8:  ratio(sig.echo, without, 6*time.Second, 8*time.Second, sig.echo),
+		erleEarly: ratio(sig.echo, without, converged, 4*time.Second, sig.echo),
 		erleAfter: ratio(sig.echo, with, recovered, scenarioTo, sig.echo),
 		nearLoss:  ratio(sig.near, diff, doubleFrom, doubleTo, sig.near),
 	}
 }
 
 // TestEchoCancellation holds the door's library (Speex) to what it
-// measures, with margin, over echo delays across issue 16's range: the
-// visitor loses at most 1.5 dB in double talk (target ≤ 3 dB; it measures
-// ≤ 0.5), the echo is ≥ 45 dB down once converged (target ≥ 25 dB; it
-// measures 56–59), and ≥ 15 dB down in the first 2–8 s (it measures
-// 18–37 dB there, so the 25 dB target is not met after 2 s but after
-// about 10 s of the resident talking; BenchmarkEcho prints the figures).
-// WebRTC is held to its strength, ERLE, so its binding stays proven.
+// measures, with margin, over echo delays across issue 16's range (seed 1;
+// BenchmarkEcho prints all seeds): the visitor loses at most 1.5 dB in
+// double talk (target ≤ 3 dB; it measures 0.4–0.6), the echo is ≥ 45 dB
+// down once converged (target ≥ 25 dB; it measures 57–58) and ≥ 20 dB
+// down in 2–8 s (it measures 25–26; the 25 dB target is met over 2–8 s,
+// not yet in 2–4 s, where it measures 20–25). WebRTC is held to its
+// strength, ERLE, so its binding stays proven.
 func TestEchoCancellation(t *testing.T) {
 	src := newSource(1)
 	for _, d := range []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 120 * time.Millisecond} {
@@ -169,8 +167,8 @@ func TestEchoCancellation(t *testing.T) {
 			sig := src.delayed(d)
 			r := measure(t, Speex, sc, sig)
 			t.Logf("speexdsp: ERLE %.1f dB (2–8 s), %.1f dB after double talk, visitor lost %.1f dB", r.erle, r.erleAfter, r.nearLoss)
-			if r.erle < 15 {
-				t.Errorf("ERLE %.1f dB in 2–8 s, want ≥ 15", r.erle)
+			if r.erle < 20 {
+				t.Errorf("ERLE %.1f dB in 2–8 s, want ≥ 20", r.erle)
 			}
 			if r.erleAfter < 45 {
 				t.Errorf("ERLE %.1f dB after double talk, want ≥ 45", r.erleAfter)
@@ -192,23 +190,25 @@ func TestEchoCancellation(t *testing.T) {
 
 // BenchmarkEcho prints, per library, the medians over echo delays of 20,
 // 60 and 120 ms and three seeds (different speech and rooms) of: ERLE
-// after 2 s of convergence (frames 2–8 s, resident alone), ERLE after
-// double talk (15–18 s) and the visitor's loss in double talk (8–14 s).
+// after 2 s of convergence (frames 2–8 s, resident alone; and 2–4 s
+// alone), ERLE after double talk (15–18 s) and the visitor's loss in
+// double talk (8–14 s). Times are from the first frame both libraries see.
 func BenchmarkEcho(b *testing.B) {
 	for _, lib := range []Library{WebRTC, Speex} {
 		b.Run(string(lib), func(b *testing.B) {
 			for range b.N {
-				var erle, after, loss []float64
+				var erle, early, after, loss []float64
 				for seed := uint64(1); seed <= 3; seed++ {
 					src := newSource(seed)
 					for _, d := range []time.Duration{20 * time.Millisecond, 60 * time.Millisecond, 120 * time.Millisecond} {
 						sc := scenario{delay: d, seed: seed}
 						r := measure(b, lib, sc, src.delayed(d))
-						b.Logf("%s %s: ERLE %.1f dB, after double talk %.1f dB, visitor lost %.1f dB", lib, sc, r.erle, r.erleAfter, r.nearLoss)
-						erle, after, loss = append(erle, r.erle), append(after, r.erleAfter), append(loss, r.nearLoss)
+						b.Logf("%s %s: ERLE %.1f dB (2–8 s), %.1f dB (2–4 s), %.1f dB after double talk; visitor lost %.1f dB", lib, sc, r.erle, r.erleEarly, r.erleAfter, r.nearLoss)
+						erle, early, after, loss = append(erle, r.erle), append(early, r.erleEarly), append(after, r.erleAfter), append(loss, r.nearLoss)
 					}
 				}
 				b.ReportMetric(median(erle), "dB-ERLE")
+				b.ReportMetric(median(early), "dB-ERLE-2-4s")
 				b.ReportMetric(median(after), "dB-ERLE-after-double-talk")
 				b.ReportMetric(median(loss), "dB-visitor-loss")
 			}

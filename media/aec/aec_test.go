@@ -138,3 +138,50 @@ func TestFarAndNearConcurrently(t *testing.T) {
 		})
 	}
 }
+
+// The speaker is fed only while something plays: when the reference stops
+// for a while and comes back, Speex must hold it back by the hint again,
+// not use it at once (which would throw the converged filter off). The
+// resident pauses 8–9 s with nothing handed to Far; ERLE 12–18 s must stay
+// that of a converged filter.
+func TestSpeexReferenceGap(t *testing.T) {
+	const seed, delay = 2, 80 * time.Millisecond
+	src := newSource(seed)
+	gapFrom, gapTo := at(doubleFrom), at(doubleFrom+time.Second)
+	played := slices.Clone(src.far)
+	clear(played[gapFrom:gapTo])
+	echo := convolve(played, room(seed, at(delay), echoGain))
+	for i := range echo {
+		echo[i] += src.bg[i]
+	}
+	far, mic := toPCM(played), toPCM(echo)
+	erle := func(withGap bool) float64 {
+		p, err := New(Options{Library: Speex, NoGain: true, Delay: delay})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		out := slices.Clone(mic)
+		for off := 0; off < len(out); off += FrameSamples {
+			if !withGap || off < gapFrom || off >= gapTo {
+				if err := p.Far(far[off : off+FrameSamples]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.Near(out[off : off+FrameSamples]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var a, b float64
+		for i := at(12 * time.Second); i < len(out); i++ {
+			a += echo[i] * echo[i]
+			b += float64(out[i]) / 32767 * float64(out[i]) / 32767
+		}
+		return 10 * math.Log10(a/b)
+	}
+	gap, fed := erle(true), erle(false)
+	t.Logf("ERLE 12–18 s: %.1f dB after a 1 s gap in the reference, %.1f dB with silence fed throughout", gap, fed)
+	if gap < fed-3 {
+		t.Errorf("ERLE %.1f dB after a gap in the reference, want within 3 dB of %.1f", gap, fed)
+	}
+}

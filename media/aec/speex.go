@@ -33,9 +33,9 @@ import (
 // it.
 const speexMargin = 10 * time.Millisecond
 
-// speexMaxSlack bounds the reference samples queued beyond the delay, so a
-// microphone that stops (or a speaker that runs ahead) cannot grow it.
-const speexMaxSlack = 200 * time.Millisecond
+// speexMaxSlack bounds the reference samples queued, above any delay the
+// hint can sensibly give.
+const speexMaxSlack = time.Second
 
 // speexEngine is speexdsp's MDF echo canceller and preprocessor. Unlike
 // WebRTC it takes the delay as an alignment of the two streams, so the
@@ -46,7 +46,7 @@ type speexEngine struct {
 	hp      *highPass
 	runPre  bool
 	queue   []int16 // reference samples not yet used, oldest first
-	lag     int     // samples the reference is held back
+	ref     []int16 // the reference of the frame at hand
 	out     []int16
 	started bool
 }
@@ -56,7 +56,7 @@ func newSpeex(opts Options) (*speexEngine, error) {
 	if tail == 0 {
 		tail = 150 * time.Millisecond
 	}
-	e := &speexEngine{out: make([]int16, FrameSamples)}
+	e := &speexEngine{out: make([]int16, FrameSamples), ref: make([]int16, FrameSamples)}
 	if !opts.NoHighPass {
 		e.hp = newHighPass(80, media.SampleRate)
 	}
@@ -96,7 +96,9 @@ func (e *speexEngine) far(pcm []int16) error {
 		return nil
 	}
 	e.queue = append(e.queue, pcm...)
-	if max := e.lag + FrameSamples + samples(speexMaxSlack); len(e.queue) > max {
+	// A microphone that stopped must not let the queue grow without
+	// bound; take trims it to the hint when the microphone comes back.
+	if max := samples(speexMaxSlack); len(e.queue) > max {
 		e.queue = append(e.queue[:0], e.queue[len(e.queue)-max:]...)
 	}
 	return nil
@@ -104,11 +106,9 @@ func (e *speexEngine) far(pcm []int16) error {
 
 func (e *speexEngine) near(pcm []int16, delay time.Duration) error {
 	if e.echo != nil {
-		e.align(delay)
-		ref := e.queue[:FrameSamples]
+		ref := e.take(delay)
 		C.speex_echo_cancellation(e.echo, (*C.spx_int16_t)(&pcm[0]), (*C.spx_int16_t)(&ref[0]), (*C.spx_int16_t)(&e.out[0]))
 		copy(pcm, e.out)
-		e.queue = append(e.queue[:0], e.queue[FrameSamples:]...)
 	}
 	if e.hp != nil {
 		e.hp.filter(pcm)
@@ -119,34 +119,34 @@ func (e *speexEngine) near(pcm []int16, delay time.Duration) error {
 	return nil
 }
 
-// align holds the reference back by the hinted delay less the margin: when
-// the hint changes the queue grows by silence or drops its oldest samples,
-// and a reference that ran dry (the speaker stopped) is silence.
-func (e *speexEngine) align(delay time.Duration) {
+// take returns the reference for the microphone frame at hand. The
+// reference is held back by the hinted delay less the margin: after each
+// frame taken the queue holds that much, give or take one frame of jitter
+// between the speaker's and the microphone's goroutines. A queue that ran
+// short (the speaker stopped or was never fed) is topped up at its end with
+// silence, so missing reference counts as silence played in real time and
+// what is played next is held back by the hint again; one that ran long
+// (the hint shrank, or the speaker came back with a burst) drops its
+// oldest samples. A changed hint is therefore followed from the next frame.
+func (e *speexEngine) take(delay time.Duration) []int16 {
 	lag := max(samples(delay-speexMargin), 0)
-	if !e.started || lag != e.lag {
-		want := len(e.queue) + lag - e.lag
-		if !e.started {
-			want = len(e.queue) + lag
-			e.started = true
-		}
-		e.lag = lag
-		e.queue = resize(e.queue, want)
+	if !e.started {
+		// The first reference, too, waits for its echo.
+		e.started = true
+		e.queue = append(make([]int16, lag, lag+len(e.queue)), e.queue...)
 	}
 	if len(e.queue) < FrameSamples {
-		e.queue = resize(e.queue, FrameSamples)
+		e.queue = append(e.queue, make([]int16, FrameSamples-len(e.queue))...)
 	}
-}
-
-// resize pads q with leading silence or drops its oldest samples so it
-// holds n.
-func resize(q []int16, n int) []int16 {
-	n = max(n, 0)
-	if n <= len(q) {
-		return append(q[:0], q[len(q)-n:]...)
+	copy(e.ref, e.queue[:FrameSamples])
+	e.queue = append(e.queue[:0], e.queue[FrameSamples:]...)
+	switch n := len(e.queue); {
+	case n < lag-FrameSamples:
+		e.queue = append(e.queue, make([]int16, lag-n)...)
+	case n > lag+FrameSamples:
+		e.queue = append(e.queue[:0], e.queue[n-lag:]...)
 	}
-	out := make([]int16, n-len(q), n+FrameSamples)
-	return append(out, q...)
+	return e.ref
 }
 
 func (e *speexEngine) close() {

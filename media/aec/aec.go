@@ -58,8 +58,8 @@ type Options struct {
 type Suppression int
 
 const (
-	Moderate Suppression = iota
-	Low
+	Moderate Suppression = iota // WebRTC's default
+	Low                         // keeps more of the visitor in double talk
 	High
 )
 

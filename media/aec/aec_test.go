@@ -185,3 +185,39 @@ func TestSpeexReferenceGap(t *testing.T) {
 		t.Errorf("ERLE %.1f dB after a gap in the reference, want within 3 dB of %.1f", gap, fed)
 	}
 }
+
+// A visitor far from the microphone must come out louder with the gain
+// control on: proof that the stage is live in each library's build (a
+// fixed-point speexdsp, for one, ignores SPEEX_PREPROCESS_SET_AGC).
+func TestGainRaisesQuietVisitor(t *testing.T) {
+	quiet := toPCM(speech(9, at(8*time.Second), nearTalker, -42))
+	for _, lib := range []Library{WebRTC, Speex} {
+		t.Run(string(lib), func(t *testing.T) {
+			p, err := New(Options{Library: lib})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			out := slices.Clone(quiet)
+			silence := make([]int16, FrameSamples)
+			for off := 0; off < len(out); off += FrameSamples {
+				if err := p.Far(silence); err != nil {
+					t.Fatal(err)
+				}
+				if err := p.Near(out[off : off+FrameSamples]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var in, got float64
+			for i := at(4 * time.Second); i < len(out); i++ {
+				in += float64(quiet[i]) * float64(quiet[i])
+				got += float64(out[i]) * float64(out[i])
+			}
+			gain := 10 * math.Log10(got/in)
+			t.Logf("%s: gain %.1f dB on a visitor at −42 dBFS (4–8 s)", lib, gain)
+			if gain < 3 {
+				t.Errorf("gain %.1f dB, want ≥ 3 (it is about 0 with the stage off)", gain)
+			}
+		})
+	}
+}

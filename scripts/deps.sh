@@ -14,7 +14,9 @@ cd "$(dirname "$0")/.."
 # a plain go test), which compile mautrix's crypto against libolm's
 # headers; every build the Makefile, release.sh and Buildroot make uses
 # the pure-Go goolm and needs no libolm (docs/ARCHITECTURE.md).
-packages=(pkg-config libvpx-dev libopus-dev libasound2-dev libolm-dev chromium iproute2 util-linux systemd coturn)
+# libspeexdsp-dev, libwebrtc-audio-processing-dev: media/aec's echo
+# cancellers (speexdsp is the door's; WebRTC's is built to compare).
+packages=(pkg-config libvpx-dev libopus-dev libasound2-dev libspeexdsp-dev libwebrtc-audio-processing-dev libolm-dev chromium iproute2 util-linux systemd coturn)
 # `deps.sh release`: also the cross toolchains (make release, test-release).
 [[ ${1:-} == release ]] && source scripts/deps-release.sh
 missing=()

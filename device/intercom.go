@@ -385,6 +385,9 @@ func (d *Intercom) retryVisit(ctx context.Context, v *visit, pressed bool) {
 	}
 	err := c.Ring(ctx, residents)
 	if err != nil {
+		if d.cfg.Notices != nil {
+			d.cfg.Notices.RingFor(time.Time{}) // no ring: not the next one's time
+		}
 		d.log.Warn("ring the waiting visitor's residents", "rang_at", v.at, "try", v.tries, "err", err)
 		return
 	}

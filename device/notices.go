@@ -207,8 +207,8 @@ func (n *Notices) queue(v Visitor, pic func() []byte) {
 	}()
 }
 
-// RingFor says that the next ring is for a visitor who pressed at t.
-// Called from Follow's goroutine.
+// RingFor says that the next ring is for a visitor who pressed at t (zero:
+// forget it, the ring was not placed). Called from Follow's goroutine.
 func (n *Notices) RingFor(t time.Time) { n.visitorAt = t }
 
 func (n *Notices) startRing(st callengine.Status) {

@@ -244,6 +244,9 @@ func (d *Intercom) Run(ctx context.Context) error {
 				d.countPress(src)
 				v.until = now.Add(d.cfg.LocalRing)
 				localEnd.Reset(d.cfg.LocalRing)
+				if v.recorded && d.cfg.Notices != nil {
+					d.cfg.Notices.Hold(v.at, v.until) // told of when this bell stops
+				}
 				v.next = time.Time{}
 				d.retryVisit(ctx, v, true)
 				bell(d.callStatus())

@@ -374,6 +374,14 @@ func TestVisitorRungWhenHomeserverReturns(t *testing.T) {
 	waitFor(t, "the visitor kept", func() bool { a, _ := r.log.snapshot(); return len(a) == 1 })
 	r.d.Press("gpio") // the visitor again: tried again, still nobody
 	waitFor(t, "the second press tried", func() bool { return r.caller.ringCount() >= 2 })
+	r.log.mu.Lock()
+	firstHolds := slices.Clone(r.log.holds)
+	r.log.mu.Unlock()
+	// The bell rings on from the second press, and the kept notice waits
+	// for it: held beyond the first press's ring timeout.
+	if len(firstHolds) == 0 || firstHolds[0] <= 5*time.Second {
+		t.Errorf("holds after the second press %v, want one beyond the first bell's end", firstHolds)
+	}
 	if !r.bell.Ringing() {
 		t.Fatal("the bell is not ringing for the visitor")
 	}

@@ -108,24 +108,17 @@ func New(opts Options) (*Processor, error) {
 
 // Far takes what the door's speaker is about to play (the reference).
 func (p *Processor) Far(pcm []int16) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.eng == nil {
-		return ErrClosed
-	}
-	if len(pcm)%FrameSamples != 0 {
-		return ErrFrameSize
-	}
-	for off := 0; off < len(pcm); off += FrameSamples {
-		if err := p.eng.far(pcm[off : off+FrameSamples]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return p.frames(pcm, func(f []int16) error { return p.eng.far(f) })
 }
 
 // Near cleans microphone audio in place.
 func (p *Processor) Near(pcm []int16) error {
+	return p.frames(pcm, func(f []int16) error { return p.eng.near(f, p.delay) })
+}
+
+// frames runs do on each 10 ms frame of pcm under the lock that orders
+// the speaker's and the microphone's goroutines.
+func (p *Processor) frames(pcm []int16, do func(frame []int16) error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.eng == nil {
@@ -135,7 +128,7 @@ func (p *Processor) Near(pcm []int16) error {
 		return ErrFrameSize
 	}
 	for off := 0; off < len(pcm); off += FrameSamples {
-		if err := p.eng.near(pcm[off:off+FrameSamples], p.delay); err != nil {
+		if err := do(pcm[off : off+FrameSamples]); err != nil {
 			return err
 		}
 	}

@@ -115,6 +115,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		serveProfiles(ctx, stderr)
 		if err := daemon.Run(ctx, cfg, version, stderr); err != nil {
 			fmt.Fprintln(stderr, "intercom:", err)
 			return 1

@@ -5,10 +5,12 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +38,11 @@ import (
 // INTERCOM_SOAK_ENV, space-separated NAME=value pairs, is added to the
 // intercom's environment only (GOGC, GOMEMLIMIT, MALLOC_ARENA_MAX: their
 // effect on the memory after calls), and printed with the figures.
+//
+// INTERCOM_SOAK_PROFILES=DIR saves the intercom's heap profile beside
+// every sample (DIR/heap-after-N.pb.gz, for go tool pprof -diff_base).
+// It needs an intercom built with the pprof tag and told where to serve:
+// GOFLAGS=-tags=goolm,pprof and INTERCOM_SOAK_ENV=INTERCOM_PPROF_LISTEN=127.0.0.1:PORT.
 //
 // It is a benchmark so that make test never runs it: 500 calls took 36
 // minutes here.
@@ -94,8 +101,10 @@ func BenchmarkSoak(b *testing.B) {
 			case n == 10:
 				at10 = sk.settledSample(pid)
 				fmt.Printf("BenchmarkSoak: after call %d: %s\n", n, at10)
+				sk.saveHeap(env, n)
 			case n%50 == 0:
 				fmt.Printf("BenchmarkSoak: after call %d: %s\n", n, sk.settledSample(pid))
+				sk.saveHeap(env, n)
 			}
 		}
 	}
@@ -303,6 +312,43 @@ func (k *soak) settledSample(pid int) procSample {
 	}
 	p.Goroutines, p.HeapInUse, p.GoMapped = st.Process.Goroutines, int64(st.Process.HeapInUse), int64(st.Process.GoMapped)
 	return p
+}
+
+// saveHeap keeps the intercom's heap profile after call n in
+// INTERCOM_SOAK_PROFILES, if set (see BenchmarkSoak).
+func (k *soak) saveHeap(env []string, n int) {
+	k.b.Helper()
+	dir := os.Getenv("INTERCOM_SOAK_PROFILES")
+	if dir == "" {
+		return
+	}
+	var addr string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "INTERCOM_PPROF_LISTEN="); ok {
+			addr = v
+		}
+	}
+	if addr == "" {
+		k.b.Fatal("INTERCOM_SOAK_PROFILES needs INTERCOM_PPROF_LISTEN in INTERCOM_SOAK_ENV")
+	}
+	ctx, cancel := context.WithTimeout(k.ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		k.b.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		k.b.Fatalf("heap profile (is the intercom built with -tags pprof?): %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		k.b.Fatalf("heap profile: %s %v", resp.Status, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-after-%03d.pb.gz", n)), body, 0o644); err != nil {
+		k.b.Fatal(err)
+	}
 }
 
 // nextEvent returns r's next event called name at or after since,

@@ -50,6 +50,12 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			c.n[r.Method+" "+p]++
 		}
 	}
+	if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/sendToDevice/") {
+		if c.n == nil {
+			c.n = map[string]int{}
+		}
+		c.n["PUT /sendToDevice"]++
+	}
 	lose := c.lose != nil && c.lose(r)
 	if lose {
 		c.lose = nil

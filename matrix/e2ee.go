@@ -725,42 +725,63 @@ func (e *e2ee) prepare(ctx context.Context, room id.RoomID) error {
 	return e.share(ctx, room)
 }
 
-// sealToDevice encrypts content with Olm for one device of user (after
-// fetching its keys and claiming a one-time key if there is no session
-// with it yet) and returns the body of the m.room.encrypted to-device
-// request. Sending is the caller's, so that a retry can send the same
-// ciphertext under the same transaction ID.
-func (e *e2ee) sealToDevice(ctx context.Context, eventType string, user id.UserID, device id.DeviceID, body json.RawMessage) (*mautrix.ReqSendToDevice, error) {
+// sealToDevices encrypts content with Olm for each device in to, in one
+// go (mautrix claims the missing one-time keys in one request). A device
+// with no Olm session to be had is left out of the request and named in
+// missing; only when no device is left is it an error. Sending is the
+// caller's, so that a retry can send the same ciphertext under the same
+// transaction ID.
+func (e *e2ee) sealToDevices(ctx context.Context, eventType string, to map[id.UserID][]id.DeviceID, body json.RawMessage) (req *mautrix.ReqSendToDevice, missing, err error) {
 	var content event.Content
 	if err := json.Unmarshal(body, &content); err != nil {
-		return nil, fmt.Errorf("encrypt %s: %w", eventType, err)
+		return nil, nil, fmt.Errorf("encrypt %s: %w", eventType, err)
 	}
-	req, err := e.mach.EncryptToDevices(ctx, event.Type{Type: eventType, Class: event.ToDeviceEventType},
-		&mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{user: {device: &content}}})
+	want := &mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{}}
+	for user, devices := range to {
+		want.Messages[user] = map[id.DeviceID]*event.Content{}
+		for _, d := range devices {
+			want.Messages[user][d] = &content
+		}
+	}
+	req, err = e.mach.EncryptToDevices(ctx, event.Type{Type: eventType, Class: event.ToDeviceEventType}, want)
 	if err != nil {
-		return nil, fmt.Errorf("encrypt %s for %s/%s: %w", eventType, user, device, err)
+		return nil, nil, fmt.Errorf("encrypt %s for %s: %w", eventType, devicesOf(to), err)
 	}
-	if req.Messages[user][device] == nil {
-		return nil, fmt.Errorf("encrypt %s for %s/%s: no Olm session with the device (no one-time key to claim)", eventType, user, device)
+	lost := map[id.UserID][]id.DeviceID{}
+	sealed := 0
+	for user, devices := range to {
+		for _, d := range devices {
+			if req.Messages[user][d] == nil {
+				lost[user] = append(lost[user], d)
+			} else {
+				sealed++
+			}
+		}
 	}
-	return req, nil
+	if len(lost) > 0 {
+		missing = fmt.Errorf("encrypt %s for %s: no Olm session with the device (no one-time key to claim)", eventType, devicesOf(lost))
+	}
+	if sealed == 0 {
+		return nil, nil, missing
+	}
+	return req, missing, nil
 }
 
 // trustedEnough applies matrix.share_keys to a device that is to get a
 // secret outside Megolm (a MatrixRTC media key, which shows the camera):
 // with cross_signed, only devices cross-signed by their user, as for room
-// keys.
+// keys. A device the homeserver has no keys for (logged out, or never
+// was) fails here, so that it cannot fail a send to the others: mautrix
+// encrypts a batch of to-device events all or nothing.
 func (e *e2ee) trustedEnough(ctx context.Context, user id.UserID, device id.DeviceID) error {
-	min := e.mach.SendKeysMinTrust
-	if min <= id.TrustStateUnset {
-		return nil
-	}
 	d, err := e.mach.GetOrFetchDevice(ctx, user, device)
 	if err != nil {
 		return fmt.Errorf("device %s/%s: %w", user, device, err)
 	}
-	if got := e.mach.ResolveTrust(d); got < min {
-		return fmt.Errorf("device %s/%s is %s, matrix.share_keys wants %s", user, device, got, min)
+	if min := e.mach.SendKeysMinTrust; min > id.TrustStateUnset {
+		if got := e.mach.ResolveTrust(d); got < min {
+			return fmt.Errorf("device %s/%s is %s, matrix.share_keys wants %s", user, device, got, min)
+		}
 	}
 	return nil
 }

@@ -586,6 +586,64 @@ func TestDendriteEncryptedToDeviceOnce(t *testing.T) {
 	}
 }
 
+// TestDendriteEncryptedToDevicesOneRequest: SendEncryptedToDevices seals
+// a MatrixRTC media key for each of alice's two devices and sends both in
+// one request; a device with no keys on the homeserver is named in the
+// error and does not stop the others.
+func TestDendriteEncryptedToDevicesOneRequest(t *testing.T) {
+	e := startHS(t)
+	ctx := t.Context()
+	door := e.cryptoSession(t, true, e.store, t.TempDir())
+	phone := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	laptop := e.cryptoSession(t, false, &memStore{}, t.TempDir())
+	for _, s := range []*Session{door, phone, laptop} {
+		if err := s.Login(ctx); err != nil {
+			t.Fatal(err)
+		}
+		runUntil(t, s)
+	}
+	rooms, err := door.EnsureDirectRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := rooms[callengine.UserID(e.alice.UserID)]
+	eventually(t, "alice joins the encrypted DM", 30*time.Second, func() bool {
+		return door.crypt.Load().state.IsInRoom(ctx, id.RoomID(room), id.UserID(e.alice.UserID))
+	})
+	got := make(chan ToDeviceEvent, 10)
+	for _, s := range []*Session{phone, laptop} {
+		dev := s.DeviceID()
+		s.SetHouseholdHooks(&HouseholdHooks{Room: room, ToDevice: func(ev ToDeviceEvent) {
+			ev.Device = dev // which of alice's devices got it
+			got <- ev
+		}})
+	}
+	const typ = "io.element.call.encryption_keys"
+	before := e.count.count("PUT /sendToDevice")
+	err = door.SendEncryptedToDevices(ctx, typ, map[callengine.UserID][]string{
+		callengine.UserID(e.alice.UserID): {phone.DeviceID(), "NOSUCHDEVICE", laptop.DeviceID()},
+	}, map[string]any{"call_id": "", "keys": []any{}})
+	if err == nil || !strings.Contains(err.Error(), "NOSUCHDEVICE") ||
+		strings.Contains(err.Error(), phone.DeviceID()) || strings.Contains(err.Error(), laptop.DeviceID()) {
+		t.Fatalf("err %v: want one naming NOSUCHDEVICE only", err)
+	}
+	if n := e.count.count("PUT /sendToDevice") - before; n != 1 {
+		t.Errorf("%d sendToDevice requests, want 1", n)
+	}
+	reached := map[string]bool{}
+	for len(reached) < 2 {
+		select {
+		case ev := <-got:
+			if ev.Type != typ || !ev.Encrypted {
+				t.Fatalf("a device got %+v, want %s Olm-encrypted", ev, typ)
+			}
+			reached[ev.Device] = true
+		case <-time.After(30 * time.Second):
+			t.Fatalf("only %v got the key", reached)
+		}
+	}
+}
+
 // TestDendriteReplayedCiphertextRefused: the same Megolm ciphertext sent
 // again as a new event (a new event ID and timestamp, as a homeserver or
 // anyone with the sender's token could) does not decrypt a second time:

@@ -3,7 +3,9 @@ package matrix
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -206,45 +208,72 @@ func deviceMismatch(e ToDeviceEvent) string {
 // a new encryption would be a new message the homeserver delivers again.
 func (s *Session) SendToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error {
 	e, h := s.crypt.Load(), s.household.Load()
-	return s.sendToDevice(ctx, eventType, user, device, content, e != nil && h != nil && e.roomEncrypted(ctx, id.RoomID(h.Room)))
+	to := map[id.UserID][]id.DeviceID{id.UserID(user): {id.DeviceID(device)}}
+	return s.sendToDevices(ctx, eventType, to, content, e != nil && h != nil && e.roomEncrypted(ctx, id.RoomID(h.Room)))
 }
 
-// SendEncryptedToDevice sends content Olm-encrypted to one device of user,
-// whatever the room: MatrixRTC media keys (io.element.call.encryption_keys)
-// are never sent in the clear. It fails with ErrCryptoOff when encryption
-// is off. Retries are as SendToDevice's.
-func (s *Session) SendEncryptedToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error {
+// SendEncryptedToDevices sends content Olm-encrypted to every device in
+// to (user → device IDs), whatever the room: MatrixRTC media keys
+// (io.element.call.encryption_keys) are never sent in the clear. All go
+// in one request, as matrix-js-sdk sends a key to a call's members: a
+// resident with four devices gets the key after one round trip, not four.
+// It fails with ErrCryptoOff when encryption is off. A device that
+// matrix.share_keys refuses, or that has no Olm session to be had, is
+// left out and named in the error; the others still get the event.
+// Retries are as SendToDevice's.
+func (s *Session) SendEncryptedToDevices(ctx context.Context, eventType string, to map[callengine.UserID][]string, content any) error {
 	e := s.crypt.Load()
 	if e == nil {
-		return fmt.Errorf("send %s to %s/%s: %w", eventType, user, device, ErrCryptoOff)
+		return fmt.Errorf("send %s: %w", eventType, ErrCryptoOff)
 	}
-	if err := e.trustedEnough(ctx, id.UserID(user), id.DeviceID(device)); err != nil {
-		return fmt.Errorf("send %s: %w", eventType, err)
+	var problems []error
+	trusted := map[id.UserID][]id.DeviceID{}
+	for _, user := range slices.Sorted(maps.Keys(to)) {
+		for _, device := range to[user] {
+			if err := e.trustedEnough(ctx, id.UserID(user), id.DeviceID(device)); err != nil {
+				problems = append(problems, fmt.Errorf("send %s: %w", eventType, err))
+				continue
+			}
+			trusted[id.UserID(user)] = append(trusted[id.UserID(user)], id.DeviceID(device))
+		}
 	}
-	return s.sendToDevice(ctx, eventType, user, device, content, true)
+	if len(trusted) > 0 {
+		problems = append(problems, s.sendToDevices(ctx, eventType, trusted, content, true))
+	}
+	return errors.Join(problems...)
 }
 
-func (s *Session) sendToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any, encrypt bool) error {
+// sendToDevices sends content to the devices in to in one request, sealed
+// with Olm when encrypt is set. Devices the sealing could not reach are
+// named in the error; the request still goes to the others.
+func (s *Session) sendToDevices(ctx context.Context, eventType string, to map[id.UserID][]id.DeviceID, content any, encrypt bool) error {
 	body, err := json.Marshal(content)
 	if err != nil {
 		return fmt.Errorf("marshal %s content: %w", eventType, err)
 	}
 	what, sendType := "send to-device "+eventType, eventType
-	var req any = map[string]map[string]map[string]json.RawMessage{
-		"messages": {string(user): {device: json.RawMessage(body)}},
-	}
-	e := s.crypt.Load()
+	var req any
 	if encrypt {
-		what, sendType, req = "send encrypted to-device "+eventType, event.ToDeviceEncrypted.Type, nil
+		what, sendType = "send encrypted to-device "+eventType, event.ToDeviceEncrypted.Type
+	} else {
+		messages := map[string]map[string]json.RawMessage{}
+		for user, devices := range to {
+			messages[string(user)] = map[string]json.RawMessage{}
+			for _, d := range devices {
+				messages[string(user)][string(d)] = body
+			}
+		}
+		req = map[string]any{"messages": messages}
 	}
+	var unsealed error
 	txn := fmt.Sprintf("%s.%d", s.txnPrefix, s.txnSeq.Add(1))
 	err = s.do(ctx, what, sendPolicy, func(ctx context.Context) error {
 		if req == nil {
-			sealed, err := e.sealToDevice(ctx, eventType, id.UserID(user), id.DeviceID(device), body)
+			sealed, missing, err := s.crypt.Load().sealToDevices(ctx, eventType, to, body)
 			if err != nil {
 				return err
 			}
-			req = sealed
+			req, unsealed = sealed, missing
 		}
 		c, err := s.client()
 		if err != nil {
@@ -254,9 +283,21 @@ func (s *Session) sendToDevice(ctx context.Context, eventType string, user calle
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("send %s to %s/%s: %w", eventType, user, device, err)
+		return fmt.Errorf("send %s to %s: %w", eventType, devicesOf(to), err)
 	}
-	return nil
+	return unsealed
+}
+
+// devicesOf names the devices of to for an error, in a stable order.
+func devicesOf(to map[id.UserID][]id.DeviceID) string {
+	var names []string
+	for user, devices := range to {
+		for _, d := range devices {
+			names = append(names, string(user)+"/"+string(d))
+		}
+	}
+	slices.Sort(names)
+	return strings.Join(names, ", ")
 }
 
 // PutState sets a state event and returns its event ID.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -249,6 +250,48 @@ func TestRunnerMediaKeys(t *testing.T) {
 		mk, err := DecodeEncryptionKeys(self.User, self.DeviceID, sent[0].Content)
 		if err != nil || mk.Room != roomA || !bytes.Equal(mk.Key, got[0].Key) {
 			t.Fatalf("shared key %+v, %v; want the key in use", mk, err)
+		}
+	})
+}
+
+// TestRunnerRotatedKeyOneRequest: when a member leaves, the rotated key
+// goes to every remaining device in one to-device request (one round trip
+// however many devices a household has in the call), each device named
+// once.
+func TestRunnerRotatedKeyOneRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		tr, sfu := &fakeTransport{}, &fakeSFU{}
+		r := NewRunner(RunnerConfig{Machine: DefaultConfig(self, "https://rtc.example.org/livekit/jwt"), MediaEncryption: true}, tr, sfu)
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = r.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		r.HandleState(callengine.StateEvent{Room: roomA, Type: TypeEncryption, Content: []byte(`{"algorithm":"m.megolm.v1.aes-sha2"}`)})
+		if err := r.Ring(t.Context(), []callengine.Resident{{User: alice.User, Room: roomA}}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		laptop := Device{User: alice.User, DeviceID: "ALICELAPTOP"}
+		tablet := Device{User: alice.User, DeviceID: "ALICETABLET"}
+		for _, d := range []Device{alice, laptop, tablet} {
+			r.HandleState(stateOf(roomA, joinEvent(d, time.Now())))
+			synctest.Wait()
+		}
+		before := tr.sentCount()
+		r.HandleState(stateOf(roomA, leaveEvent(tablet, time.Now())))
+		synctest.Wait()
+		sent, requests := tr.sentSince(before)
+		var to []Device
+		for _, s := range sent {
+			to = append(to, s.To)
+		}
+		if requests != 1 || len(sent) != 2 || !slices.Contains(to, alice) || !slices.Contains(to, laptop) {
+			t.Fatalf("after the tablet left: %d requests to %v, want one request to %v and %v", requests, to, alice, laptop)
+		}
+		a, errA := DecodeEncryptionKeys(self.User, self.DeviceID, sent[0].Content)
+		b, errB := DecodeEncryptionKeys(self.User, self.DeviceID, sent[1].Content)
+		if errA != nil || errB != nil || a.Index != 1 || !bytes.Equal(a.Key, b.Key) {
+			t.Fatalf("rotated keys %+v %v, %+v %v: want index 1, the same key to both", a, errA, b, errB)
 		}
 	})
 }

@@ -26,9 +26,11 @@ type Transport interface {
 	PutState(ctx context.Context, room callengine.RoomID, eventType, stateKey string, content any) (string, error)
 	// SendEvent sends a room event and returns its event ID.
 	SendEvent(ctx context.Context, room callengine.RoomID, eventType string, content any) (string, error)
-	// SendEncryptedToDevice sends content Olm-encrypted to one device of
-	// user (media keys: never in the clear).
-	SendEncryptedToDevice(ctx context.Context, eventType string, user callengine.UserID, device string, content any) error
+	// SendEncryptedToDevices sends content Olm-encrypted to every device
+	// in to (user → device IDs) in one request (media keys: never in the
+	// clear). The error names the devices it could not reach; the others
+	// got the event.
+	SendEncryptedToDevices(ctx context.Context, eventType string, to map[callengine.UserID][]string, content any) error
 }
 
 // SFU connects the intercom to rooms' SFUs. The daemon's gets a LiveKit
@@ -578,14 +580,16 @@ func (l *loop) execute(eff Effect) {
 		r.log.Debug("media key received", "room_id", e.Room, "identity", e.Identity, "index", e.Index)
 	case ShareMediaKey:
 		content := NewEncryptionKeys(r.cfg.Machine.Self, e.Room, e.Index, e.Key, time.Now())
+		to := map[callengine.UserID][]string{}
+		for _, d := range e.To {
+			to[d.User] = append(to[d.User], d.DeviceID)
+		}
 		l.sender(e.Room).Add(func(ctx context.Context) {
-			for _, d := range e.To {
-				if err := r.t.SendEncryptedToDevice(ctx, TypeEncryptionKeys, d.User, d.DeviceID, content); err != nil {
-					r.log.Error("share media key", "room_id", e.Room, "to", d.Identity(), "err", err)
-					continue
-				}
-				r.log.Debug("media key shared", "room_id", e.Room, "to", d.Identity(), "index", e.Index)
+			if err := r.t.SendEncryptedToDevices(ctx, TypeEncryptionKeys, to, content); err != nil {
+				r.log.Error("share media key", "room_id", e.Room, "index", e.Index, "devices", len(e.To), "err", err)
+				return
 			}
+			r.log.Debug("media key shared", "room_id", e.Room, "index", e.Index, "devices", len(e.To))
 		})
 	case StartTimer:
 		id := e.ID

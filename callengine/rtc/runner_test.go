@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -31,6 +32,7 @@ type fakeTransport struct {
 	holdFrom int
 	holdRoom callengine.RoomID
 	toDevice []sentToDevice
+	requests int // SendEncryptedToDevices calls
 }
 
 type sentToDevice struct {
@@ -39,12 +41,32 @@ type sentToDevice struct {
 	Content json.RawMessage
 }
 
-func (f *fakeTransport) SendEncryptedToDevice(_ context.Context, typ string, user callengine.UserID, device string, content any) error {
+func (f *fakeTransport) SendEncryptedToDevices(_ context.Context, typ string, to map[callengine.UserID][]string, content any) error {
 	b, _ := json.Marshal(content)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.toDevice = append(f.toDevice, sentToDevice{Type: typ, To: Device{User: user, DeviceID: device}, Content: b})
+	f.requests++
+	for _, user := range slices.Sorted(maps.Keys(to)) {
+		for _, device := range to[user] {
+			f.toDevice = append(f.toDevice, sentToDevice{Type: typ, To: Device{User: user, DeviceID: device}, Content: b})
+		}
+	}
 	return nil
+}
+
+// sentCount is a mark for sentSince: the to-device sends and requests so far.
+func (f *fakeTransport) sentCount() [2]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return [2]int{len(f.toDevice), f.requests}
+}
+
+// sentSince returns the to-device sends after mark, and in how many
+// requests they went.
+func (f *fakeTransport) sentSince(mark [2]int) ([]sentToDevice, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.toDevice[mark[0]:]), f.requests - mark[1]
 }
 
 func (f *fakeTransport) sentToDevice() []sentToDevice {

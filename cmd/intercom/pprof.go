@@ -11,6 +11,8 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"runtime/metrics"
+	"strings"
 	"time"
 )
 
@@ -36,6 +38,7 @@ func serveProfiles(ctx context.Context, stderr io.Writer) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/memclasses", serveMemClasses)
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -46,4 +49,24 @@ func serveProfiles(ctx context.Context, stderr io.Writer) {
 			fmt.Fprintf(stderr, "intercom: profiles on %s: %v\n", addr, err)
 		}
 	}()
+}
+
+// serveMemClasses writes every /memory/classes/ metric of the runtime, a
+// line each: where the memory the Go runtime holds goes (heap objects,
+// free spans not yet returned, stacks, its own metadata, the profiler's
+// buckets), which a heap profile does not show.
+func serveMemClasses(w http.ResponseWriter, _ *http.Request) {
+	var samples []metrics.Sample
+	for _, d := range metrics.All() {
+		if strings.HasPrefix(d.Name, "/memory/classes/") {
+			samples = append(samples, metrics.Sample{Name: d.Name})
+		}
+	}
+	metrics.Read(samples)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	for _, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			fmt.Fprintf(w, "%s %d\n", s.Name, s.Value.Uint64())
+		}
+	}
 }

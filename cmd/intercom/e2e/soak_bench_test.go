@@ -40,7 +40,8 @@ import (
 // effect on the memory after calls), and printed with the figures.
 //
 // INTERCOM_SOAK_PROFILES=DIR saves the intercom's heap profile beside
-// every sample (DIR/heap-after-N.pb.gz, for go tool pprof -diff_base).
+// every sample (DIR/heap-after-N.pb.gz, for go tool pprof -diff_base),
+// and the runtime's memory classes (DIR/memclasses-after-N.txt).
 // It needs an intercom built with the pprof tag and told where to serve:
 // GOFLAGS=-tags=goolm,pprof and INTERCOM_SOAK_ENV=INTERCOM_PPROF_LISTEN=127.0.0.1:PORT.
 //
@@ -333,21 +334,23 @@ func (k *soak) saveHeap(env []string, n int) {
 	}
 	ctx, cancel := context.WithTimeout(k.ctx, 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/debug/pprof/heap?gc=1", nil)
-	if err != nil {
-		k.b.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		k.b.Fatalf("heap profile (is the intercom built with -tags pprof?): %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		k.b.Fatalf("heap profile: %s %v", resp.Status, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("heap-after-%03d.pb.gz", n)), body, 0o644); err != nil {
-		k.b.Fatal(err)
+	for name, path := range map[string]string{"heap-after-%03d.pb.gz": "/debug/pprof/heap?gc=1", "memclasses-after-%03d.txt": "/debug/memclasses"} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
+		if err != nil {
+			k.b.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			k.b.Fatalf("%s (is the intercom built with -tags pprof?): %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			k.b.Fatalf("%s: %s %v", path, resp.Status, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf(name, n)), body, 0o644); err != nil {
+			k.b.Fatal(err)
+		}
 	}
 }
 

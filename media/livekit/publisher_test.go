@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"strings"
@@ -516,6 +517,69 @@ func TestSubscribeOnly(t *testing.T) {
 	for _, c := range []media.Codec{media.H264, media.Opus} {
 		if st := encStats(stream, c); st.Users != 0 || st.Starts != 0 {
 			t.Errorf("%s encoder used by a subscribe-only connection: %+v", c, st)
+		}
+	}
+}
+
+// boundTo counts the peer connections track is bound to: the shared
+// track keeps one binding per sender, and a binding left behind keeps its
+// connection's interceptors (the NACK buffer: about 1.5 MB once full)
+// alive and fed with every packet for the life of the door. pion exports
+// no count, so the test reads the unexported list.
+func boundTo(t testing.TB, track *webrtc.TrackLocalStaticSample) int {
+	t.Helper()
+	rtp := reflect.ValueOf(track).Elem().FieldByName("rtpTrack")
+	if !rtp.IsValid() || rtp.IsNil() {
+		t.Fatal("pion's TrackLocalStaticSample changed: no rtpTrack")
+	}
+	b := rtp.Elem().FieldByName("bindings")
+	if !b.IsValid() {
+		t.Fatal("pion's TrackLocalStaticRTP changed: no bindings")
+	}
+	return b.Len()
+}
+
+// TestPublisherLeavesNoBinding: however early or late a call ends (during
+// the join, during publishing, with a viewer subscribed), the stream's
+// shared tracks are bound to no connection of the publisher afterwards.
+func TestPublisherLeavesNoBinding(t *testing.T) {
+	lkserver.SkipWithoutClientAddress(t)
+	srv := lkserver.StartT(t, lkserver.Options{})
+	stream := newStream(t)
+	for i, after := range []time.Duration{0, 20 * time.Millisecond, 60 * time.Millisecond, 120 * time.Millisecond,
+		200 * time.Millisecond, 300 * time.Millisecond, 450 * time.Millisecond, 700 * time.Millisecond, -1} {
+		room := fmt.Sprintf("call-%d", i)
+		tok, err := srv.Token("door", room, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			joinViewer(t, srv, fmt.Sprintf("viewer-%d", i), room, nil)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		if after >= 0 {
+			time.AfterFunc(after, cancel)
+		}
+		p, err := Join(ctx, srv.URL, tok, Config{Stream: stream, Logger: testLogger()})
+		if after < 0 {
+			// The last call ends once published: the count sees bindings.
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "both tracks bound", 10*time.Second, func() bool {
+				return boundTo(t, stream.Track(media.H264)) == 1 && boundTo(t, stream.Track(media.Opus)) == 1
+			})
+			cancel()
+		}
+		if err == nil {
+			for range p.Events() {
+			}
+		}
+		cancel()
+		for _, c := range []media.Codec{media.H264, media.Opus} {
+			if n := boundTo(t, stream.Track(c)); n != 0 {
+				t.Errorf("call ended %v after the join began (join err %v): %s track still bound to %d connections", after, err, c, n)
+			}
 		}
 	}
 }

@@ -103,7 +103,7 @@ func BenchmarkSoak(b *testing.B) {
 				at10 = sk.settledSample(pid)
 				fmt.Printf("BenchmarkSoak: after call %d: %s\n", n, at10)
 				sk.saveHeap(env, n)
-			case n%50 == 0:
+			case n%50 == 0 && n < rounds: // the last is the end sample
 				fmt.Printf("BenchmarkSoak: after call %d: %s\n", n, sk.settledSample(pid))
 				sk.saveHeap(env, n)
 			}
@@ -111,6 +111,7 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	b.StopTimer()
 	end = sk.settledSample(pid)
+	sk.saveHeap(env, rounds) // after the sample: a profile allocates
 	fmt.Printf("BenchmarkSoak: intercom environment %q\n", env)
 	fmt.Printf("BenchmarkSoak: after call %d (end): %s\n", rounds, end)
 	if top, err := smapsTop(pid, 8); err == nil {
@@ -334,7 +335,15 @@ func (k *soak) saveHeap(env []string, n int) {
 	}
 	ctx, cancel := context.WithTimeout(k.ctx, 30*time.Second)
 	defer cancel()
-	for name, path := range map[string]string{"heap-after-%03d.pb.gz": "/debug/pprof/heap?gc=1", "memclasses-after-%03d.txt": "/debug/memclasses"} {
+	// The heap twice, keeping the second: objects in sync.Pools survive
+	// one collection (pion's packet buffers from the last call), two
+	// collections leave only what is really held.
+	for _, f := range []struct{ name, path string }{
+		{"", "/debug/pprof/heap?gc=1"},
+		{"heap-after-%03d.pb.gz", "/debug/pprof/heap?gc=1"},
+		{"memclasses-after-%03d.txt", "/debug/memclasses"},
+	} {
+		name, path := f.name, f.path
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
 		if err != nil {
 			k.b.Fatal(err)
@@ -347,6 +356,9 @@ func (k *soak) saveHeap(env []string, n int) {
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != http.StatusOK {
 			k.b.Fatalf("%s: %s %v", path, resp.Status, err)
+		}
+		if name == "" {
+			continue
 		}
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf(name, n)), body, 0o644); err != nil {
 			k.b.Fatal(err)

@@ -117,7 +117,11 @@ func TestMetricsCountTheDoor(t *testing.T) {
 		VisitorsQueued: func() int { return 2 },
 		VideoLoss:      func() (float64, bool) { return 0.25, true },
 	})
-	intercom = device.New(device.Config{Caller: coord, Relay: relay, Door: door,
+	history, err := device.OpenHistory(t.TempDir(), 10, 1<<20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	intercom = device.New(device.Config{Caller: coord, Relay: relay, Door: door, History: history,
 		Residents: func() []callengine.Resident { return []callengine.Resident{{User: alice, Room: "!a:hs.test"}} },
 		OnEvent:   func(ev device.Event) { mets.observe(ev); log.add(ev) }})
 
@@ -211,6 +215,20 @@ func TestMetricsCountTheDoor(t *testing.T) {
 		if _, ok := after[name]; !ok {
 			t.Errorf("%s missing", name)
 		}
+	}
+	// The same story in the visitor history, newest first.
+	visits := history.List()
+	if len(visits) != 3 {
+		t.Fatalf("history %+v, want 3 visitors", visits)
+	}
+	if v := visits[2]; v.Outcome != device.OutcomeAnswered || v.Path != "classic" || v.AnsweredBy != alice || !v.DoorOpened || v.DoorOpenedBy != alice {
+		t.Errorf("first visitor %+v", v)
+	}
+	if v := visits[1]; v.Outcome != device.OutcomeMissed || len(v.Paths) != 2 || v.DoorOpened {
+		t.Errorf("second visitor %+v", v)
+	}
+	if v := visits[0]; v.Outcome != device.OutcomeFailed || len(v.Paths) != 0 {
+		t.Errorf("third visitor %+v", v)
 	}
 	// No call now: the per-call series are gone.
 	if _, ok := after["intercom_call_video_loss_ratio"]; ok {

@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	api.Handle("GET /metrics", mets.handler())
 
 	side := &matrixSide{cfg: cfg, session: session, stream: stream, hw: hw, meter: meter, peers: peers,
-		hh: hh, gate: gate, doors: doors, dir: dir, apiAddr: ln.Addr().String(), log: log}
+		hh: hh, gate: gate, doors: doors, dir: dir, mets: mets, apiAddr: ln.Addr().String(), log: log}
 	intercom = device.New(device.Config{
 		// Caller: none until the Matrix side attaches its ring
 		// coordinator (matrixSide.up).

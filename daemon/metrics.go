@@ -1,8 +1,11 @@
 package daemon
 
 import (
+	"context"
 	"net/http"
 	"slices"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,6 +32,10 @@ type metrics struct {
 	answers       *prometheus.CounterVec
 	outcomes      *prometheus.CounterVec
 	answerToMedia *prometheus.HistogramVec
+	pressToInvite prometheus.Histogram
+	// pressAt is the last press (Unix ns) whose first classic invite the
+	// homeserver has not taken yet; 0: none.
+	pressAt       atomic.Int64
 	doorOpens     prometheus.Counter
 	doorRefusals  *prometheus.CounterVec
 	relayFailures prometheus.Counter
@@ -81,6 +88,11 @@ func newMetrics(src metricSources) *metrics {
 		Help:    "From the press loop taking a press to the ring placed on every path (classic invites handed to their senders).",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
+	m.pressToInvite = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "intercom_press_to_invite_sent_seconds",
+		Help:    "From a press to the homeserver's answer to the first m.call.invite sent for it (the classic path's ring sent).",
+		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	})
 	m.answers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "intercom_answers_total", Help: "Rings answered, by the path that won.",
 	}, []string{"path"})
@@ -116,7 +128,7 @@ func newMetrics(src metricSources) *metrics {
 	for _, v := range metricRefusals {
 		m.doorRefusals.WithLabelValues(string(v))
 	}
-	m.reg.MustRegister(m.presses, m.rings, m.pressToRing, m.answers, m.outcomes, m.answerToMedia,
+	m.reg.MustRegister(m.presses, m.rings, m.pressToRing, m.pressToInvite, m.answers, m.outcomes, m.answerToMedia,
 		m.doorOpens, m.doorRefusals, m.relayFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		stateCollector{src})
@@ -129,7 +141,13 @@ func (m *metrics) observe(ev device.Event) {
 	switch d := ev.Data.(type) {
 	case device.PressEvent:
 		m.presses.WithLabelValues(bounded(d.Source, metricPressSources)).Inc()
+		m.pressAt.Store(d.Time.UnixNano())
 	case device.RingEvent:
+		if d.PressToRing == 0 {
+			// A ring placed later for a visitor kept waiting: its
+			// invites are not the press's to time.
+			m.pressAt.Store(0)
+		}
 		for _, p := range d.Paths {
 			m.rings.WithLabelValues(bounded(p, metricPaths)).Inc()
 		}
@@ -143,6 +161,9 @@ func (m *metrics) observe(ev device.Event) {
 			m.outcomes.WithLabelValues(d.Outcome).Inc()
 		case device.OutcomeMissed, device.OutcomeFailed:
 			m.outcomes.WithLabelValues(d.Outcome).Inc()
+			if d.Ring == 0 {
+				m.pressAt.Store(0) // no ring: nothing of it is sent
+			}
 		case device.OutcomeConnected:
 			if d.Path != "matrixrtc" {
 				m.answerToMedia.WithLabelValues(bounded(d.Path, metricPaths)).Observe(d.AnswerToMedia)
@@ -159,6 +180,32 @@ func (m *metrics) observe(ev device.Event) {
 			m.relayFailures.Inc()
 		}
 	}
+}
+
+// inviteSent times the press's first classic invite, once the
+// homeserver took it.
+func (m *metrics) inviteSent(at time.Time) {
+	if m == nil {
+		return
+	}
+	if p := m.pressAt.Swap(0); p != 0 {
+		m.pressToInvite.Observe(at.Sub(time.Unix(0, p)).Seconds())
+	}
+}
+
+// invitesTimed is the classic engine's transport, telling the metrics
+// when an invite has reached the homeserver (its PUT answered).
+type invitesTimed struct {
+	callengine.Transport
+	sent func(time.Time)
+}
+
+func (t invitesTimed) SendRoomEvent(ctx context.Context, room callengine.RoomID, eventType string, content any) error {
+	err := t.Transport.SendRoomEvent(ctx, room, eventType, content)
+	if err == nil && eventType == callengine.TypeInvite {
+		t.sent(time.Now())
+	}
+	return err
 }
 
 var verdictNames = func() []string {

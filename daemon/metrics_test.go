@@ -63,6 +63,10 @@ func (l *scriptLine) Hangup()                                       { l.show(cal
 func (l *scriptLine) Status() callengine.Status                     { return l.st.Get() }
 func (l *scriptLine) Subscribe() (<-chan callengine.Status, func()) { return l.st.Subscribe() }
 
+type nopTransport struct{}
+
+func (nopTransport) SendRoomEvent(context.Context, callengine.RoomID, string, any) error { return nil }
+
 // eventLog records the door's events as the metrics see them.
 type eventLog struct {
 	mu  sync.Mutex
@@ -140,6 +144,14 @@ func TestMetricsCountTheDoor(t *testing.T) {
 	// door opened during the call (and a stranger refused), hung up.
 	intercom.Press("gpio")
 	waitUntil(t, "first ring", func() bool { return log.count("ring", "") == 1 })
+	// The classic engine's transport: the first invite the homeserver
+	// takes after the press is timed, the second and other types are not.
+	invites := invitesTimed{Transport: nopTransport{}, sent: mets.inviteSent}
+	for _, typ := range []string{callengine.TypeCandidates, callengine.TypeInvite, callengine.TypeInvite} {
+		if err := invites.SendRoomEvent(ctx, "!a:hs.test", typ, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	household.show(callengine.PhaseRinging, callengine.LegRinging, "")
 	direct.show(callengine.PhaseInCall, callengine.LegAnswering, "")
 	waitUntil(t, "answer", func() bool { return log.count("call", device.OutcomeAnswered) == 1 })
@@ -206,6 +218,9 @@ func TestMetricsCountTheDoor(t *testing.T) {
 	}
 	if h := histogram(after, "intercom_press_to_ring_seconds", "", ""); h.GetSampleCount() != 2 || h.GetSampleSum() <= 0 {
 		t.Errorf("press → ring: %d samples, sum %v; want 2 (the failed press placed no ring)", h.GetSampleCount(), h.GetSampleSum())
+	}
+	if h := histogram(after, "intercom_press_to_invite_sent_seconds", "", ""); h.GetSampleCount() != 1 {
+		t.Errorf("press → invite sent: %d samples, want 1", h.GetSampleCount())
 	}
 	if h := histogram(after, "intercom_answer_to_media_seconds", "path", "classic"); h.GetSampleCount() != 1 || h.GetSampleSum() < 0.02 {
 		t.Errorf("answer → media: %d samples, sum %v; want 1 of at least 20 ms", h.GetSampleCount(), h.GetSampleSum())

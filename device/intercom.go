@@ -503,6 +503,7 @@ type Status struct {
 	State     callengine.Phase        `json:"state"`
 	Since     time.Time               `json:"since"`
 	Calls     []callengine.CallStatus `json:"calls"`
+	Ring      *callengine.RingInfo    `json:"ring,omitempty"` // the last press's ring: paths, who answered where
 	Ringer    RingerStatus            `json:"ringer"`
 	Relay     RelayStatus             `json:"relay"`
 	Matrix    any                     `json:"matrix,omitempty"`
@@ -529,7 +530,7 @@ type RelayStatus struct {
 // Status returns the current status document.
 func (d *Intercom) Status() Status {
 	cs := d.callStatus()
-	s := Status{State: cs.Phase, Since: cs.Since, Calls: cs.Calls, Healthy: d.Healthy(), Started: d.started, Process: processStatus()}
+	s := Status{State: cs.Phase, Since: cs.Since, Calls: cs.Calls, Ring: cs.Ring, Healthy: d.Healthy(), Started: d.started, Process: processStatus()}
 	if s.Calls == nil {
 		s.Calls = []callengine.CallStatus{}
 	}

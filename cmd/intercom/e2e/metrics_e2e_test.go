@@ -104,6 +104,7 @@ func (e *e2e) checkClassicCallCounted(t *testing.T, user string) {
 		{"intercom_ring_outcomes_total", []string{"outcome", "answered"}, 1},
 		{"intercom_ring_outcomes_total", []string{"outcome", "missed"}, 0},
 		{"intercom_press_to_ring_seconds", nil, 1},
+		{"intercom_press_to_invite_sent_seconds", nil, 1},
 		{"intercom_answer_to_media_seconds", []string{"path", "classic"}, 1},
 		{"intercom_matrix_sync_healthy", nil, 1},
 	} {
@@ -111,10 +112,14 @@ func (e *e2e) checkClassicCallCounted(t *testing.T, user string) {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
-	if h := fams["intercom_press_to_ring_seconds"].GetMetric()[0].GetHistogram(); h != nil {
-		t.Logf("press → ring placed %.1f ms; answer → media connected %.1f ms", h.GetSampleSum()*1e3,
-			fams["intercom_answer_to_media_seconds"].GetMetric()[0].GetHistogram().GetSampleSum()*1e3)
+	sum := func(name string) float64 {
+		if f := fams[name]; f != nil && len(f.GetMetric()) > 0 {
+			return f.GetMetric()[0].GetHistogram().GetSampleSum() * 1e3
+		}
+		return -1
 	}
+	t.Logf("press → ring placed %.1f ms; press → first invite sent %.1f ms; answer → media connected %.1f ms",
+		sum("intercom_press_to_ring_seconds"), sum("intercom_press_to_invite_sent_seconds"), sum("intercom_answer_to_media_seconds"))
 	visits := e.history(t)
 	if len(visits) != 1 || visits[0].Outcome != "answered" || visits[0].Path != "classic" || visits[0].AnsweredBy != user ||
 		!visits[0].Snapshot || !strings.HasSuffix(visits[0].SnapshotURL, ".jpg") {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/doorbell/intercom/gpio"
 	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
+	"github.com/doorbell/intercom/provisioning"
 )
 
 // scriptLine is a ring path whose status the test scripts; Ring shows
@@ -305,4 +307,32 @@ func histogram(fams map[string]*dto.MetricFamily, name, label, value string) *dt
 		return m.GetHistogram()
 	}
 	return &dto.Histogram{}
+}
+
+// TestMetricsBehindTheGuard: /metrics is mounted on the API's mux, as Run
+// does, so off loopback it needs the token like every other request.
+func TestMetricsBehindTheGuard(t *testing.T) {
+	const token = "s3cret-token-0123456789"
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", newMetrics(metricSources{}).handler())
+	h, err := apiHandler(provisioning.API{Listen: ":0", Token: token}, &net.TCPAddr{IP: net.IPv4zero, Port: 41234}, mux, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bearer := range []string{"", "wrong-token-0123456789", token} {
+		r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		r.Host = "192.168.1.20:41234"
+		if bearer != "" {
+			r.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		want := http.StatusUnauthorized
+		if bearer == token {
+			want = http.StatusOK
+		}
+		if rec.Code != want {
+			t.Errorf("bearer %q: HTTP %d, want %d", bearer, rec.Code, want)
+		}
+	}
 }

@@ -370,6 +370,30 @@ type Status struct {
 	Phase Phase        `json:"state"`
 	Since time.Time    `json:"since"`
 	Calls []CallStatus `json:"calls"`
+	// Ring is the last press's ring across every path, as the ring
+	// coordinator (callengine/ring) merges it; nil in a single path's
+	// own status.
+	Ring *RingInfo `json:"ring,omitempty"`
+}
+
+// RingInfo tells how the last press's ring went on every path. It is kept
+// until the next press, so a reader that missed intermediate statuses (a
+// slow subscriber gets only the latest) still learns who answered.
+type RingInfo struct {
+	// N counts rings since start: it tells one press's ring from the next.
+	N uint64 `json:"n"`
+	// Paths are the paths that took the ring, in the order they were
+	// rung: "classic" (1:1 calls), "household", "matrixrtc".
+	Paths []string `json:"paths"`
+	// AnsweredOn is the path that took the ring ("" until answered),
+	// AnsweredBy the resident whose leg on it answered ("" if unknown),
+	// AnsweredAt when the ring learned of the answer.
+	AnsweredOn string    `json:"answered_on,omitempty"`
+	AnsweredBy UserID    `json:"answered_by,omitempty"`
+	AnsweredAt time.Time `json:"answered_at,omitzero"`
+	// ConnectedAt is when a leg of the winning path first showed its
+	// media connected (LegConnected).
+	ConnectedAt time.Time `json:"connected_at,omitzero"`
 }
 
 // Status returns a snapshot of the current ring (ended legs included until

@@ -123,13 +123,33 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	}
 
 	// The Matrix side (matrixside.go) fills these in once it is up.
+	// The visitor history (device/history.go), unless history.keep is 0.
+	var history *device.History
+	if cfg.History.Keep > 0 {
+		history, err = device.OpenHistory(cfg.StateDir, cfg.History.Keep, cfg.History.MaxBytes, log.With("component", "history"))
+		if err != nil {
+			return err
+		}
+	}
+	var intercom *device.Intercom
+	// GET /metrics (metrics.go), behind the same guard as the API.
+	mets := newMetrics(metricSources{
+		Sync:           session.Status,
+		Call:           func() callengine.Status { return intercom.CallStatus() },
+		Encoders:       stream.Stats,
+		VideoLoss:      peers.VideoLoss,
+		VisitorsQueued: doors.visitors.Pending,
+	})
+	api.Handle("GET /metrics", mets.handler())
+
 	side := &matrixSide{cfg: cfg, session: session, stream: stream, hw: hw, meter: meter, peers: peers,
-		hh: hh, gate: gate, doors: doors, dir: dir, apiAddr: ln.Addr().String(), log: log}
-	intercom := device.New(device.Config{
+		hh: hh, gate: gate, doors: doors, dir: dir, mets: mets, apiAddr: ln.Addr().String(), log: log}
+	intercom = device.New(device.Config{
 		// Caller: none until the Matrix side attaches its ring
 		// coordinator (matrixSide.up).
 		Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
+		History: history, OnEvent: mets.observe,
 		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors},
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
 		Logger: log.With("component", "device"),
@@ -167,6 +187,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	// Matrix side was up, and those a restart left undelivered. They wait
 	// for rooms to be known.
 	g.Go(func() error { return doors.visitors.Run(gctx) })
+	if history != nil {
+		g.Go(func() error { return history.Run(gctx) })
+	}
 	// READY=1 once the Matrix sync is up; the watchdog (and, until then,
 	// the start timeout's extensions) from the first second, over the
 	// door's loops and, once they run, the Matrix side's (supervise.go).

@@ -41,7 +41,8 @@ type matrixSide struct {
 	doors    *doorParts
 	dir      *directory
 	intercom *device.Intercom
-	apiAddr  string // for the "intercom ready" line
+	mets     *metrics // times the classic invites (metrics.go)
+	apiAddr  string   // for the "intercom ready" line
 	log      *slog.Logger
 
 	// stage says what the side waits for, for the status; "" once up.
@@ -133,7 +134,7 @@ func (m *matrixSide) run(ctx context.Context, g *errgroup.Group, hup <-chan os.S
 		OwnUser:  session.UserID(),
 		PoolSize: len(cfg.Residents),
 		Logger:   log.With("component", "calls"),
-	}, session, m.peers)
+	}, invitesTimed{Transport: session, sent: m.mets.inviteSent}, m.peers)
 
 	// One rule for who rings and who wins (callengine/ring): a press
 	// rings every path, the first answer on any path withdraws the rest.

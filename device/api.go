@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -17,6 +18,8 @@ import (
 //	GET  /api/events  state changes as server-sent events
 //	GET  /healthz     200 while the Matrix sync is healthy, else 503
 //	GET  /api/snapshot.jpg  the camera's picture now, as JPEG
+//	GET  /api/history  the last visitors (JSON, newest first)
+//	GET  /api/history/{id}.jpg  a visitor's snapshot
 //
 // It checks nobody: serve it wrapped in Guard (apiguard.go), which decides
 // who may use it.
@@ -48,7 +51,58 @@ func (d *Intercom) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /api/events", d.serveEvents)
 	mux.HandleFunc("GET /api/snapshot.jpg", d.serveSnapshot)
+	mux.HandleFunc("GET /api/history", d.serveHistory)
+	mux.HandleFunc("GET /api/history/{file}", d.serveHistorySnapshot)
 	return mux
+}
+
+// historyDoc is the document of GET /api/history.
+type historyDoc struct {
+	Keep     int               `json:"keep"`
+	Visitors []historyDocEntry `json:"visitors"`
+}
+
+// historyDocEntry is an entry with the address of its snapshot.
+type historyDocEntry struct {
+	HistoryEntry
+	SnapshotURL string `json:"snapshot_url,omitempty"`
+}
+
+func (d *Intercom) serveHistory(w http.ResponseWriter, r *http.Request) {
+	doc := historyDoc{Visitors: []historyDocEntry{}}
+	if h := d.cfg.History; h != nil {
+		doc.Keep = h.keep
+		for _, e := range h.List() {
+			de := historyDocEntry{HistoryEntry: e}
+			if e.Snapshot {
+				de.SnapshotURL = "/api/history/" + e.ID + ".jpg"
+			}
+			doc.Visitors = append(doc.Visitors, de)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(doc)
+}
+
+func (d *Intercom) serveHistorySnapshot(w http.ResponseWriter, r *http.Request) {
+	id, ok := strings.CutSuffix(r.PathValue("file"), ".jpg")
+	if !ok || d.cfg.History == nil {
+		http.NotFound(w, r)
+		return
+	}
+	jpg, err := d.cfg.History.JPEG(id)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "image/jpeg")
+	// A visitor's picture never changes under its ID.
+	w.Header().Set("Cache-Control", "private, max-age=86400, immutable")
+	w.Header().Set("Content-Length", strconv.Itoa(len(jpg)))
+	_, _ = w.Write(jpg)
 }
 
 func (d *Intercom) serveEvents(w http.ResponseWriter, r *http.Request) {

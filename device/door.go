@@ -305,8 +305,8 @@ func (d *Door) decide(ctx context.Context, now time.Time, r DoorRequest, receive
 		d.status.Refused++
 		d.mu.Unlock()
 	}
-	d.emit("door", map[string]any{"verdict": dec.Verdict, "why": dec.Why, "event_id": r.EventID,
-		"sender": r.Sender, "room": r.Room, "reaction": r.Reaction})
+	d.emit("door", DoorEvent{Verdict: dec.Verdict, Why: dec.Why, EventID: r.EventID,
+		Sender: r.Sender, Room: r.Room, Reaction: r.Reaction})
 	if dec.Changed {
 		d.save()
 	}

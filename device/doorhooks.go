@@ -9,7 +9,7 @@ import (
 // attachDoor lets the door report relay changes on /api/events.
 func (d *Intercom) attachDoor() {
 	if d.cfg.Door != nil {
-		d.cfg.Door.setPublisher(d.events.publish)
+		d.cfg.Door.setPublisher(d.doorEvent)
 	}
 }
 
@@ -19,6 +19,7 @@ func (d *Intercom) follow(st callengine.Status) {
 	if d.cfg.Notices != nil {
 		d.cfg.Notices.Follow(st)
 	}
+	d.followRing(st)
 	if d.cfg.Door != nil {
 		d.cfg.Door.callChanged(slices.ContainsFunc(st.Calls, func(c callengine.CallStatus) bool {
 			return c.State == callengine.LegConnected

@@ -68,6 +68,13 @@ type Config struct {
 	// Snapshot serves GET /api/snapshot.jpg; may be nil (404).
 	Snapshot Snapshotter
 
+	// History keeps the last visitors (/api/history); may be nil.
+	History *History
+	// OnEvent, if set, sees every event of /api/events as it is
+	// published, on the publisher's goroutine (the metrics follow the
+	// door through it). It must not block.
+	OnEvent func(Event)
+
 	// Heartbeat is how often Run reports that it is alive while idle
 	// (default DefaultHeartbeat); see Heartbeat.
 	Heartbeat time.Duration
@@ -90,6 +97,7 @@ type Intercom struct {
 	caller  atomic.Pointer[callerBox]
 	events  *broadcaster
 	beat    runloop.Heartbeat
+	rings   ringTracker // Run's
 
 	mu        sync.Mutex
 	pressN    uint64
@@ -106,7 +114,7 @@ func New(cfg Config) *Intercom {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
 	d := &Intercom{cfg: cfg, log: cfg.Logger, presses: make(chan string, 8), hangups: make(chan struct{}, 1),
-		attach: make(chan struct{}, 1), events: newBroadcaster(), started: time.Now()}
+		attach: make(chan struct{}, 1), events: newBroadcaster(cfg.OnEvent), started: time.Now()}
 	if cfg.Caller != nil {
 		d.caller.Store(&callerBox{cfg.Caller})
 	}
@@ -140,6 +148,10 @@ func (d *Intercom) callerNow() Caller {
 	}
 	return nil
 }
+
+// CallStatus is the Caller's status (the merged one of every path);
+// idle before there is a Caller.
+func (d *Intercom) CallStatus() callengine.Status { return d.callStatus() }
 
 // callStatus is the Caller's status; idle without one.
 func (d *Intercom) callStatus() callengine.Status {
@@ -254,7 +266,7 @@ func (d *Intercom) Run(ctx context.Context) error {
 			}
 			nv := &visit{at: now, until: now.Add(d.cfg.LocalRing)}
 			nv.placing(d.callStatus())
-			placed, visitor := d.press(ctx, src)
+			placed, visitor := d.press(ctx, src, now)
 			if visitor {
 				// Without a local ring (LocalRing 0) the visitor is
 				// still followed, to keep them as missed if nobody
@@ -386,7 +398,9 @@ func (d *Intercom) retryVisit(ctx context.Context, v *visit, pressed bool) {
 	if d.cfg.Notices != nil {
 		d.cfg.Notices.RingFor(v.at)
 	}
+	d.ringPlacing(v.at, time.Time{})
 	err := c.Ring(ctx, residents)
+	d.ringPlaced(err)
 	if err != nil {
 		if d.cfg.Notices != nil {
 			d.cfg.Notices.RingFor(time.Time{}) // no ring: not the next one's time
@@ -411,19 +425,21 @@ func (d *Intercom) countPress(src string) {
 	d.pressN++
 	d.lastPress = time.Now()
 	d.mu.Unlock()
-	d.events.publish("press", map[string]any{"source": src, "time": time.Now()})
+	d.events.publish("press", PressEvent{Source: src, Time: time.Now()})
 }
 
-// press rings the residents. placed: the ring was placed; visitor: this
+// press rings the residents for the visitor who pressed at at. placed: the ring was placed; visitor: this
 // press is a new visitor (not one during a call already going on).
-func (d *Intercom) press(ctx context.Context, src string) (placed, visitor bool) {
+func (d *Intercom) press(ctx context.Context, src string, at time.Time) (placed, visitor bool) {
 	d.countPress(src)
 	residents := d.cfg.Residents()
 	c := d.callerNow()
 	err := ErrNotConnected
+	d.ringPlacing(at, at)
 	if c != nil {
 		err = c.Ring(ctx, residents)
 	}
+	d.ringPlaced(err)
 	switch {
 	case err == nil:
 		d.log.Info("ringing residents", "source", src, "residents", len(residents))
@@ -487,6 +503,7 @@ type Status struct {
 	State     callengine.Phase        `json:"state"`
 	Since     time.Time               `json:"since"`
 	Calls     []callengine.CallStatus `json:"calls"`
+	Ring      *callengine.RingInfo    `json:"ring,omitempty"` // the last press's ring: paths, who answered where
 	Ringer    RingerStatus            `json:"ringer"`
 	Relay     RelayStatus             `json:"relay"`
 	Matrix    any                     `json:"matrix,omitempty"`
@@ -513,7 +530,7 @@ type RelayStatus struct {
 // Status returns the current status document.
 func (d *Intercom) Status() Status {
 	cs := d.callStatus()
-	s := Status{State: cs.Phase, Since: cs.Since, Calls: cs.Calls, Healthy: d.Healthy(), Started: d.started, Process: processStatus()}
+	s := Status{State: cs.Phase, Since: cs.Since, Calls: cs.Calls, Ring: cs.Ring, Healthy: d.Healthy(), Started: d.started, Process: processStatus()}
 	if s.Calls == nil {
 		s.Calls = []callengine.CallStatus{}
 	}

@@ -249,6 +249,15 @@ func (n *Notices) startRing(st callengine.Status) {
 	}
 }
 
+// ringSnapshot is the snapshot of the ring st belongs to, if Follow saw
+// that ring start; nil if not.
+func (n *Notices) ringSnapshot(st callengine.Status) func() []byte {
+	if n.ring == nil || len(st.Calls) == 0 || !n.ring.calls[st.Calls[0].CallID] {
+		return nil
+	}
+	return n.ring.snapshot
+}
+
 // snapshotOnce starts taking a picture now and returns a function that
 // waits for it (nil bytes if there is no camera or it failed).
 func (n *Notices) snapshotOnce() func() []byte {

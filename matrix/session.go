@@ -81,7 +81,9 @@ type Status struct {
 	Healthy             bool
 	LastSync            time.Time // last successful /sync; zero if none yet
 	ConsecutiveFailures int
-	LastError           string // of the last failed /sync; "" after a success
+	// SyncErrors counts the failed /syncs since start (the metrics).
+	SyncErrors uint64
+	LastError  string // of the last failed /sync; "" after a success
 	// UnreachableSince is when the homeserver stopped answering: the
 	// first of the current run of failed /syncs that got no answer
 	// (connection refused, timeout) or a 5xx. Zero while it answers, even

@@ -213,6 +213,7 @@ func (s *Session) Run(ctx context.Context, handler func(callengine.RoomEvent)) e
 		down := unreachable(err)
 		s.setStatus(func(st *Status) {
 			st.ConsecutiveFailures, st.LastError = failures, err.Error()
+			st.SyncErrors++
 			switch {
 			case !down:
 				st.UnreachableSince = time.Time{}

@@ -32,6 +32,7 @@ type Config struct {
 	Ring      Ring
 	Door      Door
 	Notices   Notices
+	History   History
 	TURN      TURN
 	LiveView  LiveView
 	Household Household // household.go
@@ -130,6 +131,12 @@ type Door struct {
 // Notices are the messages posted into residents' rooms.
 type Notices struct {
 	Ring, Missed, Snapshot bool
+}
+
+// History is the visitor history kept in state_dir/history.
+type History struct {
+	Keep     int // visitors kept, newest first; 0: no history
+	MaxBytes int // bytes on disk (records and snapshots), oldest dropped first
 }
 
 // TURN says where the ICE servers come from.

@@ -41,6 +41,7 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 		Ring:      Ring{Timeout: 60 * time.Second},
 		Door:      Door{Commands: []string{"!open"}, Reaction: "🔑", Pulse: 3 * time.Second, Window: 3 * time.Minute, ReplyUnauthorized: true},
 		Notices:   Notices{Ring: true, Missed: true, Snapshot: true},
+		History:   History{Keep: 50, MaxBytes: 16 << 20},
 		TURN:      TURN{FromHomeserver: true},
 		Household: Household{GroupCall: "off", MaxDevicesPerUser: 4, MaxCalls: 16},
 		Hardware:  Hardware{GPIO: "sim", Camera: "testpattern", Audio: "tone"},

@@ -84,6 +84,14 @@ var schema = []field{
 	optional("notices.snapshot", true, func(c *Config) *bool { return &c.Notices.Snapshot },
 		boolean),
 
+	// The visitor history (device/history.go): the last history.keep
+	// visitors with their snapshots in state_dir/history, at most
+	// history.max_bytes on disk; keep 0 turns it off.
+	optional("history.keep", 50, func(c *Config) *int { return &c.History.Keep },
+		integer, between(0, 1000)),
+	optional("history.max_bytes", 16<<20, func(c *Config) *int { return &c.History.MaxBytes },
+		integer, between(64<<10, 1<<30)),
+
 	// TURN: by default the homeserver's (GET /voip/turnServer, refreshed
 	// before expiry); turn.uris replaces them.
 	optional("turn.from_homeserver", true, func(c *Config) *bool { return &c.TURN.FromHomeserver },

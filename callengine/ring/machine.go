@@ -113,6 +113,9 @@ type Machine struct {
 	winner   Path          // "" until somebody answered
 	since    time.Time     // when the merged phase last changed
 	phase    callengine.Phase
+	// How the last press's ring went (Status().Ring), kept past its end
+	// until the next press.
+	answer callengine.RingInfo
 }
 
 // New returns a machine for paths, rung in that order.
@@ -151,7 +154,50 @@ func (m *Machine) Step(now time.Time, ev Event) []Effect {
 	if p := m.Phase(); p != m.phase {
 		m.phase, m.since = p, now
 	}
+	m.noteAnswer(now)
 	return out
+}
+
+// noteAnswer records, once per ring, when the winning path answered, who
+// answered on it and when its media first connected.
+func (m *Machine) noteAnswer(now time.Time) {
+	a := &m.answer
+	if m.winner != "" && a.AnsweredOn == "" {
+		a.AnsweredOn, a.AnsweredAt = PathName(m.winner), now
+	}
+	if a.AnsweredOn == "" || !a.ConnectedAt.IsZero() && a.AnsweredBy != "" {
+		return
+	}
+	for _, c := range m.paths[pathOf(a.AnsweredOn)].Calls {
+		switch c.State {
+		case callengine.LegConnected:
+			if a.ConnectedAt.IsZero() {
+				a.ConnectedAt = now
+			}
+			fallthrough
+		case callengine.LegAnswering, callengine.LegAnswered:
+			if a.AnsweredBy == "" {
+				a.AnsweredBy = c.Resident
+			}
+		}
+	}
+}
+
+// PathName is the path's name outside the ring (metrics, events, the
+// status's ring): the direct path is "classic", as residents[].paths
+// calls it.
+func PathName(p Path) string {
+	if p == Direct {
+		return "classic"
+	}
+	return string(p)
+}
+
+func pathOf(name string) Path {
+	if name == "classic" {
+		return Direct
+	}
+	return Path(name)
 }
 
 func (m *Machine) press() []Effect {
@@ -164,6 +210,7 @@ func (m *Machine) press() []Effect {
 	m.n++
 	m.ringing, m.pressing, m.next = true, true, 0
 	m.rung, m.errs, m.winner, m.pending = nil, nil, "", map[Path]bool{}
+	m.answer = callengine.RingInfo{N: m.n, Paths: []string{}}
 	return append([]Effect{StartTimer{Ring: m.n, After: StartGrace}}, m.ringNext()...)
 }
 
@@ -190,6 +237,7 @@ func (m *Machine) ringResult(e RingResult) []Effect {
 	switch {
 	case e.Err == nil:
 		m.rung = append(m.rung, e.Path)
+		m.answer.Paths = append(m.answer.Paths, PathName(e.Path))
 		if m.paths[e.Path].Phase == callengine.PhaseIdle {
 			m.pending[e.Path] = true
 		}
@@ -283,6 +331,11 @@ func (m *Machine) Status() callengine.Status {
 	st := callengine.Status{Phase: m.Phase(), Since: m.since, Calls: []callengine.CallStatus{}}
 	for _, p := range m.order {
 		st.Calls = append(st.Calls, m.paths[p].Calls...)
+	}
+	if m.answer.N > 0 {
+		r := m.answer
+		r.Paths = slices.Clone(r.Paths)
+		st.Ring = &r
 	}
 	return st
 }

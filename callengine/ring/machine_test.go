@@ -295,3 +295,31 @@ func TestStatusMergesLegsInPathOrder(t *testing.T) {
 		t.Fatalf("legs %s", got)
 	}
 }
+
+// TestRingInfo: the merged status tells which paths a press rang, which
+// one won, who answered there and when its media connected, and keeps it
+// after the call until the next press.
+func TestRingInfo(t *testing.T) {
+	m := New(Direct, Household, MatrixRTC)
+	press(t, m, t0, map[Path]error{MatrixRTC: errors.New("no transport")})
+	r := m.Status().Ring
+	if r == nil || r.N != 1 || !reflect.DeepEqual(r.Paths, []string{"classic", "household"}) || r.AnsweredOn != "" {
+		t.Fatalf("after the press: %+v", r)
+	}
+	leg := func(state callengine.LegState) callengine.Status {
+		return callengine.Status{Phase: callengine.PhaseInCall, Calls: []callengine.CallStatus{{CallID: "h", Resident: "@bob:hs", State: state}}}
+	}
+	m.Step(t0.Add(time.Second), PathChanged{Path: Household, Status: leg(callengine.LegAnswered)})
+	m.Step(t0.Add(2*time.Second), PathChanged{Path: Household, Status: leg(callengine.LegConnected)})
+	m.Step(t0.Add(3*time.Second), PathChanged{Path: Direct, Status: status(callengine.PhaseIdle)})
+	m.Step(t0.Add(time.Minute), PathChanged{Path: Household, Status: status(callengine.PhaseIdle)})
+	want := callengine.RingInfo{N: 1, Paths: []string{"classic", "household"}, AnsweredOn: "household", AnsweredBy: "@bob:hs",
+		AnsweredAt: t0.Add(time.Second), ConnectedAt: t0.Add(2 * time.Second)}
+	if st := m.Status(); st.Phase != callengine.PhaseIdle || st.Ring == nil || !reflect.DeepEqual(*st.Ring, want) {
+		t.Fatalf("after the call: %+v, want %+v", st.Ring, want)
+	}
+	press(t, m, t0.Add(2*time.Minute), nil)
+	if r := m.Status().Ring; r.N != 2 || r.AnsweredOn != "" || len(r.Paths) != 3 {
+		t.Errorf("next press: %+v", r)
+	}
+}

@@ -63,6 +63,7 @@ type PeerFactory struct {
 
 	mu         sync.Mutex
 	iceServers []webrtc.ICEServer
+	reporting  map[*Peer]struct{} // open peers that reported loss
 }
 
 var _ callengine.PeerFactory = (*PeerFactory)(nil)
@@ -191,6 +192,34 @@ func (f *PeerFactory) configuration() (webrtc.Configuration, error) {
 		ICETransportPolicy: f.policy,
 		BundlePolicy:       webrtc.BundlePolicyMaxBundle,
 	}, nil
+}
+
+// VideoLoss is the largest fraction of the door's video lost, as the
+// last RTCP receiver report of each open peer says (RFC 3550 §6.4.1:
+// over the interval since its previous report); ok is false while no open
+// peer has reported.
+func (f *PeerFactory) VideoLoss() (ratio float64, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p := range f.reporting {
+		ratio, ok = max(ratio, float64(p.lost.Load())/256), true
+	}
+	return ratio, ok
+}
+
+func (f *PeerFactory) noteLoss(p *Peer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.reporting == nil {
+		f.reporting = map[*Peer]struct{}{}
+	}
+	f.reporting[p] = struct{}{}
+}
+
+func (f *PeerFactory) forgetLoss(p *Peer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.reporting, p)
 }
 
 // ReceivedAudio returns the meter's snapshot of the residents' audio.

@@ -42,6 +42,10 @@ type Peer struct {
 	wg        sync.WaitGroup // our goroutines: RTCP and track readers
 	closeOnce sync.Once
 	closeErr  error
+
+	// lost is the fraction of the door's video the resident reported
+	// lost in its last RTCP receiver report (RFC 3550 §6.4.1), in 256ths.
+	lost atomic.Uint32
 }
 
 var _ callengine.Peer = (*Peer)(nil)
@@ -387,6 +391,7 @@ func (p *Peer) Close() error {
 		p.mu.Unlock()
 		p.closeErr = p.pc.GracefulClose()
 		p.wg.Wait()
+		p.f.forgetLoss(p)
 		if c := p.VideoCodec(); c != "" {
 			p.f.stream.ForgetBandwidth(c, p)
 		}
@@ -434,10 +439,29 @@ func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 				if c := p.VideoCodec(); c != "" {
 					p.f.stream.RequestKeyFrame(c)
 				}
+			case *rtcp.ReceiverReport:
+				p.reportLoss(pkt.Reports)
+			case *rtcp.SenderReport:
+				p.reportLoss(pkt.Reports) // a resident sending video reports in its SR
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				if c := p.VideoCodec(); c != "" {
 					p.f.stream.ReportBandwidth(c, p, int(min(pkt.Bitrate, 1<<30)))
 				}
+			}
+		}
+	}
+}
+
+// reportLoss keeps the loss of the door's video stream from a report
+// block (only the video sender's RTCP is read for it, and a report about
+// another SSRC is not ours).
+func (p *Peer) reportLoss(reports []rtcp.ReceptionReport) {
+	ssrcs := p.video.GetParameters().Encodings
+	for _, r := range reports {
+		for _, e := range ssrcs {
+			if uint32(e.SSRC) == r.SSRC {
+				p.lost.Store(uint32(r.FractionLost))
+				p.f.noteLoss(p)
 			}
 		}
 	}

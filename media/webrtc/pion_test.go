@@ -619,3 +619,37 @@ func (n *noise) ReadFrame(ctx context.Context) (*media.Frame, error) {
 }
 
 func (n *noise) Close() error { return nil }
+
+// TestVideoLossFromReceiverReports: the loss a resident reports for the
+// door's video (RFC 3550 receiver report) is what VideoLoss tells, a
+// report about another stream is not, and a closed peer no longer counts.
+func TestVideoLossFromReceiverReports(t *testing.T) {
+	e := newEnv(t)
+	p, r := e.call(t, []media.Codec{media.H264})
+	waitFor(t, "video", 10*time.Second, func() bool { return r.keyFrames.Load() > 0 })
+	report := func(ssrc uint32, lost uint8) {
+		t.Helper()
+		err := r.pc.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: ssrc, FractionLost: lost}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a quarter lost", 10*time.Second, func() bool {
+		report(r.videoSSRC.Load(), 64)
+		loss, ok := e.factory.VideoLoss()
+		return ok && loss == 0.25
+	})
+	for range 5 {
+		report(r.videoSSRC.Load()+1, 255) // not the door's video
+		time.Sleep(20 * time.Millisecond)
+	}
+	report(r.videoSSRC.Load(), 64)
+	time.Sleep(100 * time.Millisecond)
+	if loss, ok := e.factory.VideoLoss(); !ok || loss != 0.25 {
+		t.Errorf("after reports on another stream: %v, %v", loss, ok)
+	}
+	p.Close()
+	if _, ok := e.factory.VideoLoss(); ok {
+		t.Error("a closed peer's loss still reported")
+	}
+}

@@ -350,6 +350,7 @@ func TestEndToEnd(t *testing.T) {
 	if running != 2 {
 		t.Errorf("running encoders %+v, want one video and one audio", s.Media.Encoders)
 	}
+	e.checkInCallSeries(t) // metrics_e2e_test.go
 
 	// Alice mutes. Chromium goes on sending, silence, and writes each
 	// packet's level into it (RFC 6464): the intercom stops decoding her.
@@ -377,6 +378,7 @@ func TestEndToEnd(t *testing.T) {
 		return !slices.ContainsFunc(s.Media.Encoders, func(enc encoderStatus) bool { return enc.Running })
 	})
 	t.Logf("idle RSS after a call: %.1f MB", float64(s.Process.RSS)/1e6)
+	e.checkClassicCallCounted(t, alice.UserID()) // metrics_e2e_test.go
 }
 
 // TestRejectTimeoutAndShutdown: one resident rejects, the other lets it

@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzParse$$ -fuzztime=30s ./provisioning
 	$(GO) test -run=^$$ -fuzz=^FuzzParseRelay$$ -fuzztime=30s ./provisioning
 	$(GO) test -run=^$$ -fuzz=^FuzzDoorPolicy$$ -fuzztime=30s ./device
+	$(GO) test -run=^$$ -fuzz=^FuzzHistoryEntry$$ -fuzztime=30s ./device
 	$(GO) test -run=^$$ -fuzz=^FuzzParseMessage$$ -fuzztime=30s ./matrix
 	$(GO) test -run=^$$ -fuzz=^FuzzCryptoSync$$ -fuzztime=30s ./matrix
 	$(GO) test -run=^$$ -fuzz=^FuzzRTCTransports$$ -fuzztime=30s ./matrix

@@ -114,13 +114,15 @@ func (m *Mixer) Stats() PlayoutStats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s := m.closed
-	s.Level = 0
-	for _, in := range m.inputs {
+	s.Level, s.Target = 0, m.target
+	for i, in := range m.inputs {
 		st := in.p.Stats()
 		s = addStats(s, st)
 		s.Level = max(s.Level, st.Level)
+		if i == 0 || st.Target > s.Target {
+			s.Target = st.Target
+		}
 	}
-	s.Target = m.target
 	s.Bound = durationOf(max(samples(m.bound), samples(m.target)+AudioFrameSamples))
 	return s
 }
@@ -132,6 +134,7 @@ func addStats(a, b PlayoutStats) PlayoutStats {
 	a.DropEvents += b.DropEvents
 	a.Underflows += b.Underflows
 	a.SilenceSamples += b.SilenceSamples
+	a.Trimmed += b.Trimmed
 	a.MaxLevel = max(a.MaxLevel, b.MaxLevel)
 	return a
 }

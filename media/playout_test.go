@@ -69,37 +69,147 @@ func TestPlayoutDelayStaysBoundedForAnHour(t *testing.T) {
 }
 
 func TestPlayoutOrderAndSilence(t *testing.T) {
-	p := NewPlayout(20*time.Millisecond, 60*time.Millisecond)
-	p.WritePCM([]int16{1, 2, 3})
-	p.WritePCM([]int16{4, 5})
-	out := make([]int16, 8)
-	if n := p.Read(out); n != 5 {
-		t.Fatalf("read %d real samples, want 5", n)
+	p := NewPlayout(AudioFrame, 3*AudioFrame)
+	out := make([]int16, AudioFrameSamples)
+	// Prefill: less than the target plays nothing.
+	p.WritePCM(make([]int16, AudioFrameSamples/2))
+	if n := p.Read(out); n != 0 {
+		t.Fatalf("read %d real samples while prefilling, want 0", n)
 	}
-	want := []int16{1, 2, 3, 4, 5, 0, 0, 0}
-	for i := range want {
-		if out[i] != want[i] {
-			t.Fatalf("out = %v, want %v", out, want)
-		}
-	}
-	// Wrap the ring many times; order must hold.
-	next, expect := int16(0), int16(0)
-	for range 1000 {
-		in := make([]int16, 700)
+	// Loud samples (the buffer never trims those), in order, across many
+	// wraps of the ring; a short write is padded with silence.
+	next, expect := 0, 0
+	loud := func(i int) int16 { return int16(2000 + i%20000) }
+	write := func(k int) {
+		in := make([]int16, k)
 		for i := range in {
-			in[i] = next
+			in[i] = loud(next)
 			next++
 		}
 		p.WritePCM(in)
+	}
+	p = NewPlayout(AudioFrame, 3*AudioFrame)
+	write(AudioFrameSamples)
+	for range 1000 {
+		write(700)
 		got := make([]int16, 700)
-		p.Read(got)
+		if n := p.Read(got); n != 700 {
+			t.Fatalf("read %d, want 700", n)
+		}
 		for _, v := range got {
-			if v != expect {
-				t.Fatalf("got %d, want %d", v, expect)
+			if v != loud(expect) {
+				t.Fatalf("got %d, want %d", v, loud(expect))
 			}
 			expect++
 		}
 	}
+	long := make([]int16, p.Stats().Bound*SampleRate/time.Second)
+	n := p.Read(long)
+	if n != next-expect || long[n-1] != loud(next-1) || long[n] != 0 || long[len(long)-1] != 0 {
+		t.Fatalf("last read %d of %d held, ends %d %d %d", n, next-expect, long[n-1], long[n], long[len(long)-1])
+	}
+}
+
+// arrive plays d of a call: 20 ms frames sent on time arrive up to
+// jitter late (uniformly, seeded), the card reads a period every 20 ms.
+// talk gives frame i's value; played sees each period's first sample.
+func arrive(p *Playout, d, jitter time.Duration, seed uint64, talk func(i int) int16, played func(v int16)) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	var arrivals []time.Duration
+	for sent := time.Duration(0); sent < d; sent += AudioFrame {
+		j := time.Duration(0)
+		if jitter > 0 {
+			j = time.Duration(rng.Int64N(int64(jitter)))
+		}
+		arrivals = append(arrivals, sent+j)
+	}
+	sort.Slice(arrivals, func(i, j int) bool { return arrivals[i] < arrivals[j] })
+	out := make([]int16, AudioFrameSamples)
+	a := 0
+	for now := time.Duration(0); now < d; now += AudioFrame {
+		for a < len(arrivals) && arrivals[a] <= now {
+			p.WritePCM(constFrame(talk(a)))
+			a++
+		}
+		p.Read(out)
+		if played != nil {
+			played(out[0])
+		}
+	}
+}
+
+// TestPlayoutAdaptsToJitter: a link with 80 ms of jitter runs a buffer
+// that starts at one period dry; it raises its target until it (almost)
+// stops running dry, without exceeding its bound.
+func TestPlayoutAdaptsToJitter(t *testing.T) {
+	p := NewPlayout(AudioFrame, 120*time.Millisecond)
+	speech := func(int) int16 { return 3000 }
+	arrive(p, 30*time.Second, 80*time.Millisecond, 1, speech, nil)
+	early := p.Stats()
+	if early.Underflows == 0 || early.Target <= AudioFrame {
+		t.Fatalf("a jittery link never ran the buffer dry or raised its target: %+v", early)
+	}
+	arrive(p, 60*time.Second, 80*time.Millisecond, 2, speech, nil)
+	late := p.Stats()
+	// Uniform jitter has a tail: a rare underflow may stay (each one
+	// raises the target), a few a minute at most.
+	if n := late.Underflows - early.Underflows; n > 3 {
+		t.Errorf("still running dry: %d underflows in the next minute, %d in the first 30 s (target %v)",
+			n, early.Underflows, late.Target)
+	}
+	if late.MaxLevel > late.Bound || late.Target > late.Bound-AudioFrame {
+		t.Errorf("level %v or target %v beyond the bound %v", late.MaxLevel, late.Target, late.Bound)
+	}
+	t.Logf("target %v after 30 s (%d underflows), %v after 90 s; max level %v", early.Target, early.Underflows, late.Target, late.MaxLevel)
+}
+
+// TestPlayoutShrinksWhenJitterGoes: once the link is steady again the
+// buffer lets its reserve go, only from pauses in speech: every loud
+// frame written is played, and the delay comes back to a period or two.
+func TestPlayoutShrinksWhenJitterGoes(t *testing.T) {
+	p := NewPlayout(AudioFrame, 120*time.Millisecond)
+	// Speech: 1.4 s of talk, 0.6 s of pause.
+	talk := func(i int) int16 {
+		if i%100 < 70 {
+			return 5000
+		}
+		return 20
+	}
+	var loudWritten, loudPlayed int
+	count := func(i int) int16 {
+		v := talk(i)
+		if v > quietPeak {
+			loudWritten++
+		}
+		return v
+	}
+	played := func(v int16) {
+		if v > quietPeak {
+			loudPlayed++
+		}
+	}
+	arrive(p, 20*time.Second, 100*time.Millisecond, 3, count, played)
+	jittery := p.Stats()
+	arrive(p, 60*time.Second, 0, 4, count, played)
+	steady := p.Stats()
+	if jittery.Target <= AudioFrame || jittery.MaxLevel < 60*time.Millisecond {
+		t.Fatalf("target %v, most held %v on a link with 100 ms of jitter: want both raised", jittery.Target, jittery.MaxLevel)
+	}
+	if steady.Target > 2*AudioFrame || steady.Level > 2*AudioFrame || steady.Trimmed == 0 {
+		t.Errorf("after a minute of a steady link: target %v, level %v, trimmed %v; want the reserve let go",
+			steady.Target, steady.Level, durationOf(int(steady.Trimmed)))
+	}
+	if steady.Underflows != jittery.Underflows {
+		t.Errorf("letting the reserve go ran it dry: %d underflows, %d before", steady.Underflows, jittery.Underflows)
+	}
+	// Every loud frame written was played whole (one period each here,
+	// minus what still waits in the buffer).
+	if held := int(steady.Level / AudioFrame); loudPlayed+held < loudWritten || steady.Dropped != 0 {
+		t.Errorf("played %d loud periods of %d written (%d held), dropped %d samples: speech was cut",
+			loudPlayed, loudWritten, held, steady.Dropped)
+	}
+	t.Logf("target %v (level %v) on the jittery link, %v (level %v) a minute after; trimmed %v",
+		jittery.Target, jittery.Level, steady.Target, steady.Level, durationOf(int(steady.Trimmed)))
 }
 
 func TestApplyGainSaturates(t *testing.T) {

@@ -62,3 +62,23 @@ func (o *opusDecoder) DecodeToInt16(payload []byte, pcm []int16) (int, error) {
 	}
 	return int(n), nil
 }
+
+// decodeLost fills pcm (one frame's length) with libopus's best guess of a
+// lost frame: from the in-band FEC of next, the packet after it, when next
+// carries it, else packet-loss concealment (next nil).
+func (o *opusDecoder) decodeLost(next []byte, pcm []int16) (int, error) {
+	if len(pcm) == 0 {
+		return 0, errEmptyPCM
+	}
+	var data *C.uchar
+	fec := C.int(0)
+	if len(next) > 0 {
+		data, fec = (*C.uchar)(unsafe.Pointer(&next[0])), 1
+	}
+	n := C.opus_decode(o.d, data, C.int(len(next)), (*C.short)(unsafe.Pointer(&pcm[0])), C.int(len(pcm)), fec)
+	runtime.KeepAlive(o)
+	if n < 0 {
+		return 0, fmt.Errorf("decode lost opus frame: %s", C.GoString(C.opus_strerror(n)))
+	}
+	return int(n), nil
+}

@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 	}
 	testDir = dir
 	conf := filepath.Join(dir, "asound.conf")
-	if err := os.WriteFile(conf, []byte(asoundConf(dir, "mic", "micgain", "micmute", "spk", "spkmute", "spkmix", "bench")), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(asoundConf(dir, "mic", "micgain", "micmute", "spk", "spkmute", "spkmix", "bench", "echotap")), 0o600); err != nil {
 		panic(err)
 	}
 	os.Setenv("ALSA_CONFIG_PATH", conf)
@@ -116,7 +116,7 @@ func TestMicrophoneToOpus(t *testing.T) {
 	} {
 		t.Run(tc.pcm, func(t *testing.T) {
 			writeRaw(t, filepath.Join(testDir, tc.pcm+".in.raw"), sine(1000, 0.25, 3*time.Second))
-			mic, err := OpenMicrophone(tc.pcm, tc.gainDB, tc.mute)
+			mic, err := OpenMicrophone(tc.pcm, tc.gainDB, tc.mute, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,7 +186,7 @@ func TestSpeakerPlaysToFile(t *testing.T) {
 	} {
 		t.Run(tc.pcm, func(t *testing.T) {
 			out := filepath.Join(testDir, tc.pcm+".out.raw")
-			spk := NewSpeaker(tc.pcm, tc.gainDB, tc.mute, nil)
+			spk := NewSpeaker(tc.pcm, tc.gainDB, tc.mute, nil, nil)
 			play(t, spk, sine(440, 0.5, time.Second))
 			pcm := readRaw(t, out)
 			if len(pcm) < media.SampleRate/2 {
@@ -263,7 +263,7 @@ func goertzelAmp(pcm []int16, freq float64) float64 {
 // not cut by an overflowing buffer).
 func TestSpeakerMixesResidents(t *testing.T) {
 	out := filepath.Join(testDir, "spkmix.out.raw")
-	spk := NewSpeaker("spkmix", 0, false, nil)
+	spk := NewSpeaker("spkmix", 0, false, nil, nil)
 	play(t, spk, sine(440, 0.3, time.Second), sine(1000, 0.3, time.Second))
 	pcm := readRaw(t, out)
 	var loud []int16
@@ -275,8 +275,10 @@ func TestSpeakerMixesResidents(t *testing.T) {
 		}
 	}
 	// One second of talk is 50 frames; a little jitter at the start and
-	// end may cost a frame or two.
-	if frames < 45 || frames > 52 {
+	// end may cost a frame or two, and the limiter's 2 ms lookahead shifts
+	// the voice off the frame grid, so the first and last frames may each
+	// spill into a neighbour.
+	if frames < 45 || frames > 53 {
 		t.Fatalf("%d frames of voice played, want about 50", frames)
 	}
 	for _, f := range []float64{440, 1000} {
@@ -290,7 +292,7 @@ func TestSpeakerMixesResidents(t *testing.T) {
 }
 
 func TestOpenMissingDevice(t *testing.T) {
-	if _, err := OpenMicrophone("no_such_pcm", 0, false); err == nil {
+	if _, err := OpenMicrophone("no_such_pcm", 0, false, nil); err == nil {
 		t.Fatal("opened a PCM that does not exist")
 	}
 }

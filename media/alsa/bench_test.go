@@ -19,7 +19,7 @@ import (
 func BenchmarkPlaybackDelay(b *testing.B) {
 	var samples []time.Duration
 	for range b.N {
-		spk := NewSpeaker("bench", 0, false, nil)
+		spk := NewSpeaker("bench", 0, false, nil, nil)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- spk.Run(ctx) }()

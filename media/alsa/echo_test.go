@@ -292,7 +292,10 @@ func TestEchoTapsThroughALSA(t *testing.T) {
 		tapped[i] = echo.ring[i]
 	}
 	echo.mu.Unlock()
-	if int(n) != len(played) || !slices.Equal(tapped, played) {
+	// The speaker may be stopped between handing a period to the
+	// reference and writing it (or before alsa-lib's file plugin wrote
+	// it out): up to two periods at the end are the reference's alone.
+	if len(played) > int(n) || int(n)-len(played) > 2*media.AudioFrameSamples || !slices.Equal(tapped[:len(played)], played) {
 		t.Errorf("the reference (%d samples) is not what the PCM played (%d samples)", n, len(played))
 	}
 	ceiling := 32768 * media.DBToGain(media.LimiterCeilingDBFS)

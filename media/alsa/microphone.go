@@ -56,9 +56,15 @@ func (m *Microphone) ReadAudio(ctx context.Context) ([]int16, error) {
 	if err := m.dev.transfer(ctx, m.buf); err != nil {
 		return nil, fmt.Errorf("read microphone: %w", err)
 	}
+	m.process()
+	return m.buf, nil
+}
+
+// process turns the frame just read into what the encoder gets.
+func (m *Microphone) process() {
 	if m.mute.Load() {
 		clear(m.buf)
-		return m.buf, nil
+		return
 	}
 	// The capture gain comes first: it stands for the preamp an installer
 	// tunes with hwtest's meter, so the canceller, the noise suppressor
@@ -69,7 +75,6 @@ func (m *Microphone) ReadAudio(ctx context.Context) ([]int16, error) {
 		// is a frame long: its first sample is that much older.
 		m.echo.near(m.buf, m.dev.delay()+media.AudioFrame)
 	}
-	return m.buf, nil
 }
 
 // Xruns counts overruns recovered from (audio was lost).

@@ -126,24 +126,30 @@ func (s *Speaker) play(ctx context.Context) error {
 	limit := media.NewLimiter(media.LimiterCeilingDBFS, media.LimiterLookahead, media.LimiterRelease)
 	buf := make([]int16, media.AudioFrameSamples)
 	for {
-		s.mixer.Read(buf)
-		gain := floatFrom(s.gain.Load())
-		if s.mute.Load() {
-			gain = 0
-		}
-		limit.Process(buf, gain)
-		if s.echo != nil {
-			// The reference is exactly what the card is given, taken
-			// with the card's delay before it: a sample handed over now
-			// is heard that much later.
-			s.echo.far(buf, dev.delay())
-		}
+		s.period(buf, limit, dev)
 		if err := dev.transfer(ctx, buf); err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return err
 			}
 			return fmt.Errorf("play: %w", err)
 		}
+	}
+}
+
+// period fills buf with the next period for dev: the mix, through the
+// playback gain and the limiter, handed to the echo canceller.
+func (s *Speaker) period(buf []int16, limit *media.Limiter, dev device) {
+	s.mixer.Read(buf)
+	gain := floatFrom(s.gain.Load())
+	if s.mute.Load() {
+		gain = 0
+	}
+	limit.Process(buf, gain)
+	if s.echo != nil {
+		// The reference is exactly what the card is given, taken with
+		// the card's delay before it: a sample handed over now is heard
+		// that much later.
+		s.echo.far(buf, dev.delay())
 	}
 }
 

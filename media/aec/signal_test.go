@@ -21,3 +21,12 @@ func toPCM(x []float64) []int16 {
 	}
 	return out
 }
+
+// libraries are the libraries this build has: WebRTC's is left out of
+// board builds (tag noaecwebrtc).
+func libraries() []Library {
+	if webrtcBuilt {
+		return []Library{WebRTC, Speex}
+	}
+	return []Library{Speex}
+}

@@ -22,6 +22,9 @@ import (
 	"github.com/doorbell/intercom/media"
 )
 
+// webrtcBuilt says this build has WebRTC's canceller.
+const webrtcBuilt = true
+
 // webrtcEngine is WebRTC's AudioProcessing through webrtc_shim.cc.
 type webrtcEngine struct {
 	apm *C.intercom_apm

@@ -7,6 +7,8 @@ import (
 	"time"
 )
 
+const webrtcBuilt = false
+
 // webrtcEngine stands in for WebRTC's canceller in builds without it (the
 // tag noaecwebrtc: board builds); New reports it missing.
 type webrtcEngine struct{}

@@ -64,6 +64,9 @@ type Echo struct {
 	ringEnd int64
 	heard   delayMedian // when speaker position 0 is heard (card timeline)
 	playDel delayMedian // the playback delay, for status
+	// reopened is set when the speaker opened its device again: the new
+	// device's timeline owes nothing to the old one's.
+	reopened bool
 
 	// The microphone's goroutine's.
 	captured delayMedian // when microphone position 0 was captured
@@ -118,6 +121,25 @@ func (e *Echo) Shifts() uint64 { return e.shifts.Load() }
 func samples(d time.Duration) int { return int(d * media.SampleRate / time.Second) }
 func span(n int64) time.Duration  { return time.Duration(n) * time.Second / media.SampleRate }
 
+// speakerOpened is called by the speaker's goroutine each time it opens
+// its device: the readings of the device before say nothing of this one.
+func (e *Echo) speakerOpened() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.heard, e.playDel = delayMedian{}, delayMedian{}
+	e.reopened = true
+}
+
+// microphoneOpened is called by the microphone's goroutine before its
+// first frame: a new capture PCM (the stream opens one per call) is on a
+// timeline of its own, and the readings of the last call would misplace
+// this one's first half second. The canceller's filter stays: the echo
+// path has not moved.
+func (e *Echo) microphoneOpened() {
+	e.captured, e.capDel = delayMedian{}, delayMedian{}
+	e.aligned = false
+}
+
 // far is called by the speaker's goroutine with the period it is about to
 // write and the playback PCM's delay measured just before.
 func (e *Echo) far(pcm []int16, delay time.Duration) {
@@ -144,6 +166,9 @@ func (e *Echo) near(pcm []int16, delay time.Duration) {
 	ref := e.ref[:len(pcm)]
 
 	e.mu.Lock()
+	if e.reopened {
+		e.aligned, e.reopened = false, false
+	}
 	if e.heard.n > 0 {
 		// Microphone position p was captured when speaker position
 		// p+offset was heard.

@@ -32,6 +32,10 @@ type liveRun struct {
 	opts   aec.Options
 	noAEC  bool // no Echo at all (the path as it was before issue 16)
 	frozen bool // the alignment never moves after the first
+	// hangUp, if set, closes the microphone once it delivered that much
+	// and opens a new one after pause of card time (one call ends, the
+	// next begins; the resident talks on through the speaker meanwhile).
+	hangUp, pause time.Duration
 }
 
 // result is what went into the canceller (raw) and what came out (out),
@@ -93,8 +97,25 @@ func (r liveRun) run(t *testing.T) liveResult {
 	defer func() { cancel(); wg.Wait() }()
 
 	mic := newMicrophone(card.capture(), 0, false, echo)
+	defer func() { mic.Close() }()
 	var res liveResult
-	for len(res.out) < len(r.far) {
+	for len(res.out) < len(r.far)-at(r.pause) {
+		if r.hangUp > 0 && len(res.out) == at(r.hangUp) {
+			mic.Close()
+			card.mu.Lock()
+			resume := card.now + int64(at(r.pause))
+			card.mu.Unlock()
+			for {
+				card.mu.Lock()
+				now := card.now
+				card.mu.Unlock()
+				if now >= resume {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			mic = newMicrophone(card.capture(), 0, false, echo)
+		}
 		pcm, err := mic.ReadAudio(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -218,6 +239,24 @@ func TestLivePathFollowsDelay(t *testing.T) {
 	t.Logf("alignment frozen: ERLE %.1f dB in 6.5–8 s", stale)
 	if stale > 15 {
 		t.Errorf("with the alignment frozen ERLE is still %.1f dB after the change: the test cannot tell", stale)
+	}
+}
+
+// The canceller lives as long as the sound card, so that its filter stays
+// converged from one call to the next; the stream opens a new microphone
+// per call. The resident talks on while nobody is connected (2 s, the
+// speaker playing on), and the next call's microphone must be aligned
+// from its first frames: ERLE in its first half second must be that of a
+// converged filter, not of one being fed the reference of the wrong time.
+func TestLivePathAcrossCalls(t *testing.T) {
+	r := echoScenario(12 * time.Second)
+	r.hangUp, r.pause = 6*time.Second, 2*time.Second
+	res := r.run(t)
+	first := erle(res, r.hangUp, r.hangUp+500*time.Millisecond)
+	before := erle(res, 4*time.Second, r.hangUp)
+	t.Logf("ERLE %.1f dB in the last 2 s of the first call, %.1f dB in the first 0.5 s of the next", before, first)
+	if first < 25 {
+		t.Errorf("ERLE %.1f dB in the first half second of the next call, want ≥ 25", first)
 	}
 }
 

@@ -17,11 +17,12 @@ const CaptureLatency = 100 * time.Millisecond
 // Microphone reads 20 ms frames of 48 kHz mono from an ALSA PCM. It is a
 // media.AudioSource; gain and mute apply to what it delivers.
 type Microphone struct {
-	dev  device
-	echo *Echo // nil: no canceller
-	buf  []int16
-	gain atomic.Uint64 // math.Float64bits of the linear gain
-	mute atomic.Bool
+	dev    device
+	echo   *Echo // nil: no canceller
+	opened bool  // the Echo was told of this microphone
+	buf    []int16
+	gain   atomic.Uint64 // math.Float64bits of the linear gain
+	mute   atomic.Bool
 }
 
 // OpenMicrophone opens the capture PCM name (e.g. "default", "hw:1,0",
@@ -71,6 +72,10 @@ func (m *Microphone) process() {
 	// and the gain control see the level that was tuned.
 	media.ApplyGain(m.buf, floatFrom(m.gain.Load()))
 	if m.echo != nil {
+		if !m.opened {
+			m.echo.microphoneOpened()
+			m.opened = true
+		}
 		// What the PCM still holds was captured after this frame, which
 		// is a frame long: its first sample is that much older.
 		m.echo.near(m.buf, m.dev.delay()+media.AudioFrame)

@@ -39,6 +39,7 @@ type simCard struct {
 	near      []float64 // the visitor and the street, by card time
 	wantWrite bool
 	wantRead  bool
+	capOpen   bool // a microphone has the capture PCM open
 
 	// onTick runs under the lock at every tick with the card time; tests
 	// feed the resident's voice from it and change latencies.
@@ -91,7 +92,9 @@ func (c *simCard) tick() {
 		} else if t < len(c.near) {
 			x += c.near[t]
 		}
-		c.captured = append(c.captured, int16(max(-32768, min(32767, x*32768))))
+		if c.capOpen {
+			c.captured = append(c.captured, int16(max(-32768, min(32767, x*32768))))
+		}
 	}
 	c.now += int64(c.period)
 	c.wantWrite, c.wantRead = false, false
@@ -102,7 +105,9 @@ func (c *simCard) tick() {
 // other side waits too) or ctx is done.
 func (c *simCard) wait(ctx context.Context, want *bool) error {
 	*want = true
-	if c.wantWrite && c.wantRead {
+	// Without a microphone (between calls) the speaker alone drives the
+	// clock, as a card's playback runs on while capture is closed.
+	if c.wantWrite && (c.wantRead || !c.capOpen) {
 		c.tick()
 		return nil
 	}
@@ -120,7 +125,13 @@ func (c *simCard) wait(ctx context.Context, want *bool) error {
 
 // playback and capture are the card's two PCMs.
 func (c *simCard) playback() device { return simPlayback{c} }
-func (c *simCard) capture() device  { return simCapture{c} }
+// capture opens the capture PCM afresh: empty, capturing from now.
+func (c *simCard) capture() device {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.capOpen, c.captured = true, nil
+	return simCapture{c}
+}
 
 type simPlayback struct{ c *simCard }
 
@@ -174,6 +185,15 @@ func (r simCapture) delay() time.Duration {
 	return durationOf(len(r.c.captured) + r.c.capLat)
 }
 
-func (r simCapture) close() error { return nil }
+func (r simCapture) close() error {
+	c := r.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.capOpen, c.captured = false, nil
+	if c.wantWrite {
+		c.tick() // the speaker may be waiting for the clock
+	}
+	return nil
+}
 
 func durationOf(n int) time.Duration { return time.Duration(n) * time.Second / media.SampleRate }

@@ -121,6 +121,9 @@ func (s *Speaker) play(ctx context.Context) error {
 		_ = dev.close()
 	}()
 	s.mixer.Reset()
+	if s.echo != nil {
+		s.echo.speakerOpened()
+	}
 	// The playback gain is applied inside the limiter, so a gain that
 	// would push the resident past full scale is limited, not clipped.
 	limit := media.NewLimiter(media.LimiterCeilingDBFS, media.LimiterLookahead, media.LimiterRelease)

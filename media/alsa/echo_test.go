@@ -85,6 +85,10 @@ func (r liveRun) run(t *testing.T) liveResult {
 			r.change(card, now)
 		}
 	}
+	// The capture PCM is open before the speaker starts, so the clock
+	// waits for the first read and every run is the same.
+	mic := newMicrophone(card.capture(), 0, false, echo)
+	defer func() { mic.Close() }()
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -96,15 +100,14 @@ func (r liveRun) run(t *testing.T) liveResult {
 	}()
 	defer func() { cancel(); wg.Wait() }()
 
-	mic := newMicrophone(card.capture(), 0, false, echo)
-	defer func() { mic.Close() }()
 	var res liveResult
 	for len(res.out) < len(r.far)-at(r.pause) {
 		if r.hangUp > 0 && len(res.out) == at(r.hangUp) {
-			mic.Close()
 			card.mu.Lock()
 			resume := card.now + int64(at(r.pause))
+			card.runUntil = resume
 			card.mu.Unlock()
+			mic.Close()
 			for {
 				card.mu.Lock()
 				now := card.now
@@ -144,6 +147,31 @@ func erle(res liveResult, from, to time.Duration) float64 {
 		}
 		in += e
 		out += energy16(res.out[off : off+frame])
+	}
+	return 10 * math.Log10(in/out)
+}
+
+// visitorLoss is how much of the visitor's energy (what the visitor added
+// to the microphone, with minus without) is missing from what the visitor
+// added to the output, in [from, to), over 10 ms frames where the visitor
+// is above -50 dBFS.
+func visitorLoss(with, without liveResult, from, to time.Duration) float64 {
+	const frame = aec.FrameSamples
+	diff := func(a, b []int16) []int16 {
+		d := make([]int16, frame)
+		for i := range d {
+			d[i] = a[i] - b[i]
+		}
+		return d
+	}
+	var in, out float64
+	for off := at(from); off+frame <= at(to) && off+frame <= len(with.out); off += frame {
+		v := energy16(diff(with.raw[off:off+frame], without.raw[off:off+frame]))
+		if v < frame*math.Pow(10, -50.0/10) {
+			continue
+		}
+		in += v
+		out += energy16(diff(with.out[off:off+frame], without.out[off:off+frame]))
 	}
 	return 10 * math.Log10(in/out)
 }
@@ -189,6 +217,22 @@ func TestLivePathCancelsEcho(t *testing.T) {
 		got, erle(on, 2*time.Second, 4*time.Second), on.hints[len(on.hints)-1])
 	if got < 25 {
 		t.Errorf("ERLE %.1f dB after convergence, want ≥ 25", got)
+	}
+
+	// Double talk: the visitor speaks 6–8 s, as loud as the echo. What the
+	// visitor adds to what reaches the encoder is the difference of the
+	// two runs (they are identical until 6 s: the simulated card's clock
+	// makes a run deterministic); it must keep the visitor's energy within
+	// 3 dB (issue 16's target).
+	dt := echoScenario(n)
+	visitor := aectest.Speech(1001, at(2*time.Second), aectest.Visitor, -26)
+	for i, v := range visitor {
+		dt.near[at(6*time.Second)+i] += v
+	}
+	loss := visitorLoss(dt.run(t), on, 6*time.Second, n)
+	t.Logf("double talk 6–8 s: the visitor lost %.2f dB", loss)
+	if loss > 3 {
+		t.Errorf("the visitor lost %.1f dB in double talk, want ≤ 3", loss)
 	}
 
 	offRun := echoScenario(5 * time.Second)
@@ -247,7 +291,8 @@ func TestLivePathFollowsDelay(t *testing.T) {
 // per call. The resident talks on while nobody is connected (2 s, the
 // speaker playing on), and the next call's microphone must be aligned
 // from its first frames: ERLE in its first half second must be that of a
-// converged filter, not of one being fed the reference of the wrong time.
+// converged filter (26.5 dB here; a microphone aligned by the last call's
+// readings gets 0.5 dB), not of one fed the reference of the wrong time.
 func TestLivePathAcrossCalls(t *testing.T) {
 	r := echoScenario(12 * time.Second)
 	r.hangUp, r.pause = 6*time.Second, 2*time.Second
@@ -255,8 +300,8 @@ func TestLivePathAcrossCalls(t *testing.T) {
 	first := erle(res, r.hangUp, r.hangUp+500*time.Millisecond)
 	before := erle(res, 4*time.Second, r.hangUp)
 	t.Logf("ERLE %.1f dB in the last 2 s of the first call, %.1f dB in the first 0.5 s of the next", before, first)
-	if first < 25 {
-		t.Errorf("ERLE %.1f dB in the first half second of the next call, want ≥ 25", first)
+	if first < 20 {
+		t.Errorf("ERLE %.1f dB in the first half second of the next call, want ≥ 20", first)
 	}
 }
 

@@ -39,7 +39,8 @@ type simCard struct {
 	near      []float64 // the visitor and the street, by card time
 	wantWrite bool
 	wantRead  bool
-	capOpen   bool // a microphone has the capture PCM open
+	capOpen   bool  // a microphone has the capture PCM open
+	runUntil  int64 // without one, the speaker drives the clock up to here
 
 	// onTick runs under the lock at every tick with the card time; tests
 	// feed the resident's voice from it and change latencies.
@@ -106,8 +107,9 @@ func (c *simCard) tick() {
 func (c *simCard) wait(ctx context.Context, want *bool) error {
 	*want = true
 	// Without a microphone (between calls) the speaker alone drives the
-	// clock, as a card's playback runs on while capture is closed.
-	if c.wantWrite && (c.wantRead || !c.capOpen) {
+	// clock, as a card's playback runs on while capture is closed, up to
+	// where the test opens the next one.
+	if c.wantWrite && (c.wantRead || (!c.capOpen && c.now < c.runUntil)) {
 		c.tick()
 		return nil
 	}
@@ -125,6 +127,7 @@ func (c *simCard) wait(ctx context.Context, want *bool) error {
 
 // playback and capture are the card's two PCMs.
 func (c *simCard) playback() device { return simPlayback{c} }
+
 // capture opens the capture PCM afresh: empty, capturing from now.
 func (c *simCard) capture() device {
 	c.mu.Lock()
@@ -190,7 +193,7 @@ func (r simCapture) close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.capOpen, c.captured = false, nil
-	if c.wantWrite {
+	if c.wantWrite && c.now < c.runUntil {
 		c.tick() // the speaker may be waiting for the clock
 	}
 	return nil

@@ -47,6 +47,12 @@ type Canceller interface {
 // USB card plugged in, a resampling plugin or an xrun that changes the
 // device's delay is followed within about a second.
 //
+// Both sides are read against the monotonic clock; a card's clock drifts
+// from it, but playback and capture on one card drift together, so the
+// offset holds. (A microphone and a speaker on two cards drift apart by
+// their clocks' difference, and the offset then moves by echoSlack every
+// so often: at 100 ppm, every 50 s.)
+//
 // One microphone at a time: the daemon's stream opens one, and the
 // canceller's state is that of one echo path.
 type Echo struct {
@@ -78,7 +84,7 @@ type Echo struct {
 
 	delay    atomic.Int64 // playback-to-capture delay (ns), -1 before the first frame
 	shifts   atomic.Uint64
-	mutex    sync.Mutex // guards lastErr
+	errMu    sync.Mutex // guards lastErr
 	lastErr  time.Time
 	margin   int
 	slack    int64 // echoSlack in samples; tests freeze the alignment
@@ -215,8 +221,8 @@ func abs64(v int64) int64 {
 }
 
 func (e *Echo) report(side string, err error) {
-	e.mutex.Lock()
-	defer e.mutex.Unlock()
+	e.errMu.Lock()
+	defer e.errMu.Unlock()
 	if time.Since(e.lastErr) < time.Minute {
 		return
 	}

@@ -148,7 +148,7 @@ func TestIntercomPackage(t *testing.T) {
 		t.Errorf("Config.in does not define BR2_PACKAGE_%s", PKG)
 	}
 	deps := strings.Fields(vars[PKG+"_DEPENDENCIES"])
-	for _, want := range []string{"libvpx", "opus", "alsa-lib"} {
+	for _, want := range []string{"libvpx", "opus", "alsa-lib", "speexdsp"} {
 		if !slices.Contains(deps, want) {
 			t.Errorf("%s_DEPENDENCIES lacks %s", PKG, want)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/doorbell/intercom/gpio"
 	"github.com/doorbell/intercom/media"
+	"github.com/doorbell/intercom/media/aec"
 	"github.com/doorbell/intercom/media/alsa"
 	"github.com/doorbell/intercom/media/v4l2"
 	"github.com/doorbell/intercom/provisioning"
@@ -35,6 +36,11 @@ type hardware struct {
 	passThrough bool         // the camera's H.264 is sent as it is
 
 	speaker *alsa.Speaker // nil: the resident's audio is only metered
+	// The microphone's processing (audio.processing and its switches):
+	// one canceller for as long as the sound card, so its filter stays
+	// converged from call to call. nil when every stage is off.
+	canceller *aec.Processor
+	echo      *alsa.Echo
 }
 
 // openHardware opens the configured GPIO pins (relay and ringer driven off
@@ -63,10 +69,30 @@ func openHardware(cfg *provisioning.Config, log *slog.Logger) (*hardware, error)
 		})
 	}
 	if cfg.Hardware.Audio == "alsa" {
+		if err := h.openProcessing(); err != nil {
+			h.Close()
+			return nil, err
+		}
 		h.speaker = alsa.NewSpeaker(cfg.Audio.Playback, float64(cfg.Audio.PlaybackGainDB), h.muted("speaker"),
-			log.With("component", "speaker"))
+			h.echo, log.With("component", "speaker"))
 	}
 	return h, nil
+}
+
+// openProcessing builds the microphone's processing from audio.*: the
+// speaker feeds it what it plays, the microphone is cleaned by it.
+func (h *hardware) openProcessing() error {
+	echo, noise, gain, highPass := h.cfg.Audio.Stages()
+	if !echo && !noise && !gain && !highPass {
+		return nil
+	}
+	p, err := aec.New(aec.Options{NoEcho: !echo, NoNoise: !noise, NoGain: !gain, NoHighPass: !highPass})
+	if err != nil {
+		return fmt.Errorf("microphone processing: %w", err)
+	}
+	h.canceller = p
+	h.echo = alsa.NewEcho(p, h.log.With("component", "echo"))
+	return nil
 }
 
 func (h *hardware) openGPIO() error {
@@ -136,7 +162,7 @@ func (h *hardware) openAudio() func() (media.AudioSource, error) {
 		return nil
 	}
 	return func() (media.AudioSource, error) {
-		return alsa.OpenMicrophone(h.cfg.Audio.Capture, float64(h.cfg.Audio.CaptureGainDB), h.muted("microphone"))
+		return alsa.OpenMicrophone(h.cfg.Audio.Capture, float64(h.cfg.Audio.CaptureGainDB), h.muted("microphone"), h.echo)
 	}
 }
 
@@ -179,6 +205,12 @@ func (h *hardware) status() hardwareStatus {
 		ss := h.speaker.Stats()
 		st.Speaker, st.SpeakerDelay = &ss, h.speaker.Delay().String()
 	}
+	if h.echo != nil {
+		if d := h.echo.Delay(); d >= 0 {
+			st.EchoDelay = d.String()
+		}
+		st.EchoShifts = h.echo.Shifts()
+	}
 	return st
 }
 
@@ -191,13 +223,22 @@ type hardwareStatus struct {
 	CameraPassthrough bool                `json:"camera_passthrough,omitempty"`
 	Speaker           *media.PlayoutStats `json:"speaker,omitempty"`
 	SpeakerDelay      string              `json:"speaker_delay,omitempty"`
+	// EchoDelay is the playback-to-capture delay the sound card reports,
+	// as the echo canceller aligns by it; EchoShifts counts how often it
+	// moved while running.
+	EchoDelay  string `json:"echo_delay,omitempty"`
+	EchoShifts uint64 `json:"echo_shifts,omitempty"`
 }
 
-// Close de-energises the relay (also on every error path of start-up).
+// Close de-energises the relay (also on every error path of start-up) and
+// frees the canceller; the speaker and microphone must have stopped.
 func (h *hardware) Close() error {
 	var errs []error
 	if h.relay != nil {
 		errs = append(errs, h.relay.Halt())
+	}
+	if h.canceller != nil {
+		h.canceller.Close()
 	}
 	return errors.Join(errs...)
 }

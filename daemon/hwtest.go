@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -202,19 +203,27 @@ func (r *hwtestRun) microphone(ctx context.Context) ([]int16, string, error) {
 	if r.cfg.Hardware.Audio != "alsa" {
 		return nil, "", errSkip{"audio is simulated (tone)"}
 	}
-	mic, err := alsa.OpenMicrophone(r.cfg.Audio.Capture, float64(r.cfg.Audio.CaptureGainDB), false)
+	// The microphone as tuned by audio.capture_gain_db, before the echo
+	// canceller and the rest of the processing: the level the installer
+	// sets is what those stages get.
+	mic, err := alsa.OpenMicrophone(r.cfg.Audio.Capture, float64(r.cfg.Audio.CaptureGainDB), false, nil)
 	if err != nil {
 		return nil, "", err
 	}
 	defer mic.Close()
-	fmt.Fprintf(r.out, "recording %v from %s: speak now\n", r.record, r.cfg.Audio.Capture)
+	fmt.Fprintf(r.out, "recording %v from %s (capture_gain_db %d): speak now\n", r.record, r.cfg.Audio.Capture, r.cfg.Audio.CaptureGainDB)
 	var rec []int16
+	meter := 0 // start of the stretch the meter has not shown yet
 	for len(rec) < int(r.record*media.SampleRate/time.Second) {
 		pcm, err := mic.ReadAudio(ctx)
 		if err != nil {
 			return nil, "", err
 		}
 		rec = append(rec, pcm...)
+		if len(rec)-meter >= meterSamples {
+			fmt.Fprintln(r.out, meterLine(rec[meter:]))
+			meter = len(rec)
+		}
 	}
 	level, peak := dbfs(rec)
 	msg := fmt.Sprintf("%s: %v recorded, level %.1f dBFS, peak %.1f dBFS", r.cfg.Audio.Capture, r.record, level, peak)
@@ -224,6 +233,26 @@ func (r *hwtestRun) microphone(ctx context.Context) ([]int16, string, error) {
 		return rec, "", fmt.Errorf("%s: silence (no signal; check the wiring and the capture mixer)", msg)
 	}
 	return rec, msg, nil
+}
+
+// The level meter shows every quarter of a second: often enough to follow
+// a voice, slowly enough to read.
+const meterSamples = media.SampleRate / 4
+
+// meterLine is one reading of the live level meter: RMS and peak in dBFS
+// and a bar of the RMS from -60 to 0 dBFS (one mark per 2 dB), with a
+// warning when the peak reaches full scale (lower capture_gain_db).
+func meterLine(pcm []int16) string {
+	rms, peak := dbfs(pcm)
+	marks := 0
+	if !math.IsInf(rms, -1) {
+		marks = int(max(0, min(30, (rms+60)/2)))
+	}
+	line := fmt.Sprintf("  mic %6.1f dBFS rms %6.1f dBFS peak |%-30s|", max(rms, -99), max(peak, -99), strings.Repeat("#", marks))
+	if peak > -0.1 {
+		line += " CLIPPING"
+	}
+	return line
 }
 
 func dbfs(pcm []int16) (rms, peak float64) {
@@ -240,6 +269,8 @@ func dbfs(pcm []int16) (rms, peak float64) {
 	return 10 * math.Log10(sum/float64(len(pcm))), 20 * math.Log10(float64(p)/32768)
 }
 
+func samplesOf(d time.Duration) int { return int(d * media.SampleRate / time.Second) }
+
 func abs(v int) int {
 	if v < 0 {
 		return -v
@@ -247,11 +278,17 @@ func abs(v int) int {
 	return v
 }
 
+// play plays pcm as a resident's voice would be: through
+// audio.playback_gain_db and the speaker's limiter.
 func (r *hwtestRun) play(ctx context.Context, pcm []int16) error {
 	pb, err := alsa.OpenPlayback(r.cfg.Audio.Playback)
 	if err != nil {
 		return err
 	}
+	pcm = slices.Clone(pcm)
+	limit := media.NewLimiter(media.LimiterCeilingDBFS, media.LimiterLookahead, media.LimiterRelease)
+	pcm = append(pcm, make([]int16, samplesOf(limit.Delay()))...) // flush the lookahead
+	limit.Process(pcm, media.DBToGain(float64(r.cfg.Audio.PlaybackGainDB)))
 	if err := pb.Write(ctx, pcm); err != nil {
 		pb.Close()
 		return err
@@ -291,7 +328,7 @@ func (r *hwtestRun) speaker(ctx context.Context) (string, error) {
 	if !r.ask("Did you hear a 1 kHz tone?") {
 		return "", errors.New("tone not heard")
 	}
-	return fmt.Sprintf("1 s of 1 kHz at -12 dBFS played on %s", r.cfg.Audio.Playback), nil
+	return fmt.Sprintf("1 s of 1 kHz at -12 dBFS played on %s with playback_gain_db %d", r.cfg.Audio.Playback, r.cfg.Audio.PlaybackGainDB), nil
 }
 
 func (r *hwtestRun) ringer(ctx context.Context) (string, error) {

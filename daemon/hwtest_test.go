@@ -71,7 +71,7 @@ func TestHWTestSimAndFilePlugins(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := hwtestConfig(t, "hardware: {audio: alsa}\naudio: {capture: hwmic, playback: hwspk}\n")
+	cfg := hwtestConfig(t, "hardware: {audio: alsa}\naudio: {capture: hwmic, playback: hwspk, playback_gain_db: -6}\n")
 	var out bytes.Buffer
 	snap := filepath.Join(t.TempDir(), "snap.jpg")
 	code := hwtest(t.Context(), cfg, hwtestOptions{
@@ -89,7 +89,9 @@ func TestHWTestSimAndFilePlugins(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	for _, want := range []string{"PASS camera", "PASS microphone", "level -15", "PASS playback", "PASS speaker",
-		"SKIP ringer", "SKIP relay", "PASS button", "all parts passed"} {
+		"SKIP ringer", "SKIP relay", "PASS button", "all parts passed",
+		// The live meter while recording: the tone's RMS and peak.
+		"  mic  -15.1 dBFS rms  -12.0 dBFS peak |######################        |"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -114,8 +116,9 @@ func TestHWTestSimAndFilePlugins(t *testing.T) {
 	for i := 0; i+1 < len(played); i += 2 {
 		peak = max(peak, int16(binary.LittleEndian.Uint16(played[i:])))
 	}
-	if peak < 8000 {
-		t.Fatalf("played audio is silent (peak %d)", peak)
+	// The tone peaks at 0.25 of full scale; playback_gain_db -6 halves it.
+	if peak < 4000 || peak > 4200 {
+		t.Fatalf("played tone peaks at %d, want about 4100 (-12 dBFS, then -6 dB)", peak)
 	}
 }
 

@@ -112,6 +112,19 @@ type Audio struct {
 	Capture, Playback             string // ALSA PCM names
 	CaptureGainDB, PlaybackGainDB int
 	Mute                          string // "none", "microphone", "speaker" or "both"
+	// What cleans the microphone (media/aec): "all" runs the stages
+	// switched on below, "none" none of them.
+	Processing                                                string
+	EchoCancellation, NoiseSuppression, GainControl, HighPass bool
+}
+
+// Stages reports which microphone processing stages run: none at all
+// with processing: none.
+func (a Audio) Stages() (echo, noise, gain, highPass bool) {
+	if a.Processing == "none" {
+		return false, false, false, false
+	}
+	return a.EchoCancellation, a.NoiseSuppression, a.GainControl, a.HighPass
 }
 
 // Door is who may open the door from Matrix, and how.

@@ -47,10 +47,11 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 		Hardware:  Hardware{GPIO: "sim", Camera: "testpattern", Audio: "tone"},
 		GPIO:      GPIOPins{ButtonActive: "low", Debounce: 50 * time.Millisecond, RingerActive: "high", RelayActive: "high"},
 		Camera:    Camera{Device: "/dev/video0", Format: "auto"},
-		Audio:     Audio{Capture: "default", Playback: "default", Mute: "none"},
-		API:       API{Listen: "127.0.0.1:8080"},
-		Video:     Video{Width: 640, Height: 480, FPS: 15, Bitrate: 600_000, MinBitrate: 150_000, MaxBitrate: 1_500_000},
-		Log:       Log{Level: "info"},
+		Audio: Audio{Capture: "default", Playback: "default", Mute: "none",
+			Processing: "all", EchoCancellation: true, NoiseSuppression: true, GainControl: true, HighPass: true},
+		API:   API{Listen: "127.0.0.1:8080"},
+		Video: Video{Width: 640, Height: 480, FPS: 15, Bitrate: 600_000, MinBitrate: 150_000, MaxBitrate: 1_500_000},
+		Log:   Log{Level: "info"},
 	}
 	c.lines = nil // bookkeeping, not part of the result
 	if !reflect.DeepEqual(*c, want) {
@@ -194,6 +195,13 @@ func TestParseProblems(t *testing.T) {
 			`f.yaml:7: video.fps: must be a whole number; got the number 1.5`,
 			`f.yaml:7: video.height: must be a number, not the string "480" (remove the quotes)`,
 			`f.yaml:7: video.width: 641 must be even`,
+		}},
+		{"audio processing", minimal + "audio: {processing: off, echo_cancellation: maybe}\n", []string{
+			`f.yaml:7: audio.echo_cancellation: must be true or false; got the string "maybe"`,
+			`f.yaml:7: audio.processing: "off" is not one of all, none`,
+		}},
+		{"audio processing none with a stage on", minimal + "audio:\n  processing: none\n  noise_suppression: false\n  echo_cancellation: true\n", []string{
+			`f.yaml:10: audio.echo_cancellation: is on, but audio.processing: none switches every stage off; remove one of the two`,
 		}},
 		{"video out of range", minimal + "video: {width: 99999999999}\n", []string{
 			`f.yaml:7: video.width: 99999999999 is out of range`,
@@ -355,6 +363,30 @@ func TestSlogLevel(t *testing.T) {
 	}
 }
 
+// The microphone's processing: each stage on by default and off one by
+// one, or all at once with processing: none.
+func TestAudioProcessing(t *testing.T) {
+	for _, tc := range []struct {
+		audio                   string
+		echo, noise, gain, high bool
+	}{
+		{"", true, true, true, true},
+		{"audio: {echo_cancellation: false}\n", false, true, true, true},
+		{"audio: {noise_suppression: false, gain_control: false, high_pass: false}\n", true, false, false, false},
+		{"audio: {processing: none}\n", false, false, false, false},
+		{"audio: {processing: none, high_pass: false}\n", false, false, false, false},
+	} {
+		c, err := Parse("f.yaml", []byte(minimal+tc.audio), "/etc/intercom")
+		if err != nil {
+			t.Fatalf("%q: %v", tc.audio, err)
+		}
+		e, n, g, h := c.Audio.Stages()
+		if e != tc.echo || n != tc.noise || g != tc.gain || h != tc.high {
+			t.Errorf("%q: stages echo=%v noise=%v gain=%v high-pass=%v, want %v %v %v %v", tc.audio, e, n, g, h, tc.echo, tc.noise, tc.gain, tc.high)
+		}
+	}
+}
+
 func TestHardwareKeys(t *testing.T) {
 	cfg := minimal + `hardware: {gpio: periph, camera: v4l2, audio: alsa}
 gpio: {button: GPIO17, button_active: high, debounce: 20ms, relay: GPIO22, relay_active: low}
@@ -372,7 +404,8 @@ audio: {capture: "hw:1,0", playback: plughw:1, capture_gain_db: 6, playback_gain
 	if c.Camera != (Camera{Device: "/dev/video2", Format: "mjpeg"}) {
 		t.Errorf("camera = %+v", c.Camera)
 	}
-	if c.Audio != (Audio{Capture: "hw:1,0", Playback: "plughw:1", CaptureGainDB: 6, PlaybackGainDB: -3, Mute: "speaker"}) {
+	if c.Audio != (Audio{Capture: "hw:1,0", Playback: "plughw:1", CaptureGainDB: 6, PlaybackGainDB: -3, Mute: "speaker",
+		Processing: "all", EchoCancellation: true, NoiseSuppression: true, GainControl: true, HighPass: true}) {
 		t.Errorf("audio = %+v", c.Audio)
 	}
 

@@ -180,6 +180,19 @@ var schema = []field{
 		integer, between(-40, 30)),
 	optional("audio.mute", "none", func(c *Config) *string { return &c.Audio.Mute },
 		oneOf("none", "microphone", "speaker", "both")),
+	// The microphone's processing (media/aec, issue 16): each stage on by
+	// default; installers whose door module cancels echo or suppresses
+	// noise itself switch that stage off, or all of them at once.
+	optional("audio.processing", "all", func(c *Config) *string { return &c.Audio.Processing },
+		oneOf("all", "none")),
+	optional("audio.echo_cancellation", true, func(c *Config) *bool { return &c.Audio.EchoCancellation },
+		boolean),
+	optional("audio.noise_suppression", true, func(c *Config) *bool { return &c.Audio.NoiseSuppression },
+		boolean),
+	optional("audio.gain_control", true, func(c *Config) *bool { return &c.Audio.GainControl },
+		boolean),
+	optional("audio.high_pass", true, func(c *Config) *bool { return &c.Audio.HighPass },
+		boolean),
 
 	optional("api.listen", "127.0.0.1:8080", func(c *Config) *string { return &c.API.Listen },
 		str, hostPort),
@@ -221,6 +234,31 @@ var crossChecks = []func(c *Config, at lineOf) []Problem{
 	checkResidentPaths,
 	checkGPIOPins,
 	checkVideoBitrates,
+	checkAudioProcessing,
+}
+
+// checkAudioProcessing refuses a stage switched on beside processing:
+// none, which switches every stage off: the file would say both.
+func checkAudioProcessing(c *Config, at lineOf) []Problem {
+	if c.Audio.Processing != "none" {
+		return nil
+	}
+	var ps []Problem
+	for _, k := range []struct {
+		key string
+		on  bool
+	}{
+		{"audio.echo_cancellation", c.Audio.EchoCancellation},
+		{"audio.noise_suppression", c.Audio.NoiseSuppression},
+		{"audio.gain_control", c.Audio.GainControl},
+		{"audio.high_pass", c.Audio.HighPass},
+	} {
+		if l := at(k.key); l > 0 && k.on {
+			ps = append(ps, Problem{File: c.Path, Line: l, Key: k.key,
+				Msg: "is on, but audio.processing: none switches every stage off; remove one of the two"})
+		}
+	}
+	return ps
 }
 
 // warnChecks find what is allowed but unwise. They run after the cross

@@ -13,7 +13,7 @@ done
 packages+=(
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu
 	gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf
-	libvpx-dev:arm64 libopus-dev:arm64 libasound2-dev:arm64 libstdc++6:arm64
-	libvpx-dev:armhf libopus-dev:armhf libasound2-dev:armhf libstdc++6:armhf
+	libvpx-dev:arm64 libopus-dev:arm64 libasound2-dev:arm64 libspeexdsp-dev:arm64 libstdc++6:arm64
+	libvpx-dev:armhf libopus-dev:armhf libasound2-dev:armhf libspeexdsp-dev:armhf libstdc++6:armhf
 	qemu-user-static
 )

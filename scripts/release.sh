@@ -34,7 +34,7 @@ for arch in $ARCHES; do
 	env CGO_ENABLED=1 GOOS=linux GOARCH="$arch" "${extra[@]}" \
 		CC="$triplet-gcc" CXX="$triplet-g++" \
 		PKG_CONFIG_LIBDIR="/usr/lib/$triplet/pkgconfig:/usr/share/pkgconfig" \
-		"$GO" build -tags goolm -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$out" ./cmd/intercom
+		"$GO" build -tags goolm,noaecwebrtc -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$out" ./cmd/intercom
 	size=$(stat -c %s "$out")
 	awk -v o="$out" -v s="$size" -v t=$(($(date +%s) - start)) -v v="$VERSION" 'BEGIN { printf "release: %-28s %6.1f MB (%d bytes, %ds) %s\n", o, s/1048576, s, t, v }'
 done

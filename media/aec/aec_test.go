@@ -13,7 +13,7 @@ import (
 func TestStagesOffPassThrough(t *testing.T) {
 	far := toPCM(speech(7, at(time.Second), farTalker, farLevel))
 	mic := toPCM(speech(8, at(time.Second), nearTalker, nearLevel))
-	for _, lib := range []Library{WebRTC, Speex} {
+	for _, lib := range libraries() {
 		t.Run(string(lib), func(t *testing.T) {
 			p, err := New(Options{Library: lib, NoEcho: true, NoNoise: true, NoGain: true, NoHighPass: true})
 			if err != nil {
@@ -40,7 +40,7 @@ func TestErrors(t *testing.T) {
 	if _, err := New(Options{Library: "nope"}); !errors.Is(err, ErrLibrary) {
 		t.Errorf("unknown library: %v, want ErrLibrary", err)
 	}
-	for _, lib := range []Library{WebRTC, Speex} {
+	for _, lib := range libraries() {
 		p, err := New(Options{Library: lib})
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +107,7 @@ func TestSpeexFollowsDelay(t *testing.T) {
 // The speaker's goroutine hands in the reference while the microphone's
 // cleans its frames; the race detector checks the lock that orders them.
 func TestFarAndNearConcurrently(t *testing.T) {
-	for _, lib := range []Library{WebRTC, Speex} {
+	for _, lib := range libraries() {
 		t.Run(string(lib), func(t *testing.T) {
 			p, err := New(Options{Library: lib, Delay: 40 * time.Millisecond})
 			if err != nil {
@@ -191,7 +191,7 @@ func TestSpeexReferenceGap(t *testing.T) {
 // fixed-point speexdsp, for one, ignores SPEEX_PREPROCESS_SET_AGC).
 func TestGainRaisesQuietVisitor(t *testing.T) {
 	quiet := toPCM(speech(9, at(8*time.Second), nearTalker, -42))
-	for _, lib := range []Library{WebRTC, Speex} {
+	for _, lib := range libraries() {
 		t.Run(string(lib), func(t *testing.T) {
 			p, err := New(Options{Library: lib})
 			if err != nil {

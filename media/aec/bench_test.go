@@ -20,7 +20,7 @@ func BenchmarkFrame(b *testing.B) {
 		mic[i] = sig.echo[i] + sig.near[i]
 	}
 	far, near := toPCM(sig.far), toPCM(mic)
-	for _, lib := range []Library{WebRTC, Speex} {
+	for _, lib := range libraries() {
 		b.Run(string(lib), func(b *testing.B) {
 			p, err := New(Options{Library: lib, Delay: sc.delay})
 			if err != nil {

@@ -1,245 +1,18 @@
 package aec
 
-import (
-	"math"
-	"math/rand/v2"
+import "github.com/doorbell/intercom/media/aec/aectest"
 
-	"github.com/doorbell/intercom/media"
-)
-
-// The echo tests need speech without a recording (nothing can be fetched
-// here), so they synthesise it with the source-filter model of speech: a
-// glottal pulse train with a moving pitch, shaped by formant resonances of
-// a vowel per syllable, with unvoiced (noise) onsets, a syllable-rate
-// envelope and pauses between phrases. What matters to an echo canceller
-// is that it is non-stationary, coloured, with gaps, like speech.
-
-// talker is a voice: its mean pitch and how its formants sit relative to
-// an adult male's.
-type talker struct {
-	f0, formants float64
-}
-
+// The signals come from aectest, which media/alsa's live-path test shares;
+// these names keep the tests of this package short.
 var (
-	farTalker  = talker{f0: 115, formants: 1}    // the resident
-	nearTalker = talker{f0: 210, formants: 1.17} // the visitor
+	farTalker  = aectest.Resident
+	nearTalker = aectest.Visitor
+	speech     = aectest.Speech
+	room       = aectest.Room
+	convolve   = aectest.Convolve
+	noise      = aectest.Noise
+	energy     = aectest.Energy
 )
-
-// vowels are F1–F3 (Hz) of five vowels for an adult male voice (average
-// values from the phonetics literature).
-var vowels = [][3]float64{
-	{730, 1090, 2440}, // a
-	{270, 2290, 3010}, // i
-	{300, 870, 2240},  // u
-	{530, 1840, 2480}, // e
-	{570, 840, 2410},  // o
-}
-
-// speech returns n samples (float, full scale 1) of a speech-like signal
-// whose active parts have RMS level dBFS.
-func speech(seed uint64, n int, tk talker, level float64) []float64 {
-	rng := rand.New(rand.NewPCG(seed, 0x5eec4))
-	const fs = float64(media.SampleRate)
-	out := make([]float64, n)
-	// Per-sample targets: envelope, pitch, formants, and noise share.
-	env := make([]float64, n)
-	unvoiced := make([]float64, n)
-	type seg struct {
-		start, end int
-		f          [3]float64
-	}
-	var segs []seg
-	t := int(rng.Float64() * 0.3 * fs)
-	for t < n {
-		syllables := 3 + rng.IntN(6)
-		for s := 0; s < syllables && t < n; s++ {
-			d := int((0.14 + 0.16*rng.Float64()) * fs)
-			end := min(t+d, n)
-			v := vowels[rng.IntN(len(vowels))]
-			segs = append(segs, seg{t, end, v})
-			stress := 0.5 + 0.5*rng.Float64()
-			onset := 0
-			if rng.Float64() < 0.4 { // a fricative or plosive onset
-				onset = int((0.03 + 0.04*rng.Float64()) * fs)
-			}
-			for i := t; i < end; i++ {
-				x := float64(i-t) / float64(end-t)
-				env[i] = stress * math.Pow(math.Sin(math.Pi*x), 0.6)
-				if i-t < onset {
-					unvoiced[i] = 1
-				}
-			}
-			t = end + int(0.02*rng.Float64()*fs)
-		}
-		t += int((0.25 + 0.6*rng.Float64()) * fs) // a pause
-	}
-	// Glottal source: one pulse per pitch period, pitch drifting with a
-	// slow contour and declining across the signal, then two one-pole
-	// low-passes for the source's spectral tilt.
-	var (
-		phase, lp1, lp2 float64
-		f0              float64
-		r1, r2, r3      resonator
-		si              int
-		vibrato         = rng.Float64() * 2 * math.Pi
-		form            = vowels[0]
-	)
-	for i := 0; i < n; i++ {
-		for si < len(segs) && segs[si].end <= i {
-			si++
-		}
-		if si < len(segs) && i >= segs[si].start {
-			form = segs[si].f
-		}
-		if i%48 == 0 { // retune the formants every millisecond, gliding
-			r1.tune(form[0]*tk.formants, 80, fs)
-			r2.tune(form[1]*tk.formants, 100, fs)
-			r3.tune(form[2]*tk.formants, 140, fs)
-			tt := float64(i) / fs
-			f0 = tk.f0 * (1 + 0.12*math.Sin(2*math.Pi*0.9*tt+vibrato) + 0.05*math.Sin(2*math.Pi*3.1*tt))
-		}
-		phase += f0 / fs
-		var ex float64
-		if phase >= 1 {
-			phase -= 1
-			ex = 1
-		}
-		lp1 += 0.12 * (ex - lp1)
-		lp2 += 0.12 * (lp1 - lp2)
-		voiced := lp2 * (1 - unvoiced[i])
-		noise := (rng.Float64()*2 - 1) * (0.02*unvoiced[i] + 0.001)
-		x := r3.step(r2.step(r1.step(voiced))) + noise
-		out[i] = x * env[i]
-	}
-	scale(out, level)
-	return out
-}
-
-// resonator is a two-pole formant filter whose centre glides to its
-// target so retuning does not click.
-type resonator struct {
-	f, b, y1, y2 float64
-	a1, a2, g    float64
-}
-
-func (r *resonator) tune(f, bw, fs float64) {
-	if r.f == 0 {
-		r.f = f
-	}
-	r.f += 0.1 * (f - r.f)
-	rad := math.Exp(-math.Pi * bw / fs)
-	r.a1 = 2 * rad * math.Cos(2*math.Pi*r.f/fs)
-	r.a2 = -rad * rad
-	r.g = 1 - rad
-}
-
-func (r *resonator) step(x float64) float64 {
-	y := r.g*x + r.a1*r.y1 + r.a2*r.y2
-	r.y2, r.y1 = r.y1, y
-	return y
-}
-
-// scale sets the RMS of x's active 10 ms frames (those within 30 dB of the
-// loudest) to level dBFS.
-func scale(x []float64, level float64) {
-	var peak float64
-	for off := 0; off+FrameSamples <= len(x); off += FrameSamples {
-		peak = max(peak, energy(x[off:off+FrameSamples]))
-	}
-	var sum float64
-	var count int
-	for off := 0; off+FrameSamples <= len(x); off += FrameSamples {
-		if e := energy(x[off : off+FrameSamples]); e > peak/1000 {
-			sum += e
-			count += FrameSamples
-		}
-	}
-	g := math.Pow(10, level/20) / math.Sqrt(sum/float64(count))
-	for i := range x {
-		x[i] *= g
-	}
-}
-
-func energy(x []float64) float64 {
-	var e float64
-	for _, v := range x {
-		e += v * v
-	}
-	return e
-}
-
-// tap is one reflection of a room impulse response.
-type tap struct {
-	at   int
-	gain float64
-}
-
-// room returns an echo path: the direct sound from the speaker after delay
-// samples, a dense first 2 ms (the box and its mounting), then sparse
-// reflections growing denser as they decay exponentially (RT60 about
-// 180 ms) up to 150 ms, scaled so the echo's energy is gain dB relative to
-// what is played.
-func room(seed uint64, delay int, gain float64) []tap {
-	rng := rand.New(rand.NewPCG(seed, 0x2007))
-	const fs = float64(media.SampleRate)
-	tau := 0.18 / 6.9 * fs // energy falls 60 dB in RT60
-	var taps []tap
-	for i := 0; i < int(0.002*fs); i++ {
-		g := rng.NormFloat64() * math.Exp(-float64(i)/tau) * 0.3
-		if i == 0 {
-			g = 1
-		}
-		taps = append(taps, tap{delay + i, g})
-	}
-	for t := 0.002 * fs; t < 0.15*fs; {
-		// Reflection density grows with the square of time in a room, up
-		// to about a thousand a second, where the tail is diffuse anyway
-		// (and the convolution stays cheap under the race detector).
-		rate := 0.002 * (1 + math.Pow(t/(0.01*fs), 2))
-		t += 1 + rng.ExpFloat64()/min(rate, 0.02)
-		taps = append(taps, tap{delay + int(t), rng.NormFloat64() * 0.4 * math.Exp(-t/tau)})
-	}
-	var e float64
-	for _, tp := range taps {
-		e += tp.gain * tp.gain
-	}
-	g := math.Pow(10, gain/20) / math.Sqrt(e)
-	for i := range taps {
-		taps[i].gain *= g
-	}
-	return taps
-}
-
-// convolve plays x through the echo path.
-func convolve(x []float64, taps []tap) []float64 {
-	y := make([]float64, len(x))
-	for _, tp := range taps {
-		for i := tp.at; i < len(x); i++ {
-			y[i] += tp.gain * x[i-tp.at]
-		}
-	}
-	return y
-}
-
-// noise is a pinkish (one-pole low-passed) background at level dBFS RMS.
-func noise(seed uint64, n int, level float64) []float64 {
-	rng := rand.New(rand.NewPCG(seed, 0x401e))
-	y := make([]float64, n)
-	var lp float64
-	for i := range y {
-		lp += 0.05 * (rng.NormFloat64() - lp)
-		y[i] = lp
-	}
-	var e float64
-	for _, v := range y {
-		e += v * v
-	}
-	g := math.Pow(10, level/20) / math.Sqrt(e/float64(n))
-	for i := range y {
-		y[i] *= g
-	}
-	return y
-}
 
 func toPCM(x []float64) []int16 {
 	out := make([]int16, len(x))
@@ -247,4 +20,13 @@ func toPCM(x []float64) []int16 {
 		out[i] = clamp16(v * 32767)
 	}
 	return out
+}
+
+// libraries are the libraries this build has: WebRTC's is left out of
+// board builds (tag noaecwebrtc).
+func libraries() []Library {
+	if webrtcBuilt {
+		return []Library{WebRTC, Speex}
+	}
+	return []Library{Speex}
 }

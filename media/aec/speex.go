@@ -159,3 +159,10 @@ func (e *speexEngine) close() {
 		e.echo = nil
 	}
 }
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,3 +1,10 @@
+// WebRTC's canceller is built only for comparison (the door runs Speex):
+// board builds leave it out with the tag noaecwebrtc, which spares them
+// the C++ library (Buildroot ships webrtc-audio-processing 1.3, whose API
+// this shim does not build against) and its 658 KB.
+
+//go:build !noaecwebrtc
+
 package aec
 
 /*
@@ -14,6 +21,9 @@ import (
 
 	"github.com/doorbell/intercom/media"
 )
+
+// webrtcBuilt says this build has WebRTC's canceller.
+const webrtcBuilt = true
 
 // webrtcEngine is WebRTC's AudioProcessing through webrtc_shim.cc.
 type webrtcEngine struct {
@@ -52,10 +62,3 @@ func (e *webrtcEngine) near(pcm []int16, delay time.Duration) error {
 }
 
 func (e *webrtcEngine) close() { C.intercom_apm_free(e.apm) }
-
-func cbool(b bool) C.int {
-	if b {
-		return 1
-	}
-	return 0
-}

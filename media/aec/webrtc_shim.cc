@@ -1,3 +1,5 @@
+//go:build !noaecwebrtc
+
 // The C++ half of the binding to webrtc-audio-processing 0.3; see
 // webrtc_shim.h. Kept as thin as possible: configuration at creation, one
 // call per 10 ms frame in each direction.

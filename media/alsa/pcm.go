@@ -51,6 +51,19 @@ import (
 // ErrClosed is returned by I/O on a closed device.
 var ErrClosed = errors.New("alsa: device closed")
 
+// device is what the Speaker and the Microphone need of a PCM: alsa-lib's
+// (pcm), or in tests a simulated sound card whose clock the test controls.
+type device interface {
+	// transfer reads into or writes from buf, all of it, waiting for the
+	// device as needed.
+	transfer(ctx context.Context, buf []int16) error
+	// delay is snd_pcm_delay: for playback, how long until a sample
+	// written now is heard; for capture, how long ago the oldest sample
+	// not yet read was captured.
+	delay() time.Duration
+	close() error
+}
+
 // pcm is one opened ALSA PCM, 48 kHz S16 mono, in non-blocking mode so
 // that waits are bounded and a cancelled context is noticed: a blocking
 // readi on a device that stops delivering would hold its goroutine for

@@ -18,16 +18,21 @@ import (
 // media.Playout inside a media.Mixer; Run owns the device and takes one
 // 20 ms period at a time from the mixer, silence where nothing came, so
 // the card runs continuously and the delay stays what the two bounded
-// buffers allow.
+// buffers allow. Each period goes through the playback gain and a
+// media.Limiter, then to the echo canceller's reference (Echo) and the
+// card.
 type Speaker struct {
 	name  string
 	mixer *media.Mixer
+	echo  *Echo // nil: no canceller
 	log   *slog.Logger
 	gain  atomic.Uint64
 	mute  atomic.Bool
+	// open opens the playback device: alsa-lib's, or a test's card.
+	open func() (device, error)
 
 	mu  sync.Mutex
-	dev *pcm // while Run has it open
+	dev device // while Run has it open
 }
 
 // Playback buffering: the card's buffer (PlaybackLatency) plus each
@@ -40,12 +45,14 @@ const (
 )
 
 // NewSpeaker prepares a speaker on the playback PCM name; the device is
-// opened by Run.
-func NewSpeaker(name string, gainDB float64, mute bool, log *slog.Logger) *Speaker {
+// opened by Run. With echo, every period written to the card is also the
+// echo canceller's reference.
+func NewSpeaker(name string, gainDB float64, mute bool, echo *Echo, log *slog.Logger) *Speaker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Speaker{name: name, mixer: media.NewMixer(PlayoutTarget, PlayoutBound), log: log}
+	s := &Speaker{name: name, mixer: media.NewMixer(PlayoutTarget, PlayoutBound), echo: echo, log: log}
+	s.open = func() (device, error) { return openPCM(name, false, PlaybackLatency) }
 	s.SetGain(gainDB)
 	s.SetMute(mute)
 	return s
@@ -65,7 +72,8 @@ func (s *Speaker) NewInput() media.PCMInput { return s.mixer.NewInput() }
 func (s *Speaker) Stats() media.PlayoutStats { return s.mixer.Stats() }
 
 // Delay is the playback path's delay now: audio waiting in the fullest
-// playout buffer plus what the card still has to play.
+// playout buffer plus what the card still has to play (the limiter's
+// 2 ms lookahead aside).
 func (s *Speaker) Delay() time.Duration {
 	s.mu.Lock()
 	dev := s.dev
@@ -99,7 +107,7 @@ func (s *Speaker) Run(ctx context.Context) error {
 }
 
 func (s *Speaker) play(ctx context.Context) error {
-	dev, err := openPCM(s.name, false, PlaybackLatency)
+	dev, err := s.open()
 	if err != nil {
 		return err
 	}
@@ -113,20 +121,38 @@ func (s *Speaker) play(ctx context.Context) error {
 		_ = dev.close()
 	}()
 	s.mixer.Reset()
+	if s.echo != nil {
+		s.echo.speakerOpened()
+	}
+	// The playback gain is applied inside the limiter, so a gain that
+	// would push the resident past full scale is limited, not clipped.
+	limit := media.NewLimiter(media.LimiterCeilingDBFS, media.LimiterLookahead, media.LimiterRelease)
 	buf := make([]int16, media.AudioFrameSamples)
 	for {
-		s.mixer.Read(buf)
-		if s.mute.Load() {
-			clear(buf)
-		} else {
-			media.ApplyGain(buf, floatFrom(s.gain.Load()))
-		}
+		s.period(buf, limit, dev)
 		if err := dev.transfer(ctx, buf); err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return err
 			}
 			return fmt.Errorf("play: %w", err)
 		}
+	}
+}
+
+// period fills buf with the next period for dev: the mix, through the
+// playback gain and the limiter, handed to the echo canceller.
+func (s *Speaker) period(buf []int16, limit *media.Limiter, dev device) {
+	s.mixer.Read(buf)
+	gain := floatFrom(s.gain.Load())
+	if s.mute.Load() {
+		gain = 0
+	}
+	limit.Process(buf, gain)
+	if s.echo != nil {
+		// The reference is exactly what the card is given, taken with
+		// the card's delay before it: a sample handed over now is heard
+		// that much later.
+		s.echo.far(buf, dev.delay())
 	}
 }
 

@@ -14,9 +14,10 @@ INTERCOM_VERSION = $(shell git -C $(INTERCOM_SITE) describe --always --dirty 2>/
 INTERCOM_GOMOD = github.com/doorbell/intercom
 INTERCOM_BUILD_TARGETS = cmd/intercom
 INTERCOM_LDFLAGS = -s -w -X main.version=$(INTERCOM_VERSION)
-# mautrix's pure-Go Olm (goolm): no libolm on the board.
-INTERCOM_TAGS = goolm
-INTERCOM_DEPENDENCIES = libvpx opus alsa-lib
+# mautrix's pure-Go Olm (goolm): no libolm on the board; media/aec without
+# WebRTC's canceller (noaecwebrtc): the door runs speexdsp.
+INTERCOM_TAGS = goolm noaecwebrtc
+INTERCOM_DEPENDENCIES = libvpx opus alsa-lib speexdsp
 # Build outputs, the demo's homeserver data and the browser harness's npm
 # packages are not source: keep them out of the copy.
 INTERCOM_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \

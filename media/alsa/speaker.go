@@ -36,8 +36,9 @@ type Speaker struct {
 }
 
 // Playback buffering: the card's buffer (PlaybackLatency) plus each
-// input's playout buffer, which aims for PlayoutTarget of jitter reserve
-// and drops back to it whenever it exceeds PlayoutBound.
+// input's adaptive playout buffer, which starts at PlayoutTarget of
+// jitter reserve, adapts it to the network (media.Playout) and drops back
+// to it whenever it exceeds PlayoutBound.
 const (
 	PlaybackLatency = 60 * time.Millisecond
 	PlayoutTarget   = 40 * time.Millisecond

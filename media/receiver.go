@@ -21,6 +21,12 @@ type ReceivedAudio struct {
 	// Skipped counts packets not decoded: silent, or beyond the MaxVoices
 	// loudest residents, by the level their sender wrote (RFC 6464).
 	Skipped uint64 `json:"skipped"`
+	// Lost counts packets that never came (gaps in the RTP sequence);
+	// Concealed the 20 ms frames the decoder filled in for them, Recovered
+	// those of them rebuilt from the next packet's in-band FEC.
+	Lost      uint64 `json:"lost"`
+	Concealed uint64 `json:"concealed"`
+	Recovered uint64 `json:"recovered"`
 	// Level is the recent signal power in dBov (RFC 6464 §3: 0 dBov is a
 	// full-scale square wave; a full-scale sine is -3 dBov), smoothed over
 	// about 300 ms. SilenceDBov means silence or nothing received.
@@ -92,6 +98,15 @@ func (m *AudioMeter) add(bytes int, pcm []int16, decodeErr bool, now time.Time) 
 	m.smooth(sum/float64(len(pcm)), time.Duration(len(pcm))*time.Second/SampleRate, now)
 }
 
+// addLost counts lost packets and the frames filled in for them.
+func (m *AudioMeter) addLost(lost, concealed, recovered int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snap.Lost += uint64(lost)
+	m.snap.Concealed += uint64(concealed)
+	m.snap.Recovered += uint64(recovered)
+}
+
 // addSkipped counts a packet that was not decoded, metering the level its
 // sender wrote for it as one 20 ms frame (what browsers send).
 func (m *AudioMeter) addSkipped(bytes int, level AudioLevel, now time.Time) {
@@ -134,6 +149,18 @@ type OpusDecoder interface {
 	DecodeToInt16(payload []byte, pcm []int16) (int, error)
 }
 
+// LossDecoder is an OpusDecoder that can fill in a lost frame: from the
+// in-band FEC of next (the packet after it) when next is not nil, else by
+// concealment (libopus; pion/opus cannot).
+type LossDecoder interface {
+	DecodeLost(next []byte, pcm []int16) (int, error)
+}
+
+// maxConceal bounds the frames filled in for one gap: past 100 ms a
+// decoder's concealment is a fading buzz, and the playout buffer's own
+// prefill after running dry serves the listener better.
+const maxConceal = 5
+
 // OpusReceiver decodes one remote Opus stream (one SSRC), feeds the meter
 // and passes the PCM on. It is used by one goroutine (the track's reader).
 // A receiver made by a Stream decodes only what its voice selection lets
@@ -146,6 +173,10 @@ type OpusReceiver struct {
 	voices *voices // nil: decode everything
 	voice  *voice
 	input  PCMInput // the speaker's input this receiver owns, or nil
+
+	seq     uint16 // the last RTP sequence number written (WriteRTP)
+	haveSeq bool
+	frame   int // samples of the last decoded frame: what a lost one fills
 }
 
 // NewOpusReceiver returns a receiver decoding to 48 kHz mono with the
@@ -170,7 +201,7 @@ func newPionOpus() (OpusDecoder, error) {
 // NewOpusReceiverWith returns a receiver decoding with dec.
 func NewOpusReceiverWith(meter *AudioMeter, sink PCMSink, dec OpusDecoder) *OpusReceiver {
 	// 120 ms is the longest Opus packet (RFC 6716 §3.2.5).
-	return &OpusReceiver{meter: meter, sink: sink, dec: dec, pcm: make([]int16, SampleRate*120/1000)}
+	return &OpusReceiver{meter: meter, sink: sink, dec: dec, pcm: make([]int16, SampleRate*120/1000), frame: AudioFrameSamples}
 }
 
 // NewOpusReceiver returns a receiver for one resident's Opus stream using
@@ -200,17 +231,51 @@ func (s *Stream) NewOpusReceiver(meter *AudioMeter, spk Speaker) (*OpusReceiver,
 }
 
 // WriteOpus handles one RTP payload received at now; level is what the
-// sender wrote in the packet's header extension, or NoLevel.
+// sender wrote in the packet's header extension, or NoLevel. It knows no
+// sequence numbers, so it cannot tell a lost packet: WriteRTP can.
 func (r *OpusReceiver) WriteOpus(payload []byte, level AudioLevel, now time.Time) error {
+	return r.write(payload, level, now, 0)
+}
+
+// WriteRTP is WriteOpus for the packet with RTP sequence number seq. A
+// gap since the last one is filled in before the packet's audio, so the
+// speaker's playout keeps its level instead of running dry: the last lost
+// frame from this packet's in-band FEC (which browsers and Opus senders
+// with useinbandfec=1 carry), earlier ones by libopus's concealment, at
+// most maxConceal frames. A duplicate or a packet older than the last
+// (reordered past its place) is dropped: its time was filled in already.
+// Concealment needs a LossDecoder; with another decoder gaps are only
+// counted.
+func (r *OpusReceiver) WriteRTP(seq uint16, payload []byte, level AudioLevel, now time.Time) error {
+	lost := 0
+	if r.haveSeq {
+		d := seq - r.seq // modulo 2^16: wrap-around is just the next packet
+		if d == 0 || d >= 1<<15 {
+			return nil
+		}
+		lost = int(d) - 1
+	}
+	r.seq, r.haveSeq = seq, true
+	return r.write(payload, level, now, lost)
+}
+
+func (r *OpusReceiver) write(payload []byte, level AudioLevel, now time.Time, lost int) error {
 	if len(payload) == 0 {
 		return nil
 	}
 	if level != NoLevel && r.voices != nil && !r.voices.audible(r.voice, level, now) {
 		// Silent, or a third voice: not decoding it is what keeps a
 		// household's listeners from costing the door CPU each. The
-		// decoder picks up again from the next packet it gets.
+		// decoder picks up again from the next packet it gets; what was
+		// lost before a silent packet is left silent.
 		r.meter.addSkipped(len(payload), level, now)
+		if lost > 0 {
+			r.meter.addLost(lost, 0, 0)
+		}
 		return nil
+	}
+	if lost > 0 {
+		r.conceal(lost, payload)
 	}
 	n, err := r.dec.DecodeToInt16(payload, r.pcm)
 	if err != nil {
@@ -218,11 +283,44 @@ func (r *OpusReceiver) WriteOpus(payload []byte, level AudioLevel, now time.Time
 		return fmt.Errorf("decode opus: %w", err)
 	}
 	pcm := r.pcm[:n]
+	if n > 0 {
+		r.frame = n
+	}
 	r.meter.add(len(payload), pcm, false, now)
 	if r.sink != nil {
 		r.sink.WritePCM(pcm)
 	}
 	return nil
+}
+
+// conceal fills in lost frames before next: concealment, then the last
+// one from next's FEC.
+func (r *OpusReceiver) conceal(lost int, next []byte) {
+	ld, ok := r.dec.(LossDecoder)
+	if !ok {
+		r.meter.addLost(lost, 0, 0)
+		return
+	}
+	fill := min(lost, maxConceal)
+	concealed, recovered := 0, 0
+	for i := range fill {
+		var from []byte
+		if i == fill-1 {
+			from = next
+		}
+		n, err := ld.DecodeLost(from, r.pcm[:min(r.frame, len(r.pcm))])
+		if err != nil || n == 0 {
+			continue
+		}
+		concealed++
+		if from != nil {
+			recovered++
+		}
+		if r.sink != nil {
+			r.sink.WritePCM(r.pcm[:n])
+		}
+	}
+	r.meter.addLost(lost, concealed, recovered)
 }
 
 // Close takes the receiver out of its stream's voice selection, so a

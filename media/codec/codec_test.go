@@ -3,6 +3,7 @@ package codec
 import (
 	"bytes"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -304,7 +305,7 @@ func TestOpusFECAndDTX(t *testing.T) {
 		if useFEC {
 			next = packets[lost+1]
 		}
-		if n, err := dec.decodeLost(next, pcm); err != nil || n != media.AudioFrameSamples {
+		if n, err := dec.DecodeLost(next, pcm); err != nil || n != media.AudioFrameSamples {
 			t.Fatalf("lost frame: %d samples, %v", n, err)
 		}
 		// libopus delays its output by a few ms: compare with the best
@@ -359,5 +360,76 @@ func BenchmarkOpus20msSpeech(b *testing.B) {
 		if _, err := enc.Encode(frames[i%len(frames)]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// pcmCount is a speaker input that keeps what it was given.
+type pcmCount struct{ pcm []int16 }
+
+func (c *pcmCount) WritePCM(pcm []int16) { c.pcm = append(c.pcm, pcm...) }
+
+// TestOpusReceiverConceals: a resident's lost packets are filled in, so
+// the speaker gets a frame for every frame sent: the last lost one rebuilt
+// from the next packet's FEC, earlier ones concealed, at most five per
+// gap; duplicates and late packets are dropped, and the sequence number's
+// wrap-around is no gap.
+func TestOpusReceiverConceals(t *testing.T) {
+	enc, err := NewOpus(media.AudioEncoderConfig{Bitrate: 32_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	var packets [][]byte
+	for f := range 60 {
+		data, err := enc.Encode(speechLike(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		packets = append(packets, bytes.Clone(data))
+	}
+	for _, tc := range []struct {
+		name       string
+		first      uint16
+		drop       []int // frames never delivered
+		dup        []int // frames delivered twice, the second time after the next
+		wantFrames int   // 20 ms frames the speaker gets
+		lost, conc int
+		recovered  int
+	}{
+		{name: "none", first: 100, wantFrames: 60},
+		{name: "one", first: 100, drop: []int{30}, wantFrames: 60, lost: 1, conc: 1, recovered: 1},
+		{name: "three", first: 100, drop: []int{20, 21, 22}, wantFrames: 60, lost: 3, conc: 3, recovered: 1},
+		{name: "wrap", first: 65530, drop: []int{7}, wantFrames: 60, lost: 1, conc: 1, recovered: 1},
+		{name: "long gap", first: 100, drop: []int{10, 11, 12, 13, 14, 15, 16, 17}, wantFrames: 57, lost: 8, conc: 5, recovered: 1},
+		{name: "duplicates", first: 100, dup: []int{5, 40}, wantFrames: 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dec, err := NewOpusDecoder()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, sink := media.NewAudioMeter(), &pcmCount{}
+			rx := media.NewOpusReceiverWith(m, sink, dec)
+			now := time.Now()
+			for f, p := range packets {
+				if slices.Contains(tc.drop, f) {
+					continue
+				}
+				if err := rx.WriteRTP(tc.first+uint16(f), p, media.NoLevel, now); err != nil {
+					t.Fatal(err)
+				}
+				if slices.Contains(tc.dup, f-1) {
+					_ = rx.WriteRTP(tc.first+uint16(f-1), packets[f-1], media.NoLevel, now) // late
+					_ = rx.WriteRTP(tc.first+uint16(f), p, media.NoLevel, now)              // again
+				}
+			}
+			st := m.Snapshot()
+			if got := len(sink.pcm) / media.AudioFrameSamples; got != tc.wantFrames || len(sink.pcm)%media.AudioFrameSamples != 0 {
+				t.Errorf("speaker got %d samples (%d frames), want %d frames", len(sink.pcm), got, tc.wantFrames)
+			}
+			if int(st.Lost) != tc.lost || int(st.Concealed) != tc.conc || int(st.Recovered) != tc.recovered {
+				t.Errorf("lost %d, concealed %d, recovered %d; want %d, %d, %d", st.Lost, st.Concealed, st.Recovered, tc.lost, tc.conc, tc.recovered)
+			}
+		})
 	}
 }

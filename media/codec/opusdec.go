@@ -63,10 +63,11 @@ func (o *opusDecoder) DecodeToInt16(payload []byte, pcm []int16) (int, error) {
 	return int(n), nil
 }
 
-// decodeLost fills pcm (one frame's length) with libopus's best guess of a
-// lost frame: from the in-band FEC of next, the packet after it, when next
-// carries it, else packet-loss concealment (next nil).
-func (o *opusDecoder) decodeLost(next []byte, pcm []int16) (int, error) {
+// DecodeLost fills pcm (one frame's length) with libopus's best guess of a
+// lost frame: from the in-band FEC of next, the packet after it (when next
+// carries none, libopus conceals), else packet-loss concealment (next
+// nil). It implements media.LossDecoder.
+func (o *opusDecoder) DecodeLost(next []byte, pcm []int16) (int, error) {
 	if len(pcm) == 0 {
 		return 0, errEmptyPCM
 	}

@@ -205,22 +205,31 @@ func TestDecodeEncryptionKeys(t *testing.T) {
 	}
 }
 
+// ringEncrypted starts a runner with media encryption, makes roomA
+// encrypted and rings alice there; the runner stops with the test. Call
+// it inside synctest.Test.
+func ringEncrypted(t *testing.T) (*fakeTransport, *fakeSFU, *Runner) {
+	t.Helper()
+	tr, sfu := &fakeTransport{}, &fakeSFU{}
+	r := NewRunner(RunnerConfig{Machine: DefaultConfig(self, "https://rtc.example.org/livekit/jwt"), MediaEncryption: true}, tr, sfu)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	r.HandleState(callengine.StateEvent{Room: roomA, Type: TypeEncryption, Content: []byte(`{"algorithm":"m.megolm.v1.aes-sha2"}`)})
+	if err := r.Ring(t.Context(), []callengine.Resident{{User: alice.User, Room: roomA}}); err != nil {
+		t.Fatal(err)
+	}
+	return tr, sfu, r
+}
+
 // TestRunnerMediaKeys: in an encrypted room the SFU connection gets the
 // intercom's key before it is joined and the resident's once they are a
 // member; the intercom's key goes Olm-encrypted to the resident's device
 // when they join; a key in the clear is dropped.
 func TestRunnerMediaKeys(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr, sfu := &fakeTransport{}, &fakeSFU{}
-		r := NewRunner(RunnerConfig{Machine: DefaultConfig(self, "https://rtc.example.org/livekit/jwt"), MediaEncryption: true}, tr, sfu)
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(ctx) }()
-		defer func() { cancel(); <-done }()
-		r.HandleState(callengine.StateEvent{Room: roomA, Type: TypeEncryption, Content: []byte(`{"algorithm":"m.megolm.v1.aes-sha2"}`)})
-		if err := r.Ring(t.Context(), []callengine.Resident{{User: alice.User, Room: roomA}}); err != nil {
-			t.Fatal(err)
-		}
+		tr, sfu, r := ringEncrypted(t)
 		synctest.Wait()
 		c := sfu.conn(roomA)
 		if c == nil || c.keys == nil {
@@ -260,16 +269,7 @@ func TestRunnerMediaKeys(t *testing.T) {
 // once.
 func TestRunnerRotatedKeyOneRequest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr, sfu := &fakeTransport{}, &fakeSFU{}
-		r := NewRunner(RunnerConfig{Machine: DefaultConfig(self, "https://rtc.example.org/livekit/jwt"), MediaEncryption: true}, tr, sfu)
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(ctx) }()
-		defer func() { cancel(); <-done }()
-		r.HandleState(callengine.StateEvent{Room: roomA, Type: TypeEncryption, Content: []byte(`{"algorithm":"m.megolm.v1.aes-sha2"}`)})
-		if err := r.Ring(t.Context(), []callengine.Resident{{User: alice.User, Room: roomA}}); err != nil {
-			t.Fatal(err)
-		}
+		tr, _, r := ringEncrypted(t)
 		synctest.Wait()
 		laptop := Device{User: alice.User, DeviceID: "ALICELAPTOP"}
 		tablet := Device{User: alice.User, DeviceID: "ALICETABLET"}

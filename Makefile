@@ -50,6 +50,8 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzPrimaryFromRED$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzVoices$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzOpusReceiver$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzReadGlassCode$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzGlassCodeNoise$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzDecrypt$$ -fuzztime=30s ./media/framecrypt
 	$(GO) test -run=^$$ -fuzz=^FuzzParseEvent$$ -fuzztime=30s ./internal/testenv/nodeproc
 

@@ -60,6 +60,13 @@ type Options struct {
 	// host candidates on (a veth address of the test's network
 	// namespace, which a test can take down); empty means 127.0.0.1.
 	ICEAddress string
+	// OnVideo, when set, is asked once per received video track (mime:
+	// webrtc.MimeTypeH264 or MimeTypeVP8) for a function that then gets
+	// every complete frame from the first keyframe on (an Annex B access
+	// unit or a VP8 frame) and when its last packet came, on the track's
+	// reading goroutine: the glass-to-glass benchmark decodes them. It
+	// must not keep frame after it returns.
+	OnVideo func(mime string) func(frame []byte, arrived time.Time)
 }
 
 // Device is a running household device.
@@ -492,6 +499,10 @@ func (d *Device) newPC(c *call) (*webrtc.PeerConnection, error) {
 
 // readVideo assembles RTP into frames and counts them.
 func (d *Device) readVideo(t *webrtc.TrackRemote) {
+	var sink func([]byte, time.Time)
+	if d.o.OnVideo != nil {
+		sink = d.o.OnVideo(t.Codec().MimeType)
+	}
 	var sb *samplebuilder.SampleBuilder
 	h264 := false
 	switch t.Codec().MimeType {
@@ -532,6 +543,9 @@ func (d *Device) readVideo(t *webrtc.TrackRemote) {
 			}
 			d.frameTimes[n%int64(len(d.frameTimes))] = now
 			d.mu.Unlock()
+			if sink != nil {
+				sink(s.Data, now)
+			}
 		}
 	}
 }

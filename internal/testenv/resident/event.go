@@ -31,6 +31,10 @@ const (
 	EventNegotiate  = "negotiate"   // an m.call.negotiate from someone else: callId, roomId, sender, partyId, type ("offer"/"answer"), ufrag, directions, serverTs
 	EventHold       = "hold"        // js-sdk's hold state changed: callId, roomId, side ("local": we are held, "remote": we hold them), onHold
 	EventICE        = "ice"         // the ICE connection state changed: callId, roomId, state, localUfrag, remoteUfrag
+	// One per remote video frame presented (classic and MatrixRTC calls):
+	// the intercom test pattern's glass code read from it (see Glass).
+	// Kept out of the event log: Resident.Glass returns them.
+	EventGlass = "glass"
 
 	// Messages and encryption (page/e2ee.js, page/media.js).
 
@@ -111,15 +115,23 @@ type Stats struct {
 	FramesPerSecond      float64   `json:"framesPerSecond"`
 	VideoCodec           string    `json:"videoCodec"` // mimeType[;fmtp], e.g. "video/VP8"
 	VideoPacketsReceived int       `json:"videoPacketsReceived"`
-	AudioCodec           string    `json:"audioCodec"` // e.g. "audio/opus"
-	TotalAudioEnergy     float64   `json:"totalAudioEnergy"`
-	AudioPacketsReceived int       `json:"audioPacketsReceived"`
-	LocalAddress         string    `json:"localAddress"`  // selected pair, "addr:port/proto/type"
-	RemoteAddress        string    `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
-	LocalUfrag           string    `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
-	RemoteUfrag          string    `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
-	ConnectionState      string    `json:"connectionState"`
-	ICEConnectionState   string    `json:"iceConnectionState"`
+	// Cumulative receive-side timings of the video (webrtc-stats
+	// inbound-rtp, seconds): differences over a call give the mean jitter
+	// buffer delay per emitted frame, decode time and first packet →
+	// decoded per frame.
+	JitterBufferDelay        float64 `json:"jitterBufferDelay"`
+	JitterBufferEmittedCount int     `json:"jitterBufferEmittedCount"`
+	TotalDecodeTime          float64 `json:"totalDecodeTime"`
+	TotalProcessingDelay     float64 `json:"totalProcessingDelay"`
+	AudioCodec               string  `json:"audioCodec"` // e.g. "audio/opus"
+	TotalAudioEnergy         float64 `json:"totalAudioEnergy"`
+	AudioPacketsReceived     int     `json:"audioPacketsReceived"`
+	LocalAddress             string  `json:"localAddress"`  // selected pair, "addr:port/proto/type"
+	RemoteAddress            string  `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
+	LocalUfrag               string  `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
+	RemoteUfrag              string  `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
+	ConnectionState          string  `json:"connectionState"`
+	ICEConnectionState       string  `json:"iceConnectionState"`
 }
 
 // RTCStats is what the resident receives and sends in a MatrixRTC call,
@@ -138,16 +150,24 @@ type RTCStats struct {
 	VideoCodec           string    `json:"videoCodec"`
 	VideoPacketsReceived int       `json:"videoPacketsReceived"`
 	VideoParticipant     string    `json:"videoParticipant"` // whose video the fields above describe
-	AudioCodec           string    `json:"audioCodec"`
-	TotalAudioEnergy     float64   `json:"totalAudioEnergy"`
-	AudioPacketsReceived int       `json:"audioPacketsReceived"`
-	AudioBytesSent       int       `json:"audioBytesSent"` // our published microphone
-	AudioPacketsSent     int       `json:"audioPacketsSent"`
-	VideoBytesSent       int       `json:"videoBytesSent"` // our published camera
-	VideoFramesSent      int       `json:"videoFramesSent"`
-	LocalAddress         string    `json:"localAddress"`  // subscriber's selected pair, "addr:port/proto/type"
-	RemoteAddress        string    `json:"remoteAddress"` // the SFU's end of it
-	Remote               []struct {
+	// Cumulative receive-side timings of that video (webrtc-stats
+	// inbound-rtp, seconds): differences over a call give the mean jitter
+	// buffer delay per emitted frame, decode time and first packet →
+	// decoded per frame.
+	JitterBufferDelay        float64 `json:"jitterBufferDelay"`
+	JitterBufferEmittedCount int     `json:"jitterBufferEmittedCount"`
+	TotalDecodeTime          float64 `json:"totalDecodeTime"`
+	TotalProcessingDelay     float64 `json:"totalProcessingDelay"`
+	AudioCodec               string  `json:"audioCodec"`
+	TotalAudioEnergy         float64 `json:"totalAudioEnergy"`
+	AudioPacketsReceived     int     `json:"audioPacketsReceived"`
+	AudioBytesSent           int     `json:"audioBytesSent"` // our published microphone
+	AudioPacketsSent         int     `json:"audioPacketsSent"`
+	VideoBytesSent           int     `json:"videoBytesSent"` // our published camera
+	VideoFramesSent          int     `json:"videoFramesSent"`
+	LocalAddress             string  `json:"localAddress"`  // subscriber's selected pair, "addr:port/proto/type"
+	RemoteAddress            string  `json:"remoteAddress"` // the SFU's end of it
+	Remote                   []struct {
 		Identity             string  `json:"identity"`
 		FramesDecoded        int     `json:"framesDecoded"`
 		FrameWidth           int     `json:"frameWidth"`
@@ -155,4 +175,32 @@ type RTCStats struct {
 		TotalAudioEnergy     float64 `json:"totalAudioEnergy"`
 		AudioPacketsReceived int     `json:"audioPacketsReceived"`
 	} `json:"remote"` // per remote participant
+}
+
+// Glass is one presented remote video frame and the glass code read from
+// it (../nodeproc/page/glass.js, media/glasscode.go). Times are Unix
+// milliseconds on the page's wall clock, which is the intercom's when
+// both run on one machine, as in the tests.
+type Glass struct {
+	CallID      string `json:"callId"`      // classic calls
+	RoomID      string `json:"roomId"`      // both
+	Participant string `json:"participant"` // MatrixRTC: whose video
+	// OK: the code read; otherwise Reason says why not ("contrast",
+	// "ambiguous", "checksum", "size").
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason"`
+	// LatencyMs is DisplayMs − CaptureMs: capture → expected display
+	// (requestVideoFrameCallback's expectedDisplayTime).
+	LatencyMs float64 `json:"latencyMs"`
+	CaptureMs float64 `json:"captureMs"`
+	DisplayMs float64 `json:"displayMs"`
+	// ReceiveMs is when the frame's last packet arrived (Chromium's
+	// receiveTime for WebRTC video); 0 when the browser gave none.
+	ReceiveMs float64 `json:"receiveMs"`
+	Width     int     `json:"width"`
+	Height    int     `json:"height"`
+	// Dropped counts frames presented since the previous callback that
+	// the page never saw (the callback fires at most once per display
+	// refresh).
+	Dropped int `json:"dropped"`
 }

@@ -126,12 +126,16 @@ type Stats struct {
 	AudioCodec               string  `json:"audioCodec"` // e.g. "audio/opus"
 	TotalAudioEnergy         float64 `json:"totalAudioEnergy"`
 	AudioPacketsReceived     int     `json:"audioPacketsReceived"`
-	LocalAddress             string  `json:"localAddress"`  // selected pair, "addr:port/proto/type"
-	RemoteAddress            string  `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
-	LocalUfrag               string  `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
-	RemoteUfrag              string  `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
-	ConnectionState          string  `json:"connectionState"`
-	ICEConnectionState       string  `json:"iceConnectionState"`
+	// The audio jitter buffer's cumulative delay (s) over the samples it
+	// emitted (webrtc-stats inbound-rtp).
+	AudioJitterBufferDelay        float64 `json:"audioJitterBufferDelay"`
+	AudioJitterBufferEmittedCount int     `json:"audioJitterBufferEmittedCount"`
+	LocalAddress                  string  `json:"localAddress"`  // selected pair, "addr:port/proto/type"
+	RemoteAddress                 string  `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
+	LocalUfrag                    string  `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
+	RemoteUfrag                   string  `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
+	ConnectionState               string  `json:"connectionState"`
+	ICEConnectionState            string  `json:"iceConnectionState"`
 }
 
 // RTCStats is what the resident receives and sends in a MatrixRTC call,
@@ -190,7 +194,8 @@ type Glass struct {
 	OK     bool   `json:"ok"`
 	Reason string `json:"reason"`
 	// LatencyMs is DisplayMs − CaptureMs: capture → expected display
-	// (requestVideoFrameCallback's expectedDisplayTime).
+	// (requestVideoFrameCallback's expectedDisplayTime, or when the
+	// callback ran, if later: see LateMs).
 	LatencyMs float64 `json:"latencyMs"`
 	CaptureMs float64 `json:"captureMs"`
 	DisplayMs float64 `json:"displayMs"`
@@ -203,4 +208,7 @@ type Glass struct {
 	// the page never saw (the callback fires at most once per display
 	// refresh).
 	Dropped int `json:"dropped"`
+	// LateMs is how far past the frame's expected display time the
+	// page's callback ran; DisplayMs is then the callback's own time.
+	LateMs float64 `json:"lateMs"`
 }

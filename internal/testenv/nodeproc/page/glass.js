@@ -94,12 +94,13 @@ export function latencyMs(code, t) {
 // watchGlass reads the code of every frame video presents
 // (requestVideoFrameCallback) until stopped() returns true, and calls
 // report with {ok, reason, latencyMs, receiveMs, captureMs, displayMs,
-// width, height, dropped} per frame: displayMs is the frame's expected
-// display time on the wall clock (performance.timeOrigin +
-// expectedDisplayTime), receiveMs when its last packet arrived (Chromium's
-// receiveTime for WebRTC video, 0 when absent), captureMs the time the
-// code carries (its full wall-clock value), dropped the frames presented
-// since the previous callback that it never saw.
+// width, height, dropped, lateMs} per frame: displayMs is the frame's
+// expected display time on the wall clock (expectedDisplayTime, or the
+// callback's own time when it ran later than that: lateMs), receiveMs
+// when its last packet arrived (Chromium's receiveTime for WebRTC video, 0
+// when absent), captureMs the time the code carries (its full wall-clock
+// value), dropped the frames presented since the previous callback that
+// it never saw.
 export function watchGlass(video, report, stopped) {
   if (typeof video.requestVideoFrameCallback !== "function") return false;
   let canvas = null;
@@ -110,13 +111,23 @@ export function watchGlass(video, report, stopped) {
     video.requestVideoFrameCallback(onFrame);
     const w = meta.width || video.videoWidth;
     const h = meta.height || video.videoHeight;
-    const displayMs = performance.timeOrigin + meta.expectedDisplayTime;
-    const receiveMs = meta.receiveTime ? performance.timeOrigin + meta.receiveTime : 0;
+    // performance.now() to the wall clock through Date.now() read now:
+    // timeOrigin + now drifts from the wall clock over a page's life (the
+    // monotonic clock is not slewed as the system clock is).
+    const perfNow = performance.now();
+    const toWall = (t) => Date.now() + (t - perfNow);
+    // A callback that runs late (the page's main thread was busy) may
+    // describe an expected display time already past while the element
+    // has moved on to a newer frame, which drawImage then reads: the
+    // frame is shown no earlier than now.
+    const lateMs = Math.max(0, perfNow - meta.expectedDisplayTime);
+    const displayMs = toWall(Math.max(meta.expectedDisplayTime, perfNow));
+    const receiveMs = meta.receiveTime ? toWall(meta.receiveTime) : 0;
     const dropped = lastPresented > 0 ? Math.max(0, meta.presentedFrames - lastPresented - 1) : 0;
     lastPresented = meta.presentedFrames;
     const at = layout(w, h);
     if (!at) {
-      report({ ok: false, reason: "size", width: w, height: h, displayMs, receiveMs, dropped });
+      report({ ok: false, reason: "size", width: w, height: h, displayMs, receiveMs, dropped, lateMs });
       return;
     }
     const gw = 13 * at.cell;
@@ -130,7 +141,7 @@ export function watchGlass(video, report, stopped) {
     const img = ctx.getImageData(0, 0, gw, gh);
     const got = readCode(img.data, gw, at.cell);
     if (!got.ok) {
-      report({ ok: false, reason: got.reason, width: w, height: h, displayMs, receiveMs, dropped });
+      report({ ok: false, reason: got.reason, width: w, height: h, displayMs, receiveMs, dropped, lateMs });
       return;
     }
     const lat = latencyMs(got.ms, displayMs);
@@ -143,6 +154,7 @@ export function watchGlass(video, report, stopped) {
       width: w,
       height: h,
       dropped,
+      lateMs,
     });
   };
   video.requestVideoFrameCallback(onFrame);

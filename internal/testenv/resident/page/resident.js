@@ -276,6 +276,8 @@ async function collectStats(pc) {
     audioCodec: "",
     totalAudioEnergy: 0,
     audioPacketsReceived: 0,
+    audioJitterBufferDelay: 0,
+    audioJitterBufferEmittedCount: 0,
     localAddress: "",
     remoteAddress: "",
     localUfrag: "",
@@ -297,6 +299,10 @@ async function collectStats(pc) {
     } else if (r.type === "inbound-rtp" && r.kind === "audio") {
       s.totalAudioEnergy = r.totalAudioEnergy || 0;
       s.audioPacketsReceived = r.packetsReceived || 0;
+      // NetEq's delay over the samples it emitted: the video waits for
+      // the audio it is synchronised with (one MediaStream).
+      s.audioJitterBufferDelay = r.jitterBufferDelay || 0;
+      s.audioJitterBufferEmittedCount = r.jitterBufferEmittedCount || 0;
       const c = r.codecId && report.get(r.codecId);
       if (c) s.audioCodec = c.mimeType;
     } else if (r.type === "transport" && r.selectedCandidatePairId) {

@@ -1,6 +1,8 @@
 package resident
 
 import (
+	"math"
+	"slices"
 	"time"
 
 	"github.com/doorbell/intercom/internal/testenv/nodeproc"
@@ -209,6 +211,50 @@ type Glass struct {
 	// refresh).
 	Dropped int `json:"dropped"`
 	// LateMs is how far past the frame's expected display time the
-	// page's callback ran; DisplayMs is then the callback's own time.
+	// page's callback ran: by then the element may show a newer frame
+	// than the one described, and the code read is that frame's. RTP is
+	// the RTP timestamp of the frame described (-1: none), against which
+	// a reader checks the code (GlassMatched).
 	LateMs float64 `json:"lateMs"`
+	RTP    int64   `json:"rtpTimestamp"`
+}
+
+// GlassMatched splits glass events of one stream (a call's video) into
+// those whose code belongs to the frame the page's callback described and
+// the others. The sender's RTP clock follows its capture clock (90 kHz),
+// so capture time minus RTP time is the same for every frame; a frame
+// whose code gives another offset than the median by more than tolerance
+// was a newer picture than the one described (a late callback), or a
+// keyframe re-sent with a new timestamp. Events without a code or an RTP
+// timestamp are left out of both.
+func GlassMatched(gs []Glass, tolerance float64) (matched, mismatched []Glass) {
+	var first int64 = -1
+	offsets := make([]float64, 0, len(gs))
+	idx := make([]int, 0, len(gs))
+	for i, g := range gs {
+		if !g.OK || g.RTP < 0 {
+			continue
+		}
+		if first < 0 {
+			first = g.RTP
+		}
+		// RTP timestamps are 32 bits and wrap.
+		rtpMs := float64(int32(uint32(g.RTP)-uint32(first))) / 90
+		offsets = append(offsets, g.CaptureMs-rtpMs)
+		idx = append(idx, i)
+	}
+	if len(offsets) == 0 {
+		return nil, nil
+	}
+	sorted := slices.Clone(offsets)
+	slices.Sort(sorted)
+	median := sorted[len(sorted)/2]
+	for k, off := range offsets {
+		if math.Abs(off-median) <= tolerance {
+			matched = append(matched, gs[idx[k]])
+		} else {
+			mismatched = append(mismatched, gs[idx[k]])
+		}
+	}
+	return matched, mismatched
 }

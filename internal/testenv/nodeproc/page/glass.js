@@ -94,13 +94,14 @@ export function latencyMs(code, t) {
 // watchGlass reads the code of every frame video presents
 // (requestVideoFrameCallback) until stopped() returns true, and calls
 // report with {ok, reason, latencyMs, receiveMs, captureMs, displayMs,
-// width, height, dropped, lateMs} per frame: displayMs is the frame's
-// expected display time on the wall clock (expectedDisplayTime, or the
-// callback's own time when it ran later than that: lateMs), receiveMs
-// when its last packet arrived (Chromium's receiveTime for WebRTC video, 0
-// when absent), captureMs the time the code carries (its full wall-clock
+// width, height, dropped, lateMs, rtpTimestamp} per frame: displayMs is
+// the frame's expected display time on the wall clock, receiveMs when its
+// last packet arrived (Chromium's receiveTime for WebRTC video, 0 when
+// absent), captureMs the time the code carries (its full wall-clock
 // value), dropped the frames presented since the previous callback that
-// it never saw.
+// it never saw, lateMs how long after the expected display time the
+// callback ran, rtpTimestamp the RTP timestamp of the frame the callback
+// describes (-1 when absent).
 export function watchGlass(video, report, stopped) {
   if (typeof video.requestVideoFrameCallback !== "function") return false;
   let canvas = null;
@@ -116,18 +117,21 @@ export function watchGlass(video, report, stopped) {
     // monotonic clock is not slewed as the system clock is).
     const perfNow = performance.now();
     const toWall = (t) => Date.now() + (t - perfNow);
-    // A callback that runs late (the page's main thread was busy) may
-    // describe an expected display time already past while the element
-    // has moved on to a newer frame, which drawImage then reads: the
-    // frame is shown no earlier than now.
+    // A callback that runs late (the page's main thread was busy; the
+    // compositor shows frames without it) still describes its frame, but
+    // the element may have moved on to a newer one, which drawImage then
+    // reads. rtpTimestamp names the frame described: the reader of these
+    // reports checks that the code read matches it (the sender's RTP
+    // clock follows the capture clock).
     const lateMs = Math.max(0, perfNow - meta.expectedDisplayTime);
-    const displayMs = toWall(Math.max(meta.expectedDisplayTime, perfNow));
+    const displayMs = toWall(meta.expectedDisplayTime);
     const receiveMs = meta.receiveTime ? toWall(meta.receiveTime) : 0;
+    const rtpTimestamp = typeof meta.rtpTimestamp === "number" ? meta.rtpTimestamp : -1;
     const dropped = lastPresented > 0 ? Math.max(0, meta.presentedFrames - lastPresented - 1) : 0;
     lastPresented = meta.presentedFrames;
     const at = layout(w, h);
     if (!at) {
-      report({ ok: false, reason: "size", width: w, height: h, displayMs, receiveMs, dropped, lateMs });
+      report({ ok: false, reason: "size", width: w, height: h, displayMs, receiveMs, dropped, lateMs, rtpTimestamp });
       return;
     }
     const gw = 13 * at.cell;
@@ -141,7 +145,7 @@ export function watchGlass(video, report, stopped) {
     const img = ctx.getImageData(0, 0, gw, gh);
     const got = readCode(img.data, gw, at.cell);
     if (!got.ok) {
-      report({ ok: false, reason: got.reason, width: w, height: h, displayMs, receiveMs, dropped, lateMs });
+      report({ ok: false, reason: got.reason, width: w, height: h, displayMs, receiveMs, dropped, lateMs, rtpTimestamp });
       return;
     }
     const lat = latencyMs(got.ms, displayMs);
@@ -155,6 +159,7 @@ export function watchGlass(video, report, stopped) {
       height: h,
       dropped,
       lateMs,
+      rtpTimestamp,
     });
   };
   video.requestVideoFrameCallback(onFrame);

@@ -308,10 +308,21 @@ func reportGlass(b *testing.B, all []resident.Glass, timings []timingDelta, load
 			late++
 		}
 	}
+	negative := 0
 	for _, g := range use {
 		if !g.OK {
 			reasons[g.Reason]++
 			continue
+		}
+		if g.ReceiveMs > 0 && g.DisplayMs < g.ReceiveMs {
+			// Chromium's expected display time before the frame's own
+			// last packet (both from the page's clock): the metadata
+			// cannot be right for that frame.
+			reasons["display time before receipt"]++
+			continue
+		}
+		if g.LatencyMs < 0 {
+			negative++
 		}
 		lat = append(lat, g.LatencyMs)
 		if g.ReceiveMs > 0 {
@@ -351,8 +362,8 @@ func reportGlass(b *testing.B, all []resident.Glass, timings []timingDelta, load
 		}
 	}
 	b.ReportMetric(0, "ns/op")
-	b.Logf("%d frames: %d read (min %.1f, p50 %.1f, p95 %.1f, max %.1f ms), refused %v, dropped before the page saw them %d, callbacks more than a refresh late %d; load average %s → %s",
-		len(all), len(lat), percentile(lat, 0), percentile(lat, 0.5), percentile(lat, 0.95), percentile(lat, 1), reasons, dropped, late, load0, loadAvg())
+	b.Logf("%d frames: %d read (min %.1f, p50 %.1f, p95 %.1f, max %.1f ms; %d below 0), refused %v, dropped before the page saw them %d, callbacks more than a refresh late %d; load average %s → %s",
+		len(all), len(lat), percentile(lat, 0), percentile(lat, 0.5), percentile(lat, 0.95), percentile(lat, 1), negative, reasons, dropped, late, load0, loadAvg())
 }
 
 // percentile is the q-quantile of v (nearest rank), 0 for none.

@@ -51,7 +51,7 @@ function emit(name, fields = {}) {
   const ev = { event: name, ts: Date.now(), ...fields };
   if (typeof window.residentEmit === "function") {
     window.residentEmit(JSON.stringify(ev)).catch(() => {});
-  } else if (name !== "stats") {
+  } else if (name !== "stats" && name !== "glass") {
     console.debug("resident event", JSON.stringify(ev));
   }
   return ev;

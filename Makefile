@@ -50,6 +50,8 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzPrimaryFromRED$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzVoices$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzOpusReceiver$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzReadGlassCode$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzGlassCodeNoise$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzDecrypt$$ -fuzztime=30s ./media/framecrypt
 	$(GO) test -run=^$$ -fuzz=^FuzzParseEvent$$ -fuzztime=30s ./internal/testenv/nodeproc
 
@@ -57,6 +59,7 @@ fuzz:
 bench: deps
 	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom/e2e
+	$(GO) test -run=^$$ -bench='^BenchmarkGlassToGlass$$' -benchtime=1x -count=3 -timeout 30m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=RingEncryption -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkMatrixRTC(Paths)?$$' -benchtime=15x -timeout 10m ./cmd/intercom/e2e

@@ -10,8 +10,10 @@ import (
 // TestPattern is a synthetic VideoSource: colour bars, a box that sweeps
 // across them, and the wall-clock time (HH:MM:SS.mmm, local time) and frame
 // counter printed into the picture, so that a viewer can read end-to-end
-// latency and dropped frames off the screen. Rendering is a copy of a
-// prepared background plus a few small fills: cheap enough for a Pi.
+// latency and dropped frames off the screen; the same time is drawn as a
+// glass code (glasscode.go) in the top-right corner for a machine to read
+// back. Rendering is a copy of a prepared background plus a few small
+// fills: cheap enough for a Pi.
 type TestPattern struct {
 	format VideoFormat
 	bg     *image.YCbCr // bars, prepared once
@@ -111,6 +113,7 @@ func (p *TestPattern) Render(now time.Time) *Frame {
 	boxW := (12*(glyphW+1) + 1) * scale
 	fillRect(img.Cb, img.CStride, w/2, h/2, (tx-scale)/2, (ty-scale)/2, (boxW+1)/2+1, (boxH+1)/2+1, 128)
 	fillRect(img.Cr, img.CStride, w/2, h/2, (tx-scale)/2, (ty-scale)/2, (boxW+1)/2+1, (boxH+1)/2+1, 128)
+	DrawGlassCode(img, GlassCodeMillis(now))
 
 	f.Time = now
 	f.Seq++

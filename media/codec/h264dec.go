@@ -106,21 +106,48 @@ var errNoDecodedPicture = errors.New("codec: h264: no picture in the access unit
 // H.264 is passed through: a decoder is made and freed per call (about a
 // millisecond), so nothing stays allocated between snapshots.
 func DecodeH264(au []byte) (*image.YCbCr, error) {
-	if len(au) == 0 {
-		return nil, fmt.Errorf("decode h264: %w", errNoDecodedPicture)
+	d, err := NewH264Decoder()
+	if err != nil {
+		return nil, err
 	}
+	defer d.Close()
+	return d.Decode(au)
+}
+
+// H264Decoder decodes a stream of H.264 Annex B access units, each
+// picture referring to the ones before it, with OpenH264's decoder. The
+// glass-to-glass measurements use it to read what a receiver would show;
+// it is not safe for concurrent use.
+type H264Decoder struct {
+	d *C.ih_decoder
+}
+
+// NewH264Decoder starts a decoder; Close frees it.
+func NewH264Decoder() (*H264Decoder, error) {
 	d := C.ih_open()
 	if d == nil {
 		return nil, errors.New("decode h264: openh264 decoder did not start")
 	}
-	defer C.ih_close(d)
+	return &H264Decoder{d: d}, nil
+}
+
+// Decode decodes one access unit into a new I420 picture. An access unit
+// that completes no picture (a lost reference, a parameter set alone)
+// returns an error and leaves the decoder usable.
+func (dec *H264Decoder) Decode(au []byte) (*image.YCbCr, error) {
+	if len(au) == 0 {
+		return nil, fmt.Errorf("decode h264: %w", errNoDecodedPicture)
+	}
+	if dec.d == nil {
+		return nil, errors.New("decode h264: decoder closed")
+	}
 	// The decoder reads the input while the call runs only; C memory keeps
 	// the rule about Go pointers held across calls out of the question.
 	in := C.CBytes(au)
 	defer C.free(in)
 	var info C.ih_buffer_info
 	var dst [3]*C.uchar
-	st := C.ih_decode(d, (*C.uchar)(in), C.int(len(au)), &dst[0], &info)
+	st := C.ih_decode(dec.d, (*C.uchar)(in), C.int(len(au)), &dst[0], &info)
 	if info.buffer_status != 1 {
 		return nil, fmt.Errorf("decode h264: state %#x: %w", int(st), errNoDecodedPicture)
 	}
@@ -136,6 +163,14 @@ func DecodeH264(au []byte) (*image.YCbCr, error) {
 	copyPlane(img.Cb, img.CStride, dst[1], cs, cw, ch)
 	copyPlane(img.Cr, img.CStride, dst[2], cs, cw, ch)
 	return img, nil
+}
+
+// Close frees the decoder; it is idempotent.
+func (dec *H264Decoder) Close() {
+	if dec.d != nil {
+		C.ih_close(dec.d)
+		dec.d = nil
+	}
 }
 
 func copyPlane(dst []byte, dstStride int, src *C.uchar, srcStride, w, h int) {

@@ -60,6 +60,14 @@ type Options struct {
 	// host candidates on (a veth address of the test's network
 	// namespace, which a test can take down); empty means 127.0.0.1.
 	ICEAddress string
+	// OnVideo, when set, is asked once per received video track (mime:
+	// webrtc.MimeTypeH264 or MimeTypeVP8) for a function that then gets
+	// every complete frame from the first keyframe on (an Annex B access
+	// unit or a VP8 frame) and when its last RTP packet came (not when the
+	// sample builder released it, one frame later), on the track's
+	// reading goroutine: the glass-to-glass benchmark decodes them. It
+	// must not keep frame after it returns.
+	OnVideo func(mime string) func(frame []byte, arrived time.Time)
 }
 
 // Device is a running household device.
@@ -492,6 +500,10 @@ func (d *Device) newPC(c *call) (*webrtc.PeerConnection, error) {
 
 // readVideo assembles RTP into frames and counts them.
 func (d *Device) readVideo(t *webrtc.TrackRemote) {
+	var sink func([]byte, time.Time)
+	if d.o.OnVideo != nil {
+		sink = d.o.OnVideo(t.Codec().MimeType)
+	}
 	var sb *samplebuilder.SampleBuilder
 	h264 := false
 	switch t.Codec().MimeType {
@@ -500,10 +512,26 @@ func (d *Device) readVideo(t *webrtc.TrackRemote) {
 	default:
 		sb = samplebuilder.New(128, &codecs.VP8Packet{}, 90000)
 	}
+	// When the last packet of each recent frame (by RTP timestamp) came:
+	// the sample builder hands a frame over only once the next frame's
+	// first packet is in, a frame interval later, so OnVideo gets this
+	// time instead of the pop's.
+	var lastPacket [16]struct {
+		ts uint32
+		at time.Time
+	}
+	next := 0 // lastPacket's slot for the latest timestamp
 	for {
 		p, _, err := t.ReadRTP()
 		if err != nil {
 			return
+		}
+		if sink != nil {
+			if cur := &lastPacket[next%len(lastPacket)]; cur.at.IsZero() || cur.ts != p.Timestamp {
+				next++
+			}
+			lp := &lastPacket[next%len(lastPacket)]
+			lp.ts, lp.at = p.Timestamp, time.Now()
 		}
 		sb.Push(p)
 		for s := sb.Pop(); s != nil; s = sb.Pop() {
@@ -532,6 +560,15 @@ func (d *Device) readVideo(t *webrtc.TrackRemote) {
 			}
 			d.frameTimes[n%int64(len(d.frameTimes))] = now
 			d.mu.Unlock()
+			if sink != nil {
+				arrived := now
+				for _, lp := range lastPacket {
+					if lp.ts == s.PacketTimestamp && !lp.at.IsZero() {
+						arrived = lp.at
+					}
+				}
+				sink(s.Data, arrived)
+			}
 		}
 	}
 }

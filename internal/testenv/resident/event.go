@@ -1,6 +1,8 @@
 package resident
 
 import (
+	"math"
+	"slices"
 	"time"
 
 	"github.com/doorbell/intercom/internal/testenv/nodeproc"
@@ -31,6 +33,10 @@ const (
 	EventNegotiate  = "negotiate"   // an m.call.negotiate from someone else: callId, roomId, sender, partyId, type ("offer"/"answer"), ufrag, directions, serverTs
 	EventHold       = "hold"        // js-sdk's hold state changed: callId, roomId, side ("local": we are held, "remote": we hold them), onHold
 	EventICE        = "ice"         // the ICE connection state changed: callId, roomId, state, localUfrag, remoteUfrag
+	// One per remote video frame presented (classic and MatrixRTC calls):
+	// the intercom test pattern's glass code read from it (see Glass).
+	// Kept out of the event log: Resident.Glass returns them.
+	EventGlass = "glass"
 
 	// Messages and encryption (page/e2ee.js, page/media.js).
 
@@ -111,15 +117,27 @@ type Stats struct {
 	FramesPerSecond      float64   `json:"framesPerSecond"`
 	VideoCodec           string    `json:"videoCodec"` // mimeType[;fmtp], e.g. "video/VP8"
 	VideoPacketsReceived int       `json:"videoPacketsReceived"`
-	AudioCodec           string    `json:"audioCodec"` // e.g. "audio/opus"
-	TotalAudioEnergy     float64   `json:"totalAudioEnergy"`
-	AudioPacketsReceived int       `json:"audioPacketsReceived"`
-	LocalAddress         string    `json:"localAddress"`  // selected pair, "addr:port/proto/type"
-	RemoteAddress        string    `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
-	LocalUfrag           string    `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
-	RemoteUfrag          string    `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
-	ConnectionState      string    `json:"connectionState"`
-	ICEConnectionState   string    `json:"iceConnectionState"`
+	// Cumulative receive-side timings of the video (webrtc-stats
+	// inbound-rtp, seconds): differences over a call give the mean jitter
+	// buffer delay per emitted frame, decode time and first packet →
+	// decoded per frame.
+	JitterBufferDelay        float64 `json:"jitterBufferDelay"`
+	JitterBufferEmittedCount int     `json:"jitterBufferEmittedCount"`
+	TotalDecodeTime          float64 `json:"totalDecodeTime"`
+	TotalProcessingDelay     float64 `json:"totalProcessingDelay"`
+	AudioCodec               string  `json:"audioCodec"` // e.g. "audio/opus"
+	TotalAudioEnergy         float64 `json:"totalAudioEnergy"`
+	AudioPacketsReceived     int     `json:"audioPacketsReceived"`
+	// The audio jitter buffer's cumulative delay (s) over the samples it
+	// emitted (webrtc-stats inbound-rtp).
+	AudioJitterBufferDelay        float64 `json:"audioJitterBufferDelay"`
+	AudioJitterBufferEmittedCount int     `json:"audioJitterBufferEmittedCount"`
+	LocalAddress                  string  `json:"localAddress"`  // selected pair, "addr:port/proto/type"
+	RemoteAddress                 string  `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
+	LocalUfrag                    string  `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
+	RemoteUfrag                   string  `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
+	ConnectionState               string  `json:"connectionState"`
+	ICEConnectionState            string  `json:"iceConnectionState"`
 }
 
 // RTCStats is what the resident receives and sends in a MatrixRTC call,
@@ -138,16 +156,24 @@ type RTCStats struct {
 	VideoCodec           string    `json:"videoCodec"`
 	VideoPacketsReceived int       `json:"videoPacketsReceived"`
 	VideoParticipant     string    `json:"videoParticipant"` // whose video the fields above describe
-	AudioCodec           string    `json:"audioCodec"`
-	TotalAudioEnergy     float64   `json:"totalAudioEnergy"`
-	AudioPacketsReceived int       `json:"audioPacketsReceived"`
-	AudioBytesSent       int       `json:"audioBytesSent"` // our published microphone
-	AudioPacketsSent     int       `json:"audioPacketsSent"`
-	VideoBytesSent       int       `json:"videoBytesSent"` // our published camera
-	VideoFramesSent      int       `json:"videoFramesSent"`
-	LocalAddress         string    `json:"localAddress"`  // subscriber's selected pair, "addr:port/proto/type"
-	RemoteAddress        string    `json:"remoteAddress"` // the SFU's end of it
-	Remote               []struct {
+	// Cumulative receive-side timings of that video (webrtc-stats
+	// inbound-rtp, seconds): differences over a call give the mean jitter
+	// buffer delay per emitted frame, decode time and first packet →
+	// decoded per frame.
+	JitterBufferDelay        float64 `json:"jitterBufferDelay"`
+	JitterBufferEmittedCount int     `json:"jitterBufferEmittedCount"`
+	TotalDecodeTime          float64 `json:"totalDecodeTime"`
+	TotalProcessingDelay     float64 `json:"totalProcessingDelay"`
+	AudioCodec               string  `json:"audioCodec"`
+	TotalAudioEnergy         float64 `json:"totalAudioEnergy"`
+	AudioPacketsReceived     int     `json:"audioPacketsReceived"`
+	AudioBytesSent           int     `json:"audioBytesSent"` // our published microphone
+	AudioPacketsSent         int     `json:"audioPacketsSent"`
+	VideoBytesSent           int     `json:"videoBytesSent"` // our published camera
+	VideoFramesSent          int     `json:"videoFramesSent"`
+	LocalAddress             string  `json:"localAddress"`  // subscriber's selected pair, "addr:port/proto/type"
+	RemoteAddress            string  `json:"remoteAddress"` // the SFU's end of it
+	Remote                   []struct {
 		Identity             string  `json:"identity"`
 		FramesDecoded        int     `json:"framesDecoded"`
 		FrameWidth           int     `json:"frameWidth"`
@@ -155,4 +181,80 @@ type RTCStats struct {
 		TotalAudioEnergy     float64 `json:"totalAudioEnergy"`
 		AudioPacketsReceived int     `json:"audioPacketsReceived"`
 	} `json:"remote"` // per remote participant
+}
+
+// Glass is one presented remote video frame and the glass code read from
+// it (../nodeproc/page/glass.js, media/glasscode.go). Times are Unix
+// milliseconds on the page's wall clock, which is the intercom's when
+// both run on one machine, as in the tests.
+type Glass struct {
+	CallID      string `json:"callId"`      // classic calls
+	RoomID      string `json:"roomId"`      // both
+	Participant string `json:"participant"` // MatrixRTC: whose video
+	// OK: the code read; otherwise Reason says why not ("contrast",
+	// "ambiguous", "checksum", "size").
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason"`
+	// LatencyMs is DisplayMs − CaptureMs: capture → expected display
+	// (requestVideoFrameCallback's expectedDisplayTime, or when the
+	// callback ran, if later: see LateMs).
+	LatencyMs float64 `json:"latencyMs"`
+	CaptureMs float64 `json:"captureMs"`
+	DisplayMs float64 `json:"displayMs"`
+	// ReceiveMs is when the frame's last packet arrived (Chromium's
+	// receiveTime for WebRTC video); 0 when the browser gave none.
+	ReceiveMs float64 `json:"receiveMs"`
+	Width     int     `json:"width"`
+	Height    int     `json:"height"`
+	// Dropped counts frames presented since the previous callback that
+	// the page never saw (the callback fires at most once per display
+	// refresh).
+	Dropped int `json:"dropped"`
+	// LateMs is how far past the frame's expected display time the
+	// page's callback ran: by then the element may show a newer frame
+	// than the one described, and the code read is that frame's. RTP is
+	// the RTP timestamp of the frame described (-1: none), against which
+	// a reader checks the code (GlassMatched).
+	LateMs float64 `json:"lateMs"`
+	RTP    int64   `json:"rtpTimestamp"`
+}
+
+// GlassMatched splits glass events of one stream (a call's video) into
+// those whose code belongs to the frame the page's callback described and
+// the others. The sender's RTP clock follows its capture clock (90 kHz),
+// so capture time minus RTP time is the same for every frame; a frame
+// whose code gives another offset than the median by more than tolerance
+// was a newer picture than the one described (a late callback), or a
+// keyframe re-sent with a new timestamp. Events without a code or an RTP
+// timestamp are left out of both.
+func GlassMatched(gs []Glass, tolerance float64) (matched, mismatched []Glass) {
+	var first int64 = -1
+	offsets := make([]float64, 0, len(gs))
+	idx := make([]int, 0, len(gs))
+	for i, g := range gs {
+		if !g.OK || g.RTP < 0 {
+			continue
+		}
+		if first < 0 {
+			first = g.RTP
+		}
+		// RTP timestamps are 32 bits and wrap.
+		rtpMs := float64(int32(uint32(g.RTP)-uint32(first))) / 90
+		offsets = append(offsets, g.CaptureMs-rtpMs)
+		idx = append(idx, i)
+	}
+	if len(offsets) == 0 {
+		return nil, nil
+	}
+	sorted := slices.Clone(offsets)
+	slices.Sort(sorted)
+	median := sorted[len(sorted)/2]
+	for k, off := range offsets {
+		if math.Abs(off-median) <= tolerance {
+			matched = append(matched, gs[idx[k]])
+		} else {
+			mismatched = append(mismatched, gs[idx[k]])
+		}
+	}
+	return matched, mismatched
 }

@@ -99,6 +99,7 @@ type Resident struct {
 	mu    sync.Mutex
 	stats Stats
 	rtc   RTCStats
+	glass []Glass // every EventGlass, in arrival order
 }
 
 // Start sets up the package (see Setup), spawns `node driver.mjs`, and
@@ -150,7 +151,7 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 			"RESIDENT_ACCESS_TOKEN=" + opts.AccessToken,
 		},
 		Log:    opts.Log,
-		Quiet:  []string{EventStats, EventRTCStats},
+		Quiet:  []string{EventStats, EventRTCStats, EventGlass},
 		Handle: r.handle,
 	})
 	if err != nil {
@@ -160,9 +161,18 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 }
 
 // handle keeps the latest stats and rtcStats for LastStats and
-// LastRTCStats; every event stays in the log.
+// LastRTCStats, and the glass events for Glass; every event but those
+// stays in the log (a call presents 15 frames a second).
 func (r *Resident) handle(ev Event) bool {
 	switch ev.Name {
+	case EventGlass:
+		var g Glass
+		if err := ev.Decode(&g); err == nil {
+			r.mu.Lock()
+			r.glass = append(r.glass, g)
+			r.mu.Unlock()
+		}
+		return false
 	case EventStats:
 		var s Stats
 		if err := ev.Decode(&s); err == nil {
@@ -216,6 +226,16 @@ func (r *Resident) LastRTCStats() RTCStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.rtc
+}
+
+// Glass returns the glass events (one per presented remote video frame)
+// that arrived since the previous call of Glass, and forgets them.
+func (r *Resident) Glass() []Glass {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.glass
+	r.glass = nil
+	return g
 }
 
 // UserID is the logged-in user, as the "ready" event reported it.

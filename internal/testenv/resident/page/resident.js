@@ -31,6 +31,8 @@ import { CallEventHandlerEvent } from "matrix-js-sdk/lib/webrtc/callEventHandler
 import { installLoopbackOnly } from "./loopback.js";
 import { installRTC } from "./rtc.js";
 import { autoJoin } from "../../nodeproc/page/autojoin.js";
+import { watchGlass } from "../../nodeproc/page/glass.js";
+import { videoTimings } from "./timings.js";
 import { crossSign, identity, initCrypto, MEGOLM, onCleartextEvent, sendEncrypted, shield, waitCrossSigned, waitKeysUploaded } from "./e2ee.js";
 import { downloadImage, sendImage } from "./media.js";
 
@@ -49,7 +51,7 @@ function emit(name, fields = {}) {
   const ev = { event: name, ts: Date.now(), ...fields };
   if (typeof window.residentEmit === "function") {
     window.residentEmit(JSON.stringify(ev)).catch(() => {});
-  } else if (name !== "stats") {
+  } else if (name !== "stats" && name !== "glass") {
     console.debug("resident event", JSON.stringify(ev));
   }
   return ev;
@@ -208,6 +210,13 @@ function watchMedia(call, pc) {
     else v.requestVideoFrameCallback(onFrame);
   };
   if (typeof v.requestVideoFrameCallback === "function") v.requestVideoFrameCallback(onFrame);
+  // Glass-to-glass: the intercom's test pattern carries its capture time
+  // in every frame (glass.js); one "glass" event per presented frame.
+  watchGlass(
+    v,
+    (g) => emit("glass", { ...describe(call), ...g }),
+    () => call.state === CallState.Ended || call !== current,
+  );
 
   // Every ICE connection state change, with the ICE username fragments in
   // use, so that tests see an ICE restart (RFC 8445 section 9) happen.
@@ -263,9 +272,12 @@ async function collectStats(pc) {
     framesPerSecond: 0,
     videoCodec: "",
     videoPacketsReceived: 0,
+    ...videoTimings(null),
     audioCodec: "",
     totalAudioEnergy: 0,
     audioPacketsReceived: 0,
+    audioJitterBufferDelay: 0,
+    audioJitterBufferEmittedCount: 0,
     localAddress: "",
     remoteAddress: "",
     localUfrag: "",
@@ -281,11 +293,16 @@ async function collectStats(pc) {
       s.frameHeight = r.frameHeight || 0;
       s.framesPerSecond = r.framesPerSecond || 0;
       s.videoPacketsReceived = r.packetsReceived || 0;
+      Object.assign(s, videoTimings(r));
       const c = r.codecId && report.get(r.codecId);
       if (c) s.videoCodec = c.mimeType + (c.sdpFmtpLine ? ";" + c.sdpFmtpLine : "");
     } else if (r.type === "inbound-rtp" && r.kind === "audio") {
       s.totalAudioEnergy = r.totalAudioEnergy || 0;
       s.audioPacketsReceived = r.packetsReceived || 0;
+      // NetEq's delay over the samples it emitted: the video waits for
+      // the audio it is synchronised with (one MediaStream).
+      s.audioJitterBufferDelay = r.jitterBufferDelay || 0;
+      s.audioJitterBufferEmittedCount = r.jitterBufferEmittedCount || 0;
       const c = r.codecId && report.get(r.codecId);
       if (c) s.audioCodec = c.mimeType;
     } else if (r.type === "transport" && r.selectedCandidatePairId) {

@@ -16,6 +16,8 @@
 
 import { ClientEvent } from "matrix-js-sdk";
 import { onCleartextEvent } from "./e2ee.js";
+import { watchGlass } from "../../nodeproc/page/glass.js";
+import { videoTimings } from "./timings.js";
 import { MatrixRTCSessionEvent, parseCallNotificationContent } from "matrix-js-sdk/lib/matrixrtc/index.js";
 import {
   BaseKeyProvider,
@@ -263,6 +265,12 @@ export function installRTC({ client, emit, joined }) {
         else v.requestVideoFrameCallback(onFrame);
       };
       if (typeof v.requestVideoFrameCallback === "function") v.requestVideoFrameCallback(onFrame);
+      // Glass-to-glass per presented frame (glass.js), as in classic calls.
+      watchGlass(
+        v,
+        (g) => emit("glass", { roomId: call.roomId, participant: participant.identity, ...g }),
+        () => call.closed,
+      );
     } else if (track.kind === Track.Kind.Audio) {
       // Chromium decodes remote audio (and totalAudioEnergy grows) only
       // while it plays in a media element.
@@ -327,6 +335,7 @@ export function installRTC({ client, emit, joined }) {
       videoCodec: "",
       videoPacketsReceived: 0,
       videoParticipant: "",
+      ...videoTimings(null),
       audioCodec: "",
       totalAudioEnergy: 0,
       audioPacketsReceived: 0,
@@ -358,6 +367,7 @@ export function installRTC({ client, emit, joined }) {
               s.framesPerSecond = x.framesPerSecond || 0;
               s.videoPacketsReceived = x.packetsReceived || 0;
               s.videoParticipant = p.identity;
+              Object.assign(s, videoTimings(x));
               const c = x.codecId && report.get(x.codecId);
               if (c) s.videoCodec = c.mimeType + (c.sdpFmtpLine ? ";" + c.sdpFmtpLine : "");
             }

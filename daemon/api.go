@@ -1,12 +1,17 @@
 package daemon
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 
+	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/device/whep"
+	mwebrtc "github.com/doorbell/intercom/media/webrtc"
 	"github.com/doorbell/intercom/provisioning"
 )
 
@@ -25,4 +30,17 @@ func apiHandler(cfg provisioning.API, bound net.Addr, api http.Handler, log *slo
 	return device.Guard(api, device.GuardConfig{
 		Listen: net.JoinHostPort(host, port), Hostnames: cfg.Hostnames, Token: cfg.Token, Logger: log,
 	})
+}
+
+// whepPeers makes the WHEP endpoint's viewers with the calls' peer
+// factory, so that they send the calls' tracks; offers media/webrtc
+// cannot answer are the client's fault (400) for whep.
+type whepPeers struct{ f *mwebrtc.PeerFactory }
+
+func (w whepPeers) AcceptViewer(ctx context.Context, offer string, sink func(callengine.PeerEvent)) (callengine.Peer, string, error) {
+	p, answer, err := w.f.AcceptViewer(ctx, offer, sink)
+	if errors.Is(err, mwebrtc.ErrBadOffer) {
+		err = fmt.Errorf("%w: %w", whep.ErrBadOffer, err)
+	}
+	return p, answer, err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/device/whep"
 	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/media"
@@ -107,6 +108,11 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		return err
 	}
 
+	// The camera for the home's other systems and the web page's live
+	// view (device/whep): the calls' own tracks, no encode of its own.
+	viewers := whep.New(whep.Config{Peers: whepPeers{peers}, MaxViewers: cfg.API.WHEPMaxViewers,
+		Logger: log.With("component", "whep")})
+
 	ringer, relay := hw.ringer, hw.relay
 	defer relay.Halt()
 	hh := newHousehold(cfg, session, peers, log) // household.go: nil unless household.group_call is mesh
@@ -151,7 +157,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
 		History: history, OnEvent: mets.observe,
 		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors},
-		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
+		Media:  mediaReporter{stream: stream, peers: peers, hw: hw, viewers: viewers},
 		Logger: log.With("component", "device"),
 		// A press that reaches nobody (the homeserver away, or not
 		// reached yet) still rings the bell for the ring timeout, and
@@ -162,6 +168,8 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	})
 	side.intercom = intercom
 	api.Handle("/", intercom.Handler())
+	api.Handle(whep.Path, viewers.Handler())
+	api.Handle(whep.Path+"/", viewers.Handler())
 	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -170,6 +178,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
 	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
+	g.Go(func() error { return viewers.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("api: %w", err)
@@ -327,14 +336,16 @@ func householdStatus(hh *group.Runner) *group.Status {
 }
 
 type mediaReporter struct {
-	stream *media.Stream
-	peers  *mwebrtc.PeerFactory
-	hw     *hardware
+	stream  *media.Stream
+	peers   *mwebrtc.PeerFactory
+	hw      *hardware
+	viewers *whep.Server
 }
 
 func (r mediaReporter) Healthy() bool { return true }
 func (r mediaReporter) Report() any {
-	return mediaStatus{Encoders: r.stream.Stats(), ReceivedAudio: r.peers.ReceivedAudio(), Hardware: r.hw.status()}
+	return mediaStatus{Encoders: r.stream.Stats(), ReceivedAudio: r.peers.ReceivedAudio(), Hardware: r.hw.status(),
+		WHEP: r.viewers.Status()}
 }
 
 // mediaStatus is the media section of /api/status.
@@ -342,6 +353,7 @@ type mediaStatus struct {
 	Encoders      []media.EncoderStats `json:"encoders"`
 	ReceivedAudio media.ReceivedAudio  `json:"received_audio"`
 	Hardware      hardwareStatus       `json:"hardware"`
+	WHEP          whep.Status          `json:"whep"` // the camera's WHEP viewers
 }
 
 // loopbackOnly keeps ICE on 127.0.0.1 when INTERCOM_ICE_LOOPBACK=1: the

@@ -67,6 +67,7 @@ type running struct {
 	path     string // the config file
 	logs     *logSink
 	api      string // host:port of the API
+	token    string // api.token_file's token, sent by get
 	stop     context.CancelFunc
 	finished chan struct{} // closed when Run has returned err
 	err      error
@@ -110,7 +111,7 @@ func startDaemon(t *testing.T, hs *matrixtest.Server, path string) *running {
 	}
 	cfg.API.Listen = "127.0.0.1:0" // the config refuses port 0; Run takes it
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, hs: hs, path: path, logs: newLogSink(), stop: cancel, finished: make(chan struct{})}
+	r := &running{t: t, hs: hs, path: path, logs: newLogSink(), stop: cancel, finished: make(chan struct{}), token: cfg.API.Token}
 	go func() {
 		defer close(r.finished)
 		r.err = Run(ctx, cfg, "test", r.logs)
@@ -146,7 +147,14 @@ func (r *running) shutdown() error {
 }
 
 func (r *running) get(path string) (int, []byte, error) {
-	resp, err := http.Get("http://" + r.api + path)
+	req, err := http.NewRequest(http.MethodGet, "http://"+r.api+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if r.token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

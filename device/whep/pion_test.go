@@ -57,7 +57,10 @@ type door struct {
 	count   *counting
 }
 
-func newDoor(t *testing.T, max int) *door {
+func newDoor(t *testing.T, max int) *door { return newDoorWith(t, max, nil) }
+
+// newDoorWith is newDoor with more handlers on the server (a test page).
+func newDoorWith(t *testing.T, max int, extra map[string]http.Handler) *door {
 	t.Helper()
 	d := &door{count: &counting{}}
 	var err error
@@ -74,6 +77,9 @@ func newDoor(t *testing.T, max int) *door {
 	mux := http.NewServeMux()
 	mux.Handle(whep.Path, d.srv.Handler())
 	mux.Handle(whep.Path+"/", d.srv.Handler())
+	for p, h := range extra {
+		mux.Handle(p, h)
+	}
 	ts := httptest.NewServer(mux)
 	t.Cleanup(ts.Close)
 	d.url = ts.URL

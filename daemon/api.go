@@ -10,6 +10,7 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/device/webui"
 	"github.com/doorbell/intercom/device/whep"
 	mwebrtc "github.com/doorbell/intercom/media/webrtc"
 	"github.com/doorbell/intercom/provisioning"
@@ -18,7 +19,11 @@ import (
 // apiHandler puts the local API behind its guard (device.Guard, issue 19
 // finding 7) with the api section's token and names. The guard is told
 // the port actually bound, as api.listen may ask for port 0.
-func apiHandler(cfg provisioning.API, bound net.Addr, api http.Handler, log *slog.Logger) (http.Handler, error) {
+//
+// The web page's session (page.Authorize: cookie and CSRF token) stands in
+// for the token, and what the page needs before its login is public
+// (page.Public); page may be nil.
+func apiHandler(cfg provisioning.API, bound net.Addr, api http.Handler, page *webui.UI, log *slog.Logger) (http.Handler, error) {
 	host, _, err := net.SplitHostPort(cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("api listen %q: %w", cfg.Listen, err)
@@ -27,9 +32,11 @@ func apiHandler(cfg provisioning.API, bound net.Addr, api http.Handler, log *slo
 	if err != nil {
 		return nil, fmt.Errorf("api bound to %q: %w", bound, err)
 	}
-	return device.Guard(api, device.GuardConfig{
-		Listen: net.JoinHostPort(host, port), Hostnames: cfg.Hostnames, Token: cfg.Token, Logger: log,
-	})
+	gc := device.GuardConfig{Listen: net.JoinHostPort(host, port), Hostnames: cfg.Hostnames, Token: cfg.Token, Logger: log}
+	if page != nil {
+		gc.Session, gc.Public = page.Authorize, page.Public
+	}
+	return device.Guard(api, gc)
 }
 
 // whepPeers makes the WHEP endpoint's viewers with the calls' peer

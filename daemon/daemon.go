@@ -18,6 +18,7 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/device/webui"
 	"github.com/doorbell/intercom/device/whep"
 	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
@@ -40,6 +41,17 @@ import (
 // timeout, keeps the visitor as missed, and rings the residents if the
 // Matrix side is up before the bell stops.
 func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr io.Writer) error {
+	return run(ctx, cfg, version, stderr, runHooks{})
+}
+
+// runHooks let the daemon's tests reach inside a Run.
+type runHooks struct {
+	// onHardware, if set, is called once the hardware is open: tests
+	// press the simulated button through it.
+	onHardware func(*hardware)
+}
+
+func run(ctx context.Context, cfg *provisioning.Config, version string, stderr io.Writer, hooks runHooks) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
 	hup, stopHUP := reloadSignals() // reload.go: SIGHUP must not kill a starting daemon
 	defer stopHUP()
@@ -55,6 +67,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		return err
 	}
 	defer hw.Close()
+	if hooks.onHardware != nil {
+		hooks.onHardware(hw)
+	}
 
 	// Bind the API first: a port clash is a configuration error and must
 	// stop start-up before anything talks to the homeserver.
@@ -66,7 +81,11 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	// Its guard too (api.go): the intercom's handler is mounted on api
 	// once the intercom exists, before the server starts.
 	api := http.NewServeMux()
-	guarded, err := apiHandler(cfg.API, ln.Addr(), api, log.With("component", "api"))
+	// The local web page (device/webui); its installer tests reach the
+	// parts once they exist (below), before the server starts.
+	inst := &installer{}
+	page := webui.New(webui.Config{Token: cfg.API.Token, Installer: inst, Logger: log.With("component", "webui")})
+	guarded, err := apiHandler(cfg.API, ln.Addr(), api, page, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -156,7 +175,7 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
 		History: history, OnEvent: mets.observe,
-		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors},
+		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors, cfg: cfg, dir: dir},
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw, viewers: viewers},
 		Logger: log.With("component", "device"),
 		// A press that reaches nobody (the homeserver away, or not
@@ -170,6 +189,14 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	api.Handle("/", intercom.Handler())
 	api.Handle(whep.Path, viewers.Handler())
 	api.Handle(whep.Path+"/", viewers.Handler())
+	for _, p := range webui.Patterns() {
+		api.Handle(p, page.Handler())
+	}
+	*inst = installer{
+		cfg:    hwConfig{gpioSim: cfg.Hardware.GPIO == "sim", ringerName: cfg.GPIO.Ringer, relayName: cfg.GPIO.Relay},
+		ringer: ringer, relay: relay, door: doors.door, sink: hw.sink(),
+		phase: func() callengine.Phase { return intercom.Status().State },
+	}
 	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -177,7 +204,15 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	g.Go(func() error { return doors.door.Run(gctx) })
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
-	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
+	g.Go(func() error {
+		return hw.Run(gctx, func() {
+			// The web page's button test takes the press instead:
+			// an installer checking the wiring rings nobody.
+			if !inst.takePress() {
+				intercom.Press("gpio")
+			}
+		})
+	})
 	g.Go(func() error { return viewers.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -274,6 +309,8 @@ type matrixReporter struct {
 	hh       *group.Runner // nil with group calls off
 	side     *matrixSide
 	visitors *device.VisitorQueue
+	cfg      *provisioning.Config // as started: the homeserver and each resident's paths
+	dir      *directory
 }
 
 // matrixStatus is the matrix section of /api/status.
@@ -298,6 +335,43 @@ type matrixStatus struct {
 	// PendingVisitorNotices counts missed-visitor notices kept in
 	// state_dir until the homeserver takes them.
 	PendingVisitorNotices int `json:"pending_visitor_notices"`
+	// Homeserver and Residents are for the web page's "at a glance".
+	Homeserver string           `json:"homeserver,omitempty"`
+	Residents  []residentStatus `json:"residents,omitempty"`
+}
+
+// residentStatus is one resident: the direct room once it is known, and
+// the paths a press rings them on (as configured at start; the
+// household's own call is under household).
+type residentStatus struct {
+	UserID string   `json:"user_id"`
+	RoomID string   `json:"room_id,omitempty"`
+	Paths  []string `json:"paths"`
+}
+
+// residents lists the residents with their rooms and paths.
+func (r matrixReporter) residents() []residentStatus {
+	if r.cfg == nil {
+		return nil
+	}
+	rooms := map[string]string{}
+	if r.dir != nil {
+		for _, res := range r.dir.get() {
+			rooms[string(res.User)] = string(res.Room)
+		}
+	}
+	out := make([]residentStatus, 0, len(r.cfg.Residents))
+	for _, u := range r.cfg.Residents {
+		rs := residentStatus{UserID: u, RoomID: rooms[u], Paths: []string{}}
+		if r.cfg.RingsOn(u, provisioning.PathClassic) {
+			rs.Paths = append(rs.Paths, provisioning.PathClassic)
+		}
+		if r.cfg.MatrixRTC.Enabled && r.cfg.RingsOn(u, provisioning.PathMatrixRTC) {
+			rs.Paths = append(rs.Paths, provisioning.PathMatrixRTC)
+		}
+		out = append(out, rs)
+	}
+	return out
 }
 
 func (r matrixReporter) Healthy() bool { return r.s.Healthy() }
@@ -312,6 +386,10 @@ func (r matrixReporter) Report() any {
 	if r.visitors != nil {
 		st.PendingVisitorNotices = r.visitors.Pending()
 	}
+	if r.cfg != nil {
+		st.Homeserver = r.cfg.Matrix.Homeserver
+	}
+	st.Residents = r.residents()
 	return st
 }
 

@@ -105,6 +105,12 @@ func TestMain(m *testing.M) {
 // first sync went through).
 func startDaemon(t *testing.T, hs *matrixtest.Server, path string) *running {
 	t.Helper()
+	return startDaemonWith(t, hs, path, runHooks{})
+}
+
+// startDaemonWith is startDaemon with hooks into the Run.
+func startDaemonWith(t *testing.T, hs *matrixtest.Server, path string, hooks runHooks) *running {
+	t.Helper()
 	cfg, err := provisioning.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +120,7 @@ func startDaemon(t *testing.T, hs *matrixtest.Server, path string) *running {
 	r := &running{t: t, hs: hs, path: path, logs: newLogSink(), stop: cancel, finished: make(chan struct{}), token: cfg.API.Token}
 	go func() {
 		defer close(r.finished)
-		r.err = Run(ctx, cfg, "test", r.logs)
+		r.err = run(ctx, cfg, "test", r.logs, hooks)
 	}()
 	t.Cleanup(func() {
 		if err := r.shutdown(); err != nil {
@@ -187,6 +193,7 @@ type runStatus struct {
 	Healthy bool                    `json:"healthy"`
 	Calls   []callengine.CallStatus `json:"calls"`
 	Matrix  matrixStatus            `json:"matrix"`
+	Presses uint64                  `json:"presses"`
 }
 
 // waitStatus polls /api/status until ok accepts it.

@@ -55,14 +55,14 @@ log:
 `
 
 // newHS starts the fake homeserver for the intercom's account.
-func newHS(t *testing.T) *matrixtest.Server {
+func newHS(t testing.TB) *matrixtest.Server {
 	t.Helper()
 	return matrixtest.NewServer(t, matrixtest.Options{Password: testPassword, IdlePoll: time.Second})
 }
 
 // running is one Run of the daemon.
 type running struct {
-	t        *testing.T
+	t        testing.TB
 	hs       *matrixtest.Server
 	path     string // the config file
 	logs     *logSink
@@ -109,7 +109,7 @@ func startDaemon(t *testing.T, hs *matrixtest.Server, path string) *running {
 }
 
 // startDaemonWith is startDaemon with hooks into the Run.
-func startDaemonWith(t *testing.T, hs *matrixtest.Server, path string, hooks runHooks) *running {
+func startDaemonWith(t testing.TB, hs *matrixtest.Server, path string, hooks runHooks) *running {
 	t.Helper()
 	cfg, err := provisioning.Load(path)
 	if err != nil {
@@ -293,13 +293,13 @@ func (l *logSink) String() string {
 
 // wait returns the first log line containing all of parts, waiting up
 // to 10 s for it.
-func (l *logSink) wait(t *testing.T, parts ...string) string {
+func (l *logSink) wait(t testing.TB, parts ...string) string {
 	t.Helper()
 	return l.waitOr(t, nil, parts...)
 }
 
 // waitOr is wait that gives up when stop is closed (Run returned).
-func (l *logSink) waitOr(t *testing.T, stop <-chan struct{}, parts ...string) string {
+func (l *logSink) waitOr(t testing.TB, stop <-chan struct{}, parts ...string) string {
 	t.Helper()
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()

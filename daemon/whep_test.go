@@ -25,7 +25,7 @@ import (
 // writeTokenConfig writes the base configuration for hs with
 // api.token_file (plus extraAPI under api:) and returns the config's path
 // and the token.
-func writeTokenConfig(t *testing.T, hs *matrixtest.Server, extraAPI string) (string, string) {
+func writeTokenConfig(t testing.TB, hs *matrixtest.Server, extraAPI string) (string, string) {
 	t.Helper()
 	const token = "whep-test-token-0123456789"
 	cfg := strings.Replace(fmt.Sprintf(runConfig, hs.URL, false), "api:\n  listen: 127.0.0.1:8080\n",

@@ -60,11 +60,22 @@ type door struct {
 func newDoor(t *testing.T, max int) *door { return newDoorWith(t, max, nil) }
 
 // newDoorWith is newDoor with more handlers on the server (a test page).
-func newDoorWith(t *testing.T, max int, extra map[string]http.Handler) *door {
+func newDoorWith(t testing.TB, max int, extra map[string]http.Handler) *door {
+	return newDoorFull(t, max, media.StreamConfig{}, extra)
+}
+
+// newDoorConfig is newDoor with the stream configured by cfg (its
+// encoders are always media/codec's, counted).
+func newDoorConfig(t testing.TB, max int, cfg media.StreamConfig) *door {
+	return newDoorFull(t, max, cfg, nil)
+}
+
+func newDoorFull(t testing.TB, max int, cfg media.StreamConfig, extra map[string]http.Handler) *door {
 	t.Helper()
 	d := &door{count: &counting{}}
 	var err error
-	d.stream, err = media.NewStream(media.StreamConfig{Encoders: d.count.encoders()})
+	cfg.Encoders = d.count.encoders()
+	d.stream, err = media.NewStream(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,16 +108,24 @@ func newDoorWith(t *testing.T, max int, extra map[string]http.Handler) *door {
 // 127.0.0.1 only.
 func loopbackAPI(t *testing.T) *webrtc.API {
 	t.Helper()
+	api, err := clientAPI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api
+}
+
+func clientAPI() (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se))
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithSettingEngine(se)), nil
 }
 
 // viewer is a WHEP client written against the draft with pion: no code of

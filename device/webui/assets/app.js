@@ -181,12 +181,15 @@ async function startLive() {
   await pc.setLocalDescription(await pc.createOffer());
   // No trickle ICE (the endpoint answers PATCH with 405): the offer
   // carries the candidates gathered by then. Host candidates come within
-  // milliseconds; Chromium may take a second more to call gathering
-  // complete, which the door on the same network does not need (its
-  // answer has every candidate, and it learns ours from our checks).
+  // milliseconds of each other; Chromium may take a second more to call
+  // gathering complete, which the door on the same network does not need
+  // (its answer has every candidate of its own, and it learns ours from
+  // our connectivity checks). So: complete, or 30 ms after the first
+  // candidate, or 250 ms at most.
   if (pc.iceGatheringState !== "complete") {
     await new Promise((r) => {
       pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r());
+      pc.addEventListener("icecandidate", (e) => e.candidate && setTimeout(r, 30));
       setTimeout(r, 250);
     });
   }

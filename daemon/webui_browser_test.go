@@ -154,6 +154,8 @@ func TestWebPageInChromium(t *testing.T) {
 	d.waitText(t, ctx, "#st-state", func(s string) bool { return strings.HasPrefix(s, "ringing") })
 	d.waitText(t, ctx, "#st-presses", func(s string) bool { return strings.HasPrefix(s, "1") })
 	d.waitText(t, ctx, "#events", func(s string) bool { return strings.Contains(s, "press source=gpio") })
+	// The visitor is in the history (the other helper's /api/history).
+	d.waitText(t, ctx, "#visitors", func(s string) bool { return strings.Contains(s, "ringing") || strings.Contains(s, "missed") })
 
 	// The relay test: dismissing the confirmation pulses nothing;
 	// accepting it shows the relay on, then the result.

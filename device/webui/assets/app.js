@@ -61,6 +61,7 @@ function start(session) {
   $("tests").hidden = !session.tests;
   connectEvents();
   refreshStatus();
+  refreshHistory();
   // Events carry changes of the call's phase, presses and the relay; the
   // rest (last sync, viewers) is read again now and then.
   setInterval(refreshStatus, 5000);
@@ -80,11 +81,12 @@ function connectEvents() {
     showRelay(ev.on, ev.error);
     logEvent(ev.on ? "relay on" : "relay off" + (ev.error ? `: ${ev.error}` : ""));
   });
-  for (const kind of ["press", "door", "error"]) {
+  for (const kind of ["press", "ring", "call", "door", "error"]) {
     events.addEventListener(kind, (e) => {
       const ev = JSON.parse(e.data);
       logEvent(`${kind} ${summary(ev.data)}`);
       refreshStatus();
+      if (kind !== "door") refreshHistory();
     });
   }
 }
@@ -150,6 +152,39 @@ function render(st) {
   setText("st-presses", `${st.presses || 0}${st.last_press ? `, last ${new Date(st.last_press).toLocaleTimeString()}` : ""}`);
   const w = (st.media && st.media.whep) || {};
   setText("st-viewers", `${w.viewers || 0} of ${w.max_viewers || "?"}`);
+}
+
+// The visitor history (/api/history, newest first): time, outcome, who
+// answered where, the door, and the snapshot.
+async function refreshHistory() {
+  const resp = await api("GET", "/api/history");
+  if (!resp.ok) return;
+  const doc = await resp.json();
+  const ol = $("visitors");
+  ol.replaceChildren();
+  for (const v of doc.visitors || []) {
+    const li = document.createElement("li");
+    if (v.snapshot_url) {
+      const img = document.createElement("img");
+      img.src = v.snapshot_url;
+      img.alt = "visitor at " + new Date(v.rang_at).toLocaleString();
+      img.loading = "lazy";
+      li.append(img);
+    }
+    const text = document.createElement("span");
+    let what = v.outcome;
+    if (v.outcome === "answered") what = `answered by ${v.answered_by || "?"}${v.path ? ` (${v.path})` : ""}`;
+    if (v.door_opened) what += `, door opened${v.door_opened_by ? ` by ${v.door_opened_by}` : ""}`;
+    text.textContent = `${new Date(v.rang_at).toLocaleString()} — ${what}`;
+    li.append(text);
+    ol.append(li);
+  }
+  if (!ol.children.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "none yet";
+    ol.append(li);
+  }
 }
 
 // --- live view (WHEP, draft-ietf-wish-whep) ----------------------------

@@ -36,7 +36,7 @@ func TestAPIHandlerGuardsTheAPI(t *testing.T) {
 			"intercom.local", token, http.StatusNoContent},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			h, err := apiHandler(tt.api, tt.addr, ok, nil)
+			h, err := apiHandler(tt.api, tt.addr, ok, nil, nil)
 			if err != nil {
 				t.Fatalf("apiHandler: %v", err)
 			}
@@ -52,7 +52,7 @@ func TestAPIHandlerGuardsTheAPI(t *testing.T) {
 			}
 		})
 	}
-	if _, err := apiHandler(provisioning.API{Listen: "0.0.0.0:8080"}, bound, ok, nil); err == nil {
+	if _, err := apiHandler(provisioning.API{Listen: "0.0.0.0:8080"}, bound, ok, nil, nil); err == nil {
 		t.Fatal("an API beyond loopback without a token was served")
 	}
 }

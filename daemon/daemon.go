@@ -18,6 +18,8 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/group"
 	"github.com/doorbell/intercom/device"
+	"github.com/doorbell/intercom/device/webui"
+	"github.com/doorbell/intercom/device/whep"
 	"github.com/doorbell/intercom/internal/runloop"
 	"github.com/doorbell/intercom/matrix"
 	"github.com/doorbell/intercom/media"
@@ -39,6 +41,17 @@ import (
 // timeout, keeps the visitor as missed, and rings the residents if the
 // Matrix side is up before the bell stops.
 func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr io.Writer) error {
+	return run(ctx, cfg, version, stderr, runHooks{})
+}
+
+// runHooks let the daemon's tests reach inside a Run.
+type runHooks struct {
+	// onHardware, if set, is called once the hardware is open: tests
+	// press the simulated button through it.
+	onHardware func(*hardware)
+}
+
+func run(ctx context.Context, cfg *provisioning.Config, version string, stderr io.Writer, hooks runHooks) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}))
 	hup, stopHUP := reloadSignals() // reload.go: SIGHUP must not kill a starting daemon
 	defer stopHUP()
@@ -54,6 +67,9 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		return err
 	}
 	defer hw.Close()
+	if hooks.onHardware != nil {
+		hooks.onHardware(hw)
+	}
 
 	// Bind the API first: a port clash is a configuration error and must
 	// stop start-up before anything talks to the homeserver.
@@ -65,7 +81,11 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	// Its guard too (api.go): the intercom's handler is mounted on api
 	// once the intercom exists, before the server starts.
 	api := http.NewServeMux()
-	guarded, err := apiHandler(cfg.API, ln.Addr(), api, log.With("component", "api"))
+	// The local web page (device/webui); its installer tests reach the
+	// parts once they exist (below), before the server starts.
+	inst := &installer{}
+	page := webui.New(webui.Config{Token: cfg.API.Token, Installer: inst, Logger: log.With("component", "webui")})
+	guarded, err := apiHandler(cfg.API, ln.Addr(), api, page, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -106,6 +126,11 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	if err != nil {
 		return err
 	}
+
+	// The camera for the home's other systems and the web page's live
+	// view (device/whep): the calls' own tracks, no encode of its own.
+	viewers := whep.New(whep.Config{Peers: whepPeers{peers}, MaxViewers: cfg.API.WHEPMaxViewers,
+		Logger: log.With("component", "whep")})
 
 	ringer, relay := hw.ringer, hw.relay
 	defer relay.Halt()
@@ -150,8 +175,8 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
 		History: history, OnEvent: mets.observe,
-		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors},
-		Media:  mediaReporter{stream: stream, peers: peers, hw: hw},
+		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors, cfg: cfg, dir: dir},
+		Media:  mediaReporter{stream: stream, peers: peers, hw: hw, viewers: viewers},
 		Logger: log.With("component", "device"),
 		// A press that reaches nobody (the homeserver away, or not
 		// reached yet) still rings the bell for the ring timeout, and
@@ -162,6 +187,16 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	})
 	side.intercom = intercom
 	api.Handle("/", intercom.Handler())
+	api.Handle(whep.Path, viewers.Handler())
+	api.Handle(whep.Path+"/", viewers.Handler())
+	for _, p := range webui.Patterns() {
+		api.Handle(p, page.Handler())
+	}
+	*inst = installer{
+		cfg:    hwConfig{gpioSim: cfg.Hardware.GPIO == "sim", ringerName: cfg.GPIO.Ringer, relayName: cfg.GPIO.Relay},
+		ringer: ringer, relay: relay, door: doors.door, sink: hw.sink(),
+		phase: func() callengine.Phase { return intercom.Status().State },
+	}
 	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -169,7 +204,16 @@ func Run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	g.Go(func() error { return doors.door.Run(gctx) })
 	g.Go(func() error { return ringer.Run(gctx) })
 	g.Go(func() error { return intercom.Run(gctx) })
-	g.Go(func() error { return hw.Run(gctx, func() { intercom.Press("gpio") }) })
+	g.Go(func() error {
+		return hw.Run(gctx, func() {
+			// The web page's button test takes the press instead:
+			// an installer checking the wiring rings nobody.
+			if !inst.takePress() {
+				intercom.Press("gpio")
+			}
+		})
+	})
+	g.Go(func() error { return viewers.Run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("api: %w", err)
@@ -265,6 +309,8 @@ type matrixReporter struct {
 	hh       *group.Runner // nil with group calls off
 	side     *matrixSide
 	visitors *device.VisitorQueue
+	cfg      *provisioning.Config // as started: the homeserver and each resident's paths
+	dir      *directory
 }
 
 // matrixStatus is the matrix section of /api/status.
@@ -289,6 +335,43 @@ type matrixStatus struct {
 	// PendingVisitorNotices counts missed-visitor notices kept in
 	// state_dir until the homeserver takes them.
 	PendingVisitorNotices int `json:"pending_visitor_notices"`
+	// Homeserver and Residents are for the web page's "at a glance".
+	Homeserver string           `json:"homeserver,omitempty"`
+	Residents  []residentStatus `json:"residents,omitempty"`
+}
+
+// residentStatus is one resident: the direct room once it is known, and
+// the paths a press rings them on (as configured at start; the
+// household's own call is under household).
+type residentStatus struct {
+	UserID string   `json:"user_id"`
+	RoomID string   `json:"room_id,omitempty"`
+	Paths  []string `json:"paths"`
+}
+
+// residents lists the residents with their rooms and paths.
+func (r matrixReporter) residents() []residentStatus {
+	if r.cfg == nil {
+		return nil
+	}
+	rooms := map[string]string{}
+	if r.dir != nil {
+		for _, res := range r.dir.get() {
+			rooms[string(res.User)] = string(res.Room)
+		}
+	}
+	out := make([]residentStatus, 0, len(r.cfg.Residents))
+	for _, u := range r.cfg.Residents {
+		rs := residentStatus{UserID: u, RoomID: rooms[u], Paths: []string{}}
+		if r.cfg.RingsOn(u, provisioning.PathClassic) {
+			rs.Paths = append(rs.Paths, provisioning.PathClassic)
+		}
+		if r.cfg.MatrixRTC.Enabled && r.cfg.RingsOn(u, provisioning.PathMatrixRTC) {
+			rs.Paths = append(rs.Paths, provisioning.PathMatrixRTC)
+		}
+		out = append(out, rs)
+	}
+	return out
 }
 
 func (r matrixReporter) Healthy() bool { return r.s.Healthy() }
@@ -303,6 +386,10 @@ func (r matrixReporter) Report() any {
 	if r.visitors != nil {
 		st.PendingVisitorNotices = r.visitors.Pending()
 	}
+	if r.cfg != nil {
+		st.Homeserver = r.cfg.Matrix.Homeserver
+	}
+	st.Residents = r.residents()
 	return st
 }
 
@@ -327,14 +414,16 @@ func householdStatus(hh *group.Runner) *group.Status {
 }
 
 type mediaReporter struct {
-	stream *media.Stream
-	peers  *mwebrtc.PeerFactory
-	hw     *hardware
+	stream  *media.Stream
+	peers   *mwebrtc.PeerFactory
+	hw      *hardware
+	viewers *whep.Server
 }
 
 func (r mediaReporter) Healthy() bool { return true }
 func (r mediaReporter) Report() any {
-	return mediaStatus{Encoders: r.stream.Stats(), ReceivedAudio: r.peers.ReceivedAudio(), Hardware: r.hw.status()}
+	return mediaStatus{Encoders: r.stream.Stats(), ReceivedAudio: r.peers.ReceivedAudio(), Hardware: r.hw.status(),
+		WHEP: r.viewers.Status()}
 }
 
 // mediaStatus is the media section of /api/status.
@@ -342,6 +431,7 @@ type mediaStatus struct {
 	Encoders      []media.EncoderStats `json:"encoders"`
 	ReceivedAudio media.ReceivedAudio  `json:"received_audio"`
 	Hardware      hardwareStatus       `json:"hardware"`
+	WHEP          whep.Status          `json:"whep"` // the camera's WHEP viewers
 }
 
 // loopbackOnly keeps ICE on 127.0.0.1 when INTERCOM_ICE_LOOPBACK=1: the

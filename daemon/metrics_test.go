@@ -315,7 +315,7 @@ func TestMetricsBehindTheGuard(t *testing.T) {
 	const token = "s3cret-token-0123456789"
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", newMetrics(metricSources{}).handler())
-	h, err := apiHandler(provisioning.API{Listen: ":0", Token: token}, &net.TCPAddr{IP: net.IPv4zero, Port: 41234}, mux, nil)
+	h, err := apiHandler(provisioning.API{Listen: ":0", Token: token}, &net.TCPAddr{IP: net.IPv4zero, Port: 41234}, mux, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,18 +55,19 @@ log:
 `
 
 // newHS starts the fake homeserver for the intercom's account.
-func newHS(t *testing.T) *matrixtest.Server {
+func newHS(t testing.TB) *matrixtest.Server {
 	t.Helper()
 	return matrixtest.NewServer(t, matrixtest.Options{Password: testPassword, IdlePoll: time.Second})
 }
 
 // running is one Run of the daemon.
 type running struct {
-	t        *testing.T
+	t        testing.TB
 	hs       *matrixtest.Server
 	path     string // the config file
 	logs     *logSink
 	api      string // host:port of the API
+	token    string // api.token_file's token, sent by get
 	stop     context.CancelFunc
 	finished chan struct{} // closed when Run has returned err
 	err      error
@@ -104,16 +105,22 @@ func TestMain(m *testing.M) {
 // first sync went through).
 func startDaemon(t *testing.T, hs *matrixtest.Server, path string) *running {
 	t.Helper()
+	return startDaemonWith(t, hs, path, runHooks{})
+}
+
+// startDaemonWith is startDaemon with hooks into the Run.
+func startDaemonWith(t testing.TB, hs *matrixtest.Server, path string, hooks runHooks) *running {
+	t.Helper()
 	cfg, err := provisioning.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.API.Listen = "127.0.0.1:0" // the config refuses port 0; Run takes it
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, hs: hs, path: path, logs: newLogSink(), stop: cancel, finished: make(chan struct{})}
+	r := &running{t: t, hs: hs, path: path, logs: newLogSink(), stop: cancel, finished: make(chan struct{}), token: cfg.API.Token}
 	go func() {
 		defer close(r.finished)
-		r.err = Run(ctx, cfg, "test", r.logs)
+		r.err = run(ctx, cfg, "test", r.logs, hooks)
 	}()
 	t.Cleanup(func() {
 		if err := r.shutdown(); err != nil {
@@ -146,7 +153,14 @@ func (r *running) shutdown() error {
 }
 
 func (r *running) get(path string) (int, []byte, error) {
-	resp, err := http.Get("http://" + r.api + path)
+	req, err := http.NewRequest(http.MethodGet, "http://"+r.api+path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	if r.token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -179,6 +193,7 @@ type runStatus struct {
 	Healthy bool                    `json:"healthy"`
 	Calls   []callengine.CallStatus `json:"calls"`
 	Matrix  matrixStatus            `json:"matrix"`
+	Presses uint64                  `json:"presses"`
 }
 
 // waitStatus polls /api/status until ok accepts it.
@@ -278,13 +293,13 @@ func (l *logSink) String() string {
 
 // wait returns the first log line containing all of parts, waiting up
 // to 10 s for it.
-func (l *logSink) wait(t *testing.T, parts ...string) string {
+func (l *logSink) wait(t testing.TB, parts ...string) string {
 	t.Helper()
 	return l.waitOr(t, nil, parts...)
 }
 
 // waitOr is wait that gives up when stop is closed (Run returned).
-func (l *logSink) waitOr(t *testing.T, stop <-chan struct{}, parts ...string) string {
+func (l *logSink) waitOr(t testing.TB, stop <-chan struct{}, parts ...string) string {
 	t.Helper()
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()

@@ -51,6 +51,11 @@ type GuardConfig struct {
 	// authorises a request from another site; the cookie should still be
 	// HttpOnly and SameSite=Strict.
 	Session func(r *http.Request) bool
+	// Public, when set, reports the requests that need no token: what
+	// the web page needs before its login (the page, its assets, the
+	// login request itself, which carries the token in its body). They
+	// still pass the Host, Origin and Fetch Metadata checks.
+	Public func(r *http.Request) bool
 	// RingBurst and RingEvery are the token bucket of POST /api/ring per
 	// client address (an IPv6 client by its /64); defaults
 	// DefaultRingBurst and DefaultRingEvery.
@@ -68,6 +73,7 @@ type guard struct {
 	token    bool
 	tokenSum [sha256.Size]byte
 	session  func(*http.Request) bool
+	public   func(*http.Request) bool
 	rings    *ringLimiter
 	log      *slog.Logger
 	now      func() time.Time
@@ -88,7 +94,9 @@ type guard struct {
 //     it), and Sec-Fetch-Site, when present, same-origin or none (W3C
 //     Fetch Metadata Request Headers): browsers send them with requests
 //     made by other sites' pages, forms and images (403).
-//   - The bearer token, or the page's session (401).
+//   - The bearer token, or the page's session (401); for the WHEP
+//     endpoint also the token as a Basic password. Public requests (the
+//     page before its login) need none.
 //   - POST /api/ring: the client's token bucket (429 with Retry-After,
 //     RFC 6585 section 4). Refused requests take nothing from it.
 func Guard(next http.Handler, cfg GuardConfig) (http.Handler, error) {
@@ -112,7 +120,7 @@ func Guard(next http.Handler, cfg GuardConfig) (http.Handler, error) {
 		cfg.now = time.Now
 	}
 	g := &guard{
-		next: next, hosts: hosts, session: cfg.Session, log: cfg.Logger, now: cfg.now,
+		next: next, hosts: hosts, session: cfg.Session, public: cfg.Public, log: cfg.Logger, now: cfg.now,
 		rings: newRingLimiter(cfg.RingBurst, cfg.RingEvery),
 	}
 	if cfg.Token != "" {
@@ -136,7 +144,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case !sameOrigin(r):
 		refuse(http.StatusForbidden, "origin", "forbidden: cross-origin request")
 		return
-	case !g.authorized(r):
+	case !g.authorized(r) && (g.public == nil || !g.public(r)):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="intercom"`)
 		refuse(http.StatusUnauthorized, "token", "unauthorized: send Authorization: Bearer <the token of api.token_file>")
 		return
@@ -161,12 +169,33 @@ func (g *guard) authorized(r *http.Request) bool {
 	}
 	// RFC 9110, section 11.1: the scheme is case-insensitive.
 	if scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
-		sum := sha256.Sum256([]byte(strings.TrimSpace(cred)))
-		if subtle.ConstantTimeCompare(sum[:], g.tokenSum[:]) == 1 {
+		if g.isToken(strings.TrimSpace(cred)) {
+			return true
+		}
+	}
+	// WHEP clients that cannot set a header (go2rtc's WHEP source sends
+	// none) take the token as the password of the URL's user info, which
+	// Go's HTTP client (and curl) turn into Basic credentials (RFC 7617);
+	// the user name is ignored. Only for the WHEP endpoint: a browser may
+	// keep Basic credentials and send them by itself, and the Origin checks
+	// above are what make that harmless.
+	if strings.HasPrefix(r.URL.Path, WHEPPath) {
+		if _, pass, ok := r.BasicAuth(); ok && g.isToken(pass) {
 			return true
 		}
 	}
 	return g.session != nil && g.session(r)
+}
+
+// WHEPPath is where the WHEP endpoint (package device/whep) is served:
+// the one place Basic credentials are taken.
+const WHEPPath = "/api/whep"
+
+// isToken compares cred with the token in constant time, on SHA-256 sums
+// so that not even the length is compared early.
+func (g *guard) isToken(cred string) bool {
+	sum := sha256.Sum256([]byte(cred))
+	return subtle.ConstantTimeCompare(sum[:], g.tokenSum[:]) == 1
 }
 
 // sameOrigin refuses what a browser sends on behalf of another origin:

@@ -1,6 +1,7 @@
 package device
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,11 @@ import (
 )
 
 const testToken = "s3cret-token-0123456789"
+
+// basic is RFC 7617's user-pass, as Go's client sends a URL's user info.
+func basic(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+}
 
 // served is an API handler that only records what reached it.
 type served struct{ n int }
@@ -127,6 +133,8 @@ func TestGuardToken(t *testing.T) {
 	}
 	lan := GuardConfig{Listen: "0.0.0.0:8080", Token: testToken, Hostnames: []string{"intercom.local", "Door.Example.org."}, Session: session}
 	loop := GuardConfig{Listen: "127.0.0.1:8080", Token: testToken}
+	public := lan
+	public.Public = func(r *http.Request) bool { return r.Method == http.MethodGet && r.URL.Path == "/" }
 	for _, tt := range []struct {
 		name string
 		cfg  GuardConfig
@@ -153,6 +161,18 @@ func TestGuardToken(t *testing.T) {
 		{"bare token", lan, guardReq{host: "192.168.1.20:8080", header: bearer(testToken)}, http.StatusUnauthorized},
 		{"expired session", lan, guardReq{host: "intercom.local:8080", header: map[string]string{"Cookie": "intercom_session=old"}}, http.StatusUnauthorized},
 		{"session without the seam", loop, guardReq{host: "127.0.0.1:8080", header: map[string]string{"Cookie": "intercom_session=valid"}}, http.StatusUnauthorized},
+
+		{"basic on whep", lan, guardReq{path: "/api/whep", host: "192.168.1.20:8080", header: bearer("Basic " + basic("go2rtc", testToken))}, 0},
+		{"basic without a user on whep", lan, guardReq{method: "DELETE", path: "/api/whep/0a1b", host: "192.168.1.20:8080", header: bearer("Basic " + basic("", testToken))}, 0},
+		{"basic, wrong password, on whep", lan, guardReq{path: "/api/whep", host: "192.168.1.20:8080", header: bearer("Basic " + basic(testToken, "x"))}, http.StatusUnauthorized},
+		{"basic elsewhere", lan, guardReq{host: "192.168.1.20:8080", header: bearer("Basic " + basic("go2rtc", testToken))}, http.StatusUnauthorized},
+		{"basic on whep from another site", lan, guardReq{path: "/api/whep", host: "192.168.1.20:8080",
+			header: map[string]string{"Authorization": "Basic " + basic("u", testToken), "Origin": "http://attacker.example"}}, http.StatusForbidden},
+		{"public", public, guardReq{method: "GET", path: "/", host: "192.168.1.20:8080"}, 0},
+		{"not public", public, guardReq{method: "GET", path: "/api/status", host: "192.168.1.20:8080"}, http.StatusUnauthorized},
+		{"public from another site", public, guardReq{method: "GET", path: "/", host: "192.168.1.20:8080",
+			header: map[string]string{"Sec-Fetch-Site": "cross-site"}}, http.StatusForbidden},
+		{"public, rebound", public, guardReq{method: "GET", path: "/", host: "attacker.example:8080"}, http.StatusForbidden},
 
 		{"rebinding with a token", lan, guardReq{host: "attacker.example:8080", header: bearer("Bearer " + testToken)}, http.StatusForbidden},
 		{"configured name on another site", lan, guardReq{host: "intercom.local:8080",

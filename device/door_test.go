@@ -202,3 +202,45 @@ func TestDoorBrokenMemoryStillStarts(t *testing.T) {
 	door.Handle(serverReq("$new", alice, now, now), now)
 	waitFor(t, "pulse", func() bool { return relay.count() == 1 })
 }
+
+// TestDoorTestPulse: the installer's relay test goes through the door's
+// runner: the relay comes on and off, both reported, no notice is posted,
+// and a second test while the first runs is refused rather than queued
+// behind it without end.
+func TestDoorTestPulse(t *testing.T) {
+	relay := newRecordingRelay(t)
+	msg := &fakeMessenger{}
+	door, ic := runDoor(t, DoorOptions{Policy: testDoorConfig(), Relay: relay, Messenger: msg})
+	events, unsub := ic.events.subscribe()
+	defer unsub()
+	if err := door.TestPulse(300 * time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "relay on", relay.Energised)
+	if s := ic.Status().Relay; !s.Energised {
+		t.Errorf("status while the test pulse runs: %+v", s)
+	}
+	// One order may wait while one runs; a third is refused.
+	_ = door.TestPulse(50 * time.Millisecond)
+	if err := door.TestPulse(50 * time.Millisecond); err != ErrRelayBusy {
+		t.Errorf("third pulse while busy: %v, want ErrRelayBusy", err)
+	}
+	waitFor(t, "both pulses done", func() bool { return relay.count() == 2 && !relay.Energised() })
+	var on, off int
+	for len(events) > 0 {
+		raw := <-events
+		if bytes.Contains(raw, []byte(`"kind":"relay"`)) {
+			if bytes.Contains(raw, []byte(`"on":true`)) {
+				on++
+			} else {
+				off++
+			}
+		}
+	}
+	if on != 2 || off != 2 {
+		t.Errorf("relay events on %d, off %d; want 2 each", on, off)
+	}
+	if texts, _ := msg.snapshot(); len(texts) != 0 {
+		t.Errorf("notices posted for a test pulse: %q", texts)
+	}
+}

@@ -23,6 +23,8 @@ type API struct {
 	// by, without a port: the Host header of any other name is refused,
 	// which is what stops DNS rebinding.
 	Hostnames []string
+	// WHEPMaxViewers bounds the viewers of the WHEP endpoint at once.
+	WHEPMaxViewers int
 
 	Token string `yaml:"-" json:"-"` // read from TokenFile by Load
 }
@@ -58,6 +60,7 @@ func (a API) LogValue() slog.Value {
 		slog.String("listen", a.Listen),
 		slog.String("token_file", a.TokenFile),
 		slog.Any("hostnames", a.Hostnames),
+		slog.Int("whep_max_viewers", a.WHEPMaxViewers),
 		slog.String("token", redact(a.Token)),
 	)
 }

@@ -203,6 +203,10 @@ var schema = []field{
 		path),
 	optional("api.hostnames", []string(nil), func(c *Config) *[]string { return &c.API.Hostnames },
 		hostNameList),
+	// WHEP viewers at once (device/whep): each costs the door's uplink
+	// and a little CPU, never an encode.
+	optional("api.whep_max_viewers", 3, func(c *Config) *int { return &c.API.WHEPMaxViewers },
+		integer, between(1, 16)),
 
 	// Even dimensions because the encoders work on 4:2:0 frames, whose
 	// chroma planes are half the size in each direction.

@@ -10,4 +10,8 @@ var (
 	// ErrNoRelay is returned for a new peer when ICE is relay-only and
 	// no TURN server is known (yet): it could gather no candidate.
 	ErrNoRelay = errors.New("webrtc: relay-only ICE and no TURN server")
+	// ErrBadOffer is returned for an offer that cannot be answered: it
+	// does not parse, pion refuses it, or it asks for nothing the door
+	// can send.
+	ErrBadOffer = errors.New("webrtc: offer cannot be answered")
 )

@@ -27,6 +27,9 @@ type Peer struct {
 	// videoCodec is the codec chosen from the answer; pion callbacks read
 	// it, so it is atomic rather than under a lock they might wait for.
 	videoCodec atomic.Value // media.Codec
+	// mute drops the far end's audio (viewers): set before any track
+	// can arrive, read by OnTrack.
+	mute bool
 
 	// opMu serialises signalling (SetAnswer, AddCandidates) with Close.
 	opMu     sync.Mutex
@@ -95,20 +98,52 @@ func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEven
 // the offer has a compatible one, else VP8). The answer waits briefly for
 // host candidates, as js-sdk does, so that it usually carries them.
 func (f *PeerFactory) acceptOffer(ctx context.Context, offer string, sink func(callengine.PeerEvent)) (*Peer, string, error) {
+	return f.accept(ctx, offer, sink, acceptOptions{gatherWait: answerGatherWait})
+}
+
+// acceptOptions are what distinguishes a viewer (WHEP) from a resident's
+// live-view call.
+type acceptOptions struct {
+	// gatherWait bounds the wait for ICE gathering before the answer is
+	// returned; 0 waits until gathering is complete (or ctx ends).
+	gatherWait time.Duration
+	// mute drops whatever audio the far end sends instead of playing it
+	// on the door's speaker.
+	mute bool
+}
+
+// AcceptViewer answers the offer of a viewer that only watches, e.g. a
+// WHEP client (draft-ietf-wish-whep): the door's shared tracks, as for a
+// resident's live view, but the answer carries every candidate (it waits
+// for ICE gathering to complete, bounded by ctx: such clients take no
+// trickled candidates) and any audio the viewer sends is dropped, never
+// played at the door. Offers that cannot be answered fail with
+// ErrBadOffer. The peer holds the stream's encoders (Acquire) until it is
+// closed.
+func (f *PeerFactory) AcceptViewer(ctx context.Context, offer string, sink func(callengine.PeerEvent)) (callengine.Peer, string, error) {
+	p, answer, err := f.accept(ctx, offer, sink, acceptOptions{mute: true})
+	if err != nil {
+		return nil, "", err
+	}
+	return p, answer, nil
+}
+
+func (f *PeerFactory) accept(ctx context.Context, offer string, sink func(callengine.PeerEvent), o acceptOptions) (*Peer, string, error) {
 	offered, err := parseAnswer(offer, f.stream.Has)
 	if err != nil {
-		return nil, "", fmt.Errorf("offer: %w", err)
+		return nil, "", fmt.Errorf("offer: %w: %w", ErrBadOffer, err)
 	}
 	p, err := f.basePeer(ctx, sink)
 	if err != nil {
 		return nil, "", err
 	}
+	p.mute = o.mute
 	fail := func(what string, err error) (*Peer, string, error) {
 		p.Close()
 		return nil, "", fmt.Errorf("%s: %w", what, err)
 	}
 	if err := p.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		return fail("set remote offer", err)
+		return fail("set remote offer", fmt.Errorf("%w: %w", ErrBadOffer, err))
 	}
 	codecs := []media.Codec{}
 	if offered.audio {
@@ -130,7 +165,7 @@ func (f *PeerFactory) acceptOffer(ctx context.Context, offer string, sink func(c
 		codecs = append(codecs, offered.video)
 	}
 	if len(codecs) == 0 {
-		return fail("answer", errors.New("the offer has no audio or video we can send"))
+		return fail("answer", fmt.Errorf("%w: it has no audio or video we can send (Opus; H.264 constrained baseline with packetization-mode 1, or VP8)", ErrBadOffer))
 	}
 	ans, err := p.pc.CreateAnswer(nil)
 	if err != nil {
@@ -140,9 +175,15 @@ func (f *PeerFactory) acceptOffer(ctx context.Context, offer string, sink func(c
 	if err := p.pc.SetLocalDescription(ans); err != nil {
 		return fail("set local answer", err)
 	}
+	var timeout <-chan time.Time
+	if o.gatherWait > 0 {
+		t := time.NewTimer(o.gatherWait)
+		defer t.Stop()
+		timeout = t.C
+	}
 	select {
 	case <-gathered:
-	case <-time.After(answerGatherWait):
+	case <-timeout:
 	case <-ctx.Done():
 		return fail("answer", ctx.Err())
 	}
@@ -199,9 +240,10 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 		sink(callengine.PeerEvent{State: &st})
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
-		if t.Kind() != webrtc.RTPCodecTypeAudio {
-			// A resident calling the door sends their camera too; read it
-			// so the interceptors keep reporting, and drop it.
+		if t.Kind() != webrtc.RTPCodecTypeAudio || p.mute {
+			// A resident calling the door sends their camera too, a
+			// viewer perhaps a microphone; read it so the interceptors
+			// keep reporting, and drop it.
 			p.goRun(func() { discard(t) })
 			return
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/device/whep"
 	"github.com/doorbell/intercom/internal/testenv/cputime"
+	"github.com/doorbell/intercom/internal/testenv/noisycam"
 	"github.com/doorbell/intercom/internal/testenv/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
@@ -65,7 +66,7 @@ func benchViewers(b *testing.B, camera bool) {
 	const settle, span = time.Second, 2 * time.Second
 	var cfg media.StreamConfig
 	if camera {
-		cfg.OpenVideo = openNoisy
+		cfg.OpenVideo = noisycam.Open
 	}
 	d := newDoorConfig(b, 3, cfg)
 	in, out := reexec.Start(b, "whep clients", clientsEnv+"=1")
@@ -114,43 +115,6 @@ func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-// noisy is the test pattern with ±4 levels of sensor-like noise on luma,
-// one of 8 prepared fields per frame.
-type noisy struct {
-	*media.TestPattern
-	fields [8][]int8
-}
-
-func openNoisy(f media.VideoFormat) (media.VideoSource, error) {
-	p, err := media.NewTestPattern(f)
-	if err != nil {
-		return nil, err
-	}
-	n := &noisy{TestPattern: p}
-	x := uint32(7)
-	for i := range n.fields {
-		n.fields[i] = make([]int8, f.Width*f.Height)
-		for j := range n.fields[i] {
-			x ^= x << 13
-			x ^= x >> 17
-			x ^= x << 5
-			n.fields[i][j] = int8(x%9) - 4
-		}
-	}
-	return n, nil
-}
-
-func (n *noisy) ReadFrame(ctx context.Context) (*media.Frame, error) {
-	f, err := n.TestPattern.ReadFrame(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for j, v := range n.fields[f.Seq%uint64(len(n.fields))] {
-		f.Image.Y[j] = byte(int(f.Image.Y[j]) + int(v))
-	}
-	return f, nil
 }
 
 // clientMsg is one line between the benchmark and the clients' process.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/internal/testenv/cputime"
+	"github.com/doorbell/intercom/internal/testenv/noisycam"
 	"github.com/doorbell/intercom/internal/testenv/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
@@ -55,7 +56,8 @@ func TestMain(m *testing.M) {
 // "pattern" encodes the bare test pattern, flat and nearly still, which
 // costs the encoder a fraction of what a camera's picture does and so
 // makes every per-peer cost look large; "camera" adds sensor-like noise
-// (noisyPattern) so the shared encoder works as it would on a real scene.
+// (internal/testenv/noisycam) so the shared encoder works as it would on
+// a real scene.
 // In "talking" all four residents talk at once, the worst case: each sends
 // a tone and writes its level into each packet as browsers do (RFC 6464),
 // and the door decodes the MaxVoices loudest (decoded4/s). "listening" is
@@ -101,7 +103,7 @@ func benchFanout(b *testing.B, mode string, camera bool) {
 	const settle, span = time.Second, 2 * time.Second
 	var cfg media.StreamConfig
 	if camera {
-		cfg.OpenVideo = openNoisyPattern
+		cfg.OpenVideo = noisycam.Open
 	}
 	e := newEnvWith(b, cfg)
 	rs := startResidents(b, mode)
@@ -141,45 +143,6 @@ func benchFanout(b *testing.B, mode string, camera bool) {
 	b.ReportMetric(pick(four, func(w window) float64 { return w.frames }), "frames4/s")
 	b.ReportMetric(pick(four, func(w window) float64 { return w.decoded }), "decoded4/s")
 	b.ReportMetric(0, "ns/op")
-}
-
-// noisyPattern is the test pattern with sensor-like noise: ±4 luma levels,
-// a fresh field each frame drawn from 8 prepared ones (as media/codec's
-// noisy benchmarks). A camera's picture is never still, so its encoder
-// works on every macroblock; the bare pattern is flat and nearly static,
-// which makes the encoder, the cost peers share, unrealistically cheap.
-type noisyPattern struct {
-	*media.TestPattern
-	noise [8][]int8
-}
-
-func openNoisyPattern(f media.VideoFormat) (media.VideoSource, error) {
-	p, err := media.NewTestPattern(f)
-	if err != nil {
-		return nil, err
-	}
-	n := &noisyPattern{TestPattern: p}
-	seed := uint32(1)
-	for i := range n.noise {
-		n.noise[i] = make([]int8, f.Width*f.Height)
-		for j := range n.noise[i] {
-			seed = seed*1664525 + 1013904223
-			n.noise[i][j] = int8(seed>>24)%9 - 4
-		}
-	}
-	return n, nil
-}
-
-func (n *noisyPattern) ReadFrame(ctx context.Context) (*media.Frame, error) {
-	f, err := n.TestPattern.ReadFrame(ctx)
-	if err != nil {
-		return nil, err
-	}
-	y := f.Image.Y
-	for j, v := range n.noise[f.Seq%uint64(len(n.noise))] {
-		y[j] = byte(int(y[j]) + int(v))
-	}
-	return f, nil
 }
 
 // residentMsg is one line between the door (benchmark) and the residents'

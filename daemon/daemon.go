@@ -194,7 +194,7 @@ func run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 	}
 	*inst = installer{
 		cfg:    hwConfig{gpioSim: cfg.Hardware.GPIO == "sim", ringerName: cfg.GPIO.Ringer, relayName: cfg.GPIO.Relay},
-		ringer: ringer, relay: relay, door: doors.door, sink: hw.sink(),
+		ringer: ringer, relay: relay, door: doors.door, sink: hw.sink(), stream: stream,
 		phase: func() callengine.Phase { return intercom.Status().State },
 	}
 	srv := &http.Server{Handler: guarded, ReadHeaderTimeout: 5 * time.Second}

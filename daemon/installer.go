@@ -25,6 +25,7 @@ type installer struct {
 	relay  *gpio.Relay
 	door   *device.Door
 	sink   media.Speaker // nil: audio simulated
+	stream *media.Stream // the microphone's way to the encoder
 	phase  func() callengine.Phase
 
 	mu      sync.Mutex
@@ -131,6 +132,66 @@ func (in *installer) Tone(ctx context.Context) (string, error) {
 		}
 	}
 	return "1 s of 1 kHz at -12 dBFS played; did you hear it?", nil
+}
+
+// micListen is how long the microphone test listens.
+const micListen = 5 * time.Second
+
+// Microphone holds the audio encoder for micListen, so that the
+// microphone runs through its whole path (gain, echo cancellation, noise
+// suppression) also when no call is on, and reports the loudest and the
+// average level the encoder got: what a resident would hear. The page's
+// meter reads MicrophoneLevel meanwhile.
+func (in *installer) Microphone(ctx context.Context) (string, error) {
+	if in.stream == nil {
+		return "", skipped("no media stream")
+	}
+	release, err := in.stream.Acquire(media.Opus)
+	if err != nil {
+		return "", fmt.Errorf("start the microphone: %w", err)
+	}
+	defer release()
+	start := time.Now()
+	peak, sum, n := -96.0, 0.0, 0
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for time.Since(start) < micListen {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-tick.C:
+		}
+		l, ok := in.stream.InputLevel()
+		if !ok || l.At.Before(start) {
+			continue
+		}
+		peak = max(peak, l.PeakDBFS)
+		sum += l.RMSDBFS
+		n++
+	}
+	if n == 0 {
+		return "", fmt.Errorf("no audio from the microphone in %v", micListen)
+	}
+	msg := fmt.Sprintf("%v listened: loudest %.1f dBFS, average %.1f dBFS RMS", micListen, peak, sum/float64(n))
+	if in.sink == nil {
+		return "", skipped("audio is simulated (the tone); " + msg)
+	}
+	if peak < -60 {
+		return "", errors.New(msg + ": nearly silent; is the microphone connected, capture_gain_db too low?")
+	}
+	return msg + " (speak at the door while it listens; clipping near 0 dBFS means capture_gain_db is too high)", nil
+}
+
+// MicrophoneLevel is the last encoded frame's level, while the encoder runs.
+func (in *installer) MicrophoneLevel() (peak, rms float64, ok bool) {
+	if in.stream == nil {
+		return 0, 0, false
+	}
+	l, ok := in.stream.InputLevel()
+	if !ok || time.Since(l.At) > 200*time.Millisecond {
+		return -96, -96, false
+	}
+	return l.PeakDBFS, l.RMSDBFS, true
 }
 
 // Button waits for the next press of the doorbell button; that press rings

@@ -190,6 +190,20 @@ func TestWebPageInChromium(t *testing.T) {
 		t.Errorf("the button test's press counted as a visitor: presses %q", s)
 	}
 
+	// The microphone test listens through the encoder's input (here the
+	// simulated tone, -12 dBFS) and the meter follows it while it runs.
+	if err := p.Click(ctx, `button[data-test="microphone"]`); err != nil {
+		t.Fatal(err)
+	}
+	d.waitText(t, ctx, "#mic-level", func(s string) bool { return strings.HasPrefix(s, "peak -12.0 dBFS") })
+	d.waitText(t, ctx, "#t-microphone", func(s string) bool {
+		return strings.HasPrefix(s, "SKIP: audio is simulated (the tone); 5s listened: loudest -12.0 dBFS")
+	})
+	var meter float64
+	if err := p.Eval(ctx, `return document.querySelector("#mic-meter").value`, &meter); err != nil || meter < -12.5 || meter > -11.5 {
+		t.Errorf("microphone meter at %v (%v), want -12", meter, err)
+	}
+
 	// Refusals. A state-changing request with the cookie but without the
 	// CSRF token:
 	var code int

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,6 +130,10 @@ type Stream struct {
 
 	mu     sync.Mutex // guards closed and every codecState's stats
 	closed bool
+
+	// input is the level of the last audio frame the encoder took (the
+	// microphone after gain and echo cancellation): InputLevel.
+	input atomic.Pointer[InputLevel]
 
 	snapMu      sync.Mutex
 	snapWaiters []chan snapResult // snapshots waiting for the next frame
@@ -701,6 +706,7 @@ func (s *Stream) runAudio(ctx context.Context, p *pipeline) error {
 			return fmt.Errorf("read audio: %w", err)
 		}
 		t0 := time.Now()
+		s.input.Store(levelOf(pcm, t0))
 		data, err := enc.Encode(pcm)
 		took := time.Since(t0)
 		if err != nil {
@@ -720,6 +726,53 @@ func (s *Stream) runAudio(ctx context.Context, p *pipeline) error {
 			}
 		})
 	}
+}
+
+// InputLevel is the level of one 20 ms frame of the door's audio as the
+// encoder took it: what the residents hear of the door.
+type InputLevel struct {
+	PeakDBFS float64   `json:"peak_dbfs"` // loudest sample; -96 for digital silence
+	RMSDBFS  float64   `json:"rms_dbfs"`  // 0 dBFS: a full-scale square wave
+	At       time.Time `json:"at"`
+}
+
+// silenceDBFS is the floor of InputLevel: 16-bit audio's dynamic range.
+const silenceDBFS = -96
+
+func levelOf(pcm []int16, at time.Time) *InputLevel {
+	peak, sum := 0, 0.0
+	for _, v := range pcm {
+		a := int(v)
+		if a < 0 {
+			a = -a
+		}
+		peak = max(peak, a)
+		sum += float64(a) * float64(a)
+	}
+	dbfs := func(x float64) float64 {
+		if x <= 0 {
+			return silenceDBFS
+		}
+		return max(silenceDBFS, 20*math.Log10(x/32768))
+	}
+	l := &InputLevel{PeakDBFS: dbfs(float64(peak)), At: at}
+	if len(pcm) > 0 {
+		l.RMSDBFS = dbfs(math.Sqrt(sum / float64(len(pcm))))
+	} else {
+		l.RMSDBFS = silenceDBFS
+	}
+	return l
+}
+
+// InputLevel returns the level of the last audio frame encoded, and false
+// when the audio encoder has not run yet. A frame older than a few tens of
+// milliseconds means the encoder is not running (nobody holds Opus).
+func (s *Stream) InputLevel() (InputLevel, bool) {
+	l := s.input.Load()
+	if l == nil {
+		return InputLevel{}, false
+	}
+	return *l, true
 }
 
 // frameRead is one ReadFrame result.

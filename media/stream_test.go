@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"math"
 	"testing"
 	"time"
 
@@ -463,5 +464,32 @@ func TestStreamTap(t *testing.T) {
 	waitFor(t, "frames after cancel", func() bool { return stats(s, H264).Frames >= frames+3 })
 	if after := count(H264); after > before+1 { // one may have been in flight
 		t.Errorf("tap got %d samples after cancel", after-before)
+	}
+}
+
+// TestStreamInputLevel: while Opus runs, the stream reports the level of
+// the audio it encodes (the default tone: -12 dBFS peak, -15 dBFS RMS).
+func TestStreamInputLevel(t *testing.T) {
+	s := newTestStream(t, newFakes())
+	if _, ok := s.InputLevel(); ok {
+		t.Fatal("a level before the encoder ran")
+	}
+	release, err := s.Acquire(Opus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if l, ok := s.InputLevel(); ok {
+			if math.Abs(l.PeakDBFS-(-12)) > 0.5 || math.Abs(l.RMSDBFS-(-15)) > 0.5 || time.Since(l.At) > time.Second {
+				t.Fatalf("level %+v, want -12 dBFS peak, -15 dBFS RMS, recent", l)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no level while Opus runs")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

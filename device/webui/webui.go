@@ -51,6 +51,12 @@ type Installer interface {
 	// Button waits up to wait for a press of the doorbell button, which
 	// then rings nobody.
 	Button(ctx context.Context, wait time.Duration) (string, error)
+	// Microphone listens through the door's microphone path for a few
+	// seconds and says how loud it was.
+	Microphone(ctx context.Context) (string, error)
+	// MicrophoneLevel is the microphone's level now, for the page's live
+	// meter while Microphone runs; false when nothing is being encoded.
+	MicrophoneLevel() (peakDBFS, rmsDBFS float64, ok bool)
 }
 
 // Config configures the page.
@@ -112,6 +118,7 @@ const (
 	pathLogout  = "/api/logout"
 	pathSession = "/api/session"
 	pathTests   = "/api/test/"
+	pathLevel   = "/api/test/microphone/level"
 )
 
 // Public reports the requests that need no token (device.GuardConfig.
@@ -146,13 +153,14 @@ func (u *UI) Handler() http.Handler {
 	mux.HandleFunc("POST "+pathLogout, u.logout)
 	mux.HandleFunc("GET "+pathSession, u.session)
 	mux.HandleFunc("POST "+pathTests+"{part}", u.test)
+	mux.HandleFunc("GET "+pathLevel, u.level)
 	return mux
 }
 
 // Patterns are what the API's mux must route to Handler.
 func Patterns() []string {
 	return []string{"GET /{$}", "GET /app.js", "GET /style.css", "GET /favicon.svg",
-		"POST " + pathLogin, "POST " + pathLogout, "GET " + pathSession, "POST " + pathTests}
+		"POST " + pathLogin, "POST " + pathLogout, "GET " + pathSession, "POST " + pathTests, "GET " + pathLevel}
 }
 
 func (u *UI) page() http.Handler {
@@ -227,7 +235,7 @@ type testResult struct {
 }
 
 // test runs one installer test: ringer, relay (with "confirm": true in the
-// body, the page asks first), tone, button.
+// body, the page asks first), tone, button, microphone.
 func (u *UI) test(w http.ResponseWriter, r *http.Request) {
 	if u.cfg.Installer == nil {
 		http.Error(w, "no installer tests here", http.StatusNotFound)
@@ -251,6 +259,8 @@ func (u *UI) test(w http.ResponseWriter, r *http.Request) {
 		run = u.cfg.Installer.Tone
 	case "button":
 		run = func(ctx context.Context) (string, error) { return u.cfg.Installer.Button(ctx, u.cfg.ButtonWait) }
+	case "microphone":
+		run = u.cfg.Installer.Microphone
 	default:
 		http.Error(w, "no such test: "+part, http.StatusNotFound)
 		return
@@ -270,6 +280,16 @@ func (u *UI) test(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, testResult{"pass", msg})
 	}
+}
+
+// level is the live meter's reading: the microphone's level now.
+func (u *UI) level(w http.ResponseWriter, _ *http.Request) {
+	if u.cfg.Installer == nil {
+		http.Error(w, "no installer tests here", http.StatusNotFound)
+		return
+	}
+	peak, rms, ok := u.cfg.Installer.MicrophoneLevel()
+	writeJSON(w, http.StatusOK, map[string]any{"peak_dbfs": peak, "rms_dbfs": rms, "live": ok})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

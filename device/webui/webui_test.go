@@ -46,6 +46,11 @@ func (f *fakeInstaller) Tone(ctx context.Context) (string, error) {
 	f.note("tone")
 	return "", fmt.Errorf("%w: audio is simulated", webui.ErrSkipped)
 }
+func (f *fakeInstaller) Microphone(ctx context.Context) (string, error) {
+	f.note("microphone")
+	return "loudest -20.0 dBFS", nil
+}
+func (f *fakeInstaller) MicrophoneLevel() (float64, float64, bool) { return -20, -30, true }
 func (f *fakeInstaller) Button(ctx context.Context, wait time.Duration) (string, error) {
 	f.note("button")
 	return "", fmt.Errorf("no press within %v", wait)
@@ -243,6 +248,16 @@ func TestInstallerTests(t *testing.T) {
 	if code, body := result("button", ""); code != http.StatusOK || !strings.Contains(body, `"result":"fail"`) || !strings.Contains(body, "no press within 1s") {
 		t.Errorf("button: %d %s", code, body)
 	}
+	if code, body := result("microphone", ""); code != http.StatusOK || !strings.Contains(body, `"result":"pass"`) || !strings.Contains(body, "-20.0 dBFS") {
+		t.Errorf("microphone: %d %s", code, body)
+	}
+	if resp, body := do(t, c, "GET", e.url+"/api/test/microphone/level", "", nil); resp.StatusCode != http.StatusOK ||
+		!strings.Contains(body, `"peak_dbfs":-20`) || !strings.Contains(body, `"live":true`) {
+		t.Errorf("microphone level: %s %s", resp.Status, body)
+	}
+	if resp, _ := do(t, browser(t), "GET", e.url+"/api/test/microphone/level", "", nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("microphone level without a session: %s, want 401", resp.Status)
+	}
 	if code, _ := result("camera", ""); code != http.StatusNotFound {
 		t.Errorf("unknown test: %d", code)
 	}
@@ -257,7 +272,7 @@ func TestInstallerTests(t *testing.T) {
 		e.inst.mu.Lock()
 		n := len(e.inst.ran)
 		e.inst.mu.Unlock()
-		if n == 4 {
+		if n == 5 {
 			break
 		}
 		time.Sleep(time.Millisecond)

@@ -289,6 +289,7 @@ for (const b of document.querySelectorAll("button[data-test]")) {
     out.className = "muted";
     out.textContent = part === "button" ? "press the doorbell button now…" : "running…";
     b.disabled = true;
+    const meter = part === "microphone" ? setInterval(readMicLevel, 200) : null;
     try {
       const resp = await api("POST", `/api/test/${part}`, part === "relay" ? { confirm: true } : {});
       if (!resp.ok) {
@@ -300,9 +301,27 @@ for (const b of document.querySelectorAll("button[data-test]")) {
       out.className = r.result;
       out.textContent = `${r.result.toUpperCase()}: ${r.message}`;
     } finally {
+      if (meter) clearInterval(meter);
       b.disabled = false;
     }
   });
+}
+
+// readMicLevel moves the microphone meter while its test listens: the
+// level of the audio the door encodes now (after gain and echo
+// cancellation), as a resident would hear it.
+async function readMicLevel() {
+  try {
+    const resp = await api("GET", "/api/test/microphone/level");
+    if (!resp.ok) return;
+    const l = await resp.json();
+    if (!l.live) return;
+    $("mic-meter").value = Math.max(-60, l.peak_dbfs);
+    setText("mic-level", `peak ${l.peak_dbfs.toFixed(1)} dBFS, RMS ${l.rms_dbfs.toFixed(1)} dBFS`,
+      l.peak_dbfs > -1 ? "fail" : "muted");
+  } catch (err) {
+    // The next reading will do; the test's own result says what failed.
+  }
 }
 
 boot().catch((err) => {

@@ -44,17 +44,18 @@ func (f *fakeSync) set(fn func(*matrix.Status)) {
 // protocol itself is tested in package systemd): only start-timeout
 // extensions before the first sync, READY=1 with a status once it succeeds, WATCHDOG=1 while the sync
 // is visibly retrying, no ping while it is stuck and a STATUS= that says
-// so, pings again when it recovers.
+// so, pings again when it recovers. The windows are a couple of ping
+// intervals wide: a loaded 2-core machine can delay a goroutine by 100 ms.
 func TestSupervisorSyncProgress(t *testing.T) {
 	sock := sdnotifytest.Listen(t)
 	t.Setenv("NOTIFY_SOCKET", sock.Path)
-	t.Setenv("WATCHDOG_USEC", "200000") // 200 ms: pings every 100 ms
+	t.Setenv("WATCHDOG_USEC", "400000") // 400 ms: pings every 200 ms
 	t.Setenv("WATCHDOG_PID", "")
 
 	fs := &fakeSync{}
 	log := slog.New(slog.DiscardHandler)
 	s := newSupervisor(log, fs, func() string { return "ringing 2 residents" })
-	const stall = 500 * time.Millisecond
+	const stall = time.Second
 	s.Probes[0].Check = (&syncProgress{status: fs.Status, stall: stall}).check
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -63,7 +64,7 @@ func TestSupervisorSyncProgress(t *testing.T) {
 	go func() { done <- s.Run(ctx) }()
 
 	// Before the first sync only extensions of the start timeout.
-	for _, m := range sock.Collect(150 * time.Millisecond) {
+	for _, m := range sock.Collect(300 * time.Millisecond) {
 		if !strings.HasPrefix(m, "EXTEND_TIMEOUT_USEC=") {
 			t.Fatalf("sent %q before the first sync", m)
 		}
@@ -77,18 +78,18 @@ func TestSupervisorSyncProgress(t *testing.T) {
 	// its failures, so it is alive and the watchdog stays petted.
 	for i := 1; i <= 4; i++ {
 		fs.set(func(st *matrix.Status) { st.Healthy, st.ConsecutiveFailures = false, i })
-		if k := count(sock.Collect(200*time.Millisecond), "WATCHDOG=1"); k < 1 {
+		if k := count(sock.Collect(400*time.Millisecond), "WATCHDOG=1"); k < 1 {
 			t.Fatalf("no watchdog ping while the sync loop retries (failure %d)", i)
 		}
 	}
 
 	// Stuck: neither a success nor another failure. After the stall
 	// allowance the pings stop, and stay stopped; STATUS= says why.
-	msgs := sock.Collect(stall + 150*time.Millisecond)
+	msgs := sock.Collect(stall + 300*time.Millisecond)
 	if !strings.HasPrefix(strings.Join(msgs, "|"), "WATCHDOG=1") {
 		t.Logf("messages while the stall allowance ran: %q", msgs)
 	}
-	more := sock.Collect(time.Second)
+	more := sock.Collect(2 * time.Second)
 	if k := count(more, "WATCHDOG=1"); k != 0 {
 		t.Fatalf("%d watchdog pings while the sync loop is stuck: %q", k, more)
 	}
@@ -104,7 +105,7 @@ func TestSupervisorSyncProgress(t *testing.T) {
 
 	// It recovers: pings come back.
 	fs.set(func(st *matrix.Status) { st.Healthy, st.LastSync, st.ConsecutiveFailures = true, time.Now(), 0 })
-	if k := count(sock.Collect(400*time.Millisecond), "WATCHDOG=1"); k < 2 {
+	if k := count(sock.Collect(800*time.Millisecond), "WATCHDOG=1"); k < 2 {
 		t.Fatalf("%d watchdog pings after recovery, want ≥ 2", k)
 	}
 

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"image"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"math"
 	"testing"
 	"time"
 

@@ -2,7 +2,7 @@
 # deps.sh installs what building and testing the intercom needs on a fresh
 # Debian 12 machine that has Go, gcc, Node and git: Debian packages (cgo
 # libraries, Chromium for the browser resident), the resident's npm
-# packages, and the pinned Dendrite homeserver and livekit-server SFU (built
+# packages, and the pinned Dendrite homeserver, livekit-server SFU and go2rtc (built
 # from the Go module proxy, cached under ~/.cache). Every step is skipped when already done, so
 # `make test` and `make demo` can call it each time.
 set -euo pipefail
@@ -41,5 +41,6 @@ internal/testenv/resident/setup.sh
 # The real Element Call (npm @element-hq/element-call-embedded) in its
 # widget host: installed here, before the tests and their timeouts.
 internal/testenv/elementcall/setup.sh
-internal/testenv/dendrite/build.sh >/dev/null
-internal/testenv/livekit/build.sh >/dev/null
+# Dendrite, livekit-server and go2rtc, built from the module proxy into
+# ~/.cache/intercom (internal/testenv/gobuild).
+go run ./internal/testenv/gobuild/prebuild

@@ -1,13 +1,11 @@
 // Package go2rtc runs go2rtc (AlexxIT/go2rtc, pinned, built from the Go
-// module proxy by build.sh into the user's cache) for tests: a WHEP client
+// module proxy by gobuild into the user's cache) for tests: a WHEP client
 // that is not ours. Its `webrtc:` source with an http(s) URL is its WHEP
 // client; a consumer such as GET /api/frame.mp4 makes it connect.
 package go2rtc
 
 import (
-	"bytes"
 	"context"
-	_ "embed"
 	"fmt"
 	"io"
 	"net"
@@ -16,42 +14,35 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/doorbell/intercom/internal/testenv/gobuild"
 )
 
 // Version is the go2rtc release the harness builds.
 const Version = "v1.9.9"
 
-//go:embed build.sh
-var buildScript string
+// Module returns the pinned go2rtc as gobuild builds it: pure Go, its main
+// package at the module root.
+func Module() gobuild.Module {
+	return gobuild.Module{
+		Name:     "go2rtc",
+		Path:     "github.com/AlexxIT/go2rtc",
+		Version:  Version,
+		Commands: []gobuild.Command{{Binary: "go2rtc", Package: "."}},
+	}
+}
 
-var (
-	buildMu sync.Mutex
-	built   string
-)
-
-// Build builds go2rtc once per machine (minutes cold, then cached) and
-// returns the binary's path.
+// Build builds go2rtc once per machine (a minute or two cold, then
+// cached; see gobuild) and returns the binary's path.
 func Build(ctx context.Context) (string, error) {
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if built != "" {
-		return built, nil
+	dir, err := Module().Build(ctx, nil)
+	if err != nil {
+		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "bash", "-c", buildScript, "build.sh")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build go2rtc %s: %w\n%s", Version, err, stderr.Bytes())
-	}
-	built = strings.TrimSpace(stdout.String())
-	return built, nil
+	return filepath.Join(dir, "go2rtc"), nil
 }
 
 // Server is one go2rtc process.

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"runtime"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,7 +61,6 @@ func BenchmarkWHEPViewers(b *testing.B) {
 }
 
 func benchViewers(b *testing.B, camera bool) {
-	const settle, span = time.Second, 2 * time.Second
 	var cfg media.StreamConfig
 	if camera {
 		cfg.OpenVideo = noisycam.Open
@@ -72,49 +69,29 @@ func benchViewers(b *testing.B, camera bool) {
 	in, out := reexec.Start(b, "whep clients", clientsEnv+"=1")
 	cl := &clients{in: in, out: out}
 	cl.call(b, d)
-	var alone, with, ratio []float64
-	b.ResetTimer()
-	for range b.N {
-		for i := range 3 {
-			cl.send(b, clientMsg{Viewer: i, Watch: d.url + whep.Path})
-			cl.expect(b, func(m clientMsg) bool { return m.Viewer == i && m.Video })
-		}
-		runtime.GC()
-		time.Sleep(settle)
-		w := doorCPU(span)
-		for i := range 3 {
-			cl.send(b, clientMsg{Viewer: i, Stop: true})
-			cl.expect(b, func(m clientMsg) bool { return m.Viewer == i && m.Stopped })
-		}
-		if n := d.srv.Status().Viewers; n != 0 {
-			b.Fatalf("%d viewers left after DELETE", n)
-		}
-		runtime.GC()
-		time.Sleep(settle)
-		a := doorCPU(span)
-		alone, with, ratio = append(alone, a), append(with, w), append(ratio, w/a)
-	}
-	b.StopTimer()
+	r := cputime.Paired{
+		Settle: time.Second,
+		Span:   2 * time.Second,
+		Load: func() {
+			for i := range 3 {
+				cl.send(b, clientMsg{Viewer: i, Watch: d.url + whep.Path})
+				cl.expect(b, func(m clientMsg) bool { return m.Viewer == i && m.Video })
+			}
+		},
+		Unload: func() {
+			for i := range 3 {
+				cl.send(b, clientMsg{Viewer: i, Stop: true})
+				cl.expect(b, func(m clientMsg) bool { return m.Viewer == i && m.Stopped })
+			}
+			if n := d.srv.Status().Viewers; n != 0 {
+				b.Fatalf("%d viewers left after DELETE", n)
+			}
+		},
+	}.Run(b)
 	if h := stats(d.stream, media.H264); h.Starts != 1 {
 		b.Errorf("%d H.264 encoder starts, want 1", h.Starts)
 	}
-	b.ReportMetric(median(alone), "call-ms/s")
-	b.ReportMetric(median(with), "call+3whep-ms/s")
-	b.ReportMetric(median(ratio), "ratio")
-	b.ReportMetric(0, "ns/op")
-}
-
-// doorCPU is this process's CPU over d, in ms per second.
-func doorCPU(d time.Duration) float64 {
-	c0, t0 := cputime.Self(), time.Now()
-	time.Sleep(d)
-	return float64((cputime.Self() - c0).Microseconds()) / 1000 / time.Since(t0).Seconds()
-}
-
-func median(v []float64) float64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
+	r.Report(b, "call-ms/s", "call+3whep-ms/s", "ratio")
 }
 
 // clientMsg is one line between the benchmark and the clients' process.

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -73,34 +71,7 @@ func BenchmarkFanout(b *testing.B) {
 	}
 }
 
-// window is what the door spent over one measured interval, per second.
-type window struct{ door, enc, frames, decoded float64 }
-
-func measure(e *env, d time.Duration) window {
-	s0, c0, a0, t0 := encStats(e.stream, media.H264), cputime.Self(), e.factory.ReceivedAudio(), time.Now()
-	time.Sleep(d)
-	s1, c1, a1 := encStats(e.stream, media.H264), cputime.Self(), e.factory.ReceivedAudio()
-	sec := time.Since(t0).Seconds()
-	decoded := (a1.Packets - a0.Packets) - (a1.Skipped - a0.Skipped)
-	return window{
-		door:    float64((c1 - c0).Microseconds()) / 1000 / sec,
-		enc:     float64((s1.EncodeTime - s0.EncodeTime).Microseconds()) / 1000 / sec,
-		frames:  float64(s1.Frames-s0.Frames) / sec,
-		decoded: float64(decoded) / sec,
-	}
-}
-
-func medianOf(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func benchFanout(b *testing.B, mode string, camera bool) {
-	// Connecting and hanging up leave garbage and closing goroutines
-	// behind: both windows start after a collection and a pause, so
-	// neither pays for the other's churn.
-	const settle, span = time.Second, 2 * time.Second
 	var cfg media.StreamConfig
 	if camera {
 		cfg.OpenVideo = noisycam.Open
@@ -108,41 +79,35 @@ func benchFanout(b *testing.B, mode string, camera bool) {
 	e := newEnvWith(b, cfg)
 	rs := startResidents(b, mode)
 	rs.call(b, e) // the one who stays
-	var one, four []window
-	var ratio []float64
-	b.ResetTimer()
-	for range b.N {
-		var extra []residentCall
-		for range 3 {
-			extra = append(extra, rs.call(b, e))
-		}
-		runtime.GC()
-		time.Sleep(settle)
-		w4 := measure(e, span)
-		for _, c := range extra {
-			rs.hangup(b, c)
-		}
-		runtime.GC()
-		time.Sleep(settle)
-		w1 := measure(e, span)
-		one, four, ratio = append(one, w1), append(four, w4), append(ratio, w4.door/w1.door)
-	}
-	b.StopTimer()
-	pick := func(ws []window, f func(window) float64) float64 {
-		v := make([]float64, len(ws))
-		for i, w := range ws {
-			v[i] = f(w)
-		}
-		return medianOf(v)
-	}
-	b.ReportMetric(pick(one, func(w window) float64 { return w.door }), "door1-ms/s")
-	b.ReportMetric(pick(four, func(w window) float64 { return w.door }), "door4-ms/s")
-	b.ReportMetric(medianOf(ratio), "ratio4:1")
-	b.ReportMetric(pick(one, func(w window) float64 { return w.enc }), "enc1-ms/s")
-	b.ReportMetric(pick(four, func(w window) float64 { return w.enc }), "enc4-ms/s")
-	b.ReportMetric(pick(four, func(w window) float64 { return w.frames }), "frames4/s")
-	b.ReportMetric(pick(four, func(w window) float64 { return w.decoded }), "decoded4/s")
-	b.ReportMetric(0, "ns/op")
+	var extra []residentCall
+	r := cputime.Paired{
+		Settle: time.Second,
+		Span:   2 * time.Second,
+		Load: func() {
+			for range 3 {
+				extra = append(extra, rs.call(b, e))
+			}
+		},
+		Unload: func() {
+			for _, c := range extra {
+				rs.hangup(b, c)
+			}
+			extra = extra[:0]
+		},
+		Counters: map[string]func() float64{
+			"enc":    func() float64 { return float64(encStats(e.stream, media.H264).EncodeTime.Microseconds()) / 1000 },
+			"frames": func() float64 { return float64(encStats(e.stream, media.H264).Frames) },
+			"decoded": func() float64 {
+				a := e.factory.ReceivedAudio()
+				return float64(a.Packets - a.Skipped)
+			},
+		},
+	}.Run(b)
+	r.Report(b, "door1-ms/s", "door4-ms/s", "ratio4:1")
+	b.ReportMetric(cputime.Rate(r.Unloaded, "enc"), "enc1-ms/s")
+	b.ReportMetric(cputime.Rate(r.Loaded, "enc"), "enc4-ms/s")
+	b.ReportMetric(cputime.Rate(r.Loaded, "frames"), "frames4/s")
+	b.ReportMetric(cputime.Rate(r.Loaded, "decoded"), "decoded4/s")
 }
 
 // residentMsg is one line between the door (benchmark) and the residents'

@@ -1,0 +1,132 @@
+package cputime
+
+import (
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+)
+
+// Paired measures what a load (more peers, viewers) adds to this
+// process's CPU in paired rounds. The machines these benchmarks run on
+// (shared VMs) drift by ±15 % over tens of seconds, more than the
+// differences measured, so each round measures both cases close together:
+// Load, a window with the load, Unload, a window without it. The medians
+// over the rounds, of each and of the per-round ratio, are what a
+// benchmark reports.
+type Paired struct {
+	// Settle is the pause before each window, after a garbage collection:
+	// connecting and hanging up leave garbage and closing goroutines
+	// behind, and neither window should pay for the other's churn.
+	Settle time.Duration
+	// Span is each window's length.
+	Span time.Duration
+	// Load adds the load and returns once it is in place (viewers
+	// watching); Unload takes it away again and returns once it is gone.
+	// Each runs once per round, on the calling goroutine (they may call
+	// b.Fatal).
+	Load, Unload func()
+	// Counters are other cumulative readings (encoder time in ms, frames,
+	// packets) taken at each window's edges: a Window holds their growth
+	// per second under the same names.
+	Counters map[string]func() float64
+}
+
+// Window is what the process spent over one measured span, per second of
+// wall time.
+type Window struct {
+	CPU   float64            // process CPU, ms per second
+	Rates map[string]float64 // each of Paired.Counters' growth per second
+}
+
+// Rounds holds each round's two windows, in round order.
+type Rounds struct {
+	Loaded, Unloaded []Window
+}
+
+// Run runs b.N rounds (one op is one round) with the benchmark timer
+// covering only them.
+func (p Paired) Run(b *testing.B) Rounds {
+	b.ResetTimer()
+	r := p.Rounds(b.N)
+	b.StopTimer()
+	return r
+}
+
+// Rounds runs n rounds.
+func (p Paired) Rounds(n int) Rounds {
+	var r Rounds
+	for range n {
+		p.Load()
+		loaded := p.window()
+		p.Unload()
+		unloaded := p.window()
+		r.Loaded, r.Unloaded = append(r.Loaded, loaded), append(r.Unloaded, unloaded)
+	}
+	return r
+}
+
+// window settles, then measures one span.
+func (p Paired) window() Window {
+	runtime.GC()
+	time.Sleep(p.Settle)
+	c0 := make(map[string]float64, len(p.Counters))
+	for name, read := range p.Counters {
+		c0[name] = read()
+	}
+	cpu0, t0 := Self(), time.Now()
+	time.Sleep(p.Span)
+	cpu1, sec := Self(), time.Since(t0).Seconds()
+	w := Window{CPU: float64((cpu1 - cpu0).Microseconds()) / 1000 / sec, Rates: make(map[string]float64, len(p.Counters))}
+	for name, read := range p.Counters {
+		w.Rates[name] = (read() - c0[name]) / sec
+	}
+	return w
+}
+
+// CPU is the median CPU (ms/s) of windows.
+func CPU(windows []Window) float64 {
+	v := make([]float64, len(windows))
+	for i, w := range windows {
+		v[i] = w.CPU
+	}
+	return median(v)
+}
+
+// Rate is the median of one counter's rate over windows.
+func Rate(windows []Window, counter string) float64 {
+	v := make([]float64, len(windows))
+	for i, w := range windows {
+		v[i] = w.Rates[counter]
+	}
+	return median(v)
+}
+
+// Ratio is the median over the rounds of loaded CPU / unloaded CPU.
+func (r Rounds) Ratio() float64 {
+	v := make([]float64, len(r.Loaded))
+	for i := range r.Loaded {
+		v[i] = r.Loaded[i].CPU / r.Unloaded[i].CPU
+	}
+	return median(v)
+}
+
+// Report reports the medians of the unloaded and the loaded CPU and of the
+// per-round ratio under the given units, and sets ns/op to 0: an op is a
+// round, whose wall time means nothing.
+func (r Rounds) Report(b *testing.B, unloaded, loaded, ratio string) {
+	b.ReportMetric(CPU(r.Unloaded), unloaded)
+	b.ReportMetric(CPU(r.Loaded), loaded)
+	b.ReportMetric(r.Ratio(), ratio)
+	b.ReportMetric(0, "ns/op")
+}
+
+// median is the median of v (the upper one of an even count), 0 for none.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}

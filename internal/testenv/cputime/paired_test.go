@@ -2,6 +2,8 @@ package cputime
 
 import (
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -11,27 +13,22 @@ import (
 // per second.
 func TestPairedRounds(t *testing.T) {
 	var calls []string
-	var stop, done chan struct{}
+	var busy atomic.Bool
+	var spinner sync.WaitGroup
 	p := Paired{
 		Span: 100 * time.Millisecond,
 		Load: func() {
 			calls = append(calls, "load")
-			stop, done = make(chan struct{}), make(chan struct{})
-			go func() {
-				defer close(done)
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
+			busy.Store(true)
+			spinner.Go(func() {
+				for busy.Load() {
 				}
-			}()
+			})
 		},
 		Unload: func() {
 			calls = append(calls, "unload")
-			close(stop)
-			<-done
+			busy.Store(false)
+			spinner.Wait()
 		},
 		// A clock in ms grows by 1000 a second.
 		Counters: map[string]func() float64{"clock": func() float64 { return float64(time.Now().UnixNano()) / 1e6 }},

@@ -82,24 +82,6 @@ func fileProxy(t *testing.T) (proxy, cache string) {
 	return proxy, cache
 }
 
-// progressLog collects Build's progress lines from several goroutines.
-type progressLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (p *progressLog) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.b.Write(b)
-}
-
-func (p *progressLog) count(s string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return strings.Count(p.b.String(), s)
-}
-
 // run runs a cached binary and returns what it printed.
 func run(t *testing.T, bin string) string {
 	t.Helper()
@@ -174,15 +156,19 @@ func TestBuildCaches(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 
-	var log progressLog
+	// Each caller its own log: the count over all of them says how many
+	// built.
 	var wg sync.WaitGroup
 	dirs := make([]string, 3)
 	errs := make([]error, 3)
+	logs := make([]strings.Builder, 3)
 	for i := range dirs {
-		wg.Go(func() { dirs[i], errs[i] = hello.Build(ctx, &log) })
+		wg.Go(func() { dirs[i], errs[i] = hello.Build(ctx, &logs[i]) })
 	}
 	wg.Wait()
+	var log strings.Builder
 	for i := range dirs {
+		log.WriteString(logs[i].String())
 		if errs[i] != nil {
 			t.Fatal(errs[i])
 		}
@@ -190,8 +176,8 @@ func TestBuildCaches(t *testing.T) {
 			t.Fatalf("Build returned %q, want %q", dirs[i], dir)
 		}
 	}
-	if n := log.count("building"); n != len(hello.Commands) {
-		t.Fatalf("three parallel callers built %d commands, want %d once:\n%s", n, len(hello.Commands), log.b.String())
+	if n := strings.Count(log.String(), "building"); n != len(hello.Commands) {
+		t.Fatalf("three parallel callers built %d commands, want %d once:\n%s", n, len(hello.Commands), log.String())
 	}
 	if got := run(t, filepath.Join(dir, "hello")); got != "hello" {
 		t.Errorf("hello printed %q", got)
@@ -210,12 +196,12 @@ func TestBuildCaches(t *testing.T) {
 	if err := os.RemoveAll(proxy); err != nil {
 		t.Fatal(err)
 	}
-	var again progressLog
+	var again strings.Builder
 	if _, err := hello.Build(ctx, &again); err != nil {
 		t.Fatal(err)
 	}
-	if again.count("building") != 0 {
-		t.Errorf("a cached build ran again:\n%s", again.b.String())
+	if again.Len() != 0 {
+		t.Errorf("a cached build ran again:\n%s", again.String())
 	}
 
 	// A binary gone: built again (from the module cache, the proxy being
@@ -223,12 +209,12 @@ func TestBuildCaches(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, "bye")); err != nil {
 		t.Fatal(err)
 	}
-	var rebuilt progressLog
+	var rebuilt strings.Builder
 	if _, err := hello.Build(ctx, &rebuilt); err != nil {
 		t.Fatal(err)
 	}
-	if rebuilt.count("building") != len(hello.Commands) {
-		t.Errorf("an incomplete cache was not rebuilt:\n%s", rebuilt.b.String())
+	if strings.Count(rebuilt.String(), "building") != len(hello.Commands) {
+		t.Errorf("an incomplete cache was not rebuilt:\n%s", rebuilt.String())
 	}
 	if got := run(t, filepath.Join(dir, "bye")); got != "bye" {
 		t.Errorf("bye printed %q", got)

@@ -30,13 +30,7 @@ import (
 const clientsEnv = "INTERCOM_BENCH_WHEP_CLIENTS"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(clientsEnv) != "" {
-		if err := serveClients(os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, "whep clients:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	reexec.Serve("whep clients", clientsEnv, func(_ string, in io.Reader, out io.Writer) error { return serveClients(in, out) })
 	os.Exit(m.Run())
 }
 

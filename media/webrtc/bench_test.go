@@ -26,13 +26,7 @@ import (
 const residentsEnv = "INTERCOM_BENCH_RESIDENTS"
 
 func TestMain(m *testing.M) {
-	if mode := os.Getenv(residentsEnv); mode != "" {
-		if err := serveResidents(os.Stdin, os.Stdout, mode); err != nil {
-			fmt.Fprintln(os.Stderr, "residents:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	reexec.Serve("residents", residentsEnv, serveResidents)
 	os.Exit(m.Run())
 }
 
@@ -196,7 +190,7 @@ func (rp *residentsProc) call(b *testing.B, e *env) residentCall {
 // resident's packets carry the tone's level, in "listening" only the
 // first resident's do and the others' say silence (a muted microphone),
 // in "silent" nobody sends audio.
-func serveResidents(in io.Reader, out io.Writer, mode string) error {
+func serveResidents(mode string, in io.Reader, out io.Writer) error {
 	// The default tone peaks at -12 dBFS, so its power is -15 dBov: the
 	// level a browser would write into each packet of it.
 	talking, err := newLoopbackAPI([]media.Codec{media.H264, media.VP8}, func() uint8 { return 15 })

@@ -7,6 +7,8 @@ package reexec
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"testing"
@@ -50,4 +52,22 @@ func Start(tb testing.TB, name, env string) (*json.Encoder, *json.Decoder) {
 		}
 	})
 	return json.NewEncoder(stdin), json.NewDecoder(bufio.NewReader(stdout))
+}
+
+// Serve makes this process the child that Start asked for, when the
+// environment variable env is set: it runs serve with the variable's
+// value, stdin and stdout in place of the tests, then exits, with 0 when
+// serve returned nil and with 1 and the error on stderr (after name)
+// otherwise. Without env it returns at once. A TestMain calls it first;
+// exiting here is what a TestMain does anyway.
+func Serve(name, env string, serve func(value string, in io.Reader, out io.Writer) error) {
+	v := os.Getenv(env)
+	if v == "" {
+		return
+	}
+	if err := serve(v, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }

@@ -72,8 +72,9 @@ func (m Module) Complete(dir string) bool {
 // directory holding them. Once they are cached this is a few stat calls.
 // A cold build takes minutes; parallel callers, in this process or in
 // other test binaries, serialise on a file lock in the cache directory so
-// the build runs once (the lock is flock(2) on DIR/.lock, the one the
-// harnesses' earlier shell scripts took). Binaries are built under a
+// the build runs once (flock(2) on DIR/.lock, as the shell scripts before
+// it took, so older checkouts sharing the cache wait on the same lock).
+// Binaries are built under a
 // temporary directory and renamed into place, so a killed build leaves no
 // half-written binary behind. progress, if not nil, gets a line as each
 // step starts (deps.sh shows them; tests pass nil).

@@ -51,8 +51,9 @@ type Config struct {
 	DiscoveryPrefix string
 	Device          DeviceInfo
 
-	// Status is the door's status document, read once at start for the
-	// state topic; may be nil (idle until the first status event).
+	// Status is the door's status document, read once when Run starts
+	// for the state topic; may be nil (idle until the first status
+	// event).
 	Status func() device.Status
 
 	// QueueSize bounds the events waiting for the broker (default
@@ -185,11 +186,7 @@ func New(cfg Config) (*Publisher, error) {
 		}
 	}
 	p.setRetained(p.topic(topicAvailability), []byte(online))
-	st := State{State: "idle", Since: time.Now()}
-	if cfg.Status != nil {
-		st = stateOf(cfg.Status())
-	}
-	p.setRetained(p.topic(topicState), mustJSON(st))
+	p.setRetained(p.topic(topicState), mustJSON(State{State: "idle", Since: time.Now()}))
 	return p, nil
 }
 
@@ -262,6 +259,12 @@ func (p *Publisher) Run(ctx context.Context) error {
 	// returns.
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	if p.cfg.Status != nil {
+		b := mustJSON(stateOf(p.cfg.Status()))
+		p.mu.Lock()
+		p.setRetained(p.topic(topicState), b)
+		p.mu.Unlock()
+	}
 	backoff := p.cfg.Backoff
 	cm, err := autopaho.NewConnection(cctx, autopaho.ClientConfig{
 		ServerUrls: []*url.URL{p.broker},

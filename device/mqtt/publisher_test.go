@@ -74,7 +74,7 @@ func TestDiscoveryRetained(t *testing.T) {
 	b := mosquitto.Start(t, mosquitto.Options{})
 	p := start(t, Config{Broker: b.URL, DiscoveryPrefix: "homeassistant"})
 	waitConnected(t, p)
-	sub := subscribe(t, b.URL, "", "")
+	sub := mosquitto.Subscribe(t, b.URL, "", "")
 	want := map[string]string{ // topic → component
 		"homeassistant/event/door/doorbell/config":        "event",
 		"homeassistant/event/door/door/config":            "event",
@@ -86,7 +86,7 @@ func TestDiscoveryRetained(t *testing.T) {
 		"intercom/door/last_visitor": true, "intercom/door/event/press": true, "intercom/door/event/relay": true}
 	uniques := map[string]bool{}
 	for topic := range want {
-		m, _ := sub.message(t, 0, topic, nil)
+		m, _ := sub.Next(t, 0, topic, nil)
 		if !m.Retain {
 			t.Errorf("%s not retained", topic)
 		}
@@ -130,9 +130,9 @@ func TestDiscoveryRetained(t *testing.T) {
 	}
 }
 
-func mustMessage(t testing.TB, s *subscriber, topic string) received {
+func mustMessage(t testing.TB, s *mosquitto.Subscriber, topic string) mosquitto.Message {
 	t.Helper()
-	m, _ := s.message(t, 0, topic, nil)
+	m, _ := s.Next(t, 0, topic, nil)
 	return m
 }
 
@@ -143,7 +143,7 @@ func TestEventsArrive(t *testing.T) {
 	b := mosquitto.Start(t, mosquitto.Options{})
 	p := start(t, Config{Broker: b.URL})
 	waitConnected(t, p)
-	sub := subscribe(t, b.URL, "", "")
+	sub := mosquitto.Subscribe(t, b.URL, "", "")
 	mustMessage(t, sub, "intercom/door/state")
 
 	const alice = callengine.UserID("@alice:hs.test")
@@ -165,7 +165,7 @@ func TestEventsArrive(t *testing.T) {
 			continue
 		}
 		want, _ := json.Marshal(ev)
-		m, _ := sub.message(t, 0, "intercom/door/event/"+ev.Kind, func(b []byte) bool { return bytes.Equal(b, want) })
+		m, _ := sub.Next(t, 0, "intercom/door/event/"+ev.Kind, func(b []byte) bool { return bytes.Equal(b, want) })
 		if m.Retain {
 			t.Errorf("event %s retained", ev.Kind)
 		}
@@ -180,8 +180,8 @@ func TestEventsArrive(t *testing.T) {
 	if d, _ := press["data"].(map[string]any); press["type"] != "press.v1" || d["source"] != "gpio" {
 		t.Errorf("press %v", press)
 	}
-	sub.message(t, 0, "intercom/door/state", func(b []byte) bool { return decode(t, b)["state"] == "ringing" })
-	v, _ := sub.message(t, 0, "intercom/door/last_visitor", func(b []byte) bool { return decode(t, b)["ended_at"] != nil })
+	sub.Next(t, 0, "intercom/door/state", func(b []byte) bool { return decode(t, b)["state"] == "ringing" })
+	v, _ := sub.Next(t, 0, "intercom/door/last_visitor", func(b []byte) bool { return decode(t, b)["ended_at"] != nil })
 	last := decode(t, v.Payload)
 	if last["outcome"] != "answered" || last["answered_by"] != string(alice) || last["door_opened"] != true ||
 		last["door_opened_by"] != string(alice) || last["path"] != "classic" || !v.Retain {
@@ -192,7 +192,7 @@ func TestEventsArrive(t *testing.T) {
 	at2 := at.Add(time.Minute)
 	p.Observe(device.Event{Kind: "ring", Time: at2, Data: device.RingEvent{Ring: 2, RangAt: at2, Paths: []string{"classic"}}})
 	p.Observe(device.Event{Kind: "call", Time: at2, Data: device.CallEvent{Ring: 2, RangAt: at2, Outcome: device.OutcomeMissed}})
-	v, _ = sub.message(t, 0, "intercom/door/last_visitor", func(b []byte) bool { return decode(t, b)["outcome"] == "missed" })
+	v, _ = sub.Next(t, 0, "intercom/door/last_visitor", func(b []byte) bool { return decode(t, b)["outcome"] == "missed" })
 	if last := decode(t, v.Payload); last["door_opened"] != false || last["answered_by"] != nil {
 		t.Errorf("missed visitor %s", v.Payload)
 	}
@@ -222,13 +222,13 @@ func TestLastWill(t *testing.T) {
 			<-done
 		}
 	}()
-	sub := subscribe(t, b.URL, "", "")
-	_, i := sub.message(t, 0, "intercom/door/availability", func(b []byte) bool { return string(b) == "online" })
+	sub := mosquitto.Subscribe(t, b.URL, "", "")
+	_, i := sub.Next(t, 0, "intercom/door/availability", func(b []byte) bool { return string(b) == "online" })
 
 	relay.cut(true)
-	_, i = sub.message(t, i+1, "intercom/door/availability", func(b []byte) bool { return string(b) == "offline" })
+	_, i = sub.Next(t, i+1, "intercom/door/availability", func(b []byte) bool { return string(b) == "offline" })
 	relay.cut(false)
-	_, i = sub.message(t, i+1, "intercom/door/availability", func(b []byte) bool { return string(b) == "online" })
+	_, i = sub.Next(t, i+1, "intercom/door/availability", func(b []byte) bool { return string(b) == "online" })
 	waitConnected(t, p)
 
 	cancel()
@@ -236,7 +236,7 @@ func TestLastWill(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run: %v", err)
 	}
-	sub.message(t, i+1, "intercom/door/availability", func(b []byte) bool { return string(b) == "offline" })
+	sub.Next(t, i+1, "intercom/door/availability", func(b []byte) bool { return string(b) == "offline" })
 }
 
 // TestBrokerRestart: a broker that restarts without persistence has
@@ -249,7 +249,7 @@ func TestBrokerRestart(t *testing.T) {
 	waitConnected(t, p)
 	at := time.Now()
 	p.Observe(device.Event{Kind: "status", Data: device.Status{State: callengine.PhaseInCall, Since: at}})
-	early := subscribe(t, b.URL, "", "")
+	early := mosquitto.Subscribe(t, b.URL, "", "")
 	p.Observe(device.Event{Kind: "ring", Time: at, Data: device.RingEvent{Ring: 7, RangAt: at}})
 	mustMessage(t, early, "intercom/door/event/ring") // nothing in flight
 
@@ -274,10 +274,10 @@ func TestBrokerRestart(t *testing.T) {
 	}
 
 	b.Restart()
-	sub := subscribe(t, b.URL, "", "")
+	sub := mosquitto.Subscribe(t, b.URL, "", "")
 	for _, topic := range []string{"homeassistant/event/door/doorbell/config", "homeassistant/sensor/door/last_visitor/config",
 		"intercom/door/availability", "intercom/door/state", "intercom/door/last_visitor"} {
-		sub.message(t, 0, topic, nil)
+		sub.Next(t, 0, topic, nil)
 	}
 	if st := decode(t, mustMessage(t, sub, "intercom/door/state").Payload); st["state"] != "in_call" {
 		t.Errorf("state after the restart %v", st)
@@ -352,7 +352,7 @@ func TestTLSWithCAFile(t *testing.T) {
 	b := mosquitto.Start(t, mosquitto.Options{TLS: true})
 	p := start(t, Config{Broker: b.TLSURL, CAFile: b.CAFile})
 	waitConnected(t, p)
-	sub := subscribe(t, b.URL, "", "")
+	sub := mosquitto.Subscribe(t, b.URL, "", "")
 	mustMessage(t, sub, "intercom/door/availability")
 
 	bad := start(t, Config{Broker: b.TLSURL, ClientID: "intercom-no-ca"})

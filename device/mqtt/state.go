@@ -28,7 +28,7 @@ const (
 // ring path (idle, ringing, in_call), as /api/status's state.
 type State struct {
 	State callengine.Phase `json:"state"`
-	Since time.Time        `json:"since"`
+	Since time.Time        `json:"since,omitzero"`
 }
 
 // stateOf reads the state from a "status" event's document.

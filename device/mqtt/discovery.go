@@ -35,7 +35,10 @@ func entities(discoveryPrefix, prefix, node string, dev DeviceInfo) []Entity {
 	origin := map[string]any{"name": "intercom", "sw_version": dev.Version}
 	mk := func(component, object string, cfg map[string]any) Entity {
 		cfg["unique_id"] = node + "_" + object
-		cfg["object_id"] = node + "_" + object
+		// The entity ID Home Assistant gives it at discovery
+		// (default_entity_id since HA 2025.10, which retired
+		// object_id in 2026.4); a user's rename wins over it.
+		cfg["default_entity_id"] = component + "." + node + "_" + object
 		cfg["availability_topic"] = avail
 		cfg["payload_available"], cfg["payload_not_available"] = online, offline
 		cfg["qos"] = 1

@@ -245,3 +245,13 @@ func BenchmarkPressToMQTT(b *testing.B) {
 	b.ReportMetric(ms[len(ms)-1], "max-ms")
 	b.ReportMetric(0, "ns/op")
 }
+
+// TestReloadSaysMQTTNeedsARestart: the publisher is built at start, so a
+// reload that changes mqtt: is logged as needing a restart.
+func TestReloadSaysMQTTNeedsARestart(t *testing.T) {
+	old := &provisioning.Config{MQTT: provisioning.MQTT{Broker: "mqtt://127.0.0.1:1883"}}
+	next := &provisioning.Config{MQTT: provisioning.MQTT{Broker: "mqtts://ha.home:8883"}}
+	if got := restartOnly(old, next); !slices.Equal(got, []string{"MQTT"}) {
+		t.Errorf("restart-only sections %v, want [MQTT]", got)
+	}
+}

@@ -401,3 +401,28 @@ func TestRunStopsEverything(t *testing.T) {
 		t.Errorf("%d goroutines after Run returned, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+// TestRefusedByTheBrokersACL: a broker whose ACL lets the intercom write
+// its own topics but not Home Assistant's discovery refuses those
+// publishes (PUBACK reason 0x87); they are dropped and counted, said in
+// the status, and the rest goes on.
+func TestRefusedByTheBrokersACL(t *testing.T) {
+	b := mosquitto.Start(t, mosquitto.Options{Users: map[string]string{"door": "door-password", "ha": "ha-password"},
+		ACL: "user door\ntopic write intercom/#\n\nuser ha\ntopic read #\n"})
+	p := start(t, Config{Broker: b.URL, Username: "door", Password: "door-password", DiscoveryPrefix: "homeassistant"})
+	waitConnected(t, p)
+	sub := mosquitto.Subscribe(t, b.URL, "ha", "ha-password")
+	p.Observe(device.Event{Kind: "press", Type: "press.v1", Time: time.Now(), Data: device.PressEvent{Source: "gpio"}})
+	sub.Next(t, 0, "intercom/door/event/press", nil)
+	mustMessage(t, sub, "intercom/door/availability")
+	st := p.Status()
+	if st.Dropped[DropRefused] != uint64(len(p.Entities())) || !strings.Contains(st.LastError, "not authorized") ||
+		!strings.Contains(st.LastError, "homeassistant/") {
+		t.Errorf("status %+v", st)
+	}
+	for _, m := range sub.All() {
+		if strings.HasPrefix(m.Topic, "homeassistant/") {
+			t.Errorf("refused topic delivered: %s", m.Topic)
+		}
+	}
+}

@@ -31,6 +31,9 @@ type Options struct {
 	// Users, when not empty, are the only accounts the broker accepts
 	// (user name → password); anonymous clients are refused.
 	Users map[string]string
+	// ACL, when not empty, is the broker's acl_file: which user may
+	// read and write which topics (mosquitto.conf(5), acl_file).
+	ACL string
 	// TLS adds a second listener speaking MQTT over TLS (Broker.TLSURL)
 	// with a server certificate for 127.0.0.1 signed by a CA made for
 	// this broker (Broker.CAFile).
@@ -98,6 +101,13 @@ func Start(t testing.TB, opts Options) *Broker {
 		fmt.Fprintf(&conf, "allow_anonymous false\npassword_file %s\n", pw)
 	} else {
 		conf.WriteString("allow_anonymous true\n")
+	}
+	if opts.ACL != "" {
+		acl := filepath.Join(b.dir, "acl")
+		if err := os.WriteFile(acl, []byte(opts.ACL), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&conf, "acl_file %s\n", acl)
 	}
 	fmt.Fprintf(&conf, "listener %d 127.0.0.1\n", b.port)
 	if opts.TLS {

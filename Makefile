@@ -61,6 +61,7 @@ bench: deps
 	$(GO) test -run=^$$ -bench=. -benchtime=1x -count=1 ./media/...
 	$(GO) test -run=^$$ -bench=BenchmarkWHEPViewers -benchtime=10x -timeout 20m ./device/whep
 	$(GO) test -run=^$$ -bench=BenchmarkWebPageFirstFrame -benchtime=20x -timeout 10m ./daemon
+	$(GO) test -run=^$$ -bench=BenchmarkPressToMQTT -benchtime=30x -timeout 5m ./daemon
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkGlassToGlass$$' -benchtime=1x -count=3 -timeout 30m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom/e2e

@@ -7,6 +7,7 @@ replace github.com/pion/transport/v5 => github.com/pion/transport/v5 v5.0.1
 require (
 	github.com/blackjack/webcam v0.6.1
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/eclipse/paho.golang v0.23.0
 	github.com/go-logr/logr v1.4.3
 	github.com/livekit/protocol v1.49.0
 	github.com/livekit/server-sdk-go/v2 v2.17.0

@@ -166,6 +166,13 @@ func run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		VisitorsQueued: doors.visitors.Pending,
 	})
 	api.Handle("GET /metrics", mets.handler())
+	// Events and state for home automation over MQTT (mqtt.go), when
+	// mqtt.broker is set; the door never waits on the broker.
+	home, err := newHomeMQTT(cfg, version, func() device.Status { return intercom.Status() }, log)
+	if err != nil {
+		return err
+	}
+	home.register(mets)
 
 	side := &matrixSide{cfg: cfg, session: session, stream: stream, hw: hw, meter: meter, peers: peers,
 		hh: hh, gate: gate, doors: doors, dir: dir, mets: mets, apiAddr: ln.Addr().String(), log: log}
@@ -174,7 +181,7 @@ func run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		// coordinator (matrixSide.up).
 		Ringer: ringer, Relay: relay, Residents: dir.get,
 		Door: doors.door, Notices: doors.notices, Snapshot: stream,
-		History: history, OnEvent: mets.observe,
+		History: history, OnEvent: home.observe(mets.observe), MQTT: home.reporter(),
 		Sync:   matrixReporter{s: session, hh: hh, side: side, visitors: doors.visitors, cfg: cfg, dir: dir},
 		Media:  mediaReporter{stream: stream, peers: peers, hw: hw, viewers: viewers},
 		Logger: log.With("component", "device"),
@@ -214,6 +221,7 @@ func run(ctx context.Context, cfg *provisioning.Config, version string, stderr i
 		})
 	})
 	g.Go(func() error { return viewers.Run(gctx) })
+	g.Go(func() error { return home.run(gctx) })
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("api: %w", err)

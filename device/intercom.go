@@ -59,6 +59,8 @@ type Config struct {
 	Sync Reporter
 	// Media reports media counters (encoders, audio from the resident).
 	Media Reporter
+	// MQTT reports the home-automation publisher; nil without one.
+	MQTT Reporter
 	// Door opens the door on residents' commands (door.go); Notices posts
 	// ring and missed-visitor notices (notices.go). Both may be nil.
 	Door    *Door
@@ -508,6 +510,7 @@ type Status struct {
 	Relay     RelayStatus             `json:"relay"`
 	Matrix    any                     `json:"matrix,omitempty"`
 	Media     any                     `json:"media,omitempty"`
+	MQTT      any                     `json:"mqtt,omitempty"`
 	Healthy   bool                    `json:"healthy"`
 	Presses   uint64                  `json:"presses"`
 	LastPress *time.Time              `json:"last_press,omitempty"`
@@ -549,6 +552,9 @@ func (d *Intercom) Status() Status {
 	}
 	if d.cfg.Media != nil {
 		s.Media = d.cfg.Media.Report()
+	}
+	if d.cfg.MQTT != nil {
+		s.MQTT = d.cfg.MQTT.Report()
 	}
 	d.mu.Lock()
 	s.Presses = d.pressN

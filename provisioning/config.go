@@ -42,6 +42,7 @@ type Config struct {
 	Camera    Camera   // hardware.camera: v4l2
 	Audio     Audio    // hardware.audio: alsa
 	API       API      // api.go
+	MQTT      MQTT     // mqtt.go
 	Video     Video
 	Log       Log
 

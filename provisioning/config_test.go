@@ -50,6 +50,7 @@ func TestParseMinimalAppliesDefaults(t *testing.T) {
 		Audio: Audio{Capture: "default", Playback: "default", Mute: "none",
 			Processing: "all", EchoCancellation: true, NoiseSuppression: true, GainControl: true, HighPass: true},
 		API:   API{Listen: "127.0.0.1:8080", WHEPMaxViewers: 3},
+		MQTT:  MQTT{Discovery: true, DiscoveryPrefix: "homeassistant"},
 		Video: Video{Width: 640, Height: 480, FPS: 15, Bitrate: 600_000, MinBitrate: 150_000, MaxBitrate: 1_500_000},
 		Log:   Log{Level: "info"},
 	}

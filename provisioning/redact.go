@@ -47,6 +47,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Group("ring", slog.Duration("timeout", c.Ring.Timeout)),
 		slog.Group("hardware", slog.String("gpio", c.Hardware.GPIO), slog.String("camera", c.Hardware.Camera), slog.String("audio", c.Hardware.Audio)),
 		slog.Attr{Key: "api", Value: c.API.LogValue()},
+		slog.Attr{Key: "mqtt", Value: c.MQTT.LogValue()},
 		slog.Group("video", slog.Int("width", c.Video.Width), slog.Int("height", c.Video.Height), slog.Int("fps", c.Video.FPS)),
 		slog.Group("log", slog.String("level", c.Log.Level)),
 	)

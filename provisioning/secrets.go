@@ -55,6 +55,7 @@ func (c *Config) loadSecrets(lookupEnv func(string) (string, bool)) error {
 			Msg: fmt.Sprintf("no credentials: set password_file or access_token_file, or %s or %s in the environment", EnvPassword, EnvAccessToken)})
 	}
 	c.loadAPIToken(&probs)
+	c.loadMQTTFiles(lookupEnv, &probs)
 	// The other secrets are read where they are used (ReadLiveKitKeys,
 	// the TURN set-up); their files' modes are checked here, so that
 	// check-config and the start-up log warn about them too.

@@ -16,7 +16,9 @@ cd "$(dirname "$0")/.."
 # the pure-Go goolm and needs no libolm (docs/ARCHITECTURE.md).
 # libspeexdsp-dev, libwebrtc-audio-processing-dev: media/aec's echo
 # cancellers (speexdsp is the door's; WebRTC's is built to compare).
-packages=(pkg-config libvpx-dev libopus-dev libasound2-dev libspeexdsp-dev libwebrtc-audio-processing-dev libolm-dev chromium iproute2 util-linux systemd coturn)
+# mosquitto: the MQTT broker of device/mqtt's tests (internal/testenv/mosquitto
+# starts its own on 127.0.0.1).
+packages=(pkg-config libvpx-dev libopus-dev libasound2-dev libspeexdsp-dev libwebrtc-audio-processing-dev libolm-dev chromium iproute2 util-linux systemd coturn mosquitto)
 # `deps.sh release`: also the cross toolchains (make release, test-release).
 [[ ${1:-} == release ]] && source scripts/deps-release.sh
 missing=()
@@ -34,6 +36,10 @@ if ((${#missing[@]})); then
 	# listening on the machine's addresses.
 	if [[ " ${missing[*]} " == *" coturn "* ]] && [[ -d /run/systemd/system ]]; then
 		$sudo systemctl disable --now coturn.service >&2 || true
+	fi
+	# Likewise mosquitto's broker service.
+	if [[ " ${missing[*]} " == *" mosquitto "* ]] && [[ -d /run/systemd/system ]]; then
+		$sudo systemctl disable --now mosquitto.service >&2 || true
 	fi
 fi
 

@@ -150,7 +150,7 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, "warning:", w)
 	}
-	fmt.Fprintf(stdout, "%s: ok\n%s\n", path, cfg)
+	fmt.Fprintf(stdout, "%s: ok\n%s\n%s\n", path, cfg, cfg.DescribeMQTT())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if line := daemon.DescribeRTCTransport(ctx, cfg); line != "" {

@@ -67,8 +67,12 @@ func TestCheckConfigOKHidesSecrets(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "password"), []byte("hunter2-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "mqtt-password"), []byte("mqtt-secret-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(dir, "intercom.yaml")
-	cfg := "matrix:\n  homeserver: http://127.0.0.1:8008\n  user_id: \"@door:example.org\"\n  password_file: ./password\nstate_dir: ./state\nresidents: [\"@alice:example.org\"]\n"
+	cfg := "matrix:\n  homeserver: http://127.0.0.1:8008\n  user_id: \"@door:example.org\"\n  password_file: ./password\nstate_dir: ./state\nresidents: [\"@alice:example.org\"]\n" +
+		"mqtt:\n  broker: mqtt://127.0.0.1:1883\n  username: door\n  password_file: ./mqtt-password\n"
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +80,11 @@ func TestCheckConfigOKHidesSecrets(t *testing.T) {
 	if code := run([]string{"check-config", "--config", path}, &out, &errOut); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	if strings.Contains(out.String()+errOut.String(), "hunter2") {
-		t.Fatal("check-config printed the password")
+	if strings.Contains(out.String()+errOut.String(), "hunter2") || strings.Contains(out.String()+errOut.String(), "mqtt-secret") {
+		t.Fatal("check-config printed a password")
+	}
+	if !strings.Contains(out.String(), `mqtt: publishing to mqtt://127.0.0.1:1883 as client "intercom-door", user "door" with a password; topics intercom/door/…`) {
+		t.Errorf("check-config does not say what MQTT does:\n%s", out.String())
 	}
 }
 

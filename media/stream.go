@@ -468,6 +468,11 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		smp := pionmedia.Sample{Data: data, Duration: dur, Timestamp: frame.Time}
 		werr := st.track.WriteSample(smp)
 		st.tap(smp)
+		if force {
+			// A viewer waits for it: the last door-side step of answer →
+			// first frame (docs/ARCHITECTURE.md).
+			s.log.Debug("keyframe sent", "codec", st.codec, "key", key, "bytes", len(data), "took", took)
+		}
 		s.record(st, func(e *EncoderStats) {
 			e.EncodeTime += took
 			e.Frames++
@@ -591,11 +596,13 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 				s.recordError(st, fmt.Errorf("start encoder: %w", err))
 				continue
 			}
-			// A fresh encoder starts with a keyframe: pending requests are met.
+			// A fresh encoder starts with a keyframe: pending requests,
+			// urgent ones too, are met.
 			select {
 			case <-st.keyReq:
 			default:
 			}
+			st.keyNow.Store(false)
 			encs[c] = &running{st: st, enc: enc, bitrate: bitrate, lastForce: frame.Time}
 			s.record(st, func(e *EncoderStats) { e.Running = true; e.Starts++ })
 			s.log.Debug("encoder started", "codec", c, "took", time.Since(t0))

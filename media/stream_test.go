@@ -364,6 +364,27 @@ func TestUrgentKeyFrameDoesNotWaitForTheNextFrame(t *testing.T) {
 	}
 }
 
+// An urgent request made before the encoder started (a viewer connected
+// before the first frame) is met by the fresh encoder's keyframe: it must
+// not exempt a later plain request from the rate limit.
+func TestUrgentKeyFrameMetByTheFirstFrame(t *testing.T) {
+	fk := newFakes()
+	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 50, Encoders: fk.encoders(), MinKeyFrameGap: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	r, _ := s.Acquire(H264)
+	defer r()
+	s.RequestKeyFrameNow(H264)
+	waitFor(t, "first frames", func() bool { return stats(s, H264).Frames >= 3 })
+	s.RequestKeyFrame(H264) // a PLI within the minute's gap
+	time.Sleep(200 * time.Millisecond)
+	if st := stats(s, H264); st.KeyFrames != 1 || st.ForcedKeyFrames != 0 {
+		t.Errorf("after the first frame and a rate-limited request: %+v, want only the first keyframe", st)
+	}
+}
+
 // slowVideo is a fakeVideo whose encode takes a while and says when it
 // starts, so a test can act while the loop is in the middle of a frame.
 type slowVideo struct {

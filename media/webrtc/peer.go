@@ -49,6 +49,12 @@ type Peer struct {
 	// lost is the fraction of the door's video the resident reported
 	// lost in its last RTCP receiver report (RFC 3550 §6.4.1), in 256ths.
 	lost atomic.Uint32
+
+	// ufrag is the ICE username fragment of the local description, set
+	// with it: log lines carry it so that a connection's steps can be
+	// told apart and matched with the far end's (the resident page
+	// reports the same fragment as its remote one).
+	ufrag atomic.Value // string
 }
 
 var _ callengine.Peer = (*Peer)(nil)
@@ -89,6 +95,7 @@ func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEven
 	if err := p.pc.SetLocalDescription(offer); err != nil {
 		return fail("set local offer", err)
 	}
+	p.noteUfrag()
 	return p, nil
 }
 
@@ -175,6 +182,7 @@ func (f *PeerFactory) accept(ctx context.Context, offer string, sink func(callen
 	if err := p.pc.SetLocalDescription(ans); err != nil {
 		return fail("set local answer", err)
 	}
+	p.noteUfrag()
 	var timeout <-chan time.Time
 	if o.gatherWait > 0 {
 		t := time.NewTimer(o.gatherWait)
@@ -236,8 +244,14 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 				f.stream.RequestKeyFrameNow(c)
 			}
 		}
-		f.log.Debug("peer state", "state", st.String())
+		f.log.Debug("peer state", "state", st.String(), "ufrag", p.localUfrag())
 		sink(callengine.PeerEvent{State: &st})
+	})
+	// Which pair ICE selected, and when: the controlling side (the door,
+	// as the offerer) selects it once its nominating check succeeds, and
+	// the far end starts DTLS only after that.
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(func(pair *webrtc.ICECandidatePair) {
+		f.log.Debug("ice pair selected", "pair", pair.String(), "ufrag", p.localUfrag())
 	})
 	pc.OnTrack(func(t *webrtc.TrackRemote, r *webrtc.RTPReceiver) {
 		if t.Kind() != webrtc.RTPCodecTypeAudio || p.mute {
@@ -337,7 +351,7 @@ func (p *Peer) SetAnswer(sdp string) error {
 		}
 		p.releases = append(p.releases, release)
 	}
-	p.f.log.Debug("answer applied", "video", string(ans.video), "audio", ans.audio)
+	p.f.log.Debug("answer applied", "video", string(ans.video), "audio", ans.audio, "ufrag", p.localUfrag())
 	pending := p.pending
 	p.pending = nil
 	return p.addLocked(pending)
@@ -389,6 +403,7 @@ func (p *Peer) RestartICE() (string, error) {
 	if err := p.pc.SetLocalDescription(offer); err != nil {
 		return "", fmt.Errorf("set restart offer: %w", err)
 	}
+	p.noteUfrag()
 	return p.pc.LocalDescription().SDP, nil
 }
 
@@ -444,6 +459,19 @@ func (p *Peer) Close() error {
 	return p.closeErr
 }
 
+// noteUfrag keeps the local description's ICE username fragment for the
+// log lines.
+func (p *Peer) noteUfrag() {
+	if d := p.pc.LocalDescription(); d != nil {
+		p.ufrag.Store(iceUfrag(d.SDP))
+	}
+}
+
+func (p *Peer) localUfrag() string {
+	u, _ := p.ufrag.Load().(string)
+	return u
+}
+
 // VideoCodec returns the video codec chosen from the answer, "" before it.
 func (p *Peer) VideoCodec() media.Codec {
 	c, _ := p.videoCodec.Load().(media.Codec)
@@ -456,6 +484,12 @@ func (p *Peer) VideoCodec() media.Codec {
 // bandwidth estimate (REMB) to the stream's rate control. It ends when the
 // sender stops.
 //
+// The first PLI or FIR of a connection is served at once (the stream's
+// urgent keyframe, RequestKeyFrameNow): it means the far end has nothing
+// to show yet, e.g. the keyframe sent when the connection came up was
+// lost, and the stream's rate limit would otherwise hold its first
+// picture back by up to MinKeyFrameGap. Later ones are rate-limited.
+//
 // REMB (draft-alvestrand-rmcat-remb) is what browsers send us: we offer
 // goog-remb, and our packets carry no transport-wide sequence numbers
 // (draft-holmer-rmcat-transport-wide-cc-extensions-01), so libwebrtc
@@ -463,6 +497,7 @@ func (p *Peer) VideoCodec() media.Codec {
 // reports it in REMB. See docs/ARCHITECTURE.md, "Bitrate".
 func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 	buf := make([]byte, 1500)
+	firstLoss := true
 	for {
 		n, _, err := s.Read(buf)
 		if err != nil {
@@ -478,7 +513,13 @@ func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 		for _, pkt := range pkts {
 			switch pkt := pkt.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				if c := p.VideoCodec(); c != "" {
+				c := p.VideoCodec()
+				switch {
+				case c == "":
+				case firstLoss:
+					firstLoss = false
+					p.f.stream.RequestKeyFrameNow(c)
+				default:
 					p.f.stream.RequestKeyFrame(c)
 				}
 			case *rtcp.ReceiverReport:

@@ -653,3 +653,31 @@ func TestVideoLossFromReceiverReports(t *testing.T) {
 		t.Error("a closed peer's loss still reported")
 	}
 }
+
+// The first PLI of a connection is served at once, whatever the stream's
+// keyframe rate limit says (its viewer has nothing to show); the next one
+// waits for the limit.
+func TestFirstPictureLossServedAtOnce(t *testing.T) {
+	e := newEnvWith(t, media.StreamConfig{MinKeyFrameGap: time.Minute})
+	_, r := e.call(t, []media.Codec{media.H264})
+	// The minute's limit runs from the encoder's first keyframe (or the
+	// one forced when the connection came up, if it came up later).
+	waitFor(t, "keyframe at the resident", 10*time.Second, func() bool { return r.keyFrames.Load() > 0 })
+	pli := func() {
+		t.Helper()
+		if err := r.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: r.videoSSRC.Load()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forced, keys := encStats(e.stream, media.H264).ForcedKeyFrames, r.keyFrames.Load()
+	pli()
+	waitFor(t, "a keyframe for the first PLI", 2*time.Second, func() bool {
+		return encStats(e.stream, media.H264).ForcedKeyFrames > forced && r.keyFrames.Load() > keys
+	})
+	forced = encStats(e.stream, media.H264).ForcedKeyFrames
+	pli()
+	time.Sleep(500 * time.Millisecond) // several frames at 15 fps
+	if got := encStats(e.stream, media.H264).ForcedKeyFrames; got != forced {
+		t.Errorf("a second PLI within the limit forced a keyframe: %d forced, want %d", got, forced)
+	}
+}

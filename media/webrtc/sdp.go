@@ -95,3 +95,14 @@ func h264Compatible(fmtp string) bool {
 	}
 	return strings.EqualFold(plid[:4], "42e0")
 }
+
+// iceUfrag returns the first a=ice-ufrag of an SDP (with BUNDLE there is
+// one ICE transport), "" if it has none.
+func iceUfrag(sdp string) string {
+	for line := range strings.Lines(sdp) {
+		if v, ok := strings.CutPrefix(strings.TrimRight(line, "\r\n"), "a=ice-ufrag:"); ok {
+			return v
+		}
+	}
+	return ""
+}

@@ -175,6 +175,13 @@ func (e *Engine) HandleRoomEvent(ev RoomEvent) {
 		e.log.Debug("ignoring invite for someone else", "room_id", ev.Room, "call_id", inv.CallID, "invitee", inv.Invitee)
 		return
 	}
+	if a, ok := content.(*Answer); ok {
+		// The first steps of answer → first frame (docs/ARCHITECTURE.md,
+		// "Answer to first frame"): the homeserver took the answer, our
+		// /sync brought it.
+		e.log.Debug("call answer received", "call_id", a.CallID, "room_id", ev.Room, "sender", ev.Sender,
+			"origin_server_ts", ev.Timestamp, "synced", ev.Received)
+	}
 	e.inbox.Push(SignalReceived{Room: ev.Room, Sender: ev.Sender, Age: ev.Age, Content: content})
 }
 
@@ -413,6 +420,7 @@ func (r *runner) execute(eff Effect) {
 		r.outbox(x.CallID).push(r.ctx, x)
 	case ApplyAnswer:
 		var err error
+		t0 := time.Now()
 		if s, ok := r.calls[x.CallID]; ok {
 			err = s.peer.SetAnswer(x.SDP)
 		} else {
@@ -420,6 +428,8 @@ func (r *runner) execute(eff Effect) {
 		}
 		if err != nil {
 			log.Warn("resident's answer refused", "call_id", x.CallID, "err", err)
+		} else {
+			log.Debug("call answer applied", "call_id", x.CallID, "took", time.Since(t0))
 		}
 		r.step(AnswerApplied{CallID: x.CallID, Err: err})
 	case ApplyCandidates:

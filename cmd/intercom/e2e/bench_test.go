@@ -15,7 +15,10 @@ import (
 // residents on loopback (run with -benchtime=10x): press → the resident's
 // client fires its incoming-call event, and answer → first decoded video
 // frame. It reports medians, plus the intercom's RSS while idle (before the
-// first ring and after the last).
+// first ring and after the last). answer-to-frame starts at the page's
+// answer command; the steps from the answer leaving the page to its first
+// frame (sent-to-frame and its parts, firstframe_test.go) are reported
+// beside it, with the door's own times from its debug log.
 func BenchmarkEndToEnd(b *testing.B) {
 	e := startSystem(b, "alice", "bob")
 	alice, bob := e.residents[0], e.residents[1]
@@ -28,6 +31,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		b.Fatal(err)
 	}
 	var ring, bobRing, frame, connect []time.Duration
+	var calls []string
 	b.ResetTimer()
 	for range b.N {
 		e.waitStatus(ctx, "idle", func(s status) bool { return s.State == "idle" })
@@ -40,6 +44,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		calls = append(calls, inA.CallID())
 		ring = append(ring, inA.TS.Sub(pressed))
 		bobRing = append(bobRing, inB.TS.Sub(pressed))
 		if err := alice.Answer(); err != nil {
@@ -81,6 +86,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	b.ReportMetric(ms(median(bobRing)), "press-to-ring2-ms")
 	b.ReportMetric(ms(median(connect)), "answer-to-connected-ms")
 	b.ReportMetric(ms(median(frame)), "answer-to-frame-ms")
+	reportAnswerSteps(b, collectAnswerSteps(calls, alice.Events(), e.log.String()), b.N)
 	b.ReportMetric(float64(before.Process.RSS)/1e6, "idle-rss-MB")
 	b.ReportMetric(float64(after.Process.RSS)/1e6, "idle-rss-after-MB")
 	b.ReportMetric(0, "ns/op")

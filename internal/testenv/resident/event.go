@@ -24,7 +24,7 @@ const (
 	EventPlacing    = "placing"     // placeCall started a call: callId, roomId
 	EventState      = "state"       // every js-sdk CallState change: callId, roomId, state, oldState
 	EventConnected  = "connected"   // the call reached CallState.Connected: callId, roomId
-	EventFirstFrame = "first_frame" // first remote video frame decoded: callId, roomId, width, height, via
+	EventFirstFrame = "first_frame" // first remote video frame decoded: callId, roomId, width, height, via, receiveTs (its last packet's arrival, Unix ms; 0 if unknown)
 	EventStats      = "stats"       // every ~250 ms during a call: callId, roomId and the Stats fields
 	EventHangup     = "hangup"      // the call ended: callId, roomId, reason, party ("local" or "remote")
 	EventLocalMedia = "local_media" // the camera and microphone are open for a call: callId, roomId, audio, video, width, height
@@ -33,6 +33,10 @@ const (
 	EventNegotiate  = "negotiate"   // an m.call.negotiate from someone else: callId, roomId, sender, partyId, type ("offer"/"answer"), ufrag, directions, serverTs
 	EventHold       = "hold"        // js-sdk's hold state changed: callId, roomId, side ("local": we are held, "remote": we hold them), onHold
 	EventICE        = "ice"         // the ICE connection state changed: callId, roomId, state, localUfrag, remoteUfrag
+	EventPCState    = "pc_state"    // the peer connection state (ICE and DTLS) changed: callId, roomId, state
+	// An m.call.answer PUT left the page (the client's fetch was called):
+	// callId. Unencrypted rooms only.
+	EventAnswerSent = "answer_sent"
 	// One per remote video frame presented (classic and MatrixRTC calls):
 	// the intercom test pattern's glass code read from it (see Glass).
 	// Kept out of the event log: Resident.Glass returns them.

@@ -197,17 +197,22 @@ function watchMedia(call, pc) {
   let firstFrame = false;
   let lastStats = 0;
 
-  const sendFirstFrame = (width, height, via) => {
+  const sendFirstFrame = (width, height, via, receiveTs = 0) => {
     if (firstFrame) return;
     firstFrame = true;
-    emit("first_frame", { ...describe(call), width, height, via });
+    emit("first_frame", { ...describe(call), width, height, via, receiveTs });
   };
 
   const v = $("remote");
   const onFrame = (_now, meta) => {
     if (call.state === CallState.Ended || call !== current) return;
-    if (meta && meta.width > 0) sendFirstFrame(meta.width, meta.height, "requestVideoFrameCallback");
-    else v.requestVideoFrameCallback(onFrame);
+    if (meta && meta.width > 0) {
+      // When the frame's last packet arrived (Chromium's receiveTime for
+      // WebRTC video), on the wall clock the intercom's logs use: it splits
+      // the network and jitter buffer from decoding and display.
+      const receiveTs = meta.receiveTime > 0 ? Date.now() - (performance.now() - meta.receiveTime) : 0;
+      sendFirstFrame(meta.width, meta.height, "requestVideoFrameCallback", receiveTs);
+    } else v.requestVideoFrameCallback(onFrame);
   };
   if (typeof v.requestVideoFrameCallback === "function") v.requestVideoFrameCallback(onFrame);
   // Glass-to-glass: the intercom's test pattern carries its capture time
@@ -222,6 +227,11 @@ function watchMedia(call, pc) {
   // use, so that tests see an ICE restart (RFC 8445 section 9) happen.
   pc.addEventListener("iceconnectionstatechange", () => {
     emit("ice", { ...describe(call), state: pc.iceConnectionState, ...ufrags(pc) });
+  });
+  // The connection state follows DTLS as well as ICE: "connected" once
+  // both are up, when media can flow.
+  pc.addEventListener("connectionstatechange", () => {
+    emit("pc_state", { ...describe(call), state: pc.connectionState });
   });
   if (flag("noicerestart")) {
     // js-sdk restarts ICE on "failed" and after 2 s "disconnected" through
@@ -574,6 +584,25 @@ function onNegotiate(ev) {
 // How long the encryption steps before "ready" took, in ms.
 const cryptoTimings = { initMs: 0, crossSignMs: 0, keysUploadedMs: 0 };
 
+// timedFetch is the client's fetch. It emits "answer_sent" the moment an
+// m.call.answer PUT leaves the page: the answer → first frame figure that
+// is the intercom's to shorten starts there, after js-sdk's own work on the
+// answer (camera start, its description, candidate wait). Encrypted rooms
+// send m.room.encrypted instead and are not timed.
+function timedFetch(input, init) {
+  const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
+  if (init && init.method === "PUT" && url.includes("/send/m.call.answer/")) {
+    let callId = "";
+    try {
+      callId = JSON.parse(init.body).call_id || "";
+    } catch {
+      // not JSON: timed without a call ID
+    }
+    emit("answer_sent", { callId });
+  }
+  return window.fetch(input, init);
+}
+
 async function login() {
   const baseUrl = params.get("hs").replace(/\/+$/, "");
   const token = params.get("token");
@@ -599,6 +628,7 @@ async function start() {
   const creds = await login();
   client = createClient({
     ...creds,
+    fetchFn: timedFetch,
     // Never reach for turn.matrix.org: tests and the demo stay local.
     fallbackICEServerAllowed: false,
     forceTURN: flag("forceturn"),

@@ -468,10 +468,11 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		smp := pionmedia.Sample{Data: data, Duration: dur, Timestamp: frame.Time}
 		werr := st.track.WriteSample(smp)
 		st.tap(smp)
-		if force {
-			// A viewer waits for it: the last door-side step of answer →
-			// first frame (docs/ARCHITECTURE.md).
-			s.log.Debug("keyframe sent", "codec", st.codec, "key", key, "bytes", len(data), "took", took)
+		if key || force {
+			// A new viewer waits for one: the last door-side step of
+			// answer → first frame (docs/ARCHITECTURE.md). Periodic ones
+			// come every KeyFrameInterval.
+			s.log.Debug("keyframe sent", "codec", st.codec, "key", key, "forced", force, "bytes", len(data), "took", took)
 		}
 		s.record(st, func(e *EncoderStats) {
 			e.EncodeTime += took

@@ -96,6 +96,10 @@ func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEven
 		return fail("set local offer", err)
 	}
 	p.noteUfrag()
+	// As the offerer the door nominates the ICE pair: see iceCheckInterval.
+	if err := setICECheckInterval(p.pc, iceCheckInterval); err != nil {
+		f.log.Warn("ICE checks keep pion's interval", "err", err)
+	}
 	return p, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"image"
 	"math/rand/v2"
 	"net"
+	"reflect"
 	"regexp"
 	"runtime"
 	"strings"
@@ -679,5 +680,25 @@ func TestFirstPictureLossServedAtOnce(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // several frames at 15 fps
 	if got := encStats(e.stream, media.H264).ForcedKeyFrames; got != forced {
 		t.Errorf("a second PLI within the limit forced a keyframe: %d forced, want %d", got, forced)
+	}
+}
+
+// The door's offering peers run their ICE checks every iceCheckInterval;
+// this fails when a pion upgrade moves the field setICECheckInterval
+// writes.
+func TestICECheckInterval(t *testing.T) {
+	e := newEnv(t)
+	cp, err := e.factory.NewPeer(context.Background(), func(callengine.PeerEvent) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cp.(*Peer)
+	t.Cleanup(func() { p.Close() })
+	a := reflect.ValueOf(p.pc).Elem().FieldByName("iceGatherer").Elem().FieldByName("agent").Elem()
+	if got := time.Duration(a.FieldByName("checkInterval").Int()); got != iceCheckInterval {
+		t.Errorf("check interval %v, want %v", got, iceCheckInterval)
+	}
+	if got := a.FieldByName("maxBindingRequests").Uint(); got != iceMaxBindingRequests {
+		t.Errorf("max binding requests %d, want %d", got, iceMaxBindingRequests)
 	}
 }

@@ -30,7 +30,7 @@ type answerSteps struct {
 	Applied   time.Time // the door's peer took the answer (SetAnswer returned)
 	Selected  time.Time // the door's ICE selected a pair (nominated, connected)
 	Connected time.Time // the door's peer connection connected (DTLS and SRTP up)
-	KeyFrame  time.Time // the first forced keyframe written after that
+	KeyFrame  time.Time // the first keyframe written after that
 	PageICE   time.Time // the page's ICE connection reached connected
 	PagePC    time.Time // the page's peer connection reached connected
 	Received  time.Time // the first frame's last packet at the page (0: unknown)
@@ -159,8 +159,8 @@ func collectAnswerSteps(callIDs []string, events []resident.Event, intercomLog s
 			}
 		}
 	}
-	// The intercom's lines in order; forced keyframes belong to no call:
-	// each call takes the first one after its connection came up.
+	// The intercom's lines in order; keyframes belong to no call: each
+	// call takes the first one after its connection came up.
 	var keyframes []time.Time
 	for _, line := range strings.Split(intercomLog, "\n") {
 		kv := parseLogLine(line)
@@ -190,7 +190,9 @@ func collectAnswerSteps(callIDs []string, events []resident.Event, intercomLog s
 				s.Connected = firstTime(s.Connected, at)
 			}
 		case "keyframe sent":
-			keyframes = append(keyframes, at)
+			if kv["key"] == "true" {
+				keyframes = append(keyframes, at)
+			}
 		}
 	}
 	res := make([]answerSteps, 0, len(out))

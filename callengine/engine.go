@@ -105,6 +105,11 @@ type (
 	inspect func(*runner)
 )
 
+// ringingPeer is a Peer that can get its media ready while its call rings
+// (media/webrtc starts the video encoder then, so that the answer finds it
+// running). Ringing must not block.
+type ringingPeer interface{ Ringing() }
+
 // slot is one peer the engine owns, pooled or attached to a call.
 type slot struct {
 	id     int64
@@ -368,6 +373,9 @@ func (r *runner) ring(residents []Resident) error {
 	}
 	r.step(RingRequested{Legs: legs})
 	for _, s := range taken {
+		if rp, ok := s.peer.(ringingPeer); ok {
+			rp.Ringing()
+		}
 		for _, c := range s.early {
 			r.step(LocalCandidate{CallID: s.callID, Candidate: c})
 		}

@@ -56,6 +56,13 @@ type fakePeer struct {
 	closed  bool
 	sink    func(PeerEvent)
 	offerNo int
+	ringing int // Ringing calls
+}
+
+func (p *fakePeer) Ringing() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ringing++
 }
 
 func (p *fakePeer) Offer() string    { return testSDP }
@@ -189,6 +196,39 @@ func TestEngineRingAnswerHangup(t *testing.T) {
 		if pf.closedCount() != len(pf.peers) {
 			t.Errorf("%d of %d peers closed", pf.closedCount(), len(pf.peers))
 		}
+	})
+}
+
+// A ring tells each peer it rings (media/webrtc warms the video encoder
+// then); the peers still in the pool are not told.
+func TestEngineRingWarmsPeers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		e, _, pf, done := startEngine(t, ctx)
+		synctest.Wait() // pool pre-warmed
+		if err := e.Ring(ctx, both); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait() // the pool refilled
+		pf.mu.Lock()
+		rang := 0
+		for _, p := range pf.peers {
+			p.mu.Lock()
+			switch {
+			case p.ringing > 1:
+				t.Errorf("peer %d told %d times", p.offerNo, p.ringing)
+			case p.ringing == 1:
+				rang++
+			}
+			p.mu.Unlock()
+		}
+		n := len(pf.peers)
+		pf.mu.Unlock()
+		if rang != len(both) || n != len(both)+2 {
+			t.Errorf("%d of %d peers told they ring, want %d (and 2 in the pool)", rang, n, len(both))
+		}
+		cancel()
+		<-done
 	})
 }
 

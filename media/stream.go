@@ -297,6 +297,43 @@ func (s *Stream) Acquire(c Codec) (release func(), err error) {
 	}, nil
 }
 
+// warmUser is the pipeline's pseudo-codec for Warm's holders of codec c:
+// they keep the video runner (source and encoder) up without encoding.
+func warmUser(c Codec) Codec { return "warm:" + c }
+
+// Warm readies codec c's encoder without sending anything: the source
+// opens, the encoder is created and encodes one picture, which is
+// dropped, and from then on the loop only keeps the latest picture until
+// someone acquires c. An encoder's first frame costs several times a
+// later one (OpenH264 here: 15–125 ms against 2–5 ms), and its start
+// another 5–30 ms; a call that rings warms the codec it will most likely
+// send, so that after the answer the keyframe the viewer waits for
+// (RequestKeyFrameNow) is one quick encode of the latest picture. The
+// first frame written after the warm-up is a keyframe. The returned
+// release is idempotent.
+func (s *Stream) Warm(c Codec) (release func(), err error) {
+	st := s.codecs[c]
+	if st == nil || !c.IsVideo() {
+		return nil, fmt.Errorf("warm %s: %w", c, ErrNoEncoder)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, ErrClosed
+	}
+	s.mu.Unlock()
+	s.video.acquire(warmUser(c))
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.video.release(warmUser(c))
+			if s.cfg.Encoders.Idle != nil && !s.video.running() && !s.audio.running() {
+				s.cfg.Encoders.Idle()
+			}
+		})
+	}, nil
+}
+
 // RequestKeyFrame asks codec c's encoder for a keyframe, e.g. for a new
 // viewer or on a Picture Loss Indication (RFC 4585 §6.3.1) or Full Intra
 // Request (RFC 5104 §3.5.1). It never blocks; requests are merged and
@@ -438,6 +475,9 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		enc       VideoEncoder
 		bitrate   int
 		lastForce time.Time
+		// idle: the encoder has written nothing since it was warmed
+		// (Warm), so the first frame it writes must be a keyframe.
+		idle bool
 	}
 	encs := map[Codec]*running{}
 	// lastWrite is per track, shared by its encoder and by passthrough, so
@@ -526,8 +566,9 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 			// than wait up to a frame interval for the next one.
 			if last != nil {
 				urgent := &Frame{Image: last, Time: time.Now()}
+				wanted, _ := p.wanted()
 				for c, r := range encs {
-					if !r.st.keyNow.Load() {
+					if !r.st.keyNow.Load() || !wanted[c] {
 						continue
 					}
 					select {
@@ -537,6 +578,7 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 					}
 					r.st.keyNow.Store(false)
 					r.lastForce = urgent.Time
+					r.idle = false
 					t0 := time.Now()
 					data, err := r.enc.Encode(urgent.Image, true)
 					if err != nil {
@@ -560,8 +602,9 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		}
 		s.serveSnapshots(frame, src)
 		wanted, bitrateOf := p.wanted()
+		used := func(c Codec) bool { return wanted[c] || wanted[warmUser(c)] }
 		for c := range encs {
-			if !wanted[c] || (c == H264 && frame.H264 != nil) {
+			if !used(c) || (c == H264 && frame.H264 != nil) {
 				// Unused, or the camera's own H.264 is back.
 				stop(c)
 			}
@@ -579,7 +622,7 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 		}
 		pt.synced = false // after raw frames, wait for the camera's next IDR
 		for _, c := range []Codec{H264, VP8} {
-			if !wanted[c] || encs[c] != nil || s.codecs[c] == nil {
+			if !used(c) || encs[c] != nil || s.codecs[c] == nil {
 				continue
 			}
 			st := s.codecs[c]
@@ -604,7 +647,15 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 			default:
 			}
 			st.keyNow.Store(false)
-			encs[c] = &running{st: st, enc: enc, bitrate: bitrate, lastForce: frame.Time}
+			encs[c] = &running{st: st, enc: enc, bitrate: bitrate, lastForce: frame.Time, idle: !wanted[c]}
+			if !wanted[c] {
+				// Warmed only: pay the first frame's cost now, send nothing.
+				t0 := time.Now()
+				if _, err := enc.Encode(frame.Image, true); err != nil {
+					s.recordError(st, fmt.Errorf("encode %s: %w", c, err))
+				}
+				s.record(st, func(e *EncoderStats) { e.EncodeTime += time.Since(t0) })
+			}
 			s.record(st, func(e *EncoderStats) { e.Running = true; e.Starts++ })
 			s.log.Debug("encoder started", "codec", c, "took", time.Since(t0))
 		}
@@ -617,8 +668,21 @@ func (s *Stream) runVideo(ctx context.Context, p *pipeline) error {
 				}
 				r.bitrate = bitrate
 			}
+			if !wanted[c] {
+				continue // warmed only
+			}
 			force := false
-			if r.st.keyNow.Load() || frame.Time.Sub(r.lastForce) >= s.cfg.MinKeyFrameGap {
+			if r.idle {
+				// The first frame after the warm-up: its encoder's last
+				// output was dropped, so it must be a keyframe, which
+				// meets every pending request.
+				select {
+				case <-r.st.keyReq:
+				default:
+				}
+				r.st.keyNow.Store(false)
+				r.idle, force, r.lastForce = false, true, frame.Time
+			} else if r.st.keyNow.Load() || frame.Time.Sub(r.lastForce) >= s.cfg.MinKeyFrameGap {
 				select {
 				case <-r.st.keyReq:
 					force = true

@@ -22,7 +22,9 @@ type fakeVideo struct {
 	live   *atomic.Int64
 	forced *atomic.Int64
 	rate   *atomic.Int64 // the target, as set at start and by SetBitrate
-	closed bool
+	// encodes counts Encode calls of every fake of the codec.
+	encodes *atomic.Int64
+	closed  bool
 }
 
 func (f *fakeVideo) SetBitrate(bps int) error {
@@ -36,6 +38,9 @@ func (f *fakeVideo) Encode(img *image.YCbCr, key bool) ([]byte, error) {
 	}
 	first := f.frames == 0
 	f.frames++
+	if f.encodes != nil {
+		f.encodes.Add(1)
+	}
 	if key {
 		f.forced.Add(1)
 	}
@@ -65,13 +70,15 @@ func (f *fakeAudio) Encode(pcm []int16) ([]byte, error) { return []byte{1, 2, 3}
 func (f *fakeAudio) Close() error                       { f.live.Add(-1); return nil }
 
 type fakes struct {
-	live   map[Codec]*atomic.Int64
-	rate   map[Codec]*atomic.Int64 // the video encoders' targets
-	forced atomic.Int64
+	live    map[Codec]*atomic.Int64
+	rate    map[Codec]*atomic.Int64 // the video encoders' targets
+	encodes map[Codec]*atomic.Int64
+	forced  atomic.Int64
 }
 
 func newFakes() *fakes {
-	return &fakes{live: map[Codec]*atomic.Int64{H264: {}, VP8: {}, Opus: {}}, rate: map[Codec]*atomic.Int64{H264: {}, VP8: {}}}
+	return &fakes{live: map[Codec]*atomic.Int64{H264: {}, VP8: {}, Opus: {}}, rate: map[Codec]*atomic.Int64{H264: {}, VP8: {}},
+		encodes: map[Codec]*atomic.Int64{H264: {}, VP8: {}}}
 }
 
 func (fk *fakes) encoders() Encoders {
@@ -82,7 +89,7 @@ func (fk *fakes) encoders() Encoders {
 			}
 			fk.live[c].Add(1)
 			fk.rate[c].Store(int64(cfg.Bitrate))
-			return &fakeVideo{codec: c, live: fk.live[c], forced: &fk.forced, rate: fk.rate[c]}, nil
+			return &fakeVideo{codec: c, live: fk.live[c], forced: &fk.forced, rate: fk.rate[c], encodes: fk.encodes[c]}, nil
 		}
 	}
 	return Encoders{
@@ -383,6 +390,68 @@ func TestUrgentKeyFrameMetByTheFirstFrame(t *testing.T) {
 	if st := stats(s, H264); st.KeyFrames != 1 || st.ForcedKeyFrames != 0 {
 		t.Errorf("after the first frame and a rate-limited request: %+v, want only the first keyframe", st)
 	}
+}
+
+// Warm starts the source and the encoder and pays the encoder's first
+// frame, sending nothing; the first frame written once someone acquires
+// the codec is a keyframe from the same encoder, and the warm holder
+// keeps it running until it lets go too.
+func TestStreamWarm(t *testing.T) {
+	fk := newFakes()
+	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 50, Encoders: fk.encoders(), MinKeyFrameGap: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Warm(Opus); err == nil {
+		t.Error("Warm(Opus) succeeded")
+	}
+	var firstKey atomic.Int32 // 0: nothing written yet, 1: key, 2: delta
+	cancel, err := s.Tap(H264, func(smp pionmedia.Sample) {
+		k := int32(2)
+		if IsKeyFrame(H264, smp.Data) {
+			k = 1
+		}
+		firstKey.CompareAndSwap(0, k)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cancel()
+
+	warm, err := s.Warm(H264)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "warm encoder", func() bool { return fk.encodes[H264].Load() == 1 })
+	time.Sleep(100 * time.Millisecond) // five frames at 50 fps
+	if st := stats(s, H264); st.Frames != 0 || !st.Running || st.Starts != 1 || fk.encodes[H264].Load() != 1 || firstKey.Load() != 0 {
+		t.Errorf("warm: %+v, %d encodes; want one encode and nothing written", st, fk.encodes[H264].Load())
+	}
+
+	release, err := s.Acquire(H264)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "frames", func() bool { return stats(s, H264).Frames >= 3 })
+	if firstKey.Load() != 1 {
+		t.Error("the first frame written after the warm-up is not a keyframe")
+	}
+	if st := stats(s, H264); st.Starts != 1 || st.KeyFrames != 1 || fk.live[H264].Load() != 1 {
+		t.Errorf("after acquire: %+v, %d live encoders; want the warm one, one keyframe", st, fk.live[H264].Load())
+	}
+	// An urgent request is served from the latest picture at once.
+	s.RequestKeyFrameNow(H264)
+	waitFor(t, "urgent keyframe", func() bool { return stats(s, H264).KeyFrames == 2 })
+
+	release()
+	time.Sleep(50 * time.Millisecond)
+	if !stats(s, H264).Running {
+		t.Error("the encoder stopped while warm")
+	}
+	warm()
+	warm() // idempotent
+	waitFor(t, "encoder stopped", func() bool { return fk.live[H264].Load() == 0 })
 }
 
 // slowVideo is a fakeVideo whose encode takes a while and says when it

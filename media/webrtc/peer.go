@@ -36,6 +36,7 @@ type Peer struct {
 	answered bool
 	pending  []callengine.Candidate
 	releases []func()
+	warm     func() // Ringing's warm-up of the video encoder, until the answer
 	closed   bool
 
 	// mu guards goroutine starts against Close's wait. Callbacks take it
@@ -356,9 +357,33 @@ func (p *Peer) SetAnswer(sdp string) error {
 		p.releases = append(p.releases, release)
 	}
 	p.f.log.Debug("answer applied", "video", string(ans.video), "audio", ans.audio, "ufrag", p.localUfrag())
+	if p.warm != nil {
+		// The encoders are held for real now (the warm one, if the
+		// answer chose its codec, without a restart).
+		p.warm()
+		p.warm = nil
+	}
 	pending := p.pending
 	p.pending = nil
 	return p.addLocked(pending)
+}
+
+// Ringing readies the stream's preferred video encoder while the peer's
+// call rings (media.Stream.Warm), so that the answer finds it started: it
+// is kept until the answer has been applied or the peer closes. It never
+// blocks.
+func (p *Peer) Ringing() {
+	p.opMu.Lock()
+	defer p.opMu.Unlock()
+	if p.closed || p.answered || p.warm != nil {
+		return
+	}
+	release, err := p.f.stream.Warm(p.f.video[0])
+	if err != nil {
+		p.f.log.Debug("no encoder warm-up", "err", err)
+		return
+	}
+	p.warm = release
 }
 
 // AnswerOffer applies a renegotiation offer from the far end (hold, ICE
@@ -446,6 +471,10 @@ func (p *Peer) Close() error {
 		p.closed = true
 		releases := p.releases
 		p.releases = nil
+		if p.warm != nil {
+			releases = append(releases, p.warm)
+			p.warm = nil
+		}
 		p.opMu.Unlock()
 		p.mu.Lock()
 		p.stopping = true

@@ -14,4 +14,8 @@ var (
 	// does not parse, pion refuses it, or it asks for nothing the door
 	// can send.
 	ErrBadOffer = errors.New("webrtc: offer cannot be answered")
+	// errICEInternals says pion's ICE agent no longer has the shape
+	// setICECheckInterval expects (a pion upgrade); TestICECheckInterval
+	// fails then.
+	errICEInternals = errors.New("webrtc: pion ICE agent internals changed")
 )

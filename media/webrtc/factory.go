@@ -148,7 +148,6 @@ func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 		return nil, fmt.Errorf("register audio level extension: %w", err)
 	}
 	se := webrtc.SettingEngine{LoggerFactory: lf}
-	se.SetICEMaxBindingRequests(iceMaxBindingRequests) // with iceCheckInterval (icecheck.go)
 	if cfg.RelayOnly {
 		// A relay pair is the only kind there will be, so nominate it at
 		// once. pion/ice means to (defaultRelayOnlyAcceptanceMinWait is 0),

@@ -37,10 +37,12 @@ const iceCheckInterval = 50 * time.Millisecond
 const iceMaxBindingRequests = 28
 
 // setICECheckInterval sets the check interval of pc's ICE agent, which
-// exists once the local description is set. It must run before the remote
+// exists once the local description is set, and the number of requests
+// after which an unanswered pair fails. It must run before the remote
 // description is applied: the agent's check loop starts then, and reads
-// the field from then on.
-func setICECheckInterval(pc *webrtc.PeerConnection, d time.Duration) error {
+// the fields from then on. Only the door's offering peers call it (the
+// peers that answer are the controlled agent, which does not nominate).
+func setICECheckInterval(pc *webrtc.PeerConnection, d time.Duration, maxRequests uint16) error {
 	g := reflect.ValueOf(pc).Elem().FieldByName("iceGatherer")
 	if !g.IsValid() || g.Kind() != reflect.Pointer || g.IsNil() {
 		return fmt.Errorf("peer connection's ICE gatherer: %w", errICEInternals)
@@ -53,6 +55,11 @@ func setICECheckInterval(pc *webrtc.PeerConnection, d time.Duration) error {
 	if !f.IsValid() || f.Type() != reflect.TypeFor[time.Duration]() {
 		return fmt.Errorf("ICE agent's check interval: %w", errICEInternals)
 	}
+	m := a.Elem().FieldByName("maxBindingRequests")
+	if !m.IsValid() || m.Type() != reflect.TypeFor[uint16]() {
+		return fmt.Errorf("ICE agent's binding request limit: %w", errICEInternals)
+	}
 	*(*time.Duration)(unsafe.Pointer(f.UnsafeAddr())) = d
+	*(*uint16)(unsafe.Pointer(m.UnsafeAddr())) = maxRequests
 	return nil
 }

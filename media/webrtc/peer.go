@@ -98,7 +98,7 @@ func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEven
 	}
 	p.noteUfrag()
 	// As the offerer the door nominates the ICE pair: see iceCheckInterval.
-	if err := setICECheckInterval(p.pc, iceCheckInterval); err != nil {
+	if err := setICECheckInterval(p.pc, iceCheckInterval, iceMaxBindingRequests); err != nil {
 		f.log.Warn("ICE checks keep pion's interval", "err", err)
 	}
 	return p, nil

@@ -701,4 +701,29 @@ func TestICECheckInterval(t *testing.T) {
 	if got := a.FieldByName("maxBindingRequests").Uint(); got != iceMaxBindingRequests {
 		t.Errorf("max binding requests %d, want %d", got, iceMaxBindingRequests)
 	}
+	// A peer that answers (live view, WHEP) keeps pion's defaults.
+	offer, err := loopbackAPI(t, []media.Codec{media.H264}, nil).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { offer.Close() })
+	if _, err := offer.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := offer.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := offer.SetLocalDescription(o); err != nil {
+		t.Fatal(err)
+	}
+	v, _, err := e.factory.AcceptViewer(context.Background(), o.SDP, func(callengine.PeerEvent) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { v.Close() })
+	a = reflect.ValueOf(v.(*Peer).pc).Elem().FieldByName("iceGatherer").Elem().FieldByName("agent").Elem()
+	if got := time.Duration(a.FieldByName("checkInterval").Int()); got != 200*time.Millisecond {
+		t.Errorf("answering peer's check interval %v, want pion's 200ms", got)
+	}
 }

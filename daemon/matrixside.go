@@ -122,7 +122,7 @@ func (m *matrixSide) run(ctx context.Context, g *errgroup.Group, hup <-chan os.S
 		return err
 	}
 	if mrtc != nil {
-		m.gate.follow(mrtc.runner.RingsOut)
+		m.gate.follow(mrtc.runner)
 		m.rtc.Store(mrtc)
 	}
 
@@ -134,16 +134,20 @@ func (m *matrixSide) run(ctx context.Context, g *errgroup.Group, hup <-chan os.S
 		OwnUser:  session.UserID(),
 		PoolSize: len(cfg.Residents),
 		Logger:   log.With("component", "calls"),
-	}, invitesTimed{Transport: session, sent: m.mets.inviteSent}, m.peers)
+	}, invitesTimed{Transport: m.gate.transport(session), sent: m.mets.inviteSent}, m.peers)
 
 	// One rule for who rings and who wins (callengine/ring): a press
 	// rings every path, the first answer on any path withdraws the rest.
-	lines := []ring.PathLine{{Path: ring.Direct, Line: engine}}
-	if m.hh != nil {
-		lines = append(lines, ring.PathLine{Path: ring.Household, Line: m.hh})
-	}
+	// MatrixRTC first: its Ring only hands the press to its loop, and
+	// registers the rooms whose invites must wait for their ring
+	// (ringsfirst.go); the classic invites leave as soon as they may.
+	var lines []ring.PathLine
 	if mrtc != nil {
 		lines = append(lines, ring.PathLine{Path: ring.MatrixRTC, Line: mrtc.line()})
+	}
+	lines = append(lines, ring.PathLine{Path: ring.Direct, Line: engine})
+	if m.hh != nil {
+		lines = append(lines, ring.PathLine{Path: ring.Household, Line: m.hh})
 	}
 	// Residents may ask to be rung only one way (residents[].paths).
 	paths := newRingPaths(cfg)

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/callengine/ring"
@@ -73,26 +75,100 @@ func TestRoomPushes(t *testing.T) {
 	}
 }
 
+// fakeRingsOut is the MatrixRTC runner as the gate sees it: all is what
+// RingsOut returns, rooms what RingOut does (closed for other rooms).
+type fakeRingsOut struct {
+	all   chan struct{}
+	rooms map[callengine.RoomID]chan struct{}
+}
+
+func (f fakeRingsOut) RingsOut() <-chan struct{} { return f.all }
+
+func (f fakeRingsOut) RingOut(room callengine.RoomID) <-chan struct{} {
+	if c, ok := f.rooms[room]; ok {
+		return c
+	}
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
 // The ring notices wait for the MatrixRTC rings; without MatrixRTC they
 // do not wait at all.
 func TestRingsFirst(t *testing.T) {
-	var g *ringsFirst
-	g.wait(t.Context()) // nil: MatrixRTC off
-	g = &ringsFirst{}
-	g.wait(t.Context()) // nothing to follow yet
-	out := make(chan struct{})
-	g.follow(func() <-chan struct{} { return out })
-	done := make(chan struct{})
-	go func() { g.wait(t.Context()); close(done) }()
-	select {
-	case <-done:
-		t.Fatal("did not wait for the rings")
-	case <-time.After(20 * time.Millisecond):
-	}
-	close(out)
-	<-done
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	g.follow(func() <-chan struct{} { return make(chan struct{}) })
-	g.wait(ctx) // a cancelled post does not wait
+	synctest.Test(t, func(t *testing.T) {
+		var g *ringsFirst
+		g.wait(t.Context()) // nil: MatrixRTC off
+		g = &ringsFirst{}
+		g.wait(t.Context()) // nothing to follow yet
+		out := make(chan struct{})
+		g.follow(fakeRingsOut{all: out})
+		done := make(chan struct{})
+		go func() { g.wait(t.Context()); close(done) }()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("did not wait for the rings")
+		default:
+		}
+		close(out)
+		<-done
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		g.follow(fakeRingsOut{all: make(chan struct{})})
+		g.wait(ctx) // a cancelled post does not wait
+	})
+}
+
+// recordingTransport records the classic engine's sends.
+type recordingTransport struct {
+	mu   sync.Mutex
+	sent []string
+}
+
+func (r *recordingTransport) SendRoomEvent(_ context.Context, room callengine.RoomID, eventType string, _ any) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = append(r.sent, string(room)+" "+eventType)
+	return nil
+}
+
+func (r *recordingTransport) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sent)
+}
+
+// A classic invite waits for its own room's MatrixRTC ring (issue 18: it
+// went ahead of the membership and the ring at the homeserver); an
+// invite into a room MatrixRTC does not ring, and every other event, go
+// at once; without MatrixRTC nothing waits.
+func TestRingsFirstInvites(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recordingTransport{}
+		var off *ringsFirst
+		if err := off.transport(rec).SendRoomEvent(t.Context(), "!dm", callengine.TypeInvite, nil); err != nil {
+			t.Fatal(err)
+		}
+		g := &ringsFirst{}
+		dm := make(chan struct{})
+		g.follow(fakeRingsOut{all: make(chan struct{}), rooms: map[callengine.RoomID]chan struct{}{"!dm": dm}})
+		tr := g.transport(rec)
+		done := make(chan struct{})
+		go func() {
+			_ = tr.SendRoomEvent(t.Context(), "!dm", callengine.TypeInvite, nil)
+			close(done)
+		}()
+		_ = tr.SendRoomEvent(t.Context(), "!classic", callengine.TypeInvite, nil)
+		_ = tr.SendRoomEvent(t.Context(), "!dm", callengine.TypeHangup, nil)
+		synctest.Wait()
+		if got, want := rec.got(), []string{"!dm m.call.invite", "!classic m.call.invite", "!dm m.call.hangup"}; !slices.Equal(got, want) {
+			t.Fatalf("sent before the ring left: %q, want %q", got, want)
+		}
+		close(dm)
+		<-done
+		if got := rec.got(); got[len(got)-1] != "!dm m.call.invite" {
+			t.Fatalf("invite not sent once the ring left: %q", got)
+		}
+	})
 }

@@ -8,36 +8,79 @@ import (
 	"github.com/doorbell/intercom/device"
 )
 
-// ringsFirst holds the ring notices and their snapshot until the press's
-// MatrixRTC rings have left (rtc.Runner.RingsOut: at most
+// ringsFirst holds what the press sends into the residents' rooms besides
+// the MatrixRTC rings until those rings have left (rtc.Runner: at most
 // rtc.RingsOutMax). A homeserver takes each room's events one after
-// another (Dendrite's room server queues them per room), and a notice and
-// a snapshot sent into a resident's room at the press went ahead of the
-// intercom's call membership there and so of its ring: 100–200 ms of the
-// 250–600 ms the ring took (issue 18). The notices are a fallback a
-// resident reads after the phone rang; the ring is what must be quick.
-// The classic invites leave before either: the ring coordinator rings
-// that path first.
+// another (Dendrite's room server queues them per room), so anything
+// sent into a resident's room at the press goes ahead of the intercom's
+// call membership there and so of its ring, which must reference the
+// membership and can only follow it (issue 18):
+//   - the ring notices and their snapshot wait for every room's ring
+//     (RingsOut): they cost 100–200 ms of a ring that took 250–600 ms;
+//     they are a fallback a resident reads after the phone rang;
+//   - a classic invite waits for its own room's ring only (RingOut), so a
+//     resident rung both ways gets the invite after the ring (about one
+//     homeserver round trip later) and a room rung only with classic
+//     calls does not wait at all. The ring coordinator rings MatrixRTC
+//     first, so the room's ring is registered before the invite is made.
 type ringsFirst struct {
-	out atomic.Pointer[func() <-chan struct{}] // nil until MatrixRTC exists, and without it
+	out atomic.Pointer[ringsOut] // nil until MatrixRTC exists, and without it
 }
 
-// follow makes the gate wait for out (the MatrixRTC runner's RingsOut).
-func (g *ringsFirst) follow(out func() <-chan struct{}) { g.out.Store(&out) }
+// ringsOut is what the gate follows: the MatrixRTC runner.
+type ringsOut interface {
+	RingsOut() <-chan struct{}
+	RingOut(room callengine.RoomID) <-chan struct{}
+}
+
+// follow makes the gate wait for r's rings.
+func (g *ringsFirst) follow(r ringsOut) { g.out.Store(&r) }
 
 // wait returns once no MatrixRTC ring is on its way, or ctx ends.
 func (g *ringsFirst) wait(ctx context.Context) {
+	g.waitFor(ctx, func(r ringsOut) <-chan struct{} { return r.RingsOut() })
+}
+
+// waitRoom returns once room's MatrixRTC ring is not on its way, or ctx
+// ends.
+func (g *ringsFirst) waitRoom(ctx context.Context, room callengine.RoomID) {
+	g.waitFor(ctx, func(r ringsOut) <-chan struct{} { return r.RingOut(room) })
+}
+
+func (g *ringsFirst) waitFor(ctx context.Context, ch func(ringsOut) <-chan struct{}) {
 	if g == nil {
 		return
 	}
-	out := g.out.Load()
-	if out == nil {
+	r := g.out.Load()
+	if r == nil {
 		return
 	}
 	select {
-	case <-(*out)():
+	case <-ch(*r):
 	case <-ctx.Done():
 	}
+}
+
+// transport is the classic engine's t with each invite held until its
+// room's MatrixRTC ring has left. The call's later events follow the
+// invite on the engine's ordered outbox.
+func (g *ringsFirst) transport(t callengine.Transport) callengine.Transport {
+	if g == nil {
+		return t
+	}
+	return gatedTransport{t: t, g: g}
+}
+
+type gatedTransport struct {
+	t callengine.Transport
+	g *ringsFirst
+}
+
+func (t gatedTransport) SendRoomEvent(ctx context.Context, room callengine.RoomID, eventType string, content any) error {
+	if eventType == callengine.TypeInvite {
+		t.g.waitRoom(ctx, room)
+	}
+	return t.t.SendRoomEvent(ctx, room, eventType, content)
 }
 
 // messenger is m with every post held by the gate.

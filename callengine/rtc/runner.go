@@ -101,6 +101,11 @@ type Runner struct {
 	// counts rings handed in that the loop has not taken yet.
 	out   chan struct{}
 	asked int
+	// roomOut are the rooms whose ring is on its way (RingOut): made by
+	// Ring before it returns, so a classic invite for the same room that
+	// is sent a moment later already finds it; closed with RingsOut's
+	// rule, room by room.
+	roomOut map[callengine.RoomID]chan struct{}
 	// encrypted rooms: their calls' media are end-to-end encrypted, or,
 	// without RunnerConfig.MediaEncryption, they are left to classic
 	// calls (Element Call would refuse plain media there).
@@ -141,7 +146,7 @@ func NewRunner(cfg RunnerConfig, t Transport, sfu SFU) *Runner {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Runner{cfg: cfg, t: t, sfu: sfu, log: cfg.Logger, encrypted: map[callengine.RoomID]bool{},
+	r := &Runner{cfg: cfg, t: t, sfu: sfu, log: cfg.Logger, encrypted: map[callengine.RoomID]bool{}, roomOut: map[callengine.RoomID]chan struct{}{},
 		status: Status{Phase: PhaseIdle, Rooms: []RoomStatus{}}}
 	r.ring = runloop.NewLatest(ringStatus(r.status))
 	r.out = make(chan struct{})
@@ -231,6 +236,11 @@ func (r *Runner) Ring(_ context.Context, residents []callengine.Resident) error 
 			r.out = make(chan struct{})
 		default:
 		}
+		for _, t := range targets {
+			if r.roomOut[t.Room] == nil {
+				r.roomOut[t.Room] = make(chan struct{})
+			}
+		}
 	}
 	r.mu.Unlock()
 	if len(targets) == 0 {
@@ -250,6 +260,23 @@ func (r *Runner) RingsOut() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.out
+}
+
+// RingOut is closed once room's ring of the press has left, failed, or
+// was given up (RingsOutMax), and is closed at once for a room that
+// MatrixRTC does not ring. The homeserver takes a room's events one after
+// another, so the classic invite into a room rung both ways waits for it:
+// otherwise the invite (and its candidates) went ahead of the membership
+// and the ring, which Element X residents are waiting for (issue 18).
+func (r *Runner) RingOut(room callengine.RoomID) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.roomOut[room]; c != nil {
+		return c
+	}
+	c := make(chan struct{})
+	close(c)
+	return c
 }
 
 // Withdraw: the ring was answered on another path.
@@ -377,6 +404,17 @@ func (l *loop) settleOut(took bool) {
 	if took {
 		r.asked--
 	}
+	if r.asked == 0 {
+		// Every ring handed in has been taken: a room whose ring is
+		// not on its way (left, failed, never rung: no membership was
+		// due) is out.
+		for room, c := range r.roomOut {
+			if !l.unrung[room] {
+				close(c)
+				delete(r.roomOut, room)
+			}
+		}
+	}
 	if r.asked == 0 && len(l.unrung) == 0 {
 		select {
 		case <-r.out:
@@ -426,6 +464,12 @@ func (l *loop) shutdown() {
 		_ = c.Close()
 	}
 	l.bg.Stop()
+	l.r.mu.Lock()
+	for room, c := range l.r.roomOut {
+		close(c)
+		delete(l.r.roomOut, room)
+	}
+	l.r.mu.Unlock()
 	// Connections that came up while shutting down arrived in the inbox.
 	for _, it := range l.r.inbox.Take() {
 		if it.sfu != nil {

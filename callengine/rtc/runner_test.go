@@ -510,6 +510,55 @@ func TestRunnerRoomsInParallel(t *testing.T) {
 	})
 }
 
+// RingOut is per room: it is open from the moment Ring returns (before the
+// loop has taken the ring: a classic invite for the room may be sent that
+// soon) until that room's ring has left, while other rooms' close as
+// theirs leave; a room MatrixRTC does not ring has nothing to wait for; a
+// room whose ring never leaves is given up after RingsOutMax.
+func TestRunnerRingOutPerRoom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := startRTC(t, &fakeSFU{})
+		h.tr.hold, h.tr.holdFrom, h.tr.holdRoom = make(chan struct{}), 1, roomA
+		closed := func(c <-chan struct{}) bool {
+			select {
+			case <-c:
+				return true
+			default:
+				return false
+			}
+		}
+		if !closed(h.r.RingOut(roomA)) {
+			t.Fatal("RingOut open before any ring")
+		}
+		if err := h.r.Ring(t.Context(), residents); err != nil {
+			t.Fatal(err)
+		}
+		a, b := h.r.RingOut(roomA), h.r.RingOut(roomB)
+		if closed(a) || closed(b) {
+			t.Fatal("RingOut closed as the ring was handed in")
+		}
+		if !closed(h.r.RingOut("!classic-only:hs")) {
+			t.Fatal("RingOut open for a room MatrixRTC does not ring")
+		}
+		synctest.Wait()
+		if !closed(b) {
+			t.Fatal("room B's RingOut open after its ring left")
+		}
+		if closed(a) {
+			t.Fatal("room A's RingOut closed while its membership is held up")
+		}
+		time.Sleep(RingsOutMax)
+		synctest.Wait()
+		if !closed(a) {
+			t.Fatalf("room A's RingOut still open %v after the press", RingsOutMax)
+		}
+		close(h.tr.hold)
+		synctest.Wait()
+		h.r.Hangup()
+		synctest.Wait()
+	})
+}
+
 // RingsOut closes as soon as every room's ring has left, without waiting
 // for RingsOutMax.
 func TestRunnerRingsOut(t *testing.T) {

@@ -355,7 +355,7 @@ func benchMatrixRTC(b *testing.B, paths map[string]string) {
 	room := roomOf(b, alice)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var atServer, ring, frame []time.Duration
+	var atServer, ring, frame, invite []time.Duration
 	b.ResetTimer()
 	for range b.N {
 		s.waitStatus(ctx, "idle", func(st status) bool { return st.State == "idle" })
@@ -363,9 +363,11 @@ func benchMatrixRTC(b *testing.B, paths map[string]string) {
 		ev := waitEvent(ctx, b, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == room })
 		ring = append(ring, ev.TS.Sub(pressed))
 		atServer = append(atServer, time.UnixMilli(int64(ev.Num("serverTs"))).Sub(pressed))
-		if _, err := bob.WaitFor(ctx, resident.EventIncoming); err != nil {
+		inc, err := bob.WaitFor(ctx, resident.EventIncoming)
+		if err != nil {
 			b.Fatal(err)
 		}
+		invite = append(invite, inc.TS.Sub(pressed))
 		joined := time.Now()
 		if _, err := alice.RTCJoin(ctx, room, ""); err != nil {
 			b.Fatal(err)
@@ -383,10 +385,11 @@ func benchMatrixRTC(b *testing.B, paths map[string]string) {
 	b.ReportMetric(ms(median(atServer)), "press-to-ring-at-homeserver-ms")
 	b.ReportMetric(ms(median(ring)), "press-to-ring-ms")
 	b.ReportMetric(ms(median(frame)), "join-to-frame-ms")
+	b.ReportMetric(ms(median(invite)), "press-to-bob-invite-ms")
 	b.ReportMetric(0, "ns/op")
 	// Printed as well as logged: the residents' console fills the
 	// benchmark's log, which the testing package truncates.
-	line := fmt.Sprintf("rounds %d: press → ring's origin_server_ts %v; press → ring at alice %v; join → first frame %v", b.N, atServer, ring, frame)
+	line := fmt.Sprintf("rounds %d: press → ring's origin_server_ts %v; press → ring at alice %v; join → first frame %v; press → bob's classic call %v", b.N, atServer, ring, frame, invite)
 	b.Log(line)
 	fmt.Println(b.Name(), line)
 }

@@ -1,0 +1,238 @@
+package impair
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"testing"
+	"time"
+)
+
+// echo is an upstream that sends every datagram back to its sender.
+func echo(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteToUDPAddrPort(buf[:n], from)
+		}
+	}()
+	return c
+}
+
+// startForwarder runs f until the test ends and checks that Run returns
+// (every goroutine it started stopped).
+func startForwarder(t *testing.T, f *Forwarder) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return within 5 s of its context ending")
+		}
+	})
+}
+
+// TestForwarderCounts: packets through a real forwarder on loopback, lossy
+// both ways. What the client gets back is exactly what the down
+// direction forwarded, each direction's counters add up, and the measured
+// loss is near the configured one.
+func TestForwarderCounts(t *testing.T) {
+	up := echo(t)
+	link := Link{Loss: 0.1}
+	f, err := Listen("127.0.0.1:0", up.LocalAddr().String(), link, link, 99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startForwarder(t, f)
+	client, err := net.DialUDP("udp4", nil, f.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+
+	const n = 2000
+	got := make(chan int)
+	go func() {
+		buf := make([]byte, 2048)
+		k := 0
+		for {
+			_ = client.SetReadDeadline(time.Now().Add(time.Second))
+			if _, err := client.Read(buf); err != nil {
+				got <- k
+				return
+			}
+			k++
+		}
+	}()
+	msg := make([]byte, 200)
+	for i := range n {
+		binary.BigEndian.PutUint32(msg, uint32(i))
+		if _, err := client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 {
+			time.Sleep(5 * time.Millisecond) // stay well inside socket buffers
+		}
+	}
+	received := <-got
+	s := f.Stats()
+	for _, d := range []struct {
+		name string
+		c    Counters
+	}{{"up", s.Up}, {"down", s.Down}} {
+		if sum := d.c.Lost + d.c.Dropped + d.c.Forwarded + d.c.WriteErrors + uint64(d.c.Queued); sum != d.c.Received {
+			t.Errorf("%s: %+v do not add up", d.name, d.c)
+		}
+		if d.c.Dropped != 0 || d.c.WriteErrors != 0 {
+			t.Errorf("%s: %+v: drops without a rate cap", d.name, d.c)
+		}
+		if loss := float64(d.c.Lost) / float64(d.c.Received); loss < 0.07 || loss > 0.13 {
+			t.Errorf("%s: loss %.3f, want ≈ 0.10", d.name, loss)
+		}
+	}
+	if s.Up.Received != n {
+		t.Errorf("up received %d of %d sent on loopback", s.Up.Received, n)
+	}
+	if s.Down.Received != s.Up.Forwarded {
+		t.Errorf("the echo returned %d of the %d forwarded", s.Down.Received, s.Up.Forwarded)
+	}
+	if uint64(received) != s.Down.Forwarded {
+		t.Errorf("client got %d, forwarder says %d forwarded down", received, s.Down.Forwarded)
+	}
+	if s.Clients != 1 {
+		t.Errorf("%d clients, want 1", s.Clients)
+	}
+}
+
+// TestForwarderDelays: with 30 ms each way every echo takes at least
+// 60 ms (timers never fire early; the upper side is not judged, the
+// machine may be loaded).
+func TestForwarderDelays(t *testing.T) {
+	up := echo(t)
+	link := Link{Delay: 30 * time.Millisecond}
+	f, err := Listen("127.0.0.1:0", up.LocalAddr().String(), link, link, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startForwarder(t, f)
+	client, err := net.DialUDP("udp4", nil, f.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	buf := make([]byte, 64)
+	for i := range 10 {
+		sent := time.Now()
+		if _, err := client.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := client.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if rtt := time.Since(sent); rtt < 60*time.Millisecond {
+			t.Fatalf("echo %d came back after %v, want ≥ 60 ms", i, rtt)
+		}
+	}
+}
+
+// TestForwarderRateCap: a burst far over the cap through a real socket.
+// The bytes forwarded fit the cap, the rest is dropped at the tail, and
+// the forwarded packets' delivery could not have been faster than the
+// cap allows (the lower bound: timers only fire late).
+func TestForwarderRateCap(t *testing.T) {
+	up := echo(t)
+	const rate = 1_000_000
+	f, err := Listen("127.0.0.1:0", up.LocalAddr().String(), Link{Rate: rate, QueueLatency: 100 * time.Millisecond}, Link{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startForwarder(t, f)
+	client, err := net.DialUDP("udp4", nil, f.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var first, last time.Time
+	count := make(chan int)
+	go func() {
+		buf := make([]byte, 2048)
+		k := 0
+		for {
+			_ = client.SetReadDeadline(time.Now().Add(time.Second))
+			if _, err := client.Read(buf); err != nil {
+				count <- k
+				return
+			}
+			if k == 0 {
+				first = time.Now()
+			}
+			last = time.Now()
+			k++
+		}
+	}()
+	msg := make([]byte, 1000)
+	for i := range 100 { // 800 kbit at once: 0.8 s of the cap, the queue holds 0.1 s
+		if _, err := client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if i%20 == 19 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	k := <-count
+	s := f.Stats()
+	if s.Up.Dropped == 0 {
+		t.Errorf("nothing dropped from a burst 8 × the queue: %+v", s.Up)
+	}
+	if uint64(k) != s.Up.Forwarded {
+		t.Errorf("got %d back, %d forwarded", k, s.Up.Forwarded)
+	}
+	// The bucket starts full (one packet); every further packet needs its
+	// own serialisation time.
+	if k > 1 {
+		min := time.Duration(float64((k-2)*1000*8) / rate * float64(time.Second))
+		if span := last.Sub(first); span < min {
+			t.Errorf("%d packets of 1000 B came back in %v, faster than %d b/s allows (%v)", k, span, rate, min)
+		}
+	}
+}
+
+// TestRunTwice: of two Runs at once one is refused at once, the other
+// runs until its context ends.
+func TestRunTwice(t *testing.T) {
+	f, err := Listen("127.0.0.1:0", "127.0.0.1:9", Link{}, Link{}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- f.Run(ctx) }()
+	}
+	if err := <-errs; err != ErrRunning {
+		t.Fatalf("first Run to return: %v, want ErrRunning", err)
+	}
+	cancel()
+	if err := <-errs; err != nil {
+		t.Errorf("the running Run: %v", err)
+	}
+}

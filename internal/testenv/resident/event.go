@@ -136,12 +136,27 @@ type Stats struct {
 	// emitted (webrtc-stats inbound-rtp).
 	AudioJitterBufferDelay        float64 `json:"audioJitterBufferDelay"`
 	AudioJitterBufferEmittedCount int     `json:"audioJitterBufferEmittedCount"`
-	LocalAddress                  string  `json:"localAddress"`  // selected pair, "addr:port/proto/type"
-	RemoteAddress                 string  `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
-	LocalUfrag                    string  `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
-	RemoteUfrag                   string  `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
-	ConnectionState               string  `json:"connectionState"`
-	ICEConnectionState            string  `json:"iceConnectionState"`
+	// What a bad network costs (webrtc-stats inbound-rtp, cumulative):
+	// the video's freezes as Chromium counts them (a frame later than
+	// max(3 × the mean frame interval, that + 150 ms); seconds), the
+	// NACK, PLI and FIR this side sent, packets and bytes; the audio's
+	// samples NetEq concealed out of all it played, and packets lost.
+	FreezeCount          int     `json:"freezeCount"`
+	TotalFreezesDuration float64 `json:"totalFreezesDuration"`
+	NackCount            int     `json:"nackCount"`
+	PliCount             int     `json:"pliCount"`
+	FirCount             int     `json:"firCount"`
+	VideoPacketsLost     int     `json:"videoPacketsLost"`
+	VideoBytesReceived   int64   `json:"videoBytesReceived"`
+	ConcealedSamples     int64   `json:"concealedSamples"`
+	TotalSamplesReceived int64   `json:"totalSamplesReceived"`
+	AudioPacketsLost     int     `json:"audioPacketsLost"`
+	LocalAddress         string  `json:"localAddress"`  // selected pair, "addr:port/proto/type"
+	RemoteAddress        string  `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
+	LocalUfrag           string  `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
+	RemoteUfrag          string  `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
+	ConnectionState      string  `json:"connectionState"`
+	ICEConnectionState   string  `json:"iceConnectionState"`
 }
 
 // RTCStats is what the resident receives and sends in a MatrixRTC call,

@@ -288,6 +288,7 @@ async function collectStats(pc) {
     audioPacketsReceived: 0,
     audioJitterBufferDelay: 0,
     audioJitterBufferEmittedCount: 0,
+    ...lossStats(null, null),
     localAddress: "",
     remoteAddress: "",
     localUfrag: "",
@@ -303,7 +304,7 @@ async function collectStats(pc) {
       s.frameHeight = r.frameHeight || 0;
       s.framesPerSecond = r.framesPerSecond || 0;
       s.videoPacketsReceived = r.packetsReceived || 0;
-      Object.assign(s, videoTimings(r));
+      Object.assign(s, videoTimings(r), lossStats(r, undefined));
       const c = r.codecId && report.get(r.codecId);
       if (c) s.videoCodec = c.mimeType + (c.sdpFmtpLine ? ";" + c.sdpFmtpLine : "");
     } else if (r.type === "inbound-rtp" && r.kind === "audio") {
@@ -313,6 +314,7 @@ async function collectStats(pc) {
       // the audio it is synchronised with (one MediaStream).
       s.audioJitterBufferDelay = r.jitterBufferDelay || 0;
       s.audioJitterBufferEmittedCount = r.jitterBufferEmittedCount || 0;
+      Object.assign(s, lossStats(undefined, r));
       const c = r.codecId && report.get(r.codecId);
       if (c) s.audioCodec = c.mimeType;
     } else if (r.type === "transport" && r.selectedCandidatePairId) {
@@ -328,6 +330,32 @@ async function collectStats(pc) {
     // The ICE generation of the pair in use: it changes with an ICE restart.
     if (l) s.localUfrag = l.usernameFragment || "";
     if (r) s.remoteUfrag = r.usernameFragment || "";
+  }
+  return s;
+}
+
+// lossStats picks what a bad network costs the receiver (W3C
+// webrtc-stats inbound-rtp, cumulative): from the video, Chromium's
+// freezes (a frame later than max(3 × the mean frame interval, that +
+// 150 ms)), the NACKs and PLIs this side sent, packets lost; from the
+// audio, samples NetEq concealed out of all it played, and packets lost.
+// A null report gives that kind's fields as zero, an undefined one leaves
+// them out.
+function lossStats(video, audio) {
+  const s = {};
+  if (video !== undefined) {
+    s.freezeCount = (video && video.freezeCount) || 0;
+    s.totalFreezesDuration = (video && video.totalFreezesDuration) || 0;
+    s.nackCount = (video && video.nackCount) || 0;
+    s.pliCount = (video && video.pliCount) || 0;
+    s.firCount = (video && video.firCount) || 0;
+    s.videoPacketsLost = (video && video.packetsLost) || 0;
+    s.videoBytesReceived = (video && video.bytesReceived) || 0;
+  }
+  if (audio !== undefined) {
+    s.concealedSamples = (audio && audio.concealedSamples) || 0;
+    s.totalSamplesReceived = (audio && audio.totalSamplesReceived) || 0;
+    s.audioPacketsLost = (audio && audio.packetsLost) || 0;
   }
   return s;
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/doorbell/intercom/media"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
@@ -64,6 +65,11 @@ type PeerFactory struct {
 	mu         sync.Mutex
 	iceServers []webrtc.ICEServer
 	reporting  map[*Peer]struct{} // open peers that reported loss
+
+	// estMu is held around NewPeerConnection, during which the cc
+	// interceptor hands over the new connection's GCC estimator (newEst).
+	estMu  sync.Mutex
+	newEst cc.BandwidthEstimator
 }
 
 var _ callengine.PeerFactory = (*PeerFactory)(nil)
@@ -72,8 +78,9 @@ var _ callengine.PeerFactory = (*PeerFactory)(nil)
 // (48000/2, useinbandfec=1), H.264 constrained baseline 42e01f in
 // packetization-mode 1 and VP8, each only if the stream can send it; RTCP
 // feedback nack, nack pli, ccm fir, goog-remb and transport-cc on video;
-// pion's default interceptors (NACK responder and generator, RTCP reports,
-// stats, TWCC feedback).
+// send-side bandwidth estimation (GCC per peer, see bitrate.go) and pion's
+// default interceptors but stats (NACK responder and generator, RTCP
+// reports, TWCC feedback).
 func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -122,12 +129,18 @@ func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 	}
 	lf := LoggerFactory{Logger: cfg.Logger}
 	ir := &interceptor.Registry{}
+	// First, so that the NACK responder registered after it sees each
+	// peer's estimate and keeps its retransmissions within it.
+	if err := registerSendSideBWE(me, ir, func() int { return startBitrate(stream) }, lf, cfg.Logger,
+		func(e cc.BandwidthEstimator) { f.newEst = e }); err != nil {
+		return nil, err
+	}
 	// pion's default interceptors except its stats interceptor, which
 	// does bookkeeping on every packet of every peer for GetStats, which
 	// nothing here calls. NACK adds nack and nack pli to video; TWCC adds
 	// transport-cc feedback for what the residents send us (it also
-	// negotiates the header extension; we do not stamp our own packets,
-	// see readRTCP).
+	// negotiates the header extension, which registerSendSideBWE stamps
+	// on our own packets).
 	if err := webrtc.ConfigureNackWithOptions(me, ir,
 		[]nack.GeneratorOption{nack.WithGeneratorLoggerFactory(lf)}, nack.WithResponderLoggerFactory(lf)); err != nil {
 		return nil, fmt.Errorf("register nack: %w", err)

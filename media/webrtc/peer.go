@@ -56,6 +56,11 @@ type Peer struct {
 	// told apart and matched with the far end's (the resident page
 	// reports the same fragment as its remote one).
 	ufrag atomic.Value // string
+	// estimate combines the peer's REMB and send-side estimate into the
+	// one the stream's rate control sees; bwe relays the send-side one
+	// (bitrate.go).
+	estimate *peerEstimate
+	bwe      *sendSideEstimate
 }
 
 var _ callengine.Peer = (*Peer)(nil)
@@ -227,11 +232,19 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 	if err != nil {
 		return nil, err
 	}
+	f.estMu.Lock()
 	pc, err := f.api.NewPeerConnection(conf)
+	est := f.newEst // handed over during NewPeerConnection
+	f.newEst = nil
+	f.estMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
 	p := &Peer{f: f, pc: pc, sink: sink}
+	p.estimate = newPeerEstimate(f.stream, p)
+	if est != nil {
+		p.bwe = newSendSideEstimate(est, p.estimate, p.VideoCodec)
+	}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		var cand callengine.Candidate // nil: gathering complete, the end marker
 		if c != nil {
@@ -482,6 +495,9 @@ func (p *Peer) Close() error {
 		p.closeErr = p.pc.GracefulClose()
 		p.wg.Wait()
 		p.f.forgetLoss(p)
+		if p.bwe != nil {
+			p.bwe.close() // no more send-side reports after this
+		}
 		if c := p.VideoCodec(); c != "" {
 			p.f.stream.ForgetBandwidth(c, p)
 		}
@@ -514,7 +530,7 @@ func (p *Peer) VideoCodec() media.Codec {
 // readRTCP drains a sender's RTCP, which also feeds the interceptors (NACK
 // responder, reports), turns picture-loss and full-intra requests into
 // keyframe requests for the codec in use, and hands the receiver's
-// bandwidth estimate (REMB) to the stream's rate control. It ends when the
+// bandwidth estimate (REMB) to the peer's estimate. It ends when the
 // sender stops.
 //
 // The first PLI or FIR of a connection is served at once (the stream's
@@ -523,17 +539,18 @@ func (p *Peer) VideoCodec() media.Codec {
 // lost, and the stream's rate limit would otherwise hold its first
 // picture back by up to MinKeyFrameGap. Later ones are rate-limited.
 //
-// REMB (draft-alvestrand-rmcat-remb) is what browsers send us: we offer
-// goog-remb, and our packets carry no transport-wide sequence numbers
-// (draft-holmer-rmcat-transport-wide-cc-extensions-01), so libwebrtc
-// (Chrome, Safari, Firefox) runs its receive-side estimator for them and
-// reports it in REMB. See docs/ARCHITECTURE.md, "Bitrate".
+// REMB (draft-alvestrand-rmcat-remb) is what a receiver sends when it
+// runs its own estimator: our packets carry transport-wide sequence
+// numbers, so libwebrtc answers them with transport-cc feedback instead,
+// for the send-side estimate (bitrate.go); REMB remains for receivers
+// that do not. See docs/ARCHITECTURE.md, "Bitrate".
 func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 	buf := make([]byte, 1500)
 	firstLoss := true
 	for {
 		n, _, err := s.Read(buf)
 		if err != nil {
+			p.f.log.Debug("rtcp reader ended", "video", video, "err", err)
 			return
 		}
 		if !video {
@@ -561,7 +578,7 @@ func (p *Peer) readRTCP(s *webrtc.RTPSender, video bool) {
 				p.reportLoss(pkt.Reports) // a resident sending video reports in its SR
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
 				if c := p.VideoCodec(); c != "" {
-					p.f.stream.ReportBandwidth(c, p, int(min(pkt.Bitrate, 1<<30)))
+					p.estimate.ReportBandwidth(c, rembSource{}, int(min(pkt.Bitrate, 1<<30)))
 				}
 			}
 		}

@@ -46,7 +46,7 @@ import (
 // before the NACK responder is registered (see above). newEstimator is
 // called, during NewPeerConnection, with each new connection's estimator.
 func registerSendSideBWE(me *webrtc.MediaEngine, ir *interceptor.Registry, initial func() int,
-	lf logging.LoggerFactory, log *slog.Logger, newEstimator func(cc.BandwidthEstimator)) error {
+	lf logging.LoggerFactory, log *slog.Logger, newEstimator func(*tolerantEstimator)) error {
 	ccf, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
 		e, err := gcc.NewSendSideBWE(
 			gcc.SendSideBWEInitialBitrate(initial()),
@@ -60,7 +60,11 @@ func registerSendSideBWE(me *webrtc.MediaEngine, ir *interceptor.Registry, initi
 	if err != nil {
 		return fmt.Errorf("new cc interceptor: %w", err)
 	}
-	ccf.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) { newEstimator(e) })
+	ccf.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) {
+		if t, ok := e.(*tolerantEstimator); ok {
+			newEstimator(t)
+		}
+	})
 	ir.Add(ccf)
 	if err := webrtc.ConfigureTWCCHeaderExtensionSender(me, ir); err != nil {
 		return fmt.Errorf("register transport-wide sequence numbers: %w", err)
@@ -76,15 +80,25 @@ func registerSendSideBWE(me *webrtc.MediaEngine, ir *interceptor.Registry, initi
 // None was refused in the runs of BenchmarkBadNetwork whose logs were
 // kept; this is a guard, not a measured fix. The feedback is dropped and
 // counted instead.
+//
+// It also tells the relay that feedback came (onFeedback), so the
+// estimate is reported again even when it does not change.
 type tolerantEstimator struct {
 	cc.BandwidthEstimator
-	log     *slog.Logger
-	refused atomic.Uint64
+	log        *slog.Logger
+	refused    atomic.Uint64
+	onFeedback atomic.Pointer[func()]
 }
 
 func (e *tolerantEstimator) WriteRTCP(pkts []rtcp.Packet, attr interceptor.Attributes) error {
 	err := e.BandwidthEstimator.WriteRTCP(pkts, attr)
-	if err == nil || errors.Is(err, gcc.ErrSendSideBWEClosed) {
+	if err == nil {
+		if f := e.onFeedback.Load(); f != nil {
+			(*f)()
+		}
+		return nil
+	}
+	if errors.Is(err, gcc.ErrSendSideBWEClosed) {
 		return err
 	}
 	if n := e.refused.Add(1); n == 1 || n%100 == 0 {
@@ -131,6 +145,29 @@ type sendSideEstimate struct {
 	mu       sync.Mutex
 	closed   bool
 	reported media.Codec // the codec last reported for, to forget it
+	lastAt   time.Time   // when it last reported
+}
+
+// rereport is how often an unchanged estimate is reported again as
+// feedback comes in, as a REMB sender repeats its estimate. GCC calls
+// back only on a change, and the stream's rate control acts only on a
+// report: an estimate that fell during the warm-up (media.EstimateWarmup,
+// which holds the start) and then stayed put was never acted on. Seen
+// before this, and the likeliest cause: in some calls under the 500 kb/s
+// cap the target stayed at the 600 kb/s start for the whole call and the
+// resident decoded 28–65 frames a minute (BenchmarkBadNetwork).
+const rereport = time.Second
+
+// feedback is called on the RTCP reader's goroutine after each feedback
+// packet the estimator took: it reports the estimate again if the last
+// report is rereport old.
+func (g *sendSideEstimate) feedback() {
+	g.mu.Lock()
+	due := time.Since(g.lastAt) >= rereport
+	g.mu.Unlock()
+	if due {
+		g.changed()
+	}
 }
 
 // newSendSideEstimate starts relaying est's changes.
@@ -153,7 +190,7 @@ func (g *sendSideEstimate) changed() {
 	if g.reported != "" && g.reported != c {
 		g.sink.ForgetBandwidth(g.reported, g)
 	}
-	g.reported = c
+	g.reported, g.lastAt = c, time.Now()
 	g.sink.ReportBandwidth(c, g, g.est.GetTargetBitrate())
 }
 

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,3 +278,41 @@ func TestTolerantEstimator(t *testing.T) {
 		t.Errorf("closed estimator: %v, want ErrSendSideBWEClosed", err)
 	}
 }
+
+// TestSendSideEstimateRereports: an estimate that does not change is
+// reported again on feedback once rereport has passed, and not more
+// often; nothing after close.
+func TestSendSideEstimateRereports(t *testing.T) {
+	sink := &countingSink{}
+	est := &fakeEstimator{target: 200_000}
+	g := newSendSideEstimate(est, sink, func() media.Codec { return media.H264 })
+	est.set(200_000)
+	if sink.reports.Load() != 1 {
+		t.Fatalf("%d reports after a change", sink.reports.Load())
+	}
+	g.feedback() // at once: not due
+	if n := sink.reports.Load(); n != 1 {
+		t.Errorf("%d reports after feedback right after a report, want 1", n)
+	}
+	g.mu.Lock()
+	g.lastAt = g.lastAt.Add(-rereport)
+	g.mu.Unlock()
+	g.feedback()
+	if n := sink.reports.Load(); n != 2 {
+		t.Errorf("%d reports after feedback a rereport later, want 2", n)
+	}
+	g.close()
+	g.mu.Lock()
+	g.lastAt = g.lastAt.Add(-rereport)
+	g.mu.Unlock()
+	g.feedback()
+	if n := sink.reports.Load(); n != 2 {
+		t.Errorf("%d reports after close, want 2", n)
+	}
+}
+
+// countingSink counts reports.
+type countingSink struct{ reports atomic.Int64 }
+
+func (s *countingSink) ReportBandwidth(media.Codec, any, int) { s.reports.Add(1) }
+func (s *countingSink) ForgetBandwidth(media.Codec, any)      {}

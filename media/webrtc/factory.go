@@ -14,7 +14,6 @@ import (
 	"github.com/doorbell/intercom/media"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
@@ -69,7 +68,7 @@ type PeerFactory struct {
 	// estMu is held around NewPeerConnection, during which the cc
 	// interceptor hands over the new connection's GCC estimator (newEst).
 	estMu  sync.Mutex
-	newEst cc.BandwidthEstimator
+	newEst *tolerantEstimator
 }
 
 var _ callengine.PeerFactory = (*PeerFactory)(nil)
@@ -132,7 +131,7 @@ func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 	// First, so that the NACK responder registered after it sees each
 	// peer's estimate and keeps its retransmissions within it.
 	if err := registerSendSideBWE(me, ir, func() int { return startBitrate(stream) }, lf, cfg.Logger,
-		func(e cc.BandwidthEstimator) { f.newEst = e }); err != nil {
+		func(e *tolerantEstimator) { f.newEst = e }); err != nil {
 		return nil, err
 	}
 	// pion's default interceptors except its stats interceptor, which

@@ -243,7 +243,9 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 	p := &Peer{f: f, pc: pc, sink: sink}
 	p.estimate = newPeerEstimate(f.stream, p)
 	if est != nil {
-		p.bwe = newSendSideEstimate(est, p.estimate, p.VideoCodec)
+		p.bwe = newSendSideEstimate(est.BandwidthEstimator, p.estimate, p.VideoCodec)
+		feedback := p.bwe.feedback
+		est.onFeedback.Store(&feedback)
 	}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		var cand callengine.Candidate // nil: gathering complete, the end marker

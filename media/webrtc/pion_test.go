@@ -462,12 +462,15 @@ func TestOneEncoderForManyPeers(t *testing.T) {
 			t.Errorf("%d VP8 encoders", got)
 		}
 	}
-	// Frames are encoded at the source's rate, not once per peer.
-	s0 := encStats(e.stream, media.H264)
-	time.Sleep(time.Second)
-	s1 := encStats(e.stream, media.H264)
-	if fps := s1.Frames - s0.Frames; fps < 12 || fps > 17 {
-		t.Errorf("%d frames encoded in one second with 4 peers, want about 15", fps)
+	// Frames are encoded at the source's rate (15 fps), not once per
+	// peer (60). Only the upper bound is the rule: on a loaded machine
+	// the source may deliver fewer frames (it failed at 11 at load 8),
+	// which says nothing about sharing the encoder.
+	s0, t0 := encStats(e.stream, media.H264), time.Now()
+	time.Sleep(2 * time.Second)
+	s1, took := encStats(e.stream, media.H264), time.Since(t0)
+	if n, fps := s1.Frames-s0.Frames, float64(s1.Frames-s0.Frames)/took.Seconds(); n == 0 || fps > 17 {
+		t.Errorf("%d frames encoded in %v with 4 peers (%.1f/s), want some and at most about 15/s", n, took, fps)
 	}
 	for i, p := range peers {
 		p.Close()

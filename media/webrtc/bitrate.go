@@ -227,12 +227,11 @@ type peerEstimate struct {
 	key    any // the peer, as the stream knows it
 	now    func() time.Time
 
-	mu      sync.Mutex
-	codec   media.Codec
-	gcc     int // 0: none yet
-	remb    int
-	rembAt  time.Time
-	current int // what the stream was last told
+	mu     sync.Mutex
+	codec  media.Codec
+	gcc    int // 0: none yet
+	remb   int
+	rembAt time.Time
 }
 
 func newPeerEstimate(stream bandwidthSink, key any) *peerEstimate {
@@ -246,7 +245,7 @@ func (e *peerEstimate) ReportBandwidth(c media.Codec, from any, bps int) {
 	defer e.mu.Unlock()
 	if e.codec != "" && e.codec != c {
 		e.stream.ForgetBandwidth(e.codec, e.key)
-		e.gcc, e.remb, e.current = 0, 0, 0
+		e.gcc, e.remb = 0, 0
 	}
 	e.codec = c
 	if _, ok := from.(rembSource); ok {
@@ -271,7 +270,7 @@ func (e *peerEstimate) ForgetBandwidth(c media.Codec, from any) {
 	}
 	if e.gcc == 0 && e.remb == 0 {
 		e.stream.ForgetBandwidth(c, e.key)
-		e.codec, e.current = "", 0
+		e.codec = ""
 		return
 	}
 	e.updateLocked()
@@ -285,6 +284,5 @@ func (e *peerEstimate) updateLocked() {
 	if bps == 0 {
 		bps = e.remb // only a stale REMB: the latest word there is
 	}
-	e.current = bps
 	e.stream.ReportBandwidth(e.codec, e.key, bps)
 }

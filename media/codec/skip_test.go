@@ -51,8 +51,10 @@ func TestH264KeepsEveryFrame(t *testing.T) {
 	}
 	rate := float64(bytes) * 8 / (float64(frames-settled) / float64(cfg.FPS))
 	t.Logf("%d keyframes; %.0f kb/s over the last 20 s for a %d kb/s target", keys, rate/1000, bitrate/1000)
-	if rate < 0.8*bitrate || rate > 1.2*bitrate {
-		t.Errorf("rate %.0f b/s, want within 20 %% of %d", rate, bitrate)
+	// Without frame skipping OpenH264 overshoots at this target (17–21 %
+	// here, with a forced keyframe every 3 s besides the periodic ones).
+	if rate < 0.8*bitrate || rate > 1.3*bitrate {
+		t.Errorf("rate %.0f b/s, want 0.8–1.3 times %d", rate, bitrate)
 	}
 }
 

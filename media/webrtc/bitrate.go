@@ -242,6 +242,10 @@ type peerEstimate struct {
 	gcc    int // 0: none yet
 	remb   int
 	rembAt time.Time
+	// measured: the value last reported is the send-side estimate, not a
+	// REMB (media.MeasuredEstimate, through the peer). Atomic: the stream
+	// reads it while updateLocked reports, under mu.
+	measured atomic.Bool
 }
 
 func newPeerEstimate(stream bandwidthSink, key any) *peerEstimate {
@@ -287,12 +291,17 @@ func (e *peerEstimate) ForgetBandwidth(c media.Codec, from any) {
 }
 
 func (e *peerEstimate) updateLocked() {
-	bps := e.gcc
+	bps, measured := e.gcc, e.gcc > 0
 	if e.remb > 0 && e.now().Sub(e.rembAt) < rembFresh && (bps == 0 || e.remb < bps) {
-		bps = e.remb
+		bps, measured = e.remb, false
 	}
 	if bps == 0 {
 		bps = e.remb // only a stale REMB: the latest word there is
 	}
+	// A REMB is held at the start by the stream's warm-up (Chromium's
+	// first one, ≈ 30 kb/s, comes before it measured anything); the
+	// send-side estimate is not: it starts at the start and falls only on
+	// loss or delay its feedback shows.
+	e.measured.Store(measured)
 	e.stream.ReportBandwidth(e.codec, e.key, bps)
 }

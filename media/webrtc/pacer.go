@@ -124,10 +124,12 @@ func (p *pacer) SetTargetBitrate(bps int) {
 	defer p.mu.Unlock()
 	now := p.now()
 	p.refill(now)
-	if p.rate == 0 {
+	first := p.rate == 0
+	p.rate = max(int(paceFactor*float64(bps)), minPaceRate)
+	if first {
 		p.tokens, p.filled = p.burst(), now
 	}
-	p.rate = max(int(paceFactor*float64(bps)), minPaceRate)
+	p.tokens = min(p.tokens, p.burst())
 }
 
 // Write sends or queues one packet (gcc.Pacer). A queued packet is a

@@ -112,7 +112,7 @@ func TestPacerSpreadsAKeyframe(t *testing.T) {
 		took := sent[n-1].at.Sub(start)
 		// 20 packets of 1200 bytes at 375 kb/s, less the burst: ≈ 470 ms.
 		want := time.Duration((float64(bytes) - burst - float64(sent[0].size)) * 8 / rate * float64(time.Second))
-		if took < want-5*time.Millisecond || took > want+30*time.Millisecond {
+		if took < want-5*time.Millisecond || took > want+5*time.Millisecond {
 			t.Errorf("the burst took %v to leave, want about %v", took, want)
 		}
 		if p.stats.Queued == 0 || p.stats.Direct == 0 {

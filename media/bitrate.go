@@ -63,6 +63,19 @@ func newRateControl(min, max, start, audio int) *rateControl {
 type estimate struct {
 	bps   int
 	first time.Time
+	// measured: the estimate is the sender's own (GCC on transport-cc
+	// feedback), which starts at the start value and moves only on what
+	// the feedback shows, so the warm-up does not hold it.
+	measured bool
+}
+
+// MeasuredEstimate is implemented by a receiver key (ReportBandwidth's
+// from) that can tell whether its latest estimate is a send-side
+// measurement rather than the receiver's word. Held at the start for the
+// warm-up, a door on a 500 kb/s uplink sent its 600 kb/s start for 4 s
+// and the resident's first 5–6 s froze (BenchmarkBadNetwork, cap500k).
+type MeasuredEstimate interface {
+	EstimateMeasured() bool
 }
 
 func clampRate(v, lo, hi int) int {
@@ -79,6 +92,8 @@ func (r *rateControl) report(from any, bps int, now time.Time) (int, bool) {
 		e.first = now
 	}
 	e.bps = bps
+	m, ok := from.(MeasuredEstimate)
+	e.measured = ok && m.EstimateMeasured()
 	r.est[from] = e
 	r.reports++
 	return r.updateLocked(now)
@@ -108,7 +123,7 @@ func (r *rateControl) wantLocked(now time.Time) int {
 	lowest := -1
 	for _, e := range r.est {
 		v := clampRate(int(float64(e.bps)*estimateShare)-r.audio, r.min, r.max)
-		if now.Sub(e.first) < r.warmup {
+		if now.Sub(e.first) < r.warmup && !e.measured {
 			v = max(v, r.start)
 		}
 		if lowest < 0 || v < lowest {

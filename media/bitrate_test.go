@@ -107,6 +107,16 @@ func TestRateWarmup(t *testing.T) {
 	if got, changed := r.report("b", 20_000, t0.Add(EstimateWarmup+time.Second)); changed {
 		t.Fatalf("warming receiver moved the target to %d", got)
 	}
+	// A send-side measurement is not held: the door's own estimate
+	// starts at the start value and falls only on what it measured.
+	r3 := newRateControl(lo, hi, start, audio)
+	if got, changed := r3.report(measuredKey{true}, 300_000, t0); !changed || got != int(float64(300_000)*estimateShare)-audio {
+		t.Fatalf("measured estimate inside the warm-up: target %d changed %v", got, changed)
+	}
+	r4 := newRateControl(lo, hi, start, audio)
+	if got, changed := r4.report(measuredKey{false}, 31_000, t0); got != start || changed {
+		t.Fatalf("unmeasured estimate inside the warm-up: target %d changed %v, want the start kept", got, changed)
+	}
 	// High first estimates raise the target as usual (after the hold).
 	r2 := newRateControl(lo, hi, start, audio)
 	if got, changed := r2.report("a", 2_000_000, t0.Add(rateIncreaseHold)); !changed || got != hi {
@@ -150,3 +160,9 @@ func TestStreamFollowsEstimates(t *testing.T) {
 		t.Error("min above max accepted")
 	}
 }
+
+// measuredKey is a receiver key that says whether its estimate is a
+// send-side measurement (MeasuredEstimate).
+type measuredKey struct{ m bool }
+
+func (k measuredKey) EstimateMeasured() bool { return k.m }

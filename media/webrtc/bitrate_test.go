@@ -222,23 +222,33 @@ func TestPeerEstimate(t *testing.T) {
 		}
 		return bps
 	}
+	measured := func(want bool) {
+		t.Helper()
+		if got := e.measured.Load(); got != want {
+			t.Errorf("measured %v, want %v", got, want)
+		}
+	}
 	e.ReportBandwidth(media.H264, rembSource{}, 30_000) // Chromium's first REMB
 	if bps := got(); bps != 30_000 {
 		t.Errorf("REMB alone: %d", bps)
 	}
+	measured(false)
 	e.ReportBandwidth(media.H264, "gcc", 600_000)
 	if bps := got(); bps != 30_000 {
 		t.Errorf("a fresh REMB below the send-side estimate: %d, want 30000", bps)
 	}
+	measured(false)
 	now = now.Add(rembFresh)
 	e.ReportBandwidth(media.H264, "gcc", 550_000)
 	if bps := got(); bps != 550_000 {
 		t.Errorf("a stale REMB beside a send-side estimate: %d, want 550000", bps)
 	}
+	measured(true)
 	e.ReportBandwidth(media.H264, rembSource{}, 250_000)
 	if bps := got(); bps != 250_000 {
 		t.Errorf("a fresh lower REMB: %d, want 250000", bps)
 	}
+	measured(false)
 	if n := sink.count(); n != 1 {
 		t.Errorf("%d receivers for one peer", n)
 	}

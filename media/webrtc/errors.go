@@ -18,4 +18,8 @@ var (
 	// setICECheckInterval expects (a pion upgrade); TestICECheckInterval
 	// fails then.
 	errICEInternals = errors.New("webrtc: pion ICE agent internals changed")
+	// errUnknownSSRC: the pacer got a packet of a stream never added.
+	errUnknownSSRC = errors.New("webrtc: pacer: unknown ssrc")
+	// errPacerClosed: the pacer got a packet after its peer closed.
+	errPacerClosed = errors.New("webrtc: pacer closed")
 )

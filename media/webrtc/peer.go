@@ -529,6 +529,10 @@ func (p *Peer) localUfrag() string {
 	return u
 }
 
+// EstimateMeasured reports whether the bandwidth estimate last reported
+// for this peer is the send-side one (media.MeasuredEstimate).
+func (p *Peer) EstimateMeasured() bool { return p.estimate.measured.Load() }
+
 // VideoCodec returns the video codec chosen from the answer, "" before it.
 func (p *Peer) VideoCodec() media.Codec {
 	c, _ := p.videoCodec.Load().(media.Codec)

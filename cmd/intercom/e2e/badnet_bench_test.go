@@ -30,6 +30,10 @@ var badNetScenarios = []struct {
 }{
 	{"clean", impair.Link{}},
 	{"loss3-jitter100", impair.Link{Loss: 0.03, Delay: 100 * time.Millisecond, Jitter: 100 * time.Millisecond, Reorder: true}},
+	// The two halves of the first, apart: what loss costs without
+	// jitter, and what jitter alone (without loss) costs.
+	{"loss3", impair.Link{Loss: 0.03}},
+	{"jitter100", impair.Link{Delay: 100 * time.Millisecond, Jitter: 100 * time.Millisecond, Reorder: true}},
 	{"cap500k", impair.Link{Rate: 500_000, QueueLatency: 50 * time.Millisecond}},
 	{"loss3-cap500k", impair.Link{Loss: 0.03, Rate: 500_000, QueueLatency: 50 * time.Millisecond}},
 }
@@ -102,6 +106,7 @@ type badNetSample struct {
 	at     time.Time
 	st     resident.Stats
 	target int
+	enc    encoderStatus // the door's running video encoder
 	fwd    impair.Stats
 }
 
@@ -126,7 +131,7 @@ func (n *badNet) badNetCall(b *testing.B, window time.Duration) badNetResult {
 		if ds, err := n.status(); err == nil {
 			for _, e := range ds.Media.Encoders {
 				if e.Running && strings.HasPrefix(e.Codec, "video/") {
-					s.target = e.TargetBitrate
+					s.target, s.enc = e.TargetBitrate, e
 				}
 			}
 		}
@@ -139,6 +144,9 @@ func (n *badNet) badNetCall(b *testing.B, window time.Duration) badNetResult {
 		samples = append(samples, sample())
 	}
 	tick.Stop()
+	if os.Getenv("INTERCOM_BADNET_TIMELINE") == "1" {
+		logTimeline(b, samples)
+	}
 	if err := alice.Hangup(); err != nil {
 		b.Fatal(err)
 	}
@@ -232,4 +240,29 @@ func reportBadNet(b *testing.B, name string, calls []badNetResult, load0 string)
 	b.ReportMetric(pick(func(c badNetResult) float64 { return c.upDrop * 100 }), "up-drop-%")
 	b.ReportMetric(pick(func(c badNetResult) float64 { return c.downDrop * 100 }), "down-drop-%")
 	b.ReportMetric(0, "ns/op") // a call's length is set, not measured
+}
+
+// logTimeline logs a call second by second (INTERCOM_BADNET_TIMELINE=1),
+// to tell what each freeze followed: the resident's decoded, keyframes
+// decoded, dropped and lost frames and packets, freezes, NACK and PLI
+// sent, and its jitter buffer's mean delay per frame that second; the
+// door's frames, keyframes (forced by a request among them), bytes and
+// target; the forwarder's random losses and tail drops towards coturn.
+func logTimeline(b *testing.B, samples []badNetSample) {
+	b.Helper()
+	for i := 1; i < len(samples); i++ {
+		p, c := samples[i-1], samples[i]
+		jb := 0.0
+		if n := c.st.JitterBufferEmittedCount - p.st.JitterBufferEmittedCount; n > 0 {
+			jb = (c.st.JitterBufferDelay - p.st.JitterBufferDelay) / float64(n) * 1000
+		}
+		b.Logf("t=%2d res: dec %2d key %d drop %d lost %2d frz %d (%.2f s) nack %2d pli %d jb %3.0f ms | door: fr %2d key %d forced %d req %d %5.1f kB tgt %4d | fwd up: lost %2d tail %2d",
+			i, c.st.FramesDecoded-p.st.FramesDecoded, c.st.KeyFramesDecoded-p.st.KeyFramesDecoded,
+			c.st.FramesDropped-p.st.FramesDropped, c.st.VideoPacketsLost-p.st.VideoPacketsLost,
+			c.st.FreezeCount-p.st.FreezeCount, c.st.TotalFreezesDuration-p.st.TotalFreezesDuration,
+			c.st.NackCount-p.st.NackCount, c.st.PliCount-p.st.PliCount, jb,
+			c.enc.Frames-p.enc.Frames, c.enc.KeyFrames-p.enc.KeyFrames, c.enc.ForcedKeyFrames-p.enc.ForcedKeyFrames,
+			c.enc.KeyFrameRequests-p.enc.KeyFrameRequests, float64(c.enc.Bytes-p.enc.Bytes)/1000, c.target/1000,
+			c.fwd.Up.Lost-p.fwd.Up.Lost, c.fwd.Up.Dropped-p.fwd.Up.Dropped)
+	}
 }

@@ -202,6 +202,12 @@ type encoderStatus struct {
 	Starts          int    `json:"starts"`
 	TargetBitrate   int    `json:"target_bitrate"`
 	EstimateReports uint64 `json:"estimate_reports"`
+	// Counters of the encoder (media.EncoderStats), for timelines.
+	Frames           uint64 `json:"frames"`
+	KeyFrames        uint64 `json:"key_frames"`
+	KeyFrameRequests uint64 `json:"key_frame_requests"`
+	ForcedKeyFrames  uint64 `json:"forced_key_frames"`
+	Bytes            uint64 `json:"bytes"`
 }
 
 func (e *e2e) status() (status, error) {

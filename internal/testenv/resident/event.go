@@ -148,15 +148,19 @@ type Stats struct {
 	FirCount             int     `json:"firCount"`
 	VideoPacketsLost     int     `json:"videoPacketsLost"`
 	VideoBytesReceived   int64   `json:"videoBytesReceived"`
-	ConcealedSamples     int64   `json:"concealedSamples"`
-	TotalSamplesReceived int64   `json:"totalSamplesReceived"`
-	AudioPacketsLost     int     `json:"audioPacketsLost"`
-	LocalAddress         string  `json:"localAddress"`  // selected pair, "addr:port/proto/type"
-	RemoteAddress        string  `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
-	LocalUfrag           string  `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
-	RemoteUfrag          string  `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
-	ConnectionState      string  `json:"connectionState"`
-	ICEConnectionState   string  `json:"iceConnectionState"`
+	// Keyframes decoded, and frames received but never decoded (dropped
+	// before or by the decoder, e.g. while it waits for a keyframe).
+	KeyFramesDecoded     int    `json:"keyFramesDecoded"`
+	FramesDropped        int    `json:"framesDropped"`
+	ConcealedSamples     int64  `json:"concealedSamples"`
+	TotalSamplesReceived int64  `json:"totalSamplesReceived"`
+	AudioPacketsLost     int    `json:"audioPacketsLost"`
+	LocalAddress         string `json:"localAddress"`  // selected pair, "addr:port/proto/type"
+	RemoteAddress        string `json:"remoteAddress"` // selected pair, "addr:port/proto/type"
+	LocalUfrag           string `json:"localUfrag"`    // selected pair's local candidate's ICE ufrag
+	RemoteUfrag          string `json:"remoteUfrag"`   // selected pair's remote candidate's ICE ufrag
+	ConnectionState      string `json:"connectionState"`
+	ICEConnectionState   string `json:"iceConnectionState"`
 }
 
 // RTCStats is what the resident receives and sends in a MatrixRTC call,

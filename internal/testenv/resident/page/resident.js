@@ -351,6 +351,8 @@ function lossStats(video, audio) {
     s.firCount = (video && video.firCount) || 0;
     s.videoPacketsLost = (video && video.packetsLost) || 0;
     s.videoBytesReceived = (video && video.bytesReceived) || 0;
+    s.keyFramesDecoded = (video && video.keyFramesDecoded) || 0;
+    s.framesDropped = (video && video.framesDropped) || 0;
   }
   if (audio !== undefined) {
     s.concealedSamples = (audio && audio.concealedSamples) || 0;

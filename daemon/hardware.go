@@ -79,7 +79,8 @@ func openHardware(cfg *provisioning.Config, log *slog.Logger) (*hardware, error)
 		h.speaker = alsa.NewSpeaker(cfg.Audio.Playback, float64(cfg.Audio.PlaybackGainDB), h.muted("speaker"),
 			h.echo, log.With("component", "speaker"))
 		if testBursts() {
-			h.speaker.Tap(burstTap(log.With("component", "speaker")))
+			spk := h.speaker
+			spk.Tap(burstTap(func() time.Duration { return spk.Stats().Level }, log.With("component", "speaker")))
 		}
 	}
 	return h, nil
@@ -199,8 +200,9 @@ func testBursts() bool { return os.Getenv("INTERCOM_TEST_BURSTS") == "1" }
 // in what the speaker plays and logs each onset: when it was handed to
 // alsa-lib, the device's delay then, and the latency from the burst's
 // start to the handing over plus that delay, i.e. to when the card says
-// it is heard.
-func burstTap(log *slog.Logger) func([]int16, time.Time, time.Duration) {
+// it is heard; beside it the audio then waiting in the speaker's playout
+// buffers (level).
+func burstTap(level func() time.Duration, log *slog.Logger) func([]int16, time.Time, time.Duration) {
 	// The detector runs on the handing-over clock; each onset then takes
 	// the delay of the period it was in (the last few are kept: an onset
 	// is reported once its tone was measured, a period or two later).
@@ -223,7 +225,7 @@ func burstTap(log *slog.Logger) func([]int16, time.Time, time.Duration) {
 				}
 			}
 			log.Info("burst heard", "k", o.K, "refused", o.Refused, "freq", o.Freq,
-				"handed_unix_us", o.At.UnixMicro(), "delay_us", d.Microseconds(),
+				"handed_unix_us", o.At.UnixMicro(), "delay_us", d.Microseconds(), "playout_us", level().Microseconds(),
 				"latency_us", (o.At.Sub(o.Start) + d).Microseconds())
 		}
 	}

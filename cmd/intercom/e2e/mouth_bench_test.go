@@ -410,3 +410,61 @@ func (s *burstSink) close() []resident.Burst {
 	s.closed = true
 	return s.onsets
 }
+
+// TestMouthToEarClassic proves the mouth-to-ear pieces work end to end in
+// one short classic call (BenchmarkMouthToEar measures): the door's
+// bursts reach alice's page and are attributed, hers reach the door's
+// speaker and are attributed, each with a latency a conversation could
+// have.
+func TestMouthToEarClassic(t *testing.T) {
+	t.Setenv("INTERCOM_TEST_BURSTS", "1")
+	e := startSystemWith(t, systemOptions{Config: mouthDoorAudio, Resident: resident.Options{Bursts: true}}, "alice")
+	alice := e.residents[0]
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	e.press()
+	if _, err := alice.WaitFor(ctx, resident.EventIncoming); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Answer(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.WaitFor(ctx, resident.EventFirstFrame); err != nil {
+		t.Fatal(err)
+	}
+	from := time.Now()
+	time.Sleep(5 * time.Second)
+	to := time.Now()
+	down, up := inWindow(alice.Bursts(), from, to), doorBursts(e.log.String(), from, to)
+	check := func(dir string, lat []float64, refused int) {
+		t.Logf("%s: %d bursts attributed %v ms, %d refused", dir, len(lat), lat, refused)
+		// One burst a second; the first after the answer may be missed
+		// while a side's buffers fill.
+		if len(lat) < 3 {
+			t.Errorf("%s: %d bursts attributed in 5 s, want at least 3", dir, len(lat))
+		}
+		for _, l := range lat {
+			if l < 20 || l > 500 {
+				t.Errorf("%s: latency %.1f ms, want 20–500", dir, l)
+			}
+		}
+	}
+	var dl, ul []float64
+	var dr, ur int
+	for _, x := range down {
+		if x.Refused != "" {
+			dr++
+		} else {
+			dl = append(dl, x.LatencyMs)
+		}
+	}
+	for _, x := range up {
+		if x.Refused != "" {
+			ur++
+		} else {
+			ul = append(ul, x.LatencyMs)
+		}
+	}
+	check("door → alice", dl, dr)
+	check("alice → door", ul, ur)
+}

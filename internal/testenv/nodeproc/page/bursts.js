@@ -172,7 +172,7 @@ export class BurstDetector {
     this.pending = false;
     const o = { atMs: this.onsetMs, k: 0, startMs: 0, latencyMs: 0, freq: 0, refused: "" };
     const t = toneCode(this.window);
-    o.freq = t.ok || t.freq ? t.freq : 0;
+    o.freq = t.freq;
     if (!t.ok) {
       o.refused = "tone unclear";
       return o;
@@ -195,9 +195,10 @@ export class BurstDetector {
 
 // The render clock of an AudioWorklet: Date.now() read in process()
 // jumps, because the audio thread renders several 128-frame quanta back
-// to back for each device callback; the earliest reading per frame
-// (Date.now() − frame time), kept over the last ~1.3 s, puts every
-// quantum where continuous rendering would have it. It is code for the
+// to back for each device callback; the latest reading per frame
+// (Date.now() − frame time; the first quantum of a callback's run), kept
+// over the last ~1.3 s, puts every quantum where continuous rendering
+// would have it, up to one callback (~10 ms) late for the others. It is code for the
 // worklet's own scope, kept as a string (the worklet is loaded from a
 // Blob URL).
 const RENDER_CLOCK = `

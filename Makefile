@@ -64,6 +64,7 @@ bench: deps
 	$(GO) test -run=^$$ -bench=BenchmarkPressToMQTT -benchtime=30x -timeout 5m ./daemon
 	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkGlassToGlass$$' -benchtime=1x -count=3 -timeout 30m ./cmd/intercom/e2e
+	$(GO) test -run=^$$ -bench='^BenchmarkMouthToEar$$' -benchtime=1x -count=3 -timeout 30m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkBadNetwork$$' -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=RingEncryption -benchtime=1x -timeout 20m ./cmd/intercom/e2e

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	pgpio "periph.io/x/conn/v3/gpio"
@@ -77,6 +78,10 @@ func openHardware(cfg *provisioning.Config, log *slog.Logger) (*hardware, error)
 		}
 		h.speaker = alsa.NewSpeaker(cfg.Audio.Playback, float64(cfg.Audio.PlaybackGainDB), h.muted("speaker"),
 			h.echo, log.With("component", "speaker"))
+		if testBursts() {
+			spk := h.speaker
+			spk.Tap(burstTap(func() time.Duration { return spk.Stats().Level }, log.With("component", "speaker")))
+		}
 	}
 	return h, nil
 }
@@ -165,12 +170,64 @@ func (h *hardware) openVideo() func(media.VideoFormat) (media.VideoSource, error
 }
 
 // openAudio is media.StreamConfig.OpenAudio: nil keeps the tone.
+// INTERCOM_TEST_BURSTS=1 makes the microphone timestamped tone bursts
+// (media.Bursts), through the configured processing when audio is alsa.
 func (h *hardware) openAudio() func() (media.AudioSource, error) {
+	if testBursts() {
+		return func() (media.AudioSource, error) {
+			b := media.NewBursts(0)
+			if h.cfg.Hardware.Audio != "alsa" {
+				return b, nil
+			}
+			return alsa.NewSourceMicrophone(b, float64(h.cfg.Audio.CaptureGainDB), h.muted("microphone"), h.echo), nil
+		}
+	}
 	if h.cfg.Hardware.Audio != "alsa" {
 		return nil
 	}
 	return func() (media.AudioSource, error) {
 		return alsa.OpenMicrophone(h.cfg.Audio.Capture, float64(h.cfg.Audio.CaptureGainDB), h.muted("microphone"), h.echo)
+	}
+}
+
+// testBursts reports INTERCOM_TEST_BURSTS=1: mouth-to-ear measurements
+// (cmd/intercom/e2e BenchmarkMouthToEar). The microphone sends
+// timestamped tone bursts and the speaker logs the residents' bursts it
+// plays ("burst heard"). Off by default; no configuration reaches it.
+func testBursts() bool { return os.Getenv("INTERCOM_TEST_BURSTS") == "1" }
+
+// burstTap detects the residents' bursts (phase media.BurstPhaseResident)
+// in what the speaker plays and logs each onset: when it was handed to
+// alsa-lib, the device's delay then, and the latency from the burst's
+// start to the handing over plus that delay, i.e. to when the card says
+// it is heard; beside it the audio then waiting in the speaker's playout
+// buffers (level).
+func burstTap(level func() time.Duration, log *slog.Logger) func([]int16, time.Time, time.Duration) {
+	// The detector runs on the handing-over clock; each onset then takes
+	// the delay of the period it was in (the last few are kept: an onset
+	// is reported once its tone was measured, a period or two later).
+	det := media.NewBurstDetector(media.BurstPhaseResident)
+	type period struct {
+		handed time.Time
+		delay  time.Duration
+	}
+	var recent [8]period
+	n := 0
+	return func(pcm []int16, handed time.Time, delay time.Duration) {
+		recent[n%len(recent)] = period{handed, delay}
+		n++
+		for _, o := range det.Write(pcm, handed) {
+			d := delay
+			for i := range min(n, len(recent)) {
+				if p := recent[(n-1-i)%len(recent)]; !p.handed.After(o.At) {
+					d = p.delay
+					break
+				}
+			}
+			log.Info("burst heard", "k", o.K, "refused", o.Refused, "freq", o.Freq,
+				"handed_unix_us", o.At.UnixMicro(), "delay_us", d.Microseconds(), "playout_us", level().Microseconds(),
+				"latency_us", (o.At.Sub(o.Start) + d).Microseconds())
+		}
 	}
 }
 

@@ -33,7 +33,17 @@ type Speaker struct {
 
 	mu  sync.Mutex
 	dev device // while Run has it open
+
+	// tap, if set, sees every period as it is handed to the device.
+	tap func(pcm []int16, handed time.Time, delay time.Duration)
 }
+
+// Tap calls f with every period just before it is written to the device:
+// the samples, when they were handed over and the device's delay then
+// (snd_pcm_delay: how long until the first of them is heard). It is for
+// measurements (mouth-to-ear latency) and must be set before Run; f runs
+// on the speaker's goroutine and must be quick.
+func (s *Speaker) Tap(f func(pcm []int16, handed time.Time, delay time.Duration)) { s.tap = f }
 
 // Playback buffering: the card's buffer (PlaybackLatency) plus each
 // input's adaptive playout buffer, which starts at PlayoutTarget of
@@ -131,6 +141,9 @@ func (s *Speaker) play(ctx context.Context) error {
 	buf := make([]int16, media.AudioFrameSamples)
 	for {
 		s.period(buf, limit, dev)
+		if s.tap != nil {
+			s.tap(buf, time.Now(), dev.delay())
+		}
 		if err := dev.transfer(ctx, buf); err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 				return err

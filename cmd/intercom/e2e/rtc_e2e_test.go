@@ -63,6 +63,9 @@ type rtcOptions struct {
 	RingTimeout time.Duration
 	// Env is added to the intercom's environment (systemOptions.Env).
 	Env []string
+	// Bursts: the residents' pages measure mouth-to-ear
+	// (resident.Options.Bursts).
+	Bursts bool
 }
 
 func startRTCSystemOpts(t testing.TB, o rtcOptions) *rtcSystem {
@@ -92,6 +95,7 @@ func startRTCSystemOpts(t testing.TB, o rtcOptions) *rtcSystem {
 	// The SFU's candidates are on the veth address: the residents' pages
 	// must accept more than loopback (everything stays in the namespace).
 	opts.Resident.AnyInterface = true
+	opts.Resident.Bursts = o.Bursts
 	opts.Encrypted = o.Encrypted
 	opts.ResidentPaths = o.Paths
 	opts.RingTimeout = o.RingTimeout

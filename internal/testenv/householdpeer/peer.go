@@ -35,6 +35,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
@@ -68,6 +69,15 @@ type Options struct {
 	// reading goroutine: the glass-to-glass benchmark decodes them. It
 	// must not keep frame after it returns.
 	OnVideo func(mime string) func(frame []byte, arrived time.Time)
+	// OnAudio, when set, is asked once per received audio track for a
+	// function that then gets every RTP packet and when it came, on the
+	// track's reading goroutine (the mouth-to-ear benchmark decodes the
+	// door's Opus). It must not keep the packet after it returns.
+	OnAudio func() func(p *rtp.Packet, arrived time.Time)
+	// Audio, when set, is sent to the door in every call (added to each
+	// peer connection; one track may serve several), as a household
+	// tablet sends its microphone. Without it the device only receives.
+	Audio webrtc.TrackLocal
 }
 
 // Device is a running household device.
@@ -484,10 +494,18 @@ func (d *Device) newPC(c *call) (*webrtc.PeerConnection, error) {
 	}
 	pc.OnTrack(func(t *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if t.Kind() != webrtc.RTPCodecTypeVideo {
+			var sink func(*rtp.Packet, time.Time)
+			if d.o.OnAudio != nil && t.Kind() == webrtc.RTPCodecTypeAudio {
+				sink = d.o.OnAudio()
+			}
 			go func() {
 				for {
-					if _, _, err := t.ReadRTP(); err != nil {
+					p, _, err := t.ReadRTP()
+					if err != nil {
 						return
+					}
+					if sink != nil {
+						sink(p, time.Now())
 					}
 				}
 			}()
@@ -582,7 +600,13 @@ func (d *Device) placeCall(ctx context.Context, m member) {
 		return
 	}
 	c.pc = pc
-	_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+	if d.o.Audio != nil {
+		if _, err := pc.AddTrack(d.o.Audio); err != nil {
+			d.o.Logf("audio track: %v", err)
+		}
+	} else {
+		_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeAudio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
+	}
 	_, _ = pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly})
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
@@ -713,6 +737,13 @@ func (d *Device) toDevice(ctx context.Context, ev toDeviceEvent) {
 			return
 		}
 		d.applyPending(cl)
+		if d.o.Audio != nil {
+			// After the offer: the offered audio transceiver takes the
+			// track and becomes sendrecv.
+			if _, err := pc.AddTrack(d.o.Audio); err != nil {
+				d.o.Logf("audio track: %v", err)
+			}
+		}
 		ans, err := pc.CreateAnswer(nil)
 		if err != nil {
 			return

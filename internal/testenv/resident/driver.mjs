@@ -36,6 +36,8 @@
 //   --encryption      end-to-end encryption (matrix-js-sdk's rust crypto)
 //   --cross-sign      with --encryption and a password: new cross-signing
 //                     keys for the user, this device signed by them
+//   --bursts          mouth-to-ear: the microphone sends timestamped tone
+//                     bursts; the door's are reported as "burst" events
 //   --chromium PATH   browser binary (default: $CHROMIUM or /usr/bin/chromium)
 //
 // The driver exits, closing Chromium, on stdin EOF, SIGTERM or SIGINT. What
@@ -60,6 +62,7 @@ const { values: flags } = parseArgs({
     "no-ice-restart": { type: "boolean", default: false },
     encryption: { type: "boolean", default: false },
     "cross-sign": { type: "boolean", default: false },
+    bursts: { type: "boolean", default: false },
     chromium: { type: "string", default: process.env.CHROMIUM || "/usr/bin/chromium" },
   },
 });
@@ -83,6 +86,7 @@ async function main() {
   if (flags["no-ice-restart"]) hash.set("noicerestart", "1");
   if (flags.encryption) hash.set("encryption", "1");
   if (flags["cross-sign"]) hash.set("crosssign", "1");
+  if (flags.bursts) hash.set("bursts", "1");
 
   const page = await driver.launch(chromium, { executablePath: flags.chromium });
   page.on("console", (msg) => {

@@ -41,6 +41,10 @@ const (
 	// the intercom test pattern's glass code read from it (see Glass).
 	// Kept out of the event log: Resident.Glass returns them.
 	EventGlass = "glass"
+	// One per tone-burst onset heard in a remote audio track (with
+	// Options.Bursts; classic and MatrixRTC calls). Kept out of the event
+	// log: Resident.Bursts returns them.
+	EventBurst = "burst"
 
 	// Messages and encryption (page/e2ee.js, page/media.js).
 
@@ -190,13 +194,17 @@ type RTCStats struct {
 	AudioCodec               string  `json:"audioCodec"`
 	TotalAudioEnergy         float64 `json:"totalAudioEnergy"`
 	AudioPacketsReceived     int     `json:"audioPacketsReceived"`
-	AudioBytesSent           int     `json:"audioBytesSent"` // our published microphone
-	AudioPacketsSent         int     `json:"audioPacketsSent"`
-	VideoBytesSent           int     `json:"videoBytesSent"` // our published camera
-	VideoFramesSent          int     `json:"videoFramesSent"`
-	LocalAddress             string  `json:"localAddress"`  // subscriber's selected pair, "addr:port/proto/type"
-	RemoteAddress            string  `json:"remoteAddress"` // the SFU's end of it
-	Remote                   []struct {
+	// Cumulative over the remote audio tracks (webrtc-stats inbound-rtp,
+	// seconds and samples): NetEq's jitter buffer delay.
+	AudioJitterBufferDelay        float64 `json:"audioJitterBufferDelay"`
+	AudioJitterBufferEmittedCount int     `json:"audioJitterBufferEmittedCount"`
+	AudioBytesSent                int     `json:"audioBytesSent"` // our published microphone
+	AudioPacketsSent              int     `json:"audioPacketsSent"`
+	VideoBytesSent                int     `json:"videoBytesSent"` // our published camera
+	VideoFramesSent               int     `json:"videoFramesSent"`
+	LocalAddress                  string  `json:"localAddress"`  // subscriber's selected pair, "addr:port/proto/type"
+	RemoteAddress                 string  `json:"remoteAddress"` // the SFU's end of it
+	Remote                        []struct {
 		Identity             string  `json:"identity"`
 		FramesDecoded        int     `json:"framesDecoded"`
 		FrameWidth           int     `json:"frameWidth"`
@@ -240,6 +248,34 @@ type Glass struct {
 	// a reader checks the code (GlassMatched).
 	LateMs float64 `json:"lateMs"`
 	RTP    int64   `json:"rtpTimestamp"`
+}
+
+// Burst is one onset of the door's tone bursts (media/burst.go) that the
+// page heard in a remote audio track (../nodeproc/page/bursts.js). Times
+// are Unix milliseconds on the page's wall clock, which is the
+// intercom's when both run on one machine, as in the tests.
+type Burst struct {
+	CallID      string `json:"callId"`      // classic calls
+	RoomID      string `json:"roomId"`      // both
+	Participant string `json:"participant"` // MatrixRTC: whose audio
+	// AtMs is the onset on the page's render clock: when WebAudio
+	// rendered the onset's sample (the audio thread's Date.now() for its
+	// frame, pinned to continuous rendering).
+	AtMs float64 `json:"atMs"`
+	// K names the burst (it started at StartMs = K·1000 + phase); 0 and
+	// Refused set when it was not attributed.
+	K         int64   `json:"k"`
+	StartMs   float64 `json:"startMs"`
+	LatencyMs float64 `json:"latencyMs"` // AtMs − StartMs
+	Freq      float64 `json:"freq"`
+	Refused   string  `json:"refused"`
+	// OutMs is the onset on the output device's clock as the browser
+	// estimates it (AudioContext.getOutputTimestamp): rendered plus the
+	// output's latency. OutputLatency and BaseLatency are the
+	// AudioContext's, in seconds.
+	OutMs         float64 `json:"outMs"`
+	OutputLatency float64 `json:"outputLatency"`
+	BaseLatency   float64 `json:"baseLatency"`
 }
 
 // GlassMatched splits glass events of one stream (a call's video) into

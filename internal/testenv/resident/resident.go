@@ -76,6 +76,12 @@ type Options struct {
 	// start replaces the user's identity, so only the latest CrossSign
 	// device of a user is signed by its current keys.
 	CrossSign bool
+	// Bursts turns the page into a mouth-to-ear instrument
+	// (../nodeproc/page/bursts.js, media/burst.go): its microphone sends
+	// timestamped tone bursts (phase media.BurstPhaseResident) instead of
+	// the fake device's beep, and the door's bursts are detected in every
+	// remote audio track as the page's WebAudio renders it (see Burst).
+	Bursts bool
 	// Log receives the driver's diagnostics, the page's console and every
 	// event but stats. Nil discards them.
 	Log io.Writer
@@ -96,10 +102,11 @@ type Resident struct {
 	p     *nodeproc.Proc
 	ready Event // set by Start, read-only after
 
-	mu    sync.Mutex
-	stats Stats
-	rtc   RTCStats
-	glass []Glass // every EventGlass, in arrival order
+	mu     sync.Mutex
+	stats  Stats
+	rtc    RTCStats
+	glass  []Glass // every EventGlass, in arrival order
+	bursts []Burst // every EventBurst, in arrival order
 }
 
 // Start sets up the package (see Setup), spawns `node driver.mjs`, and
@@ -134,6 +141,7 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 		{opts.NoICERestart, "--no-ice-restart"},
 		{opts.Encryption, "--encryption"},
 		{opts.CrossSign, "--cross-sign"},
+		{opts.Bursts, "--bursts"},
 	} {
 		if f.on {
 			args = append(args, f.flag)
@@ -151,7 +159,7 @@ func Start(ctx context.Context, opts Options) (*Resident, error) {
 			"RESIDENT_ACCESS_TOKEN=" + opts.AccessToken,
 		},
 		Log:    opts.Log,
-		Quiet:  []string{EventStats, EventRTCStats, EventGlass},
+		Quiet:  []string{EventStats, EventRTCStats, EventGlass, EventBurst},
 		Handle: r.handle,
 	})
 	if err != nil {
@@ -170,6 +178,14 @@ func (r *Resident) handle(ev Event) bool {
 		if err := ev.Decode(&g); err == nil {
 			r.mu.Lock()
 			r.glass = append(r.glass, g)
+			r.mu.Unlock()
+		}
+		return false
+	case EventBurst:
+		var b Burst
+		if err := ev.Decode(&b); err == nil {
+			r.mu.Lock()
+			r.bursts = append(r.bursts, b)
 			r.mu.Unlock()
 		}
 		return false
@@ -226,6 +242,16 @@ func (r *Resident) LastRTCStats() RTCStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.rtc
+}
+
+// Bursts returns the burst events (one per onset heard, Options.Bursts)
+// that arrived since the previous call of Bursts, and forgets them.
+func (r *Resident) Bursts() []Burst {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.bursts
+	r.bursts = nil
+	return b
 }
 
 // Glass returns the glass events (one per presented remote video frame)

@@ -24,6 +24,9 @@
 //               (e2ee.js); needs a device that has no keys on the server yet
 //   crosssign   1: with encryption and a password login, create a new
 //               cross-signing identity for the user and sign this device
+//   bursts      1: mouth-to-ear measurement (../../nodeproc/page/bursts.js):
+//               the microphone sends timestamped tone bursts, and the door's
+//               bursts are detected in every remote audio track ("burst")
 
 import { ClientEvent, createClient, createNewMatrixCall, CallEvent, RoomMemberEvent } from "matrix-js-sdk";
 import { CallErrorCode, CallState } from "matrix-js-sdk/lib/webrtc/call.js";
@@ -32,6 +35,7 @@ import { installLoopbackOnly } from "./loopback.js";
 import { installRTC } from "./rtc.js";
 import { autoJoin } from "../../nodeproc/page/autojoin.js";
 import { watchGlass } from "../../nodeproc/page/glass.js";
+import { installBurstMicrophone, watchBursts } from "../../nodeproc/page/bursts.js";
 import { videoTimings } from "./timings.js";
 import { crossSign, identity, initCrypto, MEGOLM, onCleartextEvent, sendEncrypted, shield, waitCrossSigned, waitKeysUploaded } from "./e2ee.js";
 import { downloadImage, sendImage } from "./media.js";
@@ -51,7 +55,7 @@ function emit(name, fields = {}) {
   const ev = { event: name, ts: Date.now(), ...fields };
   if (typeof window.residentEmit === "function") {
     window.residentEmit(JSON.stringify(ev)).catch(() => {});
-  } else if (name !== "stats" && name !== "glass") {
+  } else if (name !== "stats" && name !== "glass" && name !== "burst") {
     console.debug("resident event", JSON.stringify(ev));
   }
   return ev;
@@ -180,6 +184,17 @@ function attachFeeds(call) {
       // ended, or another call took over) before playback started.
       if (err.name !== "AbortError") emit("error", { ...describe(call), message: `play remote: ${err.message}` });
     });
+  }
+  if (remote && flag("bursts") && !call._residentBursts) {
+    const track = remote.getAudioTracks()[0];
+    if (track) {
+      call._residentBursts = true;
+      // The door's bursts as this page's WebAudio renders the call's
+      // audio (the <video> element above plays it, so Chromium decodes it).
+      watchBursts(track, (o) => {
+        if (call.state !== CallState.Ended) emit("burst", { ...describe(call), ...o });
+      }).catch((err) => emit("error", { ...describe(call), message: `bursts: ${err.message}` }));
+    }
   }
   const local = call.localUsermediaStream;
   const l = $("local");
@@ -654,6 +669,7 @@ async function login() {
 
 async function start() {
   if (flag("loopback")) installLoopbackOnly(window);
+  if (flag("bursts")) installBurstMicrophone();
   setStatus("logging in…");
   const creds = await login();
   client = createClient({
@@ -680,7 +696,7 @@ async function start() {
   }
 
   // MatrixRTC rings and memberships, watched from the first sync on.
-  rtc = installRTC({ client, emit, joined });
+  rtc = installRTC({ client, emit, joined, bursts: flag("bursts") });
 
   // The call event handler starts after the first sync and ignores invites
   // that were already in it (client.ts startCallEventHandler), so this

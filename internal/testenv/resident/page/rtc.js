@@ -17,6 +17,7 @@
 import { ClientEvent } from "matrix-js-sdk";
 import { onCleartextEvent } from "./e2ee.js";
 import { watchGlass } from "../../nodeproc/page/glass.js";
+import { watchBursts } from "../../nodeproc/page/bursts.js";
 import { videoTimings } from "./timings.js";
 import { MatrixRTCSessionEvent, parseCallNotificationContent } from "matrix-js-sdk/lib/matrixrtc/index.js";
 import {
@@ -66,8 +67,9 @@ function isLivekitService(t) {
 
 // installRTC wires the watchers into a client that has not started yet and
 // returns the commands. emit(name, fields) reports an event; joined(roomId)
-// waits until the room is joined.
-export function installRTC({ client, emit, joined }) {
+// waits until the room is joined. With bursts, the door's tone bursts are
+// detected in every remote audio track ("burst", bursts.js).
+export function installRTC({ client, emit, joined, bursts = false }) {
   let prepared = false; // the first sync is done
   const watched = new WeakSet(); // MatrixRTCSessions with our listener
   const calls = new Map(); // roomId -> the live join (see rtcJoin)
@@ -281,6 +283,11 @@ export function installRTC({ client, emit, joined }) {
       a.play().catch((err) => {
         if (err.name !== "AbortError") emit("error", { roomId: call.roomId, message: `play remote audio: ${err.message}` });
       });
+      if (bursts) {
+        watchBursts(track.mediaStreamTrack, (o) => {
+          if (!call.closed) emit("burst", { roomId: call.roomId, participant: participant.identity, ...o });
+        }).catch((err) => emit("error", { roomId: call.roomId, message: `bursts: ${err.message}` }));
+      }
     }
   }
 
@@ -339,6 +346,8 @@ export function installRTC({ client, emit, joined }) {
       audioCodec: "",
       totalAudioEnergy: 0,
       audioPacketsReceived: 0,
+      audioJitterBufferDelay: 0,
+      audioJitterBufferEmittedCount: 0,
       audioBytesSent: 0,
       audioPacketsSent: 0,
       videoBytesSent: 0,
@@ -376,6 +385,10 @@ export function installRTC({ client, emit, joined }) {
             r.audioPacketsReceived += x.packetsReceived || 0;
             s.totalAudioEnergy += x.totalAudioEnergy || 0;
             s.audioPacketsReceived += x.packetsReceived || 0;
+            // NetEq's delay over the samples it emitted, summed over the
+            // remote audio tracks.
+            s.audioJitterBufferDelay += x.jitterBufferDelay || 0;
+            s.audioJitterBufferEmittedCount += x.jitterBufferEmittedCount || 0;
             const c = x.codecId && report.get(x.codecId);
             if (c) s.audioCodec = c.mimeType;
           } else if (x.type === "transport" && x.selectedCandidatePairId && !s.localAddress) {

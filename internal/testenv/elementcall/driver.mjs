@@ -74,17 +74,7 @@ async function main() {
   if (flags.autojoin) hash.set("autojoin", "1");
   if (flags.encryption) hash.set("encryption", "1");
 
-  // Element Call's origin gets a renderer process and main thread of its
-  // own, as Element X's webview has: Chromium puts frames of one site
-  // (127.0.0.1, whatever the port) in one process, where the host's
-  // matrix-js-sdk (sync, crypto) delayed Element Call's work and its
-  // widget API replies by hundreds of milliseconds. Isolating the origin
-  // keeps it same-site for storage, which a cross-site iframe is denied.
-  const page = await driver.launch(chromium, {
-    executablePath: flags.chromium,
-    viewport: { width: 1280, height: 720 },
-    args: [`--isolate-origins=${new URL(ecUrl).origin}`],
-  });
+  const page = await driver.launch(chromium, { executablePath: flags.chromium, viewport: { width: 1280, height: 720 } });
   // Every frame, Element Call's iframe included, reports its peer
   // connections' stats before its own scripts run.
   await driver.context.addInitScript({ path: join(here, "dist", "framestats.js") });

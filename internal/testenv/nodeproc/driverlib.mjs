@@ -109,13 +109,13 @@ export class Driver {
 
   // launch starts Chromium (playwright-core's chromium, from the driver's
   // own node_modules) with a fresh profile and returns its first page;
-  // options go to launchPersistentContext, their args after the shared
-  // flags. Chromium going away on its own ends the driver.
-  async launch(chromium, { args = [], ...options } = {}) {
+  // options go to launchPersistentContext. Chromium going away on its own
+  // ends the driver.
+  async launch(chromium, options) {
     this.profile = await mkdtemp(join(tmpdir(), `${this.name}-chromium-`));
     this.context = await chromium.launchPersistentContext(this.profile, {
       headless: true,
-      args: [...CHROMIUM_ARGS, ...args],
+      args: CHROMIUM_ARGS,
       ...options,
     });
     this.context.on("close", () => {

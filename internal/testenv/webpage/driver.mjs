@@ -24,7 +24,7 @@
 
 import { parseArgs } from "node:util";
 import { pathToFileURL } from "node:url";
-import { Driver } from "../nodeproc/driverlib.mjs";
+import { CHROMIUM_ARGS, Driver } from "../nodeproc/driverlib.mjs";
 
 const { values: flags } = parseArgs({
   options: {
@@ -38,7 +38,7 @@ const driver = new Driver("webpage");
 
 async function main() {
   const { chromium } = await import(pathToFileURL(process.env.WEBPAGE_PLAYWRIGHT).href);
-  const args = [];
+  const args = [...CHROMIUM_ARGS];
   if (flags.resolve) args.push(`--host-resolver-rules=${flags.resolve}`);
   const page = await driver.launch(chromium, { executablePath: flags.chromium, args, viewport: { width: 390, height: 844 } });
   page.on("console", (msg) => {

@@ -46,8 +46,12 @@ func TestMain(m *testing.M) {
 // viewers POST their offers and decode a keyframe, 1 s settles, 2 s are
 // measured; they DELETE their sessions, 1 s settles, 2 s are measured with
 // the call alone. Reported: the medians of each and of the per-round
-// ratio. "camera" is the test pattern with sensor-like noise, so the
-// shared encoder costs what it would on a real scene.
+// ratio, the H.264 rate sent (kbit/s: the encoder's output, once for all
+// peers) and the process's context switches per second (csw/s: threads
+// sleeping and woken, which per-peer goroutines and timers drive).
+// "camera" is the test pattern with sensor-like noise, so the shared
+// encoder costs what it would on a real scene. With cputime.ProfileEnv or
+// cputime.PerfEnv set to a directory, every window is also profiled.
 func BenchmarkWHEPViewers(b *testing.B) {
 	for _, picture := range []string{"pattern", "camera"} {
 		b.Run(picture, func(b *testing.B) { benchViewers(b, picture == "camera") })
@@ -64,8 +68,17 @@ func benchViewers(b *testing.B, camera bool) {
 	cl := &clients{in: in, out: out}
 	cl.call(b, d)
 	r := cputime.Paired{
-		Settle: time.Second,
-		Span:   2 * time.Second,
+		Settle:     time.Second,
+		Span:       2 * time.Second,
+		ProfileDir: os.Getenv(cputime.ProfileEnv),
+		PerfDir:    os.Getenv(cputime.PerfEnv),
+		Counters: map[string]func() float64{
+			"video-kbit": func() float64 { return float64(stats(d.stream, media.H264).Bytes) * 8 / 1000 },
+			"switches": func() float64 {
+				v, i := cputime.Switches()
+				return float64(v + i)
+			},
+		},
 		Load: func() {
 			for i := range 3 {
 				cl.send(b, clientMsg{Viewer: i, Watch: d.url + whep.Path})
@@ -86,6 +99,10 @@ func benchViewers(b *testing.B, camera bool) {
 		b.Errorf("%d H.264 encoder starts, want 1", h.Starts)
 	}
 	r.Report(b, "call-ms/s", "call+3whep-ms/s", "ratio")
+	b.ReportMetric(cputime.Rate(r.Unloaded, "video-kbit"), "call-kbit/s")
+	b.ReportMetric(cputime.Rate(r.Loaded, "video-kbit"), "call+3whep-kbit/s")
+	b.ReportMetric(cputime.Rate(r.Unloaded, "switches"), "call-csw/s")
+	b.ReportMetric(cputime.Rate(r.Loaded, "switches"), "call+3whep-csw/s")
 }
 
 // clientMsg is one line between the benchmark and the clients' process.

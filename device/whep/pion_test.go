@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -61,16 +62,20 @@ func newDoor(t *testing.T, max int) *door { return newDoorWith(t, max, nil) }
 
 // newDoorWith is newDoor with more handlers on the server (a test page).
 func newDoorWith(t testing.TB, max int, extra map[string]http.Handler) *door {
-	return newDoorFull(t, max, media.StreamConfig{}, extra)
+	return newDoorFull(t, max, media.StreamConfig{}, extra, nil)
 }
 
 // newDoorConfig is newDoor with the stream configured by cfg (its
 // encoders are always media/codec's, counted).
 func newDoorConfig(t testing.TB, max int, cfg media.StreamConfig) *door {
-	return newDoorFull(t, max, cfg, nil)
+	// The peers log at Info, as the daemon's do, into nothing: what a
+	// line costs to format is the door's, as on the board, writing it
+	// to the journal is not counted.
+	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return newDoorFull(t, max, cfg, nil, log)
 }
 
-func newDoorFull(t testing.TB, max int, cfg media.StreamConfig, extra map[string]http.Handler) *door {
+func newDoorFull(t testing.TB, max int, cfg media.StreamConfig, extra map[string]http.Handler, log *slog.Logger) *door {
 	t.Helper()
 	d := &door{count: &counting{}}
 	var err error
@@ -80,7 +85,7 @@ func newDoorFull(t testing.TB, max int, cfg media.StreamConfig, extra map[string
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.stream.Close() })
-	d.factory, err = mwebrtc.NewPeerFactory(d.stream, mwebrtc.Config{LoopbackOnly: true})
+	d.factory, err = mwebrtc.NewPeerFactory(d.stream, mwebrtc.Config{LoopbackOnly: true, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

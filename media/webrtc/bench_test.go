@@ -75,8 +75,10 @@ func benchFanout(b *testing.B, mode string, camera bool) {
 	rs.call(b, e) // the one who stays
 	var extra []residentCall
 	r := cputime.Paired{
-		Settle: time.Second,
-		Span:   2 * time.Second,
+		Settle:     time.Second,
+		Span:       2 * time.Second,
+		ProfileDir: os.Getenv(cputime.ProfileEnv),
+		PerfDir:    os.Getenv(cputime.PerfEnv),
 		Load: func() {
 			for range 3 {
 				extra = append(extra, rs.call(b, e))

@@ -54,7 +54,12 @@ type Config struct {
 // PeerFactory creates peer connections that all send the same Stream.
 type PeerFactory struct {
 	stream *media.Stream
-	api    *webrtc.API
+	api    *webrtc.API // calls
+	// viewerAPI makes the peers of viewers that only watch (AcceptViewer).
+	viewerAPI *webrtc.API
+	// gate passes the peers' estimates on to the stream, the calls'
+	// before the viewers' (viewerrate.go).
+	gate   *estimateGate
 	meter  *media.AudioMeter
 	sink   media.Speaker
 	log    *slog.Logger
@@ -90,10 +95,56 @@ func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 	if !stream.Has(media.Opus) {
 		return nil, fmt.Errorf("new peer factory: opus: %w", media.ErrNoEncoder)
 	}
-	f := &PeerFactory{stream: stream, meter: cfg.Meter, sink: cfg.Speaker, log: cfg.Logger, policy: webrtc.ICETransportPolicyAll}
+	f := &PeerFactory{stream: stream, meter: cfg.Meter, sink: cfg.Speaker, log: cfg.Logger, policy: webrtc.ICETransportPolicyAll,
+		gate: newEstimateGate(stream)}
 	if cfg.RelayOnly {
 		f.policy = webrtc.ICETransportPolicyRelay
 	}
+	se := webrtc.SettingEngine{LoggerFactory: LoggerFactory{Logger: cfg.Logger}}
+	if cfg.RelayOnly {
+		// A relay pair is the only kind there will be, so nominate it at
+		// once. pion/ice means to (defaultRelayOnlyAcceptanceMinWait is 0),
+		// but with the options API it decides before it knows the
+		// candidate types and waits its usual 2 s: measured, answer →
+		// first frame took 2.4 s instead of ~0.4 s.
+		se.SetRelayAcceptanceMinWait(0)
+	}
+	if cfg.LoopbackOnly {
+		se.SetIncludeLoopbackCandidate(true)
+		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	}
+	var err error
+	if f.api, err = f.newAPI(se, cfg.Logger, callAPI); err != nil {
+		return nil, err
+	}
+	if f.viewerAPI, err = f.newAPI(se, cfg.Logger, viewerAPI); err != nil {
+		return nil, err
+	}
+	if len(f.video) == 0 {
+		return nil, fmt.Errorf("new peer factory: video: %w", media.ErrNoEncoder)
+	}
+	f.SetICEServers(cfg.ICEServers)
+	return f, nil
+}
+
+// apiKind says what a pion API's peers do besides sending the stream.
+type apiKind int
+
+const (
+	// callAPI: residents' calls, which also receive (the resident's
+	// audio, perhaps their camera).
+	callAPI apiKind = iota
+	// viewerAPI: viewers that only watch (WHEP).
+	viewerAPI
+)
+
+// newAPI builds a pion API with the stream's codecs and the interceptors
+// kind needs; it sets f.video on the way.
+func (f *PeerFactory) newAPI(se webrtc.SettingEngine, log *slog.Logger, kind apiKind) (*webrtc.API, error) {
+	stream := f.stream
+	f.video = f.video[:0]
 	me := &webrtc.MediaEngine{}
 	videoFB := []webrtc.RTCPFeedback{
 		{Type: webrtc.TypeRTCPFBGoogREMB},
@@ -123,16 +174,19 @@ func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 			f.video = append(f.video, c.c)
 		}
 	}
-	if len(f.video) == 0 {
-		return nil, fmt.Errorf("new peer factory: video: %w", media.ErrNoEncoder)
-	}
-	lf := LoggerFactory{Logger: cfg.Logger}
+	lf := LoggerFactory{Logger: log}
 	ir := &interceptor.Registry{}
 	// First, so that the NACK responder registered after it sees each
 	// peer's estimate and keeps its retransmissions within it.
-	if err := registerSendSideBWE(me, ir, func() int { return startBitrate(stream) }, lf, cfg.Logger,
+	if err := registerSendSideBWE(me, ir, func() int { return startBitrate(stream) }, lf, log,
 		func(e *tolerantEstimator) { f.newEst = e }); err != nil {
 		return nil, err
+	}
+	if kind == viewerAPI {
+		if err := viewerInterceptors(me, ir, lf); err != nil {
+			return nil, err
+		}
+		return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 	}
 	// pion's default interceptors except its stats interceptor, which
 	// does bookkeeping on every packet of every peer for GetStats, which
@@ -159,24 +213,7 @@ func NewPeerFactory(stream *media.Stream, cfg Config) (*PeerFactory, error) {
 	if err := me.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, fmt.Errorf("register audio level extension: %w", err)
 	}
-	se := webrtc.SettingEngine{LoggerFactory: lf}
-	if cfg.RelayOnly {
-		// A relay pair is the only kind there will be, so nominate it at
-		// once. pion/ice means to (defaultRelayOnlyAcceptanceMinWait is 0),
-		// but with the options API it decides before it knows the
-		// candidate types and waits its usual 2 s: measured, answer →
-		// first frame took 2.4 s instead of ~0.4 s.
-		se.SetRelayAcceptanceMinWait(0)
-	}
-	if cfg.LoopbackOnly {
-		se.SetIncludeLoopbackCandidate(true)
-		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	}
-	f.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
-	f.SetICEServers(cfg.ICEServers)
-	return f, nil
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 
 // SetICEServers replaces the ICE servers for peers created from now on.
@@ -250,4 +287,38 @@ func (f *PeerFactory) AcceptOffer(ctx context.Context, offer string, sink func(c
 		return nil, "", err
 	}
 	return p, answer, nil
+}
+
+// viewerInterceptors are a viewer's, after the send-side estimator: what
+// sending needs and nothing for receiving, since a viewer sends nothing
+// the door keeps (draft-ietf-wish-whep: it only watches). Kept: the NACK
+// responder (retransmissions, within the peer's estimate), RTCP sender
+// reports (lip sync, round-trip time) and transport-cc feedback, which
+// feeds the estimator. Left out, against a call's: the NACK generator,
+// the receiver reports and the transport-cc feedback generator, which
+// serve only what the far end sends; the NACK generator also ticks ten
+// times a second per peer whether anything arrives or not. A viewer that
+// does send audio still gets it read and dropped (Peer.mute).
+func viewerInterceptors(me *webrtc.MediaEngine, ir *interceptor.Registry, lf LoggerFactory) error {
+	responder, err := nack.NewResponderInterceptor(nack.WithResponderLoggerFactory(lf))
+	if err != nil {
+		return fmt.Errorf("register nack responder: %w", err)
+	}
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBNACK}, webrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBNACK, Parameter: "pli"}, webrtc.RTPCodecTypeVideo)
+	ir.Add(responder)
+	sender, err := report.NewSenderInterceptor(report.WithSenderLoggerFactory(lf))
+	if err != nil {
+		return fmt.Errorf("register rtcp sender reports: %w", err)
+	}
+	ir.Add(sender)
+	// As for calls, so that a viewer demultiplexes the bundle the same way.
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
+		return fmt.Errorf("register simulcast extensions: %w", err)
+	}
+	// The header extension is negotiated by registerSendSideBWE; the
+	// feedback type tells the viewer to answer it.
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
+	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeAudio)
+	return nil
 }

@@ -72,7 +72,7 @@ var _ callengine.Peer = (*Peer)(nil)
 // Then it creates and sets the offer. Candidates and state changes go to
 // sink.
 func (f *PeerFactory) newPeer(ctx context.Context, sink func(callengine.PeerEvent)) (*Peer, error) {
-	p, err := f.basePeer(ctx, sink)
+	p, err := f.basePeer(ctx, sink, false)
 	if err != nil {
 		return nil, err
 	}
@@ -124,9 +124,11 @@ type acceptOptions struct {
 	// gatherWait bounds the wait for ICE gathering before the answer is
 	// returned; 0 waits until gathering is complete (or ctx ends).
 	gatherWait time.Duration
-	// mute drops whatever audio the far end sends instead of playing it
-	// on the door's speaker.
-	mute bool
+	// viewer: the far end only watches. Its peer is made with the
+	// viewers' interceptors (factory.go), whatever audio it sends is
+	// dropped instead of played on the door's speaker, and its estimate
+	// yields to the calls' (viewerrate.go).
+	viewer bool
 }
 
 // AcceptViewer answers the offer of a viewer that only watches, e.g. a
@@ -138,7 +140,7 @@ type acceptOptions struct {
 // ErrBadOffer. The peer holds the stream's encoders (Acquire) until it is
 // closed.
 func (f *PeerFactory) AcceptViewer(ctx context.Context, offer string, sink func(callengine.PeerEvent)) (callengine.Peer, string, error) {
-	p, answer, err := f.accept(ctx, offer, sink, acceptOptions{mute: true})
+	p, answer, err := f.accept(ctx, offer, sink, acceptOptions{viewer: true})
 	if err != nil {
 		return nil, "", err
 	}
@@ -150,11 +152,10 @@ func (f *PeerFactory) accept(ctx context.Context, offer string, sink func(callen
 	if err != nil {
 		return nil, "", fmt.Errorf("offer: %w: %w", ErrBadOffer, err)
 	}
-	p, err := f.basePeer(ctx, sink)
+	p, err := f.basePeer(ctx, sink, o.viewer)
 	if err != nil {
 		return nil, "", err
 	}
-	p.mute = o.mute
 	fail := func(what string, err error) (*Peer, string, error) {
 		p.Close()
 		return nil, "", fmt.Errorf("%s: %w", what, err)
@@ -223,8 +224,9 @@ func (f *PeerFactory) accept(ctx context.Context, offer string, sink func(callen
 // (js-sdk waits 200 ms too); later candidates are trickled.
 const answerGatherWait = 200 * time.Millisecond
 
-// basePeer makes a peer connection with the callbacks every peer needs.
-func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEvent)) (*Peer, error) {
+// basePeer makes a peer connection with the callbacks every peer needs:
+// a call's, or a viewer's (see acceptOptions.viewer).
+func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEvent), viewer bool) (*Peer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -232,16 +234,20 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 	if err != nil {
 		return nil, err
 	}
+	api, rates := f.api, f.gate.callSink()
+	if viewer {
+		api, rates = f.viewerAPI, f.gate.viewerSink()
+	}
 	f.estMu.Lock()
-	pc, err := f.api.NewPeerConnection(conf)
+	pc, err := api.NewPeerConnection(conf)
 	est := f.newEst // handed over during NewPeerConnection
 	f.newEst = nil
 	f.estMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
-	p := &Peer{f: f, pc: pc, sink: sink}
-	p.estimate = newPeerEstimate(f.stream, p)
+	p := &Peer{f: f, pc: pc, sink: sink, mute: viewer}
+	p.estimate = newPeerEstimate(rates, p)
 	if est != nil {
 		p.bwe = newSendSideEstimate(est.BandwidthEstimator, p.estimate, p.VideoCodec)
 		feedback := p.bwe.feedback
@@ -501,7 +507,7 @@ func (p *Peer) Close() error {
 			p.bwe.close() // no more send-side reports after this
 		}
 		if c := p.VideoCodec(); c != "" {
-			p.f.stream.ForgetBandwidth(c, p)
+			p.estimate.stream.ForgetBandwidth(c, p)
 		}
 		for _, r := range releases {
 			r()

@@ -40,7 +40,7 @@ func loopbackAPI(t testing.TB, video []media.Codec, level func() uint8) *webrtc.
 // newLoopbackAPI is a resident's pion API on loopback. With level set, the
 // resident writes level() into every audio packet it sends, as an RFC
 // 6464 audio level (0 loudest to 127 silence, -dBov), as browsers do.
-func newLoopbackAPI(video []media.Codec, level func() uint8) (*webrtc.API, error) {
+func newLoopbackAPI(video []media.Codec, level func() uint8, settings ...func(*webrtc.SettingEngine)) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{PayloadType: 111, RTPCodecCapability: webrtc.RTPCodecCapability{
 		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: media.OpusFMTP}}, webrtc.RTPCodecTypeAudio); err != nil {
@@ -76,6 +76,9 @@ func newLoopbackAPI(video []media.Codec, level func() uint8) (*webrtc.API, error
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil })
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	for _, set := range settings {
+		set(&se)
+	}
 	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
 

@@ -17,3 +17,15 @@ func Self() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// Switches returns how many times this process's threads have given up
+// the CPU so far, voluntarily (blocking: a wait for a packet, a timer, a
+// lock) and not: each one is a thread going to sleep or being woken, which
+// on a VM costs far more than the work that caused it.
+func Switches() (voluntary, involuntary int64) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return ru.Nvcsw, ru.Nivcsw
+}

@@ -1,8 +1,14 @@
 package cputime
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -30,7 +36,30 @@ type Paired struct {
 	// packets) taken at each window's edges: a Window holds their growth
 	// per second under the same names.
 	Counters map[string]func() float64
+	// ProfileDir, if set, gets a Go CPU profile of every measured window,
+	// loaded-N.pprof and unloaded-N.pprof for round N: `go tool pprof
+	// loaded-*.pprof` merges one side's, so the two cases are compared
+	// over the same windows the figures come from. The benchmarks take
+	// it from ProfileEnv. Code outside Go (the codecs' C) shows only as
+	// its cgo call.
+	ProfileDir string
+	// PerfDir, if set, gets a Linux perf recording of this process over
+	// every measured window (loaded-N.perf, unloaded-N.perf; cpu-clock
+	// at 2 kHz with call graphs): unlike the Go profile it sees the
+	// kernel's share of a send and threads that C started. perf runs as
+	// a process of its own, so its CPU is not in the figures, though its
+	// interrupts are: figures from profiled runs are for finding costs,
+	// not for reporting. The benchmarks take it from PerfEnv.
+	PerfDir string
 }
+
+// PerfEnv names the environment variable the benchmarks read
+// Paired.PerfDir from.
+const PerfEnv = "INTERCOM_BENCH_PERF"
+
+// ProfileEnv names the environment variable the benchmarks read
+// Paired.ProfileDir from.
+const ProfileEnv = "INTERCOM_BENCH_CPUPROFILE"
 
 // Window is what the process spent over one measured span, per second of
 // wall time.
@@ -56,32 +85,83 @@ func (p Paired) Run(b *testing.B) Rounds {
 // Rounds runs n rounds.
 func (p Paired) Rounds(n int) Rounds {
 	var r Rounds
-	for range n {
+	for i := range n {
 		p.Load()
-		loaded := p.window()
+		loaded := p.window(fmt.Sprintf("loaded-%d", i))
 		p.Unload()
-		unloaded := p.window()
+		unloaded := p.window(fmt.Sprintf("unloaded-%d", i))
 		r.Loaded, r.Unloaded = append(r.Loaded, loaded), append(r.Unloaded, unloaded)
 	}
 	return r
 }
 
-// window settles, then measures one span.
-func (p Paired) window() Window {
+// window settles, then measures one span (profiled as name in ProfileDir
+// and PerfDir, if set).
+func (p Paired) window(name string) Window {
 	runtime.GC()
 	time.Sleep(p.Settle)
 	c0 := make(map[string]float64, len(p.Counters))
 	for name, read := range p.Counters {
 		c0[name] = read()
 	}
+	stopPerf := p.perf(name + ".perf")
+	stop := p.profile(name + ".pprof")
 	cpu0, t0 := Self(), time.Now()
 	time.Sleep(p.Span)
 	cpu1, sec := Self(), time.Since(t0).Seconds()
+	stop()
+	stopPerf()
 	w := Window{CPU: float64((cpu1 - cpu0).Microseconds()) / 1000 / sec, Rates: make(map[string]float64, len(p.Counters))}
 	for name, read := range p.Counters {
 		w.Rates[name] = (read() - c0[name]) / sec
 	}
 	return w
+}
+
+// profile starts a CPU profile into ProfileDir/name and returns what
+// stops it. A profile that cannot be written is not worth failing the
+// figures for: it is skipped with a line on stderr.
+func (p Paired) profile(name string) (stop func()) {
+	if p.ProfileDir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(p.ProfileDir, name))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cputime: no profile %s: %v\n", name, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// perf starts perf recording this process into PerfDir/name and returns
+// what stops it (SIGINT, as perf expects, then a wait for it to write).
+// perf needs a moment to attach: the recording starts a little late, it
+// does not matter for a profile. Failures are skipped as in profile.
+func (p Paired) perf(name string) (stop func()) {
+	if p.PerfDir == "" {
+		return func() {}
+	}
+	cmd := exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g",
+		"-p", strconv.Itoa(os.Getpid()), "-o", filepath.Join(p.PerfDir, name))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "cputime: no perf recording %s: %v\n", name, err)
+		return func() {}
+	}
+	time.Sleep(100 * time.Millisecond)
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}
 }
 
 // CPU is the median CPU (ms/s) of windows.

@@ -1,6 +1,8 @@
 package cputime
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -75,5 +77,22 @@ func TestMedian(t *testing.T) {
 	// the medians (30/10).
 	if got := r.Ratio(); got != 2 {
 		t.Errorf("Ratio = %v, want 2", got)
+	}
+}
+
+// With ProfileDir set every window leaves a CPU profile named for its
+// side and round (a gzipped protobuf, as pprof writes it).
+func TestPairedProfiles(t *testing.T) {
+	dir := t.TempDir()
+	p := Paired{Span: 20 * time.Millisecond, Load: func() {}, Unload: func() {}, ProfileDir: dir}
+	p.Rounds(2)
+	for _, name := range []string{"loaded-0.pprof", "unloaded-0.pprof", "loaded-1.pprof", "unloaded-1.pprof"} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s: %d bytes, not gzip", name, len(b))
+		}
 	}
 }

@@ -68,6 +68,7 @@ bench: deps
 	$(GO) test -run=^$$ -bench='^BenchmarkBadNetwork$$' -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=DoorCommand -benchtime=1x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=20 $(GO) test -run=^$$ -bench=RingEncryption -benchtime=1x -timeout 20m ./cmd/intercom/e2e
+	$(GO) test -run=^$$ -bench=BenchmarkMembershipThenRing -benchtime=30x -timeout 5m ./matrix
 	$(GO) test -run=^$$ -bench='^BenchmarkMatrixRTC(Paths)?$$' -benchtime=15x -timeout 10m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench=MatrixRTCEncryptionCPU -benchtime=1x -timeout 20m ./cmd/intercom/e2e
 	INTERCOM_BENCH_ROUNDS=5 $(GO) test -run=^$$ -bench='^BenchmarkElementCall$$' -benchtime=1x -timeout 10m ./cmd/intercom/e2e

@@ -48,6 +48,9 @@ type matrixRTC struct {
 	transport *rtcTransport
 	discover  bool
 	push      roomPushes
+	// openID keeps the token for the JWT services ready ahead of the
+	// press (openid.go).
+	openID *openIDCache
 }
 
 // newDaemonRTC makes the MatrixRTC side when matrixrtc.enabled: tokens
@@ -70,14 +73,15 @@ func newDaemonRTC(cfg *provisioning.Config, session *matrix.Session, stream *med
 	// The SFU the intercom publishes on must give it the identity
 	// "<user>:<device>" that clients pair with its membership: /sfu/get
 	// (mlivekit.EndpointLegacy says why).
-	openID := func(ctx context.Context) (any, error) { return session.OpenIDToken(ctx) }
+	oid := &openIDCache{fetch: session.OpenIDToken, log: log.With("component", "matrixrtc")}
+	openID := oid.Get
 	var tokens tokenSource = transportTokens{transport: transport, tokens: &mlivekit.ServiceTokens{Endpoint: mlivekit.EndpointLegacy,
 		HTTP: &http.Client{}, Self: self, OpenID: openID}}
 	if mc.SelfMinted() {
 		tokens = mlivekit.MintedTokens{URL: mc.LiveKit.URL, Key: mc.LiveKit.APIKey, Secret: mc.LiveKit.Secret, Self: self}
 	}
 	m := &matrixRTC{session: session, self: self, log: log.With("component", "matrixrtc"), householdName: householdRoomName(cfg),
-		transport: transport, discover: mc.Discovers()}
+		transport: transport, discover: mc.Discovers(), openID: oid}
 	var householdRooms func() []callengine.RoomID
 	switch {
 	case mc.Household && hh != nil:
@@ -176,6 +180,9 @@ func (m *matrixRTC) Run(ctx context.Context, rooms map[callengine.UserID]calleng
 	if m.discover {
 		wg.Go(func() { discoverTransport(ctx, m.session, m.transport, m.log) })
 	}
+	// Even with self-minted tokens for its own SFU, the intercom asks
+	// other members' JWT services (multi-SFU) with an OpenID token.
+	wg.Go(func() { m.openID.Run(ctx) })
 	wg.Go(func() {
 		m.prepareRooms(ctx, slices.Collect(maps.Values(rooms)))
 		switch {

@@ -92,7 +92,7 @@ type hsEnv struct {
 	store *memStore
 }
 
-func startHS(t *testing.T) *hsEnv {
+func startHS(t testing.TB) *hsEnv {
 	t.Helper()
 	srv := dendrite.StartT(t)
 	ctx := t.Context()
@@ -108,12 +108,12 @@ func startHS(t *testing.T) *hsEnv {
 }
 
 // session returns a new Session on env's store, not logged in.
-func (e *hsEnv) session(t *testing.T) *Session {
+func (e *hsEnv) session(t testing.TB) *Session {
 	t.Helper()
 	return e.sessionOn(t, e.store)
 }
 
-func (e *hsEnv) sessionOn(t *testing.T, store Store) *Session {
+func (e *hsEnv) sessionOn(t testing.TB, store Store) *Session {
 	t.Helper()
 	s, err := New(Options{
 		Homeserver: e.srv.BaseURL,
@@ -132,7 +132,7 @@ func (e *hsEnv) sessionOn(t *testing.T, store Store) *Session {
 	return s
 }
 
-func (e *hsEnv) loggedIn(t *testing.T) *Session {
+func (e *hsEnv) loggedIn(t testing.TB) *Session {
 	t.Helper()
 	s := e.session(t)
 	if err := s.Login(t.Context()); err != nil {
@@ -141,7 +141,7 @@ func (e *hsEnv) loggedIn(t *testing.T) *Session {
 	return s
 }
 
-func client(t *testing.T, e *hsEnv, u dendrite.User) *mautrix.Client {
+func client(t testing.TB, e *hsEnv, u dendrite.User) *mautrix.Client {
 	t.Helper()
 	c, err := mautrix.NewClient(e.srv.BaseURL, id.UserID(u.UserID), u.AccessToken)
 	if err != nil {
@@ -151,7 +151,7 @@ func client(t *testing.T, e *hsEnv, u dendrite.User) *mautrix.Client {
 	return c
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+func eventually(t testing.TB, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -324,7 +324,7 @@ func TestDendriteDirectRooms(t *testing.T) {
 }
 
 // runSession starts s.Run and returns a channel of delivered events.
-func runSession(t *testing.T, s *Session) <-chan callengine.RoomEvent {
+func runSession(t testing.TB, s *Session) <-chan callengine.RoomEvent {
 	t.Helper()
 	ch := make(chan callengine.RoomEvent, 100)
 	ctx, cancel := context.WithCancel(t.Context())
@@ -412,7 +412,7 @@ func TestDendriteInvitesFromResidentsOnly(t *testing.T) {
 }
 
 // directRoomWithAlice makes the direct room and has alice join it.
-func directRoomWithAlice(t *testing.T, e *hsEnv, s *Session) id.RoomID {
+func directRoomWithAlice(t testing.TB, e *hsEnv, s *Session) id.RoomID {
 	t.Helper()
 	rooms, err := s.EnsureDirectRooms(t.Context())
 	if err != nil {

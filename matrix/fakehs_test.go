@@ -199,7 +199,7 @@ func newTestSession(t *testing.T, f *fakeHS, store *memStore, mod func(*Options)
 	return s, sl
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()

@@ -543,9 +543,12 @@ func (l *loop) execute(eff Effect) {
 	switch e := eff.(type) {
 	case PublishMembership:
 		l.sender(e.Room).Add(func(ctx context.Context) {
+			start := time.Now()
 			id, err := r.t.PutState(ctx, e.Room, TypeMember, e.StateKey, e.Content)
 			if err != nil {
 				r.log.Error("publish call membership", "room_id", e.Room, "err", err)
+			} else {
+				logSent(r.log, "call membership sent", e.Room, id, start)
 			}
 			r.push(item{ev: MembershipSent{Room: e.Room, EventID: id, Err: err}})
 		})
@@ -562,9 +565,12 @@ func (l *loop) execute(eff Effect) {
 				r.log.Debug("MatrixRTC ring not sent: stopped before its turn", "room_id", e.Room)
 				return
 			}
+			start := time.Now()
 			id, err := r.t.SendEvent(ctx, e.Room, TypeNotification, e.Content)
 			if err != nil {
 				r.log.Error("send MatrixRTC ring", "room_id", e.Room, "err", err)
+			} else {
+				logSent(r.log, "MatrixRTC ring sent", e.Room, id, start)
 			}
 			r.push(item{ev: NotificationSent{Room: e.Room, EventID: id, Err: err}})
 		})
@@ -697,4 +703,13 @@ func (l *loop) connect(join uint64, room callengine.RoomID, what string, dial fu
 		return
 	}
 	r.push(item{ev: changed(true, nil), sfu: c, join: join})
+}
+
+// logSent logs, at debug level, a request of the ring that the homeserver
+// took: when it left and how long the homeserver took to answer, so that
+// press → ring splits into the intercom's share and the homeserver's
+// (BenchmarkMatrixRTC reads these lines).
+func logSent(log *slog.Logger, msg string, room callengine.RoomID, eventID string, start time.Time) {
+	log.Debug(msg, "room_id", room, "event_id", eventID,
+		"sent_at", start.UTC().Format(time.RFC3339Nano), "took", time.Since(start))
 }

@@ -360,6 +360,7 @@ func benchMatrixRTC(b *testing.B, paths map[string]string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var atServer, ring, frame, invite []time.Duration
+	var rounds []ringRound
 	b.ResetTimer()
 	for range b.N {
 		s.waitStatus(ctx, "idle", func(st status) bool { return st.State == "idle" })
@@ -367,6 +368,7 @@ func benchMatrixRTC(b *testing.B, paths map[string]string) {
 		ev := waitEvent(ctx, b, alice, resident.EventRTCRing, pressed, func(ev resident.Event) bool { return ev.Str("roomId") == room })
 		ring = append(ring, ev.TS.Sub(pressed))
 		atServer = append(atServer, time.UnixMilli(int64(ev.Num("serverTs"))).Sub(pressed))
+		rounds = append(rounds, ringRound{Pressed: pressed, Room: room, EventID: ev.Str("eventId"), ServerTS: time.UnixMilli(int64(ev.Num("serverTs")))})
 		inc, err := bob.WaitFor(ctx, resident.EventIncoming)
 		if err != nil {
 			b.Fatal(err)
@@ -390,6 +392,7 @@ func benchMatrixRTC(b *testing.B, paths map[string]string) {
 	b.ReportMetric(ms(median(ring)), "press-to-ring-ms")
 	b.ReportMetric(ms(median(frame)), "join-to-frame-ms")
 	b.ReportMetric(ms(median(invite)), "press-to-bob-invite-ms")
+	reportRingSteps(b, collectRingSteps(rounds, s.log.String()))
 	b.ReportMetric(0, "ns/op")
 	// Printed as well as logged: the residents' console fills the
 	// benchmark's log, which the testing package truncates.

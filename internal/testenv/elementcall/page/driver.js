@@ -144,8 +144,11 @@ export class HostDriver extends WidgetDriver {
   // Element Call gets its LiveKit token with an OpenID token from the
   // homeserver (matrix-voip.md §5.2): granted without a prompt.
   async askOpenID(observer) {
+    const asked = Date.now();
     const token = await this.client.getOpenIdToken();
-    this.emit("openid", { roomId: this.roomId });
+    // ms: the homeserver's answer as this page saw it (issue 18's join →
+    // first frame waits for it).
+    this.emit("openid", { roomId: this.roomId, ms: Date.now() - asked });
     observer.update({ state: OpenIDRequestState.Allowed, token });
   }
 
@@ -153,9 +156,15 @@ export class HostDriver extends WidgetDriver {
   // Dendrite answers 404 (passed on as a Matrix error), and Element Call
   // then uses its config.json.
   async getRtcTransports() {
-    const transports = await this.client._unstable_getRTCTransports();
-    this.emit("rtcTransports", { count: transports.length });
-    return { rtc_transports: transports };
+    const asked = Date.now();
+    try {
+      const transports = await this.client._unstable_getRTCTransports();
+      this.emit("rtcTransports", { count: transports.length, ms: Date.now() - asked });
+      return { rtc_transports: transports };
+    } catch (err) {
+      this.emit("rtcTransports", { error: err.errcode || err.message, ms: Date.now() - asked });
+      throw err;
+    }
   }
 
   async *getTurnServers() {

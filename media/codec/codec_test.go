@@ -420,7 +420,7 @@ func TestOpusReceiverConceals(t *testing.T) {
 				}
 				if slices.Contains(tc.dup, f-1) {
 					_ = rx.WriteRTP(tc.first+uint16(f-1), uint32(960*(f-1)), packets[f-1], media.NoLevel, now) // late
-					_ = rx.WriteRTP(tc.first+uint16(f), uint32(960*f), p, media.NoLevel, now)              // again
+					_ = rx.WriteRTP(tc.first+uint16(f), uint32(960*f), p, media.NoLevel, now)                  // again
 				}
 			}
 			st := m.Snapshot()

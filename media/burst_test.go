@@ -1,11 +1,11 @@
 package media
 
 import (
-	"context"
 	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -163,42 +163,52 @@ func TestBurstDetectorRefuses(t *testing.T) {
 }
 
 // TestBurstsSource: the source's frames hold the burst signal of the
-// samples that ended at the slot it returned them at, contiguous.
+// samples that ended at the slot it returned them at, contiguous, and after
+// a stall it takes up the wall clock again. On synctest's clock, so the
+// machine's load cannot make a frame late (it did under -race).
 func TestBurstsSource(t *testing.T) {
-	b := NewBursts(0)
-	defer b.Close()
-	ctx := context.Background()
-	det := NewBurstDetector(0)
-	var got []BurstOnset
-	prev := int64(-1)
-	deadline := time.Now().Add(3200 * time.Millisecond)
-	for time.Now().Before(deadline) {
-		pcm, err := b.ReadAudio(ctx)
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		b := NewBursts(0)
+		defer b.Close()
+		ctx := t.Context()
+		det := NewBurstDetector(0)
+		var got []BurstOnset
+		prev := int64(-1)
+		read := func() (int64, []int16) {
+			pcm, err := b.ReadAudio(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := b.next - AudioFrameSamples
+			// Handed over when its last sample was "captured".
+			if lag := time.Now().Sub(sampleTime(first + AudioFrameSamples)); lag < -time.Millisecond || lag > time.Millisecond {
+				t.Errorf("frame handed over %v after its end", lag)
+			}
+			return first, pcm
 		}
-		now := time.Now()
-		first := b.next - AudioFrameSamples
-		if prev >= 0 && first != prev+AudioFrameSamples {
-			t.Logf("source jumped from %d to %d", prev, first)
+		for range 160 { // 3.2 s
+			first, pcm := read()
+			if prev >= 0 && first != prev+AudioFrameSamples {
+				t.Errorf("source jumped from %d to %d", prev, first)
+			}
+			prev = first
+			// Stamped with its own capture time, every onset has latency ≈ 0.
+			got = append(got, det.Write(pcm, sampleTime(first))...)
 		}
-		prev = first
-		// Handed over after its last sample was "captured": never
-		// before, and not by more than a scheduling delay.
-		if lag := now.Sub(sampleTime(first + AudioFrameSamples)); lag < -time.Millisecond || lag > 50*time.Millisecond {
-			t.Errorf("frame handed over %v after its end", lag)
+		if len(got) < 3 {
+			t.Fatalf("%d onsets in 3.2 s", len(got))
 		}
-		// Stamped with its own capture time, every onset has latency ≈ 0.
-		got = append(got, det.Write(pcm, sampleTime(first))...)
-	}
-	if len(got) < 2 {
-		t.Fatalf("%d onsets in 3.2 s", len(got))
-	}
-	for _, o := range got {
-		if o.Refused != "" || o.Latency < 0 || o.Latency > burstBias {
-			t.Errorf("onset %+v", o)
+		for _, o := range got {
+			if o.Refused != "" || o.Latency < 0 || o.Latency > burstBias {
+				t.Errorf("onset %+v", o)
+			}
 		}
-	}
+		// A stalled machine: the next frame is the wall clock's again.
+		time.Sleep(300 * time.Millisecond)
+		if first, _ := read(); first <= prev+AudioFrameSamples {
+			t.Errorf("after a 300 ms stall the source went on from %d to %d", prev, first)
+		}
+	})
 }
 
 // FuzzBurstDetector: any PCM at any times never panics, and whatever it

@@ -47,6 +47,9 @@ func (m *Mixer) NewInput() *MixerInput {
 // WritePCM implements PCMSink. It never blocks.
 func (in *MixerInput) WritePCM(pcm []int16) { in.p.WritePCM(pcm) }
 
+// SenderPaused implements PauseSink (see Playout.SenderPaused).
+func (in *MixerInput) SenderPaused() { in.p.SenderPaused() }
+
 // Close removes the input from the mix; what it still held is dropped.
 // Closing twice is harmless.
 func (in *MixerInput) Close() {
@@ -133,6 +136,7 @@ func addStats(a, b PlayoutStats) PlayoutStats {
 	a.Dropped += b.Dropped
 	a.DropEvents += b.DropEvents
 	a.Underflows += b.Underflows
+	a.Pauses += b.Pauses
 	a.SilenceSamples += b.SilenceSamples
 	a.Trimmed += b.Trimmed
 	a.MaxLevel = max(a.MaxLevel, b.MaxLevel)

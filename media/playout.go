@@ -42,7 +42,15 @@ type Playout struct {
 	windowLow       int     // lowest level before a read in it
 	windowDry       bool    // an underflow in it
 	surplus         int     // samples to drop at the next quiet period
-	stats           PlayoutStats
+	// dry is the last underflow, kept until audio is written again, so
+	// that SenderPaused can take it back: raised is what it added to the
+	// target, windowDry the window's dry mark before it.
+	dry struct {
+		pending   bool
+		raised    int
+		windowDry bool
+	}
+	stats PlayoutStats
 }
 
 // Adaptation of the Playout's target (see Playout).
@@ -68,7 +76,8 @@ type PlayoutStats struct {
 	Played         uint64 `json:"played"`          // samples
 	Dropped        uint64 `json:"dropped"`         // samples dropped because the buffer exceeded the bound
 	DropEvents     uint64 `json:"drop_events"`     // times the bound was hit
-	Underflows     uint64 `json:"underflows"`      // times it ran dry while playing
+	Underflows     uint64 `json:"underflows"`      // times it ran dry while playing, the sender's pauses not counted
+	Pauses         uint64 `json:"pauses"`          // times it ran dry because the sender paused (SenderPaused)
 	SilenceSamples uint64 `json:"silence_samples"` // samples of padding played, prefill included
 	// Trimmed counts samples let go from quiet periods because the buffer
 	// held more than the network needed.
@@ -101,6 +110,7 @@ func durationOf(n int) time.Duration { return time.Duration(n) * time.Second / S
 func (p *Playout) WritePCM(pcm []int16) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.dry.pending = false
 	if len(pcm) > len(p.buf) {
 		pcm = pcm[len(pcm)-len(p.buf):]
 	}
@@ -160,8 +170,10 @@ func (p *Playout) Read(out []int16) int {
 		// Dry: wait for the (raised) target before playing again.
 		p.stats.SilenceSamples += uint64(len(out) - k)
 		p.stats.Underflows++
+		raised := min(p.ceiling, p.target+samples(AdaptStep))
+		p.dry.pending, p.dry.raised, p.dry.windowDry = true, raised-p.target, p.windowDry
 		p.playing, p.windowDry, p.surplus = false, true, 0
-		p.target = min(p.ceiling, p.target+samples(AdaptStep))
+		p.target = raised
 	} else {
 		// What is left after the period: the slack the network's
 		// jitter has not needed.
@@ -172,6 +184,26 @@ func (p *Playout) Read(out []int16) int {
 		p.adapt()
 	}
 	return k
+}
+
+// SenderPaused tells the buffer that the sender stopped sending on
+// purpose before the audio it writes next (Opus DTX in a pause of speech:
+// no packet was lost, the RTP timestamps jumped), or that the receiver
+// chose not to play it (an inaudible voice). Running dry since the last
+// audio was then silence, not the network's jitter: the target goes back
+// to what it was, and it does not count as an underflow. Without this, a
+// resident's every pause raised the door's speaker delay by a step.
+func (p *Playout) SenderPaused() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.dry.pending {
+		return
+	}
+	p.dry.pending = false
+	p.target -= p.dry.raised
+	p.windowDry = p.dry.windowDry
+	p.stats.Underflows--
+	p.stats.Pauses++
 }
 
 // adapt ends an adaptation window: a window without underflow whose
@@ -220,6 +252,7 @@ func (p *Playout) Stats() PlayoutStats {
 func (p *Playout) Reset() {
 	p.mu.Lock()
 	p.r, p.n, p.playing, p.surplus = 0, 0, false, 0
+	p.dry.pending = false
 	p.mu.Unlock()
 }
 

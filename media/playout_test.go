@@ -219,3 +219,54 @@ func TestApplyGainSaturates(t *testing.T) {
 		t.Fatalf("gain: %v", pcm)
 	}
 }
+
+// TestPlayoutIgnoresSenderPauses: a resident who talks in spurts with
+// DTX pauses between them runs the buffer dry at every pause. Told that
+// the sender paused (SenderPaused), it keeps its target: no delay grows
+// from pauses in speech. Untold (the control), every pause raises it.
+func TestPlayoutIgnoresSenderPauses(t *testing.T) {
+	run := func(told bool) PlayoutStats {
+		p := NewPlayout(AudioFrame, 120*time.Millisecond)
+		frame, out := make([]int16, AudioFrameSamples), make([]int16, AudioFrameSamples)
+		for i := range frame {
+			frame[i] = 3000
+		}
+		for range 10 {
+			for range 50 { // a second of speech, each frame on time
+				p.WritePCM(frame)
+				p.Read(out)
+			}
+			for range 25 { // half a second of DTX: nothing arrives
+				p.Read(out)
+			}
+			if told {
+				p.SenderPaused()
+			}
+		}
+		p.WritePCM(frame)
+		return p.Stats()
+	}
+	told, untold := run(true), run(false)
+	if told.Target != AudioFrame || told.Underflows != 0 || told.Pauses != 10 {
+		t.Errorf("pauses told: target %v, %d underflows, %d pauses; want %v, 0, 10", told.Target, told.Underflows, told.Pauses, AudioFrame)
+	}
+	if untold.Target <= 3*AudioFrame || untold.Underflows != 10 || untold.Pauses != 0 {
+		t.Errorf("control, pauses untold: target %v, %d underflows, %d pauses; want the target raised at each of 10", untold.Target, untold.Underflows, untold.Pauses)
+	}
+}
+
+// TestPlayoutPauseAfterAudioIsJitter: SenderPaused takes back only a dry
+// spell with nothing written since; audio that came late and was written
+// before it keeps the raise.
+func TestPlayoutPauseAfterAudioIsJitter(t *testing.T) {
+	p := NewPlayout(AudioFrame, 120*time.Millisecond)
+	frame, out := make([]int16, AudioFrameSamples), make([]int16, AudioFrameSamples)
+	p.WritePCM(frame)
+	p.Read(out)
+	p.Read(out) // dry: late audio
+	p.WritePCM(frame)
+	p.SenderPaused()
+	if s := p.Stats(); s.Target != 2*AudioFrame || s.Underflows != 1 || s.Pauses != 0 {
+		t.Errorf("late audio then a pause: target %v, %d underflows, %d pauses; want the raise kept", s.Target, s.Underflows, s.Pauses)
+	}
+}

@@ -48,6 +48,13 @@ type PCMInput interface {
 	Close()
 }
 
+// PauseSink is a PCMSink that wants to know when the silence before the
+// next audio was the sender's (or the receiver's) choice rather than the
+// network's: a jitter buffer should not grow for it (Playout.SenderPaused).
+type PauseSink interface {
+	SenderPaused()
+}
+
 // Speaker plays residents' voices, each remote stream through an input of
 // its own (a Mixer; media/alsa's Speaker).
 type Speaker interface {
@@ -175,6 +182,7 @@ type OpusReceiver struct {
 	input  PCMInput // the speaker's input this receiver owns, or nil
 
 	seq     uint16 // the last RTP sequence number written (WriteRTP)
+	ts      uint32 // and its RTP timestamp
 	haveSeq bool
 	frame   int // samples of the last decoded frame: what a lost one fills
 }
@@ -237,7 +245,11 @@ func (r *OpusReceiver) WriteOpus(payload []byte, level AudioLevel, now time.Time
 	return r.write(payload, level, now, 0)
 }
 
-// WriteRTP is WriteOpus for the packet with RTP sequence number seq. A
+// WriteRTP is WriteOpus for the packet with RTP sequence number seq and
+// timestamp ts. A packet that follows the last without a gap in sequence
+// numbers but more than a frame later in RTP time ends a pause the sender
+// made on purpose (Opus DTX sends nothing while nobody speaks): the sink
+// is told (PauseSink), so that its jitter buffer does not grow for it. A
 // gap since the last one is filled in before the packet's audio, so the
 // speaker's playout keeps its level instead of running dry: the last lost
 // frame from this packet's in-band FEC (which browsers and Opus senders
@@ -246,7 +258,7 @@ func (r *OpusReceiver) WriteOpus(payload []byte, level AudioLevel, now time.Time
 // (reordered past its place) is dropped: its time was filled in already.
 // Concealment needs a LossDecoder; with another decoder gaps are only
 // counted.
-func (r *OpusReceiver) WriteRTP(seq uint16, payload []byte, level AudioLevel, now time.Time) error {
+func (r *OpusReceiver) WriteRTP(seq uint16, ts uint32, payload []byte, level AudioLevel, now time.Time) error {
 	lost := 0
 	if r.haveSeq {
 		d := seq - r.seq // modulo 2^16: wrap-around is just the next packet
@@ -254,9 +266,22 @@ func (r *OpusReceiver) WriteRTP(seq uint16, payload []byte, level AudioLevel, no
 			return nil
 		}
 		lost = int(d) - 1
+		// Opus's RTP clock is 48 kHz whatever the audio (RFC 7587), the
+		// rate r.frame counts in; a jump backwards is a new source.
+		if jump := ts - r.ts; lost == 0 && jump > uint32(r.frame) && jump < 1<<31 {
+			r.paused()
+		}
 	}
-	r.seq, r.haveSeq = seq, true
+	r.seq, r.ts, r.haveSeq = seq, ts, true
 	return r.write(payload, level, now, lost)
+}
+
+// paused tells the sink that the silence before what comes next was
+// chosen, not lost.
+func (r *OpusReceiver) paused() {
+	if ps, ok := r.sink.(PauseSink); ok {
+		ps.SenderPaused()
+	}
 }
 
 func (r *OpusReceiver) write(payload []byte, level AudioLevel, now time.Time, lost int) error {
@@ -269,6 +294,7 @@ func (r *OpusReceiver) write(payload []byte, level AudioLevel, now time.Time, lo
 		// decoder picks up again from the next packet it gets; what was
 		// lost before a silent packet is left silent.
 		r.meter.addSkipped(len(payload), level, now)
+		r.paused() // the speaker running dry meanwhile is our choice
 		if lost > 0 {
 			r.meter.addLost(lost, 0, 0)
 		}

@@ -1,6 +1,8 @@
 package media
 
 import (
+	"encoding/binary"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,14 +62,57 @@ func FuzzOpusReceiver(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = r.WriteOpus(b, NoLevel, time.Now())
 		// The same bytes as a packet whose first two bytes are its
-		// sequence number (any order, gaps, repeats): never a panic, and
-		// a gap is counted, not filled beyond the bound.
-		if len(b) >= 2 {
+		// sequence number and next four its timestamp (any order, gaps,
+		// repeats, pauses): never a panic, and a gap is counted, not
+		// filled beyond the bound.
+		if len(b) >= 6 {
 			before := r.meter.Snapshot()
-			_ = r.WriteRTP(uint16(b[0])<<8|uint16(b[1]), b[2:], NoLevel, time.Now())
+			_ = r.WriteRTP(uint16(b[0])<<8|uint16(b[1]), binary.BigEndian.Uint32(b[2:6]), b[6:], NoLevel, time.Now())
 			if after := r.meter.Snapshot(); after.Concealed-before.Concealed > maxConceal {
 				t.Fatalf("one gap filled with %d frames", after.Concealed-before.Concealed)
 			}
 		}
 	})
+}
+
+// pauseSink records what a receiver hands its sink, in order.
+type pauseSink struct{ calls []string }
+
+func (s *pauseSink) WritePCM(pcm []int16) { s.calls = append(s.calls, "pcm") }
+func (s *pauseSink) SenderPaused()        { s.calls = append(s.calls, "paused") }
+
+type frameDecoder struct{}
+
+func (frameDecoder) DecodeToInt16(_ []byte, pcm []int16) (int, error) {
+	return AudioFrameSamples, nil
+}
+
+// TestOpusReceiverTellsSenderPauses: a packet that follows the last with
+// no gap in sequence numbers but later in RTP time than one frame ends a
+// DTX pause, and the sink hears of it before the packet's audio; a gap in
+// sequence numbers is loss, not a pause.
+func TestOpusReceiverTellsSenderPauses(t *testing.T) {
+	sink := &pauseSink{}
+	r := NewOpusReceiverWith(NewAudioMeter(), sink, frameDecoder{})
+	const f = AudioFrameSamples // RTP ticks a frame (48 kHz)
+	now := time.Now()
+	for _, p := range []struct {
+		seq uint16
+		ts  uint32
+	}{
+		{65534, 0},      // first
+		{65535, f},      // next frame
+		{0, 26 * f},     // after half a second of DTX, across the wrap
+		{2, 28 * f},     // a packet lost: loss, not a pause
+		{3, 29 * f},     // next frame
+		{4, 29*f - 960}, // a timestamp going back: not a pause
+	} {
+		if err := r.WriteRTP(p.seq, p.ts, []byte{0xfc}, NoLevel, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := strings.Join(sink.calls, " ")
+	if want := "pcm pcm paused pcm pcm pcm pcm"; got != want {
+		t.Errorf("sink heard %q, want %q", got, want)
+	}
 }

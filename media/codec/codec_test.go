@@ -415,12 +415,12 @@ func TestOpusReceiverConceals(t *testing.T) {
 				if slices.Contains(tc.drop, f) {
 					continue
 				}
-				if err := rx.WriteRTP(tc.first+uint16(f), p, media.NoLevel, now); err != nil {
+				if err := rx.WriteRTP(tc.first+uint16(f), uint32(960*f), p, media.NoLevel, now); err != nil {
 					t.Fatal(err)
 				}
 				if slices.Contains(tc.dup, f-1) {
-					_ = rx.WriteRTP(tc.first+uint16(f-1), packets[f-1], media.NoLevel, now) // late
-					_ = rx.WriteRTP(tc.first+uint16(f), p, media.NoLevel, now)              // again
+					_ = rx.WriteRTP(tc.first+uint16(f-1), uint32(960*(f-1)), packets[f-1], media.NoLevel, now) // late
+					_ = rx.WriteRTP(tc.first+uint16(f), uint32(960*f), p, media.NoLevel, now)                  // again
 				}
 			}
 			st := m.Snapshot()

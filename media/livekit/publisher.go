@@ -600,7 +600,7 @@ func (p *Publisher) readAudio(t *webrtc.TrackRemote, id string, levelExt uint8) 
 			}
 			opened++
 		}
-		if err := rx.WriteRTP(pkt.SequenceNumber, payload, media.LevelOf(&pkt.Header, levelExt), time.Now()); err != nil && !logged {
+		if err := rx.WriteRTP(pkt.SequenceNumber, pkt.Timestamp, payload, media.LevelOf(&pkt.Header, levelExt), time.Now()); err != nil && !logged {
 			logged = true // one line per track: a broken stream repeats
 			p.log.Warn("livekit: remote audio", "identity", id, "err", err)
 		}

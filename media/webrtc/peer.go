@@ -634,7 +634,7 @@ func (p *Peer) readAudio(t *webrtc.TrackRemote, levelExt uint8) {
 			}
 			return
 		}
-		if err := rx.WriteRTP(pkt.SequenceNumber, pkt.Payload, media.LevelOf(&pkt.Header, levelExt), time.Now()); err != nil && !loggedErr {
+		if err := rx.WriteRTP(pkt.SequenceNumber, pkt.Timestamp, pkt.Payload, media.LevelOf(&pkt.Header, levelExt), time.Now()); err != nil && !loggedErr {
 			loggedErr = true // one line per track: a broken stream repeats
 			p.f.log.Warn("remote audio", "err", err)
 		}

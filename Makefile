@@ -62,7 +62,7 @@ bench: deps
 	$(GO) test -run=^$$ -bench=BenchmarkWHEPViewers -benchtime=10x -timeout 20m ./device/whep
 	$(GO) test -run=^$$ -bench=BenchmarkWebPageFirstFrame -benchtime=20x -timeout 10m ./daemon
 	$(GO) test -run=^$$ -bench=BenchmarkPressToMQTT -benchtime=30x -timeout 5m ./daemon
-	INTERCOM_BENCH_ROUNDS=10 $(GO) test -run=^$$ -bench=EndToEnd -benchtime=1x -timeout 20m ./cmd/intercom/e2e
+	$(GO) test -run=^$$ -bench=EndToEnd -benchtime=10x -timeout 20m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkGlassToGlass$$' -benchtime=1x -count=3 -timeout 30m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkMouthToEar$$' -benchtime=1x -count=3 -timeout 30m ./cmd/intercom/e2e
 	$(GO) test -run=^$$ -bench='^BenchmarkBadNetwork$$' -benchtime=1x -timeout 20m ./cmd/intercom/e2e

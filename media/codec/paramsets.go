@@ -38,7 +38,7 @@ const (
 
 // rewriteParamSetIDs returns au (Annex B) with every parameter set id 0,
 // appending to dst[:0]. An access unit whose ids are all 0 already, or
-// that cannot be parsed, comes back as it was (in dst).
+// that cannot be parsed, comes back as it was: au itself, not copied.
 func rewriteParamSetIDs(dst, au []byte) []byte {
 	dst = dst[:0]
 	changed := false
@@ -51,7 +51,7 @@ func rewriteParamSetIDs(dst, au []byte) []byte {
 		dst = append(dst, nal...)
 	})
 	if !changed {
-		return append(dst[:0], au...)
+		return au
 	}
 	return dst
 }
@@ -135,7 +135,12 @@ func rewriteNAL(dst, nal []byte) ([]byte, bool) {
 }
 
 // unescapeRBSP drops the emulation prevention bytes (00 00 03 → 00 00).
+// Most NAL units have none: they come back as they are, not copied (the
+// result is only read).
 func unescapeRBSP(b []byte) []byte {
+	if !bytes.Contains(b, []byte{0, 0, 3}) {
+		return b
+	}
 	out := make([]byte, 0, len(b))
 	zeros := 0
 	for _, c := range b {
@@ -157,7 +162,18 @@ func unescapeRBSP(b []byte) []byte {
 // followed by 00–03 may appear in a NAL unit.
 func escapeRBSP(dst, b []byte) []byte {
 	zeros := 0
-	for _, c := range b {
+	for i := 0; i < len(b); i++ {
+		if zeros == 0 {
+			// Up to the next 00 00 nothing needs a 03, and the byte
+			// before it is not 0: copy in bulk.
+			j := bytes.Index(b[i:], []byte{0, 0})
+			if j < 0 {
+				return append(dst, b[i:]...)
+			}
+			dst = append(dst, b[i:i+j]...)
+			i += j
+		}
+		c := b[i]
 		if zeros >= 2 && c <= 3 {
 			dst = append(dst, 3)
 			zeros = 0

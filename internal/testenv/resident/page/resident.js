@@ -554,6 +554,16 @@ async function joined(roomId) {
     if (Date.now() > deadline) throw new Error(`room ${roomId} is not joined`);
     await new Promise((r) => setTimeout(r, 50));
   }
+  // The rust crypto learns a room is encrypted from its state, after the
+  // sync that brought it, and js-sdk sends in the clear until it has: a
+  // message sent at once into a room just created encrypted went out
+  // unencrypted (seen once in TestEncryptedRoom).
+  const crypto = client.getCrypto();
+  if (!crypto || !client.getRoom(roomId).currentState.getStateEvents("m.room.encryption", "")) return;
+  while (!(await crypto.isEncryptionEnabledInRoom(roomId))) {
+    if (Date.now() > deadline) throw new Error(`room ${roomId}: encryption not yet known to the crypto`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 async function ringDoorbell() {

@@ -11,10 +11,21 @@ import (
 	pgpio "periph.io/x/conn/v3/gpio"
 )
 
-// DefaultDebounce is how long a button's level must hold still before it
-// counts. Mechanical bell pushes bounce for 1–20 ms; 50 ms also rides out
-// the slow edges of a long cable run without making a press feel late.
+// DefaultDebounce is how long a released button's level must hold still
+// before the release counts. Mechanical bell pushes bounce for 1–20 ms;
+// 50 ms also rides out the slow edges of a long cable run.
 const DefaultDebounce = 50 * time.Millisecond
+
+// pressHoldDivisor sets how long the line must hold down for a press to
+// count: the debounce time divided by it (10 ms by default). A press is
+// what the visitor waits on, and every millisecond here is a millisecond
+// before the ring: a whole debounce time of 50 ms used to be (issue 18,
+// press → ring ≤ 60 ms). Ten milliseconds of a steady level still refuses
+// what is not a finger: the microsecond spikes a door strike's coil or a
+// long cable picks up. The release keeps the whole debounce time, so a
+// bounce train that shows a steady level for a moment in its middle is
+// still one press: once pressed, only a long steady release ends it.
+const pressHoldDivisor = 5
 
 // edgeWait bounds every WaitForEdge call. periph.io host's gpioioctl driver
 // reads 0 as "wait forever" and -1 as "do not wait", the reverse of the
@@ -23,16 +34,18 @@ const DefaultDebounce = 50 * time.Millisecond
 // a cancelled context within edgeWait even if Halt raced the wait.
 const edgeWait = time.Second
 
-// Button turns the edges of a bell push on an input pin into presses. The
-// level must hold for the debounce time before it counts, so a bounce train
-// is one press, and a button held down is one press, not one per bounce or
-// per second. A button already down when Run starts (a stuck push, a shorted
-// cable) is not a press until it has been released.
+// Button turns the edges of a bell push on an input pin into presses. A
+// press counts once the line has held down for a fifth of the debounce
+// time, a release once it has held up for the whole debounce time, so a
+// bounce train is one press, and a button held down is one press, not one
+// per bounce or per second. A button already down when Run starts (a stuck
+// push, a shorted cable) is not a press until it has been released.
 type Button struct {
-	pin      pgpio.PinIn
-	polarity Polarity
-	debounce time.Duration
-	log      *slog.Logger
+	pin       pgpio.PinIn
+	polarity  Polarity
+	debounce  time.Duration // the release's hold
+	pressHold time.Duration
+	log       *slog.Logger
 
 	mu      sync.Mutex
 	pressed bool // debounced state
@@ -60,7 +73,8 @@ func NewButton(pin pgpio.PinIn, polarity Polarity, debounce time.Duration, log *
 	if err := pin.In(pull, pgpio.BothEdges); err != nil {
 		return nil, fmt.Errorf("configure button %s: %w", pin, err)
 	}
-	btn := &Button{pin: pin, polarity: polarity, debounce: debounce, log: log}
+	// pressHold is never 0: gpioioctl reads a wait of 0 as "forever".
+	btn := &Button{pin: pin, polarity: polarity, debounce: debounce, pressHold: max(debounce/pressHoldDivisor, 1), log: log}
 	btn.alive()
 	return btn, nil
 }
@@ -80,7 +94,7 @@ func (b *Button) Presses() uint64 {
 }
 
 // Heartbeat is when Run last came back from waiting on the pin: at least
-// every second while it runs (edgeWait, the debounce time while settling),
+// every second while it runs (edgeWait, a hold time while settling),
 // unless it is stuck, in a press callback that does not return or in a
 // driver whose wait never ends. The systemd watchdog reads it.
 func (b *Button) Heartbeat() time.Time {
@@ -117,8 +131,16 @@ func (b *Button) Run(ctx context.Context, press func()) error {
 			continue
 		}
 		// Something moved: wait until the line has been quiet for the
-		// debounce time, restarting the wait on every further edge.
-		if !b.settle(ctx) {
+		// hold of the change it could be (a press from released, a
+		// release from pressed), restarting the wait on every further
+		// edge. Only this goroutine writes pressed.
+		b.mu.Lock()
+		hold := b.pressHold
+		if b.pressed {
+			hold = b.debounce
+		}
+		b.mu.Unlock()
+		if !b.settle(ctx, hold) {
 			return nil
 		}
 		down := b.polarity.on(b.pin.Read())
@@ -137,12 +159,12 @@ func (b *Button) Run(ctx context.Context, press func()) error {
 	return nil
 }
 
-// settle returns once no edge has come for the debounce time, or false
-// when ctx ends first.
-func (b *Button) settle(ctx context.Context) bool {
+// settle returns once no edge has come for hold, or false when ctx ends
+// first.
+func (b *Button) settle(ctx context.Context, hold time.Duration) bool {
 	for ctx.Err() == nil {
 		b.alive()
-		if !b.pin.WaitForEdge(b.debounce) {
+		if !b.pin.WaitForEdge(hold) {
 			return ctx.Err() == nil
 		}
 	}

@@ -69,7 +69,7 @@ func TestButtonBounceTrainIsOnePress(t *testing.T) {
 		if n := presses.Load(); n != 0 {
 			t.Fatalf("%d presses before the level settled", n)
 		}
-		time.Sleep(DefaultDebounce)
+		time.Sleep(DefaultDebounce / pressHoldDivisor)
 		synctest.Wait()
 		if n := presses.Load(); n != 1 {
 			t.Fatalf("bounce train gave %d presses, want 1", n)
@@ -86,6 +86,76 @@ func TestButtonBounceTrainIsOnePress(t *testing.T) {
 		synctest.Wait()
 		if n := presses.Load(); n != 2 {
 			t.Fatalf("second press: %d presses, want 2", n)
+		}
+	})
+}
+
+// TestButtonPressAfterPressHold: a clean press counts exactly when the
+// line has held down for the press hold (10 ms), not the debounce time
+// (50 ms): this is on the path from the visitor's finger to the ring.
+func TestButtonPressAfterPressHold(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pin, presses, stop := runButton(t, ActiveLow, nil)
+		defer stop()
+		hold := DefaultDebounce / pressHoldDivisor
+		if hold != 10*time.Millisecond {
+			t.Fatalf("press hold %v, want 10 ms", hold)
+		}
+		pin.edge(pgpio.Low, hold-time.Microsecond)
+		if n := presses.Load(); n != 0 {
+			t.Fatalf("%d presses %v after the edge", n, hold-time.Microsecond)
+		}
+		time.Sleep(time.Microsecond)
+		synctest.Wait()
+		if n := presses.Load(); n != 1 {
+			t.Fatalf("%d presses %v after the edge, want 1", n, hold)
+		}
+	})
+}
+
+// TestButtonSpikesAreNoPress: pulses shorter than the press hold on a
+// released line (a door strike's coil kicking a long button cable, a
+// microsecond spike, a 9 ms glitch) are never a press.
+func TestButtonSpikesAreNoPress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pin, presses, stop := runButton(t, ActiveLow, nil)
+		defer stop()
+		for i := 0; i < 50; i++ {
+			pin.edge(pgpio.Low, time.Microsecond)
+			pin.edge(pgpio.High, 100*time.Millisecond)
+			pin.edge(pgpio.Low, 9*time.Millisecond)
+			pin.edge(pgpio.High, 100*time.Millisecond)
+		}
+		if n := presses.Load(); n != 0 {
+			t.Fatalf("spikes gave %d presses", n)
+		}
+	})
+}
+
+// TestButtonSlowBounceIsOnePress: bounce trains with a steady stretch
+// longer than the press hold inside them, on the press and on the
+// release, are still one press: once pressed, only a release that holds
+// for the whole debounce time ends it.
+func TestButtonSlowBounceIsOnePress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pin, presses, stop := runButton(t, ActiveLow, nil)
+		defer stop()
+		slow := func(final pgpio.Level) {
+			pin.edge(final, 2*time.Millisecond)
+			pin.edge(!final, 15*time.Millisecond) // steady, the wrong way
+			pin.edge(final, 15*time.Millisecond)  // steady, the right way
+			pin.edge(!final, 15*time.Millisecond) // and the wrong way again
+			pin.edge(final, 0)
+		}
+		for i := 0; i < 5; i++ {
+			slow(pgpio.Low)
+			time.Sleep(500 * time.Millisecond)
+			slow(pgpio.High)
+			time.Sleep(time.Second)
+			synctest.Wait()
+			if n := presses.Load(); n != int64(i+1) {
+				t.Fatalf("after %d slow presses: %d presses", i+1, n)
+			}
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	pionmedia "github.com/pion/webrtc/v4/pkg/media"
@@ -343,32 +344,36 @@ func TestPipelineConcurrentAcquireRelease(t *testing.T) {
 // not half a second later with the next frame, and the frame count moves
 // by exactly that one extra frame.
 func TestUrgentKeyFrameDoesNotWaitForTheNextFrame(t *testing.T) {
-	fk := newFakes()
-	s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 2, Encoders: fk.encoders(), MinKeyFrameGap: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	r, _ := s.Acquire(H264)
-	defer r()
-	waitFor(t, "first frame", func() bool { return stats(s, H264).Frames >= 1 })
-	time.Sleep(50 * time.Millisecond) // the loop is waiting for the next frame
-	before := stats(s, H264)
-	t0 := time.Now()
-	s.RequestKeyFrameNow(H264)
-	waitFor(t, "urgent keyframe", func() bool { return stats(s, H264).ForcedKeyFrames == before.ForcedKeyFrames+1 })
-	if el := time.Since(t0); el > 200*time.Millisecond {
-		t.Errorf("urgent keyframe after %v; the next frame was due within 450 ms", el)
-	}
-	if got := stats(s, H264); got.Frames != before.Frames+1 || got.KeyFrames != before.KeyFrames+1 {
-		t.Errorf("after the urgent keyframe: %+v, before %+v", got, before)
-	}
-	// A plain request still waits for a frame (and for the gap).
-	s.RequestKeyFrame(H264)
-	time.Sleep(100 * time.Millisecond)
-	if got := stats(s, H264).ForcedKeyFrames; got != before.ForcedKeyFrames+1 {
-		t.Errorf("a rate-limited request was served at once: %d forced", got)
-	}
+	// On synctest's clock: the next frame is due 450 ms after the request,
+	// and a wall-clock bound between the two is what a loaded machine missed.
+	synctest.Test(t, func(t *testing.T) {
+		fk := newFakes()
+		s, err := NewStream(StreamConfig{Width: 64, Height: 48, FPS: 2, Encoders: fk.encoders(), MinKeyFrameGap: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		r, _ := s.Acquire(H264)
+		defer r()
+		waitFor(t, "first frame", func() bool { return stats(s, H264).Frames >= 1 })
+		time.Sleep(50 * time.Millisecond) // the loop is waiting for the next frame
+		before := stats(s, H264)
+		t0 := time.Now()
+		s.RequestKeyFrameNow(H264)
+		waitFor(t, "urgent keyframe", func() bool { return stats(s, H264).ForcedKeyFrames == before.ForcedKeyFrames+1 })
+		if el := time.Since(t0); el > 50*time.Millisecond {
+			t.Errorf("urgent keyframe after %v; the next frame was due within 450 ms", el)
+		}
+		if got := stats(s, H264); got.Frames != before.Frames+1 || got.KeyFrames != before.KeyFrames+1 {
+			t.Errorf("after the urgent keyframe: %+v, before %+v", got, before)
+		}
+		// A plain request still waits for a frame (and for the gap).
+		s.RequestKeyFrame(H264)
+		time.Sleep(100 * time.Millisecond)
+		if got := stats(s, H264).ForcedKeyFrames; got != before.ForcedKeyFrames+1 {
+			t.Errorf("a rate-limited request was served at once: %d forced", got)
+		}
+	})
 }
 
 // An urgent request made before the encoder started (a viewer connected

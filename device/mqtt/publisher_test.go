@@ -271,8 +271,8 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	// A publish waiting on the dead connection would take seconds
 	// (ConnectTimeout, publishTimeout); the bound leaves room for a
-	// loaded machine under -race.
-	if took := time.Since(began); took > 250*time.Millisecond {
+	// loaded machine under -race (a real broker: no fake clock here).
+	if took := time.Since(began); took > time.Second {
 		t.Errorf("Observe took %v with the broker away", took)
 	}
 	if st := p.Status(); st.Queued != 3 {

@@ -113,6 +113,24 @@ func TestButtonPressAfterPressHold(t *testing.T) {
 	})
 }
 
+// TestButtonQuickTapIsAPress: a brisk 20 ms tap is a press. With the
+// whole debounce time as the press's hold (50 ms, before issue 18's
+// change) the line was up again when the hold ended, and the visitor's
+// press was lost.
+func TestButtonQuickTapIsAPress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pin, presses, stop := runButton(t, ActiveLow, nil)
+		defer stop()
+		for i := 1; i <= 3; i++ {
+			pin.edge(pgpio.Low, 20*time.Millisecond)
+			pin.edge(pgpio.High, time.Second)
+			if n := presses.Load(); n != int64(i) {
+				t.Fatalf("after %d taps of 20 ms: %d presses", i, n)
+			}
+		}
+	})
+}
+
 // TestButtonSpikesAreNoPress: pulses shorter than the press hold on a
 // released line (a door strike's coil kicking a long button cable, a
 // microsecond spike, a 9 ms glitch) are never a press.

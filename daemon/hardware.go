@@ -13,7 +13,6 @@ import (
 	"periph.io/x/host/v3"
 
 	"github.com/doorbell/intercom/gpio"
-	"github.com/doorbell/intercom/internal/testenv/noisycam"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/aec"
 	"github.com/doorbell/intercom/media/alsa"
@@ -157,11 +156,11 @@ func (h *hardware) muted(what string) bool {
 
 // openVideo is media.StreamConfig.OpenVideo: nil keeps the test pattern.
 // INTERCOM_TEST_PATTERN_NOISE=1 adds sensor-like noise to the pattern
-// (internal/testenv/noisycam), for benchmarks whose encoder must fill a
+// (media.NoisyTestPattern), for benchmarks whose encoder must fill a
 // real camera's bitrate: the bare pattern codes to under 100 kb/s.
 func (h *hardware) openVideo() func(media.VideoFormat) (media.VideoSource, error) {
 	if h.camera == nil && os.Getenv("INTERCOM_TEST_PATTERN_NOISE") == "1" {
-		return noisycam.Open
+		return media.OpenNoisyTestPattern
 	}
 	if h.camera == nil {
 		return nil

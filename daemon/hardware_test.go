@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"math"
 	"testing"
+
+	"github.com/doorbell/intercom/media"
 )
 
 // The microphone the stream opens goes through the processing audio.*
@@ -56,5 +58,28 @@ func TestHardwareMicrophoneProcessing(t *testing.T) {
 				t.Errorf("%d of %d samples changed; processed %v, want %v", changed, 25*960, got, tc.processed)
 			}
 		})
+	}
+}
+
+// INTERCOM_TEST_PATTERN_NOISE=1 opens the noisy test pattern in place of
+// the bare one (left to the stream: OpenVideo nil); nothing else does.
+func TestHardwareTestPatternNoise(t *testing.T) {
+	hw := &hardware{}
+	t.Setenv("INTERCOM_TEST_PATTERN_NOISE", "")
+	if hw.openVideo() != nil {
+		t.Fatal("without the variable the stream's own test pattern is not kept")
+	}
+	t.Setenv("INTERCOM_TEST_PATTERN_NOISE", "1")
+	open := hw.openVideo()
+	if open == nil {
+		t.Fatal("INTERCOM_TEST_PATTERN_NOISE=1 left the bare test pattern")
+	}
+	src, err := open(media.VideoFormat{Width: 160, Height: 120, FPS: 15})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, ok := src.(*media.NoisyTestPattern); !ok {
+		t.Fatalf("opened %T, want *media.NoisyTestPattern", src)
 	}
 }

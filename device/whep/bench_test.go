@@ -16,7 +16,6 @@ import (
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/device/whep"
 	"github.com/doorbell/intercom/internal/testenv/cputime"
-	"github.com/doorbell/intercom/internal/testenv/noisycam"
 	"github.com/doorbell/intercom/internal/testenv/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
@@ -61,7 +60,7 @@ func BenchmarkWHEPViewers(b *testing.B) {
 func benchViewers(b *testing.B, camera bool) {
 	var cfg media.StreamConfig
 	if camera {
-		cfg.OpenVideo = noisycam.Open
+		cfg.OpenVideo = media.OpenNoisyTestPattern
 	}
 	d := newDoorConfig(b, 3, cfg)
 	in, out := reexec.Start(b, "whep clients", clientsEnv+"=1")

@@ -119,9 +119,22 @@ func TestOpus(t *testing.T) {
 }
 
 func benchVideo(b *testing.B, newEnc func(media.VideoEncoderConfig) (media.VideoEncoder, error), noisy bool) {
-	pat, err := media.NewTestPattern(vga.VideoFormat)
-	if err != nil {
-		b.Fatal(err)
+	// Sensor-like noise (media.NoisyTestPattern) makes the encoder work as
+	// it would on a camera: the bare pattern is nearly static and flatters
+	// it.
+	var render func(time.Time) *media.Frame
+	if noisy {
+		pat, err := media.NewNoisyTestPattern(vga.VideoFormat)
+		if err != nil {
+			b.Fatal(err)
+		}
+		render = pat.Render
+	} else {
+		pat, err := media.NewTestPattern(vga.VideoFormat)
+		if err != nil {
+			b.Fatal(err)
+		}
+		render = pat.Render
 	}
 	enc, err := newEnc(vga)
 	if err != nil {
@@ -129,28 +142,10 @@ func benchVideo(b *testing.B, newEnc func(media.VideoEncoderConfig) (media.Video
 	}
 	defer enc.Close()
 	start := time.Now()
-	// Sensor-like noise (±8 luma levels, a fresh pattern each frame from a
-	// set of 8 prepared ones) makes the encoder work as it would on a camera:
-	// the bare pattern is nearly static and flatters it.
-	var noise [8][]int8
-	seed := uint32(1)
-	for i := range noise {
-		noise[i] = make([]int8, vga.Width*vga.Height)
-		for j := range noise[i] {
-			seed = seed*1664525 + 1013904223
-			noise[i][j] = int8(seed>>24)%9 - 4
-		}
-	}
 	bytes := 0
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		f := pat.Render(start.Add(time.Duration(i) * vga.Interval()))
-		if noisy {
-			n := noise[i%len(noise)]
-			for j, v := range n {
-				f.Image.Y[j] = byte(int(f.Image.Y[j]) + int(v))
-			}
-		}
+		f := render(start.Add(time.Duration(i) * vga.Interval()))
 		data, err := enc.Encode(f.Image, false)
 		if err != nil {
 			b.Fatal(err)

@@ -1,6 +1,10 @@
 package codec
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/doorbell/intercom/media/h264nal"
+)
 
 // Constant parameter set ids (issue 16, "bad networks stay usable").
 //
@@ -101,7 +105,7 @@ func rewriteNAL(dst, nal []byte) ([]byte, bool) {
 	default:
 		return dst, false
 	}
-	rbsp := unescapeRBSP(nal[1:])
+	rbsp := h264nal.Unescaped(nal[1:])
 	r := bitReader{b: rbsp, pos: keep}
 	for range skip {
 		if _, ok := r.ue(); !ok {
@@ -131,61 +135,7 @@ func rewriteNAL(dst, nal []byte) ([]byte, bool) {
 	w.bit(1) // rbsp_stop_one_bit, then alignment zeros
 	w.align()
 	dst = append(dst, nal[0])
-	return escapeRBSP(dst, w.b), true
-}
-
-// unescapeRBSP drops the emulation prevention bytes (00 00 03 → 00 00).
-// Most NAL units have none: they come back as they are, not copied (the
-// result is only read).
-func unescapeRBSP(b []byte) []byte {
-	if !bytes.Contains(b, []byte{0, 0, 3}) {
-		return b
-	}
-	out := make([]byte, 0, len(b))
-	zeros := 0
-	for _, c := range b {
-		if zeros >= 2 && c == 3 {
-			zeros = 0
-			continue
-		}
-		out = append(out, c)
-		if c == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
-	}
-	return out
-}
-
-// escapeRBSP appends b to dst with emulation prevention bytes: no 00 00
-// followed by 00–03 may appear in a NAL unit.
-func escapeRBSP(dst, b []byte) []byte {
-	zeros := 0
-	for i := 0; i < len(b); i++ {
-		if zeros == 0 {
-			// Up to the next 00 00 nothing needs a 03, and the byte
-			// before it is not 0: copy in bulk.
-			j := bytes.Index(b[i:], []byte{0, 0})
-			if j < 0 {
-				return append(dst, b[i:]...)
-			}
-			dst = append(dst, b[i:i+j]...)
-			i += j
-		}
-		c := b[i]
-		if zeros >= 2 && c <= 3 {
-			dst = append(dst, 3)
-			zeros = 0
-		}
-		dst = append(dst, c)
-		if c == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
-	}
-	return dst
+	return h264nal.AppendEscaped(dst, w.b), true
 }
 
 // lastSetBit is the position of the last 1 bit (the RBSP stop bit), or -1.

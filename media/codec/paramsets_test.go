@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/doorbell/intercom/media"
+	"github.com/doorbell/intercom/media/h264nal"
 )
 
 // paramSetIDs lists the ids an access unit names: each SPS's, each PPS's
@@ -14,7 +15,7 @@ func paramSetIDs(t *testing.T, au []byte) []int {
 	t.Helper()
 	var ids []int
 	forEachNAL(au, func(_, nal []byte) {
-		r := bitReader{b: unescapeRBSP(nal[1:])}
+		r := bitReader{b: h264nal.Unescaped(nal[1:])}
 		read := func() int {
 			v, ok := r.ue()
 			if !ok {
@@ -43,7 +44,7 @@ func paramSetIDs(t *testing.T, au []byte) []int {
 func TestConstantParamSetIDs(t *testing.T) {
 	cfg := vga
 	cfg.KeyFrameInterval = time.Second
-	pat, err := media.NewTestPattern(cfg.VideoFormat)
+	pat, err := media.NewNoisyTestPattern(cfg.VideoFormat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,14 +64,10 @@ func TestConstantParamSetIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rewritten.Close()
-	noise := sensorNoise(cfg.Width * cfg.Height)
 	start := time.Now()
 	sawNonZero := false
 	for i := range 70 {
 		img := pat.Render(start.Add(time.Duration(i) * cfg.Interval())).Image
-		for j, v := range noise[i%len(noise)] {
-			img.Y[j] = byte(int(img.Y[j]) + int(v))
-		}
 		// Encode through the mediadevices reader directly, to see the
 		// encoder's own ids.
 		if i == 25 || i == 26 {
@@ -119,7 +116,7 @@ func TestRewriteParamSetIDsEscapes(t *testing.T) {
 	// 5 (00110), pps 1 (010), then payload bits that, moved two bits
 	// left, become 00 00 01.
 	body := []byte{0b1_00110_01, 0b0_0000000, 0b00000000, 0b00000000, 0b01_100000}
-	nal := append([]byte{0x61}, escapeRBSP(nil, body)...)
+	nal := append([]byte{0x61}, h264nal.AppendEscaped(nil, body)...)
 	au := append([]byte{0, 0, 0, 1}, nal...)
 	out := rewriteParamSetIDs(nil, au)
 	if ids := paramSetIDs(t, out); len(ids) != 1 || ids[0] != 0 {
@@ -128,7 +125,7 @@ func TestRewriteParamSetIDsEscapes(t *testing.T) {
 	if bytes.Contains(out[4:], []byte{0, 0, 1}) || bytes.Contains(out[4:], []byte{0, 0, 0}) {
 		t.Fatalf("start code emulated in %x", out)
 	}
-	if got := unescapeRBSP(out[5:]); !bytes.Equal(got, []byte{0b1_00110_1_0, 0, 0, 0b00000001, 0b1_0000000}) {
+	if got := h264nal.Unescaped(out[5:]); !bytes.Equal(got, []byte{0b1_00110_1_0, 0, 0, 0b00000001, 0b1_0000000}) {
 		t.Errorf("rbsp %08b", got)
 	}
 	sei := []byte{0, 0, 0, 1, 0x06, 0x05, 0x01, 0x80}
@@ -142,7 +139,7 @@ func TestRewriteParamSetIDsEscapes(t *testing.T) {
 func BenchmarkRewriteParamSetIDs(b *testing.B) {
 	cfg := vga
 	cfg.Bitrate = 1_500_000
-	pat, err := media.NewTestPattern(cfg.VideoFormat)
+	pat, err := media.NewNoisyTestPattern(cfg.VideoFormat)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -152,14 +149,10 @@ func BenchmarkRewriteParamSetIDs(b *testing.B) {
 	}
 	defer enc.Close()
 	raw := enc.(*videoEncoder)
-	noise := sensorNoise(cfg.Width * cfg.Height)
 	var key, inter []byte
 	start := time.Now()
 	for i := 0; key == nil || inter == nil; i++ {
 		img := pat.Render(start.Add(time.Duration(i) * cfg.Interval())).Image
-		for j, v := range noise[i%len(noise)] {
-			img.Y[j] = byte(int(img.Y[j]) + int(v))
-		}
 		raw.cur = img
 		data, release, err := raw.rc.Read()
 		if err != nil {

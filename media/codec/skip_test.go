@@ -8,8 +8,8 @@ import (
 )
 
 // TestH264KeepsEveryFrame: at the stream's lowest target (150 kb/s) and a
-// camera-like picture (the test pattern with ±4 levels of noise, as
-// internal/testenv/noisycam), the H.264 encoder writes every frame and
+// camera-like picture (media.NoisyTestPattern: the test pattern with
+// sensor-like noise), the H.264 encoder writes every frame and
 // still lands near its target. With OpenH264's frame skipping on it left
 // out runs of up to five frames after keyframes and large P-frames,
 // which a receiver counts as freezes (issue 16).
@@ -17,7 +17,7 @@ func TestH264KeepsEveryFrame(t *testing.T) {
 	const bitrate = 150_000
 	cfg := vga
 	cfg.Bitrate = bitrate
-	pat, err := media.NewTestPattern(cfg.VideoFormat)
+	pat, err := media.NewNoisyTestPattern(cfg.VideoFormat)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,15 +26,11 @@ func TestH264KeepsEveryFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer enc.Close()
-	noise := sensorNoise(cfg.Width * cfg.Height)
 	start := time.Now()
 	const frames, settled = 30 * 15, 10 * 15 // 30 s; the rate counts after 10 s
 	var bytes, keys int
 	for i := range frames {
 		img := pat.Render(start.Add(time.Duration(i) * cfg.Interval())).Image
-		for j, v := range noise[i%len(noise)] {
-			img.Y[j] = byte(int(img.Y[j]) + int(v))
-		}
 		data, err := enc.Encode(img, i%45 == 20) // a PLI every 3 s besides the periodic keyframes
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
@@ -56,18 +52,4 @@ func TestH264KeepsEveryFrame(t *testing.T) {
 	if rate < 0.8*bitrate || rate > 1.3*bitrate {
 		t.Errorf("rate %.0f b/s, want 0.8–1.3 times %d", rate, bitrate)
 	}
-}
-
-// sensorNoise returns eight fields of ±4 luma levels of noise.
-func sensorNoise(n int) [][]int8 {
-	fields := make([][]int8, 8)
-	seed := uint32(1)
-	for i := range fields {
-		fields[i] = make([]int8, n)
-		for j := range fields[i] {
-			seed = seed*1664525 + 1013904223
-			fields[i][j] = int8(seed>>24)%9 - 4
-		}
-	}
-	return fields
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/doorbell/intercom/internal/testenv/lkcrypt"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
+	"github.com/doorbell/intercom/media/h264nal"
 	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 )
@@ -345,10 +346,10 @@ func TestLivekitClientH264Parsing(t *testing.T) {
 		if ok != lkOK || (ok && clear != r[0].Clear) {
 			t.Errorf("h264Clear(%x) = %d, %v; livekit-client %d, %v (threw %q)", in, clear, ok, r[0].Clear, r[0].NALU, r[0].Threw)
 		}
-		if got := appendRBSPEscaped(nil, in); !bytes.Equal(got, r[1].Frame) {
+		if got := h264nal.AppendEscaped(nil, in); !bytes.Equal(got, r[1].Frame) {
 			t.Errorf("escape(%x) = %x; livekit-client %x", in, got, r[1].Frame)
 		}
-		if got := appendRBSPUnescaped(nil, in); !bytes.Equal(got, r[2].Frame) {
+		if got := h264nal.AppendUnescaped(nil, in); !bytes.Equal(got, r[2].Frame) {
 			t.Errorf("unescape(%x) = %x; livekit-client %x", in, got, r[2].Frame)
 		}
 		if got := needsRBSPUnescaping(in); got != r[3].Bool {

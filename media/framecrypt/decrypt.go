@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+
+	"github.com/doorbell/intercom/media/h264nal"
 )
 
 // Decryptor decrypts the frames of one remote participant's track with the
@@ -98,7 +100,7 @@ func (d *Decryptor) open(ks *keySet, frame []byte, clear int, nalu bool) ([]byte
 	}
 	header, body := frame[:clear], frame[clear:]
 	if nalu && needsRBSPUnescaping(body) {
-		d.scratch = appendRBSPUnescaped(d.scratch[:0], body)
+		d.scratch = h264nal.AppendUnescaped(d.scratch[:0], body)
 		body = d.scratch
 	}
 	if len(body) < trailerLength {

@@ -1,6 +1,10 @@
 package framecrypt
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/doorbell/intercom/media/h264nal"
+)
 
 const (
 	// ivLength is livekit-client's IV_LENGTH (src/e2ee/constants.ts): 12
@@ -105,7 +109,7 @@ func (e *Encryptor) seal(frame []byte, clear int) ([]byte, error) {
 		sealed = append(sealed, iv...)
 		sealed = append(sealed, ivLength, index)
 		e.scratch = sealed
-		out = appendRBSPEscaped(out, sealed)
+		out = h264nal.AppendEscaped(out, sealed)
 	} else {
 		out = append(out, frame[:clear]...)
 		out = ks.aead.Seal(out, iv, frame[clear:], out[:clear])

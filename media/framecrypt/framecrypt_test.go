@@ -6,6 +6,8 @@ import (
 	"errors"
 	"sync"
 	"testing"
+
+	"github.com/doorbell/intercom/media/h264nal"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -86,7 +88,7 @@ func TestH264EscapesCiphertext(t *testing.T) {
 		t.Fatal(err)
 	}
 	const clear = 6
-	escaped := appendRBSPEscaped(nil, want)
+	escaped := h264nal.AppendEscaped(nil, want)
 	if !bytes.HasPrefix(out[clear:], escaped) {
 		t.Fatal("the ciphertext is not the one the test built, or not escaped as expected")
 	}
@@ -253,7 +255,7 @@ func TestIVsNeverRepeat(t *testing.T) {
 				}
 				plain := out
 				if g%3+1 == int(H264) && needsRBSPUnescaping(out) {
-					plain = appendRBSPUnescaped(nil, out)
+					plain = h264nal.AppendUnescaped(nil, out)
 				}
 				var iv [ivLength]byte
 				copy(iv[:], plain[len(plain)-2-ivLength:])

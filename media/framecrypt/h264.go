@@ -8,7 +8,9 @@ import "bytes"
 // receiver's depacketizer still see the parameter sets and the slice type;
 // the rest is encrypted, and the encrypted part (ciphertext, IV and trailer)
 // is escaped as RBSP (emulation prevention, ITU-T H.264 section 7.4.1) so
-// that it holds no start code the RTP packetizer would cut at.
+// that it holds no start code the RTP packetizer would cut at; the escaping
+// and unescaping themselves are media/h264nal's, which follows the same
+// rules as livekit-client's writeRbsp and parseRbsp.
 //
 // The functions below reproduce livekit-client's parsing, edge cases
 // included, because the receiver finds the clear part by parsing the frame
@@ -17,7 +19,6 @@ import "bytes"
 
 var (
 	startCode3 = []byte{0, 0, 1}
-	zeroZero   = []byte{0, 0}
 	escapeSeq  = []byte{0, 0, 3}
 )
 
@@ -140,54 +141,12 @@ func appendSentHeader(dst, frame []byte, slice int) []byte {
 	return append(dst, 0, 0, 0, 1, frame[slice], frame[slice+1])
 }
 
-// appendRBSPEscaped appends src with an emulation prevention byte (03)
-// before every byte ≤ 03 that follows two zeros, counting zeros afresh
-// after each inserted 03 (livekit-client utils.ts writeRbsp).
-func appendRBSPEscaped(dst, src []byte) []byte {
-	zeros := 0
-	for i := 0; i < len(src); {
-		if zeros == 0 {
-			// Nothing needs escaping before the next 00 00, and the byte
-			// before it is nonzero, so zeros is still 0 there: copy in bulk.
-			j := bytes.Index(src[i:], zeroZero)
-			if j < 0 {
-				return append(dst, src[i:]...)
-			}
-			dst = append(dst, src[i:i+j]...)
-			i += j
-		}
-		c := src[i]
-		if c <= 3 && zeros >= 2 {
-			dst = append(dst, 3)
-			zeros = 0
-		}
-		dst = append(dst, c)
-		if c == 0 {
-			zeros++
-		} else {
-			zeros = 0
-		}
-		i++
-	}
-	return dst
-}
-
 // needsRBSPUnescaping reports a 00 00 03 starting before len-3
-// (livekit-client utils.ts needsRbspUnescaping).
+// (livekit-client utils.ts needsRbspUnescaping). It stays here, not in
+// media/h264nal, because it is livekit-client's test rather than the
+// standard's: a 00 00 03 that ends the buffer does not count, so a
+// payload whose only 00 00 03 is its last three bytes is decrypted as it
+// is, which is what livekit-client's own decryptor does.
 func needsRBSPUnescaping(b []byte) bool {
 	return len(b) > 3 && bytes.Index(b[:len(b)-1], escapeSeq) >= 0
-}
-
-// appendRBSPUnescaped appends src without the 03 of each 00 00 03, scanning
-// left to right and resuming after each one (livekit-client utils.ts
-// parseRbsp).
-func appendRBSPUnescaped(dst, src []byte) []byte {
-	for {
-		j := bytes.Index(src, escapeSeq)
-		if j < 0 {
-			return append(dst, src...)
-		}
-		dst = append(dst, src[:j+2]...)
-		src = src[j+3:]
-	}
 }

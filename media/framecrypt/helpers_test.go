@@ -5,6 +5,8 @@ import (
 	"crypto/cipher"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/doorbell/intercom/media/h264nal"
 )
 
 // testKey is a raw key as Element Call sends it (16 bytes), made from seed.
@@ -66,7 +68,7 @@ func sliceNAL(header byte, size int, seed uint64) []byte {
 		}
 	}
 	raw[0] = 0x88
-	return appendRBSPEscaped([]byte{header}, raw)
+	return h264nal.AppendEscaped([]byte{header}, raw)
 }
 
 var (

@@ -13,7 +13,6 @@ import (
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/internal/testenv/cputime"
-	"github.com/doorbell/intercom/internal/testenv/noisycam"
 	"github.com/doorbell/intercom/internal/testenv/reexec"
 	"github.com/doorbell/intercom/media"
 	"github.com/doorbell/intercom/media/codec"
@@ -48,7 +47,7 @@ func TestMain(m *testing.M) {
 // "pattern" encodes the bare test pattern, flat and nearly still, which
 // costs the encoder a fraction of what a camera's picture does and so
 // makes every per-peer cost look large; "camera" adds sensor-like noise
-// (internal/testenv/noisycam) so the shared encoder works as it would on
+// (media.NoisyTestPattern) so the shared encoder works as it would on
 // a real scene.
 // In "talking" all four residents talk at once, the worst case: each sends
 // a tone and writes its level into each packet as browsers do (RFC 6464),
@@ -68,7 +67,7 @@ func BenchmarkFanout(b *testing.B) {
 func benchFanout(b *testing.B, mode string, camera bool) {
 	var cfg media.StreamConfig
 	if camera {
-		cfg.OpenVideo = noisycam.Open
+		cfg.OpenVideo = media.OpenNoisyTestPattern
 	}
 	e := newEnvWith(b, cfg)
 	rs := startResidents(b, mode)

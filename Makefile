@@ -30,11 +30,12 @@ test-unit:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Short fuzz runs of every untrusted-input decoder (names anchored: -fuzz
+# Short fuzz runs of every untrusted-input decoder (and the button's edges) (names anchored: -fuzz
 # must match exactly one target per package).
 fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzDecode$$ -fuzztime=30s ./callengine
 	$(GO) test -run=^$$ -fuzz=^FuzzMachine$$ -fuzztime=30s ./callengine
+	$(GO) test -run=^$$ -fuzz=^FuzzButton$$ -fuzztime=30s ./gpio
 	$(GO) test -run=^$$ -fuzz=^FuzzParse$$ -fuzztime=30s ./provisioning
 	$(GO) test -run=^$$ -fuzz=^FuzzParseRelay$$ -fuzztime=30s ./provisioning
 	$(GO) test -run=^$$ -fuzz=^FuzzDoorPolicy$$ -fuzztime=30s ./device

@@ -30,7 +30,7 @@ test-unit:
 test: deps vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Short fuzz runs of every untrusted-input decoder (and the button's edges) (names anchored: -fuzz
+# Short fuzz runs of every untrusted-input decoder and of the button's edges (names anchored: -fuzz
 # must match exactly one target per package).
 fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzDecode$$ -fuzztime=30s ./callengine

@@ -924,15 +924,7 @@ func (m *Machine) reconcile(now time.Time, emit func(...Effect)) {
 	for d, mb := range devs {
 		m.seen[d] = mb.MembershipID
 	}
-	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
-		l := m.legs[id]
-		mb, ok := devs[l.peer]
-		if !ok || mb.MembershipID != l.session {
-			// dart-sdk ends calls whose session no longer matches the
-			// member's membershipID (README, §4.4).
-			m.endLeg(l, true, callengine.ReasonUserHangup, emit)
-		}
-	}
+	m.endStale(devs, emit)
 	var next time.Time
 	for _, mb := range devs {
 		at := mb.Expires().Add(ExpiryGrace)
@@ -956,10 +948,29 @@ func (m *Machine) reconcile(now time.Time, emit func(...Effect)) {
 	}
 }
 
+// endStale ends the calls of devices that are not in devs (valid
+// devices): they left, their membership expired, or they changed session.
+func (m *Machine) endStale(devs map[Device]Membership, emit func(...Effect)) {
+	for _, id := range slices.Sorted(maps.Keys(m.legs)) {
+		l := m.legs[id]
+		mb, ok := devs[l.peer]
+		if !ok || mb.MembershipID != l.session {
+			// dart-sdk ends calls whose session no longer matches the
+			// member's membershipID (README, §4.4).
+			m.endLeg(l, true, callengine.ReasonUserHangup, emit)
+		}
+	}
+}
+
 // connectAll places a call to every member device the intercom should
-// call and has no call with.
+// call and has no call with. It first ends the calls of devices no longer
+// valid: a membership can expire between two expiry checks (TimerExpiry),
+// and a call kept for it would still count against the limits while a
+// further device of the same user was called (FuzzMachine found a user
+// with three devices in calls against a limit of two).
 func (m *Machine) connectAll(now time.Time, emit func(...Effect)) {
 	devs := m.validDevices(now)
+	m.endStale(devs, emit)
 	busy := map[Device]bool{}
 	for _, l := range m.legs {
 		busy[l.peer] = true

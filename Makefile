@@ -53,6 +53,7 @@ fuzz:
 	$(GO) test -run=^$$ -fuzz=^FuzzOpusReceiver$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzReadGlassCode$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzGlassCodeNoise$$ -fuzztime=30s ./media
+	$(GO) test -run=^$$ -fuzz=^FuzzBurstDetector$$ -fuzztime=30s ./media
 	$(GO) test -run=^$$ -fuzz=^FuzzDecrypt$$ -fuzztime=30s ./media/framecrypt
 	$(GO) test -run=^$$ -fuzz=^FuzzRBSPRoundTrip$$ -fuzztime=30s ./media/h264nal
 	$(GO) test -run=^$$ -fuzz=^FuzzParseEvent$$ -fuzztime=30s ./internal/testenv/nodeproc

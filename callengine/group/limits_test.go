@@ -120,3 +120,45 @@ func TestDeviceCapKeepsCalls(t *testing.T) {
 		t.Fatalf("no call to the admitted device: %v", effs)
 	}
 }
+
+// TestExpiredDevicesFreeTheirSlots: a user's devices in calls whose
+// memberships expire before the expiry check fires (TimerExpiry comes on
+// its own schedule) still held calls when the intercom's own membership
+// was published again and a further device of the same user was called:
+// three devices against a limit of two (found by FuzzMachine). The
+// expired devices' calls now end before another device is called.
+func TestExpiredDevicesFreeTheirSlots(t *testing.T) {
+	h := newHarness(t)
+	h.m.cfg.MaxDevicesPerUser = 2
+	zed := callengine.UserID("@zed:example.org")
+	h.deviceMember(zed, "D0", "s0")
+	h.deviceMember(zed, "D2", "s2")
+	h.join()
+	if n := len(h.m.Status(h.now).Calls); n != 2 {
+		t.Fatalf("%d calls after the ring, want D0 and D2", n)
+	}
+	// A third device joins while the two are in calls: not called.
+	h.advance(10 * time.Minute)
+	if made := peersMade(h.deviceMember(zed, "D4", "s4")); made != 0 {
+		t.Fatalf("a third device called against a limit of two")
+	}
+	// Past the two memberships' expiry and grace, without the expiry
+	// check; the intercom's membership comes back from a refresh.
+	h.advance(ExpireBump + ExpiryGrace - 10*time.Minute + time.Second)
+	effs := h.step(MembershipPublished{EventID: "$m2"})
+	devs := map[string]bool{}
+	for _, c := range h.m.Status(h.now).Calls {
+		if c.User == zed {
+			devs[c.DeviceID] = true
+		}
+	}
+	if len(devs) > 2 {
+		t.Fatalf("zed has devices %v in calls, at most 2", devs)
+	}
+	if !devs["D4"] || devs["D0"] || devs["D2"] {
+		t.Errorf("zed's devices in calls %v, want only D4 (D0 and D2 expired); effects %v", devs, effs)
+	}
+	if n := len(all[ClosePeer](effs)); n != 2 {
+		t.Errorf("%d peers closed, want the two expired devices': %v", n, effs)
+	}
+}

@@ -66,6 +66,12 @@ func TestWHEPInChromium(t *testing.T) {
 	if d.srv.Status().Viewers != 1 {
 		t.Errorf("status %+v, want one viewer", d.srv.Status())
 	}
+	// Viewers negotiate no transport-cc (media/webrtc/viewerbudget.go):
+	// Chromium then estimates itself and sends REMB, which, with no call
+	// on, is what the encoder follows.
+	waitFor(t, "Chromium's REMB at the encoder", 5*time.Second, func() bool {
+		return stats(d.stream, media.H264).EstimateReceivers == 1
+	})
 	var code int
 	if err := page.Eval(ctx, "return await stop()", &code); err != nil || code != http.StatusOK {
 		t.Fatalf("DELETE %s from the page: %d %v", loc, code, err)

@@ -9,11 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/doorbell/intercom/callengine"
 	"github.com/doorbell/intercom/media"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
 	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/interceptor/pkg/twcc"
@@ -176,17 +178,26 @@ func (f *PeerFactory) newAPI(se webrtc.SettingEngine, log *slog.Logger, kind api
 	}
 	lf := LoggerFactory{Logger: log}
 	ir := &interceptor.Registry{}
+	if kind == viewerAPI {
+		// First, so that the NACK responder registered after it sees
+		// the budget (viewerbudget.go).
+		budgets, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+			return newViewerBudget(func() int { return startBitrate(stream) }, time.Now), nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("new viewer budget interceptor: %w", err)
+		}
+		ir.Add(budgets)
+		if err := viewerInterceptors(me, ir, lf); err != nil {
+			return nil, err
+		}
+		return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+	}
 	// First, so that the NACK responder registered after it sees each
 	// peer's estimate and keeps its retransmissions within it.
 	if err := registerSendSideBWE(me, ir, func() int { return startBitrate(stream) }, lf, log,
 		func(e *tolerantEstimator) { f.newEst = e }); err != nil {
 		return nil, err
-	}
-	if kind == viewerAPI {
-		if err := viewerInterceptors(me, ir, lf); err != nil {
-			return nil, err
-		}
-		return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 	}
 	// pion's default interceptors except its stats interceptor, which
 	// does bookkeeping on every packet of every peer for GetStats, which
@@ -289,12 +300,13 @@ func (f *PeerFactory) AcceptOffer(ctx context.Context, offer string, sink func(c
 	return p, answer, nil
 }
 
-// viewerInterceptors are a viewer's, after the send-side estimator: what
-// sending needs and nothing for receiving, since a viewer sends nothing
-// the door keeps (draft-ietf-wish-whep: it only watches). Kept: the NACK
-// responder (retransmissions, within the peer's estimate), RTCP sender
-// reports (lip sync, round-trip time) and transport-cc feedback, which
-// feeds the estimator. Left out, against a call's: the NACK generator,
+// viewerInterceptors are a viewer's, after its budget (viewerbudget.go):
+// what sending needs and nothing for receiving, since a viewer sends
+// nothing the door keeps (draft-ietf-wish-whep: it only watches). Kept:
+// the NACK responder (retransmissions, within the budget) and RTCP sender
+// reports (lip sync, round-trip time). Left out, against a call's: the
+// send-side estimator with its transport-wide sequence numbers and
+// transport-cc feedback (viewerbudget.go says why), the NACK generator,
 // the receiver reports and the transport-cc feedback generator, which
 // serve only what the far end sends; the NACK generator also ticks ten
 // times a second per peer whether anything arrives or not. A viewer that
@@ -316,9 +328,5 @@ func viewerInterceptors(me *webrtc.MediaEngine, ir *interceptor.Registry, lf Log
 	if err := webrtc.ConfigureSimulcastExtensionHeaders(me); err != nil {
 		return fmt.Errorf("register simulcast extensions: %w", err)
 	}
-	// The header extension is negotiated by registerSendSideBWE; the
-	// feedback type tells the viewer to answer it.
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeVideo)
-	me.RegisterFeedback(webrtc.RTCPFeedback{Type: webrtc.TypeRTCPFBTransportCC}, webrtc.RTPCodecTypeAudio)
 	return nil
 }

@@ -1,0 +1,118 @@
+package webrtc
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/cc"
+	"github.com/pion/interceptor/pkg/nack"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+func TestViewerBudgetRate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	target := 800_000
+	b := newViewerBudget(func() int { return target }, func() time.Time { return now })
+	remb := func(bps float32) {
+		if err := b.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: bps}}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		step func()
+		want int
+	}{
+		{"no REMB: the encoder's target", func() {}, 800_000},
+		{"a lower REMB", func() { remb(300_000) }, 300_000},
+		{"a higher REMB: the target", func() { remb(2_000_000) }, 800_000},
+		{"the target falls below it", func() { target = 500_000 }, 500_000},
+		{"a REMB below the floor", func() { remb(30_000) }, minViewerBudget},
+		{"the REMB gone stale", func() { now = now.Add(rembFresh) }, 500_000},
+	} {
+		c.step()
+		if got := b.GetTargetBitrate(); got != c.want {
+			t.Errorf("%s: budget %d b/s, want %d", c.name, got, c.want)
+		}
+	}
+}
+
+// The point of the budget: pion's NACK responder, registered after it as
+// in the viewers' API, resends no more than the budget allows however
+// much a viewer asks for (here every one of 100 packets of 1 kB at once:
+// 500 ms of a budget is what may go in one burst, pion's window).
+func TestViewerBudgetLimitsRetransmissions(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		target int
+		remb   float32
+		want   int // packets resent: budget/16 bytes, in 1012-byte packets
+	}{
+		{"the encoder's 1 Mb/s", 1_000_000, 0, 61},
+		{"a REMB of 200 kb/s", 1_000_000, 200_000, 12},
+		{"the floor", 50_000, 0, 9},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				if got := resentFor(t, c.target, c.remb, 100); got != c.want {
+					t.Errorf("%d of 100 NACKed packets resent, want %d", got, c.want)
+				}
+			})
+		})
+	}
+}
+
+// resentFor sends n packets through a viewer's budget and NACK responder,
+// has them all NACKed (after a REMB of remb, if not 0), and returns how
+// many were resent once the pacer drained.
+func resentFor(t *testing.T, target int, remb float32, n int) int {
+	t.Helper()
+	budgets, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
+		return newViewerBudget(func() int { return target }, time.Now), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	responder, err := nack.NewResponderInterceptor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ir := &interceptor.Registry{}
+	ir.Add(budgets)
+	ir.Add(responder)
+	chain, err := ir.Build("viewer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer chain.Close()
+	sent := &recordWriter{}
+	w := chain.BindLocalStream(&interceptor.StreamInfo{SSRC: videoSSRC, MimeType: "video/H264",
+		RTCPFeedback: []interceptor.RTCPFeedback{{Type: "nack"}}}, sent)
+	seqs := make([]uint16, n)
+	for i := range n {
+		seqs[i] = uint16(i)
+		if _, err := w.Write(&rtp.Header{Version: 2, SSRC: videoSSRC, SequenceNumber: uint16(i)}, make([]byte, 1000), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var in []rtcp.Packet
+	if remb > 0 {
+		in = append(in, &rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: remb, SSRCs: []uint32{videoSSRC}})
+	}
+	in = append(in, &rtcp.TransportLayerNack{MediaSSRC: videoSSRC, Nacks: rtcp.NackPairsFromSequenceNumbers(seqs)})
+	raw, err := rtcp.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := chain.BindRTCPReader(interceptor.RTCPReaderFunc(func(b []byte, a interceptor.Attributes) (int, interceptor.Attributes, error) {
+		return copy(b, raw), a, nil
+	}))
+	if _, _, err := r.Read(make([]byte, 1500), nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the responder's goroutine, and the pacer's timers
+	return len(sent.packets()) - n
+}

@@ -222,6 +222,10 @@ func (s *Stream) ID() string { return s.cfg.ID }
 // Format returns the raw video format.
 func (s *Stream) Format() VideoFormat { return s.format }
 
+// MaxVideoBitrate is the most the video encoders are set to send, in
+// bits per second (StreamConfig.MaxVideoBitrate).
+func (s *Stream) MaxVideoBitrate() int { return s.cfg.MaxVideoBitrate }
+
 // Has reports whether the stream can send codec c.
 func (s *Stream) Has(c Codec) bool { return s.codecs[c] != nil }
 

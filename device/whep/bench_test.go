@@ -71,6 +71,7 @@ func benchViewers(b *testing.B, camera bool) {
 		Span:       2 * time.Second,
 		ProfileDir: os.Getenv(cputime.ProfileEnv),
 		PerfDir:    os.Getenv(cputime.PerfEnv),
+		PerfEvent:  os.Getenv(cputime.PerfEventEnv),
 		Counters: map[string]func() float64{
 			"video-kbit": func() float64 { return float64(stats(d.stream, media.H264).Bytes) * 8 / 1000 },
 			"switches": func() float64 {

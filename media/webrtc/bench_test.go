@@ -78,6 +78,7 @@ func benchFanout(b *testing.B, mode string, camera bool) {
 		Span:       2 * time.Second,
 		ProfileDir: os.Getenv(cputime.ProfileEnv),
 		PerfDir:    os.Getenv(cputime.PerfEnv),
+		PerfEvent:  os.Getenv(cputime.PerfEventEnv),
 		Load: func() {
 			for range 3 {
 				extra = append(extra, rs.call(b, e))

@@ -188,7 +188,7 @@ func (f *PeerFactory) newAPI(se webrtc.SettingEngine, log *slog.Logger, kind api
 			return nil, fmt.Errorf("new viewer budget interceptor: %w", err)
 		}
 		ir.Add(budgets)
-		if err := viewerInterceptors(me, ir, lf); err != nil {
+		if err := viewerInterceptors(me, ir, lf, viewerHistory(stream.MaxVideoBitrate())); err != nil {
 			return nil, err
 		}
 		return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
@@ -300,6 +300,29 @@ func (f *PeerFactory) AcceptOffer(ctx context.Context, offer string, sink func(c
 	return p, answer, nil
 }
 
+// viewerHistory is how many video packets a viewer's NACK responder keeps
+// to resend: a second's worth at the stream's maximum rate, as libwebrtc
+// keeps at least a second (RtpPacketHistory), in packets of 1000 bytes
+// (most are fuller), rounded up to the power of two pion's buffer needs;
+// at least 256, at most pion's default of 1024, which calls keep. A
+// resend asked for later than that comes too late for a live picture
+// anyway: the receiver asks for a keyframe instead.
+//
+// The responder copies every packet it sends into its history, and a new
+// peer's history is allocated packet by packet until it is full: with
+// 1024 (1.5 MB a viewer), a viewer's first six seconds at the default
+// 1.5 Mb/s allocated 1.5 kB a packet and fed the garbage collector
+// (measured with BenchmarkWHEPViewers, whose windows fall in those
+// seconds: 1.18–1.20× with 1024, 1.12–1.14× with 256 in alternating
+// runs). At the default maximum, 256 packets are 1.5 s.
+func viewerHistory(maxBitrate int) uint16 {
+	n := uint16(256)
+	for n < 1024 && int(n)*1000*8 < maxBitrate {
+		n *= 2
+	}
+	return n
+}
+
 // viewerInterceptors are a viewer's, after its budget (viewerbudget.go):
 // what sending needs and nothing for receiving, since a viewer sends
 // nothing the door keeps (draft-ietf-wish-whep: it only watches). Kept:
@@ -311,8 +334,8 @@ func (f *PeerFactory) AcceptOffer(ctx context.Context, offer string, sink func(c
 // serve only what the far end sends; the NACK generator also ticks ten
 // times a second per peer whether anything arrives or not. A viewer that
 // does send audio still gets it read and dropped (Peer.mute).
-func viewerInterceptors(me *webrtc.MediaEngine, ir *interceptor.Registry, lf LoggerFactory) error {
-	responder, err := nack.NewResponderInterceptor(nack.WithResponderLoggerFactory(lf))
+func viewerInterceptors(me *webrtc.MediaEngine, ir *interceptor.Registry, lf LoggerFactory, history uint16) error {
+	responder, err := nack.NewResponderInterceptor(nack.WithResponderLoggerFactory(lf), nack.ResponderSize(history))
 	if err != nil {
 		return fmt.Errorf("register nack responder: %w", err)
 	}

@@ -116,3 +116,14 @@ func resentFor(t *testing.T, target int, remb float32, n int) int {
 	time.Sleep(time.Second) // the responder's goroutine, and the pacer's timers
 	return len(sent.packets()) - n
 }
+
+func TestViewerHistory(t *testing.T) {
+	for _, c := range []struct {
+		bps  int
+		want uint16
+	}{{150_000, 256}, {1_500_000, 256}, {2_048_000, 256}, {2_100_000, 512}, {4_000_000, 512}, {8_000_000, 1024}, {50_000_000, 1024}} {
+		if got := viewerHistory(c.bps); got != c.want {
+			t.Errorf("viewerHistory(%d) = %d, want %d", c.bps, got, c.want)
+		}
+	}
+}

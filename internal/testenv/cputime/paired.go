@@ -51,11 +51,21 @@ type Paired struct {
 	// interrupts are: figures from profiled runs are for finding costs,
 	// not for reporting. The benchmarks take it from PerfEnv.
 	PerfDir string
+	// PerfEvent, if set, is what perf records instead of cpu-clock,
+	// every occurrence with its call graph: sched:sched_switch shows
+	// where threads went to sleep or were preempted, which is what the
+	// context-switch counters count. The benchmarks take it from
+	// PerfEventEnv.
+	PerfEvent string
 }
 
 // PerfEnv names the environment variable the benchmarks read
 // Paired.PerfDir from.
 const PerfEnv = "INTERCOM_BENCH_PERF"
+
+// PerfEventEnv names the environment variable the benchmarks read
+// Paired.PerfEvent from.
+const PerfEventEnv = "INTERCOM_BENCH_PERF_EVENT"
 
 // ProfileEnv names the environment variable the benchmarks read
 // Paired.ProfileDir from.
@@ -150,8 +160,12 @@ func (p Paired) perf(name string) (stop func()) {
 	if p.PerfDir == "" {
 		return func() {}
 	}
-	cmd := exec.Command("perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g",
-		"-p", strconv.Itoa(os.Getpid()), "-o", filepath.Join(p.PerfDir, name))
+	event := []string{"-e", "cpu-clock", "-F", "2000"}
+	if p.PerfEvent != "" {
+		event = []string{"-e", p.PerfEvent, "-c", "1"}
+	}
+	args := append([]string{"record", "-q"}, event...)
+	cmd := exec.Command("perf", append(args, "-g", "-p", strconv.Itoa(os.Getpid()), "-o", filepath.Join(p.PerfDir, name))...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "cputime: no perf recording %s: %v\n", name, err)

@@ -67,9 +67,9 @@ func TestWHEPInChromium(t *testing.T) {
 		t.Errorf("status %+v, want one viewer", d.srv.Status())
 	}
 	// Viewers negotiate no transport-cc (media/webrtc/viewerbudget.go):
-	// Chromium then estimates itself and sends REMB, which, with no call
-	// on, is what the encoder follows.
-	waitFor(t, "Chromium's REMB at the encoder", 5*time.Second, func() bool {
+	// Chromium's estimate reaches the encoder all the same, with no call
+	// on (its REMB, and the loss-based estimate on its receiver reports).
+	waitFor(t, "Chromium's estimate at the encoder", 5*time.Second, func() bool {
 		return stats(d.stream, media.H264).EstimateReceivers == 1
 	})
 	var code int

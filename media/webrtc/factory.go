@@ -73,9 +73,11 @@ type PeerFactory struct {
 	reporting  map[*Peer]struct{} // open peers that reported loss
 
 	// estMu is held around NewPeerConnection, during which the cc
-	// interceptor hands over the new connection's GCC estimator (newEst).
-	estMu  sync.Mutex
-	newEst *tolerantEstimator
+	// interceptor hands over the new connection's GCC estimator (newEst),
+	// or a viewer's budget (newBudget).
+	estMu     sync.Mutex
+	newEst    *tolerantEstimator
+	newBudget *viewerBudget
 }
 
 var _ callengine.PeerFactory = (*PeerFactory)(nil)
@@ -182,11 +184,16 @@ func (f *PeerFactory) newAPI(se webrtc.SettingEngine, log *slog.Logger, kind api
 		// First, so that the NACK responder registered after it sees
 		// the budget (viewerbudget.go).
 		budgets, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-			return newViewerBudget(func() int { return startBitrate(stream) }, time.Now), nil
+			return newViewerBudget(func() int { return startBitrate(stream) }, stream.MaxVideoBitrate(), time.Now), nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("new viewer budget interceptor: %w", err)
 		}
+		budgets.OnNewPeerConnection(func(_ string, e cc.BandwidthEstimator) {
+			if b, ok := e.(*viewerBudget); ok {
+				f.newBudget = b
+			}
+		})
 		ir.Add(budgets)
 		if err := viewerInterceptors(me, ir, lf, viewerHistory(stream.MaxVideoBitrate())); err != nil {
 			return nil, err

@@ -240,18 +240,22 @@ func (f *PeerFactory) basePeer(ctx context.Context, sink func(callengine.PeerEve
 	}
 	f.estMu.Lock()
 	pc, err := api.NewPeerConnection(conf)
-	est := f.newEst // handed over during NewPeerConnection
-	f.newEst = nil
+	est, budget := f.newEst, f.newBudget // handed over during NewPeerConnection
+	f.newEst, f.newBudget = nil, nil
 	f.estMu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("new peer connection: %w", err)
 	}
 	p := &Peer{f: f, pc: pc, sink: sink, mute: viewer}
 	p.estimate = newPeerEstimate(rates, p)
-	if est != nil {
+	switch {
+	case est != nil:
 		p.bwe = newSendSideEstimate(est.BandwidthEstimator, p.estimate, p.VideoCodec)
 		feedback := p.bwe.feedback
 		est.onFeedback.Store(&feedback)
+	case budget != nil:
+		// A viewer: its loss-based estimate (viewerbudget.go).
+		p.bwe = newSendSideEstimate(lossView{budget}, p.estimate, p.VideoCodec)
 	}
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		var cand callengine.Candidate // nil: gathering complete, the end marker

@@ -181,3 +181,18 @@ func TestViewerEstimateWaitsForTheCall(t *testing.T) {
 		return s.EstimateReceivers == 1 && s.EstimateReports > reports
 	})
 }
+
+// A viewer that sends no REMB (a pion client, as go2rtc is) still gives
+// the encoder an estimate when no call is on: the loss-based one, from
+// the receiver reports pion sends once a second (viewerbudget.go).
+func TestViewerWithoutREMBReportsLoss(t *testing.T) {
+	e := newEnv(t)
+	if n := encStats(e.stream, media.H264).EstimateReceivers; n != 0 {
+		t.Fatalf("%d estimates before the viewer", n)
+	}
+	e.watch(t)
+	waitFor(t, "the viewer's loss-based estimate", 5*time.Second, func() bool {
+		s := encStats(e.stream, media.H264)
+		return s.EstimateReceivers == 1 && s.EstimateReports >= 2
+	})
+}

@@ -15,7 +15,7 @@ import (
 func TestViewerBudgetRate(t *testing.T) {
 	now := time.Unix(1000, 0)
 	target := 800_000
-	b := newViewerBudget(func() int { return target }, func() time.Time { return now })
+	b := newViewerBudget(func() int { return target }, 1_500_000, func() time.Time { return now })
 	remb := func(bps float32) {
 		if err := b.WriteRTCP([]rtcp.Packet{&rtcp.ReceiverEstimatedMaximumBitrate{Bitrate: bps}}, nil); err != nil {
 			t.Fatal(err)
@@ -71,7 +71,7 @@ func TestViewerBudgetLimitsRetransmissions(t *testing.T) {
 func resentFor(t *testing.T, target int, remb float32, n int) int {
 	t.Helper()
 	budgets, err := cc.NewInterceptor(func() (cc.BandwidthEstimator, error) {
-		return newViewerBudget(func() int { return target }, time.Now), nil
+		return newViewerBudget(func() int { return target }, 1_500_000, time.Now), nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -125,5 +125,61 @@ func TestViewerHistory(t *testing.T) {
 		if got := viewerHistory(c.bps); got != c.want {
 			t.Errorf("viewerHistory(%d) = %d, want %d", c.bps, got, c.want)
 		}
+	}
+}
+
+// GCC's loss-based half on the viewer's receiver reports: more than 10 %
+// lost lowers the estimate by half the fraction, less than 2 % raises it
+// by 5 %, between holds; only reports about our video count; the
+// estimate bounds the budget, stays within the stream's rates, and each
+// change is told.
+func TestViewerBudgetLossEstimate(t *testing.T) {
+	b := newViewerBudget(func() int { return 1_000_000 }, 1_500_000, time.Now)
+	b.AddStream(&interceptor.StreamInfo{SSRC: videoSSRC, MimeType: "video/H264"}, &recordWriter{})
+	b.AddStream(&interceptor.StreamInfo{SSRC: audioSSRC, MimeType: "audio/opus"}, &recordWriter{})
+	var told []int
+	v := lossView{b}
+	v.OnTargetBitrateChange(func(int) { told = append(told, v.GetTargetBitrate()) })
+	report := func(ssrc uint32, lost uint8) {
+		rr := &rtcp.ReceiverReport{Reports: []rtcp.ReceptionReport{{SSRC: ssrc, FractionLost: lost}}}
+		if err := b.WriteRTCP([]rtcp.Packet{rr}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v.GetTargetBitrate() != 0 {
+		t.Fatalf("an estimate before any report: %d", v.GetTargetBitrate())
+	}
+	report(audioSSRC, 128)
+	if len(told) != 0 || b.GetTargetBitrate() != 1_000_000 {
+		t.Fatalf("a report about audio counted: told %v, budget %d", told, b.GetTargetBitrate())
+	}
+	for _, c := range []struct {
+		lost   uint8 // in 256ths
+		want   int
+		budget int
+	}{
+		{0, 1_050_000, 1_000_000},               // clean: up 5 %, the budget still the target
+		{64, 918_750, 918_750},                  // 25 %: down 12.5 %
+		{13, 918_750, 918_750},                  // 5 %: held
+		{255, 461_169, 461_169},                 // all but lost: nearly halved
+		{255, 231_485, 231_485},                 // and again
+		{255, minViewerBudget, minViewerBudget}, // the floor
+	} {
+		report(videoSSRC, c.lost)
+		if got := v.GetTargetBitrate(); got != c.want {
+			t.Errorf("after %d/256 lost: estimate %d, want %d", c.lost, got, c.want)
+		}
+		if got := b.GetTargetBitrate(); got != c.budget {
+			t.Errorf("after %d/256 lost: budget %d, want %d", c.lost, got, c.budget)
+		}
+	}
+	if len(told) != 6 || told[0] != 1_050_000 || told[5] != minViewerBudget {
+		t.Errorf("told %v, want each of the six estimates", told)
+	}
+	for range 50 {
+		report(videoSSRC, 0)
+	}
+	if got := v.GetTargetBitrate(); got != 1_500_000 {
+		t.Errorf("after 50 clean reports (1.05⁵⁰ > 10): %d, want the stream's maximum 1500000", got)
 	}
 }

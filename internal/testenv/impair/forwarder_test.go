@@ -100,16 +100,7 @@ func TestForwarderCounts(t *testing.T) {
 			caughtUp(f, i+1, &received)
 		}
 	}
-	var s Stats
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		s = f.Stats()
-		if s.Up.Received == n && s.Down.Received == s.Up.Forwarded && s.Up.Queued == 0 && s.Down.Queued == 0 &&
-			received.Load() >= s.Down.Forwarded {
-			break
-		}
-	}
-	time.Sleep(50 * time.Millisecond) // room for a packet too many to show
-	s = f.Stats()
+	s := settled(f, &received)
 	client.Close()
 	<-readerDone
 	for _, d := range []struct {
@@ -190,21 +181,20 @@ func TestForwarderRateCap(t *testing.T) {
 	}
 	defer client.Close()
 	var first, last time.Time
-	count := make(chan int)
+	var received atomic.Uint64
+	readerDone := make(chan struct{})
 	go func() {
+		defer close(readerDone)
 		buf := make([]byte, 2048)
-		k := 0
 		for {
-			_ = client.SetReadDeadline(time.Now().Add(time.Second))
 			if _, err := client.Read(buf); err != nil {
-				count <- k
 				return
 			}
-			if k == 0 {
+			if received.Load() == 0 {
 				first = time.Now()
 			}
 			last = time.Now()
-			k++
+			received.Add(1)
 		}
 	}()
 	msg := make([]byte, 1000)
@@ -216,8 +206,10 @@ func TestForwarderRateCap(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	k := <-count
-	s := f.Stats()
+	s := settled(f, &received)
+	client.Close()
+	<-readerDone // first and last are the reader's until here
+	k := int(received.Load())
 	if s.Up.Dropped == 0 {
 		t.Errorf("nothing dropped from a burst 8 × the queue: %+v", s.Up)
 	}
@@ -259,6 +251,30 @@ func TestRunTwice(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Errorf("the running Run: %v", err)
 	}
+}
+
+// settled waits (up to 10 s) until the forwarder holds nothing, the echo
+// has answered every packet forwarded up, the client has read every
+// answer forwarded down (received counts them), and nothing has changed
+// for 300 ms; it returns the counters then. The tests once compared
+// against what a reader counted until a quiet second, which a stall of a
+// second on a loaded machine cut short.
+func settled(f *Forwarder, received *atomic.Uint64) Stats {
+	var last Stats
+	var lastReceived uint64
+	stableSince := time.Now()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		s, r := f.Stats(), received.Load()
+		if s != last || r != lastReceived {
+			last, lastReceived, stableSince = s, r, time.Now()
+			continue
+		}
+		if s.Up.Queued == 0 && s.Down.Queued == 0 && s.Down.Received == s.Up.Forwarded && r == s.Down.Forwarded &&
+			time.Since(stableSince) >= 300*time.Millisecond {
+			break
+		}
+	}
+	return last
 }
 
 // caughtUp waits (up to 2 s) until the forwarder has taken the sent

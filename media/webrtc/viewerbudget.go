@@ -105,8 +105,8 @@ func (b *viewerBudget) WriteRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) e
 			b.remb, b.rembAt = int(min(p.Bitrate, 1<<30)), b.now()
 			b.mu.Unlock()
 		case *rtcp.ReceiverReport:
-			if l, ok := b.lossReport(p.Reports); ok {
-				lossChanged, loss = b.lossCallback(), l
+			if l, tell, ok := b.lossReport(p.Reports); ok {
+				lossChanged, loss = tell, l
 			}
 		}
 	}
@@ -118,8 +118,8 @@ func (b *viewerBudget) WriteRTCP(pkts []rtcp.Packet, _ interceptor.Attributes) e
 }
 
 // lossReport updates the loss-based estimate from the report blocks about
-// our video, if there is one, and returns it.
-func (b *viewerBudget) lossReport(reports []rtcp.ReceptionReport) (int, bool) {
+// our video, if there is one, and returns it with whom to tell.
+func (b *viewerBudget) lossReport(reports []rtcp.ReceptionReport) (int, func(int), bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ok := false
@@ -143,13 +143,7 @@ func (b *viewerBudget) lossReport(reports []rtcp.ReceptionReport) (int, bool) {
 		b.loss = max(min(b.loss, b.most), minViewerBudget)
 		ok = true
 	}
-	return b.loss, ok
-}
-
-func (b *viewerBudget) lossCallback() func(int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.onLoss
+	return b.loss, b.onLoss, ok
 }
 
 // lossEstimate is the loss-based estimate, 0 before the first report.
